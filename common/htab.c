@@ -1,0 +1,82 @@
+/* htab.c - intrusive chained hash table (see htab.h). */
+#include "htab.h"
+#include "alloc.h"
+
+#define HTAB_INITIAL 16
+
+pd_status pd_htab_init(pd_htab *t, pd_hash_fn hash) {
+    t->b = pd_calloc(HTAB_INITIAL, sizeof *t->b);
+    if (t->b == NULL) return PD_ENOMEM;
+    t->mask = HTAB_INITIAL - 1;
+    t->n = 0;
+    t->hash = hash;
+    return PD_OK;
+}
+
+void pd_htab_free(pd_htab *t) {
+    pd_free(t->b);
+    t->b = NULL;
+    t->n = 0;
+}
+
+static void grow(pd_htab *t) {
+    uint64_t size = (t->mask + 1) * 2;
+    pd_hnode **nb = pd_calloc(size, sizeof *nb);
+    if (nb == NULL) return;
+    for (uint64_t i = 0; i <= t->mask; i++) {
+        pd_hnode *e = t->b[i];
+        while (e) {
+            pd_hnode *next = e->next;
+            uint64_t j = t->hash(e) & (size - 1);
+            e->next = nb[j];
+            nb[j] = e;
+            e = next;
+        }
+    }
+    pd_free(t->b);
+    t->b = nb;
+    t->mask = size - 1;
+}
+
+void pd_htab_insert(pd_htab *t, pd_hnode *e, uint64_t h) {
+    if (t->n >= t->mask + 1) {
+        grow(t);
+    }
+    pd_hnode **slot = &t->b[h & t->mask];
+    e->next = *slot;
+    *slot = e;
+    t->n++;
+}
+
+void pd_htab_remove(pd_htab *t, pd_hnode *e, uint64_t h) {
+    pd_hnode **p = &t->b[h & t->mask];
+    while (*p && *p != e) p = &(*p)->next;
+    if (*p == NULL) return;
+    *p = e->next;
+    e->next = NULL;
+    t->n--;
+}
+
+static uint64_t rev64(uint64_t v) {
+    v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
+    v = ((v >> 2) & 0x3333333333333333ULL) | ((v & 0x3333333333333333ULL) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0fULL) | ((v & 0x0f0f0f0f0f0f0f0fULL) << 4);
+    v = ((v >> 8) & 0x00ff00ff00ff00ffULL) | ((v & 0x00ff00ff00ff00ffULL) << 8);
+    v = ((v >> 16) & 0x0000ffff0000ffffULL) | ((v & 0x0000ffff0000ffffULL) << 16);
+    return (v >> 32) | (v << 32);
+}
+
+uint64_t pd_htab_scan(const pd_htab *t, uint64_t cursor, pd_htab_visit fn, void *ud) {
+    uint64_t m = t->mask;
+    for (pd_hnode *e = t->b[cursor & m]; e; ) {
+        pd_hnode *next = e->next; /* fn may not unlink, but be safe */
+        fn(ud, e);
+        e = next;
+    }
+    /* Increment the reversed cursor over the bits of the mask. */
+    cursor |= ~m;
+    cursor = rev64(cursor);
+    cursor++;
+    cursor = rev64(cursor);
+    return cursor;
+}

@@ -1,0 +1,531 @@
+/* presence.c - applying events and timers to the presence model.
+ *
+ * Design: three intrusive hash tables (users by id, devices by server+conn,
+ * servers by id) and one timer heap. Each operation first validates
+ * everything it needs (so an error changes nothing), then mutates, marking
+ * the users it touched dirty; at the end of the operation flush_dirty()
+ * compares each dirty user's public view with the one last announced and
+ * reports real changes. Reconnects inside the offline delay therefore never
+ * show up, and a sync that replaces a connection does not flap. */
+#include "presence_int.h"
+#include <stddef.h>
+#include <string.h>
+#include "alloc.h"
+
+#define OWNER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- hashing and lookup --------------------------------------------------- */
+
+static uint64_t user_hash(const pd_hnode *e) {
+    const pd_user *u = (const pd_user *)e;
+    return pd_hash(u->id, u->id_n);
+}
+
+static uint64_t server_hash(const pd_hnode *e) {
+    const pd_server *s = (const pd_server *)e;
+    return pd_hash(s->id, s->id_n);
+}
+
+static uint64_t device_key_hash(const pd_server *s, pd_str conn) {
+    /* Servers are interned, so their address identifies them. */
+    return pd_hash(conn.p, conn.n) ^ (pd_hash(s->id, s->id_n) * 0x9e3779b97f4a7c15ULL);
+}
+
+static uint64_t device_hash(const pd_hnode *e) {
+    const pd_device *d = (const pd_device *)e;
+    return device_key_hash(d->server, (pd_str){d->buf, d->conn_n});
+}
+
+pd_user *pd__user_find(const pd_model *m, pd_str id) {
+    for (pd_hnode *e = pd_htab_bucket(&m->users, pd_hash(id.p, id.n)); e; e = e->next) {
+        pd_user *u = (pd_user *)e;
+        if (u->id_n == id.n && memcmp(u->id, id.p, id.n) == 0) return u;
+    }
+    return NULL;
+}
+
+static pd_server *server_find(const pd_model *m, pd_str id) {
+    for (pd_hnode *e = pd_htab_bucket(&m->servers, pd_hash(id.p, id.n)); e; e = e->next) {
+        pd_server *s = (pd_server *)e;
+        if (s->id_n == id.n && memcmp(s->id, id.p, id.n) == 0) return s;
+    }
+    return NULL;
+}
+
+static pd_device *device_find(const pd_model *m, const pd_server *s, pd_str conn) {
+    if (s == NULL) return NULL;
+    for (pd_hnode *e = pd_htab_bucket(&m->devices, device_key_hash(s, conn)); e; e = e->next) {
+        pd_device *d = (pd_device *)e;
+        if (d->server == s && d->conn_n == conn.n && memcmp(d->buf, conn.p, conn.n) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+/* ---- users ---------------------------------------------------------------- */
+
+static pd_user *user_get(pd_model *m, pd_str id) {
+    pd_user *u = pd__user_find(m, id);
+    if (u) return u;
+    u = pd_calloc(1, sizeof *u + id.n);
+    if (u == NULL) return NULL;
+    memcpy(u->id, id.p, id.n);
+    u->id_n = (uint8_t)id.n;
+    u->grace.kind = TK_GRACE;
+    u->pub_status = PD_PUB_OFFLINE;
+    pd_htab_insert(&m->users, &u->h, pd_hash(id.p, id.n));
+    return u;
+}
+
+static void mark_dirty(pd_model *m, pd_user *u) {
+    if (u->flags & UF_DIRTY) return;
+    if (m->ndirty == m->dirty_cap) {
+        uint32_t cap = m->dirty_cap ? m->dirty_cap * 2 : 64;
+        pd_user **d = pd_realloc(m->dirty, sizeof *d * cap);
+        if (d == NULL) return; /* the change is announced with the next one */
+        m->dirty = d;
+        m->dirty_cap = cap;
+    }
+    u->flags |= UF_DIRTY;
+    m->dirty[m->ndirty++] = u;
+}
+
+static uint32_t public_custom(const pd_user *u) {
+    if (u->custom == NULL || u->chosen == PD_CHOSEN_INVISIBLE) return 0;
+    return u->custom_gen;
+}
+
+static void flush_dirty(pd_model *m, uint64_t now) {
+    for (uint32_t i = 0; i < m->ndirty; i++) {
+        pd_user *u = m->dirty[i];
+        u->flags &= (uint8_t)~UF_DIRTY;
+        pd_public st = pd__user_status(u, false);
+        uint32_t cu = public_custom(u);
+        if (st == u->pub_status && cu == u->pub_custom) continue;
+        u->pub_status = (uint8_t)st;
+        u->pub_custom = cu;
+        m->changes++;
+        int64_t ts = (int64_t)now > u->notified_ts ? (int64_t)now : u->notified_ts + 1;
+        u->notified_ts = ts;
+        if (m->on_change) {
+            pd_view v;
+            pd__user_view(u, false, &v);
+            v.ts = ts;
+            m->on_change(m->ud, &v);
+        }
+    }
+    m->ndirty = 0;
+}
+
+/* The last device left: keep the former presence for the offline delay. */
+static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint64_t now) {
+    u->flags &= (uint8_t)~UF_HELD_ACTIVE;
+    if (was_active) u->flags |= UF_HELD_ACTIVE;
+    if (m->cfg.offline_delay_ms == 0 ||
+        pd_theap_arm(&m->timers, &u->grace, now + m->cfg.offline_delay_ms) != PD_OK) {
+        u->flags &= (uint8_t)~UF_GRACE;
+        return;
+    }
+    u->flags |= UF_GRACE;
+}
+
+static void user_regained_device(pd_model *m, pd_user *u) {
+    u->flags &= (uint8_t)~UF_GRACE;
+    pd_theap_disarm(&m->timers, &u->grace);
+}
+
+static void custom_clear(pd_model *m, pd_user *u) {
+    if (u->custom == NULL) return;
+    pd_theap_disarm(&m->timers, &u->custom->expiry);
+    pd_free(u->custom);
+    u->custom = NULL;
+    u->custom_gen++;
+}
+
+/* ---- devices and servers ----------------------------------------------------- */
+
+static pd_server *server_get(pd_model *m, pd_str id) {
+    pd_server *s = server_find(m, id);
+    if (s) return s;
+    s = pd_calloc(1, sizeof *s + id.n);
+    if (s == NULL) return NULL;
+    memcpy(s->id, id.p, id.n);
+    s->id_n = (uint8_t)id.n;
+    s->timeout.kind = TK_SERVER;
+    pd_htab_insert(&m->servers, &s->h, pd_hash(id.p, id.n));
+    return s;
+}
+
+/* Forgets a server with no devices: its seq and heartbeat watch go too, so
+ * that a restarted server can count from zero again. */
+static void server_drop(pd_model *m, pd_server *s) {
+    pd_theap_disarm(&m->timers, &s->timeout);
+    pd_htab_remove(&m->servers, &s->h, server_hash(&s->h));
+    pd_free(s);
+}
+
+static void device_set_active(pd_model *m, pd_device *d, uint64_t now) {
+    d->last_active = (int64_t)now;
+    d->user->seen = (int64_t)now;
+    if (d->state != PD_DEV_ACTIVE) {
+        d->state = PD_DEV_ACTIVE;
+        d->user->nactive++;
+        mark_dirty(m, d->user);
+    }
+    if (!pd_timer_armed(&d->idle)) pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms);
+}
+
+static void device_set_idle(pd_model *m, pd_device *d) {
+    pd_theap_disarm(&m->timers, &d->idle);
+    if (d->state == PD_DEV_IDLE) return;
+    d->state = PD_DEV_IDLE;
+    d->user->nactive--;
+    mark_dirty(m, d->user);
+}
+
+static void device_remove(pd_model *m, pd_device *d, uint64_t now) {
+    pd_user *u = d->user;
+    pd_server *s = d->server;
+    bool was_active = u->nactive > 0;
+    pd_theap_disarm(&m->timers, &d->idle);
+    pd_htab_remove(&m->devices, &d->h, device_hash(&d->h));
+    for (pd_device **p = &u->devs; *p; p = &(*p)->unext) {
+        if (*p == d) { *p = d->unext; break; }
+    }
+    if (d->sprev) d->sprev->snext = d->snext;
+    else s->devs = d->snext;
+    if (d->snext) d->snext->sprev = d->sprev;
+    s->ndev--;
+    u->ndev--;
+    if (d->state == PD_DEV_ACTIVE) u->nactive--;
+    u->seen = (int64_t)now;
+    m->ndevices--;
+    if (u->ndev == 0) user_lost_last_device(m, u, was_active, now);
+    mark_dirty(m, u);
+    pd_free(d->meta);
+    pd_free(d);
+}
+
+/* Creates a device; takes the validated slices of a connect or sync entry. */
+static pd_status device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user,
+                            pd_str label, pd_str meta, uint64_t now) {
+    pd_user *u = user_get(m, user);
+    if (u == NULL) return PD_ENOMEM;
+    pd_device *d = pd_calloc(1, sizeof *d + conn.n + label.n);
+    uint8_t *mb = meta.n ? pd_malloc(meta.n + 2u) : NULL;
+    if (d == NULL || (meta.n && mb == NULL)) {
+        pd_free(d);
+        pd_free(mb);
+        return PD_ENOMEM;
+    }
+    memcpy(d->buf, conn.p, conn.n);
+    memcpy(d->buf + conn.n, label.p, label.n);
+    d->conn_n = (uint8_t)conn.n;
+    d->label_n = (uint8_t)label.n;
+    if (mb) {
+        mb[0] = (uint8_t)(meta.n >> 8);
+        mb[1] = (uint8_t)meta.n;
+        memcpy(mb + 2, meta.p, meta.n);
+        d->meta = mb;
+    }
+    d->user = u;
+    d->server = s;
+    d->node = m->node;
+    d->connected_at = (int64_t)now;
+    d->idle.kind = TK_IDLE;
+    d->state = PD_DEV_IDLE; /* device_set_active counts it */
+    d->unext = u->devs;
+    u->devs = d;
+    d->snext = s->devs;
+    if (s->devs) s->devs->sprev = d;
+    s->devs = d;
+    s->ndev++;
+    if (u->ndev++ == 0) user_regained_device(m, u);
+    m->ndevices++;
+    pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
+    device_set_active(m, d, now);
+    mark_dirty(m, u);
+    return PD_OK;
+}
+
+/* Disconnects every device of s and forgets it (shutdown, timeout). */
+static void server_close(pd_model *m, pd_server *s, uint64_t now) {
+    while (s->devs) device_remove(m, s->devs, now);
+    server_drop(m, s);
+}
+
+/* ---- events ------------------------------------------------------------------- */
+
+static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now) {
+    pd_device *d = device_find(m, s, ev->conn);
+    if (d && d->user->id_n == ev->user.n && memcmp(d->user->id, ev->user.p, ev->user.n) == 0 &&
+        d->label_n == ev->device.n && memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
+        device_set_active(m, d, now); /* a repeated connect: nothing new */
+        return PD_OK;
+    }
+    /* Add first so that a reconnect of the same user does not pass through
+     * an empty device list. */
+    pd_status st = device_add(m, s, ev->conn, ev->user, ev->device, ev->meta, now);
+    if (st != PD_OK) return st;
+    if (d) device_remove(m, d, now);
+    return PD_OK;
+}
+
+static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now) {
+    pd_sync_iter it;
+    pd_sync_conn c;
+    for (pd_device *d = s->devs; d; d = d->snext) d->mark = 0;
+    pd_sync_iter_init(&it, ev);
+    while (pd_sync_iter_next(&it, &c)) {
+        pd_device *d = device_find(m, s, c.conn);
+        bool same = d && d->user->id_n == c.user.n &&
+                    memcmp(d->user->id, c.user.p, c.user.n) == 0;
+        if (same) {
+            d->mark = 1;
+            continue;
+        }
+        pd_status st = device_add(m, s, c.conn, c.user, c.device, (pd_str){NULL, 0}, now);
+        if (st != PD_OK) return st;
+        s->devs->mark = 1; /* device_add puts the new device first */
+        if (d) device_remove(m, d, now);
+    }
+    for (pd_device *d = s->devs, *next; d; d = next) {
+        next = d->snext;
+        if (!d->mark) device_remove(m, d, now);
+    }
+    /* A sync starts the server over: its seq may restart. */
+    s->has_seq = 0;
+    return PD_OK;
+}
+
+static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err *err) {
+    if (ev->text.n > 0 && ev->expires_at != 0 && (uint64_t)ev->expires_at <= now) {
+        pd_err_set(err, PD_EBADVALUE, "expires_at %lld is in the past",
+                   (long long)ev->expires_at);
+        return PD_EBADVALUE;
+    }
+    pd_custom *c = NULL;
+    if (ev->text.n > 0) {
+        c = pd_calloc(1, sizeof *c + ev->text.n + ev->emoji.n);
+        if (c == NULL) return PD_ENOMEM;
+    }
+    pd_user *u = user_get(m, ev->user);
+    if (u == NULL) {
+        pd_free(c);
+        return PD_ENOMEM;
+    }
+    custom_clear(m, u);
+    if (c) {
+        memcpy(c->buf, ev->text.p, ev->text.n);
+        memcpy(c->buf + ev->text.n, ev->emoji.p, ev->emoji.n);
+        c->text_n = (uint16_t)ev->text.n;
+        c->emoji_n = (uint8_t)ev->emoji.n;
+        c->expires_at = ev->expires_at;
+        c->expiry.kind = TK_CUSTOM;
+        c->user = u;
+        u->custom = c;
+        if (c->expires_at) pd_theap_arm(&m->timers, &c->expiry, (uint64_t)c->expires_at);
+    }
+    mark_dirty(m, u);
+    return PD_OK;
+}
+
+static pd_status ev_status(pd_model *m, const pd_event *ev) {
+    pd_user *u = user_get(m, ev->user);
+    if (u == NULL) return PD_ENOMEM;
+    if (ev->status == PD_CHOSEN_INVISIBLE && u->chosen != PD_CHOSEN_INVISIBLE)
+        u->seen_frozen = u->seen;
+    u->chosen = (uint8_t)ev->status;
+    mark_dirty(m, u);
+    return PD_OK;
+}
+
+/* Looks up the device of a disconnect/activity/idle, or reports unknown_conn. */
+static pd_device *conn_lookup(pd_model *m, pd_server *s, const pd_event *ev, pd_err *err) {
+    pd_device *d = device_find(m, s, ev->conn);
+    if (d == NULL)
+        pd_err_set(err, PD_EUNKNOWNCONN, "conn '%.*s' of server '%.*s' is not connected",
+                   (int)ev->conn.n, ev->conn.p, (int)ev->server.n, ev->server.p);
+    return d;
+}
+
+static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *ev,
+                                    uint64_t now, pd_err *err) {
+    pd_device *d;
+    switch (ev->type) {
+    case PD_EV_CONNECT: return ev_connect(m, s, ev, now);
+    case PD_EV_SYNC: return ev_sync(m, s, ev, now);
+    case PD_EV_DISCONNECT:
+        if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        device_remove(m, d, now);
+        return PD_OK;
+    case PD_EV_ACTIVITY:
+        if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        device_set_active(m, d, now);
+        return PD_OK;
+    case PD_EV_IDLE:
+        if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        device_set_idle(m, d);
+        return PD_OK;
+    case PD_EV_HEARTBEAT:
+        s->watched = 1;
+        return PD_OK;
+    default:
+        return PD_OK;
+    }
+}
+
+/* Records that a server spoke: liveness, and its timeout once watched. */
+static void server_alive(pd_model *m, pd_server *s, uint64_t now) {
+    s->last_msg = (int64_t)now;
+    if (s->watched && !pd_timer_armed(&s->timeout))
+        pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.server_timeout_ms);
+}
+
+pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
+                         pd_apply_result *res, pd_err *err) {
+    pd_status st = PD_OK;
+    pd_server *s = ev->server.n ? server_find(m, ev->server) : NULL;
+    *res = PD_APPLIED;
+    if (s && ev->has_seq && s->has_seq && ev->seq <= s->last_seq && ev->type != PD_EV_SYNC) {
+        *res = PD_DUPLICATE;
+        return PD_OK;
+    }
+    if (ev->type == PD_EV_SHUTDOWN) {
+        if (s) server_close(m, s, now);
+        flush_dirty(m, now);
+        return PD_OK;
+    }
+    if (ev->type == PD_EV_STATUS) st = ev_status(m, ev);
+    else if (ev->type == PD_EV_CUSTOM) st = ev_custom(m, ev, now, err);
+    if (ev->server.n && st == PD_OK) {
+        bool created = s == NULL;
+        if (created && (ev->type == PD_EV_DISCONNECT || ev->type == PD_EV_ACTIVITY ||
+                        ev->type == PD_EV_IDLE)) {
+            conn_lookup(m, NULL, ev, err);
+            return PD_EUNKNOWNCONN;
+        }
+        if (created && (s = server_get(m, ev->server)) == NULL) st = PD_ENOMEM;
+        if (st == PD_OK) st = apply_server_event(m, s, ev, now, err);
+        if (st == PD_OK) {
+            server_alive(m, s, now);
+            if (ev->has_seq) {
+                s->last_seq = ev->seq;
+                s->has_seq = 1;
+            }
+        } else if (s->ndev == 0 && !s->watched && !s->has_seq) {
+            server_drop(m, s);
+        }
+    }
+    if (st == PD_ENOMEM) pd_err_set(err, PD_ENOMEM, "out of memory");
+    else if (st != PD_OK && err->code != st) pd_err_set(err, st, "%s", pd_status_str(st));
+    flush_dirty(m, now);
+    return st;
+}
+
+/* ---- timers ---------------------------------------------------------------------- */
+
+static void fire(pd_model *m, pd_timer *t, uint64_t now) {
+    switch (t->kind) {
+    case TK_IDLE: {
+        pd_device *d = OWNER(t, pd_device, idle);
+        uint64_t due = (uint64_t)d->last_active + m->cfg.idle_timeout_ms;
+        if (due > now) pd_theap_arm(&m->timers, t, due);
+        else device_set_idle(m, d);
+        break;
+    }
+    case TK_GRACE: {
+        pd_user *u = OWNER(t, pd_user, grace);
+        u->flags &= (uint8_t)~UF_GRACE;
+        mark_dirty(m, u);
+        break;
+    }
+    case TK_CUSTOM: {
+        pd_user *u = OWNER(t, pd_custom, expiry)->user;
+        custom_clear(m, u);
+        mark_dirty(m, u);
+        break;
+    }
+    case TK_SERVER: {
+        pd_server *s = OWNER(t, pd_server, timeout);
+        uint64_t due = (uint64_t)s->last_msg + m->cfg.server_timeout_ms;
+        if (due > now) pd_theap_arm(&m->timers, t, due);
+        else server_close(m, s, now);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+void pd_model_tick(pd_model *m, uint64_t now) {
+    pd_timer *t;
+    while ((t = pd_theap_pop_due(&m->timers, now)) != NULL) fire(m, t, now);
+    flush_dirty(m, now);
+}
+
+uint64_t pd_model_next_due(const pd_model *m) { return pd_theap_next(&m->timers); }
+
+/* ---- life cycle -------------------------------------------------------------------- */
+
+pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud) {
+    pd_model *m = pd_calloc(1, sizeof *m);
+    if (m == NULL) return NULL;
+    m->cfg = *cfg;
+    m->on_change = on_change;
+    m->ud = ud;
+    pd_theap_init(&m->timers);
+    m->node = pd_malloc(node.n + 1u);
+    if (m->node == NULL || pd_htab_init(&m->users, user_hash) != PD_OK ||
+        pd_htab_init(&m->devices, device_hash) != PD_OK ||
+        pd_htab_init(&m->servers, server_hash) != PD_OK) {
+        pd_model_free(m);
+        return NULL;
+    }
+    memcpy(m->node, node.p, node.n);
+    m->node[node.n] = '\0';
+    return m;
+}
+
+static void free_entry(void *ud, pd_hnode *e) {
+    (void)ud;
+    pd_free(e);
+}
+
+static void free_device(void *ud, pd_hnode *e) {
+    (void)ud;
+    pd_free(((pd_device *)e)->meta);
+    pd_free(e);
+}
+
+static void free_user(void *ud, pd_hnode *e) {
+    (void)ud;
+    pd_free(((pd_user *)e)->custom);
+    pd_free(e);
+}
+
+static void free_table(pd_htab *t, pd_htab_visit fn) {
+    if (t->b == NULL) return;
+    uint64_t c = 0;
+    do c = pd_htab_scan(t, c, fn, NULL); while (c != 0);
+    pd_htab_free(t);
+}
+
+void pd_model_free(pd_model *m) {
+    if (m == NULL) return;
+    pd_theap_free(&m->timers);
+    free_table(&m->devices, free_device);
+    free_table(&m->users, free_user);
+    free_table(&m->servers, free_entry);
+    pd_free(m->dirty);
+    pd_free(m->node);
+    pd_free(m);
+}
+
+void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
+    st->users = m->users.n;
+    st->devices = m->ndevices;
+    st->servers = m->servers.n;
+    st->timers = pd_theap_count(&m->timers);
+    st->changes = m->changes;
+}

@@ -1,0 +1,76 @@
+/* presence.h - the presence model of one node (PROTOCOL.md section 2).
+ *
+ * Users, their devices (one per socket connection, keyed by server + conn),
+ * the socket servers that own the connections, chosen and custom status,
+ * idle detection, the offline delay and last_seen. The model is pure: it
+ * takes decoded events and the current time, and reports every change of a
+ * user's public view through a callback, once, after the operation that
+ * caused it is complete (so an operation never shows a half-done state).
+ * All timing runs from one timer heap; pd_model_tick() fires what is due.
+ *
+ * Ownership: the model owns everything it stores; views and strings handed
+ * to callbacks and query results are borrowed until the next call that
+ * changes the model. Not thread-safe: one thread owns a model. */
+#ifndef PD_PRESENCE_H
+#define PD_PRESENCE_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "codec.h"
+#include "status.h"
+
+typedef struct pd_model pd_model;
+
+typedef struct {
+    uint64_t idle_timeout_ms;
+    uint64_t offline_delay_ms;
+    uint64_t server_timeout_ms;
+} pd_model_cfg;
+
+/* Called once per change of a user's public presence or custom status (the
+ * view others see), after the operation is complete. v is borrowed. */
+typedef void (*pd_change_fn)(void *ud, const pd_view *v);
+
+/* node is this node's id (the owner of devices it creates). */
+pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud);
+void pd_model_free(pd_model *m);
+
+/* Outcome of applying an event. */
+typedef enum { PD_APPLIED, PD_DUPLICATE } pd_apply_result;
+
+/* Applies one decoded event at time now. On error nothing changed and err
+ * says why (unknown_conn, bad_value for a custom status already expired,
+ * internal for out of memory). */
+pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
+                         pd_apply_result *res, pd_err *err);
+
+/* Fires every timer due at or before now. */
+void pd_model_tick(pd_model *m, uint64_t now);
+/* When the next timer is due (UINT64_MAX when none). */
+uint64_t pd_model_next_due(const pd_model *m);
+
+/* ---- queries -------------------------------------------------------------- */
+
+/* The view of `user` for `viewer` (viewer.n == 0: the public view). A user
+ * the model has never seen is reported offline with last_seen 0. Returns
+ * false if unknown (the view is still filled). */
+bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out);
+
+/* Calls fn for each live device of user; returns how many. */
+typedef void (*pd_device_fn)(void *ud, const pd_device_view *d);
+uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, void *ud);
+
+/* Pages through users whose public presence is not offline. Visits buckets
+ * from cursor (0 = start) until at least `limit` users were reported or the
+ * table ends; returns the next cursor (0 = done). A page never exceeds
+ * limit unless one hash bucket alone holds more online users than limit. */
+typedef void (*pd_user_fn)(void *ud, pd_str user);
+uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit,
+                              pd_user_fn fn, void *ud);
+
+typedef struct {
+    uint64_t users, devices, servers, timers;
+    uint64_t changes;   /* local changes applied (events that changed state) */
+} pd_model_stats;
+void pd_model_stats_get(const pd_model *m, pd_model_stats *st);
+
+#endif

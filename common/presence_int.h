@@ -1,0 +1,90 @@
+/* presence_int.h - internal structures of the presence model, shared by
+ * presence.c (events, timers) and presence_view.c (views and queries).
+ * Not part of the library's interface. */
+#ifndef PD_PRESENCE_INT_H
+#define PD_PRESENCE_INT_H
+#include "htab.h"
+#include "presence.h"
+#include "timerheap.h"
+
+enum { TK_IDLE = 1, TK_GRACE, TK_CUSTOM, TK_SERVER };
+
+typedef struct pd_user pd_user;
+
+typedef struct pd_custom {
+    pd_timer expiry;
+    pd_user *user;             /* owner, found when the expiry fires */
+    int64_t expires_at;
+    uint16_t text_n;
+    uint8_t emoji_n;
+    char buf[];                /* text then emoji */
+} pd_custom;
+
+typedef struct pd_device pd_device;
+
+struct pd_user {
+    pd_hnode h;
+    pd_device *devs;           /* singly linked through d->unext */
+    pd_custom *custom;
+    pd_timer grace;            /* offline delay after the last device left */
+    int64_t seen;              /* last connect, activity or disconnect */
+    int64_t seen_frozen;       /* `seen` when the user chose invisible */
+    int64_t notified_ts;       /* ts of the last notification */
+    uint32_t ndev, nactive;
+    uint32_t custom_gen;       /* bumped on every custom status change */
+    uint32_t pub_custom;       /* custom_gen others last saw (0 = none) */
+    uint8_t chosen;            /* pd_chosen */
+    uint8_t pub_status;        /* pd_public others last saw */
+    uint8_t flags;             /* UF_* */
+    uint8_t id_n;
+    char id[];
+};
+
+enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8 };
+
+typedef struct pd_server {
+    pd_hnode h;
+    pd_device *devs;           /* doubly linked through d->sprev/snext */
+    pd_timer timeout;
+    int64_t last_msg;          /* last event from this server */
+    int64_t last_seq;
+    uint32_t ndev;
+    uint8_t has_seq, watched;  /* watched: sent a heartbeat */
+    uint8_t id_n;
+    char id[];
+} pd_server;
+
+struct pd_device {
+    pd_hnode h;                /* table keyed by (server, conn) */
+    pd_device *unext;
+    pd_device *sprev, *snext;
+    pd_user *user;
+    pd_server *server;
+    const char *node;          /* owner node id, interned by the model */
+    uint8_t *meta;             /* encoded map, length-prefixed (2 bytes) */
+    int64_t connected_at, last_active;
+    pd_timer idle;
+    uint8_t state;             /* pd_devstate */
+    uint8_t mark;              /* scratch for sync */
+    uint8_t conn_n, label_n;
+    char buf[];                /* conn then label */
+};
+
+struct pd_model {
+    pd_model_cfg cfg;
+    pd_htab users, devices, servers;
+    pd_theap timers;
+    pd_change_fn on_change;
+    void *ud;
+    char *node;
+    pd_user **dirty;
+    uint32_t ndirty, dirty_cap;
+    uint64_t ndevices;
+    uint64_t changes;
+};
+
+pd_user *pd__user_find(const pd_model *m, pd_str id);
+pd_public pd__user_status(const pd_user *u, bool self);
+void pd__user_view(const pd_user *u, bool self, pd_view *out);
+
+#endif

@@ -1,0 +1,32 @@
+/* status.h - the one status type of presenced.
+ *
+ * Every fallible function returns a pd_status. The protocol error codes of
+ * PROTOCOL.md section 7 are statuses too, so a decode error travels from the
+ * codec to the reply without translation tables in between. */
+#ifndef PD_STATUS_H
+#define PD_STATUS_H
+
+typedef enum {
+    PD_OK = 0,
+    PD_EBADMSGPACK,   /* not MessagePack, truncated, trailing bytes, not a map */
+    PD_EBADTYPE,      /* unknown event `type` */
+    PD_EMISSING,      /* a required field is absent */
+    PD_EBADID,        /* an identifier breaks the id rules */
+    PD_ETOOLARGE,     /* a size limit is exceeded */
+    PD_EBADVALUE,     /* a field has the wrong type or an out-of-range value */
+    PD_EUNKNOWNCONN,  /* the connection is not known to this node */
+    PD_EINTERNAL,     /* a bug or an unexpected failure */
+    PD_ENOMEM,        /* allocation failed (reported as `internal`) */
+    PD_EIO,           /* a network or file operation failed (`internal`) */
+    PD_ECONFIG,       /* a setting is invalid */
+    PD_STATUS_COUNT
+} pd_status;
+
+/* Human-readable name of a status, for logs. Never NULL. */
+const char *pd_status_str(pd_status s);
+
+/* The wire error code of PROTOCOL.md section 7 ("bad_msgpack", ...).
+ * Statuses with no code of their own map to "internal". */
+const char *pd_status_code(pd_status s);
+
+#endif

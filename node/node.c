@@ -1,0 +1,111 @@
+/* node.c - life cycle and loop of a presence node: the inbox drain, the
+ * timer that runs the model's timers, and signal handling. */
+#include "node.h"
+#include <string.h>
+#include "alloc.h"
+#include "clock.h"
+
+/* At most this long between loop wake-ups with nothing due, ms. */
+#define NODE_MAX_SLEEP_MS 1000
+
+static void arm_timer(pd_node *n);
+
+static void dispatch(pd_node *n, pd_inbox_item *it) {
+    if (it->kind == SUB_EVENTS) node__handle_event(n, it->msg);
+    else node__handle_query(n, (node_sub_kind)it->kind, it->msg);
+    natsMsg_Destroy(it->msg);
+}
+
+static void on_wake(uv_async_t *h) {
+    pd_node *n = h->data;
+    pd_inbox_item *items;
+    uint32_t count;
+    /* Drain until empty: pushes made while we work coalesce into one wake. */
+    for (;;) {
+        pd_inbox_take(&n->inbox, &items, &count);
+        if (count == 0) break;
+        n->now = pd_now_ms();
+        pd_model_tick(n->model, n->now);
+        for (uint32_t i = 0; i < count; i++) dispatch(n, &items[i]);
+        pd_inbox_release(items);
+    }
+    pd_inbox_release(items);
+    arm_timer(n);
+}
+
+static void on_timer(uv_timer_t *t) {
+    pd_node *n = t->data;
+    n->now = pd_now_ms();
+    pd_model_tick(n->model, n->now);
+    arm_timer(n);
+}
+
+static void arm_timer(pd_node *n) {
+    uint64_t due = pd_model_next_due(n->model);
+    uint64_t now = pd_now_ms();
+    uint64_t wait = due <= now ? 0 : due - now;
+    if (wait > NODE_MAX_SLEEP_MS) wait = NODE_MAX_SLEEP_MS;
+    uv_timer_start(&n->timer, on_timer, wait, 0);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+    pd_node *n = s->data;
+    pd_log(PD_LOG_INFO, "signal %d: stopping", signum);
+    n->exit_code = 0;
+    uv_stop(&n->loop);
+}
+
+pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errlen) {
+    memset(n, 0, sizeof *n);
+    n->cfg = *cfg;
+    n->started_at = pd_now_ms();
+    n->bad_input_log = (pd_ratelimit){.per_window = 10, .window_ms = 10000};
+    msgpack_sbuffer_init(&n->out);
+    pd_model_cfg mc = {
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .offline_delay_ms = cfg->offline_delay_ms,
+        .server_timeout_ms = cfg->server_timeout_ms,
+    };
+    n->model = pd_model_new(&mc, pd_str_c(cfg->node_id), node__on_change, n);
+    if (n->model == NULL) {
+        snprintf(err, errlen, "out of memory creating the model");
+        return PD_ENOMEM;
+    }
+    if (pd_inbox_init(&n->inbox) != PD_OK || uv_loop_init(&n->loop) != 0) {
+        snprintf(err, errlen, "cannot initialise the event loop");
+        return PD_EINTERNAL;
+    }
+    n->loop_ready = true;
+    uv_async_init(&n->loop, &n->wake, on_wake);
+    uv_timer_init(&n->loop, &n->timer);
+    uv_signal_init(&n->loop, &n->sigterm);
+    uv_signal_init(&n->loop, &n->sigint);
+    n->wake.data = n->timer.data = n->sigterm.data = n->sigint.data = n;
+    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&n->sigint, on_signal, SIGINT);
+    return node__nats_connect(n, err, errlen);
+}
+
+int pd_node_run(pd_node *n) {
+    n->exit_code = 1;
+    arm_timer(n);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    return n->exit_code;
+}
+
+static void close_handle(uv_handle_t *h, void *ud) {
+    (void)ud;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void pd_node_close(pd_node *n) {
+    node__nats_close(n);  /* no more pushes after this */
+    if (n->loop_ready) {
+        uv_walk(&n->loop, close_handle, NULL);
+        uv_run(&n->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&n->loop);
+    }
+    pd_inbox_free(&n->inbox);
+    pd_model_free(n->model);
+    msgpack_sbuffer_destroy(&n->out);
+}

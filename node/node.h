@@ -1,0 +1,84 @@
+/* node.h - the presenced daemon: one presence node on NATS.
+ *
+ * A node owns a presence model and drives it from one libuv loop thread:
+ * nats.c hands every received message to the inbox, the loop drains it,
+ * decodes, applies, replies and publishes notifications, and runs the
+ * model's timers from one uv timer armed for the next due time. */
+#ifndef PD_NODE_H
+#define PD_NODE_H
+#include <nats/nats.h>
+#include <stdint.h>
+#include <uv.h>
+#include "codec.h"
+#include "config.h"
+#include "inbox.h"
+#include "log.h"
+#include "presence.h"
+
+/* Subscriptions; the kind travels with each message through the inbox. */
+typedef enum {
+    SUB_EVENTS, SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER, SUB_COUNT
+} node_sub_kind;
+
+typedef struct {
+    uint64_t events[PD_EV_COUNT];   /* applied, by type */
+    uint64_t duplicates;            /* ignored by seq */
+    uint64_t errors[PD_STATUS_COUNT];
+    uint64_t queries[PD_Q_COUNT];
+    uint64_t notifications;
+    uint64_t publish_errors;
+} node_stats;
+
+typedef struct pd_node pd_node;
+
+typedef struct {
+    pd_node *node;
+    node_sub_kind kind;
+} node_sub_ctx;
+
+struct pd_node {
+    pd_config cfg;
+    pd_model *model;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_timer_t timer;
+    uv_signal_t sigterm, sigint;
+    pd_inbox inbox;
+    natsConnection *nc;
+    natsSubscription *subs[SUB_COUNT];
+    node_sub_ctx sub_ctx[SUB_COUNT];
+    msgpack_sbuffer out;            /* scratch for encoding, reused */
+    char subj[PD_ID_MAX * 2 + 32];  /* scratch for subjects */
+    uint64_t now;                   /* cached wall clock of this batch, ms */
+    uint64_t started_at;
+    node_stats stats;
+    pd_ratelimit bad_input_log;
+    int exit_code;
+    bool loop_ready;
+};
+
+/* Creates a node from a validated configuration; connects to NATS (retrying
+ * in the background if it is not reachable yet) and subscribes. */
+pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errlen);
+/* Runs the loop until SIGTERM/SIGINT; returns the process exit code. */
+int pd_node_run(pd_node *n);
+void pd_node_close(pd_node *n);
+
+/* node_nats.c */
+pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);
+void node__nats_close(pd_node *n);
+/* Publishes the scratch buffer n->out to subject (a reply or a notification). */
+void node__publish(pd_node *n, const char *subject);
+/* Replies {"ok": false, ...} to msg if it is a request. */
+void node__reply_error(pd_node *n, natsMsg *msg, pd_status code, const char *text);
+/* Counts and logs (rate-limited) a bad message. */
+void node__bad_input(pd_node *n, natsMsg *msg, const pd_err *err);
+
+/* node_events.c */
+void node__handle_event(pd_node *n, natsMsg *msg);
+void node__on_change(void *ud, const pd_view *v);
+
+/* node_query.c */
+void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg);
+
+#endif

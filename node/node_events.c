@@ -1,0 +1,48 @@
+/* node_events.c - connection events (PROTOCOL.md section 1) and change
+ * notifications (section 3): decode, apply to the model, reply, announce. */
+#include "node.h"
+#include <stdio.h>
+
+void node__handle_event(pd_node *n, natsMsg *msg) {
+    const char *data = natsMsg_GetData(msg);
+    int len = natsMsg_GetDataLength(msg);
+    const char *reply = natsMsg_GetReply(msg);
+    pd_event ev;
+    pd_err err = {PD_OK, ""};
+    pd_apply_result res = PD_APPLIED;
+    pd_status s;
+
+    if ((uint64_t)len > n->cfg.max_msg_bytes) {
+        pd_err_set(&err, PD_ETOOLARGE, "message is %d bytes, the limit is %llu", len,
+                   (unsigned long long)n->cfg.max_msg_bytes);
+        s = PD_ETOOLARGE;
+    } else {
+        s = pd_event_decode(data, (size_t)len, &ev, &err);
+    }
+    if (s == PD_OK) s = pd_model_apply(n->model, &ev, n->now, &res, &err);
+    if (s != PD_OK) {
+        if (err.code != s) pd_err_set(&err, s, "%s", pd_status_str(s));
+        node__bad_input(n, msg, &err);
+        node__reply_error(n, msg, s, err.msg);
+        return;
+    }
+    if (res == PD_DUPLICATE) n->stats.duplicates++;
+    else n->stats.events[ev.type]++;
+    if (reply && reply[0]) {
+        msgpack_sbuffer_clear(&n->out);
+        pd_reply_ok_encode(&n->out);
+        node__publish(n, reply);
+    }
+}
+
+void node__on_change(void *ud, const pd_view *v) {
+    pd_node *n = ud;
+    /* The view is borrowed and n->out may be holding a reply being built
+     * elsewhere only between calls, never across one: safe to reuse. */
+    msgpack_sbuffer_clear(&n->out);
+    pd_notification_encode(&n->out, v);
+    snprintf(n->subj, sizeof n->subj, "%s.user.%.*s", n->cfg.subject_prefix, (int)v->user.n,
+             v->user.p);
+    node__publish(n, n->subj);
+    n->stats.notifications++;
+}

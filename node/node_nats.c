@@ -1,0 +1,152 @@
+/* node_nats.c - the node's NATS connection: options (reconnect forever,
+ * publish at once), subscriptions handing messages to the inbox, and the
+ * small publish/reply helpers used by the handlers. */
+#include "node.h"
+#include <stdio.h>
+#include <string.h>
+
+/* Reconnect: forever, 250 ms apart, with nats.c's jitter. */
+#define NODE_RECONNECT_WAIT_MS 250
+#define NODE_QUEUE_GROUP "presenced"
+
+static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+    node_sub_ctx *ctx = closure;
+    (void)nc;
+    (void)sub;
+    if (pd_inbox_push(&ctx->node->inbox, msg, (int)ctx->kind))
+        uv_async_send(&ctx->node->wake);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure) {
+    (void)nc;
+    (void)closure;
+    pd_log(PD_LOG_WARN, "disconnected from NATS; reconnecting");
+}
+
+static void on_reconnected(natsConnection *nc, void *closure) {
+    char url[256] = "";
+    (void)closure;
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    pd_log(PD_LOG_INFO, "reconnected to NATS at %s", url);
+}
+
+static void on_connected(natsConnection *nc, void *closure) {
+    char url[256] = "";
+    (void)closure;
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    pd_log(PD_LOG_INFO, "connected to NATS at %s", url);
+}
+
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus s, void *closure) {
+    (void)nc;
+    (void)sub;
+    (void)closure;
+    pd_log(PD_LOG_ERROR, "NATS error: %s", natsStatus_GetText(s));
+}
+
+static natsStatus make_options(pd_node *n, natsOptions **out) {
+    natsOptions *o = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    char name[PD_ID_MAX + 16];
+    snprintf(name, sizeof name, "presenced:%s", n->cfg.node_id);
+    if (s == NATS_OK) s = natsOptions_SetURL(o, n->cfg.nats_url);
+    if (s == NATS_OK) s = natsOptions_SetName(o, name);
+    /* nats.c gives up after 60 tries by default: a node never should. */
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, NODE_RECONNECT_WAIT_MS);
+    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, n);
+    /* Replies and notifications leave at once instead of waiting up to 1 ms
+     * for the flusher thread. */
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, n);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, n);
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_async_error, n);
+    if (s != NATS_OK) {
+        natsOptions_Destroy(o);
+        return s;
+    }
+    *out = o;
+    return NATS_OK;
+}
+
+static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, bool queue) {
+    char subj[sizeof n->subj];
+    snprintf(subj, sizeof subj, "%s.%s", n->cfg.subject_prefix, suffix);
+    n->sub_ctx[kind] = (node_sub_ctx){n, kind};
+    natsStatus s = queue
+        ? natsConnection_QueueSubscribe(&n->subs[kind], n->nc, subj, NODE_QUEUE_GROUP, on_msg,
+                                        &n->sub_ctx[kind])
+        : natsConnection_Subscribe(&n->subs[kind], n->nc, subj, on_msg, &n->sub_ctx[kind]);
+    /* Messages are only queued by the handler, so nats.c's pending queue
+     * stays short; keep its limits generous and count drops (see stats). */
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(n->subs[kind], 1 << 20, 1 << 30);
+    return s;
+}
+
+pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
+    natsOptions *o = NULL;
+    natsStatus s = make_options(n, &o);
+    char events[PD_ID_MAX + 16];
+    snprintf(events, sizeof events, "events.%s", n->cfg.node_id);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&n->nc, o);
+        if (s == NATS_NOT_YET_CONNECTED) {
+            pd_log(PD_LOG_WARN, "NATS at %s not reachable yet; retrying in the background",
+                   n->cfg.nats_url);
+            s = NATS_OK;
+        }
+    }
+    natsOptions_Destroy(o);
+    if (s == NATS_OK) s = subscribe(n, SUB_EVENTS, events, false);
+    if (s == NATS_OK) s = subscribe(n, SUB_Q_GET, "query.get", true);
+    if (s == NATS_OK) s = subscribe(n, SUB_Q_DEVICES, "query.devices", true);
+    if (s == NATS_OK) s = subscribe(n, SUB_Q_ONLINE, "query.online", true);
+    if (s == NATS_OK) s = subscribe(n, SUB_Q_CLUSTER, "query.cluster", true);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "NATS (%s): %s", n->cfg.nats_url, natsStatus_GetText(s));
+        return PD_EIO;
+    }
+    return PD_OK;
+}
+
+void node__nats_close(pd_node *n) {
+    for (int i = 0; i < SUB_COUNT; i++) {
+        if (n->subs[i]) natsSubscription_Unsubscribe(n->subs[i]);
+    }
+    if (n->nc) {
+        natsConnection_FlushTimeout(n->nc, 1000);
+        natsConnection_Close(n->nc);
+    }
+    for (int i = 0; i < SUB_COUNT; i++) {
+        natsSubscription_Destroy(n->subs[i]);
+        n->subs[i] = NULL;
+    }
+    natsConnection_Destroy(n->nc);
+    n->nc = NULL;
+}
+
+void node__publish(pd_node *n, const char *subject) {
+    natsStatus s = natsConnection_Publish(n->nc, subject, n->out.data, (int)n->out.size);
+    if (s != NATS_OK) {
+        n->stats.publish_errors++;
+        pd_log(PD_LOG_DEBUG, "publish to %s failed: %s", subject, natsStatus_GetText(s));
+    }
+}
+
+void node__reply_error(pd_node *n, natsMsg *msg, pd_status code, const char *text) {
+    const char *reply = natsMsg_GetReply(msg);
+    if (reply == NULL || reply[0] == '\0') return;
+    msgpack_sbuffer_clear(&n->out);
+    pd_reply_error_encode(&n->out, code, text);
+    node__publish(n, reply);
+}
+
+void node__bad_input(pd_node *n, natsMsg *msg, const pd_err *err) {
+    uint32_t suppressed = 0;
+    n->stats.errors[err->code < PD_STATUS_COUNT ? err->code : PD_EINTERNAL]++;
+    if (!pd_ratelimit_allow(&n->bad_input_log, n->now, &suppressed)) return;
+    if (suppressed)
+        pd_log(PD_LOG_WARN, "%u similar bad-input messages suppressed", suppressed);
+    pd_log(PD_LOG_WARN, "bad message on %s: %s: %s", natsMsg_GetSubject(msg),
+           pd_status_code(err->code), err->msg);
+}

@@ -1,0 +1,442 @@
+/* harness.c - processes, client and watchers for the integration tests. */
+#include "harness.h"
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PRESENCED_BIN
+#error "PRESENCED_BIN must name the presenced binary under test"
+#endif
+
+extern char **environ;
+
+#define H_MAX_PROCS 32
+static pid_t procs[H_MAX_PROCS];
+static int nprocs;
+static bool atexit_done;
+
+uint64_t h_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void h_sleep_ms(unsigned ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void stop_pid(pid_t pid, int sig) {
+    int st;
+    if (pid <= 0) return;
+    kill(pid, sig);
+    uint64_t deadline = h_now_ms() + 5000;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (h_now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            break;
+        }
+        h_sleep_ms(2);
+    }
+}
+
+static void stop_all(void) {
+    for (int i = nprocs - 1; i >= 0; i--) {
+        if (procs[i] > 0) {
+            kill(procs[i], SIGCONT);
+            stop_pid(procs[i], SIGKILL);
+        }
+    }
+    nprocs = 0;
+}
+
+static void track(pid_t pid) {
+    if (!atexit_done) {
+        atexit(stop_all);
+        atexit_done = true;
+    }
+    if (nprocs < H_MAX_PROCS) procs[nprocs++] = pid;
+}
+
+static void untrack(pid_t pid) {
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i] == pid) procs[i] = 0;
+    }
+}
+
+/* Forks and execs argv with env appended to ours; stdout/stderr to logpath. */
+static pid_t spawn(char *const argv[], const char *const *env, const char *logpath) {
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        for (const char *const *e = env; e && *e; e++) {
+            char kv[512];
+            snprintf(kv, sizeof kv, "%s", *e);
+            char *eq = strchr(kv, '=');
+            if (eq == NULL) continue;
+            *eq = '\0';
+            setenv(kv, eq + 1, 1);
+        }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    track(pid);
+    return pid;
+}
+
+static bool read_port(const char *dir, char *url, size_t cap) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool found = false;
+    if (d == NULL) return false;
+    while (!found && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 6, ".ports") != 0) continue;
+        char path[600], buf[1024] = "";
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        char *p = strstr(buf, "nats://");
+        if (p == NULL) continue;
+        size_t k = strcspn(p, "\"");
+        if (k >= cap) continue;
+        memcpy(url, p, k);
+        url[k] = '\0';
+        found = true;
+    }
+    closedir(d);
+    return found;
+}
+
+void h_nats_start(h_nats *ns) {
+    memset(ns, 0, sizeof *ns);
+    snprintf(ns->dir, sizeof ns->dir, "/tmp/pd-it-XXXXXX");
+    cr_assert(mkdtemp(ns->dir) != NULL, "mkdtemp: %s", strerror(errno));
+    char store[300], log[300];
+    snprintf(store, sizeof store, "%s/js", ns->dir);
+    snprintf(log, sizeof log, "%s/nats.log", ns->dir);
+    char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", store,
+                    "--ports_file_dir", ns->dir, NULL};
+    ns->pid = spawn(argv, NULL, log);
+    bool ok = H_POLL(read_port(ns->dir, ns->url, sizeof ns->url), 10000);
+    cr_assert(ok, "nats-server did not start (see %s)", log);
+}
+
+void h_nats_stop(h_nats *ns) {
+    stop_pid(ns->pid, SIGTERM);
+    untrack(ns->pid);
+    ns->pid = 0;
+}
+
+natsConnection *h_connect(const h_nats *ns) {
+    natsConnection *nc = NULL;
+    natsOptions *o = NULL;
+    natsOptions_Create(&o);
+    natsOptions_SetURL(o, ns->url);
+    natsOptions_SetMaxReconnect(o, -1);
+    natsOptions_SetSendAsap(o, true);
+    natsStatus s = natsConnection_Connect(&nc, o);
+    natsOptions_Destroy(o);
+    cr_assert(s == NATS_OK, "connect to %s: %s", ns->url, natsStatus_GetText(s));
+    return nc;
+}
+
+natsMsg *h_request(natsConnection *nc, const char *subject, const void *data, size_t len) {
+    natsMsg *reply = NULL;
+    natsStatus s = natsConnection_Request(&reply, nc, subject, data, (int)len, 5000);
+    return s == NATS_OK ? reply : NULL;
+}
+
+static bool node_answers(natsConnection *nc, const char *id) {
+    natsMsg *m = h_request(nc, "presence.query.cluster", NULL, 0);
+    if (m == NULL) return false;
+    pd_str want = pd_str_c(id);
+    const char *d = natsMsg_GetData(m);
+    int n = natsMsg_GetDataLength(m);
+    bool ok = false;
+    /* The node id appears verbatim in the reply's "node" field. */
+    for (int i = 0; i + (int)want.n <= n && !ok; i++) ok = memcmp(d + i, want.p, want.n) == 0;
+    natsMsg_Destroy(m);
+    return ok;
+}
+
+void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *const *env) {
+    static char envbuf[16][256];
+    const char *all[24];
+    int k = 0;
+    memset(nd, 0, sizeof *nd);
+    snprintf(nd->id, sizeof nd->id, "%s", id);
+    snprintf(nd->log, sizeof nd->log, "%s/%s.log", ns->dir, id);
+    snprintf(envbuf[0], sizeof envbuf[0], "PRESENCE_NATS_URL=%s", ns->url);
+    snprintf(envbuf[1], sizeof envbuf[1], "PRESENCE_NODE_ID=%s", id);
+    snprintf(envbuf[2], sizeof envbuf[2], "PRESENCE_LOG_LEVEL=debug");
+    all[k++] = envbuf[0];
+    all[k++] = envbuf[1];
+    all[k++] = envbuf[2];
+    for (const char *const *e = env; e && *e && k < 23; e++) all[k++] = *e;
+    all[k] = NULL;
+    char *argv[] = {PRESENCED_BIN, NULL};
+    nd->pid = spawn(argv, all, nd->log);
+    natsConnection *nc = h_connect(ns);
+    bool ok = H_POLL(node_answers(nc, id) || !h_node_running(nd), 10000);
+    natsConnection_Destroy(nc);
+    cr_assert(ok && h_node_running(nd), "presenced %s did not start (see %s)", id, nd->log);
+}
+
+bool h_node_running(h_node *nd) {
+    int st;
+    if (nd->pid <= 0) return false;
+    if (waitpid(nd->pid, &st, WNOHANG) == nd->pid) {
+        untrack(nd->pid);
+        nd->pid = 0;
+        return false;
+    }
+    return true;
+}
+
+int h_node_stop(h_node *nd, int sig) {
+    int st = -1;
+    if (nd->pid <= 0) return -1;
+    kill(nd->pid, sig);
+    uint64_t deadline = h_now_ms() + 10000;
+    while (waitpid(nd->pid, &st, WNOHANG) == 0) {
+        if (h_now_ms() > deadline) {
+            kill(nd->pid, SIGKILL);
+            waitpid(nd->pid, &st, 0);
+            break;
+        }
+        h_sleep_ms(2);
+    }
+    untrack(nd->pid);
+    nd->pid = 0;
+    return st;
+}
+
+/* ---- events ---------------------------------------------------------------- */
+
+static pd_str S(const char *s) { return s ? pd_str_c(s) : (pd_str){NULL, 0}; }
+
+pd_event h_ev_connect(const char *server, const char *conn, const char *user, const char *device) {
+    pd_event ev = {.type = PD_EV_CONNECT};
+    ev.server = S(server);
+    ev.conn = S(conn);
+    ev.user = S(user);
+    ev.device = S(device);
+    return ev;
+}
+
+pd_event h_ev_conn(pd_event_type t, const char *server, const char *conn) {
+    pd_event ev = {.type = t};
+    ev.server = S(server);
+    ev.conn = S(conn);
+    return ev;
+}
+
+pd_event h_ev_status(const char *user, pd_chosen st) {
+    pd_event ev = {.type = PD_EV_STATUS, .status = st};
+    ev.user = S(user);
+    return ev;
+}
+
+pd_event h_ev_custom(const char *user, const char *text, const char *emoji, int64_t expires_at) {
+    pd_event ev = {.type = PD_EV_CUSTOM, .expires_at = expires_at};
+    ev.user = S(user);
+    ev.text = S(text);
+    ev.emoji = S(emoji);
+    return ev;
+}
+
+pd_event h_ev_server(pd_event_type t, const char *server) {
+    pd_event ev = {.type = t};
+    ev.server = S(server);
+    return ev;
+}
+
+bool h_raw_request(natsConnection *nc, const char *subject, const void *data, size_t len,
+                   pd_reply *rep) {
+    natsMsg *m = h_request(nc, subject, data, len);
+    if (m == NULL) return false;
+    pd_status s = pd_reply_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), rep);
+    natsMsg_Destroy(m);
+    return s == PD_OK;
+}
+
+bool h_event(natsConnection *nc, const char *node, const pd_event *ev, pd_reply *rep) {
+    msgpack_sbuffer sb;
+    char subj[200];
+    msgpack_sbuffer_init(&sb);
+    pd_event_encode(&sb, ev, NULL, 0);
+    snprintf(subj, sizeof subj, "presence.events.%s", node);
+    bool ok = h_raw_request(nc, subj, sb.data, sb.size, rep);
+    msgpack_sbuffer_destroy(&sb);
+    return ok;
+}
+
+void h_event_pub(natsConnection *nc, const char *node, const pd_event *ev) {
+    msgpack_sbuffer sb;
+    char subj[200];
+    msgpack_sbuffer_init(&sb);
+    pd_event_encode(&sb, ev, NULL, 0);
+    snprintf(subj, sizeof subj, "presence.events.%s", node);
+    natsConnection_Publish(nc, subj, sb.data, (int)sb.size);
+    natsConnection_Flush(nc);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
+           char *text_buf, size_t text_cap) {
+    msgpack_sbuffer sb;
+    pd_query q = {.type = PD_Q_GET, .viewer = S(viewer)};
+    pd_str u = pd_str_c(user);
+    msgpack_sbuffer_init(&sb);
+    pd_query_encode(&sb, &q, &u, 1);
+    natsMsg *m = h_request(nc, "presence.query.get", sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (m == NULL) return false;
+    mp_reader r;
+    uint32_t n, k;
+    pd_str key;
+    pd_err err;
+    bool ok = false;
+    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    if (mpr_map(&r, &n) && n == 1 && pd_read_key(&r, &key) && pd_str_eqc(key, "users") &&
+        mpr_array(&r, &k) && k == 1 && pd_view_decode(&r, out, &err) == PD_OK) {
+        ok = true;
+        if (text_buf) {
+            size_t c = out->text.n < text_cap - 1 ? out->text.n : text_cap - 1;
+            memcpy(text_buf, out->text.p, c);
+            text_buf[c] = '\0';
+        }
+        out->user = (pd_str){NULL, 0}; /* the message is gone after this */
+        out->text = out->emoji = (pd_str){NULL, 0};
+    }
+    natsMsg_Destroy(m);
+    return ok;
+}
+
+/* ---- watcher --------------------------------------------------------------- */
+
+#define H_WATCH_MAX 4096
+
+typedef struct {
+    char user[129];
+    int status;
+    int64_t ts;
+    char text[257];
+} h_note;
+
+struct h_watch {
+    natsConnection *nc;
+    natsSubscription *sub;
+    pthread_mutex_t mu;
+    h_note notes[H_WATCH_MAX];
+    int n;
+};
+
+static void on_note(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+    h_watch *w = closure;
+    pd_view v;
+    pd_err err;
+    (void)nc;
+    (void)sub;
+    if (pd_notification_decode(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &v,
+                               &err) == PD_OK) {
+        pthread_mutex_lock(&w->mu);
+        if (w->n < H_WATCH_MAX) {
+            h_note *o = &w->notes[w->n++];
+            snprintf(o->user, sizeof o->user, "%.*s", (int)v.user.n, v.user.p);
+            snprintf(o->text, sizeof o->text, "%.*s", (int)v.text.n, v.text.p);
+            o->status = (int)v.status;
+            o->ts = v.ts;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    natsMsg_Destroy(msg);
+}
+
+h_watch *h_watch_start(const h_nats *ns, const char *subject) {
+    h_watch *w = calloc(1, sizeof *w);
+    cr_assert(w != NULL);
+    pthread_mutex_init(&w->mu, NULL);
+    w->nc = h_connect(ns);
+    natsStatus s = natsConnection_Subscribe(&w->sub, w->nc, subject ? subject : "presence.user.>",
+                                            on_note, w);
+    cr_assert(s == NATS_OK);
+    natsConnection_Flush(w->nc);
+    return w;
+}
+
+int h_watch_count(h_watch *w, const char *user) {
+    int c = 0;
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->n; i++) {
+        if (user == NULL || strcmp(w->notes[i].user, user) == 0) c++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return c;
+}
+
+static const h_note *last_note(h_watch *w, const char *user) {
+    for (int i = w->n - 1; i >= 0; i--) {
+        if (strcmp(w->notes[i].user, user) == 0) return &w->notes[i];
+    }
+    return NULL;
+}
+
+int h_watch_last_status(h_watch *w, const char *user) {
+    pthread_mutex_lock(&w->mu);
+    const h_note *o = last_note(w, user);
+    int st = o ? o->status : -1;
+    pthread_mutex_unlock(&w->mu);
+    return st;
+}
+
+void h_watch_last_text(h_watch *w, const char *user, char *buf, size_t cap) {
+    pthread_mutex_lock(&w->mu);
+    const h_note *o = last_note(w, user);
+    snprintf(buf, cap, "%s", o ? o->text : "");
+    pthread_mutex_unlock(&w->mu);
+}
+
+bool h_watch_ts_monotonic(h_watch *w) {
+    bool ok = true;
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->n && ok; i++) {
+        for (int j = i + 1; j < w->n; j++) {
+            if (strcmp(w->notes[i].user, w->notes[j].user) == 0) {
+                ok = w->notes[j].ts > w->notes[i].ts;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return ok;
+}
+
+void h_watch_stop(h_watch *w) {
+    if (w == NULL) return;
+    natsSubscription_Unsubscribe(w->sub);
+    natsSubscription_Destroy(w->sub);
+    natsConnection_Destroy(w->nc);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}

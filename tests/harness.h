@@ -1,0 +1,98 @@
+/* harness.h - integration-test harness: real nats-server and presenced
+ * processes on free loopback ports, a NATS client, and polling helpers.
+ *
+ * Every test starts its own servers (Criterion runs tests in parallel
+ * processes, so nothing may share a fixed port): nats-server listens on a
+ * random port (-p -1) and reports it through --ports_file_dir; presenced
+ * gets the URL in its environment. Everything started is stopped (SIGTERM,
+ * then SIGKILL) by h_stop_all(), also registered with atexit(). */
+#ifndef PD_HARNESS_H
+#define PD_HARNESS_H
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include "codec.h"
+
+typedef struct {
+    pid_t pid;
+    char url[64];
+    char dir[256];
+} h_nats;
+
+typedef struct {
+    pid_t pid;
+    char id[64];
+    char log[300];
+} h_node;
+
+/* Starts nats-server (JetStream on) in a fresh temp dir; aborts the test on
+ * failure. */
+void h_nats_start(h_nats *ns);
+void h_nats_stop(h_nats *ns);
+
+/* Starts presenced with id against ns; env is a NULL-terminated list of
+ * extra "KEY=VALUE" settings (may be NULL). Waits until it answers
+ * P.query.cluster. Aborts the test if it does not within 10 s. */
+void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *const *env);
+/* Sends sig and waits for the exit; returns the exit status (waitpid form). */
+int h_node_stop(h_node *nd, int sig);
+bool h_node_running(h_node *nd);
+
+/* Connects a client; aborts on failure. */
+natsConnection *h_connect(const h_nats *ns);
+
+/* Request/reply with a 5 s timeout; returns the reply (caller destroys) or
+ * NULL on timeout. */
+natsMsg *h_request(natsConnection *nc, const char *subject, const void *data, size_t len);
+
+/* Sends an event as a request to presence.events.<node> and decodes the
+ * reply. Returns false if no reply came. */
+bool h_event(natsConnection *nc, const char *node, const pd_event *ev, pd_reply *rep);
+/* Publishes an event without a reply and flushes. */
+void h_event_pub(natsConnection *nc, const char *node, const pd_event *ev);
+/* Sends raw bytes as a request to subject and decodes the ok/error reply. */
+bool h_raw_request(natsConnection *nc, const char *subject, const void *data, size_t len,
+                   pd_reply *rep);
+
+/* Shorthands to build events (strings are C strings, kept by reference). */
+pd_event h_ev_connect(const char *server, const char *conn, const char *user, const char *device);
+pd_event h_ev_conn(pd_event_type t, const char *server, const char *conn);
+pd_event h_ev_status(const char *user, pd_chosen st);
+pd_event h_ev_custom(const char *user, const char *text, const char *emoji, int64_t expires_at);
+pd_event h_ev_server(pd_event_type t, const char *server);
+
+/* Public view of one user through P.query.get (viewer may be NULL). */
+bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
+           char *text_buf, size_t text_cap);
+
+/* Collects notifications from presence.user.> on its own connection. */
+typedef struct h_watch h_watch;
+h_watch *h_watch_start(const h_nats *ns, const char *subject);
+/* Notifications seen so far for user (all users if NULL). */
+int h_watch_count(h_watch *w, const char *user);
+/* The status of the last notification for user, or -1. */
+int h_watch_last_status(h_watch *w, const char *user);
+/* Copies the text of the last notification for user into buf. */
+void h_watch_last_text(h_watch *w, const char *user, char *buf, size_t cap);
+/* True if ts grew strictly for every user's notifications. */
+bool h_watch_ts_monotonic(h_watch *w);
+void h_watch_stop(h_watch *w);
+
+uint64_t h_now_ms(void);
+void h_sleep_ms(unsigned ms);
+
+/* Polls cond every 5 ms until it holds or timeout_ms passes; evaluates to
+ * whether it held. */
+#define H_POLL(cond, timeout_ms)                                              \
+    ({                                                                        \
+        uint64_t h_deadline_ = h_now_ms() + (timeout_ms);                     \
+        bool h_ok_;                                                           \
+        while (!(h_ok_ = (cond)) && h_now_ms() < h_deadline_) h_sleep_ms(5);  \
+        h_ok_;                                                                \
+    })
+
+#endif
