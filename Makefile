@@ -1,0 +1,51 @@
+# Makefile - the front door of presenced. CMake does the building; this file
+# only names the everyday tasks and makes sure the Debian packages are there.
+#
+#   make build      release build (RelWithDebInfo) in build/
+#   make test       every test under ASan + UBSan in build-asan/
+#   make test-tsan  every test under TSan in build-tsan/
+#   make up / down  start / stop a local cluster (scripts/up.sh, down.sh)
+#   make status     show the local cluster (scripts/status.sh)
+#   make clean      remove the build trees
+
+JOBS ?= 2
+
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+.PHONY: all deps build test test-tsan up down status clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPD_TESTS=OFF
+	cmake --build build -j$(JOBS)
+
+test: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug \
+	    -DPD_ASAN=ON -DPD_UBSAN=ON -DPD_TSAN=OFF -DPD_TESTS=ON
+	cmake --build build-asan -j2
+	$(ASAN_ENV) ctest --test-dir build-asan --output-on-failure -j2
+
+test-tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug \
+	    -DPD_ASAN=OFF -DPD_UBSAN=OFF -DPD_TSAN=ON -DPD_TESTS=ON
+	cmake --build build-tsan -j2
+	$(TSAN_ENV) ctest --test-dir build-tsan --output-on-failure -j2
+
+up: build
+	bash scripts/up.sh
+
+down:
+	bash scripts/down.sh
+
+status:
+	@if [ -f scripts/status.sh ]; then bash scripts/status.sh; \
+	else echo "make status: scripts/status.sh does not exist yet" >&2; exit 1; fi
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# deps.sh - make sure the Debian packages presenced builds, tests and runs
+# with are installed. Silent when they all are. As root, installs the
+# missing ones; otherwise prints the command to run and fails.
+set -euo pipefail
+
+PACKAGES=(
+    cmake make gcc pkg-config
+    libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev
+    nats-server redis-server
+)
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "deps.sh: dpkg-query not found; this project expects Debian 12." >&2
+    echo "deps.sh: install these packages by hand: ${PACKAGES[*]}" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [[ "$status" != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+
+if [[ $(id -u) -eq 0 ]]; then
+    echo "deps.sh: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+    exit 0
+fi
+
+echo "deps.sh: missing packages: ${missing[*]}" >&2
+echo "deps.sh: install them with:" >&2
+echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+exit 1
