@@ -317,13 +317,14 @@ static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err
     custom_clear(m, u);
     if (c) {
         memcpy(c->buf, ev->text.p, ev->text.n);
-        memcpy(c->buf + ev->text.n, ev->emoji.p, ev->emoji.n);
+        if (ev->emoji.n) memcpy(c->buf + ev->text.n, ev->emoji.p, ev->emoji.n);
         c->text_n = (uint16_t)ev->text.n;
         c->emoji_n = (uint8_t)ev->emoji.n;
         c->expires_at = ev->expires_at;
         c->expiry.kind = TK_CUSTOM;
         c->user = u;
         u->custom = c;
+        if (++u->custom_gen == 0) u->custom_gen = 1; /* 0 means "none" */
         if (c->expires_at) pd_theap_arm(&m->timers, &c->expiry, (uint64_t)c->expires_at);
     }
     mark_dirty(m, u);

@@ -59,10 +59,11 @@ bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out);
 typedef void (*pd_device_fn)(void *ud, const pd_device_view *d);
 uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, void *ud);
 
-/* Pages through users whose public presence is not offline. Visits buckets
- * from cursor (0 = start) until at least `limit` users were reported or the
- * table ends; returns the next cursor (0 = done). A page never exceeds
- * limit unless one hash bucket alone holds more online users than limit. */
+/* Pages through users whose public presence is not offline, in a fixed
+ * order (by hash). cursor 0 starts; the return value is the cursor of the
+ * next page, 0 when there is none. A page holds at most `limit` users (it
+ * may hold fewer when a stretch of the table is empty); a user online for
+ * the whole scan is returned exactly once, even if the table grows. */
 typedef void (*pd_user_fn)(void *ud, pd_str user);
 uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit,
                               pd_user_fn fn, void *ud);

@@ -64,35 +64,75 @@ uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, vo
     return n;
 }
 
-typedef struct {
-    pd_user_fn fn;
-    void *ud;
-    uint32_t count;
-} scan_ctx;
-
-static void count_online(void *ud, pd_hnode *e) {
-    scan_ctx *c = ud;
-    if (pd__user_status((pd_user *)e, false) != PD_PUB_OFFLINE) c->count++;
+static uint64_t rev64(uint64_t v) {
+    v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
+    v = ((v >> 2) & 0x3333333333333333ULL) | ((v & 0x3333333333333333ULL) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0fULL) | ((v & 0x0f0f0f0f0f0f0f0fULL) << 4);
+    v = ((v >> 8) & 0x00ff00ff00ff00ffULL) | ((v & 0x00ff00ff00ff00ffULL) << 8);
+    v = ((v >> 16) & 0x0000ffff0000ffffULL) | ((v & 0x0000ffff0000ffffULL) << 16);
+    return (v >> 32) | (v << 32);
 }
 
-static void emit_online(void *ud, pd_hnode *e) {
-    scan_ctx *c = ud;
-    const pd_user *u = (pd_user *)e;
-    if (pd__user_status(u, false) == PD_PUB_OFFLINE) return;
-    c->fn(c->ud, (pd_str){u->id, u->id_n});
-    c->count++;
+/* The scan walks users in increasing order of rev64(hash): bucket b holds
+ * exactly the users whose reversed hash starts with the reversed bits of b,
+ * so visiting buckets in reverse-binary order and each bucket sorted gives
+ * one global order that does not depend on the table size. The cursor is
+ * the smallest reversed hash still to return: a user present for the whole
+ * scan is returned exactly once, even if the table grows in between. */
+#define SCAN_BUCKET_MAX 64
+
+typedef struct {
+    uint64_t rh;
+    const pd_user *u;
+} scan_item;
+
+/* Online users of bucket b with reversed hash >= p, sorted; at most cap
+ * (the smallest ones, so the scan stays exact when a chain is longer). */
+static uint32_t bucket_items(const pd_model *m, uint64_t b, uint64_t p, scan_item *out,
+                             uint32_t cap) {
+    uint32_t n = 0;
+    for (pd_hnode *e = m->users.b[b]; e; e = e->next) {
+        const pd_user *u = (const pd_user *)e;
+        uint64_t rh = rev64(pd_hash(u->id, u->id_n));
+        if (rh < p || pd__user_status(u, false) == PD_PUB_OFFLINE) continue;
+        if (n == cap && rh >= out[n - 1].rh) continue;
+        uint32_t i = n < cap ? n++ : n - 1;
+        while (i > 0 && out[i - 1].rh > rh) {
+            out[i] = out[i - 1];
+            i--;
+        }
+        out[i] = (scan_item){rh, u};
+    }
+    return n;
 }
 
 uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit,
                               pd_user_fn fn, void *ud) {
-    scan_ctx emitted = {fn, ud, 0};
-    /* Bound the work of one page: at most 64 buckets per requested user. */
+    scan_item items[SCAN_BUCKET_MAX];
+    uint64_t mask = m->users.mask;
+    unsigned bits = (unsigned)__builtin_popcountll(mask);
+    uint64_t span = bits ? 1ULL << (64 - bits) : 0; /* reversed-hash width of a bucket */
+    uint64_t p = cursor;
+    uint32_t emitted = 0;
+    /* Bound the work of one page: empty buckets are cheap but not free. */
     uint64_t budget = (uint64_t)limit * 64 + 1024;
-    do {
-        scan_ctx probe = {NULL, NULL, 0};
-        pd_htab_scan(&m->users, cursor, count_online, &probe);
-        if (emitted.count > 0 && emitted.count + probe.count > limit) return cursor;
-        cursor = pd_htab_scan(&m->users, cursor, emit_online, &emitted);
-    } while (cursor != 0 && emitted.count < limit && --budget > 0);
-    return cursor;
+    if (limit == 0) return cursor;
+    for (;;) {
+        uint64_t b = rev64(p) & mask;
+        uint32_t n = bucket_items(m, b, p, items, SCAN_BUCKET_MAX);
+        for (uint32_t i = 0; i < n; i++) {
+            if (emitted == limit) return items[i].rh;
+            fn(ud, (pd_str){items[i].u->id, items[i].u->id_n});
+            emitted++;
+        }
+        if (n == SCAN_BUCKET_MAX) { /* a longer chain: resume after the last one */
+            if (items[n - 1].rh == UINT64_MAX) return 0;
+            p = items[n - 1].rh + 1;
+            continue;
+        }
+        uint64_t start = rev64(b);
+        if (span == 0 || start > UINT64_MAX - span) return 0; /* last bucket: done */
+        p = start + span;
+        if (emitted == limit || --budget == 0) return p;
+    }
 }
