@@ -20,6 +20,7 @@
 typedef enum {
     CFG_MS,         /* uint64_t milliseconds */
     CFG_BYTES,      /* uint64_t bytes */
+    CFG_COUNT,      /* uint64_t plain number */
     CFG_ID,         /* char[cap] satisfying pd_id_valid */
     CFG_NATS_URLS,  /* char[cap]: nats:// or tls:// URLs, comma-separated */
     CFG_REDIS_URL,  /* char[cap]: one redis:// URL */
@@ -90,6 +91,11 @@ static const cfg_field fields[] = {
      .off = offsetof(pd_config, max_msg_bytes), .min = 64, .max = 67108864,
      .def_u = 1048576,
      .meaning = "larger messages are rejected with too_large"},
+    {.env = "PRESENCE_TEST_FAIL_ALLOCS", .kind = CFG_COUNT, .def = DEF_FIXED,
+     .off = offsetof(pd_config, test_fail_allocs), .min = 0, .max = 1,
+     .def_u = 0,
+     .meaning = "testing only: 1 makes every model allocation after start "
+                "fail, to exercise the internal error path"},
 };
 #define FIELD_COUNT (sizeof fields / sizeof fields[0])
 
@@ -160,7 +166,8 @@ static int parse_u64(const char *s, uint64_t *out) {
 static pd_status apply_number(pd_config *c, const cfg_field *f,
                               const char *src, const char *val,
                               char *err, size_t errlen) {
-    const char *unit = f->kind == CFG_MS ? "milliseconds" : "bytes";
+    const char *unit = f->kind == CFG_MS ? "milliseconds"
+                     : f->kind == CFG_BYTES ? "bytes" : "(a count)";
     uint64_t v = 0;
     int rc = parse_u64(val, &v);
     if (rc == -1)
@@ -236,6 +243,7 @@ static pd_status field_apply(pd_config *c, const cfg_field *f,
     switch (f->kind) {
     case CFG_MS:
     case CFG_BYTES:
+    case CFG_COUNT:
         return apply_number(c, f, src, val, err, errlen);
     case CFG_LEVEL:
         if (pd_log_level_parse(val, field_int(c, f)) == 0) return PD_OK;
@@ -299,6 +307,7 @@ void pd_config_defaults(pd_config *c) {
         switch (f->kind) {
         case CFG_MS:
         case CFG_BYTES:
+        case CFG_COUNT:
             *field_u64(c, f) = f->def_u;
             break;
         case CFG_LEVEL:
@@ -399,6 +408,7 @@ static const char *arg_name(cfg_kind k) {
     switch (k) {
     case CFG_MS: return "MS";
     case CFG_BYTES: return "BYTES";
+    case CFG_COUNT: return "N";
     case CFG_ID: return "ID";
     case CFG_NATS_URLS: return "URLS";
     case CFG_REDIS_URL: return "URL";
@@ -412,7 +422,7 @@ static void default_text(const cfg_field *f, char *buf, size_t len) {
     else if (f->def == DEF_HOSTNAME) snprintf(buf, len, "host name");
     else if (f->kind == CFG_LEVEL)
         snprintf(buf, len, "%s", pd_log_level_name((int)f->def_u));
-    else if (f->kind == CFG_MS || f->kind == CFG_BYTES)
+    else if (f->kind == CFG_MS || f->kind == CFG_BYTES || f->kind == CFG_COUNT)
         snprintf(buf, len, "%" PRIu64, f->def_u);
     else snprintf(buf, len, "%s", f->def_s);
 }

@@ -26,6 +26,7 @@ typedef struct pd_config {
     uint64_t server_timeout_ms;    /* PRESENCE_SERVER_TIMEOUT_MS */
     uint64_t snapshot_interval_ms; /* PRESENCE_SNAPSHOT_INTERVAL_MS */
     uint64_t max_msg_bytes;        /* PRESENCE_MAX_MSG_BYTES */
+    uint64_t test_fail_allocs;     /* PRESENCE_TEST_FAIL_ALLOCS (tests only) */
     char node_id[PD_ID_MAX + 1];   /* PRESENCE_NODE_ID */
     char nats_url[PD_CONFIG_URL_MAX];  /* PRESENCE_NATS_URL, comma-separated */
     char redis_url[PD_CONFIG_URL_MAX]; /* PRESENCE_REDIS_URL */

@@ -414,7 +414,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
                 s->last_seq = ev->seq;
                 s->has_seq = 1;
             }
-        } else if (s->ndev == 0 && !s->watched && !s->has_seq) {
+        } else if (s && s->ndev == 0 && !s->watched && !s->has_seq) {
             server_drop(m, s);
         }
     }

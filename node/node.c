@@ -88,6 +88,10 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
 
 int pd_node_run(pd_node *n) {
     n->exit_code = 1;
+    if (n->cfg.test_fail_allocs) {
+        pd_log(PD_LOG_WARN, "PRESENCE_TEST_FAIL_ALLOCS: every model allocation will fail");
+        pd_alloc_fail_after(0);
+    }
     arm_timer(n);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     return n->exit_code;

@@ -181,3 +181,26 @@ Test(errors, plain_publish_is_logged_and_dropped) {
     cr_assert(H_POLL(log_contains(node.log, "bad_msgpack"), 5000), "logged in %s", node.log);
     cr_assert_eq(devices_total(), 0);
 }
+
+/* internal: a node whose allocations fail (test-only setting) answers
+ * `internal` and keeps serving. */
+Test(errors_internal, out_of_memory_is_internal, .timeout = 60) {
+    static const char *const failing[] = {"PRESENCE_TEST_FAIL_ALLOCS=1", NULL};
+    h_nats ns2;
+    h_node nd;
+    h_nats_start(&ns2);
+    h_node_start(&nd, &ns2, "oom", failing);
+    natsConnection *c = h_connect(&ns2);
+    pd_event ev = h_ev_connect("s1", "c1", "newuser", "web");
+    pd_reply rep;
+    cr_assert(h_event(c, "oom", &ev, &rep));
+    cr_assert(!rep.ok);
+    cr_assert_str_eq(rep.code, "internal");
+    pd_view v;
+    cr_assert(h_get(c, "newuser", NULL, &v, NULL, 0), "still answering");
+    cr_assert_eq(v.status, PD_PUB_OFFLINE, "nothing half-applied");
+    natsConnection_Destroy(c);
+    int st = h_node_stop(&nd, SIGTERM);
+    h_nats_stop(&ns2);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+}
