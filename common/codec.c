@@ -224,9 +224,12 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         ev->nconns = n;
         *seen |= F_CONNS;
     } else if (pd_str_eqc(k, "ts")) {
+        /* nil means absent, as for every optional field */
+        if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); ev->has_ts = false; ev->ts = 0; return PD_OK; }
         s = read_nonneg(r, err, "ts", &ev->ts);
         ev->has_ts = true;
     } else if (pd_str_eqc(k, "seq")) {
+        if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); ev->has_seq = false; ev->seq = 0; return PD_OK; }
         s = read_nonneg(r, err, "seq", &ev->seq);
         ev->has_seq = true;
     } else if (!mpr_skip(r)) {
@@ -277,8 +280,12 @@ pd_status pd_event_decode(const void *buf, size_t len, pd_event *ev, pd_err *err
         if (pd_str_eqc(type, event_names[i])) t = i;
     }
     if (t < 0) {
-        pd_err_set(err, PD_EBADTYPE, "unknown event type '%.*s'",
-                   (int)(type.n > 32 ? 32 : type.n), type.p);
+        /* The message goes into a reply string: echo the type only when it
+         * is short printable UTF-8, never a cut or raw byte sequence. */
+        if (type.n <= 32 && pd_text_valid(type.p, type.n))
+            pd_err_set(err, PD_EBADTYPE, "unknown event type '%.*s'", (int)type.n, type.p);
+        else
+            pd_err_set(err, PD_EBADTYPE, "unknown event type");
         return PD_EBADTYPE;
     }
     ev->type = (pd_event_type)t;

@@ -150,12 +150,14 @@ bool mpr_nil(mp_reader *r) {
  * scalar kinds; containers return their element count in *items. */
 static bool skip_one(mp_reader *r, uint64_t *items) {
     const uint8_t *h;
-    uint8_t b = *r->p;
     uint64_t n = 0;
     *items = 0;
-    switch (mpr_peek(r)) {
-    case MPR_END: return mpr_fail(r, PD_EBADMSGPACK, "truncated message");
-    case MPR_INVALID: return mpr_fail(r, PD_EBADMSGPACK, "invalid msgpack byte");
+    mpr_kind kind = mpr_peek(r);
+    if (kind == MPR_END) return mpr_fail(r, PD_EBADMSGPACK, "truncated message");
+    if (kind == MPR_INVALID) return mpr_fail(r, PD_EBADMSGPACK, "invalid msgpack byte");
+    uint8_t b = *r->p; /* only now known to exist */
+    switch (kind) {
+    case MPR_END: case MPR_INVALID: break;
     case MPR_MAP: case MPR_ARRAY: {
         uint32_t c;
         bool map = mpr_peek(r) == MPR_MAP;

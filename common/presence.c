@@ -164,7 +164,11 @@ static void server_drop(pd_model *m, pd_server *s) {
     pd_free(s);
 }
 
-static void device_set_active(pd_model *m, pd_device *d, uint64_t now) {
+/* Fails (changing nothing) only if the idle timer cannot be armed. */
+static pd_status device_set_active(pd_model *m, pd_device *d, uint64_t now) {
+    if (!pd_timer_armed(&d->idle) &&
+        pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)
+        return PD_ENOMEM;
     d->last_active = (int64_t)now;
     d->user->seen = (int64_t)now;
     if (d->state != PD_DEV_ACTIVE) {
@@ -172,7 +176,7 @@ static void device_set_active(pd_model *m, pd_device *d, uint64_t now) {
         d->user->nactive++;
         mark_dirty(m, d->user);
     }
-    if (!pd_timer_armed(&d->idle)) pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms);
+    return PD_OK;
 }
 
 static void device_set_idle(pd_model *m, pd_device *d) {
@@ -213,7 +217,9 @@ static pd_status device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user,
     if (u == NULL) return PD_ENOMEM;
     pd_device *d = pd_calloc(1, sizeof *d + conn.n + label.n);
     uint8_t *mb = meta.n ? pd_malloc(meta.n + 2u) : NULL;
-    if (d == NULL || (meta.n && mb == NULL)) {
+    /* Arm the idle timer before linking, so device_set_active cannot fail. */
+    if (d == NULL || (meta.n && mb == NULL) ||
+        pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK) {
         pd_free(d);
         pd_free(mb);
         return PD_ENOMEM;
@@ -243,7 +249,7 @@ static pd_status device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user,
     if (u->ndev++ == 0) user_regained_device(m, u);
     m->ndevices++;
     pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
-    device_set_active(m, d, now);
+    (void)device_set_active(m, d, now);
     mark_dirty(m, u);
     return PD_OK;
 }
@@ -260,8 +266,7 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
     pd_device *d = device_find(m, s, ev->conn);
     if (d && d->user->id_n == ev->user.n && memcmp(d->user->id, ev->user.p, ev->user.n) == 0 &&
         d->label_n == ev->device.n && memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
-        device_set_active(m, d, now); /* a repeated connect: nothing new */
-        return PD_OK;
+        return device_set_active(m, d, now); /* a repeated connect: nothing new */
     }
     /* Add first so that a reconnect of the same user does not pass through
      * an empty device list. */
@@ -310,7 +315,8 @@ static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err
         if (c == NULL) return PD_ENOMEM;
     }
     pd_user *u = user_get(m, ev->user);
-    if (u == NULL) {
+    if (u == NULL || (c && ev->expires_at &&
+                      pd_theap_arm(&m->timers, &c->expiry, (uint64_t)ev->expires_at) != PD_OK)) {
         pd_free(c);
         return PD_ENOMEM;
     }
@@ -325,7 +331,6 @@ static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err
         c->user = u;
         u->custom = c;
         if (++u->custom_gen == 0) u->custom_gen = 1; /* 0 means "none" */
-        if (c->expires_at) pd_theap_arm(&m->timers, &c->expiry, (uint64_t)c->expires_at);
     }
     mark_dirty(m, u);
     return PD_OK;
@@ -362,13 +367,16 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
         return PD_OK;
     case PD_EV_ACTIVITY:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
-        device_set_active(m, d, now);
-        return PD_OK;
+        return device_set_active(m, d, now);
     case PD_EV_IDLE:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
         device_set_idle(m, d);
         return PD_OK;
     case PD_EV_HEARTBEAT:
+        /* Armed here so that a watched server always has its timeout. */
+        if (!pd_timer_armed(&s->timeout) &&
+            pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.server_timeout_ms) != PD_OK)
+            return PD_ENOMEM;
         s->watched = 1;
         return PD_OK;
     default:
@@ -388,6 +396,9 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
     pd_status st = PD_OK;
     pd_server *s = ev->server.n ? server_find(m, ev->server) : NULL;
     *res = PD_APPLIED;
+    /* Any message from a known server is a sign of life, even a duplicate
+     * or a refused one. */
+    if (s) server_alive(m, s, now);
     if (s && ev->has_seq && s->has_seq && ev->seq <= s->last_seq && ev->type != PD_EV_SYNC) {
         *res = PD_DUPLICATE;
         return PD_OK;

@@ -90,6 +90,7 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     snprintf(events, sizeof events, "events.%s", n->cfg.node_id);
     if (s == NATS_OK) {
         s = natsConnection_Connect(&n->nc, o);
+        if (s == NATS_OK) on_connected(n->nc, n);
         if (s == NATS_NOT_YET_CONNECTED) {
             pd_log(PD_LOG_WARN, "NATS at %s not reachable yet; retrying in the background",
                    n->cfg.nats_url);

@@ -83,6 +83,8 @@ bool h_watch_ts_monotonic(h_watch *w);
 void h_watch_stop(h_watch *w);
 
 uint64_t h_now_ms(void);
+/* Wall-clock time in ms since the epoch (for expires_at and the like). */
+int64_t h_wall_ms(void);
 void h_sleep_ms(unsigned ms);
 
 /* Polls cond every 5 ms until it holds or timeout_ms passes; evaluates to

@@ -81,7 +81,7 @@ Test(events, status_and_custom) {
     cr_assert_eq(v.status, PD_PUB_INVISIBLE, "the user sees herself invisible");
     send_ok(h_ev_status("carol", PD_CHOSEN_AUTO));
     cr_assert_eq(status_of("carol"), PD_PUB_ONLINE);
-    send_ok(h_ev_custom("carol", "in a meeting", ":calendar:", (int64_t)(time(NULL) * 1000 + 400)));
+    send_ok(h_ev_custom("carol", "in a meeting", ":calendar:", h_wall_ms() + 400));
     cr_assert(h_get(nc, "carol", NULL, &v, text, sizeof text));
     cr_assert_str_eq(text, "in a meeting");
     cr_assert(H_POLL(h_get(nc, "carol", NULL, &v, text, sizeof text) && text[0] == '\0', 3000),

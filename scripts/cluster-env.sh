@@ -1,0 +1,25 @@
+# cluster-env.sh - settings shared by up.sh, down.sh and status.sh: where
+# the local cluster keeps its state and which loopback ports it uses.
+# Override any of them in the environment, e.g. PD_NATS_PORT=24222 make up.
+PD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PD_STATE=${PD_STATE:-$PD_ROOT/.state}
+PD_BUILD=${PD_BUILD:-$PD_ROOT/build}
+PD_NATS_PORT=${PD_NATS_PORT:-14222}
+PD_REDIS_PORT=${PD_REDIS_PORT:-16379}
+PD_NODES=${PD_NODES:-"n1 n2 n3"}
+PD_NATS_URL="nats://127.0.0.1:$PD_NATS_PORT"
+PD_REDIS_URL="redis://127.0.0.1:$PD_REDIS_PORT"
+
+# pd_alive PIDFILE: true if the process named in PIDFILE runs.
+pd_alive() {
+    [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+# pd_wait SECONDS CMD...: polls CMD every 0.1 s until it succeeds.
+pd_wait() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.1
+    done
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# status.sh - shows which processes of the local cluster run, and the
+# cluster as a node sees it.
+set -uo pipefail
+source "$(dirname "$0")/cluster-env.sh"
+
+for name in nats redis $PD_NODES; do
+    if pd_alive "$PD_STATE/$name.pid"; then
+        printf '%-8s running (pid %s)\n' "$name" "$(cat "$PD_STATE/$name.pid")"
+    else
+        printf '%-8s stopped\n' "$name"
+    fi
+done
+if pd_alive "$PD_STATE/nats.pid"; then
+    echo
+    "$PD_BUILD/presencectl" --server "$PD_NATS_URL" cluster || true
+fi

@@ -1,0 +1,126 @@
+/* ctl_json.c - MessagePack to JSON, and the cluster table, for presencectl. */
+#include "ctl_json.h"
+#include <inttypes.h>
+#include <string.h>
+#include "codec.h"
+
+static void json_str(FILE *out, pd_str s) {
+    fputc('"', out);
+    for (uint32_t i = 0; i < s.n; i++) {
+        unsigned char ch = (unsigned char)s.p[i];
+        if (ch == '"' || ch == '\\') fprintf(out, "\\%c", ch);
+        else if (ch < 0x20) fprintf(out, "\\u%04x", ch);
+        else fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
+static int value(FILE *out, mp_reader *r, int depth) {
+    uint32_t n;
+    pd_str s;
+    int64_t i;
+    bool b;
+    if (depth > MPR_MAX_DEPTH) return -1;
+    switch (mpr_peek(r)) {
+    case MPR_NIL: mpr_nil(r); fputs("null", out); return 0;
+    case MPR_BOOL: mpr_bool(r, &b); fputs(b ? "true" : "false", out); return 0;
+    case MPR_INT:
+        if (!mpr_int(r, &i)) return -1;
+        fprintf(out, "%" PRId64, i);
+        return 0;
+    case MPR_STR:
+        if (!mpr_str(r, &s)) return -1;
+        json_str(out, s);
+        return 0;
+    case MPR_ARRAY:
+        if (!mpr_array(r, &n)) return -1;
+        fputc('[', out);
+        for (uint32_t k = 0; k < n; k++) {
+            if (k) fputc(',', out);
+            if (value(out, r, depth + 1)) return -1;
+        }
+        fputc(']', out);
+        return 0;
+    case MPR_MAP:
+        if (!mpr_map(r, &n)) return -1;
+        fputc('{', out);
+        for (uint32_t k = 0; k < n; k++) {
+            if (k) fputc(',', out);
+            if (!pd_read_key(r, &s)) return -1;
+            json_str(out, s);
+            fputc(':', out);
+            if (value(out, r, depth + 1)) return -1;
+        }
+        fputc('}', out);
+        return 0;
+    default:
+        if (!mpr_skip(r)) return -1;
+        fputs("null", out);
+        return 0;
+    }
+}
+
+int ctl_json_print(FILE *out, const void *buf, size_t len) {
+    mp_reader r;
+    mpr_init(&r, buf, len);
+    int rc = value(out, &r, 0);
+    fputc('\n', out);
+    return rc;
+}
+
+int ctl_print_cluster(FILE *out, const void *buf, size_t len) {
+    mp_reader r;
+    uint32_t n, k;
+    pd_str key, self = {0};
+    mpr_init(&r, buf, len);
+    if (!mpr_map(&r, &n)) return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!pd_read_key(&r, &key)) return -1;
+        if (pd_str_eqc(key, "node")) {
+            if (!mpr_str(&r, &self)) return -1;
+            continue;
+        }
+        if (!pd_str_eqc(key, "nodes")) {
+            if (!mpr_skip(&r)) return -1;
+            continue;
+        }
+        if (!mpr_array(&r, &k)) return -1;
+        fprintf(out, "%-16s %-6s %8s %8s %10s  %s\n", "NODE", "ALIVE", "DEVICES", "USERS",
+                "HB_AGE_MS", "VECTOR CLOCK");
+        for (uint32_t j = 0; j < k; j++) {
+            uint32_t f;
+            pd_str node = {0};
+            bool alive = false;
+            int64_t devices = 0, users = 0, hb = 0;
+            char vc[512] = "";
+            if (!mpr_map(&r, &f)) return -1;
+            for (uint32_t x = 0; x < f; x++) {
+                if (!pd_read_key(&r, &key)) return -1;
+                bool ok = true;
+                if (pd_str_eqc(key, "node")) ok = mpr_str(&r, &node);
+                else if (pd_str_eqc(key, "alive")) ok = mpr_bool(&r, &alive);
+                else if (pd_str_eqc(key, "devices")) ok = mpr_int(&r, &devices);
+                else if (pd_str_eqc(key, "users")) ok = mpr_int(&r, &users);
+                else if (pd_str_eqc(key, "last_heartbeat")) ok = mpr_int(&r, &hb);
+                else if (pd_str_eqc(key, "vc")) {
+                    uint32_t vn;
+                    ok = mpr_map(&r, &vn);
+                    for (uint32_t y = 0; ok && y < vn; y++) {
+                        pd_str vnode;
+                        int64_t cnt;
+                        size_t used = strlen(vc);
+                        ok = mpr_str(&r, &vnode) && mpr_int(&r, &cnt);
+                        if (ok && used < sizeof vc - 1)
+                            snprintf(vc + used, sizeof vc - used, "%s%.*s:%" PRId64, used ? " " : "",
+                                     (int)vnode.n, vnode.p, cnt);
+                    }
+                } else ok = mpr_skip(&r);
+                if (!ok) return -1;
+            }
+            fprintf(out, "%-16.*s %-6s %8" PRId64 " %8" PRId64 " %10" PRId64 "  %s%s\n",
+                    (int)node.n, node.p, alive ? "yes" : "no", devices, users, hb, vc,
+                    pd_str_eq(node, self) ? "  (answering)" : "");
+        }
+    }
+    return 0;
+}
