@@ -200,7 +200,9 @@ void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *cons
     all[k++] = envbuf[2];
     for (const char *const *e = env; e && *e && k < 23; e++) all[k++] = *e;
     all[k] = NULL;
-    char *argv[] = {PRESENCED_BIN, NULL};
+    /* make test-tsan runs these tests against a TSan build of the node. */
+    const char *bin = getenv("PD_PRESENCED_BIN");
+    char *argv[] = {(char *)(bin && *bin ? bin : PRESENCED_BIN), NULL};
     nd->pid = spawn(argv, all, nd->log);
     natsConnection *nc = h_connect(ns);
     bool ok = H_POLL(node_answers(nc, id) || !h_node_running(nd), 10000);
@@ -235,6 +237,12 @@ int h_node_stop(h_node *nd, int sig) {
     untrack(nd->pid);
     nd->pid = 0;
     return st;
+}
+
+void h_node_stop_clean(h_node *nd) {
+    int st = h_node_stop(nd, SIGTERM);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "presenced %s did not exit cleanly (status %d): see %s", nd->id, st, nd->log);
 }
 
 /* ---- events ---------------------------------------------------------------- */

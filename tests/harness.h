@@ -1,6 +1,7 @@
 /* harness.h - integration-test harness: real nats-server and presenced
  * processes on free loopback ports, a NATS client, and polling helpers.
  *
+ * The node binary is the one built beside the tests, or $PD_PRESENCED_BIN.
  * Every test starts its own servers (Criterion runs tests in parallel
  * processes, so nothing may share a fixed port): nats-server listens on a
  * random port (-p -1) and reports it through --ports_file_dir; presenced
@@ -41,6 +42,8 @@ void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *cons
 /* Sends sig and waits for the exit; returns the exit status (waitpid form). */
 int h_node_stop(h_node *nd, int sig);
 bool h_node_running(h_node *nd);
+/* SIGTERM, and expects exit status 0 (a sanitizer report fails it). */
+void h_node_stop_clean(h_node *nd);
 
 /* Connects a client; aborts on failure. */
 natsConnection *h_connect(const h_nats *ns);

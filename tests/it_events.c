@@ -21,9 +21,8 @@ static void setup(void) {
 
 static void teardown(void) {
     natsConnection_Destroy(nc);
-    int st = h_node_stop(&node, SIGTERM);
+    h_node_stop_clean(&node);
     h_nats_stop(&ns);
-    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "presenced exit status %d", st);
 }
 
 TestSuite(events, .init = setup, .fini = teardown, .timeout = 60);

@@ -18,7 +18,7 @@ static void setup(void) {
 
 static void teardown(void) {
     natsConnection_Destroy(nc);
-    h_node_stop(&node, SIGTERM);
+    h_node_stop_clean(&node);
     h_nats_stop(&ns);
 }
 
