@@ -3,7 +3,7 @@
  * Design: three intrusive hash tables (users by id, devices by server+conn,
  * servers by id) and one timer heap. Each operation first validates
  * everything it needs (so an error changes nothing), then mutates, marking
- * the users it touched dirty; at the end of the operation flush_dirty()
+ * the users it touched dirty; at the end of the operation pd__flush()
  * compares each dirty user's public view with the one last announced and
  * reports real changes. Reconnects inside the offline delay therefore never
  * show up, and a sync that replaces a connection does not flap. */
@@ -52,7 +52,7 @@ static pd_server *server_find(const pd_model *m, pd_str id) {
     return NULL;
 }
 
-static pd_device *device_find(const pd_model *m, const pd_server *s, pd_str conn) {
+pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn) {
     if (s == NULL) return NULL;
     for (pd_hnode *e = pd_htab_bucket(&m->devices, device_key_hash(s, conn)); e; e = e->next) {
         pd_device *d = (pd_device *)e;
@@ -64,7 +64,7 @@ static pd_device *device_find(const pd_model *m, const pd_server *s, pd_str conn
 
 /* ---- users ---------------------------------------------------------------- */
 
-static pd_user *user_get(pd_model *m, pd_str id) {
+pd_user *pd__user_get(pd_model *m, pd_str id) {
     pd_user *u = pd__user_find(m, id);
     if (u) return u;
     u = pd_calloc(1, sizeof *u + id.n);
@@ -77,7 +77,7 @@ static pd_user *user_get(pd_model *m, pd_str id) {
     return u;
 }
 
-static void mark_dirty(pd_model *m, pd_user *u) {
+void pd__mark_dirty(pd_model *m, pd_user *u) {
     if (u->flags & UF_DIRTY) return;
     if (m->ndirty == m->dirty_cap) {
         uint32_t cap = m->dirty_cap ? m->dirty_cap * 2 : 64;
@@ -95,7 +95,7 @@ static uint32_t public_custom(const pd_user *u) {
     return u->custom_gen;
 }
 
-static void flush_dirty(pd_model *m, uint64_t now) {
+void pd__flush(pd_model *m, uint64_t now) {
     for (uint32_t i = 0; i < m->ndirty; i++) {
         pd_user *u = m->dirty[i];
         u->flags &= (uint8_t)~UF_DIRTY;
@@ -134,7 +134,7 @@ static void user_regained_device(pd_model *m, pd_user *u) {
     pd_theap_disarm(&m->timers, &u->grace);
 }
 
-static void custom_clear(pd_model *m, pd_user *u) {
+void pd__custom_clear(pd_model *m, pd_user *u) {
     if (u->custom == NULL) return;
     pd_theap_disarm(&m->timers, &u->custom->expiry);
     pd_free(u->custom);
@@ -144,7 +144,7 @@ static void custom_clear(pd_model *m, pd_user *u) {
 
 /* ---- devices and servers ----------------------------------------------------- */
 
-static pd_server *server_get(pd_model *m, pd_str id) {
+pd_server *pd__server_get(pd_model *m, pd_str id) {
     pd_server *s = server_find(m, id);
     if (s) return s;
     s = pd_calloc(1, sizeof *s + id.n);
@@ -174,7 +174,8 @@ static pd_status device_set_active(pd_model *m, pd_device *d, uint64_t now) {
     if (d->state != PD_DEV_ACTIVE) {
         d->state = PD_DEV_ACTIVE;
         d->user->nactive++;
-        mark_dirty(m, d->user);
+        pd__mark_dirty(m, d->user);
+        pd__emit_device(m, PD_OP_STATE, d);
     }
     return PD_OK;
 }
@@ -184,11 +185,23 @@ static void device_set_idle(pd_model *m, pd_device *d) {
     if (d->state == PD_DEV_IDLE) return;
     d->state = PD_DEV_IDLE;
     d->user->nactive--;
-    mark_dirty(m, d->user);
+    pd__mark_dirty(m, d->user);
+    pd__emit_device(m, PD_OP_STATE, d);
 }
 
-static void device_remove(pd_model *m, pd_device *d, uint64_t now) {
+/* A device owned by another node: state as its owner reports it. */
+void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
+    if (last_active > d->last_active) d->last_active = last_active;
+    if (d->state == st) return;
+    d->state = (uint8_t)st;
+    if (st == PD_DEV_ACTIVE) d->user->nactive++;
+    else d->user->nactive--;
+    pd__mark_dirty(m, d->user);
+}
+
+void pd__device_remove(pd_model *m, pd_device *d, uint64_t now) {
     pd_user *u = d->user;
+    if (d->node == m->node) pd__emit_device(m, PD_OP_REMOVE, d);
     pd_server *s = d->server;
     bool was_active = u->nactive > 0;
     pd_theap_disarm(&m->timers, &d->idle);
@@ -205,27 +218,30 @@ static void device_remove(pd_model *m, pd_device *d, uint64_t now) {
     u->seen = (int64_t)now;
     m->ndevices--;
     if (u->ndev == 0) user_lost_last_device(m, u, was_active, now);
-    mark_dirty(m, u);
+    pd__mark_dirty(m, u);
     pd_free(d->meta);
     pd_free(d);
 }
 
-/* Creates a device; takes the validated slices of a connect or sync entry. */
-static pd_status device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user,
-                            pd_str label, pd_str meta, uint64_t now) {
-    pd_user *u = user_get(m, user);
+/* Creates a device; takes the validated slices of a connect, a sync entry
+ * or an ADD op. A device of this node gets an idle timer and is announced
+ * to the peers; one owned by another node follows what its owner says. */
+pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                         pd_str meta, const char *owner, uint64_t claim, uint64_t now) {
+    bool local = owner == m->node;
+    pd_user *u = pd__user_get(m, user);
     if (u == NULL) return PD_ENOMEM;
     pd_device *d = pd_calloc(1, sizeof *d + conn.n + label.n);
     uint8_t *mb = meta.n ? pd_malloc(meta.n + 2u) : NULL;
     /* Arm the idle timer before linking, so device_set_active cannot fail. */
     if (d == NULL || (meta.n && mb == NULL) ||
-        pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK) {
+        (local && pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)) {
         pd_free(d);
         pd_free(mb);
         return PD_ENOMEM;
     }
     memcpy(d->buf, conn.p, conn.n);
-    memcpy(d->buf + conn.n, label.p, label.n);
+    if (label.n) memcpy(d->buf + conn.n, label.p, label.n);
     d->conn_n = (uint8_t)conn.n;
     d->label_n = (uint8_t)label.n;
     if (mb) {
@@ -236,10 +252,11 @@ static pd_status device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user,
     }
     d->user = u;
     d->server = s;
-    d->node = m->node;
+    d->node = owner;
+    d->claim = claim;
     d->connected_at = (int64_t)now;
     d->idle.kind = TK_IDLE;
-    d->state = PD_DEV_IDLE; /* device_set_active counts it */
+    d->state = PD_DEV_IDLE; /* counted below */
     d->unext = u->devs;
     u->devs = d;
     d->snext = s->devs;
@@ -249,58 +266,140 @@ static pd_status device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user,
     if (u->ndev++ == 0) user_regained_device(m, u);
     m->ndevices++;
     pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
-    (void)device_set_active(m, d, now);
-    mark_dirty(m, u);
+    pd__mark_dirty(m, u);
+    if (local) {
+        d->state = PD_DEV_ACTIVE;
+        d->last_active = (int64_t)now;
+        u->nactive++;
+        u->seen = (int64_t)now;
+        pd__emit_device(m, PD_OP_ADD, d);
+    }
     return PD_OK;
+}
+
+static pd_device *local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                            pd_str meta, uint64_t now, pd_status *st) {
+    *st = pd__device_add(m, s, conn, user, label, meta, m->node, pd__hlc_next(m, now), now);
+    return *st == PD_OK ? s->devs : NULL; /* added first in the server's list */
+}
+
+/* An event from a socket server about a device another node owns (the
+ * server moved here without a sync): this node claims it first, so that
+ * only the owner ever changes a device. */
+static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *st) {
+    *st = PD_OK;
+    if (d->node == m->node) return d;
+    char conn[PD_ID_MAX], user[PD_ID_MAX], label[PD_DEVICE_MAX];
+    pd_str c = {conn, d->conn_n}, u = {user, d->user->id_n}, l = {label, d->label_n};
+    memcpy(conn, d->buf, d->conn_n);
+    memcpy(user, d->user->id, d->user->id_n);
+    memcpy(label, d->buf + d->conn_n, d->label_n);
+    pd_device *old = d;
+    pd_devstate state = (pd_devstate)d->state;
+    /* Add before removing: a failed add then leaves everything as it was. */
+    d = local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
+    if (d) pd__device_remove(m, old, now);
+    if (d && state == PD_DEV_IDLE) device_set_idle(m, d);
+    return d;
 }
 
 /* Disconnects every device of s and forgets it (shutdown, timeout). */
 static void server_close(pd_model *m, pd_server *s, uint64_t now) {
-    while (s->devs) device_remove(m, s->devs, now);
-    server_drop(m, s);
+    for (pd_device *d = s->devs, *next; d; d = next) {
+        next = d->snext;
+        if (d->node == m->node) pd__device_remove(m, d, now);
+    }
+    s->watched = 0;
+    s->has_seq = 0;
+    pd_theap_disarm(&m->timers, &s->timeout);
+    pd__drop_server_if_unused(m, s);
+}
+
+/* Forgets a server that has no devices, no seq and no heartbeat watch. */
+void pd__drop_server_if_unused(pd_model *m, pd_server *s) {
+    if (s->ndev == 0 && !s->watched && !s->has_seq) server_drop(m, s);
 }
 
 /* ---- events ------------------------------------------------------------------- */
 
 static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now) {
-    pd_device *d = device_find(m, s, ev->conn);
-    if (d && d->user->id_n == ev->user.n && memcmp(d->user->id, ev->user.p, ev->user.n) == 0 &&
-        d->label_n == ev->device.n && memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
+    pd_device *d = pd__device_find(m, s, ev->conn);
+    pd_status st = PD_OK;
+    if (d && d->node == m->node && d->user->id_n == ev->user.n &&
+        memcmp(d->user->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
+        memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
         return device_set_active(m, d, now); /* a repeated connect: nothing new */
     }
-    /* Add first so that a reconnect of the same user does not pass through
-     * an empty device list. */
-    pd_status st = device_add(m, s, ev->conn, ev->user, ev->device, ev->meta, now);
-    if (st != PD_OK) return st;
-    if (d) device_remove(m, d, now);
-    return PD_OK;
+    /* Add first: a failed add changes nothing, and a same-user reconnect
+     * never passes through an empty device list. A REMOVE names the claim
+     * it removes, so peers cannot mistake it for the new entry. */
+    pd_device *old = d;
+    local_add(m, s, ev->conn, ev->user, ev->device, ev->meta, now, &st);
+    if (st == PD_OK && old) pd__device_remove(m, old, now);
+    return st;
 }
 
 static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now) {
     pd_sync_iter it;
     pd_sync_conn c;
-    for (pd_device *d = s->devs; d; d = d->snext) d->mark = 0;
+    pd_status st = PD_OK;
+    for (pd_device *d = s->devs; d; d = d->snext) d->mark &= (uint8_t)~MARK_SYNC;
     pd_sync_iter_init(&it, ev);
     while (pd_sync_iter_next(&it, &c)) {
-        pd_device *d = device_find(m, s, c.conn);
+        pd_device *d = pd__device_find(m, s, c.conn);
         bool same = d && d->user->id_n == c.user.n &&
                     memcmp(d->user->id, c.user.p, c.user.n) == 0;
-        if (same) {
-            d->mark = 1;
-            continue;
+        if (same && d->node != m->node) d = claim_local(m, d, now, &st);
+        else if (!same) {
+            pd_device *old = d;
+            d = local_add(m, s, c.conn, c.user, c.device, (pd_str){NULL, 0}, now, &st);
+            if (d && old) pd__device_remove(m, old, now);
         }
-        pd_status st = device_add(m, s, c.conn, c.user, c.device, (pd_str){NULL, 0}, now);
         if (st != PD_OK) return st;
-        s->devs->mark = 1; /* device_add puts the new device first */
-        if (d) device_remove(m, d, now);
+        d->mark |= MARK_SYNC;
     }
+    /* Only this node's entries: a device another node still owns is that
+     * node's to remove (its own server timeout or shutdown). */
     for (pd_device *d = s->devs, *next; d; d = next) {
         next = d->snext;
-        if (!d->mark) device_remove(m, d, now);
+        if (!(d->mark & MARK_SYNC) && d->node == m->node) pd__device_remove(m, d, now);
     }
     /* A sync starts the server over: its seq may restart. */
     s->has_seq = 0;
     return PD_OK;
+}
+
+/* Sets the custom status register's value (text "" clears it). */
+pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int64_t expires_at) {
+    pd_custom *c = NULL;
+    if (text.n > 0) {
+        c = pd_calloc(1, sizeof *c + text.n + emoji.n);
+        if (c == NULL) return PD_ENOMEM;
+        if (expires_at && pd_theap_arm(&m->timers, &c->expiry, (uint64_t)expires_at) != PD_OK) {
+            pd_free(c);
+            return PD_ENOMEM;
+        }
+    }
+    pd__custom_clear(m, u);
+    if (c) {
+        memcpy(c->buf, text.p, text.n);
+        if (emoji.n) memcpy(c->buf + text.n, emoji.p, emoji.n);
+        c->text_n = (uint16_t)text.n;
+        c->emoji_n = (uint8_t)emoji.n;
+        c->expires_at = expires_at;
+        c->expiry.kind = TK_CUSTOM;
+        c->user = u;
+        u->custom = c;
+        if (++u->custom_gen == 0) u->custom_gen = 1; /* 0 means "none" */
+    }
+    pd__mark_dirty(m, u);
+    return PD_OK;
+}
+
+void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c) {
+    if (c == PD_CHOSEN_INVISIBLE && u->chosen != PD_CHOSEN_INVISIBLE) u->seen_frozen = u->seen;
+    u->chosen = (uint8_t)c;
+    pd__mark_dirty(m, u);
 }
 
 static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err *err) {
@@ -309,46 +408,36 @@ static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err
                    (long long)ev->expires_at);
         return PD_EBADVALUE;
     }
-    pd_custom *c = NULL;
-    if (ev->text.n > 0) {
-        c = pd_calloc(1, sizeof *c + ev->text.n + ev->emoji.n);
-        if (c == NULL) return PD_ENOMEM;
-    }
-    pd_user *u = user_get(m, ev->user);
-    if (u == NULL || (c && ev->expires_at &&
-                      pd_theap_arm(&m->timers, &c->expiry, (uint64_t)ev->expires_at) != PD_OK)) {
-        pd_free(c);
-        return PD_ENOMEM;
-    }
-    custom_clear(m, u);
-    if (c) {
-        memcpy(c->buf, ev->text.p, ev->text.n);
-        if (ev->emoji.n) memcpy(c->buf + ev->text.n, ev->emoji.p, ev->emoji.n);
-        c->text_n = (uint16_t)ev->text.n;
-        c->emoji_n = (uint8_t)ev->emoji.n;
-        c->expires_at = ev->expires_at;
-        c->expiry.kind = TK_CUSTOM;
-        c->user = u;
-        u->custom = c;
-        if (++u->custom_gen == 0) u->custom_gen = 1; /* 0 means "none" */
-    }
-    mark_dirty(m, u);
+    pd_user *u = pd__user_get(m, ev->user);
+    if (u == NULL) return PD_ENOMEM;
+    pd_status st = pd__custom_set(m, u, ev->text, ev->text.n ? ev->emoji : (pd_str){NULL, 0},
+                                  ev->text.n ? ev->expires_at : 0);
+    if (st != PD_OK) return st;
+    u->custom_hlc = pd__hlc_next(m, now);
+    u->custom_by = m->node;
+    pd_op op = {.kind = PD_OP_CUSTOM, .user = ev->user, .text = ev->text,
+                .emoji = ev->text.n ? ev->emoji : (pd_str){NULL, 0},
+                .expires_at = ev->text.n ? ev->expires_at : 0, .hlc = u->custom_hlc,
+                .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
     return PD_OK;
 }
 
-static pd_status ev_status(pd_model *m, const pd_event *ev) {
-    pd_user *u = user_get(m, ev->user);
+static pd_status ev_status(pd_model *m, const pd_event *ev, uint64_t now) {
+    pd_user *u = pd__user_get(m, ev->user);
     if (u == NULL) return PD_ENOMEM;
-    if (ev->status == PD_CHOSEN_INVISIBLE && u->chosen != PD_CHOSEN_INVISIBLE)
-        u->seen_frozen = u->seen;
-    u->chosen = (uint8_t)ev->status;
-    mark_dirty(m, u);
+    pd__chosen_set(m, u, ev->status);
+    u->chosen_hlc = pd__hlc_next(m, now);
+    u->chosen_by = m->node;
+    pd_op op = {.kind = PD_OP_CHOSEN, .user = ev->user, .chosen = ev->status,
+                .hlc = u->chosen_hlc, .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
     return PD_OK;
 }
 
 /* Looks up the device of a disconnect/activity/idle, or reports unknown_conn. */
 static pd_device *conn_lookup(pd_model *m, pd_server *s, const pd_event *ev, pd_err *err) {
-    pd_device *d = device_find(m, s, ev->conn);
+    pd_device *d = pd__device_find(m, s, ev->conn);
     if (d == NULL)
         pd_err_set(err, PD_EUNKNOWNCONN, "conn '%.*s' of server '%.*s' is not connected",
                    (int)ev->conn.n, ev->conn.p, (int)ev->server.n, ev->server.p);
@@ -358,18 +447,21 @@ static pd_device *conn_lookup(pd_model *m, pd_server *s, const pd_event *ev, pd_
 static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *ev,
                                     uint64_t now, pd_err *err) {
     pd_device *d;
+    pd_status st = PD_OK;
     switch (ev->type) {
     case PD_EV_CONNECT: return ev_connect(m, s, ev, now);
     case PD_EV_SYNC: return ev_sync(m, s, ev, now);
     case PD_EV_DISCONNECT:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
-        device_remove(m, d, now);
-        return PD_OK;
+        if ((d = claim_local(m, d, now, &st)) != NULL) pd__device_remove(m, d, now);
+        return st;
     case PD_EV_ACTIVITY:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        if ((d = claim_local(m, d, now, &st)) == NULL) return st;
         return device_set_active(m, d, now);
     case PD_EV_IDLE:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        if ((d = claim_local(m, d, now, &st)) == NULL) return st;
         device_set_idle(m, d);
         return PD_OK;
     case PD_EV_HEARTBEAT:
@@ -405,10 +497,10 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
     }
     if (ev->type == PD_EV_SHUTDOWN) {
         if (s) server_close(m, s, now);
-        flush_dirty(m, now);
+        pd__flush(m, now);
         return PD_OK;
     }
-    if (ev->type == PD_EV_STATUS) st = ev_status(m, ev);
+    if (ev->type == PD_EV_STATUS) st = ev_status(m, ev, now);
     else if (ev->type == PD_EV_CUSTOM) st = ev_custom(m, ev, now, err);
     if (ev->server.n && st == PD_OK) {
         bool created = s == NULL;
@@ -417,7 +509,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
             conn_lookup(m, NULL, ev, err);
             return PD_EUNKNOWNCONN;
         }
-        if (created && (s = server_get(m, ev->server)) == NULL) st = PD_ENOMEM;
+        if (created && (s = pd__server_get(m, ev->server)) == NULL) st = PD_ENOMEM;
         if (st == PD_OK) st = apply_server_event(m, s, ev, now, err);
         if (st == PD_OK) {
             server_alive(m, s, now);
@@ -425,13 +517,13 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
                 s->last_seq = ev->seq;
                 s->has_seq = 1;
             }
-        } else if (s && s->ndev == 0 && !s->watched && !s->has_seq) {
-            server_drop(m, s);
+        } else if (s) {
+            pd__drop_server_if_unused(m, s);
         }
     }
     if (st == PD_ENOMEM) pd_err_set(err, PD_ENOMEM, "out of memory");
     else if (st != PD_OK && err->code != st) pd_err_set(err, st, "%s", pd_status_str(st));
-    flush_dirty(m, now);
+    pd__flush(m, now);
     return st;
 }
 
@@ -449,13 +541,13 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     case TK_GRACE: {
         pd_user *u = OWNER(t, pd_user, grace);
         u->flags &= (uint8_t)~UF_GRACE;
-        mark_dirty(m, u);
+        pd__mark_dirty(m, u);
         break;
     }
     case TK_CUSTOM: {
         pd_user *u = OWNER(t, pd_custom, expiry)->user;
-        custom_clear(m, u);
-        mark_dirty(m, u);
+        pd__custom_clear(m, u);
+        pd__mark_dirty(m, u);
         break;
     }
     case TK_SERVER: {
@@ -473,7 +565,7 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
 void pd_model_tick(pd_model *m, uint64_t now) {
     pd_timer *t;
     while ((t = pd_theap_pop_due(&m->timers, now)) != NULL) fire(m, t, now);
-    flush_dirty(m, now);
+    pd__flush(m, now);
 }
 
 uint64_t pd_model_next_due(const pd_model *m) { return pd_theap_next(&m->timers); }
@@ -487,15 +579,13 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
     m->on_change = on_change;
     m->ud = ud;
     pd_theap_init(&m->timers);
-    m->node = pd_malloc(node.n + 1u);
+    m->node = pd__intern(m, node);
     if (m->node == NULL || pd_htab_init(&m->users, user_hash) != PD_OK ||
         pd_htab_init(&m->devices, device_hash) != PD_OK ||
         pd_htab_init(&m->servers, server_hash) != PD_OK) {
         pd_model_free(m);
         return NULL;
     }
-    memcpy(m->node, node.p, node.n);
-    m->node[node.n] = '\0';
     return m;
 }
 
@@ -530,7 +620,7 @@ void pd_model_free(pd_model *m) {
     free_table(&m->users, free_user);
     free_table(&m->servers, free_entry);
     pd_free(m->dirty);
-    pd_free(m->node);
+    for (uint32_t i = 0; i < m->nnodes; i++) pd_free(m->nodes[i]);
     pd_free(m);
 }
 

@@ -48,6 +48,54 @@ void pd_model_tick(pd_model *m, uint64_t now);
 /* When the next timer is due (UINT64_MAX when none). */
 uint64_t pd_model_next_due(const pd_model *m);
 
+/* ---- replication ----------------------------------------------------------- */
+
+/* One change of replicated state. Device ops belong to the partition of
+ * their owner (the node that received the connect): only the owner emits
+ * them. Register ops (chosen and custom status) may come from any node and
+ * carry their version: a hybrid logical clock value and the writer's id;
+ * the highest (hlc, writer) wins everywhere. */
+typedef enum { PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM } pd_op_kind;
+
+typedef struct {
+    pd_op_kind kind;
+    pd_str server, conn;            /* device ops */
+    pd_str user, label;             /* ADD; user also for register ops */
+    pd_devstate state;              /* ADD, STATE */
+    int64_t connected_at, last_active;
+    uint64_t hlc;                   /* ADD: the owner's claim; registers: version */
+    pd_str writer;                  /* registers: the node that wrote it */
+    pd_chosen chosen;               /* CHOSEN */
+    pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
+    int64_t expires_at;
+} pd_op;
+
+/* Called for every change of this node's own partition and every register
+ * write made here, in order, so that it can be sent to the peers. */
+typedef void (*pd_op_fn)(void *ud, const pd_op *op);
+void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud);
+
+/* Applies an op from origin's stream (the origin owns device ops). Ops that
+ * lost to a newer version are ignored; applying one twice changes nothing.
+ * Errors only on bad ids or memory. */
+pd_status pd_model_apply_op(pd_model *m, pd_str origin, const pd_op *op, uint64_t now);
+
+/* State transfer of one origin's partition: begin, apply its ADD and
+ * register ops, end: devices of origin that were not re-added leave. */
+void pd_model_partition_begin(pd_model *m, pd_str origin);
+void pd_model_partition_end(pd_model *m, pd_str origin, uint64_t now);
+/* Emits origin's partition as ops: ADD for each device it owns, and the
+ * registers it wrote that still win. */
+void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud);
+/* Every device owned by owner leaves (node down, or a new incarnation); the
+ * offline delay applies to their users as for a disconnect. */
+void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);
+uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner);
+
+/* The hybrid logical clock (ms << 16 | counter): observe a remote value. */
+void pd_model_hlc_observe(pd_model *m, uint64_t hlc);
+uint64_t pd_model_hlc(const pd_model *m);
+
 /* ---- queries -------------------------------------------------------------- */
 
 /* The view of `user` for `viewer` (viewer.n == 0: the public view). A user

@@ -31,6 +31,10 @@ struct pd_user {
     int64_t seen_frozen;       /* `seen` when the user chose invisible */
     int64_t notified_ts;       /* ts of the last notification */
     uint32_t ndev, nactive;
+    uint64_t chosen_hlc;       /* version of the chosen-status register */
+    uint64_t custom_hlc;       /* version of the custom-status register */
+    const char *chosen_by;     /* writer node of each (interned; NULL: never) */
+    const char *custom_by;
     uint32_t custom_gen;       /* bumped on every custom status change */
     uint32_t pub_custom;       /* custom_gen others last saw (0 = none) */
     uint8_t chosen;            /* pd_chosen */
@@ -61,14 +65,19 @@ struct pd_device {
     pd_user *user;
     pd_server *server;
     const char *node;          /* owner node id, interned by the model */
+    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
     uint8_t *meta;             /* encoded map, length-prefixed (2 bytes) */
     int64_t connected_at, last_active;
     pd_timer idle;
     uint8_t state;             /* pd_devstate */
-    uint8_t mark;              /* scratch for sync */
+    uint8_t mark;              /* MARK_* scratch bits */
     uint8_t conn_n, label_n;
     char buf[];                /* conn then label */
 };
+
+enum { MARK_SYNC = 1, MARK_PARTITION = 2 };
+
+#define PD_MODEL_NODES_MAX 1024
 
 struct pd_model {
     pd_model_cfg cfg;
@@ -76,7 +85,12 @@ struct pd_model {
     pd_theap timers;
     pd_change_fn on_change;
     void *ud;
-    char *node;
+    const char *node;          /* this node's id, nodes[0] */
+    char *nodes[PD_MODEL_NODES_MAX]; /* interned node ids */
+    uint32_t nnodes;
+    uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
+    pd_op_fn on_op;
+    void *op_ud;
     pd_user **dirty;
     uint32_t ndirty, dirty_cap;
     uint64_t ndevices;
@@ -84,6 +98,29 @@ struct pd_model {
 };
 
 pd_user *pd__user_find(const pd_model *m, pd_str id);
+pd_user *pd__user_get(pd_model *m, pd_str id);
+pd_server *pd__server_get(pd_model *m, pd_str id);
+pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn);
+/* owner: interned node id; claim: its HLC; local devices get an idle timer. */
+pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                         pd_str meta, const char *owner, uint64_t claim, uint64_t now);
+void pd__device_remove(pd_model *m, pd_device *d, uint64_t now);
+void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
+void pd__mark_dirty(pd_model *m, pd_user *u);
+void pd__flush(pd_model *m, uint64_t now);
+void pd__custom_clear(pd_model *m, pd_user *u);
+pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int64_t expires_at);
+void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c);
+void pd__emit(pd_model *m, const pd_op *op);
+void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d);
+uint64_t pd__hlc_next(pd_model *m, uint64_t now);
+void pd__hlc_observe(pd_model *m, uint64_t remote);
+/* True if (a_hlc, a_node) is a newer version than (b_hlc, b_node). */
+bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node);
+void pd__drop_server_if_unused(pd_model *m, pd_server *s);
+/* The interned copy of a node id (NULL if out of memory or too many). */
+const char *pd__intern(pd_model *m, pd_str node);
+const char *pd__intern_find(const pd_model *m, pd_str node);
 pd_public pd__user_status(const pd_user *u, bool self);
 void pd__user_view(const pd_user *u, bool self, pd_view *out);
 
