@@ -192,6 +192,7 @@ static void device_set_idle(pd_model *m, pd_device *d) {
 /* A device owned by another node: state as its owner reports it. */
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
     if (last_active > d->last_active) d->last_active = last_active;
+    if (last_active > d->user->seen) d->user->seen = last_active;
     if (d->state == st) return;
     d->state = (uint8_t)st;
     if (st == PD_DEV_ACTIVE) d->user->nactive++;

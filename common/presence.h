@@ -116,6 +116,11 @@ typedef void (*pd_user_fn)(void *ud, pd_str user);
 uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit,
                               pd_user_fn fn, void *ud);
 
+/* Calls fn with the public view (ts = its last change) of every user whose
+ * public view ever changed. */
+typedef void (*pd_view_fn)(void *ud, const pd_view *v);
+void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud);
+
 typedef struct {
     uint64_t users, devices, servers, timers;
     uint64_t changes;   /* local changes applied (events that changed state) */

@@ -136,3 +136,23 @@ uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit
         if (emitted == limit || --budget == 0) return p;
     }
 }
+
+typedef struct {
+    pd_view_fn fn;
+    void *ud;
+} view_ctx;
+
+static void visit_view(void *ud, pd_hnode *e) {
+    view_ctx *c = ud;
+    const pd_user *u = (const pd_user *)e;
+    pd_view v;
+    if (u->notified_ts == 0) return;
+    pd__user_view(u, false, &v);
+    c->fn(c->ud, &v);
+}
+
+void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud) {
+    view_ctx c = {fn, ud};
+    uint64_t cur = 0;
+    do cur = pd_htab_scan(&m->users, cur, visit_view, &c); while (cur != 0);
+}

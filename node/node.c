@@ -12,6 +12,7 @@ static void arm_timer(pd_node *n);
 
 static void dispatch(pd_node *n, pd_inbox_item *it) {
     if (it->kind == SUB_EVENTS) node__handle_event(n, it->msg);
+    else if (it->kind >= SUB_DELTA) node__handle_cluster(n, (node_sub_kind)it->kind, it->msg);
     else node__handle_query(n, (node_sub_kind)it->kind, it->msg);
     natsMsg_Destroy(it->msg);
 }
@@ -25,9 +26,12 @@ static void on_wake(uv_async_t *h) {
         pd_inbox_take(&n->inbox, &items, &count);
         if (count == 0) break;
         n->now = pd_now_ms();
-        pd_model_tick(n->model, n->now);
+        pd_repl_tick(n->repl, n->now);
         for (uint32_t i = 0; i < count; i++) dispatch(n, &items[i]);
         pd_inbox_release(items);
+        /* One delta per burst: a lone event leaves at once, a flood in
+         * large batches. */
+        pd_repl_flush(n->repl);
     }
     pd_inbox_release(items);
     arm_timer(n);
@@ -36,14 +40,16 @@ static void on_wake(uv_async_t *h) {
 static void on_timer(uv_timer_t *t) {
     pd_node *n = t->data;
     n->now = pd_now_ms();
-    pd_model_tick(n->model, n->now);
+    pd_repl_tick(n->repl, n->now);
     arm_timer(n);
 }
 
 static void arm_timer(pd_node *n) {
-    uint64_t due = pd_model_next_due(n->model);
+    uint64_t due = pd_repl_next_due(n->repl);
     uint64_t now = pd_now_ms();
-    uint64_t wait = due <= now ? 0 : due - now;
+    /* At least 1 ms: libuv runs a timer re-armed at 0 from its own callback
+     * again in the same pass, forever. */
+    uint64_t wait = due <= now ? 1 : due - now;
     if (wait > NODE_MAX_SLEEP_MS) wait = NODE_MAX_SLEEP_MS;
     uv_timer_start(&n->timer, on_timer, wait, 0);
 }
@@ -52,6 +58,9 @@ static void on_signal(uv_signal_t *s, int signum) {
     pd_node *n = s->data;
     pd_log(PD_LOG_INFO, "signal %d: stopping", signum);
     n->exit_code = 0;
+    /* Tell the peers at once rather than let them wait for the timeout. */
+    pd_repl_leave(n->repl, pd_now_ms());
+    if (n->nc) natsConnection_FlushTimeout(n->nc, 1000);
     uv_stop(&n->loop);
 }
 
@@ -66,7 +75,16 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .offline_delay_ms = cfg->offline_delay_ms,
         .server_timeout_ms = cfg->server_timeout_ms,
     };
-    n->model = pd_model_new(&mc, pd_str_c(cfg->node_id), node__on_change, n);
+    pd_repl_cfg rc = {
+        .sync_interval_ms = cfg->sync_interval_ms,
+        .node_timeout_ms = cfg->node_timeout_ms,
+        .inc = n->started_at,
+        .max_msg_bytes = (size_t)cfg->max_msg_bytes,
+    };
+    pd_repl_io io = node__repl_io;
+    io.ud = n;
+    n->repl = pd_repl_new(&rc, &mc, pd_str_c(cfg->node_id), &io, n->started_at);
+    n->model = n->repl ? pd_repl_model(n->repl) : NULL;
     if (n->model == NULL) {
         snprintf(err, errlen, "out of memory creating the model");
         return PD_ENOMEM;
@@ -110,6 +128,6 @@ void pd_node_close(pd_node *n) {
         uv_loop_close(&n->loop);
     }
     pd_inbox_free(&n->inbox);
-    pd_model_free(n->model);
+    pd_repl_free(n->repl);
     msgpack_sbuffer_destroy(&n->out);
 }

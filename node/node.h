@@ -14,10 +14,12 @@
 #include "inbox.h"
 #include "log.h"
 #include "presence.h"
+#include "repl.h"
 
 /* Subscriptions; the kind travels with each message through the inbox. */
 typedef enum {
-    SUB_EVENTS, SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER, SUB_COUNT
+    SUB_EVENTS, SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER,
+    SUB_DELTA, SUB_HB, SUB_SYNC_REQ, SUB_SYNC_REPLY, SUB_COUNT
 } node_sub_kind;
 
 typedef struct {
@@ -38,7 +40,9 @@ typedef struct {
 
 struct pd_node {
     pd_config cfg;
-    pd_model *model;
+    pd_repl *repl;
+    pd_model *model;                /* the replica's model */
+    char sync_inbox[64];            /* reply subject of our state transfers */
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t timer;
@@ -69,6 +73,7 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);
 void node__nats_close(pd_node *n);
 /* Publishes the scratch buffer n->out to subject (a reply or a notification). */
 void node__publish(pd_node *n, const char *subject);
+void node__publish_bytes(pd_node *n, const char *subject, const void *buf, size_t len);
 /* Replies {"ok": false, ...} to msg if it is a request. */
 void node__reply_error(pd_node *n, natsMsg *msg, pd_status code, const char *text);
 /* Counts and logs (rate-limited) a bad message. */
@@ -76,7 +81,11 @@ void node__bad_input(pd_node *n, natsMsg *msg, const pd_err *err);
 
 /* node_events.c */
 void node__handle_event(pd_node *n, natsMsg *msg);
-void node__on_change(void *ud, const pd_view *v);
+void node__notify(void *ud, const pd_view *v);
+
+/* node_cluster.c: messages between nodes, and the replica's I/O */
+void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg);
+extern const pd_repl_io node__repl_io;
 
 /* node_query.c */
 void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg);

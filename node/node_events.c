@@ -19,7 +19,7 @@ void node__handle_event(pd_node *n, natsMsg *msg) {
     } else {
         s = pd_event_decode(data, (size_t)len, &ev, &err);
     }
-    if (s == PD_OK) s = pd_model_apply(n->model, &ev, n->now, &res, &err);
+    if (s == PD_OK) s = pd_repl_local(n->repl, &ev, n->now, &res, &err);
     if (s != PD_OK) {
         if (err.code != s) pd_err_set(&err, s, "%s", pd_status_str(s));
         node__bad_input(n, msg, &err);
@@ -35,7 +35,7 @@ void node__handle_event(pd_node *n, natsMsg *msg) {
     }
 }
 
-void node__on_change(void *ud, const pd_view *v) {
+void node__notify(void *ud, const pd_view *v) {
     pd_node *n = ud;
     /* The view is borrowed and n->out may be holding a reply being built
      * elsewhere only between calls, never across one: safe to reuse. */

@@ -71,7 +71,8 @@ static natsStatus make_options(pd_node *n, natsOptions **out) {
 
 static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, bool queue) {
     char subj[sizeof n->subj];
-    snprintf(subj, sizeof subj, "%s.%s", n->cfg.subject_prefix, suffix);
+    if (kind == SUB_SYNC_REPLY) snprintf(subj, sizeof subj, "%s", suffix);
+    else snprintf(subj, sizeof subj, "%s.%s", n->cfg.subject_prefix, suffix);
     n->sub_ctx[kind] = (node_sub_ctx){n, kind};
     natsStatus s = queue
         ? natsConnection_QueueSubscribe(&n->subs[kind], n->nc, subj, NODE_QUEUE_GROUP, on_msg,
@@ -86,8 +87,16 @@ static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, 
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     natsOptions *o = NULL;
     natsStatus s = make_options(n, &o);
-    char events[PD_ID_MAX + 16];
+    char events[PD_ID_MAX + 16], sync[PD_ID_MAX + 16];
+    natsInbox *inbox = NULL;
     snprintf(events, sizeof events, "events.%s", n->cfg.node_id);
+    snprintf(sync, sizeof sync, "sync.%s", n->cfg.node_id);
+    if (natsInbox_Create(&inbox) != NATS_OK) {
+        snprintf(err, errlen, "cannot create a NATS inbox");
+        return PD_EIO;
+    }
+    snprintf(n->sync_inbox, sizeof n->sync_inbox, "%s", (const char *)inbox);
+    natsInbox_Destroy(inbox);
     if (s == NATS_OK) {
         s = natsConnection_Connect(&n->nc, o);
         if (s == NATS_OK) on_connected(n->nc, n);
@@ -103,6 +112,10 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     if (s == NATS_OK) s = subscribe(n, SUB_Q_DEVICES, "query.devices", true);
     if (s == NATS_OK) s = subscribe(n, SUB_Q_ONLINE, "query.online", true);
     if (s == NATS_OK) s = subscribe(n, SUB_Q_CLUSTER, "query.cluster", true);
+    if (s == NATS_OK) s = subscribe(n, SUB_DELTA, "delta.*", false);
+    if (s == NATS_OK) s = subscribe(n, SUB_HB, "hb.*", false);
+    if (s == NATS_OK) s = subscribe(n, SUB_SYNC_REQ, sync, false);
+    if (s == NATS_OK) s = subscribe(n, SUB_SYNC_REPLY, n->sync_inbox, false);
     if (s != NATS_OK) {
         snprintf(err, errlen, "NATS (%s): %s", n->cfg.nats_url, natsStatus_GetText(s));
         return PD_EIO;
@@ -127,7 +140,11 @@ void node__nats_close(pd_node *n) {
 }
 
 void node__publish(pd_node *n, const char *subject) {
-    natsStatus s = natsConnection_Publish(n->nc, subject, n->out.data, (int)n->out.size);
+    node__publish_bytes(n, subject, n->out.data, n->out.size);
+}
+
+void node__publish_bytes(pd_node *n, const char *subject, const void *buf, size_t len) {
+    natsStatus s = natsConnection_Publish(n->nc, subject, buf, (int)len);
     if (s != NATS_OK) {
         n->stats.publish_errors++;
         pd_log(PD_LOG_DEBUG, "publish to %s failed: %s", subject, natsStatus_GetText(s));

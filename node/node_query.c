@@ -77,22 +77,25 @@ static pd_status query_online(pd_node *n, const pd_query *q, msgpack_packer *pk,
     return PD_OK;
 }
 
+typedef struct {
+    msgpack_packer *pk;
+    bool header_only;
+    uint32_t n;
+} cluster_ctx;
+
+static void pack_node(void *ud, const pd_node_view *nv) {
+    cluster_ctx *c = ud;
+    c->n++;
+    if (!c->header_only) pd_cluster_reply_node(c->pk, nv);
+}
+
 static void query_cluster(pd_node *n, msgpack_packer *pk) {
-    pd_model_stats st;
-    pd_str self = pd_str_c(n->cfg.node_id);
-    pd_model_stats_get(n->model, &st);
-    pd_node_view nv = {
-        .node = self,
-        .alive = true,
-        .vc_nodes = &self,
-        .vc_counts = &st.changes,
-        .vc_n = 1,
-        .devices = st.devices,
-        .users = st.users,
-        .last_heartbeat = 0,
-    };
-    pd_cluster_reply_begin(pk, self, 1);
-    pd_cluster_reply_node(pk, &nv);
+    cluster_ctx c = {pk, true, 0};
+    pd_repl_nodes(n->repl, n->now, pack_node, &c);
+    pd_cluster_reply_begin(pk, pd_str_c(n->cfg.node_id), c.n);
+    c.header_only = false;
+    c.n = 0;
+    pd_repl_nodes(n->repl, n->now, pack_node, &c);
 }
 
 static const pd_query_type query_of[SUB_COUNT] = {

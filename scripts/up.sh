@@ -38,35 +38,50 @@ for id in $PD_NODES; do
     echo "starting presenced $id"
     PRESENCE_NODE_ID=$id PRESENCE_NATS_URL=$PD_NATS_URL PRESENCE_REDIS_URL=$PD_REDIS_URL \
     PRESENCE_OFFLINE_DELAY_MS=${PRESENCE_OFFLINE_DELAY_MS:-5000} \
+    PRESENCE_SYNC_INTERVAL_MS=${PRESENCE_SYNC_INTERVAL_MS:-1000} \
         nohup "$PD_BUILD/presenced" </dev/null >>"$PD_STATE/$id.log" 2>&1 &
     echo $! >"$PD_STATE/$id.pid"
 done
 for id in $PD_NODES; do
-    pd_wait 10 grep -q "connected to NATS" "$PD_STATE/$id.log" ||
-        { echo "node $id did not connect: see $PD_STATE/$id.log" >&2; exit 1; }
+    pd_wait 20 grep -q "announcing changes" "$PD_STATE/$id.log" ||
+        { echo "node $id did not join: see $PD_STATE/$id.log" >&2; exit 1; }
 done
+nodes=$(echo $PD_NODES | wc -w)
+pd_wait 20 bash -c "[ \$('$PD_BUILD/presencectl' --server $PD_NATS_URL --json cluster |
+    grep -o '\"alive\":true' | wc -l) -ge $nodes ]" ||
+    { echo "the nodes did not see each other: see $PD_STATE/*.log" >&2; exit 1; }
 
 echo
 echo "== the cluster is up. A short demonstration:"
-first=${PD_NODES%% *}
+set -- $PD_NODES
+first=$1 second=${2:-$1}
 run() { echo "\$ presencectl $*"; ctl "$@"; echo; }
 run --node "$first" --as demo-server connect demo-conn-1 alice web
-run get alice
+echo "# every query is answered by whichever node of the queue group is first;"
+echo "# all of them see alice, connected through $first:"
+for i in 1 2 3; do run get alice; done
 run devices alice
-run --node "$first" status alice busy
-run get alice
+timeout 2 "$PD_BUILD/presencectl" --server "$PD_NATS_URL" watch alice \
+    >"$PD_STATE/demo-watch.txt" 2>/dev/null &
+watcher=$!
+sleep 0.3
+run --node "$second" status alice busy
+wait "$watcher" || true
+echo "# a watcher of alice, listening for 2 s, got $(wc -l <"$PD_STATE/demo-watch.txt") notification(s)"
+echo "# for that change, announced once by the cluster of $nodes nodes:"
+cat "$PD_STATE/demo-watch.txt"
+echo
 run cluster
 cat <<TXT
 == try it yourself:
   export PATH=$PD_BUILD:\$PATH PRESENCE_NATS_URL=$PD_NATS_URL
   presencectl watch all &                      # notifications, one line each
   presencectl --node $first connect c2 bob mobile
-  presencectl --node $first idle c2            # bob is away
+  presencectl --node $first idle c2            # bob is away, on every node
+  presencectl --node $second status bob busy    # a status can be set through any node
   presencectl --node $first disconnect c2      # bob offline after the offline delay (5 s here)
   presencectl online
   presencectl cluster
-Until cross-node sync lands, each node knows the connections of its own
-socket servers (events go to presence.events.<node>); queries are answered
-by any node of the queue group.
+  kill \$(cat $PD_STATE/$first.pid)              # $first's users leave after its timeout + the delay
 Logs and state: $PD_STATE    Stop everything: make down
 TXT

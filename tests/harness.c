@@ -172,6 +172,16 @@ natsMsg *h_request(natsConnection *nc, const char *subject, const void *data, si
     return s == NATS_OK ? reply : NULL;
 }
 
+bool h_log_contains(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    bool found = false;
+    if (f == NULL) return false;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
 static bool node_answers(natsConnection *nc, const char *id) {
     natsMsg *m = h_request(nc, "presence.query.cluster", NULL, 0);
     if (m == NULL) return false;
@@ -195,9 +205,12 @@ void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *cons
     snprintf(envbuf[0], sizeof envbuf[0], "PRESENCE_NATS_URL=%s", ns->url);
     snprintf(envbuf[1], sizeof envbuf[1], "PRESENCE_NODE_ID=%s", id);
     snprintf(envbuf[2], sizeof envbuf[2], "PRESENCE_LOG_LEVEL=debug");
+    /* Short cluster timing by default; a test's own env comes later and wins. */
+    snprintf(envbuf[3], sizeof envbuf[3], "PRESENCE_SYNC_INTERVAL_MS=100");
     all[k++] = envbuf[0];
     all[k++] = envbuf[1];
     all[k++] = envbuf[2];
+    all[k++] = envbuf[3];
     for (const char *const *e = env; e && *e && k < 23; e++) all[k++] = *e;
     all[k] = NULL;
     /* make test-tsan runs these tests against a TSan build of the node. */
@@ -205,7 +218,8 @@ void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *cons
     char *argv[] = {(char *)(bin && *bin ? bin : PRESENCED_BIN), NULL};
     nd->pid = spawn(argv, all, nd->log);
     natsConnection *nc = h_connect(ns);
-    bool ok = H_POLL(node_answers(nc, id) || !h_node_running(nd), 10000);
+    bool ok = H_POLL((node_answers(nc, id) && h_log_contains(nd->log, "announcing changes")) ||
+                     !h_node_running(nd), 10000);
     natsConnection_Destroy(nc);
     cr_assert(ok && h_node_running(nd), "presenced %s did not start (see %s)", id, nd->log);
 }

@@ -36,14 +36,18 @@ void h_nats_start(h_nats *ns);
 void h_nats_stop(h_nats *ns);
 
 /* Starts presenced with id against ns; env is a NULL-terminated list of
- * extra "KEY=VALUE" settings (may be NULL). Waits until it answers
- * P.query.cluster. Aborts the test if it does not within 10 s. */
+ * extra "KEY=VALUE" settings (may be NULL; the sync interval defaults to
+ * 100 ms here). Waits until it answers P.query.cluster and has caught up
+ * with the cluster. Aborts the test if it does not within 10 s. */
 void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *const *env);
 /* Sends sig and waits for the exit; returns the exit status (waitpid form). */
 int h_node_stop(h_node *nd, int sig);
 bool h_node_running(h_node *nd);
 /* SIGTERM, and expects exit status 0 (a sanitizer report fails it). */
 void h_node_stop_clean(h_node *nd);
+
+/* True if a line of the file at path contains needle. */
+bool h_log_contains(const char *path, const char *needle);
 
 /* Connects a client; aborts on failure. */
 natsConnection *h_connect(const h_nats *ns);

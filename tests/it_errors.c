@@ -165,20 +165,10 @@ Test(errors, bad_input_changes_nothing) {
     cr_assert(h_get(nc, "new", NULL, &v, NULL, 0) && v.status == PD_PUB_OFFLINE);
 }
 
-static bool log_contains(const char *path, const char *needle) {
-    FILE *f = fopen(path, "r");
-    char line[4096];
-    bool found = false;
-    if (f == NULL) return false;
-    while (!found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
-}
-
 Test(errors, plain_publish_is_logged_and_dropped) {
     natsConnection_Publish(nc, "presence.events.e1", "\xc1", 1);
     natsConnection_Flush(nc);
-    cr_assert(H_POLL(log_contains(node.log, "bad_msgpack"), 5000), "logged in %s", node.log);
+    cr_assert(H_POLL(h_log_contains(node.log, "bad_msgpack"), 5000), "logged in %s", node.log);
     cr_assert_eq(devices_total(), 0);
 }
 

@@ -1,0 +1,55 @@
+/* node_cluster.c - the node's side of replication: messages from peers
+ * (deltas, heartbeats, state-transfer requests and replies) handed to the
+ * replica, and the replica's output published on NATS. */
+#include "node.h"
+#include <stdio.h>
+
+void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg) {
+    const void *data = natsMsg_GetData(msg);
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    pd_err err = {PD_OK, ""};
+    pd_status s;
+    switch (kind) {
+    case SUB_DELTA: s = pd_repl_on_delta(n->repl, data, len, n->now, &err); break;
+    case SUB_HB: s = pd_repl_on_heartbeat(n->repl, data, len, n->now, &err); break;
+    case SUB_SYNC_REQ: s = pd_repl_on_sync_request(n->repl, data, len, msg, &err); break;
+    default: s = pd_repl_on_sync_part(n->repl, data, len, n->now, &err); break;
+    }
+    if (s != PD_OK) node__bad_input(n, msg, &err);
+}
+
+static void send_delta(void *ud, const void *buf, size_t len) {
+    pd_node *n = ud;
+    char subj[PD_ID_MAX * 2 + 16];
+    snprintf(subj, sizeof subj, "%s.delta.%s", n->cfg.subject_prefix, n->cfg.node_id);
+    node__publish_bytes(n, subj, buf, len);
+}
+
+static void send_heartbeat(void *ud, const void *buf, size_t len) {
+    pd_node *n = ud;
+    char subj[PD_ID_MAX * 2 + 16];
+    snprintf(subj, sizeof subj, "%s.hb.%s", n->cfg.subject_prefix, n->cfg.node_id);
+    node__publish_bytes(n, subj, buf, len);
+}
+
+static void send_sync_request(void *ud, pd_str target, const void *buf, size_t len) {
+    pd_node *n = ud;
+    char subj[PD_ID_MAX * 2 + 16];
+    snprintf(subj, sizeof subj, "%s.sync.%.*s", n->cfg.subject_prefix, (int)target.n, target.p);
+    natsStatus s = natsConnection_PublishRequest(n->nc, subj, n->sync_inbox, buf, (int)len);
+    if (s != NATS_OK) n->stats.publish_errors++;
+}
+
+static void send_sync_part(void *ud, void *reply_ctx, const void *buf, size_t len) {
+    pd_node *n = ud;
+    const char *reply = natsMsg_GetReply(reply_ctx);
+    if (reply && reply[0]) node__publish_bytes(n, reply, buf, len);
+}
+
+const pd_repl_io node__repl_io = {
+    .send_delta = send_delta,
+    .send_heartbeat = send_heartbeat,
+    .send_sync_request = send_sync_request,
+    .send_sync_part = send_sync_part,
+    .notify = node__notify,
+};
