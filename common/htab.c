@@ -57,14 +57,6 @@ void pd_htab_remove(pd_htab *t, pd_hnode *e, uint64_t h) {
     t->n--;
 }
 
-static uint64_t rev64(uint64_t v) {
-    v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
-    v = ((v >> 2) & 0x3333333333333333ULL) | ((v & 0x3333333333333333ULL) << 2);
-    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0fULL) | ((v & 0x0f0f0f0f0f0f0f0fULL) << 4);
-    v = ((v >> 8) & 0x00ff00ff00ff00ffULL) | ((v & 0x00ff00ff00ff00ffULL) << 8);
-    v = ((v >> 16) & 0x0000ffff0000ffffULL) | ((v & 0x0000ffff0000ffffULL) << 16);
-    return (v >> 32) | (v << 32);
-}
 
 uint64_t pd_htab_scan(const pd_htab *t, uint64_t cursor, pd_htab_visit fn, void *ud) {
     uint64_t m = t->mask;
@@ -75,8 +67,8 @@ uint64_t pd_htab_scan(const pd_htab *t, uint64_t cursor, pd_htab_visit fn, void 
     }
     /* Increment the reversed cursor over the bits of the mask. */
     cursor |= ~m;
-    cursor = rev64(cursor);
+    cursor = pd_rev64(cursor);
     cursor++;
-    cursor = rev64(cursor);
+    cursor = pd_rev64(cursor);
     return cursor;
 }

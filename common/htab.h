@@ -36,6 +36,16 @@ static inline pd_hnode *pd_htab_bucket(const pd_htab *t, uint64_t h) {
 void pd_htab_insert(pd_htab *t, pd_hnode *e, uint64_t h);
 void pd_htab_remove(pd_htab *t, pd_hnode *e, uint64_t h);
 
+/* Reverses the bits of v (the scan cursor's order). */
+static inline uint64_t pd_rev64(uint64_t v) {
+    v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
+    v = ((v >> 2) & 0x3333333333333333ULL) | ((v & 0x3333333333333333ULL) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0fULL) | ((v & 0x0f0f0f0f0f0f0f0fULL) << 4);
+    v = ((v >> 8) & 0x00ff00ff00ff00ffULL) | ((v & 0x00ff00ff00ff00ffULL) << 8);
+    v = ((v >> 16) & 0x0000ffff0000ffffULL) | ((v & 0x0000ffff0000ffffULL) << 16);
+    return (v >> 32) | (v << 32);
+}
+
 /* Visits the bucket at cursor and returns the next cursor (0 = done). */
 typedef void (*pd_htab_visit)(void *ud, pd_hnode *e);
 uint64_t pd_htab_scan(const pd_htab *t, uint64_t cursor, pd_htab_visit fn, void *ud);

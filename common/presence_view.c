@@ -64,16 +64,8 @@ uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, vo
     return n;
 }
 
-static uint64_t rev64(uint64_t v) {
-    v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
-    v = ((v >> 2) & 0x3333333333333333ULL) | ((v & 0x3333333333333333ULL) << 2);
-    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0fULL) | ((v & 0x0f0f0f0f0f0f0f0fULL) << 4);
-    v = ((v >> 8) & 0x00ff00ff00ff00ffULL) | ((v & 0x00ff00ff00ff00ffULL) << 8);
-    v = ((v >> 16) & 0x0000ffff0000ffffULL) | ((v & 0x0000ffff0000ffffULL) << 16);
-    return (v >> 32) | (v << 32);
-}
 
-/* The scan walks users in increasing order of rev64(hash): bucket b holds
+/* The scan walks users in increasing order of pd_rev64(hash): bucket b holds
  * exactly the users whose reversed hash starts with the reversed bits of b,
  * so visiting buckets in reverse-binary order and each bucket sorted gives
  * one global order that does not depend on the table size. The cursor is
@@ -93,7 +85,7 @@ static uint32_t bucket_items(const pd_model *m, uint64_t b, uint64_t p, scan_ite
     uint32_t n = 0;
     for (pd_hnode *e = m->users.b[b]; e; e = e->next) {
         const pd_user *u = (const pd_user *)e;
-        uint64_t rh = rev64(pd_hash(u->id, u->id_n));
+        uint64_t rh = pd_rev64(pd_hash(u->id, u->id_n));
         if (rh < p || pd__user_status(u, false) == PD_PUB_OFFLINE) continue;
         if (n == cap && rh >= out[n - 1].rh) continue;
         uint32_t i = n < cap ? n++ : n - 1;
@@ -118,7 +110,7 @@ uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit
     uint64_t budget = (uint64_t)limit * 64 + 1024;
     if (limit == 0) return cursor;
     for (;;) {
-        uint64_t b = rev64(p) & mask;
+        uint64_t b = pd_rev64(p) & mask;
         uint32_t n = bucket_items(m, b, p, items, SCAN_BUCKET_MAX);
         for (uint32_t i = 0; i < n; i++) {
             if (emitted == limit) return items[i].rh;
@@ -130,7 +122,7 @@ uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit
             p = items[n - 1].rh + 1;
             continue;
         }
-        uint64_t start = rev64(b);
+        uint64_t start = pd_rev64(b);
         if (span == 0 || start > UINT64_MAX - span) return 0; /* last bucket: done */
         p = start + span;
         if (emitted == limit || --budget == 0) return p;
