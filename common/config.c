@@ -24,6 +24,7 @@ typedef enum {
     CFG_ID,         /* char[cap] satisfying pd_id_valid */
     CFG_NATS_URLS,  /* char[cap]: nats:// or tls:// URLs, comma-separated */
     CFG_REDIS_URL,  /* char[cap]: one redis:// URL */
+    CFG_ADDR,       /* char[cap]: HOST:PORT to listen on (IPv4), "" = off */
     CFG_LEVEL       /* int PD_LOG_* */
 } cfg_kind;
 
@@ -91,6 +92,8 @@ static const cfg_field fields[] = {
      .off = offsetof(pd_config, max_msg_bytes), .min = 64, .max = 67108864,
      .def_u = 1048576,
      .meaning = "larger messages are rejected with too_large"},
+    STR_FIELD("PRESENCE_METRICS_ADDR", CFG_ADDR, DEF_FIXED, metrics_addr, "",
+              "HOST:PORT of the Prometheus /metrics endpoint; empty: off"),
     {.env = "PRESENCE_TEST_FAIL_ALLOCS", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, test_fail_allocs), .min = 0, .max = 1,
      .def_u = 0,
@@ -211,6 +214,22 @@ static pd_status check_nats_urls(const char *src, const char *val,
     }
 }
 
+/* HOST:PORT with HOST an IPv4 address, "localhost" or empty (all). */
+static bool addr_ok(const char *val) {
+    const char *colon = strrchr(val, ':');
+    char host[32], *end;
+    unsigned a, b, c, d;
+    char extra;
+    if (colon == NULL || colon[1] == '\0' || (size_t)(colon - val) >= sizeof host) return false;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535 || colon[1] == '-' || colon[1] == '+') return false;
+    memcpy(host, val, (size_t)(colon - val));
+    host[colon - val] = '\0';
+    if (host[0] == '\0' || strcmp(host, "localhost") == 0) return true;
+    return sscanf(host, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &extra) == 4 && a < 256 &&
+           b < 256 && c < 256 && d < 256;
+}
+
 static pd_status check_string(const cfg_field *f, const char *src,
                               const char *val, char *err, size_t errlen) {
     size_t n = strlen(val);
@@ -225,6 +244,10 @@ static pd_status check_string(const cfg_field *f, const char *src,
                     "doubled '.')", src, val);
     case CFG_NATS_URLS:
         return check_nats_urls(src, val, err, errlen);
+    case CFG_ADDR:
+        if (addr_ok(val)) return PD_OK;
+        return fail(err, errlen, "%s: '%.200s' is not HOST:PORT (an IPv4 address "
+                    "or localhost, and a port 0-65535)", src, val);
     case CFG_REDIS_URL:
         if (url_ok(val, n, "redis://")) return PD_OK;
         return fail(err, errlen, "%s: '%.200s' is not a redis:// URL",
@@ -412,6 +435,7 @@ static const char *arg_name(cfg_kind k) {
     case CFG_ID: return "ID";
     case CFG_NATS_URLS: return "URLS";
     case CFG_REDIS_URL: return "URL";
+    case CFG_ADDR: return "HOST:PORT";
     case CFG_LEVEL: return "LEVEL";
     }
     return "VALUE";

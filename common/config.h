@@ -31,6 +31,7 @@ typedef struct pd_config {
     char nats_url[PD_CONFIG_URL_MAX];  /* PRESENCE_NATS_URL, comma-separated */
     char redis_url[PD_CONFIG_URL_MAX]; /* PRESENCE_REDIS_URL */
     char subject_prefix[PD_ID_MAX + 1]; /* PRESENCE_SUBJECT_PREFIX */
+    char metrics_addr[64];         /* PRESENCE_METRICS_ADDR, "" = off */
     int log_level;                 /* PRESENCE_LOG_LEVEL, a PD_LOG_* value */
     bool help;                     /* --help or -h was given */
     bool version;                  /* --version was given */

@@ -34,6 +34,7 @@ static void on_wake(uv_async_t *h) {
         pd_repl_flush(n->repl);
     }
     pd_inbox_release(items);
+    node__update_metrics(n, false);
     arm_timer(n);
 }
 
@@ -41,6 +42,7 @@ static void on_timer(uv_timer_t *t) {
     pd_node *n = t->data;
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
+    node__update_metrics(n, false);
     arm_timer(n);
 }
 
@@ -101,6 +103,15 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
     n->wake.data = n->timer.data = n->sigterm.data = n->sigint.data = n;
     uv_signal_start(&n->sigterm, on_signal, SIGTERM);
     uv_signal_start(&n->sigint, on_signal, SIGINT);
+    if (cfg->metrics_addr[0]) {
+        pd_status s = pd_metrics_start(&n->metrics, cfg->metrics_addr, err, errlen);
+        if (s != PD_OK) return s;
+        n->now = pd_now_ms();
+        node__update_metrics(n, true);
+        const char *colon = strrchr(cfg->metrics_addr, ':');
+        pd_log(PD_LOG_INFO, "metrics on http://%.*s:%d/metrics",
+               (int)(colon - cfg->metrics_addr), cfg->metrics_addr, n->metrics.port);
+    }
     return node__nats_connect(n, err, errlen);
 }
 
@@ -121,6 +132,7 @@ static void close_handle(uv_handle_t *h, void *ud) {
 }
 
 void pd_node_close(pd_node *n) {
+    pd_metrics_stop(&n->metrics);
     node__nats_close(n);  /* no more pushes after this */
     if (n->loop_ready) {
         uv_walk(&n->loop, close_handle, NULL);

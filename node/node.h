@@ -13,6 +13,7 @@
 #include "config.h"
 #include "inbox.h"
 #include "log.h"
+#include "metrics.h"
 #include "presence.h"
 #include "repl.h"
 
@@ -59,6 +60,9 @@ struct pd_node {
     pd_ratelimit bad_input_log;
     int exit_code;
     bool loop_ready;
+    pd_metrics metrics;             /* idle unless PRESENCE_METRICS_ADDR is set */
+    uint64_t metrics_at;
+    uint64_t nats_reconnects;       /* written by nats.c's thread: atomics */
 };
 
 /* Creates a node from a validated configuration; connects to NATS (retrying
@@ -86,6 +90,9 @@ void node__notify(void *ud, const pd_view *v);
 /* node_cluster.c: messages between nodes, and the replica's I/O */
 void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg);
 extern const pd_repl_io node__repl_io;
+
+/* node_metrics.c: refreshes the metrics text (at most every 250 ms). */
+void node__update_metrics(pd_node *n, bool force);
 
 /* node_query.c */
 void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg);

@@ -25,7 +25,8 @@ static void on_disconnected(natsConnection *nc, void *closure) {
 
 static void on_reconnected(natsConnection *nc, void *closure) {
     char url[256] = "";
-    (void)closure;
+    pd_node *n = closure;
+    __atomic_add_fetch(&n->nats_reconnects, 1, __ATOMIC_RELAXED);
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
     pd_log(PD_LOG_INFO, "reconnected to NATS at %s", url);
 }

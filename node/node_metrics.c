@@ -1,0 +1,170 @@
+/* node_metrics.c - renders the node's counters in Prometheus text format
+ * for the metrics endpoint (see metrics.h). Runs on the loop thread, at
+ * most every NODE_METRICS_EVERY_MS. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "node.h"
+
+#define NODE_METRICS_EVERY_MS 250
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+    bool failed;
+} textbuf;
+
+__attribute__((format(printf, 2, 3)))
+static void out(textbuf *b, const char *fmt, ...) {
+    va_list ap;
+    if (b->failed) return;
+    for (;;) {
+        va_start(ap, fmt);
+        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { b->failed = true; return; }
+        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
+        size_t cap = b->cap ? b->cap * 2 : 8192;
+        while (cap < b->n + (size_t)k + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) { b->failed = true; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+static void family(textbuf *b, const char *name, const char *type, const char *help) {
+    out(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void counter(textbuf *b, const char *name, const char *help, uint64_t v) {
+    family(b, name, "counter", help);
+    out(b, "%s %" PRIu64 "\n", name, v);
+}
+
+static void gauge(textbuf *b, const char *name, const char *help, int64_t v) {
+    family(b, name, "gauge", help);
+    out(b, "%s %" PRId64 "\n", name, v);
+}
+
+typedef struct {
+    textbuf *b;
+    const pd_node_view *self;
+    int pass;
+} peer_ctx;
+
+static uint64_t vc_of(const pd_node_view *nv, pd_str node) {
+    for (uint32_t i = 0; i < nv->vc_n; i++) {
+        if (pd_str_eq(nv->vc_nodes[i], node)) return nv->vc_counts[i];
+    }
+    return 0;
+}
+
+/* The self entry comes first; its vector clock says what we applied. */
+static uint64_t self_applied[PD_VC_MAX];
+static pd_str self_nodes[PD_VC_MAX];
+static uint32_t self_n;
+
+static void peer_metric(void *ud, const pd_node_view *nv) {
+    peer_ctx *c = ud;
+    if (c->self == NULL) {
+        c->self = nv;
+        self_n = nv->vc_n < PD_VC_MAX ? nv->vc_n : PD_VC_MAX;
+        for (uint32_t i = 0; i < self_n; i++) {
+            self_nodes[i] = nv->vc_nodes[i];
+            self_applied[i] = nv->vc_counts[i];
+        }
+        return;
+    }
+    uint64_t theirs = vc_of(nv, nv->node), ours = 0;
+    for (uint32_t i = 0; i < self_n; i++) {
+        if (pd_str_eq(self_nodes[i], nv->node)) ours = self_applied[i];
+    }
+    const char *p = nv->node.p;
+    int n = (int)nv->node.n;
+    if (c->pass == 0) out(c->b, "presenced_peer_alive{peer=\"%.*s\"} %d\n", n, p, nv->alive);
+    if (c->pass == 1)
+        out(c->b, "presenced_replication_lag_deltas{peer=\"%.*s\"} %" PRIu64 "\n", n, p,
+            theirs > ours ? theirs - ours : 0);
+    if (c->pass == 2)
+        out(c->b, "presenced_peer_heartbeat_age_ms{peer=\"%.*s\"} %" PRId64 "\n", n, p,
+            nv->last_heartbeat);
+}
+
+static void render_peers(pd_node *n, textbuf *b) {
+    static const char *const names[][2] = {
+        {"presenced_peer_alive", "1 if the peer is up in this node's view"},
+        {"presenced_replication_lag_deltas", "deltas the peer has sent that this node has not applied (as of its last heartbeat)"},
+        {"presenced_peer_heartbeat_age_ms", "time since the peer's last heartbeat"},
+    };
+    for (int pass = 0; pass < 3; pass++) {
+        peer_ctx c = {b, NULL, pass};
+        family(b, names[pass][0], "gauge", names[pass][1]);
+        pd_repl_nodes(n->repl, n->now, peer_metric, &c);
+    }
+}
+
+static void render(pd_node *n, textbuf *b) {
+    pd_model_stats ms;
+    pd_repl_stats rs;
+    pd_model_stats_get(n->model, &ms);
+    pd_repl_stats_get(n->repl, &rs);
+    family(b, "presenced_events_total", "counter", "connection events applied, by type");
+    for (int t = 0; t < PD_EV_COUNT; t++)
+        out(b, "presenced_events_total{type=\"%s\"} %" PRIu64 "\n", pd_event_type_name(t),
+            n->stats.events[t]);
+    counter(b, "presenced_duplicate_events_total", "events ignored as seq duplicates",
+            n->stats.duplicates);
+    family(b, "presenced_errors_total", "counter", "bad messages, by error code");
+    static const pd_status codes[] = {PD_EBADMSGPACK, PD_EBADTYPE, PD_EMISSING, PD_EBADID,
+                                      PD_ETOOLARGE, PD_EBADVALUE, PD_EUNKNOWNCONN, PD_EINTERNAL};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        uint64_t v = n->stats.errors[codes[i]];
+        if (codes[i] == PD_EINTERNAL)
+            v += n->stats.errors[PD_ENOMEM] + n->stats.errors[PD_EIO] + n->stats.errors[PD_ECONFIG];
+        out(b, "presenced_errors_total{code=\"%s\"} %" PRIu64 "\n", pd_status_code(codes[i]), v);
+    }
+    family(b, "presenced_queries_total", "counter", "queries answered, by kind");
+    static const char *const qn[] = {"get", "devices", "online", "cluster"};
+    for (int q = 0; q < PD_Q_COUNT; q++)
+        out(b, "presenced_queries_total{query=\"%s\"} %" PRIu64 "\n", qn[q], n->stats.queries[q]);
+    gauge(b, "presenced_devices", "live devices in this node's view", (int64_t)ms.devices);
+    gauge(b, "presenced_users", "users this node holds state for", (int64_t)ms.users);
+    gauge(b, "presenced_servers", "socket servers known", (int64_t)ms.servers);
+    gauge(b, "presenced_timers", "armed timers", (int64_t)ms.timers);
+    counter(b, "presenced_notifications_total", "notifications published by this node",
+            n->stats.notifications);
+    counter(b, "presenced_deltas_sent_total", "deltas sent", rs.deltas_sent);
+    counter(b, "presenced_deltas_applied_total", "deltas applied from peers", rs.deltas_applied);
+    counter(b, "presenced_deltas_duplicate_total", "deltas received twice", rs.deltas_dup);
+    counter(b, "presenced_delta_gaps_total", "gaps detected in a peer's deltas", rs.gaps);
+    counter(b, "presenced_catchups_requested_total", "state transfers asked for",
+            rs.syncs_requested);
+    counter(b, "presenced_catchups_total", "state transfers completed", rs.syncs_done);
+    counter(b, "presenced_catchups_served_total", "state transfers served to peers",
+            rs.syncs_served);
+    counter(b, "presenced_nodes_down_total", "peers declared down", rs.nodes_down);
+    gauge(b, "presenced_ready", "1 once caught up and announcing", pd_repl_ready(n->repl));
+    render_peers(n, b);
+    counter(b, "presenced_nats_reconnects_total", "reconnections to NATS",
+            __atomic_load_n(&n->nats_reconnects, __ATOMIC_RELAXED));
+    counter(b, "presenced_publish_errors_total", "publishes that failed", n->stats.publish_errors);
+    counter(b, "presenced_inbox_dropped_total", "messages dropped for lack of memory",
+            n->inbox.dropped);
+    gauge(b, "presenced_uptime_ms", "time since start", (int64_t)(n->now - n->started_at));
+}
+
+void node__update_metrics(pd_node *n, bool force) {
+    if (n->metrics.d == NULL) return;
+    if (!force && n->now < n->metrics_at + NODE_METRICS_EVERY_MS) return;
+    n->metrics_at = n->now;
+    textbuf b = {0};
+    render(n, &b);
+    if (b.failed) {
+        free(b.p);
+        return;
+    }
+    pd_metrics_set(&n->metrics, b.p, b.n);
+}
