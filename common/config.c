@@ -448,11 +448,11 @@ static void default_text(const cfg_field *f, char *buf, size_t len) {
         snprintf(buf, len, "%s", pd_log_level_name((int)f->def_u));
     else if (f->kind == CFG_MS || f->kind == CFG_BYTES || f->kind == CFG_COUNT)
         snprintf(buf, len, "%" PRIu64, f->def_u);
-    else snprintf(buf, len, "%s", f->def_s);
+    else snprintf(buf, len, "%s", f->def_s[0] ? f->def_s : "(off)");
 }
 
 void pd_config_usage(FILE *out, const char *prog) {
-    char flag[FLAG_MAX + 8], name[FLAG_MAX], def[64];
+    char flag[FLAG_MAX + 16], name[FLAG_MAX], def[64];
     fprintf(out, "Usage: %s [--setting VALUE | --setting=VALUE]...\n\n"
             "Each setting is a flag or the environment variable beside it; "
             "flags win.\nAn invalid value stops the node; it never falls "
@@ -515,4 +515,18 @@ void pd_config_describe(const pd_config *c, char *buf, size_t len) {
              c->sync_interval_ms, c->node_timeout_ms, c->server_timeout_ms,
              c->snapshot_interval_ms, c->max_msg_bytes,
              pd_log_level_name(c->log_level));
+}
+
+size_t pd_url_split(const char *list, char *buf, size_t buflen, const char **urls, size_t max) {
+    size_t n = 0, len = strlen(list);
+    if (buflen == 0 || len >= buflen) return 0;
+    memcpy(buf, list, len + 1);
+    for (char *p = buf; n < max && *p;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (*p) urls[n++] = p;
+        if (comma == NULL) break;
+        p = comma + 1;
+    }
+    return n;
 }

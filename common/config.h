@@ -61,6 +61,11 @@ void pd_config_usage(FILE *out, const char *prog);
 
 /* One line for the start log: "node=n1 nats=... idle=300000ms ...".
  * User names and passwords in URLs are shown as "***". */
+/* Splits a comma-separated URL list into at most max URLs (copied into
+ * buf, which must hold the list); returns how many. nats.c takes a list
+ * through natsOptions_SetServers, not natsOptions_SetURL. */
+size_t pd_url_split(const char *list, char *buf, size_t buflen, const char **urls, size_t max);
+
 void pd_config_describe(const pd_config *c, char *buf, size_t len);
 
 #endif

@@ -48,9 +48,11 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
 static natsStatus make_options(pd_node *n, natsOptions **out) {
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
-    char name[PD_ID_MAX + 16];
+    char name[PD_ID_MAX + 16], urlbuf[PD_CONFIG_URL_MAX];
+    const char *urls[32];
+    size_t nurls = pd_url_split(n->cfg.nats_url, urlbuf, sizeof urlbuf, urls, 32);
     snprintf(name, sizeof name, "presenced:%s", n->cfg.node_id);
-    if (s == NATS_OK) s = natsOptions_SetURL(o, n->cfg.nats_url);
+    if (s == NATS_OK) s = natsOptions_SetServers(o, urls, (int)nurls);
     if (s == NATS_OK) s = natsOptions_SetName(o, name);
     /* nats.c gives up after 60 tries by default: a node never should. */
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);

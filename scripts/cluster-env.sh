@@ -4,10 +4,14 @@
 PD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PD_STATE=${PD_STATE:-$PD_ROOT/.state}
 PD_BUILD=${PD_BUILD:-$PD_ROOT/build}
+# Three NATS servers: client ports PD_NATS_PORT, +1, +2; route ports
+# PD_ROUTE_PORT, +1, +2.
 PD_NATS_PORT=${PD_NATS_PORT:-14222}
+PD_ROUTE_PORT=${PD_ROUTE_PORT:-$((PD_NATS_PORT + 2000))}
 PD_REDIS_PORT=${PD_REDIS_PORT:-16379}
 PD_NODES=${PD_NODES:-"n1 n2 n3"}
-PD_NATS_URL="nats://127.0.0.1:$PD_NATS_PORT"
+PD_NATS_SERVERS="nats1 nats2 nats3"
+PD_NATS_URL="nats://127.0.0.1:$PD_NATS_PORT,nats://127.0.0.1:$((PD_NATS_PORT + 1)),nats://127.0.0.1:$((PD_NATS_PORT + 2))"
 PD_REDIS_URL="redis://127.0.0.1:$PD_REDIS_PORT"
 
 # pd_alive PIDFILE: true if the process named in PIDFILE runs.

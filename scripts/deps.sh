@@ -6,8 +6,9 @@ set -euo pipefail
 
 PACKAGES=(
     cmake make gcc pkg-config
-    libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev
+    libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev
     nats-server redis-server
+    python3-yaml
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -21,5 +21,6 @@ stop() {
 }
 
 for id in $PD_NODES; do stop "presenced $id" "$PD_STATE/$id.pid"; done
+[ -f "$PD_STATE/sim.pid" ] && stop presence-sim "$PD_STATE/sim.pid"
 stop redis-server "$PD_STATE/redis.pid"
-stop nats-server "$PD_STATE/nats.pid"
+for name in $PD_NATS_SERVERS; do stop "nats-server $name" "$PD_STATE/$name.pid"; done

@@ -4,14 +4,14 @@
 set -uo pipefail
 source "$(dirname "$0")/cluster-env.sh"
 
-for name in nats redis $PD_NODES; do
+for name in $PD_NATS_SERVERS redis $PD_NODES sim; do
     if pd_alive "$PD_STATE/$name.pid"; then
         printf '%-8s running (pid %s)\n' "$name" "$(cat "$PD_STATE/$name.pid")"
     else
         printf '%-8s stopped\n' "$name"
     fi
 done
-if pd_alive "$PD_STATE/nats.pid"; then
+if pd_alive "$PD_STATE/nats1.pid"; then
     echo
     "$PD_BUILD/presencectl" --server "$PD_NATS_URL" cluster || true
 fi

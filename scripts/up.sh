@@ -6,18 +6,38 @@
 set -euo pipefail
 source "$(dirname "$0")/cluster-env.sh"
 
-mkdir -p "$PD_STATE/nats" "$PD_STATE/redis"
+mkdir -p "$PD_STATE/redis"
 ctl() { "$PD_BUILD/presencectl" --server "$PD_NATS_URL" "$@"; }
+mkdir -p "$PD_STATE"
 
-if pd_alive "$PD_STATE/nats.pid"; then
-    echo "nats-server already running (pid $(cat "$PD_STATE/nats.pid"))"
-else
-    echo "starting nats-server on 127.0.0.1:$PD_NATS_PORT (JetStream on)"
-    nats-server -a 127.0.0.1 -p "$PD_NATS_PORT" -js -sd "$PD_STATE/nats" \
-        -P "$PD_STATE/nats.pid" -l "$PD_STATE/nats.log" </dev/null >/dev/null 2>&1 &
-    pd_wait 10 bash -c "echo > /dev/tcp/127.0.0.1/$PD_NATS_PORT" ||
-        { echo "nats-server did not start: see $PD_STATE/nats.log" >&2; exit 1; }
-fi
+# A three-server NATS cluster with JetStream, routes on loopback.
+i=0
+for name in $PD_NATS_SERVERS; do
+    port=$((PD_NATS_PORT + i)) route=$((PD_ROUTE_PORT + i)); i=$((i + 1))
+    if pd_alive "$PD_STATE/$name.pid"; then
+        echo "$name already running (pid $(cat "$PD_STATE/$name.pid"))"
+        continue
+    fi
+    mkdir -p "$PD_STATE/$name"
+    cat >"$PD_STATE/$name.conf" <<CONF
+server_name: $name
+listen: 127.0.0.1:$port
+max_payload: 1MB
+jetstream { store_dir: "$PD_STATE/$name" }
+cluster {
+    name: presence-local
+    listen: 127.0.0.1:$route
+    routes: [ nats-route://127.0.0.1:$PD_ROUTE_PORT, nats-route://127.0.0.1:$((PD_ROUTE_PORT + 1)), nats-route://127.0.0.1:$((PD_ROUTE_PORT + 2)) ]
+}
+CONF
+    echo "starting $name on 127.0.0.1:$port (JetStream on, routes on :$route)"
+    nats-server -c "$PD_STATE/$name.conf" -P "$PD_STATE/$name.pid" -l "$PD_STATE/$name.log" \
+        </dev/null >/dev/null 2>&1 &
+done
+for port in $PD_NATS_PORT $((PD_NATS_PORT + 1)) $((PD_NATS_PORT + 2)); do
+    pd_wait 10 bash -c "echo > /dev/tcp/127.0.0.1/$port" ||
+        { echo "nats-server on :$port did not start: see $PD_STATE/nats*.log" >&2; exit 1; }
+done
 
 if pd_alive "$PD_STATE/redis.pid"; then
     echo "redis-server already running (pid $(cat "$PD_STATE/redis.pid"))"

@@ -166,10 +166,15 @@ natsConnection *h_connect(const h_nats *ns) {
     return nc;
 }
 
-natsMsg *h_request(natsConnection *nc, const char *subject, const void *data, size_t len) {
+natsMsg *h_request_ms(natsConnection *nc, const char *subject, const void *data, size_t len,
+                      int64_t timeout_ms) {
     natsMsg *reply = NULL;
-    natsStatus s = natsConnection_Request(&reply, nc, subject, data, (int)len, 5000);
+    natsStatus s = natsConnection_Request(&reply, nc, subject, data, (int)len, timeout_ms);
     return s == NATS_OK ? reply : NULL;
+}
+
+natsMsg *h_request(natsConnection *nc, const char *subject, const void *data, size_t len) {
+    return h_request_ms(nc, subject, data, len, 5000);
 }
 
 bool h_log_contains(const char *path, const char *needle) {
@@ -239,6 +244,7 @@ int h_node_stop(h_node *nd, int sig) {
     int st = -1;
     if (nd->pid <= 0) return -1;
     kill(nd->pid, sig);
+    kill(nd->pid, SIGCONT);
     uint64_t deadline = h_now_ms() + 10000;
     while (waitpid(nd->pid, &st, WNOHANG) == 0) {
         if (h_now_ms() > deadline) {
@@ -251,6 +257,19 @@ int h_node_stop(h_node *nd, int sig) {
     untrack(nd->pid);
     nd->pid = 0;
     return st;
+}
+
+void h_node_pause(h_node *nd) {
+    int st = 0;
+    cr_assert(nd->pid > 0, "presenced %s is not running", nd->id);
+    kill(nd->pid, SIGSTOP);
+    bool ok = H_POLL(waitpid(nd->pid, &st, WUNTRACED | WNOHANG) == nd->pid && WIFSTOPPED(st),
+                     5000);
+    cr_assert(ok, "presenced %s did not stop", nd->id);
+}
+
+void h_node_resume(h_node *nd) {
+    if (nd->pid > 0) kill(nd->pid, SIGCONT);
 }
 
 void h_node_stop_clean(h_node *nd) {
@@ -361,6 +380,134 @@ bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *ou
     return ok;
 }
 
+bool h_get_many(natsConnection *nc, const char *const *users, int n, pd_view *out,
+                char (*text)[H_TEXT_CAP], int64_t timeout_ms) {
+    msgpack_sbuffer sb;
+    pd_query q = {.type = PD_Q_GET};
+    pd_str *ids = calloc((size_t)n + 1, sizeof *ids);
+    cr_assert(ids != NULL);
+    for (int i = 0; i < n; i++) ids[i] = pd_str_c(users[i]);
+    msgpack_sbuffer_init(&sb);
+    pd_query_encode(&sb, &q, ids, (uint32_t)n);
+    free(ids);
+    natsMsg *m = h_request_ms(nc, "presence.query.get", sb.data, sb.size, timeout_ms);
+    msgpack_sbuffer_destroy(&sb);
+    if (m == NULL) return false;
+    mp_reader r;
+    uint32_t nm, k;
+    pd_str key;
+    pd_err err;
+    bool ok = false;
+    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    if (mpr_map(&r, &nm) && nm == 1 && pd_read_key(&r, &key) && pd_str_eqc(key, "users") &&
+        mpr_array(&r, &k) && k == (uint32_t)n) {
+        ok = true;
+        for (int i = 0; i < n && ok; i++) {
+            ok = pd_view_decode(&r, &out[i], &err) == PD_OK &&
+                 pd_str_eqc(out[i].user, users[i]);
+            if (ok && text) {
+                size_t c = out[i].text.n < H_TEXT_CAP - 1 ? out[i].text.n : H_TEXT_CAP - 1;
+                memcpy(text[i], out[i].text.p, c);
+                text[i][c] = '\0';
+            }
+            out[i].user = out[i].text = out[i].emoji = (pd_str){NULL, 0};
+        }
+    }
+    natsMsg_Destroy(m);
+    return ok;
+}
+
+/* ---- cluster query ------------------------------------------------------------- */
+
+static bool read_id(mp_reader *r, char *buf) {
+    pd_str s;
+    if (!mpr_str(r, &s) || s.n > PD_ID_MAX) return false;
+    memcpy(buf, s.p, s.n);
+    buf[s.n] = '\0';
+    return true;
+}
+
+static bool read_vc(mp_reader *r, h_cluster_node *e) {
+    uint32_t n;
+    if (!mpr_map(r, &n)) return false;
+    for (uint32_t i = 0; i < n; i++) {
+        char id[PD_ID_MAX + 1];
+        int64_t v;
+        if (!read_id(r, id) || !mpr_int(r, &v)) return false;
+        if (e->nvc == H_CLUSTER_MAX) continue;
+        memcpy(e->vc[e->nvc].node, id, sizeof id);
+        e->vc[e->nvc++].seq = (uint64_t)v;
+    }
+    return true;
+}
+
+static bool read_cluster_node(mp_reader *r, h_cluster_node *e) {
+    uint32_t n;
+    memset(e, 0, sizeof *e);
+    if (!mpr_map(r, &n)) return false;
+    for (uint32_t i = 0; i < n; i++) {
+        pd_str k;
+        bool ok = pd_read_key(r, &k);
+        if (!ok) return false;
+        if (pd_str_eqc(k, "node")) ok = read_id(r, e->node);
+        else if (pd_str_eqc(k, "alive")) ok = mpr_bool(r, &e->alive);
+        else if (pd_str_eqc(k, "vc")) ok = read_vc(r, e);
+        else if (pd_str_eqc(k, "devices")) ok = mpr_int(r, &e->devices);
+        else if (pd_str_eqc(k, "users")) ok = mpr_int(r, &e->users);
+        else if (pd_str_eqc(k, "last_heartbeat")) ok = mpr_int(r, &e->last_heartbeat);
+        else ok = mpr_skip(r);
+        if (!ok) return false;
+    }
+    return e->node[0] != '\0';
+}
+
+static bool read_cluster(mp_reader *r, h_cluster *out) {
+    uint32_t n, k;
+    memset(out, 0, sizeof *out);
+    if (!mpr_map(r, &n)) return false;
+    for (uint32_t i = 0; i < n; i++) {
+        pd_str key;
+        if (!pd_read_key(r, &key)) return false;
+        if (pd_str_eqc(key, "node")) {
+            if (!read_id(r, out->node)) return false;
+        } else if (pd_str_eqc(key, "nodes")) {
+            if (!mpr_array(r, &k)) return false;
+            for (uint32_t j = 0; j < k; j++) {
+                h_cluster_node e;
+                if (!read_cluster_node(r, &e)) return false;
+                if (out->n < H_CLUSTER_MAX) out->nodes[out->n++] = e;
+            }
+        } else if (!mpr_skip(r)) {
+            return false;
+        }
+    }
+    return out->node[0] != '\0' && mpr_remaining(r) == 0;
+}
+
+bool h_cluster_get(natsConnection *nc, h_cluster *out, int64_t timeout_ms) {
+    natsMsg *m = h_request_ms(nc, "presence.query.cluster", "\x80", 1, timeout_ms);
+    mp_reader r;
+    if (m == NULL) return false;
+    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    bool ok = read_cluster(&r, out);
+    natsMsg_Destroy(m);
+    return ok;
+}
+
+const h_cluster_node *h_cluster_find(const h_cluster *c, const char *node) {
+    for (int i = 0; i < c->n; i++) {
+        if (strcmp(c->nodes[i].node, node) == 0) return &c->nodes[i];
+    }
+    return NULL;
+}
+
+int64_t h_cluster_vc(const h_cluster_node *e, const char *origin) {
+    for (int i = 0; e && i < e->nvc; i++) {
+        if (strcmp(e->vc[i].node, origin) == 0) return (int64_t)e->vc[i].seq;
+    }
+    return -1;
+}
+
 /* ---- watcher --------------------------------------------------------------- */
 
 #define H_WATCH_MAX 4096
@@ -418,6 +565,16 @@ int h_watch_count(h_watch *w, const char *user) {
     pthread_mutex_lock(&w->mu);
     for (int i = 0; i < w->n; i++) {
         if (user == NULL || strcmp(w->notes[i].user, user) == 0) c++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return c;
+}
+
+int h_watch_count_status(h_watch *w, const char *user, int status) {
+    int c = 0;
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->n; i++) {
+        if (strcmp(w->notes[i].user, user) == 0 && w->notes[i].status == status) c++;
     }
     pthread_mutex_unlock(&w->mu);
     return c;

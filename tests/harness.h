@@ -40,8 +40,14 @@ void h_nats_stop(h_nats *ns);
  * 100 ms here). Waits until it answers P.query.cluster and has caught up
  * with the cluster. Aborts the test if it does not within 10 s. */
 void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *const *env);
-/* Sends sig and waits for the exit; returns the exit status (waitpid form). */
+/* Sends sig (and SIGCONT, so that a paused node gets it) and waits for the
+ * exit; returns the exit status (waitpid form), -1 if it was not running. */
 int h_node_stop(h_node *nd, int sig);
+/* SIGSTOP, waiting until the node is stopped / SIGCONT. A paused node keeps
+ * its NATS connection: the server still routes queries to it, and they go
+ * unanswered until it resumes. */
+void h_node_pause(h_node *nd);
+void h_node_resume(h_node *nd);
 bool h_node_running(h_node *nd);
 /* SIGTERM, and expects exit status 0 (a sanitizer report fails it). */
 void h_node_stop_clean(h_node *nd);
@@ -55,6 +61,10 @@ natsConnection *h_connect(const h_nats *ns);
 /* Request/reply with a 5 s timeout; returns the reply (caller destroys) or
  * NULL on timeout. */
 natsMsg *h_request(natsConnection *nc, const char *subject, const void *data, size_t len);
+
+/* The same with a timeout in ms. */
+natsMsg *h_request_ms(natsConnection *nc, const char *subject, const void *data, size_t len,
+                      int64_t timeout_ms);
 
 /* Sends an event as a request to presence.events.<node> and decodes the
  * reply. Returns false if no reply came. */
@@ -76,11 +86,47 @@ pd_event h_ev_server(pd_event_type t, const char *server);
 bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
            char *text_buf, size_t text_cap);
 
+/* Public views of n users through one P.query.get answered within
+ * timeout_ms (false on timeout or a malformed reply). The string fields of
+ * out[] are cleared; text, if not NULL, gets each user's custom text. */
+#define H_TEXT_CAP 260
+bool h_get_many(natsConnection *nc, const char *const *users, int n, pd_view *out,
+                char (*text)[H_TEXT_CAP], int64_t timeout_ms);
+
+/* A decoded P.query.cluster reply (at most H_CLUSTER_MAX nodes and vector
+ * clock entries are kept). */
+#define H_CLUSTER_MAX 8
+typedef struct {
+    char node[PD_ID_MAX + 1];
+    bool alive;
+    int nvc;
+    struct {
+        char node[PD_ID_MAX + 1];
+        uint64_t seq;
+    } vc[H_CLUSTER_MAX];
+    int64_t devices, users, last_heartbeat;
+} h_cluster_node;
+
+typedef struct {
+    char node[PD_ID_MAX + 1];   /* the answering node */
+    int n;
+    h_cluster_node nodes[H_CLUSTER_MAX];
+} h_cluster;
+
+/* Asks P.query.cluster; false on timeout or a malformed reply. */
+bool h_cluster_get(natsConnection *nc, h_cluster *out, int64_t timeout_ms);
+/* The entry of node in c, or NULL. */
+const h_cluster_node *h_cluster_find(const h_cluster *c, const char *node);
+/* The count of origin in an entry's vector clock, or -1 if absent. */
+int64_t h_cluster_vc(const h_cluster_node *e, const char *origin);
+
 /* Collects notifications from presence.user.> on its own connection. */
 typedef struct h_watch h_watch;
 h_watch *h_watch_start(const h_nats *ns, const char *subject);
 /* Notifications seen so far for user (all users if NULL). */
 int h_watch_count(h_watch *w, const char *user);
+/* Notifications seen so far for user with this status (pd_public). */
+int h_watch_count_status(h_watch *w, const char *user, int status);
 /* The status of the last notification for user, or -1. */
 int h_watch_last_status(h_watch *w, const char *user);
 /* Copies the text of the last notification for user into buf. */

@@ -13,6 +13,7 @@
 #include <time.h>
 #include "clock.h"
 #include "codec.h"
+#include "config.h"
 #include "ctl_json.h"
 
 #define EXIT_REFUSED 1
@@ -79,8 +80,15 @@ static bool parse_duration(const char *s, int64_t *out) {
 
 static int connect_nats(ctl *c) {
     natsOptions *o = NULL;
+    char urlbuf[1024];
+    const char *urls[32];
+    size_t nurls = pd_url_split(c->nats_url, urlbuf, sizeof urlbuf, urls, 32);
+    if (nurls == 0) {
+        fprintf(stderr, "presencectl: bad NATS URL list '%s'\n", c->nats_url);
+        return EXIT_USAGE;
+    }
     natsOptions_Create(&o);
-    natsOptions_SetURL(o, c->nats_url);
+    natsOptions_SetServers(o, urls, (int)nurls);
     natsOptions_SetSendAsap(o, true);
     natsOptions_SetTimeout(o, c->timeout_ms);
     natsOptions_SetName(o, "presencectl");
