@@ -297,18 +297,37 @@ static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status
     memcpy(label, d->buf + d->conn_n, d->label_n);
     pd_device *old = d;
     pd_devstate state = (pd_devstate)d->state;
+    /* Peers get one ADD, in the state the device ends in: an ADD saying
+     * active then a STATE saying idle would flap its user on them. */
+    pd_op_fn hook = m->on_op;
+    m->on_op = NULL;
     /* Add before removing: a failed add then leaves everything as it was. */
     d = local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
-    if (d) pd__device_remove(m, old, now);
     if (d && state == PD_DEV_IDLE) device_set_idle(m, d);
+    m->on_op = hook;
+    if (d) {
+        pd__emit_device(m, PD_OP_ADD, d);
+        pd__device_remove(m, old, now);
+    }
     return d;
+}
+
+/* A sync says the server is attached here now. Our own entry may be stale:
+ * if the server went to another node and came back, that node's newer
+ * claim may still be on its way, and would take the device from us (and
+ * lose it when that node times the server out). A new claim outranks it. */
+static void renew_claim(pd_model *m, pd_device *d, uint64_t now) {
+    d->claim = pd__hlc_next(m, now);
+    pd__emit_device(m, PD_OP_ADD, d);
 }
 
 /* Disconnects every device of s and forgets it (shutdown, timeout). */
 static void server_close(pd_model *m, pd_server *s, uint64_t now) {
-    for (pd_device *d = s->devs, *next; d; d = next) {
-        next = d->snext;
-        if (d->node == m->node) pd__device_remove(m, d, now);
+    for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
+        for (pd_device *d = s->devs, *next; d; d = next) {
+            next = d->snext;
+            if (d->node == m->node && (pass || d->state == PD_DEV_IDLE)) pd__device_remove(m, d, now);
+        }
     }
     s->watched = 0;
     s->has_seq = 0;
@@ -348,10 +367,14 @@ static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t
     pd_sync_iter_init(&it, ev);
     while (pd_sync_iter_next(&it, &c)) {
         pd_device *d = pd__device_find(m, s, c.conn);
+        /* The label too: a conn id the server reused may still name a stale
+         * entry (its remove not applied yet), which must not lend its label. */
         bool same = d && d->user->id_n == c.user.n &&
-                    memcmp(d->user->id, c.user.p, c.user.n) == 0;
+                    memcmp(d->user->id, c.user.p, c.user.n) == 0 && d->label_n == c.device.n &&
+                    memcmp(d->buf + d->conn_n, c.device.p, c.device.n) == 0;
         if (same && d->node != m->node) d = claim_local(m, d, now, &st);
-        else if (!same) {
+        else if (same) renew_claim(m, d, now);
+        else {
             pd_device *old = d;
             d = local_add(m, s, c.conn, c.user, c.device, (pd_str){NULL, 0}, now, &st);
             if (d && old) pd__device_remove(m, old, now);
@@ -361,9 +384,12 @@ static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t
     }
     /* Only this node's entries: a device another node still owns is that
      * node's to remove (its own server timeout or shutdown). */
-    for (pd_device *d = s->devs, *next; d; d = next) {
-        next = d->snext;
-        if (!(d->mark & MARK_SYNC) && d->node == m->node) pd__device_remove(m, d, now);
+    for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
+        for (pd_device *d = s->devs, *next; d; d = next) {
+            next = d->snext;
+            if (!(d->mark & MARK_SYNC) && d->node == m->node && (pass || d->state == PD_DEV_IDLE))
+                pd__device_remove(m, d, now);
+        }
     }
     /* A sync starts the server over: its seq may restart. */
     s->has_seq = 0;

@@ -104,6 +104,11 @@ pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn);
 /* owner: interned node id; claim: its HLC; local devices get an idle timer. */
 pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
                          pd_str meta, const char *owner, uint64_t claim, uint64_t now);
+/* When a user's last device leaves, the presence it keeps for the offline
+ * delay is online if a device was active at that moment. Callers removing
+ * several devices in one operation remove the idle ones first, so that this
+ * is "if any of them was active", whatever their list order; and peers,
+ * which replay the REMOVE ops one by one, pass through no other status. */
 void pd__device_remove(pd_model *m, pd_device *d, uint64_t now);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
 void pd__mark_dirty(pd_model *m, pd_user *u);

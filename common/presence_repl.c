@@ -237,10 +237,14 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint6
     dev_list l = {.owner = owner, .need_mark = marked_only};
     if (owner == NULL || owner == m->node) return;
     scan_devices(m, collect, &l);
-    for (size_t i = 0; i < l.n; i++) {
-        pd_server *s = l.v[i]->server;
-        pd__device_remove(m, l.v[i], now);
-        pd__drop_server_if_unused(m, s);
+    for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
+        for (size_t i = 0; i < l.n; i++) {
+            if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
+            pd_server *s = l.v[i]->server;
+            pd__device_remove(m, l.v[i], now);
+            pd__drop_server_if_unused(m, s);
+            l.v[i] = NULL;
+        }
     }
     pd_free(l.v);
     pd__flush(m, now);

@@ -219,7 +219,7 @@ static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
     p->pending = NULL;
     p->npending = 0;
     p->overflow = false;
-    qsort(v, n, sizeof *v, cmp_held);
+    if (n > 1) qsort(v, n, sizeof *v, cmp_held); /* v is NULL when n == 0 */
     for (uint32_t i = 0; i < n; i++) {
         pd_delta d;
         pd_err err;
@@ -505,7 +505,7 @@ static void check_ready(pd_repl *r, uint64_t now) {
     send_heartbeat(r, false, now);
 }
 
-void pd_repl_tick(pd_repl *r, uint64_t now) {
+void pd_repl_begin(pd_repl *r, uint64_t now) {
     /* A loop that did not run for a long while (SIGSTOP, swap) must not
      * take peers' silence for death, nor announce from a stale view: it
      * warms up again while the backlog comes in. */
@@ -517,6 +517,10 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
         r->started = now;
     }
     r->last_tick = now;
+}
+
+void pd_repl_tick(pd_repl *r, uint64_t now) {
+    pd_repl_begin(r, now);
     pd_model_tick(r->m, now);
     check_ready(r, now);
     for (uint32_t i = 0; i < r->npeers; i++) {

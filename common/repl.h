@@ -73,7 +73,13 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
 pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err);
 
-/* Timers: model timers, heartbeats, failure detection, warm-up. */
+/* Call with the time before handling a burst of received messages: a
+ * long gap since the last call (the process was stopped) makes the node
+ * warm up again instead of announcing from a stale view. */
+void pd_repl_begin(pd_repl *r, uint64_t now);
+/* Timers: model timers, heartbeats, failure detection, warm-up. Call
+ * after the received messages of the moment are handled, so that a timer
+ * never fires for what the queue already disproves (a server heartbeat). */
 void pd_repl_tick(pd_repl *r, uint64_t now);
 uint64_t pd_repl_next_due(const pd_repl *r);
 /* Says goodbye: a heartbeat with leaving set, so peers need not wait for

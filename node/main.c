@@ -35,7 +35,6 @@ int main(int argc, char **argv) {
         rc = pd_node_run(&node);
     }
     pd_node_close(&node);
-    nats_CloseAndWait(2000);
     pd_log(PD_LOG_INFO, "stopped");
     return rc;
 }

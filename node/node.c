@@ -17,34 +17,32 @@ static void dispatch(pd_node *n, pd_inbox_item *it) {
     natsMsg_Destroy(it->msg);
 }
 
-static void on_wake(uv_async_t *h) {
-    pd_node *n = h->data;
+/* Handles everything queued, then runs the timers: messages first, so a
+ * timer never fires for what the queue already disproves. */
+static void drain_and_tick(pd_node *n) {
     pd_inbox_item *items;
     uint32_t count;
     /* Drain until empty: pushes made while we work coalesce into one wake. */
     for (;;) {
         pd_inbox_take(&n->inbox, &items, &count);
-        if (count == 0) break;
+        if (count == 0) break; /* then items is NULL */
         n->now = pd_now_ms();
-        pd_repl_tick(n->repl, n->now);
+        pd_repl_begin(n->repl, n->now);
         for (uint32_t i = 0; i < count; i++) dispatch(n, &items[i]);
         pd_inbox_release(items);
         /* One delta per burst: a lone event leaves at once, a flood in
          * large batches. */
         pd_repl_flush(n->repl);
     }
-    pd_inbox_release(items);
-    node__update_metrics(n, false);
-    arm_timer(n);
-}
-
-static void on_timer(uv_timer_t *t) {
-    pd_node *n = t->data;
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
     node__update_metrics(n, false);
     arm_timer(n);
 }
+
+static void on_wake(uv_async_t *h) { drain_and_tick(h->data); }
+
+static void on_timer(uv_timer_t *t) { drain_and_tick(t->data); }
 
 static void arm_timer(pd_node *n) {
     uint64_t due = pd_repl_next_due(n->repl);

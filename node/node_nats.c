@@ -140,6 +140,9 @@ void node__nats_close(pd_node *n) {
     }
     natsConnection_Destroy(n->nc);
     n->nc = NULL;
+    /* Wait for nats.c's threads: a handler still running could otherwise
+     * queue a message after the inbox is freed. */
+    nats_CloseAndWait(2000);
 }
 
 void node__publish(pd_node *n, const char *subject) {
