@@ -92,16 +92,27 @@ echo "# for that change, announced once by the cluster of $nodes nodes:"
 cat "$PD_STATE/demo-watch.txt"
 echo
 run cluster
+if pd_alive "$PD_STATE/sim.pid"; then
+    echo "presence-sim already running (pid $(cat "$PD_STATE/sim.pid"))"
+elif [ -x "$PD_BUILD/presence-sim" ]; then
+    echo "== a small simulated workload: 3 socket servers, 200 users, 20 events/s"
+    nohup "$PD_BUILD/presence-sim" --nats "$PD_NATS_URL" --nodes "$(echo $PD_NODES | tr ' ' ,)" \
+        --servers 3 --users 200 --rate 20 --quiet </dev/null >"$PD_STATE/sim.log" 2>&1 &
+    echo $! >"$PD_STATE/sim.pid"
+    echo
+fi
 cat <<TXT
 == try it yourself:
   export PATH=$PD_BUILD:\$PATH PRESENCE_NATS_URL=$PD_NATS_URL
-  presencectl watch all &                      # notifications, one line each
+  presencectl watch all                        # notifications, one line each (Ctrl-C to stop)
   presencectl --node $first connect c2 bob mobile
   presencectl --node $first idle c2            # bob is away, on every node
   presencectl --node $second status bob busy    # a status can be set through any node
   presencectl --node $first disconnect c2      # bob offline after the offline delay (5 s here)
   presencectl online
   presencectl cluster
-  kill \$(cat $PD_STATE/$first.pid)              # $first's users leave after its timeout + the delay
+  kill -9 \$(cat $PD_STATE/$first.pid)           # $first's users leave after its timeout + the delay
+  make up                                      # starts $first again: a new incarnation rejoins
+  make status                                  # what runs, and the cluster as a node sees it
 Logs and state: $PD_STATE    Stop everything: make down
 TXT

@@ -7,3 +7,9 @@ add_test(NAME compose_check
                  $<TARGET_FILE:presenced>
          WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(compose_check PROPERTIES LABELS unit TIMEOUT 60)
+
+# make up / make down leave no process behind (random ports, private state).
+add_test(NAME updown_check
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/updown_check.sh ${CMAKE_BINARY_DIR}
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(updown_check PROPERTIES LABELS integration TIMEOUT 400)

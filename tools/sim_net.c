@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "alloc.h"
+#include "config.h"
 #include "sim.h"
 
 /* Counts one error reply; called with mu held. */
@@ -173,13 +174,16 @@ static natsStatus subscribe(sim *s) {
 natsStatus sim_net_start(sim *s, const char **what) {
     natsOptions *o = NULL;
     natsStatus st = NATS_NO_MEMORY;
+    char urlbuf[1024];
+    const char *urls[32];
+    size_t nurls = pd_url_split(s->opt.nats_url, urlbuf, sizeof urlbuf, urls, 32);
     *what = "cannot start";
     s->rep.cap = 1u << 16;
     s->rep.pending = pd_calloc(s->rep.cap, 1);
     if (s->rep.pending == NULL) return st;
     pthread_mutex_init(&s->rep.mu, NULL);
     if ((st = natsOptions_Create(&o)) != NATS_OK) return st;
-    natsOptions_SetURL(o, s->opt.nats_url);
+    natsOptions_SetServers(o, urls, (int)nurls);
     natsOptions_SetTimeout(o, 2000);
     natsOptions_SetName(o, "presence-sim");
     *what = "cannot reach NATS";
