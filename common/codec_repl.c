@@ -124,6 +124,8 @@ static bool read_op(mp_reader *r, pd_op *op) {
     return false;
 }
 
+bool pd_op_read(mp_reader *r, pd_op *op) { return read_op(r, op); }
+
 /* Validates every op of an encoded array. */
 static bool read_ops(mp_reader *r, pd_ops *ops) {
     pd_str raw;
@@ -258,13 +260,14 @@ pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err)
 void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 9);
+    msgpack_pack_map(&pk, 10);
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", hb->node);
     pack_u64(&pk, "inc", hb->inc);
     pack_u64(&pk, "seq", hb->seq);
     pack_u64(&pk, "hlc", hb->hlc);
     pack_bool(&pk, "leaving", hb->leaving);
+    pack_bool(&pk, "ready", hb->ready);
     pack_u64(&pk, "devices", hb->devices);
     pack_u64(&pk, "users", hb->users);
     pd_pack_cstr(&pk, "vc");
@@ -305,6 +308,7 @@ static bool hb_field(mp_reader *r, pd_str k, void *out) {
     if (pd_str_eqc(k, "vc")) { c->seen |= 8; return read_vc(r, hb); }
     if (pd_str_eqc(k, "hlc")) return rd_u64(r, &hb->hlc);
     if (pd_str_eqc(k, "leaving")) return mpr_bool(r, &hb->leaving);
+    if (pd_str_eqc(k, "ready")) return mpr_bool(r, &hb->ready);
     if (pd_str_eqc(k, "devices")) return rd_u64(r, &hb->devices);
     if (pd_str_eqc(k, "users")) return rd_u64(r, &hb->users);
     return mpr_skip(r);
@@ -313,6 +317,7 @@ static bool hb_field(mp_reader *r, pd_str k, void *out) {
 pd_status pd_heartbeat_decode(const void *buf, size_t len, pd_heartbeat *hb, pd_err *err) {
     hb_ctx c = {hb, 0};
     memset(hb, 0, offsetof(pd_heartbeat, vc));
+    hb->ready = true; /* a sender that does not say is announcing */
     pd_status s = read_map(buf, len, hb_field, &c, err);
     if (s == PD_OK) s = need(c.seen == 15, "node/inc/seq/vc", err);
     return s;
@@ -323,10 +328,11 @@ pd_status pd_heartbeat_decode(const void *buf, size_t len, pd_heartbeat *hb, pd_
 void pd_sync_req_encode(msgpack_sbuffer *sb, const pd_sync_req *q) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
+    msgpack_pack_map(&pk, 4);
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", q->node);
     pd_pack_kv_str(&pk, "origin", q->origin);
+    pack_u64(&pk, "req", q->req);
 }
 
 typedef struct {
@@ -338,6 +344,7 @@ static bool req_field(mp_reader *r, pd_str k, void *out) {
     req_ctx *c = out;
     if (pd_str_eqc(k, "node")) { c->seen |= 1; return rd_id(r, &c->q->node); }
     if (pd_str_eqc(k, "origin")) { c->seen |= 2; return rd_id(r, &c->q->origin); }
+    if (pd_str_eqc(k, "req")) return rd_u64(r, &c->q->req);
     return mpr_skip(r);
 }
 
@@ -353,7 +360,7 @@ void pd_sync_part_encode(msgpack_sbuffer *sb, const pd_sync_part *p, const void 
                          size_t ops_len, uint32_t nops) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 8);
+    msgpack_pack_map(&pk, 9);
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "origin", p->origin);
     pack_bool(&pk, "known", p->known);
@@ -361,6 +368,7 @@ void pd_sync_part_encode(msgpack_sbuffer *sb, const pd_sync_part *p, const void 
     pack_u64(&pk, "seq", p->seq);
     pack_u64(&pk, "part", p->part);
     pack_bool(&pk, "last", p->last);
+    pack_u64(&pk, "req", p->req);
     pd_pack_cstr(&pk, "ops");
     msgpack_pack_array(&pk, nops);
     if (ops_len) msgpack_sbuffer_write(sb, ops_buf, ops_len);
@@ -381,6 +389,7 @@ static bool part_field(mp_reader *r, pd_str k, void *out) {
     if (pd_str_eqc(k, "ops")) { c->seen |= 8; return read_ops(r, &p->ops); }
     if (pd_str_eqc(k, "known")) return mpr_bool(r, &p->known);
     if (pd_str_eqc(k, "last")) return mpr_bool(r, &p->last);
+    if (pd_str_eqc(k, "req")) return rd_u64(r, &p->req);
     if (pd_str_eqc(k, "part")) {
         if (!rd_u64(r, &v)) return false;
         if (v > UINT32_MAX) return mpr_fail(r, PD_EBADVALUE, "part out of range");

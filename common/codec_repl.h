@@ -29,6 +29,9 @@ typedef struct {
 void pd_ops_iter_init(pd_ops_iter *it, const pd_ops *ops);
 bool pd_ops_next(pd_ops_iter *it, pd_op *op);
 
+/* Reads and validates one op (false: the reader holds why). */
+bool pd_op_read(mp_reader *r, pd_op *op);
+
 /* Appends one op to an open packer (the caller writes the array header). */
 void pd_op_encode(msgpack_packer *pk, const pd_op *op);
 
@@ -50,12 +53,13 @@ typedef struct {
     uint64_t inc, seq;
 } pd_vc_entry;
 
-/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "devices",
- * "users", "vc": [[node, inc, seq], ...]} */
+/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "ready",
+ * "devices", "users", "vc": [[node, inc, seq], ...]} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
     bool leaving;
+    bool ready;                 /* caught up and announcing (absent: true) */
     uint64_t devices, users;
     uint32_t nvc;
     pd_vc_entry vc[PD_VC_MAX];
@@ -64,20 +68,23 @@ typedef struct {
 void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb);
 pd_status pd_heartbeat_decode(const void *buf, size_t len, pd_heartbeat *hb, pd_err *err);
 
-/* P.sync.<node> request: {"v", "node" (who asks), "origin" (whose partition)} */
+/* P.sync.<node> request: {"v", "node" (who asks), "origin" (whose partition),
+ * "req" (the asker's number for this request; 0 or absent: none)} */
 typedef struct {
     pd_str node, origin;
+    uint64_t req;
 } pd_sync_req;
 
 void pd_sync_req_encode(msgpack_sbuffer *sb, const pd_sync_req *q);
 pd_status pd_sync_req_decode(const void *buf, size_t len, pd_sync_req *q, pd_err *err);
 
 /* A reply, in parts: {"v", "origin", "known", "inc", "seq", "part", "last",
- * "ops"}. known is false when the answering node has no such partition. */
+ * "req", "ops"}. known is false when the answering node has no such
+ * partition; req echoes the request's (0 or absent: a node that predates it). */
 typedef struct {
     pd_str origin;
     bool known, last;
-    uint64_t inc, seq;
+    uint64_t inc, seq, req;
     uint32_t part;
     pd_ops ops;
 } pd_sync_part;

@@ -32,6 +32,10 @@ typedef struct pd_config {
     char redis_url[PD_CONFIG_URL_MAX]; /* PRESENCE_REDIS_URL */
     char subject_prefix[PD_ID_MAX + 1]; /* PRESENCE_SUBJECT_PREFIX */
     char metrics_addr[64];         /* PRESENCE_METRICS_ADDR, "" = off */
+    char redis_prefix[PD_ID_MAX + 1]; /* PRESENCE_REDIS_PREFIX */
+    uint64_t stream_max_age_ms;    /* PRESENCE_STREAM_MAX_AGE_MS */
+    uint64_t stream_max_bytes;     /* PRESENCE_STREAM_MAX_BYTES */
+    uint64_t stream_replicas;      /* PRESENCE_STREAM_REPLICAS */
     int log_level;                 /* PRESENCE_LOG_LEVEL, a PD_LOG_* value */
     bool help;                     /* --help or -h was given */
     bool version;                  /* --version was given */

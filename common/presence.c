@@ -165,7 +165,7 @@ static void server_drop(pd_model *m, pd_server *s) {
 }
 
 /* Fails (changing nothing) only if the idle timer cannot be armed. */
-static pd_status device_set_active(pd_model *m, pd_device *d, uint64_t now) {
+pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
     if (!pd_timer_armed(&d->idle) &&
         pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)
         return PD_ENOMEM;
@@ -180,7 +180,7 @@ static pd_status device_set_active(pd_model *m, pd_device *d, uint64_t now) {
     return PD_OK;
 }
 
-static void device_set_idle(pd_model *m, pd_device *d) {
+void pd__device_set_idle(pd_model *m, pd_device *d) {
     pd_theap_disarm(&m->timers, &d->idle);
     if (d->state == PD_DEV_IDLE) return;
     d->state = PD_DEV_IDLE;
@@ -303,7 +303,7 @@ static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status
     m->on_op = NULL;
     /* Add before removing: a failed add then leaves everything as it was. */
     d = local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
-    if (d && state == PD_DEV_IDLE) device_set_idle(m, d);
+    if (d && state == PD_DEV_IDLE) pd__device_set_idle(m, d);
     m->on_op = hook;
     if (d) {
         pd__emit_device(m, PD_OP_ADD, d);
@@ -348,7 +348,7 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
     if (d && d->node == m->node && d->user->id_n == ev->user.n &&
         memcmp(d->user->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
         memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
-        return device_set_active(m, d, now); /* a repeated connect: nothing new */
+        return pd__device_set_active(m, d, now); /* a repeated connect: nothing new */
     }
     /* Add first: a failed add changes nothing, and a same-user reconnect
      * never passes through an empty device list. A REMOVE names the claim
@@ -485,11 +485,11 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
     case PD_EV_ACTIVITY:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
         if ((d = claim_local(m, d, now, &st)) == NULL) return st;
-        return device_set_active(m, d, now);
+        return pd__device_set_active(m, d, now);
     case PD_EV_IDLE:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
         if ((d = claim_local(m, d, now, &st)) == NULL) return st;
-        device_set_idle(m, d);
+        pd__device_set_idle(m, d);
         return PD_OK;
     case PD_EV_HEARTBEAT:
         /* Armed here so that a watched server always has its timeout. */
@@ -562,7 +562,7 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
         pd_device *d = OWNER(t, pd_device, idle);
         uint64_t due = (uint64_t)d->last_active + m->cfg.idle_timeout_ms;
         if (due > now) pd_theap_arm(&m->timers, t, due);
-        else device_set_idle(m, d);
+        else pd__device_set_idle(m, d);
         break;
     }
     case TK_GRACE: {

@@ -80,6 +80,11 @@ void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud);
  * Errors only on bad ids or memory. */
 pd_status pd_model_apply_op(pd_model *m, pd_str origin, const pd_op *op, uint64_t now);
 
+/* Restoring after a restart: an op of this node's own earlier life (from
+ * its snapshot or its deltas kept in JetStream), applied to its own
+ * partition without being sent again. */
+pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now);
+
 /* State transfer of one origin's partition: begin, apply its ADD and
  * register ops, end: devices of origin that were not re-added leave. */
 void pd_model_partition_begin(pd_model *m, pd_str origin);

@@ -111,6 +111,9 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
  * which replay the REMOVE ops one by one, pass through no other status. */
 void pd__device_remove(pd_model *m, pd_device *d, uint64_t now);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
+/* This node's devices: with the idle timer. */
+pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now);
+void pd__device_set_idle(pd_model *m, pd_device *d);
 void pd__mark_dirty(pd_model *m, pd_user *u);
 void pd__flush(pd_model *m, uint64_t now);
 void pd__custom_clear(pd_model *m, pd_user *u);

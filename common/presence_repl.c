@@ -314,3 +314,41 @@ uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner) {
     scan_devices(m, count_owned, &c);
     return c.count;
 }
+
+/* ---- restoring this node's own partition -------------------------------------- */
+
+pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
+    pd_op_fn hook = m->on_op;
+    pd_status st = PD_OK;
+    pd_device *d;
+    m->on_op = NULL; /* restoring: nothing to tell the peers yet */
+    pd__hlc_observe(m, op->hlc);
+    switch (op->kind) {
+    case PD_OP_ADD:
+        st = apply_add(m, m->node, op, now);
+        if (st == PD_OK && (d = owned(m, m->node, op)) != NULL) {
+            if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
+            else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
+        }
+        break;
+    case PD_OP_REMOVE:
+        if ((d = owned(m, m->node, op)) != NULL) {
+            pd_server *s = d->server;
+            pd__device_remove(m, d, now);
+            pd__drop_server_if_unused(m, s);
+        }
+        break;
+    case PD_OP_STATE:
+        if ((d = owned(m, m->node, op)) != NULL) {
+            if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
+            else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
+        }
+        break;
+    default:
+        st = apply_register(m, op, now);
+        break;
+    }
+    m->on_op = hook;
+    pd__flush(m, now);
+    return st;
+}

@@ -1,5 +1,6 @@
 /* repl.c - replication between nodes (see repl.h for the design). */
 #include "repl.h"
+#include "snapshot.h"
 #include <stdlib.h>
 #include <string.h>
 #include "alloc.h"
@@ -18,10 +19,12 @@ typedef struct {
     uint32_t id_n;
     uint64_t inc, seq;          /* applied from this origin */
     uint64_t last_hb;           /* when its last heartbeat came */
-    bool heard, alive, was_alive;
+    bool heard, alive, ready;   /* ready: caught up and announcing */
+    bool was_announcing;        /* alive && ready before the last change */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
     bool syncing, sync_ignore;
+    uint64_t sync_req;          /* our number for the transfer in progress */
     uint32_t sync_part;         /* next part expected */
     uint64_t sync_started;
     held *pending;
@@ -37,11 +40,13 @@ struct pd_repl {
     peer **peers;
     uint32_t npeers;
     uint64_t seq;               /* deltas sent by this incarnation */
+    uint64_t last_req;          /* sync requests numbered so far */
     msgpack_sbuffer ops;        /* ops waiting for the next delta */
     uint32_t nops;
     msgpack_sbuffer out;
     bool ready;
     uint64_t started, last_hb_sent, last_tick;
+    uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     pd_repl_stats stats;
 };
 
@@ -114,7 +119,7 @@ static bool announcer(const pd_repl *r, pd_str user, bool prev) {
     uint64_t best = score(self, user);
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
-        if (!(prev ? p->was_alive : p->alive)) continue;
+        if (!(prev ? p->was_announcing : p->alive && p->ready)) continue;
         uint64_t s = score(peer_id(p), user);
         if (s > best || (s == best && strcmp(p->id, r->self) > 0)) return false;
     }
@@ -154,10 +159,17 @@ static void reannounce(pd_repl *r, uint64_t now, bool only_new) {
 }
 
 static void snapshot_membership(pd_repl *r) {
-    for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->was_alive = r->peers[i]->alive;
+    for (uint32_t i = 0; i < r->npeers; i++)
+        r->peers[i]->was_announcing = r->peers[i]->alive && r->peers[i]->ready;
 }
 
 /* ---- ops and deltas out ---------------------------------------------------------- */
+
+static void on_op(void *ud, const pd_op *op);
+
+/* The dump of our own partition gives ADD and register ops: both leave
+ * as ops of the new incarnation. */
+static void on_op_dump(void *ud, const pd_op *op) { on_op(ud, op); }
 
 static void on_op(void *ud, const pd_op *op) {
     pd_repl *r = ud;
@@ -187,8 +199,9 @@ static void request_sync(pd_repl *r, peer *origin, pd_str from, uint64_t now) {
     origin->sync_ignore = false;
     origin->sync_part = 0;
     origin->sync_started = now;
+    origin->sync_req = ++r->last_req;
     r->stats.syncs_requested++;
-    pd_sync_req q = {S(r->self), peer_id(origin)};
+    pd_sync_req q = {S(r->self), peer_id(origin), origin->sync_req};
     msgpack_sbuffer_clear(&r->out);
     pd_sync_req_encode(&r->out, &q);
     if (r->io.send_sync_request) r->io.send_sync_request(r->io.ud, from, r->out.data, r->out.size);
@@ -357,10 +370,12 @@ pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t
         pd_free(hb);
         return PD_OK;
     }
-    if (!p->alive) {
+    if (!p->alive || p->ready != hb->ready) {
+        /* The set of announcing nodes changes: take over what is ours now. */
         snapshot_membership(r);
+        if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
         p->alive = true;
-        pd_log(PD_LOG_INFO, "node %s is up", p->id);
+        p->ready = hb->ready;
         reannounce(r, now, true);
     }
     catch_up_from(r, hb, now);
@@ -379,6 +394,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     hb->seq = r->seq;
     hb->hlc = pd_model_hlc(r->m);
     hb->leaving = leaving;
+    hb->ready = r->ready;
     hb->devices = st.devices;
     hb->users = st.users;
     hb->vc[hb->nvc++] = (pd_vc_entry){S(r->self), r->cfg.inc, r->seq};
@@ -437,6 +453,7 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
     }
     serve_ctx c = {.r = r, .reply_ctx = reply_ctx};
     c.hdr.origin = q.origin;
+    c.hdr.req = q.req;
     pd_repl_flush(r); /* our own seq must cover every op in the dump */
     if (pd_str_eqc(q.origin, r->self)) {
         c.hdr.known = true;
@@ -465,7 +482,10 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
         return s;
     }
     peer *p = peer_find(r, sp.origin);
-    if (p == NULL || !p->syncing || sp.part != p->sync_part) return PD_OK; /* stale */
+    /* Stale: a late reply to an earlier request (timed out) must not mix its
+     * parts with the reply to the retry, which may be cut elsewhere. */
+    if (p == NULL || !p->syncing || sp.part != p->sync_part || (sp.req && sp.req != p->sync_req))
+        return PD_OK;
     if (sp.part == 0) {
         /* Unknown there, from an older incarnation, or behind what we have:
          * nothing to take from this answer. */
@@ -491,7 +511,8 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
 /* ---- time ------------------------------------------------------------------------- */
 
 static void check_ready(pd_repl *r, uint64_t now) {
-    if (r->ready || now < r->started + r->cfg.sync_interval_ms) return;
+    /* Two heartbeat periods: every live peer has spoken at least once. */
+    if (r->ready || now < r->started + 2 * r->cfg.sync_interval_ms) return;
     bool syncing = false;
     for (uint32_t i = 0; i < r->npeers; i++) syncing |= r->peers[i]->syncing;
     if (syncing && now < r->started + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
@@ -531,14 +552,17 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
             end_sync(r, p, now);
         }
     }
-    if (r->ready && now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
+    /* Heartbeats start at once, ready or not: peers must not take a node
+     * that is catching up for dead; they leave it out of the announcers. */
+    if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
     pd_repl_flush(r);
 }
 
 uint64_t pd_repl_next_due(const pd_repl *r) {
     uint64_t due = pd_model_next_due(r->m);
-    uint64_t hb = r->ready ? r->last_hb_sent + r->cfg.sync_interval_ms
-                           : r->started + r->cfg.sync_interval_ms;
+    uint64_t hb = r->last_hb_sent + r->cfg.sync_interval_ms;
+    if (!r->ready && r->started + 2 * r->cfg.sync_interval_ms < hb)
+        hb = r->started + 2 * r->cfg.sync_interval_ms;
     if (hb < due) due = hb;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
@@ -633,4 +657,83 @@ uint32_t pd_repl_nodes(const pd_repl *r, uint64_t now, pd_node_fn fn, void *ud) 
     }
     pd_free(hb);
     return 1 + r->npeers;
+}
+
+/* ---- persistence: snapshot, restore, replay ------------------------------------ */
+
+void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
+    pd_repl_flush(r); /* our seq must cover every op the snapshot holds */
+    info->node = S(r->self);
+    info->inc = r->cfg.inc;
+    info->seq = r->seq;
+    info->hlc = pd_model_hlc(r->m);
+    info->taken_at = now;
+    info->nvc = 0;
+    for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
+        const peer *p = r->peers[i];
+        if (p->inc && !p->syncing)
+            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
+    }
+}
+
+pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                          pd_snap_info *info, pd_err *err) {
+    pd_snap_reader rd;
+    pd_snap_device d;
+    pd_op op;
+    pd_status s = pd_snap_open(buf, len, info, &rd, err);
+    if (s != PD_OK) return s;
+    if (!pd_str_eqc(info->node, r->self)) {
+        pd_err_set(err, PD_EBADVALUE, "snapshot of node %.*s, not of %s", (int)info->node.n,
+                   info->node.p, r->self);
+        return PD_EBADVALUE;
+    }
+    pd_model_hlc_observe(r->m, info->hlc);
+    while (pd_snap_next_device(&rd, &d)) {
+        if (pd_str_eqc(d.owner, r->self)) pd_model_apply_own_op(r->m, &d.op, now);
+        else pd_model_apply_op(r->m, d.owner, &d.op, now);
+    }
+    while (pd_snap_next_register(&rd, &op)) pd_model_apply_op(r->m, op.writer, &op, now);
+    for (uint32_t i = 0; i < info->nvc; i++) {
+        peer *p = peer_get(r, info->vc[i].node);
+        if (p == NULL || pd_str_eqc(info->vc[i].node, r->self)) continue;
+        p->inc = info->vc[i].inc;
+        p->seq = info->vc[i].seq;
+    }
+    r->rest_inc = info->inc;
+    r->rest_seq = info->seq;
+    return PD_OK;
+}
+
+pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err) {
+    pd_delta d;
+    pd_ops_iter it;
+    pd_op op;
+    pd_status s = pd_delta_decode(buf, len, &d, err);
+    if (s != PD_OK) return s;
+    if (pd_str_eqc(d.node, r->self)) {
+        /* Our own earlier life: only what followed the snapshot. */
+        if (d.inc != r->rest_inc && r->rest_inc != 0) return PD_OK;
+        if (r->rest_inc == 0) r->rest_inc = d.inc; /* no snapshot: take the stream's */
+        if (d.seq <= r->rest_seq) return PD_OK;
+        r->rest_seq = d.seq;
+        pd_ops_iter_init(&it, &d.ops);
+        while (pd_ops_next(&it, &op)) pd_model_apply_own_op(r->m, &op, now);
+        return PD_OK;
+    }
+    peer *p = peer_get(r, d.node);
+    if (p == NULL || d.inc < p->inc) return PD_OK;
+    if (d.inc > p->inc) new_incarnation(r, p, d.inc, now);
+    /* A gap (the stream no longer has it): skipped here, repaired by state
+     * transfer once the peer's heartbeat shows we are behind. */
+    if (d.seq == p->seq + 1) apply_delta(r, p, &d, now);
+    return PD_OK;
+}
+
+void pd_repl_restore_done(pd_repl *r) {
+    /* Our devices, back from the snapshot and the stream, start our new
+     * incarnation: peers drop the old one's at once and take these. */
+    pd_model_partition_dump(r->m, S(r->self), on_op_dump, r);
+    pd_repl_flush(r);
 }

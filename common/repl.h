@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include "codec_repl.h"
 #include "presence.h"
+#include "snapshot.h"
 
 typedef struct {
     void (*send_delta)(void *ud, const void *buf, size_t len);
@@ -87,6 +88,23 @@ uint64_t pd_repl_next_due(const pd_repl *r);
 void pd_repl_leave(pd_repl *r, uint64_t now);
 
 bool pd_repl_ready(const pd_repl *r);
+
+/* ---- persistence (see snapshot.h) ---- */
+/* Describes the snapshot about to be taken (flushes pending ops first). */
+void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now);
+/* At start, before any message: loads this node's snapshot into the model
+ * (own devices as this node's, others' as theirs) and the vector clock.
+ * A bad snapshot is refused whole (checksum, version, node) and changes
+ * nothing. */
+pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                          pd_snap_info *info, pd_err *err);
+/* Replays one delta kept by JetStream, in stream order: ours from our
+ * previous incarnation onto our own partition, others' as usual;
+ * idempotent, so replaying from too early changes nothing. */
+pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err);
+/* After the replay: sends our restored devices as ops of this incarnation. */
+void pd_repl_restore_done(pd_repl *r);
 
 /* For P.query.cluster: calls fn for this node and each known peer. */
 typedef void (*pd_node_fn)(void *ud, const pd_node_view *nv);

@@ -11,7 +11,9 @@
 static void arm_timer(pd_node *n);
 
 static void dispatch(pd_node *n, pd_inbox_item *it) {
-    if (it->kind == SUB_EVENTS) node__handle_event(n, it->msg);
+    if (it->kind == SUB_DELTA && node__persist_hold(n, it->msg)) return; /* kept for later */
+    if (it->kind == SUB_REPLAY) node__persist_replay_msg(n, it->msg);
+    else if (it->kind == SUB_EVENTS) node__handle_event(n, it->msg);
     else if (it->kind >= SUB_DELTA) node__handle_cluster(n, (node_sub_kind)it->kind, it->msg);
     else node__handle_query(n, (node_sub_kind)it->kind, it->msg);
     natsMsg_Destroy(it->msg);
@@ -36,6 +38,7 @@ static void drain_and_tick(pd_node *n) {
     }
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
+    node__persist_tick(n);
     node__update_metrics(n, false);
     arm_timer(n);
 }
@@ -110,7 +113,9 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         pd_log(PD_LOG_INFO, "metrics on http://%.*s:%d/metrics",
                (int)(colon - cfg->metrics_addr), cfg->metrics_addr, n->metrics.port);
     }
-    return node__nats_connect(n, err, errlen);
+    pd_status s = node__nats_connect(n, err, errlen);
+    if (s == PD_OK) node__persist_start(n);
+    return s;
 }
 
 int pd_node_run(pd_node *n) {
@@ -131,6 +136,8 @@ static void close_handle(uv_handle_t *h, void *ud) {
 
 void pd_node_close(pd_node *n) {
     pd_metrics_stop(&n->metrics);
+    /* A clean stop (SIGTERM) leaves a last snapshot behind. */
+    node__persist_stop(n, n->exit_code == 0);
     node__nats_close(n);  /* no more pushes after this */
     if (n->loop_ready) {
         uv_walk(&n->loop, close_handle, NULL);

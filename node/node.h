@@ -14,13 +14,16 @@
 #include "inbox.h"
 #include "log.h"
 #include "metrics.h"
+#include "persist.h"
 #include "presence.h"
 #include "repl.h"
 
 /* Subscriptions; the kind travels with each message through the inbox. */
 typedef enum {
     SUB_EVENTS, SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER,
-    SUB_DELTA, SUB_HB, SUB_SYNC_REQ, SUB_SYNC_REPLY, SUB_COUNT
+    SUB_DELTA, SUB_HB, SUB_SYNC_REQ, SUB_SYNC_REPLY,
+    SUB_REPLAY,                     /* JetStream replay (persist.c owns it) */
+    SUB_COUNT
 } node_sub_kind;
 
 typedef struct {
@@ -60,6 +63,8 @@ struct pd_node {
     pd_ratelimit bad_input_log;
     int exit_code;
     bool loop_ready;
+    pd_persist *persist;
+    uv_idle_t snap_idle;            /* builds a snapshot a slice per loop turn */
     pd_metrics metrics;             /* idle unless PRESENCE_METRICS_ADDR is set */
     uint64_t metrics_at;
     uint64_t nats_reconnects;       /* written by nats.c's thread: atomics */

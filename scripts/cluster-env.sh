@@ -15,8 +15,13 @@ PD_NATS_URL="nats://127.0.0.1:$PD_NATS_PORT,nats://127.0.0.1:$((PD_NATS_PORT + 1
 PD_REDIS_URL="redis://127.0.0.1:$PD_REDIS_PORT"
 
 # pd_alive PIDFILE: true if the process named in PIDFILE runs.
+# A zombie (killed, not yet reaped: containers often lack a reaping init)
+# does not count.
 pd_alive() {
-    [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+    [ -f "$1" ] || return 1
+    local pid; pid=$(cat "$1")
+    kill -0 "$pid" 2>/dev/null || return 1
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
 
 # pd_wait SECONDS CMD...: polls CMD every 0.1 s until it succeeds.

@@ -212,6 +212,10 @@ void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *cons
     snprintf(envbuf[2], sizeof envbuf[2], "PRESENCE_LOG_LEVEL=debug");
     /* Short cluster timing by default; a test's own env comes later and wins. */
     snprintf(envbuf[3], sizeof envbuf[3], "PRESENCE_SYNC_INTERVAL_MS=100");
+    /* No Redis unless a test starts one: never a system Redis on 6379,
+     * whose old snapshots would leak from one test run into the next. */
+    snprintf(envbuf[4], sizeof envbuf[4], "PRESENCE_REDIS_URL=redis://127.0.0.1:1");
+    all[k++] = envbuf[4];
     all[k++] = envbuf[0];
     all[k++] = envbuf[1];
     all[k++] = envbuf[2];

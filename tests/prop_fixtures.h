@@ -2,8 +2,8 @@
  * (test_registers.c, test_repl.c).
  *
  * Each run takes a base seed: PD_SEED from the environment if set, else one
- * made from the time and pid, and prints it, so that a failure can be
- * replayed with PD_SEED=<seed>. Each case derives its own seed from the base
+ * made from the time and pid (once, for all the run's tests), and prints
+ * it, so that a failure can be replayed with PD_SEED=<seed>. Each case derives its own seed from the base
  * seed, the test's name and the case number, so the cases of one test do not
  * depend on how many ran before them or in which process.
  *
@@ -67,6 +67,16 @@ static inline uint64_t base_seed(void) {
     }
     have = true;
     return seed;
+}
+
+/* One seed for the whole run: Criterion runs each test in its own worker
+ * process, so the runner picks the seed before the workers start and hands
+ * it to them through the environment. */
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+    (void)set;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRIu64, base_seed());
+    setenv("PD_SEED", buf, 0);
 }
 
 /* The seed of case i of the test named name. */

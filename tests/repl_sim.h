@@ -309,6 +309,42 @@ static inline size_t sim_deliver_all(sim *s) {
     return other;
 }
 
+/* -1 matches any sender, receiver or kind. */
+static inline bool sim_match(const message *m, int from, int to, int kind) {
+    return (from < 0 || m->from == from) && (to < 0 || m->to == to) &&
+           (kind < 0 || (int)m->kind == kind);
+}
+
+/* Delivers, oldest first, up to n pending messages that match (and what
+ * they send that matches too); returns how many. */
+static inline size_t sim_deliver_matching(sim *s, int from, int to, int kind, size_t n) {
+    size_t done = 0;
+    for (size_t k = 0; k < s->nq && done < n;) {
+        if (!sim_match(&s->q[k], from, to, kind)) {
+            k++;
+            continue;
+        }
+        sim_deliver(s, k, false);
+        done++;
+        k = 0;
+    }
+    return done;
+}
+
+/* Drops every pending message that matches. */
+static inline void sim_drop_matching(sim *s, int from, int to, int kind) {
+    for (size_t k = 0; k < s->nq;) {
+        if (!sim_match(&s->q[k], from, to, kind)) {
+            k++;
+            continue;
+        }
+        free(s->q[k].buf);
+        memmove(&s->q[k], &s->q[k + 1], (s->nq - k - 1) * sizeof *s->q);
+        s->nq--;
+        s->dropped++;
+    }
+}
+
 static inline void sim_tick_all(sim *s) {
     for (int i = 0; i < NREP; i++)
         if (!s->frozen[i]) pd_repl_tick(s->r[i], s->now);

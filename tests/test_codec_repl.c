@@ -153,9 +153,9 @@ static msg hb_msg(const pd_heartbeat *hb) {
     return m;
 }
 
-static msg req_msg(const char *node, const char *origin) {
+static msg req_msg(const char *node, const char *origin, uint64_t req) {
     msgpack_sbuffer sb;
-    pd_sync_req q = {pd_str_c(node), pd_str_c(origin)};
+    pd_sync_req q = {pd_str_c(node), pd_str_c(origin), req};
     msgpack_sbuffer_init(&sb);
     pd_sync_req_encode(&sb, &q);
     msg m = msg_sb(&sb);
@@ -281,6 +281,7 @@ Test(codec_repl, heartbeat_roundtrip_with_vc) {
         for (int leaving = 0; leaving <= 1; leaving++) {
             pd_heartbeat *want = hb_new(sizes[k]), *got = calloc(1, sizeof *got);
             want->leaving = leaving;
+            want->ready = (k + (uint32_t)leaving) % 2 == 0;
             msg m = hb_msg(want);
             pd_err err = {PD_OK, ""};
             cr_assert_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK, "%s", err.msg);
@@ -289,6 +290,7 @@ Test(codec_repl, heartbeat_roundtrip_with_vc) {
             cr_expect_eq(got->seq, want->seq);
             cr_expect_eq(got->hlc, want->hlc);
             cr_expect_eq(got->leaving, want->leaving);
+            cr_expect_eq(got->ready, want->ready);
             cr_expect_eq(got->devices, want->devices);
             cr_expect_eq(got->users, want->users);
             cr_assert_eq(got->nvc, want->nvc);
@@ -305,21 +307,64 @@ Test(codec_repl, heartbeat_roundtrip_with_vc) {
 }
 
 Test(codec_repl, sync_request_roundtrip) {
-    msg m = req_msg("node-b", "node-a");
+    uint64_t reqs[] = {0, 1, UINT64_MAX >> 1};
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        msg m = req_msg("node-b", "node-a", reqs[i]);
+        pd_sync_req q;
+        pd_err err = {PD_OK, ""};
+        cr_assert_eq(pd_sync_req_decode(m.b, m.n, &q, &err), PD_OK, "%s", err.msg);
+        cr_expect(str_is(q.node, "node-b"));
+        cr_expect(str_is(q.origin, "node-a"));
+        cr_expect_eq(q.req, reqs[i]);
+        msg_free(&m);
+    }
+}
+
+/* A node from before `ready` says nothing: it is taken as announcing. */
+Test(codec_repl, heartbeat_without_ready_reads_as_ready) {
+    pd_heartbeat *want = hb_new(2), *got = calloc(1, sizeof *got);
+    want->ready = false;
+    msg m = map_set(hb_msg(want), "ready", NULL);
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK, "%s", err.msg);
+    cr_expect(got->ready);
+    msg_free(&m);
+    free(want);
+    free(got);
+}
+
+/* A node from before `req` sends none and echoes none: read as 0. */
+Test(codec_repl, sync_messages_without_req_are_read_as_zero) {
+    static const pd_sync_part sp = {.origin = S("node-a"), .known = true, .last = true,
+                                    .inc = 1, .seq = 2, .req = 9};
+    msgpack_sbuffer o, sb;
+    pack_ops(&o, OPS, 1);
+    msgpack_sbuffer_init(&sb);
+    pd_sync_part_encode(&sb, &sp, o.data, o.size, 1);
+    msg part = map_set(msg_sb(&sb), "req", NULL);
+    msg req = map_set(req_msg("node-b", "node-a", 7), "req", NULL);
+    pd_sync_part p;
     pd_sync_req q;
     pd_err err = {PD_OK, ""};
-    cr_assert_eq(pd_sync_req_decode(m.b, m.n, &q, &err), PD_OK, "%s", err.msg);
-    cr_expect(str_is(q.node, "node-b"));
-    cr_expect(str_is(q.origin, "node-a"));
-    msg_free(&m);
+    cr_assert_eq(pd_sync_part_decode(part.b, part.n, &p, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(p.req, 0u);
+    cr_assert_eq(pd_sync_req_decode(req.b, req.n, &q, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(q.req, 0u);
+    raw neg = raw_hex("ff");
+    expect_refused(K_REQ, map_set(req, "req", &neg), PD_EBADVALUE, "req -1");
+    expect_refused(K_PART, map_set(part, "req", &neg), PD_EBADVALUE, "part req -1");
+    msgpack_sbuffer_destroy(&o);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 Test(codec_repl, sync_part_roundtrip) {
     pd_sync_part want[] = {
-        {.origin = S("node-a"), .known = true, .last = false, .inc = 5, .seq = 9, .part = 0},
-        {.origin = S("node-a"), .known = true, .last = true, .inc = 5, .seq = 9, .part = 7},
+        {.origin = S("node-a"), .known = true, .last = false, .inc = 5, .seq = 9, .part = 0,
+         .req = 1},
+        {.origin = S("node-a"), .known = true, .last = true, .inc = 5, .seq = 9, .part = 7,
+         .req = UINT64_MAX >> 1},
         {.origin = S("node-z"), .known = false, .last = true, .inc = 0, .seq = 0,
-         .part = UINT32_MAX},
+         .part = UINT32_MAX, .req = 0},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         uint32_t n = want[i].known ? NOPS : 0;
@@ -333,6 +378,7 @@ Test(codec_repl, sync_part_roundtrip) {
         cr_expect_eq(got.inc, want[i].inc);
         cr_expect_eq(got.seq, want[i].seq);
         cr_expect_eq(got.part, want[i].part);
+        cr_expect_eq(got.req, want[i].req);
         expect_ops(&got.ops, OPS, n);
         msg_free(&m);
     }
@@ -460,7 +506,7 @@ Test(codec_repl, one_bad_op_among_good_ones_refuses_the_delta) {
 
 static msg valid_of(kind k) {
     static const pd_sync_part sp = {.origin = S("node-a"), .known = true, .last = true,
-                                    .inc = 1, .seq = 2};
+                                    .inc = 1, .seq = 2, .req = 3};
     pd_heartbeat *hb;
     msg m;
     switch (k) {
@@ -470,7 +516,7 @@ static msg valid_of(kind k) {
         m = hb_msg(hb);
         free(hb);
         return m;
-    case K_REQ: return req_msg("node-b", "node-a");
+    case K_REQ: return req_msg("node-b", "node-a", 3);
     default: return part_msg(&sp, OPS, NOPS);
     }
 }

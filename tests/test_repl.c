@@ -1,5 +1,6 @@
 /* test_repl.c - replication between nodes (repl.h) over a simulated,
- * lossy, reordering network (repl_sim.h).
+ * lossy, reordering network (repl_sim.h), driven by socket servers whose
+ * connections are the truth (repl_world.h).
  *
  * The property test: random operations on 3 replicas, delivered in random
  * order with duplicates and drops repaired by anti-entropy, end in identical
@@ -10,7 +11,8 @@
  *   custom (some expiring), a resync, a shutdown, and now and then the
  *   server moves to another replica (a sync event there for the conns the
  *   old one had); servers heartbeat to their replica, so the old one times
- *   the server out as it would in production;
+ *   the server out as it would in production; in a quarter of the cases a
+ *   node may also be cut off for longer than node_timeout, then heal;
  * - after each burst every replica flushes and ticks, and some pending
  *   messages are delivered: deltas are dropped and duplicated, heartbeats
  *   too, now and then a sync request or reply part; deltas of different
@@ -26,383 +28,17 @@
  *
  * Deterministic tests: a node that restarts (same id, higher incarnation)
  * loses its old devices on the peers at once; a node that goes silent loses
- * them after node_timeout; and in steady state each change of a user's
- * public view is announced exactly once by the whole cluster (checked
- * against a single model fed the same events). */
+ * them after node_timeout; in steady state each change of a user's public
+ * view is announced exactly once by the whole cluster (checked against a
+ * single model fed the same events); a state transfer in several parts,
+ * and a late reply that must not mix with the retry's; and one regression
+ * test for each bug the property tests found (at the end). */
 #include "alloc.h"
-#include "repl_sim.h"
+#include "repl_world.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define NSERV 4
-#define NUSER 5
-#define MAXCONN 48
-
-static const char *const SERVER[NSERV] = {"s0", "s1", "s2", "s3"};
-static const char *const USER[NUSER] = {"u0", "u1", "u2", "u3", "u4"};
-static const char *const LABEL[] = {"web", "mobile"};
-static const char *const TEXT[] = {"", "lunch", "in a meeting"};
-
-static const pd_repl_cfg RCFG = {
-    .sync_interval_ms = 1000, .node_timeout_ms = 5000, .inc = 1, .max_msg_bytes = 4096};
-static const pd_model_cfg MCFG = {
-    .idle_timeout_ms = 2500, .offline_delay_ms = 1500, .server_timeout_ms = 3000};
-
-/* ---- the world: the simulated cluster and what the socket servers hold -------------------- */
-
-typedef struct {
-    char id[12];
-    int user, label;
-    bool live;
-} sconn;
-
-typedef struct {
-    int at;                 /* the replica it is attached to */
-    sconn c[MAXCONN];
-    int n, next;
-} server;
-
-typedef struct {
-    sim s;
-    server srv[NSERV];
-    uint64_t seed;
-    int step;
-    pd_model *oracle;       /* notification test: one model fed every event */
-    heard *onotes;
-    size_t nonotes, onotes_cap;
-} world;
-
-static void oracle_note(void *ud, const pd_view *v) {
-    world *w = ud;
-    if (w->nonotes == w->onotes_cap) {
-        w->onotes_cap = w->onotes_cap ? w->onotes_cap * 2 : 64;
-        w->onotes = realloc(w->onotes, w->onotes_cap * sizeof *w->onotes);
-        REQUIRE(w->onotes != NULL, "out of memory");
-    }
-    heard *h = &w->onotes[w->nonotes++];
-    h->by = -1;
-    snprintf(h->user, sizeof h->user, "%.*s", (int)v->user.n, v->user.p);
-    h->status = v->status;
-    snprintf(h->text, sizeof h->text, "%.*s", (int)v->text.n, v->text.p ? v->text.p : "");
-}
-
-static void world_init(world *w, uint64_t seed, const pd_model_cfg *mcfg, bool with_oracle) {
-    memset(w, 0, sizeof *w);
-    w->seed = seed;
-    sim_init(&w->s, seed, &RCFG, mcfg, 1000000);
-    for (int k = 0; k < NSERV; k++) w->srv[k].at = k % NREP;
-    if (with_oracle) {
-        w->oracle = pd_model_new(mcfg, pd_str_c("oracle"), oracle_note, w);
-        REQUIRE(w->oracle != NULL, "no oracle");
-    }
-}
-
-static void world_free(world *w) {
-    sim_free(&w->s);
-    pd_model_free(w->oracle);
-    free(w->onotes);
-}
-
-/* Applies a socket server's event at replica i (and at the oracle). */
-static void world_event(world *w, int i, const pd_event *ev) {
-    pd_apply_result res;
-    pd_err err = {PD_OK, ""};
-    if (w->s.trace)
-        fprintf(stderr, "t=%llu step %d: %s at %s server=%.*s conn=%.*s user=%.*s\n",
-                (unsigned long long)w->s.now, w->step, pd_event_type_name(ev->type), NODE[i],
-                (int)ev->server.n, ev->server.p, (int)ev->conn.n, ev->conn.p, (int)ev->user.n,
-                ev->user.p);
-    pd_status st = pd_repl_local(w->s.r[i], ev, w->s.now, &res, &err);
-    REQUIRE(st == PD_OK, "case seed %llu, step %d: %s at %s refused: %s",
-            (unsigned long long)w->seed, w->step, pd_event_type_name(ev->type), NODE[i], err.msg);
-    if (w->oracle) {
-        st = pd_model_apply(w->oracle, ev, w->s.now, &res, &err);
-        REQUIRE(st == PD_OK, "the oracle refused %s: %s", pd_event_type_name(ev->type), err.msg);
-    }
-}
-
-static pd_event conn_event(pd_event_type t, int k, const sconn *c) {
-    return (pd_event){.type = t, .server = pd_str_c(SERVER[k]), .conn = pd_str_c(c->id),
-                      .user = pd_str_c(USER[c->user]), .device = pd_str_c(LABEL[c->label])};
-}
-
-/* The server's complete list of live conns, sent as a sync to replica i. */
-static void send_sync(world *w, int k, int i) {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    server *sv = &w->srv[k];
-    uint32_t n = 0;
-    for (int j = 0; j < sv->n; j++) n += sv->c[j].live;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, n);
-    for (int j = 0; j < sv->n; j++) {
-        if (!sv->c[j].live) continue;
-        msgpack_pack_map(&pk, 3);
-        pd_pack_kv_str(&pk, "conn", pd_str_c(sv->c[j].id));
-        pd_pack_kv_str(&pk, "user", pd_str_c(USER[sv->c[j].user]));
-        pd_pack_kv_str(&pk, "device", pd_str_c(LABEL[sv->c[j].label]));
-    }
-    pd_event ev = {.type = PD_EV_SYNC, .server = pd_str_c(SERVER[k]),
-                   .conns = {sb.data, (uint32_t)sb.size}, .nconns = n};
-    world_event(w, i, &ev);
-    msgpack_sbuffer_destroy(&sb);
-}
-
-static void server_heartbeats(world *w) {
-    for (int k = 0; k < NSERV; k++) {
-        pd_event ev = {.type = PD_EV_HEARTBEAT, .server = pd_str_c(SERVER[k])};
-        world_event(w, w->srv[k].at, &ev);
-    }
-}
-
-/* A random live conn (its server in *k), or NULL. */
-static sconn *pick_live(world *w, rng *r, int *k) {
-    int total = 0;
-    for (int s = 0; s < NSERV; s++)
-        for (int j = 0; j < w->srv[s].n; j++) total += w->srv[s].c[j].live;
-    if (total == 0) return NULL;
-    int pick = (int)rng_below(r, (uint32_t)total);
-    for (int s = 0; s < NSERV; s++) {
-        for (int j = 0; j < w->srv[s].n; j++) {
-            if (w->srv[s].c[j].live && pick-- == 0) {
-                *k = s;
-                return &w->srv[s].c[j];
-            }
-        }
-    }
-    return NULL;
-}
-
-/* ---- operations ------------------------------------------------------------------------------ */
-
-typedef enum {
-    OP_CONNECT, OP_DISCONNECT, OP_ACTIVITY, OP_IDLE, OP_STATUS, OP_CUSTOM, OP_MOVE, OP_RESYNC,
-    OP_SHUTDOWN, OP_PARTITION, OP_COUNT
-} op_kind;
-
-static const uint32_t OP_WEIGHT[OP_COUNT] = {26, 12, 12, 10, 10, 10, 8, 3, 2, 1};
-
-static op_kind pick_op(rng *r, bool allow_partition) {
-    uint32_t total = 0, x;
-    for (int i = 0; i < OP_COUNT; i++) total += OP_WEIGHT[i];
-    do {
-        x = rng_below(r, total);
-        int i = 0;
-        while (x >= OP_WEIGHT[i]) x -= OP_WEIGHT[i++];
-        x = (uint32_t)i;
-    } while (x == OP_PARTITION && !allow_partition);
-    return (op_kind)x;
-}
-
-static void op_connect(world *w, rng *r) {
-    int k = (int)rng_below(r, NSERV);
-    server *sv = &w->srv[k];
-    sconn *c = NULL;
-    /* Now and then a conn id comes back after its disconnect. */
-    if (rng_pct(r, 15)) {
-        for (int j = 0; j < sv->n && c == NULL; j++)
-            if (!sv->c[j].live) c = &sv->c[j];
-    }
-    if (c == NULL) {
-        if (sv->n == MAXCONN) return;
-        c = &sv->c[sv->n++];
-        snprintf(c->id, sizeof c->id, "c%d", sv->next++);
-    }
-    c->user = (int)rng_below(r, NUSER);
-    c->label = (int)rng_below(r, 2);
-    c->live = true;
-    pd_event ev = conn_event(PD_EV_CONNECT, k, c);
-    world_event(w, sv->at, &ev);
-}
-
-static void op_conn_event(world *w, rng *r, pd_event_type t) {
-    int k;
-    sconn *c = pick_live(w, r, &k);
-    if (c == NULL) return;
-    if (t == PD_EV_DISCONNECT) c->live = false;
-    pd_event ev = conn_event(t, k, c);
-    world_event(w, w->srv[k].at, &ev);
-}
-
-static void op_status(world *w, rng *r) {
-    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c(USER[rng_below(r, NUSER)]),
-                   .status = (pd_chosen)rng_below(r, 4)};
-    world_event(w, (int)rng_below(r, NREP), &ev);
-}
-
-static void op_custom(world *w, rng *r, bool expiring) {
-    const char *text = TEXT[rng_below(r, 3)];
-    pd_event ev = {.type = PD_EV_CUSTOM, .user = pd_str_c(USER[rng_below(r, NUSER)]),
-                   .text = pd_str_c(text), .emoji = pd_str_c(*text && rng_pct(r, 50) ? "x" : ""),
-                   .expires_at = *text && expiring && rng_pct(r, 40)
-                                     ? (int64_t)(w->s.now + 200 + rng_below(r, 2800)) : 0};
-    world_event(w, (int)rng_below(r, NREP), &ev);
-}
-
-static void op_move(world *w, rng *r) {
-    int k = (int)rng_below(r, NSERV);
-    int to = (w->srv[k].at + 1 + (int)rng_below(r, NREP - 1)) % NREP;
-    w->srv[k].at = to;
-    send_sync(w, k, to);
-}
-
-static void op_shutdown(world *w, rng *r) {
-    int k = (int)rng_below(r, NSERV);
-    for (int j = 0; j < w->srv[k].n; j++) w->srv[k].c[j].live = false;
-    pd_event ev = {.type = PD_EV_SHUTDOWN, .server = pd_str_c(SERVER[k])};
-    world_event(w, w->srv[k].at, &ev);
-}
-
-static void server_heartbeats(world *w);
-
-/* One node is cut off from the others for longer than node_timeout: each
- * side sees the other down and drops its devices; then the network heals. */
-static void op_partition(world *w, rng *r) {
-    sim *s = &w->s;
-    int i = (int)rng_below(r, NREP);
-    uint64_t until = s->now + s->cfg.node_timeout_ms + 500 + rng_below(r, 1500);
-    if (s->trace) fprintf(stderr, "t=%llu step %d: %s cut off\n", (unsigned long long)s->now,
-                          w->step, NODE[i]);
-    s->cut[i] = true;
-    while (s->now < until) {
-        s->now += 500;
-        server_heartbeats(w);
-        sim_tick_all(s);
-        sim_deliver_some(s, s->nq, true);
-    }
-    s->cut[i] = false;
-}
-
-static void do_op(world *w, rng *r, op_kind op, bool expiring) {
-    switch (op) {
-    case OP_CONNECT: op_connect(w, r); break;
-    case OP_DISCONNECT: op_conn_event(w, r, PD_EV_DISCONNECT); break;
-    case OP_ACTIVITY: op_conn_event(w, r, PD_EV_ACTIVITY); break;
-    case OP_IDLE: op_conn_event(w, r, PD_EV_IDLE); break;
-    case OP_STATUS: op_status(w, r); break;
-    case OP_CUSTOM: op_custom(w, r, expiring); break;
-    case OP_MOVE: op_move(w, r); break;
-    case OP_PARTITION: op_partition(w, r); break;
-    case OP_RESYNC: {
-        int k = (int)rng_below(r, NSERV);
-        send_sync(w, k, w->srv[k].at);
-        break;
-    }
-    default: op_shutdown(w, r); break;
-    }
-}
-
-/* ---- comparing replicas ------------------------------------------------------------------------ */
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-typedef struct {
-    char *v[MAXCONN * NSERV];
-    int n;
-    char buf[MAXCONN * NSERV][96];
-} strset;
-
-static void add_device(void *ud, const pd_device_view *d) {
-    strset *s = ud;
-    REQUIRE(s->n < MAXCONN * NSERV, "too many devices");
-    snprintf(s->buf[s->n], sizeof s->buf[0], "%.*s/%.*s/%.*s/%.*s/%d", (int)d->server.n,
-             d->server.p, (int)d->conn.n, d->conn.p, (int)d->node.n, d->node.p, (int)d->device.n,
-             d->device.p, d->state);
-    s->v[s->n] = s->buf[s->n];
-    s->n++;
-}
-
-/* A user's devices on replica i, sorted, joined in out. */
-static void devices_of(const world *w, int i, int u, char *out, size_t cap) {
-    static strset set;
-    set.n = 0;
-    pd_model_devices_of(pd_repl_model(w->s.r[i]), pd_str_c(USER[u]), add_device, &set);
-    qsort(set.v, (size_t)set.n, sizeof set.v[0], cmp_str);
-    size_t o = 0;
-    out[0] = '\0';
-    for (int k = 0; k < set.n && o < cap; k++) o += (size_t)snprintf(out + o, cap - o, "%s ", set.v[k]);
-}
-
-static void view_of(const world *w, int i, int u, bool self, char *out, size_t cap) {
-    pd_view v;
-    pd_model_view(pd_repl_model(w->s.r[i]), pd_str_c(USER[u]),
-                  self ? pd_str_c(USER[u]) : pd_str_c(""), &v);
-    snprintf(out, cap, "status=%d text='%.*s' emoji='%.*s' expires_at=%lld devices=%u", v.status,
-             (int)v.text.n, v.text.p ? v.text.p : "", (int)v.emoji.n, v.emoji.p ? v.emoji.p : "",
-             (long long)v.expires_at, v.devices);
-}
-
-/* What the socket servers hold for user u, as "server/conn/label", sorted. */
-static void truth_of(const world *w, int u, char *out, size_t cap) {
-    static strset set;
-    set.n = 0;
-    for (int k = 0; k < NSERV; k++) {
-        for (int j = 0; j < w->srv[k].n; j++) {
-            const sconn *c = &w->srv[k].c[j];
-            if (!c->live || c->user != u) continue;
-            snprintf(set.buf[set.n], sizeof set.buf[0], "%s/%s/%s", SERVER[k], c->id,
-                     LABEL[c->label]);
-            set.v[set.n] = set.buf[set.n];
-            set.n++;
-        }
-    }
-    qsort(set.v, (size_t)set.n, sizeof set.v[0], cmp_str);
-    size_t o = 0;
-    out[0] = '\0';
-    for (int k = 0; k < set.n && o < cap; k++) o += (size_t)snprintf(out + o, cap - o, "%s ", set.v[k]);
-}
-
-/* "server/conn/node/label/state ..." as "server/conn/label ...". */
-static void strip_owner(const char *in, char *out, size_t cap) {
-    size_t o = 0;
-    int field = 0;
-    for (; *in && o + 1 < cap; in++) {
-        if (*in == ' ') field = 0;
-        else if (*in == '/') field++;
-        if (field == 2 || field == 4) continue;
-        out[o++] = *in;
-    }
-    out[o] = '\0';
-}
-
-static void compare_replicas(const world *w, bool check_truth) {
-    char a[4096], b[4096];
-    for (int u = 0; u < NUSER; u++) {
-        for (int self = 0; self <= 1; self++) {
-            view_of(w, 0, u, self, a, sizeof a);
-            for (int i = 1; i < NREP; i++) {
-                view_of(w, i, u, self, b, sizeof b);
-                REQUIRE(strcmp(a, b) == 0,
-                        "case seed %llu: %s view of %s differs:\n  n0: %s\n  %s: %s\n(replay: "
-                        "PD_CASE=%llu PD_TRACE=1)",
-                        (unsigned long long)w->seed, self ? "self" : "public", USER[u], a,
-                        NODE[i], b, (unsigned long long)w->seed);
-            }
-        }
-        devices_of(w, 0, u, a, sizeof a);
-        for (int i = 1; i < NREP; i++) {
-            devices_of(w, i, u, b, sizeof b);
-            REQUIRE(strcmp(a, b) == 0,
-                    "case seed %llu: devices of %s differ:\n  n0: %s\n  %s: %s\n(replay: "
-                    "PD_CASE=%llu PD_TRACE=1)",
-                    (unsigned long long)w->seed, USER[u], a, NODE[i], b,
-                    (unsigned long long)w->seed);
-        }
-        if (!check_truth) continue;
-        char got[4096], want[4096];
-        strip_owner(a, got, sizeof got);
-        truth_of(w, u, want, sizeof want);
-        REQUIRE(strcmp(got, want) == 0,
-                "case seed %llu: devices of %s are not what the servers hold:\n  replicas: %s\n"
-                "  servers:  %s\n(replay: PD_CASE=%llu PD_TRACE=1)",
-                (unsigned long long)w->seed, USER[u], a, want, (unsigned long long)w->seed);
-    }
-}
 
 /* ---- the property test ---------------------------------------------------------------------------- */
 
@@ -464,7 +100,7 @@ static void run_case(uint64_t seed, totals *t) {
     int nops = 10 + (int)rng_below(&r, 21);
     for (w.step = 0; w.step < nops; w.step++) {
         s->now += 1 + rng_below(&r, 120);
-        do_op(&w, &r, pick_op(&r, rng_pct(&r, 25)), true);
+        do_op(&w, &r, pick_op(&r, rng_pct(&r, 25)));
         /* Servers heartbeat all along, so a node a server left times it
          * out (the only way it drops entries that lost to a claim it never
          * heard of). */
@@ -567,11 +203,10 @@ Test(repl, restarted_node_loses_its_old_devices_at_once) {
     uint64_t restarted_at = s->now;
     sim_restart(s, 2);
     cr_assert_eq(owned_by(&w, 0, 2), 2u, "nothing heard from the new n2 yet");
-    /* The new incarnation warms up for one interval, then heartbeats. */
+    /* The new incarnation's first heartbeat (or delta) is enough. */
     s->now += s->cfg.sync_interval_ms;
     sim_tick_all(s);
     sim_deliver_all(s);
-    cr_assert(pd_repl_ready(s->r[2]));
     cr_assert_lt(s->now - restarted_at, s->cfg.node_timeout_ms, "well before any timeout");
     for (int i = 0; i < 2; i++) {
         pd_repl_stats st;
@@ -582,10 +217,7 @@ Test(repl, restarted_node_loses_its_old_devices_at_once) {
         cr_expect_eq(v.devices, 0u);
         cr_expect_eq(v.status, PD_PUB_ONLINE, "%s: the offline delay applies", NODE[i]);
     }
-    /* The new n2 caught up with the others' partitions. */
-    cr_expect_eq(owned_by(&w, 2, 0), 1u, "the new n2 has n0's device");
-    cr_expect_eq(public_view(&w, 2, "u2").status, PD_PUB_ONLINE);
-    /* s2 sends its sync to the new n2 within the offline delay: u0 and u1
+    /* s2 answers the new n2's resync within the offline delay: u0 and u1
      * come back, owned by the new n2 everywhere, and never went offline. */
     s->now += 100;
     send_sync(&w, 2, 2);
@@ -595,6 +227,15 @@ Test(repl, restarted_node_loses_its_old_devices_at_once) {
         cr_expect_eq(owned_by(&w, i, 2), 2u, "%s has the new n2's devices", NODE[i]);
         cr_expect_eq(public_view(&w, i, "u0").devices, 1u);
     }
+    /* Meanwhile the new n2 catches up with the others' partitions. */
+    for (int round = 0; round < 4 && !pd_repl_ready(s->r[2]); round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+    }
+    cr_assert(pd_repl_ready(s->r[2]), "the new n2 is ready");
+    cr_expect_eq(owned_by(&w, 2, 0), 1u, "the new n2 has n0's device");
+    cr_expect_eq(public_view(&w, 2, "u2").status, PD_PUB_ONLINE);
     for (int round = 0; round < 4; round++) {
         s->now += s->cfg.sync_interval_ms;
         sim_tick_all(s);
@@ -719,7 +360,7 @@ static void run_notification_scenario(uint64_t seed, int steps, size_t *total) {
         sim_tick_all(s);
         sim_deliver_all(s);
         expect_same_notes(&w, &seen, &oseen, "timers");
-        do_op(&w, &r, pick_op(&r, false), true);
+        do_op(&w, &r, pick_op(&r, false));
         sim_flush_all(s);
         sim_deliver_all(s);
         expect_same_notes(&w, &seen, &oseen, "event");
@@ -734,4 +375,214 @@ Test(repl, steady_state_announces_each_change_exactly_once) {
     announce_seed("repl/notifications", 4);
     for (uint64_t i = 0; i < 4; i++) run_notification_scenario(case_seed("repl-notes", i), 300, &total);
     cr_expect_gt(total, 200u, "the scenarios changed views often enough (%zu)", total);
+}
+
+/* ---- state transfer in several parts ---------------------------------------------------------------- */
+
+static size_t pending(const sim *s, int from, int to, int kind) {
+    size_t n = 0;
+    for (size_t k = 0; k < s->nq; k++) n += sim_match(&s->q[k], from, to, kind);
+    return n;
+}
+
+/* n2 connects conns [first, first + n) on s2; n1 never gets these deltas. */
+static void n2_connects_behind_n1s_back(world *w, int first, int n) {
+    for (int k = first; k < first + n; k++) {
+        char conn[16];
+        snprintf(conn, sizeof conn, "c%d", k);
+        connect_at(w, 2, conn, k % NUSER);
+    }
+    sim_flush_all(&w->s);
+    sim_drop_matching(&w->s, 2, 1, M_DELTA);
+    sim_deliver_matching(&w->s, 2, 0, M_DELTA, SIZE_MAX);
+}
+
+/* A big partition comes in several parts, in order: n1 ends with every
+ * device n2 owns. */
+Test(repl, state_transfer_in_many_parts) {
+    world w;
+    world_init(&w, case_seed("repl-parts", 0), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    n2_connects_behind_n1s_back(&w, 0, 150);
+    cr_assert_eq(owned_by(&w, 1, 2), 0u);
+    s->now += s->cfg.sync_interval_ms;
+    sim_tick_all(s);
+    sim_deliver_matching(s, 2, 1, M_HB, 1);      /* n1 sees it is behind: asks n2 */
+    sim_deliver_matching(s, 1, 2, M_REQ, 1);
+    cr_assert_gt(pending(s, 2, 1, M_PART), 2u, "the reply comes in several parts");
+    sim_deliver_all(s);
+    cr_expect_eq(owned_by(&w, 1, 2), 150u);
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
+/* A reply that comes too late must not mix with the reply to the retry:
+ * n1 asks n2, times out, asks n0 (which by then has more of n2's
+ * partition), and the first part of n2's late reply arrives before n0's. */
+Test(repl, late_reply_parts_do_not_mix_with_the_retry) {
+    world w;
+    world_init(&w, case_seed("repl-parts", 1), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    n2_connects_behind_n1s_back(&w, 0, 150);
+    s->now += s->cfg.sync_interval_ms;
+    sim_tick_all(s);
+    sim_deliver_matching(s, 2, 1, M_HB, 1);
+    sim_deliver_matching(s, 1, 2, M_REQ, 1);
+    size_t late = pending(s, 2, 1, M_PART);
+    cr_assert_gt(late, 2u);
+    /* n2 goes on (n1 misses that too) while its reply to n1 is held up. */
+    n2_connects_behind_n1s_back(&w, 150, 60);
+    /* ...until n1's transfer times out; everything else flows. */
+    for (int round = 0; round < 6; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_drop_matching(s, 2, 1, M_DELTA);
+        sim_deliver_matching(s, 0, -1, -1, SIZE_MAX); /* n0's heartbeat first: n1 asks n0 */
+        sim_deliver_matching(s, -1, 0, M_REQ, SIZE_MAX);
+        if (pending(s, 0, 1, M_PART) > 0) break;
+        sim_deliver_matching(s, 2, 0, -1, SIZE_MAX);
+        sim_deliver_matching(s, 1, -1, -1, SIZE_MAX);
+        sim_deliver_matching(s, 2, 1, M_HB, SIZE_MAX);
+    }
+    cr_assert_gt(pending(s, 0, 1, M_PART), 2u, "n1 asked n0 after the timeout");
+    cr_assert_eq(pending(s, 2, 1, M_PART), late, "n2's reply is still on its way (%zu, %zu)",
+                 pending(s, 2, 1, M_PART), late);
+    /* The late first part, then n0's whole reply, then the rest. */
+    sim_deliver_matching(s, 2, 1, M_PART, 1);
+    sim_deliver_matching(s, 0, 1, M_PART, SIZE_MAX);
+    sim_deliver_all(s);
+    for (int round = 0; round < 4; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+    }
+    cr_expect_eq(owned_by(&w, 0, 2), 210u);
+    cr_expect_eq(owned_by(&w, 1, 2), 210u, "n1 has all of n2's devices");
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
+/* ---- regressions: each found by the property tests above -------------------------------------------- */
+
+static void rounds(world *w, int n) {
+    for (int round = 0; round < n; round++) {
+        w->s.now += w->s.cfg.sync_interval_ms;
+        server_heartbeats(w);
+        sim_tick_all(&w->s);
+        sim_deliver_all(&w->s);
+    }
+}
+
+/* s0 goes n0 -> n2 -> n0 before n2's claim reaches n0. n0's own entry was
+ * not renewed by the second sync, so n2's claim took the device from it,
+ * and n2 removed it when it timed s0 out: the device was lost. */
+Test(repl, server_back_before_the_claim_arrives_keeps_its_devices) {
+    world w;
+    world_init(&w, case_seed("repl-regress", 0), &MCFG, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    server_heartbeats(&w);
+    connect_at(&w, 0, "c0", 0);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    s->now += 10;
+    w.srv[0].at = 2;
+    send_sync(&w, 0, 2);
+    server_heartbeats(&w);                       /* n2 now watches s0 too */
+    sim_flush_all(s);
+    sim_deliver_matching(s, 2, 1, -1, SIZE_MAX); /* n0 does not hear of it yet */
+    s->now += 10;
+    w.srv[0].at = 0;
+    send_sync(&w, 0, 0);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    rounds(&w, 6);                               /* n2 times s0 out */
+    compare_replicas(&w, true);
+    cr_expect_eq(owned_by(&w, 1, 0), 1u, "the device belongs to n0, where s0 is");
+    world_free(&w);
+}
+
+/* A conn id comes back on a server (new label) while a peer still holds
+ * the old entry; the server then moves to that peer. The sync must not
+ * keep the old entry's label. */
+Test(repl, sync_after_a_reused_conn_id_takes_the_new_label) {
+    world w;
+    world_init(&w, case_seed("repl-regress", 1), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    connect_at(&w, 0, "c0", 0);                  /* label web */
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    pd_event ev = conn_event(PD_EV_DISCONNECT, 0, &w.srv[0].c[0]);
+    world_event(&w, 0, &ev);
+    w.srv[0].c[0].live = false;
+    w.srv[0].c[0].label = 1;                     /* again, label mobile */
+    w.srv[0].c[0].live = true;
+    ev = conn_event(PD_EV_CONNECT, 0, &w.srv[0].c[0]);
+    world_event(&w, 0, &ev);
+    sim_flush_all(s);
+    sim_drop_matching(s, 0, 1, M_DELTA);         /* n1 still has c0 as web */
+    w.srv[0].at = 1;
+    send_sync(&w, 0, 1);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    rounds(&w, 3);
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
+/* An idle device taken over by another node: peers got an ADD saying
+ * active, then a STATE saying idle, and flapped its user online and away. */
+Test(repl, moving_an_idle_device_announces_nothing) {
+    world w;
+    world_init(&w, case_seed("repl-regress", 2), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    connect_at(&w, 0, "c0", 0);
+    pd_event ev = conn_event(PD_EV_IDLE, 0, &w.srv[0].c[0]);
+    world_event(&w, 0, &ev);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    size_t before = s->nnotes;
+    for (int to = 1; to < NREP + 1; to++) {      /* to n1, n2, back to n0 */
+        s->now += 10;
+        w.srv[0].at = to % NREP;
+        send_sync(&w, 0, to % NREP);
+        sim_flush_all(s);
+        sim_deliver_all(s);
+        cr_expect_eq(s->nnotes, before, "a move to %s announced something", NODE[to % NREP]);
+        for (int i = 0; i < NREP; i++)
+            cr_expect_eq(public_view(&w, i, "u0").status, PD_PUB_AWAY, "%s", NODE[i]);
+    }
+    world_free(&w);
+}
+
+/* A server shuts down while its user has an active and an idle device on
+ * it. Removed active-first, the user was held away instead of online, and
+ * the peers replaying the REMOVEs one by one announced "away" meanwhile. */
+Test(repl, shutdown_holds_the_presence_the_user_had) {
+    world w;
+    world_init(&w, case_seed("repl-regress", 3), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    connect_at(&w, 0, "c1", 0);
+    pd_event ev = conn_event(PD_EV_IDLE, 0, &w.srv[0].c[0]);
+    world_event(&w, 0, &ev);
+    connect_at(&w, 0, "c0", 0);                  /* listed first on s0 */
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    size_t before = s->nnotes;
+    ev = (pd_event){.type = PD_EV_SHUTDOWN, .server = pd_str_c(SERVER[0])};
+    world_event(&w, 0, &ev);
+    for (int k = 0; k < w.srv[0].n; k++) w.srv[0].c[k].live = false;
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    cr_expect_eq(s->nnotes, before, "nothing to announce within the offline delay");
+    for (int i = 0; i < NREP; i++)
+        cr_expect_eq(public_view(&w, i, "u0").status, PD_PUB_ONLINE, "%s holds online", NODE[i]);
+    rounds(&w, 2);
+    cr_expect_eq(notes_of(&w, "u0", PD_PUB_OFFLINE), 1u, "then offline, once");
+    world_free(&w);
 }

@@ -1,0 +1,497 @@
+/* persist.c - snapshots in Redis and replay from JetStream (see persist.h). */
+#include "persist.h"
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "clock.h"
+#include "node.h"
+#include "snapshot.h"
+
+#define STREAM_NAME "PRESENCE_DELTAS"
+#define CHUNK (1u << 20)             /* bytes per Redis command */
+#define SNAP_BUCKETS 512             /* hash buckets per loop turn */
+#define REPLAY_DEADLINE_MS 60000
+#define HELD_MAX 100000
+
+typedef enum { SNAP_IDLE, SNAP_BUILDING, SNAP_WRITING } snap_state;
+
+struct pd_persist {
+    char key[PD_ID_MAX * 2 + 16], tmp[PD_ID_MAX * 2 + 24], old[PD_ID_MAX * 2 + 24];
+    char host[256];
+    int port;
+    /* replay */
+    jsCtx *js;
+    natsSubscription *replay;
+    uint64_t replay_end, replay_deadline;
+    natsMsg **held;
+    uint32_t nheld;
+    /* snapshots */
+    redisAsyncContext *ac;
+    bool connecting, redis_logged_down;
+    uint64_t next_connect, backoff, next_snapshot;
+    snap_state state;
+    pd_snap *snap;
+    uint8_t *buf;
+    size_t len;
+    uint32_t pending;               /* replies still to come */
+    bool failed;
+    uint64_t started_at;
+    pd_persist_stats st;
+};
+
+/* ---- Redis address ----------------------------------------------------------------- */
+
+static int parse_redis_url(const char *url, char *host, size_t cap, int *port) {
+    const char *p = url + strlen("redis://");
+    const char *at = strchr(p, '@');
+    if (at) p = at + 1; /* AUTH comes with the hardening work */
+    size_t n = strcspn(p, ":/");
+    if (n == 0 || n >= cap) return -1;
+    memcpy(host, p, n);
+    host[n] = '\0';
+    *port = p[n] == ':' ? atoi(p + n + 1) : 6379;
+    return *port > 0 && *port < 65536 ? 0 : -1;
+}
+
+/* ---- start: snapshot, stream, replay ------------------------------------------------- */
+
+static uint8_t *load_snapshot(pd_persist *ps, size_t *len) {
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout(ps->host, ps->port, tv);
+    uint8_t *buf = NULL;
+    *len = 0;
+    if (c == NULL || c->err) {
+        pd_log(PD_LOG_WARN, "Redis %s:%d unreachable at start (%s): no snapshot to restore",
+               ps->host, ps->port, c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = redisCommand(c, "STRLEN %s", ps->key);
+    long long total = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        pd_log(PD_LOG_WARN, "Redis: cannot read %s: %s", ps->key, r ? r->str : c->errstr);
+    freeReplyObject(r);
+    if (total > 0) buf = malloc((size_t)total);
+    for (long long off = 0; buf && off < total; off += CHUNK) {
+        /* GETRANGE in 1 MiB steps: never a long command for Redis. */
+        r = redisCommand(c, "GETRANGE %s %lld %lld", ps->key, off, off + CHUNK - 1);
+        if (r == NULL || r->type != REDIS_REPLY_STRING || off + (long long)r->len > total) {
+            pd_log(PD_LOG_WARN, "Redis: snapshot read failed at byte %lld", off);
+            freeReplyObject(r);
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        memcpy(buf + off, r->str, r->len);
+        *len = (size_t)off + r->len;
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    return buf;
+}
+
+static void restore(pd_node *n) {
+    pd_persist *ps = n->persist;
+    size_t len;
+    uint8_t *buf = load_snapshot(ps, &len);
+    if (buf == NULL) {
+        pd_log(PD_LOG_INFO, "no snapshot of %s: starting from the stream and the peers",
+               n->cfg.node_id);
+        return;
+    }
+    pd_snap_info *info = malloc(sizeof *info);
+    pd_err err = {PD_OK, ""};
+    uint64_t t0 = pd_mono_ms();
+    pd_status s = info ? pd_repl_restore(n->repl, buf, len, pd_now_ms(), info, &err) : PD_ENOMEM;
+    if (s == PD_OK) {
+        pd_model_stats ms;
+        pd_model_stats_get(n->model, &ms);
+        ps->st.restored_devices = ms.devices;
+        pd_log(PD_LOG_INFO, "restored snapshot: %zu bytes, %llu devices, %llu users in %llu ms",
+               len, (unsigned long long)ms.devices, (unsigned long long)ms.users,
+               (unsigned long long)(pd_mono_ms() - t0));
+    } else {
+        pd_log(PD_LOG_WARN, "snapshot refused (%s): starting from the stream and the peers",
+               err.msg);
+    }
+    free(info);
+    free(buf);
+}
+
+static void on_replay(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+    pd_node *n = closure;
+    (void)nc;
+    (void)sub;
+    if (pd_inbox_push(&n->inbox, msg, SUB_REPLAY)) uv_async_send(&n->wake);
+}
+
+static void ensure_stream(pd_node *n) {
+    pd_persist *ps = n->persist;
+    jsStreamConfig cfg;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    char subj[PD_ID_MAX + 16];
+    const char *subjects[1] = {subj};
+    snprintf(subj, sizeof subj, "%s.delta.>", n->cfg.subject_prefix);
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = STREAM_NAME;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Retention = js_LimitsPolicy;
+    cfg.MaxAge = (int64_t)n->cfg.stream_max_age_ms * 1000000;
+    cfg.MaxBytes = (int64_t)n->cfg.stream_max_bytes;
+    cfg.Replicas = (int64_t)n->cfg.stream_replicas;
+    natsStatus s = NATS_ERR;
+    /* A JetStream cluster that has just started elects its leader for a
+     * few seconds: retry a little before doing without replay. */
+    for (int attempt = 0; attempt < 4 && s != NATS_OK; attempt++) {
+        if (attempt) nats_Sleep(1000);
+        s = js_AddStream(&si, ps->js, &cfg, NULL, &jerr);
+        if (s != NATS_OK && jerr == JSStreamNameExistErr)
+            s = js_UpdateStream(&si, ps->js, &cfg, NULL, &jerr);
+    }
+    if (s != NATS_OK) {
+        pd_log(PD_LOG_WARN, "JetStream: cannot create stream %s: %s (%d); no replay",
+               STREAM_NAME, natsStatus_GetText(s), (int)jerr);
+        return;
+    }
+    ps->replay_end = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+}
+
+static void start_replay(pd_node *n) {
+    pd_persist *ps = n->persist;
+    jsSubOptions so;
+    jsErrCode jerr = 0;
+    char subj[PD_ID_MAX + 16];
+    if (ps->replay_end == 0) return; /* nothing kept */
+    snprintf(subj, sizeof subj, "%s.delta.>", n->cfg.subject_prefix);
+    jsSubOptions_Init(&so);
+    so.Stream = STREAM_NAME;
+    so.Ordered = true; /* push, flow-controlled, no acks: not nats.c 3.4's Fetch */
+    so.Config.DeliverPolicy = js_DeliverAll;
+    natsStatus s = js_Subscribe(&ps->replay, ps->js, subj, on_replay, n, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        pd_log(PD_LOG_WARN, "JetStream: cannot replay %s: %s; peers will fill in", STREAM_NAME,
+               natsStatus_GetText(s));
+        ps->replay = NULL;
+        return;
+    }
+    ps->st.replaying = true;
+    ps->replay_deadline = pd_now_ms() + REPLAY_DEADLINE_MS;
+    pd_log(PD_LOG_INFO, "replaying %s up to sequence %llu", STREAM_NAME,
+           (unsigned long long)ps->replay_end);
+}
+
+static void publish_resync(pd_node *n) {
+    char subj[PD_ID_MAX * 2 + 16];
+    snprintf(subj, sizeof subj, "%s.resync.%s", n->cfg.subject_prefix, n->cfg.node_id);
+    msgpack_sbuffer_clear(&n->out);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &n->out, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    pd_pack_kv_str(&pk, "node", pd_str_c(n->cfg.node_id));
+    node__publish(n, subj);
+}
+
+/* The replay reached the end the stream had at start (or gave up). */
+static void finish_replay(pd_node *n) {
+    pd_persist *ps = n->persist;
+    if (ps->replay) {
+        natsSubscription_Unsubscribe(ps->replay);
+        natsSubscription_Destroy(ps->replay);
+        ps->replay = NULL;
+    }
+    ps->st.replaying = false;
+    pd_repl_restore_done(n->repl);
+    n->now = pd_now_ms();
+    for (uint32_t i = 0; i < ps->nheld; i++) {
+        natsMsg *m = ps->held[i];
+        pd_err err;
+        pd_repl_on_delta(n->repl, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), n->now,
+                         &err);
+        natsMsg_Destroy(m);
+    }
+    free(ps->held);
+    ps->held = NULL;
+    ps->nheld = 0;
+    publish_resync(n);
+    pd_log(PD_LOG_INFO, "restore done (%llu deltas replayed); asked socket servers to resync",
+           (unsigned long long)ps->st.replayed_deltas);
+}
+
+void node__persist_replay_msg(pd_node *n, void *msg) {
+    pd_persist *ps = n->persist;
+    jsMsgMetaData *meta = NULL;
+    pd_err err;
+    if (ps == NULL || !ps->st.replaying) return;
+    pd_repl_replay_delta(n->repl, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+                         n->now, &err);
+    ps->st.replayed_deltas++;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+        bool done = meta->Sequence.Stream >= ps->replay_end;
+        jsMsgMetaData_Destroy(meta);
+        if (done) finish_replay(n);
+    }
+}
+
+bool node__persist_hold(pd_node *n, void *msg) {
+    pd_persist *ps = n->persist;
+    if (ps == NULL || !ps->st.replaying || ps->nheld >= HELD_MAX) return false;
+    natsMsg **v = realloc(ps->held, sizeof *v * (ps->nheld + 1));
+    if (v == NULL) return false;
+    ps->held = v;
+    ps->held[ps->nheld++] = msg;
+    return true;
+}
+
+void node__persist_start(pd_node *n) {
+    pd_persist *ps = calloc(1, sizeof *ps);
+    n->persist = ps;
+    if (ps == NULL) return;
+    snprintf(ps->key, sizeof ps->key, "%s:snapshot:%s", n->cfg.redis_prefix, n->cfg.node_id);
+    snprintf(ps->tmp, sizeof ps->tmp, "%s:tmp", ps->key);
+    snprintf(ps->old, sizeof ps->old, "%s:old", ps->key);
+    if (parse_redis_url(n->cfg.redis_url, ps->host, sizeof ps->host, &ps->port) != 0)
+        snprintf(ps->host, sizeof ps->host, "127.0.0.1"), ps->port = 6379;
+    ps->backoff = 500;
+    ps->next_snapshot = pd_now_ms() + n->cfg.snapshot_interval_ms;
+    uv_idle_init(&n->loop, &n->snap_idle);
+    n->snap_idle.data = n;
+    restore(n);
+    if (natsConnection_JetStream(&ps->js, n->nc, NULL) == NATS_OK) {
+        ensure_stream(n);
+        start_replay(n);
+    }
+    if (!ps->st.replaying) finish_replay(n);
+}
+
+/* ---- snapshots while running ------------------------------------------------------ */
+
+static void redis_down(pd_node *n, const char *why) {
+    pd_persist *ps = n->persist;
+    ps->st.redis_up = false;
+    if (!ps->redis_logged_down) {
+        pd_log(PD_LOG_WARN, "Redis %s:%d: %s; snapshots paused, retrying", ps->host, ps->port, why);
+        ps->redis_logged_down = true;
+    }
+    ps->next_connect = pd_now_ms() + ps->backoff;
+    ps->backoff = ps->backoff * 2 > 30000 ? 30000 : ps->backoff * 2;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+    pd_node *n = ac->data;
+    pd_persist *ps = n->persist;
+    ps->connecting = false;
+    if (status != REDIS_OK) {
+        ps->ac = NULL; /* hiredis frees the context after this callback */
+        redis_down(n, ac->errstr);
+        return;
+    }
+    if (ps->redis_logged_down) pd_log(PD_LOG_INFO, "Redis %s:%d is back", ps->host, ps->port);
+    ps->redis_logged_down = false;
+    ps->st.redis_up = true;
+    ps->backoff = 500;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+    pd_node *n = ac->data;
+    pd_persist *ps = n->persist;
+    ps->ac = NULL;
+    if (ps->state == SNAP_WRITING) ps->failed = true;
+    if (status != REDIS_OK) redis_down(n, "connection lost");
+}
+
+static void redis_connect(pd_node *n) {
+    pd_persist *ps = n->persist;
+    redisAsyncContext *ac = redisAsyncConnect(ps->host, ps->port);
+    if (ac == NULL || ac->err) {
+        redis_down(n, ac ? ac->errstr : "out of memory");
+        if (ac) redisAsyncFree(ac);
+        return;
+    }
+    ac->data = n;
+    redisLibuvAttach(ac, &n->loop);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    ps->ac = ac;
+    ps->connecting = true;
+}
+
+static void write_done(pd_node *n) {
+    pd_persist *ps = n->persist;
+    uint64_t now = pd_now_ms();
+    free(ps->buf);
+    ps->buf = NULL;
+    ps->state = SNAP_IDLE;
+    if (ps->failed) {
+        ps->st.snapshot_failures++;
+        ps->next_snapshot = now + ps->backoff;
+        return;
+    }
+    ps->st.snapshots++;
+    ps->st.last_snapshot_at = now;
+    ps->st.last_snapshot_ms = now - ps->started_at;
+    ps->st.last_snapshot_bytes = ps->len;
+    ps->next_snapshot = now + n->cfg.snapshot_interval_ms;
+    pd_log(PD_LOG_DEBUG, "snapshot written: %zu bytes in %llu ms", ps->len,
+           (unsigned long long)ps->st.last_snapshot_ms);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
+    pd_node *n = priv;
+    pd_persist *ps = n->persist;
+    redisReply *r = reply; /* borrowed: hiredis frees it after this returns */
+    (void)ac;
+    if (r == NULL || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "ERR no such key", 15) != 0)) {
+        if (!ps->failed) pd_log(PD_LOG_WARN, "Redis: snapshot write failed: %s",
+                                r ? r->str : "no reply");
+        ps->failed = true;
+    }
+    if (--ps->pending == 0) write_done(n);
+}
+
+static void command(pd_node *n, int argc, const char **argv, const size_t *lens) {
+    pd_persist *ps = n->persist;
+    if (ps->ac && redisAsyncCommandArgv(ps->ac, on_reply, n, argc, argv, lens) == REDIS_OK)
+        ps->pending++;
+    else
+        ps->failed = true;
+}
+
+/* Temporary key in 1 MiB APPENDs, then both RENAMEs in one MULTI (O(1):
+ * neither target exists), then UNLINK of the old value (freed lazily). */
+static void write_snapshot(pd_node *n) {
+    pd_persist *ps = n->persist;
+    const char *unlink_tmp[] = {"UNLINK", ps->tmp, ps->old};
+    command(n, 3, unlink_tmp, NULL);
+    for (size_t off = 0; off < ps->len; off += CHUNK) {
+        size_t k = ps->len - off < CHUNK ? ps->len - off : CHUNK;
+        const char *argv[] = {"APPEND", ps->tmp, (const char *)ps->buf + off};
+        size_t lens[] = {6, strlen(ps->tmp), k};
+        command(n, 3, argv, lens);
+    }
+    const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
+    const char *mv_old[] = {"RENAME", ps->key, ps->old};
+    const char *mv_new[] = {"RENAME", ps->tmp, ps->key};
+    const char *unlink_old[] = {"UNLINK", ps->old};
+    command(n, 1, multi, NULL);
+    command(n, 3, mv_old, NULL);
+    command(n, 3, mv_new, NULL);
+    command(n, 1, exec, NULL);
+    command(n, 2, unlink_old, NULL);
+    if (ps->pending == 0) write_done(n);
+}
+
+static void on_idle(uv_idle_t *h) {
+    pd_node *n = h->data;
+    pd_persist *ps = n->persist;
+    if (!pd_snap_step(ps->snap, n->model, SNAP_BUCKETS)) return;
+    uv_idle_stop(h);
+    pd_status s = pd_snap_finish(ps->snap, &ps->buf, &ps->len);
+    ps->snap = NULL;
+    if (s != PD_OK || ps->ac == NULL || !ps->st.redis_up) {
+        ps->failed = true;
+        write_done(n);
+        return;
+    }
+    ps->state = SNAP_WRITING;
+    ps->failed = false;
+    write_snapshot(n);
+}
+
+static void start_snapshot(pd_node *n) {
+    pd_persist *ps = n->persist;
+    pd_snap_info *info = malloc(sizeof *info);
+    if (info == NULL) return;
+    pd_repl_snapshot_info(n->repl, info, n->now);
+    ps->snap = pd_snap_begin(n->model, info);
+    free(info);
+    if (ps->snap == NULL) return;
+    ps->state = SNAP_BUILDING;
+    ps->started_at = pd_now_ms();
+    uv_idle_start(&n->snap_idle, on_idle);
+}
+
+void node__persist_tick(pd_node *n) {
+    pd_persist *ps = n->persist;
+    if (ps == NULL) return;
+    uint64_t now = pd_now_ms();
+    if (ps->st.replaying && now >= ps->replay_deadline) {
+        pd_log(PD_LOG_WARN, "replay did not reach the end in time; going on");
+        finish_replay(n);
+    }
+    if (ps->ac == NULL && !ps->connecting && now >= ps->next_connect) redis_connect(n);
+    if (ps->state == SNAP_IDLE && ps->st.redis_up && !ps->st.replaying && now >= ps->next_snapshot)
+        start_snapshot(n);
+}
+
+/* ---- stop ----------------------------------------------------------------------------- */
+
+static void final_snapshot(pd_node *n) {
+    pd_persist *ps = n->persist;
+    pd_snap_info *info = malloc(sizeof *info);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (info == NULL) return;
+    pd_repl_snapshot_info(n->repl, info, pd_now_ms());
+    pd_snap *s = pd_snap_begin(n->model, info);
+    free(info);
+    if (s == NULL) return;
+    while (!pd_snap_step(s, n->model, 1u << 20)) {}
+    if (pd_snap_finish(s, &buf, &len) != PD_OK) return;
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(ps->host, ps->port, tv);
+    bool ok = c && !c->err;
+    if (ok) {
+        redisSetTimeout(c, tv);
+        redisAppendCommand(c, "UNLINK %s %s", ps->tmp, ps->old);
+        for (size_t off = 0; off < len; off += CHUNK)
+            redisAppendCommand(c, "APPEND %s %b", ps->tmp, buf + off,
+                               len - off < CHUNK ? len - off : CHUNK);
+        redisAppendCommand(c, "MULTI");
+        redisAppendCommand(c, "RENAME %s %s", ps->key, ps->old);
+        redisAppendCommand(c, "RENAME %s %s", ps->tmp, ps->key);
+        redisAppendCommand(c, "EXEC");
+        redisAppendCommand(c, "UNLINK %s", ps->old);
+        size_t cmds = 6 + (len + CHUNK - 1) / CHUNK;
+        for (size_t i = 0; i < cmds; i++) {
+            redisReply *r = NULL;
+            if (redisGetReply(c, (void **)&r) != REDIS_OK) { ok = false; break; }
+            freeReplyObject(r);
+        }
+    }
+    pd_log(ok ? PD_LOG_INFO : PD_LOG_WARN, "final snapshot %s (%zu bytes)",
+           ok ? "written" : "not written: Redis unreachable", len);
+    if (c) redisFree(c);
+    free(buf);
+}
+
+void node__persist_stop(pd_node *n, bool final) {
+    pd_persist *ps = n->persist;
+    if (ps == NULL) return;
+    if (final) final_snapshot(n);
+    if (ps->replay) {
+        natsSubscription_Unsubscribe(ps->replay);
+        natsSubscription_Destroy(ps->replay);
+    }
+    for (uint32_t i = 0; i < ps->nheld; i++) natsMsg_Destroy(ps->held[i]);
+    free(ps->held);
+    pd_snap_abort(ps->snap);
+    free(ps->buf);
+    if (ps->ac) redisAsyncFree(ps->ac);
+    jsCtx_Destroy(ps->js);
+    uv_idle_stop(&n->snap_idle); /* closed with the loop's other handles */
+    n->persist = NULL;
+    free(ps);
+}
+
+void node__persist_stats(const pd_node *n, pd_persist_stats *st) {
+    if (n->persist) *st = n->persist->st;
+    else memset(st, 0, sizeof *st);
+}

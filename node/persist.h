@@ -1,0 +1,46 @@
+/* persist.h - the node's persistence: its snapshot in Redis and the delta
+ * stream in JetStream (PROTOCOL.md sections 5 and 6).
+ *
+ * At start (before the loop runs; blocking is fine then): load and verify
+ * the snapshot, make sure the stream PRESENCE_DELTAS exists, and start an
+ * ordered consumer that replays the stream into the replica; live deltas
+ * are held until the replay reaches the end the stream had at start. Then
+ * the node sends its restored devices as its new incarnation and asks its
+ * socket servers to resync.
+ *
+ * While running: every PRESENCE_SNAPSHOT_INTERVAL_MS a snapshot is built a
+ * slice per loop turn (see snapshot.h) and written to Redis in 1 MiB
+ * APPENDs to a temporary key, then swapped in with two RENAMEs in one
+ * MULTI, and the old value freed with UNLINK: Redis never holds up for a
+ * big command, and a reader sees the old snapshot or the new one. Redis
+ * down or loading: the node keeps serving, logs once, retries with
+ * backoff. On SIGTERM a last snapshot is written synchronously. */
+#ifndef PD_PERSIST_H
+#define PD_PERSIST_H
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct pd_node pd_node;
+typedef struct pd_persist pd_persist;
+
+/* Restores, sets up the stream and starts the replay. Never fails the
+ * node: what cannot be done is logged and left to peers and resync. */
+void node__persist_start(pd_node *n);
+/* A replayed delta (SUB_REPLAY). */
+void node__persist_replay_msg(pd_node *n, void *msg);
+/* True while live deltas must wait for the replay; takes ownership of
+ * msg when it returns true. */
+bool node__persist_hold(pd_node *n, void *msg);
+/* Timers: snapshot schedule, replay deadline, Redis reconnects. */
+void node__persist_tick(pd_node *n);
+/* Final snapshot (blocking) and cleanup. */
+void node__persist_stop(pd_node *n, bool final_snapshot);
+
+typedef struct {
+    uint64_t snapshots, snapshot_failures, last_snapshot_at, last_snapshot_ms, last_snapshot_bytes;
+    uint64_t restored_devices, replayed_deltas;
+    bool redis_up, replaying;
+} pd_persist_stats;
+void node__persist_stats(const pd_node *n, pd_persist_stats *st);
+
+#endif
