@@ -8,6 +8,7 @@
 #define PD_INBOX_H
 #include <nats/nats.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include "status.h"
 
@@ -21,10 +22,14 @@ typedef struct {
     pd_inbox_item *items;
     uint32_t n, cap;
     uint64_t pushed, dropped;  /* dropped: could not allocate */
+    bool closed;               /* after pd_inbox_close: pushes are dropped */
 } pd_inbox;
 
 pd_status pd_inbox_init(pd_inbox *ib);
-/* Destroys queued messages too. */
+/* Destroys the queued messages and drops every later push (a handler of
+ * nats.c may still be running): call while nats.c is still alive. */
+void pd_inbox_close(pd_inbox *ib);
+/* Frees the queue (messages too, if pd_inbox_close was not called). */
 void pd_inbox_free(pd_inbox *ib);
 /* Takes ownership of msg (destroyed if it cannot be queued). Returns true
  * if the queue was empty before, i.e. the consumer needs a wake-up. */

@@ -154,6 +154,20 @@ static void render(pd_node *n, textbuf *b) {
     counter(b, "presenced_inbox_dropped_total", "messages dropped for lack of memory",
             n->inbox.dropped);
     gauge(b, "presenced_uptime_ms", "time since start", (int64_t)(n->now - n->started_at));
+    pd_persist_stats ps;
+    node__persist_stats(n, &ps);
+    counter(b, "presenced_snapshots_total", "snapshots written to Redis", ps.snapshots);
+    counter(b, "presenced_snapshot_failures_total", "snapshots that could not be written",
+            ps.snapshot_failures);
+    gauge(b, "presenced_snapshot_age_ms", "time since the last snapshot was written (-1: none yet)",
+          ps.last_snapshot_at ? (int64_t)(n->now - ps.last_snapshot_at) : -1);
+    gauge(b, "presenced_snapshot_duration_ms", "time the last snapshot took, build and write",
+          (int64_t)ps.last_snapshot_ms);
+    gauge(b, "presenced_snapshot_bytes", "size of the last snapshot", (int64_t)ps.last_snapshot_bytes);
+    gauge(b, "presenced_redis_up", "1 while the Redis connection for snapshots is up", ps.redis_up);
+    gauge(b, "presenced_replaying", "1 while replaying the delta stream at start", ps.replaying);
+    counter(b, "presenced_replayed_deltas_total", "deltas replayed from JetStream at start",
+            ps.replayed_deltas);
 }
 
 void node__update_metrics(pd_node *n, bool force) {

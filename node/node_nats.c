@@ -140,6 +140,9 @@ void node__nats_close(pd_node *n) {
     }
     natsConnection_Destroy(n->nc);
     n->nc = NULL;
+    /* Messages still queued go now, while nats.c can still free them; a
+     * handler still running drops its message itself. */
+    pd_inbox_close(&n->inbox);
     /* Wait for nats.c's threads: a handler still running could otherwise
      * queue a message after the inbox is freed. */
     nats_CloseAndWait(2000);

@@ -114,12 +114,16 @@ Test(metrics, every_metric_present_and_well_formed) {
         "presenced_deltas_applied_total", "presenced_catchups_total",
         "presenced_catchups_requested_total", "presenced_nodes_down_total", "presenced_ready",
         "presenced_nats_reconnects_total", "presenced_publish_errors_total",
-        "presenced_uptime_ms",
+        "presenced_uptime_ms", "presenced_snapshots_total", "presenced_snapshot_age_ms",
+        "presenced_snapshot_duration_ms", "presenced_redis_up", "presenced_replayed_deltas_total",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         double v;
         cr_assert(sample(text, names[i], &v), "missing %s", names[i]);
     }
+    /* Per-peer families: declared even with no peer yet. */
+    cr_assert(strstr(text, "# TYPE presenced_replication_lag_deltas gauge"));
+    cr_assert(strstr(text, "# TYPE presenced_peer_heartbeat_age_ms gauge"));
     cr_assert_eq(http_get("/nothing", text, sizeof text), 404);
 }
 
