@@ -68,9 +68,59 @@ int ctl_json_print(FILE *out, const void *buf, size_t len) {
     return rc;
 }
 
+typedef struct {
+    pd_str node;
+    bool alive;
+    int64_t devices, users, hb;
+    uint32_t nvc;
+    pd_str vc_node[64];
+    int64_t vc_seq[64];
+} node_row;
+
+static int64_t vc_get(const node_row *r, pd_str node) {
+    for (uint32_t i = 0; i < r->nvc; i++) {
+        if (pd_str_eq(r->vc_node[i], node)) return r->vc_seq[i];
+    }
+    return 0;
+}
+
+static int read_row(mp_reader *r, node_row *row) {
+    uint32_t f;
+    pd_str key;
+    memset(row, 0, sizeof *row);
+    if (!mpr_map(r, &f)) return -1;
+    for (uint32_t x = 0; x < f; x++) {
+        if (!pd_read_key(r, &key)) return -1;
+        bool ok = true;
+        if (pd_str_eqc(key, "node")) ok = mpr_str(r, &row->node);
+        else if (pd_str_eqc(key, "alive")) ok = mpr_bool(r, &row->alive);
+        else if (pd_str_eqc(key, "devices")) ok = mpr_int(r, &row->devices);
+        else if (pd_str_eqc(key, "users")) ok = mpr_int(r, &row->users);
+        else if (pd_str_eqc(key, "last_heartbeat")) ok = mpr_int(r, &row->hb);
+        else if (pd_str_eqc(key, "vc")) {
+            uint32_t vn;
+            ok = mpr_map(r, &vn);
+            for (uint32_t y = 0; ok && y < vn; y++) {
+                pd_str vnode;
+                int64_t cnt;
+                ok = mpr_str(r, &vnode) && mpr_int(r, &cnt);
+                if (ok && row->nvc < 64) {
+                    row->vc_node[row->nvc] = vnode;
+                    row->vc_seq[row->nvc++] = cnt;
+                }
+            }
+        } else ok = mpr_skip(r);
+        if (!ok) return -1;
+    }
+    return 0;
+}
+
+/* LAG: deltas a peer has sent (its own clock entry, as of its heartbeat)
+ * that the answering node has not applied yet. */
 int ctl_print_cluster(FILE *out, const void *buf, size_t len) {
+    static node_row rows[256];
     mp_reader r;
-    uint32_t n, k;
+    uint32_t n, k = 0;
     pd_str key, self = {0};
     mpr_init(&r, buf, len);
     if (!mpr_map(&r, &n)) return -1;
@@ -78,49 +128,33 @@ int ctl_print_cluster(FILE *out, const void *buf, size_t len) {
         if (!pd_read_key(&r, &key)) return -1;
         if (pd_str_eqc(key, "node")) {
             if (!mpr_str(&r, &self)) return -1;
-            continue;
-        }
-        if (!pd_str_eqc(key, "nodes")) {
-            if (!mpr_skip(&r)) return -1;
-            continue;
-        }
-        if (!mpr_array(&r, &k)) return -1;
-        fprintf(out, "%-16s %-6s %8s %8s %10s  %s\n", "NODE", "ALIVE", "DEVICES", "USERS",
-                "HB_AGE_MS", "VECTOR CLOCK");
-        for (uint32_t j = 0; j < k; j++) {
-            uint32_t f;
-            pd_str node = {0};
-            bool alive = false;
-            int64_t devices = 0, users = 0, hb = 0;
-            char vc[512] = "";
-            if (!mpr_map(&r, &f)) return -1;
-            for (uint32_t x = 0; x < f; x++) {
-                if (!pd_read_key(&r, &key)) return -1;
-                bool ok = true;
-                if (pd_str_eqc(key, "node")) ok = mpr_str(&r, &node);
-                else if (pd_str_eqc(key, "alive")) ok = mpr_bool(&r, &alive);
-                else if (pd_str_eqc(key, "devices")) ok = mpr_int(&r, &devices);
-                else if (pd_str_eqc(key, "users")) ok = mpr_int(&r, &users);
-                else if (pd_str_eqc(key, "last_heartbeat")) ok = mpr_int(&r, &hb);
-                else if (pd_str_eqc(key, "vc")) {
-                    uint32_t vn;
-                    ok = mpr_map(&r, &vn);
-                    for (uint32_t y = 0; ok && y < vn; y++) {
-                        pd_str vnode;
-                        int64_t cnt;
-                        size_t used = strlen(vc);
-                        ok = mpr_str(&r, &vnode) && mpr_int(&r, &cnt);
-                        if (ok && used < sizeof vc - 1)
-                            snprintf(vc + used, sizeof vc - used, "%s%.*s:%" PRId64, used ? " " : "",
-                                     (int)vnode.n, vnode.p, cnt);
-                    }
-                } else ok = mpr_skip(&r);
-                if (!ok) return -1;
+        } else if (pd_str_eqc(key, "nodes")) {
+            if (!mpr_array(&r, &k) || k > 256) return -1;
+            for (uint32_t j = 0; j < k; j++) {
+                if (read_row(&r, &rows[j]) != 0) return -1;
             }
-            fprintf(out, "%-16.*s %-6s %8" PRId64 " %8" PRId64 " %10" PRId64 "  %s%s\n",
-                    (int)node.n, node.p, alive ? "yes" : "no", devices, users, hb, vc,
-                    pd_str_eq(node, self) ? "  (answering)" : "");
+        } else if (!mpr_skip(&r)) {
+            return -1;
         }
+    }
+    fprintf(out, "%-16s %-6s %8s %8s %10s %6s  %s\n", "NODE", "ALIVE", "DEVICES", "USERS",
+            "HB_AGE_MS", "LAG", "VECTOR CLOCK");
+    for (uint32_t j = 0; j < k; j++) {
+        const node_row *row = &rows[j];
+        char vc[512] = "", lag[24] = "-";
+        for (uint32_t y = 0; y < row->nvc; y++) {
+            size_t used = strlen(vc);
+            if (used < sizeof vc - 1)
+                snprintf(vc + used, sizeof vc - used, "%s%.*s:%" PRId64, used ? " " : "",
+                         (int)row->vc_node[y].n, row->vc_node[y].p, row->vc_seq[y]);
+        }
+        if (j > 0 && k > 0) {
+            int64_t d = vc_get(row, row->node) - vc_get(&rows[0], row->node);
+            snprintf(lag, sizeof lag, "%" PRId64, d > 0 ? d : 0);
+        }
+        fprintf(out, "%-16.*s %-6s %8" PRId64 " %8" PRId64 " %10" PRId64 " %6s  %s%s\n",
+                (int)row->node.n, row->node.p, row->alive ? "yes" : "no", row->devices,
+                row->users, row->hb, lag, vc, pd_str_eq(row->node, self) ? "  (answering)" : "");
     }
     return 0;
 }
