@@ -6,6 +6,9 @@
 #   make test-tsan  the integration tests against a TSan build of presenced
 #   make up / down  start / stop a local cluster (scripts/up.sh, down.sh)
 #   make status     show the local cluster (scripts/status.sh)
+#   make bench      the benchmark (bench/bench.sh): several minutes; writes
+#                   bench/results/latest.json and the PNG plots
+#   make bench-quick the same, small (under a minute), results in build/bench-quick
 #   make clean      remove the build trees
 
 JOBS ?= 2
@@ -14,7 +17,7 @@ ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all deps build test test-tsan up down status clean
+.PHONY: all deps build test test-tsan up down status bench bench-quick clean
 
 all: build
 
@@ -52,6 +55,12 @@ down:
 status:
 	@if [ -f scripts/status.sh ]; then bash scripts/status.sh; \
 	else echo "make status: scripts/status.sh does not exist yet" >&2; exit 1; fi
+
+bench: build
+	bash bench/bench.sh
+
+bench-quick: build
+	bash bench/bench.sh --quick --out build/bench-quick
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -18,3 +18,9 @@ uint64_t pd_now_ms(void) {
 uint64_t pd_mono_ms(void) {
     return clock_ms(CLOCK_MONOTONIC);
 }
+
+uint64_t pd_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

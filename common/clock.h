@@ -12,6 +12,10 @@
 /* Milliseconds since the Unix epoch, UTC. */
 uint64_t pd_now_ms(void);
 
+/* Nanoseconds since the Unix epoch (trace reports, which are compared
+ * across processes of one machine). */
+uint64_t pd_now_ns(void);
+
 /* Milliseconds since an arbitrary fixed point (boot); never goes back. */
 uint64_t pd_mono_ms(void);
 

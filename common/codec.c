@@ -232,6 +232,13 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); ev->has_seq = false; ev->seq = 0; return PD_OK; }
         s = read_nonneg(r, err, "seq", &ev->seq);
         ev->has_seq = true;
+    } else if (pd_str_eqc(k, "trace")) {
+        /* Optional, for benchmarks: carried into the delta (cluster.md). */
+        int64_t t = 0;
+        if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); ev->has_trace = false; return PD_OK; }
+        s = read_nonneg(r, err, "trace", &t);
+        ev->trace = (uint64_t)t;
+        ev->has_trace = true;
     } else if (!mpr_skip(r)) {
         pd_err_set(err, r->err, "%s", r->why);
         return r->err;
@@ -329,7 +336,7 @@ void pd_event_encode(msgpack_sbuffer *sb, const pd_event *ev, const pd_sync_conn
     bool expires = ev->type == PD_EV_CUSTOM && ev->expires_at > 0;
     bool meta = ev->type == PD_EV_CONNECT && ev->meta.n > 0;
     uint32_t count = 1 + (uint32_t)__builtin_popcount(f) + emoji + expires + meta +
-                     ev->has_ts + ev->has_seq;
+                     ev->has_ts + ev->has_seq + ev->has_trace;
     msgpack_pack_map(&pk, count);
     pd_pack_kv_str(&pk, "type", pd_str_c(event_names[ev->type]));
     if (f & F_SERVER) pd_pack_kv_str(&pk, "server", ev->server);
@@ -357,6 +364,7 @@ void pd_event_encode(msgpack_sbuffer *sb, const pd_event *ev, const pd_sync_conn
     }
     if (ev->has_ts) pd_pack_kv_int(&pk, "ts", ev->ts);
     if (ev->has_seq) pd_pack_kv_int(&pk, "seq", ev->seq);
+    if (ev->has_trace) pd_pack_kv_int(&pk, "trace", (int64_t)ev->trace);
 }
 
 /* ---- replies -------------------------------------------------------------- */

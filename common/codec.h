@@ -60,9 +60,10 @@ typedef struct {
     int64_t expires_at;     /* 0 = never */
     pd_str conns;           /* raw encoded array of sync entries */
     uint32_t nconns;
-    bool has_ts, has_seq;
+    bool has_ts, has_seq, has_trace;
     int64_t ts;
     int64_t seq;
+    uint64_t trace;         /* benchmark tracing id (has_trace): see schemas/cluster.md */
 } pd_event;
 
 /* Decodes and validates one event. On error, fills err and returns its code;

@@ -219,18 +219,66 @@ static void pack_u64(msgpack_packer *pk, const char *k, uint64_t v) {
 
 /* ---- delta ------------------------------------------------------------------------------ */
 
-void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
-                     const void *ops_buf, size_t ops_len, uint32_t nops) {
+static void pack_ids(msgpack_packer *pk, const char *k, const uint64_t *ids, uint32_t n) {
+    pd_pack_cstr(pk, k);
+    msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) msgpack_pack_uint64(pk, ids[i]);
+}
+
+void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                            const void *ops_buf, size_t ops_len, uint32_t nops,
+                            const uint64_t *trace, uint32_t ntrace) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
+    msgpack_pack_map(&pk, ntrace ? 6 : 5);
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", node);
     pack_u64(&pk, "inc", inc);
     pack_u64(&pk, "seq", seq);
     pd_pack_cstr(&pk, "ops");
     msgpack_pack_array(&pk, nops);
-    msgpack_sbuffer_write(sb, ops_buf, ops_len);
+    if (ops_len) msgpack_sbuffer_write(sb, ops_buf, ops_len);
+    if (ntrace) pack_ids(&pk, "trace", trace, ntrace);
+}
+
+void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                     const void *ops_buf, size_t ops_len, uint32_t nops) {
+    pd_delta_encode_traced(sb, node, inc, seq, ops_buf, ops_len, nops, NULL, 0);
+}
+
+/* An array of at most PD_TRACE_MAX u64 ids, kept raw. */
+static bool read_trace(mp_reader *r, pd_str *raw, uint32_t *n) {
+    mp_reader sub;
+    uint64_t id;
+    if (!mpr_raw(r, raw)) return false;
+    mpr_init(&sub, raw->p, raw->n);
+    if (!mpr_array(&sub, n)) return mpr_fail(r, PD_EBADVALUE, "trace must be an array");
+    if (*n > PD_TRACE_MAX) return mpr_fail(r, PD_ETOOLARGE, "too many trace ids");
+    for (uint32_t i = 0; i < *n; i++) {
+        if (!rd_u64(&sub, &id)) return mpr_fail(r, PD_EBADVALUE, "bad trace id");
+    }
+    return true;
+}
+
+uint32_t pd_delta_trace_ids(const pd_delta *d, uint64_t *out, uint32_t cap) {
+    mp_reader r;
+    uint32_t n = 0, k = 0;
+    if (d->ntrace == 0) return 0;
+    mpr_init(&r, d->trace.p, d->trace.n);
+    if (!mpr_array(&r, &n)) return 0;
+    while (k < n && k < cap && rd_u64(&r, &out[k])) k++;
+    return k;
+}
+
+void pd_trace_report_encode(msgpack_sbuffer *sb, pd_str node, uint64_t at_ns,
+                            const uint64_t *trace, uint32_t ntrace) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    pack_u64(&pk, "v", PD_REPL_VERSION);
+    pd_pack_kv_str(&pk, "node", node);
+    pack_u64(&pk, "at", at_ns);
+    pack_ids(&pk, "trace", trace, ntrace);
 }
 
 typedef struct {
@@ -244,6 +292,7 @@ static bool delta_field(mp_reader *r, pd_str k, void *out) {
     if (pd_str_eqc(k, "inc")) { c->seen |= 2; return rd_u64(r, &c->d->inc); }
     if (pd_str_eqc(k, "seq")) { c->seen |= 4; return rd_u64(r, &c->d->seq); }
     if (pd_str_eqc(k, "ops")) { c->seen |= 8; return read_ops(r, &c->d->ops); }
+    if (pd_str_eqc(k, "trace")) return read_trace(r, &c->d->trace, &c->d->ntrace);
     return mpr_skip(r);
 }
 

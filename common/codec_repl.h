@@ -14,6 +14,7 @@
 
 #define PD_REPL_VERSION 1
 #define PD_VC_MAX 256           /* entries of a heartbeat's vector clock */
+#define PD_TRACE_MAX 256        /* trace ids of one delta (benchmarks only) */
 
 /* A list of encoded ops inside a message, validated at decode time. */
 typedef struct {
@@ -35,17 +36,31 @@ bool pd_op_read(mp_reader *r, pd_op *op);
 /* Appends one op to an open packer (the caller writes the array header). */
 void pd_op_encode(msgpack_packer *pk, const pd_op *op);
 
-/* P.delta.<node>: {"v", "node", "inc", "seq", "ops"} */
+/* P.delta.<node>: {"v", "node", "inc", "seq", "ops", "trace"?} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq;
     pd_ops ops;
+    pd_str trace;               /* encoded array of u64 trace ids; n == 0 when absent */
+    uint32_t ntrace;
 } pd_delta;
 
 /* Writes a delta whose ops are already encoded back to back in ops_buf. */
 void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
                      const void *ops_buf, size_t ops_len, uint32_t nops);
+/* The same, with the trace ids of the traced events whose ops it carries
+ * (ntrace == 0: exactly pd_delta_encode). */
+void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                            const void *ops_buf, size_t ops_len, uint32_t nops,
+                            const uint64_t *trace, uint32_t ntrace);
 pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err);
+/* Copies at most cap trace ids of a decoded delta into out; returns how many. */
+uint32_t pd_delta_trace_ids(const pd_delta *d, uint64_t *out, uint32_t cap);
+
+/* P.trace.<node>: {"v", "node", "at", "trace"}: the node applied the ops
+ * of these traced events at `at` (ns since the epoch, its wall clock). */
+void pd_trace_report_encode(msgpack_sbuffer *sb, pd_str node, uint64_t at_ns,
+                            const uint64_t *trace, uint32_t ntrace);
 
 /* One entry of a vector clock: what a node has applied of origin's stream. */
 typedef struct {

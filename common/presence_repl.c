@@ -340,6 +340,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         break;
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
+            if (op->last_active > d->last_active) d->last_active = d->user->seen = op->last_active;
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
         }

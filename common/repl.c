@@ -43,10 +43,14 @@ struct pd_repl {
     uint64_t last_req;          /* sync requests numbered so far */
     msgpack_sbuffer ops;        /* ops waiting for the next delta */
     uint32_t nops;
+    uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
+    uint32_t ntrace;
     msgpack_sbuffer out;
     bool ready;
     uint64_t started, last_hb_sent, last_tick;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
+    pd_model *rest_m;           /* its devices, until pd_repl_restore_done */
+    uint64_t rest_now;
     pd_repl_stats stats;
 };
 
@@ -181,12 +185,15 @@ static void on_op(void *ud, const pd_op *op) {
 }
 
 void pd_repl_flush(pd_repl *r) {
-    if (r->nops == 0) return;
+    /* A traced event that made no op still gets its (empty) delta, so
+     * that every node reports it. */
+    if (r->nops == 0 && r->ntrace == 0) return;
     msgpack_sbuffer_clear(&r->out);
-    pd_delta_encode(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
-                    r->nops);
+    pd_delta_encode_traced(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
+                           r->nops, r->trace, r->ntrace);
     msgpack_sbuffer_clear(&r->ops);
     r->nops = 0;
+    r->ntrace = 0;
     r->stats.deltas_sent++;
     if (r->io.send_delta) r->io.send_delta(r->io.ud, r->out.data, r->out.size);
 }
@@ -272,6 +279,8 @@ static void new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
 static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
     if (d->seq <= p->seq) {
         r->stats.deltas_dup++;
+        /* Its ops came first by a state transfer: applied by now too. */
+        if (d->ntrace && r->io.traced) r->io.traced(r->io.ud, d);
         return PD_OK;
     }
     if (d->seq != p->seq + 1) {
@@ -281,7 +290,13 @@ static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t no
     apply_ops(r, d->node, &d->ops, now);
     p->seq = d->seq;
     r->stats.deltas_applied++;
+    if (d->ntrace && r->io.traced) r->io.traced(r->io.ud, d);
     return PD_OK;
+}
+
+void pd_repl_trace(pd_repl *r, uint64_t id) {
+    r->trace[r->ntrace++] = id;
+    if (r->ntrace == PD_TRACE_MAX) pd_repl_flush(r);
 }
 
 pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err) {
@@ -608,6 +623,7 @@ void pd_repl_free(pd_repl *r) {
     }
     pd_free(r->peers);
     pd_model_free(r->m);
+    pd_model_free(r->rest_m);
     msgpack_sbuffer_destroy(&r->ops);
     msgpack_sbuffer_destroy(&r->out);
     pd_free(r);
@@ -667,6 +683,7 @@ void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
     info->inc = r->cfg.inc;
     info->seq = r->seq;
     info->hlc = pd_model_hlc(r->m);
+    info->stream_seq = 0; /* not known here: replay from the start of the stream */
     info->taken_at = now;
     info->nvc = 0;
     for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
@@ -674,6 +691,40 @@ void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
         if (p->inc && !p->syncing)
             info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
     }
+}
+
+/* A peer learned from the snapshot or the stream, not heard in this life:
+ * watched from now on like any peer, so that one that never speaks again
+ * is down after the node timeout and its devices leave (else they would
+ * stay forever: only a live peer can fall silent). */
+static void watch_restored(peer *p, uint64_t now) {
+    if (p->heard || p->alive) return;
+    p->alive = true;
+    p->last_hb = now;
+}
+
+/* Our own devices from the snapshot and the stream wait in a model of
+ * their own until the restore is done. The live model then only ever holds
+ * own devices the peers were told about (ops of this incarnation): a state
+ * transfer of our partition served meanwhile cannot hand out a device that
+ * a later replayed op takes away without a word (replayed ops are not
+ * sent, and the final ADDs remove nothing), which the peer would keep for
+ * good. Registers merge in any order: they go to the live model at once. */
+static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
+    static const pd_model_cfg cfg = {.idle_timeout_ms = UINT32_MAX,
+                                     .offline_delay_ms = UINT32_MAX,
+                                     .server_timeout_ms = UINT32_MAX};
+    bool device = op->kind == PD_OP_ADD || op->kind == PD_OP_REMOVE || op->kind == PD_OP_STATE;
+    if (device && r->rest_m == NULL) r->rest_m = pd_model_new(&cfg, S(r->self), NULL, NULL);
+    pd_model_hlc_observe(r->m, op->hlc); /* new claims outrank the old ones */
+    r->rest_now = now;
+    /* Out of memory for the side model: straight in, as best we can. */
+    pd_model_apply_own_op(device && r->rest_m ? r->rest_m : r->m, op, now);
+}
+
+static void merge_restored(void *ud, const pd_op *op) {
+    pd_repl *r = ud;
+    pd_model_apply_own_op(r->m, op, r->rest_now);
 }
 
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
@@ -690,15 +741,17 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
     }
     pd_model_hlc_observe(r->m, info->hlc);
     while (pd_snap_next_device(&rd, &d)) {
-        if (pd_str_eqc(d.owner, r->self)) pd_model_apply_own_op(r->m, &d.op, now);
+        if (pd_str_eqc(d.owner, r->self)) restore_own_op(r, &d.op, now);
         else pd_model_apply_op(r->m, d.owner, &d.op, now);
     }
     while (pd_snap_next_register(&rd, &op)) pd_model_apply_op(r->m, op.writer, &op, now);
     for (uint32_t i = 0; i < info->nvc; i++) {
+        if (pd_str_eqc(info->vc[i].node, r->self)) continue; /* never a peer of itself */
         peer *p = peer_get(r, info->vc[i].node);
-        if (p == NULL || pd_str_eqc(info->vc[i].node, r->self)) continue;
+        if (p == NULL) continue;
         p->inc = info->vc[i].inc;
         p->seq = info->vc[i].seq;
+        watch_restored(p, now);
     }
     r->rest_inc = info->inc;
     r->rest_seq = info->seq;
@@ -713,18 +766,25 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
     pd_status s = pd_delta_decode(buf, len, &d, err);
     if (s != PD_OK) return s;
     if (pd_str_eqc(d.node, r->self)) {
-        /* Our own earlier life: only what followed the snapshot. */
-        if (d.inc != r->rest_inc && r->rest_inc != 0) return PD_OK;
-        if (r->rest_inc == 0) r->rest_inc = d.inc; /* no snapshot: take the stream's */
+        /* Our own earlier lives: the snapshot's from where the snapshot
+         * stopped, and every later one (a life that wrote no snapshot)
+         * whole; older ones are in the snapshot, and this life has nothing
+         * to replay. Without a snapshot, every life in the stream. */
+        if (d.inc < r->rest_inc || d.inc >= r->cfg.inc) return PD_OK;
+        if (d.inc > r->rest_inc) {
+            r->rest_inc = d.inc;
+            r->rest_seq = 0;
+        }
         if (d.seq <= r->rest_seq) return PD_OK;
         r->rest_seq = d.seq;
         pd_ops_iter_init(&it, &d.ops);
-        while (pd_ops_next(&it, &op)) pd_model_apply_own_op(r->m, &op, now);
+        while (pd_ops_next(&it, &op)) restore_own_op(r, &op, now);
         return PD_OK;
     }
     peer *p = peer_get(r, d.node);
     if (p == NULL || d.inc < p->inc) return PD_OK;
     if (d.inc > p->inc) new_incarnation(r, p, d.inc, now);
+    watch_restored(p, now);
     /* A gap (the stream no longer has it): skipped here, repaired by state
      * transfer once the peer's heartbeat shows we are behind. */
     if (d.seq == p->seq + 1) apply_delta(r, p, &d, now);
@@ -732,6 +792,11 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
 }
 
 void pd_repl_restore_done(pd_repl *r) {
+    if (r->rest_m) {
+        pd_model_partition_dump(r->rest_m, S(r->self), merge_restored, r);
+        pd_model_free(r->rest_m);
+        r->rest_m = NULL;
+    }
     /* Our devices, back from the snapshot and the stream, start our new
      * incarnation: peers drop the old one's at once and take these. */
     pd_model_partition_dump(r->m, S(r->self), on_op_dump, r);

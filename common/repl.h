@@ -42,6 +42,10 @@ typedef struct {
     /* A change this node announces (v is borrowed). */
     void (*notify)(void *ud, const pd_view *v);
     void *ud;
+    /* Optional (benchmarks): the ops of a delta that carries trace ids
+     * were just applied here (d is borrowed). Never called when nobody
+     * traces. Last, so positional initializers stay valid. */
+    void (*traced)(void *ud, const pd_delta *d);
 } pd_repl_io;
 
 typedef struct {
@@ -64,6 +68,9 @@ pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_r
                         pd_err *err);
 /* Sends the ops batched so far as one delta (call after each burst). */
 void pd_repl_flush(pd_repl *r);
+/* The ops of the event just applied leave with trace id `id` in their
+ * delta (benchmarks: schemas/cluster.md, "Tracing"). */
+void pd_repl_trace(pd_repl *r, uint64_t id);
 
 /* Received messages; a bad one is refused with err and changes nothing. */
 pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err);

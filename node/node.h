@@ -94,6 +94,8 @@ void node__notify(void *ud, const pd_view *v);
 
 /* node_cluster.c: messages between nodes, and the replica's I/O */
 void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg);
+/* Publishes P.trace.<node>: these traced events are applied here, now. */
+void node__trace_report(pd_node *n, const uint64_t *ids, uint32_t count);
 extern const pd_repl_io node__repl_io;
 
 /* node_metrics.c: refreshes the metrics text (at most every 250 ms). */

@@ -3,6 +3,7 @@
  * replica, and the replica's output published on NATS. */
 #include "node.h"
 #include <stdio.h>
+#include "clock.h"
 
 void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     const void *data = natsMsg_GetData(msg);
@@ -46,10 +47,26 @@ static void send_sync_part(void *ud, void *reply_ctx, const void *buf, size_t le
     if (reply && reply[0]) node__publish_bytes(n, reply, buf, len);
 }
 
+void node__trace_report(pd_node *n, const uint64_t *ids, uint32_t count) {
+    char subj[PD_ID_MAX * 2 + 16];
+    uint64_t at = pd_now_ns();
+    snprintf(subj, sizeof subj, "%s.trace.%s", n->cfg.subject_prefix, n->cfg.node_id);
+    msgpack_sbuffer_clear(&n->out);
+    pd_trace_report_encode(&n->out, pd_str_c(n->cfg.node_id), at, ids, count);
+    node__publish(n, subj);
+}
+
+static void traced(void *ud, const pd_delta *d) {
+    uint64_t ids[PD_TRACE_MAX];
+    uint32_t k = pd_delta_trace_ids(d, ids, PD_TRACE_MAX);
+    if (k) node__trace_report(ud, ids, k);
+}
+
 const pd_repl_io node__repl_io = {
     .send_delta = send_delta,
     .send_heartbeat = send_heartbeat,
     .send_sync_request = send_sync_request,
     .send_sync_part = send_sync_part,
     .notify = node__notify,
+    .traced = traced,
 };

@@ -28,6 +28,10 @@ void node__handle_event(pd_node *n, natsMsg *msg) {
     }
     if (res == PD_DUPLICATE) n->stats.duplicates++;
     else n->stats.events[ev.type]++;
+    if (ev.has_trace) {
+        pd_repl_trace(n->repl, ev.trace);
+        node__trace_report(n, &ev.trace, 1);
+    }
     if (reply && reply[0]) {
         msgpack_sbuffer_clear(&n->out);
         pd_reply_ok_encode(&n->out);

@@ -15,6 +15,7 @@
 #define SNAP_BUCKETS 512             /* hash buckets per loop turn */
 #define REPLAY_DEADLINE_MS 60000
 #define HELD_MAX 100000
+#define CONNECT_TIMEOUT_MS 1000      /* a Redis connect taking longer is given up */
 
 typedef enum { SNAP_IDLE, SNAP_BUILDING, SNAP_WRITING } snap_state;
 
@@ -28,10 +29,11 @@ struct pd_persist {
     uint64_t replay_end, replay_deadline;
     natsMsg **held;
     uint32_t nheld;
+    uint64_t reconnects_seen;       /* n->nats_reconnects last looked at */
     /* snapshots */
     redisAsyncContext *ac;
     bool connecting, redis_logged_down;
-    uint64_t next_connect, backoff, next_snapshot;
+    uint64_t next_connect, connect_deadline, backoff, next_snapshot;
     snap_state state;
     pd_snap *snap;
     uint8_t *buf;
@@ -321,6 +323,20 @@ static void redis_connect(pd_node *n) {
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     ps->ac = ac;
     ps->connecting = true;
+    ps->connect_deadline = pd_now_ms() + CONNECT_TIMEOUT_MS;
+}
+
+/* A connect that neither succeeded nor failed in time is given up. Not
+ * only a slow network: hiredis' libuv adapter drops the error of a refused
+ * non-blocking connect (uv_poll reports it as a status it ignores), and
+ * then the connect callback never comes at all. */
+static void connect_expired(pd_node *n) {
+    pd_persist *ps = n->persist;
+    redisAsyncContext *ac = ps->ac;
+    ps->ac = NULL;
+    ps->connecting = false;
+    redisAsyncFree(ac); /* not connected: no callback runs */
+    redis_down(n, "connect timed out or refused");
 }
 
 static void write_done(pd_node *n) {
@@ -426,6 +442,19 @@ void node__persist_tick(pd_node *n) {
         pd_log(PD_LOG_WARN, "replay did not reach the end in time; going on");
         finish_replay(n);
     }
+    /* Back on NATS after an outage: what the socket servers sent to us
+     * meanwhile went nowhere (no subscriber), and requests in flight when
+     * the connection broke are lost. Their syncs repair both. During the
+     * replay, the resync that ends it does. */
+    uint64_t reconnects = __atomic_load_n(&n->nats_reconnects, __ATOMIC_RELAXED);
+    if (reconnects != ps->reconnects_seen) {
+        ps->reconnects_seen = reconnects;
+        if (!ps->st.replaying) {
+            publish_resync(n);
+            pd_log(PD_LOG_INFO, "back on NATS: asked socket servers to resync");
+        }
+    }
+    if (ps->connecting && now >= ps->connect_deadline) connect_expired(n);
     if (ps->ac == NULL && !ps->connecting && now >= ps->next_connect) redis_connect(n);
     if (ps->state == SNAP_IDLE && ps->st.redis_up && !ps->st.replaying && now >= ps->next_snapshot)
         start_snapshot(n);
@@ -483,8 +512,10 @@ void node__persist_stop(pd_node *n, bool final) {
     for (uint32_t i = 0; i < ps->nheld; i++) natsMsg_Destroy(ps->held[i]);
     free(ps->held);
     pd_snap_abort(ps->snap);
-    free(ps->buf);
+    /* First: hiredis answers the writes still pending with NULL replies,
+     * and the last one ends the write (write_done frees ps->buf). */
     if (ps->ac) redisAsyncFree(ps->ac);
+    free(ps->buf);
     jsCtx_Destroy(ps->js);
     uv_idle_stop(&n->snap_idle); /* closed with the loop's other handles */
     n->persist = NULL;

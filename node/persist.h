@@ -6,7 +6,8 @@
  * ordered consumer that replays the stream into the replica; live deltas
  * are held until the replay reaches the end the stream had at start. Then
  * the node sends its restored devices as its new incarnation and asks its
- * socket servers to resync.
+ * socket servers to resync. It asks again after every reconnection to NATS:
+ * events sent to it while it was away are lost.
  *
  * While running: every PRESENCE_SNAPSHOT_INTERVAL_MS a snapshot is built a
  * slice per loop turn (see snapshot.h) and written to Redis in 1 MiB
@@ -31,7 +32,8 @@ void node__persist_replay_msg(pd_node *n, void *msg);
 /* True while live deltas must wait for the replay; takes ownership of
  * msg when it returns true. */
 bool node__persist_hold(pd_node *n, void *msg);
-/* Timers: snapshot schedule, replay deadline, Redis reconnects. */
+/* Timers: snapshot schedule, replay deadline, Redis reconnects, and the
+ * resync after a reconnection to NATS. */
 void node__persist_tick(pd_node *n);
 /* Final snapshot (blocking) and cleanup. */
 void node__persist_stop(pd_node *n, bool final_snapshot);

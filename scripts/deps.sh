@@ -8,7 +8,7 @@ PACKAGES=(
     cmake make gcc pkg-config
     libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev
     nats-server redis-server
-    python3-yaml
+    python3-yaml gnuplot-nox
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -1,14 +1,21 @@
-/* harness.c - processes, client and watchers for the integration tests. */
+/* harness.c - processes (nats-server, redis-server, presenced, presence-sim),
+ * client and watchers for the integration tests. */
 #include "harness.h"
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -133,24 +140,54 @@ static bool read_port(const char *dir, char *url, size_t cap) {
     return found;
 }
 
-void h_nats_start(h_nats *ns) {
-    memset(ns, 0, sizeof *ns);
-    snprintf(ns->dir, sizeof ns->dir, "/tmp/pd-it-XXXXXX");
-    cr_assert(mkdtemp(ns->dir) != NULL, "mkdtemp: %s", strerror(errno));
+/* nats-server on port ("-1": any free one) with its store in ns->dir. */
+static void nats_spawn(h_nats *ns, const char *port) {
     char store[300], log[300];
     snprintf(store, sizeof store, "%s/js", ns->dir);
     snprintf(log, sizeof log, "%s/nats.log", ns->dir);
-    char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", store,
+    char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", (char *)port, "-js", "-sd", store,
                     "--ports_file_dir", ns->dir, NULL};
     ns->pid = spawn(argv, NULL, log);
     bool ok = H_POLL(read_port(ns->dir, ns->url, sizeof ns->url), 10000);
     cr_assert(ok, "nats-server did not start (see %s)", log);
 }
 
+void h_nats_start(h_nats *ns) {
+    memset(ns, 0, sizeof *ns);
+    snprintf(ns->dir, sizeof ns->dir, "/tmp/pd-it-XXXXXX");
+    cr_assert(mkdtemp(ns->dir) != NULL, "mkdtemp: %s", strerror(errno));
+    nats_spawn(ns, "-1");
+}
+
 void h_nats_stop(h_nats *ns) {
     stop_pid(ns->pid, SIGTERM);
     untrack(ns->pid);
     ns->pid = 0;
+}
+
+void h_nats_kill(h_nats *ns, int sig) {
+    stop_pid(ns->pid, sig);
+    untrack(ns->pid);
+    ns->pid = 0;
+}
+
+void h_nats_restart(h_nats *ns) {
+    const char *colon = strrchr(ns->url, ':');
+    char port[16];
+    cr_assert(colon != NULL && ns->pid == 0, "nats-server is running or has no port");
+    snprintf(port, sizeof port, "%s", colon + 1);
+    /* The old ports file would pass for the new server's. */
+    DIR *d = opendir(ns->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 6, ".ports") != 0) continue;
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", ns->dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    nats_spawn(ns, port);
 }
 
 natsConnection *h_connect(const h_nats *ns) {
@@ -177,14 +214,27 @@ natsMsg *h_request(natsConnection *nc, const char *subject, const void *data, si
     return h_request_ms(nc, subject, data, len, 5000);
 }
 
-bool h_log_contains(const char *path, const char *needle) {
+bool h_log_contains_from(const char *path, long from, const char *needle) {
     FILE *f = fopen(path, "r");
     char line[4096];
     bool found = false;
     if (f == NULL) return false;
+    if (from > 0 && fseek(f, from, SEEK_SET) != 0) {
+        fclose(f);
+        return false;
+    }
     while (!found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
     fclose(f);
     return found;
+}
+
+bool h_log_contains(const char *path, const char *needle) {
+    return h_log_contains_from(path, 0, needle);
+}
+
+long h_log_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
 }
 
 static bool node_answers(natsConnection *nc, const char *id) {
@@ -200,15 +250,14 @@ static bool node_answers(natsConnection *nc, const char *id) {
     return ok;
 }
 
-void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *const *env) {
+/* Spawns nd (id and log set) and waits until it answers and has logged,
+ * from byte `from` of its log on, that it caught up. */
+static void node_spawn(h_node *nd, const h_nats *ns, const char *const *env, long from) {
     static char envbuf[16][256];
     const char *all[24];
     int k = 0;
-    memset(nd, 0, sizeof *nd);
-    snprintf(nd->id, sizeof nd->id, "%s", id);
-    snprintf(nd->log, sizeof nd->log, "%s/%s.log", ns->dir, id);
     snprintf(envbuf[0], sizeof envbuf[0], "PRESENCE_NATS_URL=%s", ns->url);
-    snprintf(envbuf[1], sizeof envbuf[1], "PRESENCE_NODE_ID=%s", id);
+    snprintf(envbuf[1], sizeof envbuf[1], "PRESENCE_NODE_ID=%s", nd->id);
     snprintf(envbuf[2], sizeof envbuf[2], "PRESENCE_LOG_LEVEL=debug");
     /* Short cluster timing by default; a test's own env comes later and wins. */
     snprintf(envbuf[3], sizeof envbuf[3], "PRESENCE_SYNC_INTERVAL_MS=100");
@@ -227,10 +276,23 @@ void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *cons
     char *argv[] = {(char *)(bin && *bin ? bin : PRESENCED_BIN), NULL};
     nd->pid = spawn(argv, all, nd->log);
     natsConnection *nc = h_connect(ns);
-    bool ok = H_POLL((node_answers(nc, id) && h_log_contains(nd->log, "announcing changes")) ||
+    bool ok = H_POLL((node_answers(nc, nd->id) &&
+                      h_log_contains_from(nd->log, from, "announcing changes")) ||
                      !h_node_running(nd), 10000);
     natsConnection_Destroy(nc);
-    cr_assert(ok && h_node_running(nd), "presenced %s did not start (see %s)", id, nd->log);
+    cr_assert(ok && h_node_running(nd), "presenced %s did not start (see %s)", nd->id, nd->log);
+}
+
+void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *const *env) {
+    memset(nd, 0, sizeof *nd);
+    snprintf(nd->id, sizeof nd->id, "%s", id);
+    snprintf(nd->log, sizeof nd->log, "%s/%s.log", ns->dir, id);
+    node_spawn(nd, ns, env, 0);
+}
+
+void h_node_restart(h_node *nd, const h_nats *ns, const char *const *env) {
+    cr_assert(nd->id[0] && !h_node_running(nd), "presenced %s is running", nd->id);
+    node_spawn(nd, ns, env, h_log_size(nd->log));
 }
 
 bool h_node_running(h_node *nd) {
@@ -628,4 +690,181 @@ void h_watch_stop(h_watch *w) {
     natsConnection_Destroy(w->nc);
     pthread_mutex_destroy(&w->mu);
     free(w);
+}
+
+/* ---- redis-server ---------------------------------------------------------------- */
+
+/* A loopback port nobody listens on now (the kernel's pick for port 0). */
+static int free_port(void) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0, "socket: %s", strerror(errno));
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(fd, (struct sockaddr *)&a, &len) == 0;
+    close(fd);
+    cr_assert(ok, "no free port: %s", strerror(errno));
+    return ntohs(a.sin_port);
+}
+
+static redisContext *redis_connect(const h_redis *rs) {
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", rs->port, tv);
+    if (c && c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK) return c;
+    if (c) redisFree(c);
+    return NULL;
+}
+
+static bool redis_pong(const h_redis *rs) {
+    redisContext *c = redis_connect(rs);
+    redisReply *r = c ? redisCommand(c, "PING") : NULL;
+    bool ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+    freeReplyObject(r);
+    if (c) redisFree(c);
+    return ok;
+}
+
+static void redis_spawn(h_redis *rs) {
+    char port[16], log[300];
+    snprintf(port, sizeof port, "%d", rs->port);
+    snprintf(log, sizeof log, "%s/redis.log", rs->dir);
+    char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", rs->dir, "--logfile", "", NULL};
+    rs->pid = spawn(argv, NULL, log);
+    bool ok = H_POLL(redis_pong(rs) || waitpid(rs->pid, NULL, WNOHANG) == rs->pid, 10000);
+    cr_assert(ok && redis_pong(rs), "redis-server did not start on port %d (see %s)", rs->port,
+              log);
+}
+
+void h_redis_start(h_redis *rs, const char *dir) {
+    memset(rs, 0, sizeof *rs);
+    snprintf(rs->dir, sizeof rs->dir, "%s", dir);
+    rs->port = free_port();
+    snprintf(rs->url, sizeof rs->url, "redis://127.0.0.1:%d", rs->port);
+    snprintf(rs->env, sizeof rs->env, "PRESENCE_REDIS_URL=%s", rs->url);
+    redis_spawn(rs);
+}
+
+void h_redis_stop(h_redis *rs, int sig) {
+    stop_pid(rs->pid, sig);
+    untrack(rs->pid);
+    rs->pid = 0;
+}
+
+void h_redis_restart(h_redis *rs) {
+    cr_assert(rs->port > 0 && rs->pid == 0, "redis-server is running or never ran");
+    redis_spawn(rs);
+}
+
+long long h_redis_strlen(const h_redis *rs, const char *key) {
+    redisContext *c = redis_connect(rs);
+    redisReply *r = c ? redisCommand(c, "STRLEN %s", key) : NULL;
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    if (c) redisFree(c);
+    return n;
+}
+
+uint8_t *h_redis_get(const h_redis *rs, const char *key, size_t *len) {
+    redisContext *c = redis_connect(rs);
+    redisReply *r = c ? redisCommand(c, "GET %s", key) : NULL;
+    uint8_t *v = NULL;
+    *len = 0;
+    if (r && r->type == REDIS_REPLY_STRING && (v = malloc(r->len ? r->len : 1)) != NULL) {
+        memcpy(v, r->str, r->len);
+        *len = r->len;
+    }
+    freeReplyObject(r);
+    if (c) redisFree(c);
+    return v;
+}
+
+bool h_redis_set(const h_redis *rs, const char *key, const void *buf, size_t len) {
+    redisContext *c = redis_connect(rs);
+    redisReply *r = c ? redisCommand(c, "SET %s %b", key, buf, len) : NULL;
+    bool ok = r && r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (c) redisFree(c);
+    return ok;
+}
+
+/* ---- presence-sim ------------------------------------------------------------------ */
+
+void h_sim_start(h_sim *s, const char *bin, const h_nats *ns, const char *const *args) {
+    char *argv[64];
+    int k = 0, fds[2];
+    char log[300];
+    memset(s, 0, sizeof *s);
+    argv[k++] = (char *)bin;
+    argv[k++] = "--nats";
+    argv[k++] = (char *)ns->url;
+    for (const char *const *a = args; *a && k < 63; a++) argv[k++] = (char *)*a;
+    argv[k] = NULL;
+    snprintf(log, sizeof log, "%s/sim.log", ns->dir);
+    cr_assert(pipe(fds) == 0, "pipe: %s", strerror(errno));
+    s->pid = fork();
+    cr_assert(s->pid >= 0, "fork: %s", strerror(errno));
+    if (s->pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fds[1], 1);
+        if (fd >= 0) dup2(fd, 2);
+        close(fds[0]);
+        close(fds[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    track(s->pid);
+    close(fds[1]);
+    s->out_fd = fds[0];
+}
+
+void h_sim_stop(h_sim *s) {
+    size_t n = 0, cap = 1 << 16;
+    int signals = 1;
+    uint64_t t0 = h_now_ms();
+    cr_assert(s->pid > 0, "presence-sim is not running");
+    s->out = malloc(cap);
+    cr_assert(s->out != NULL);
+    kill(s->pid, SIGINT);
+    for (;;) {
+        struct pollfd p = {.fd = s->out_fd, .events = POLLIN};
+        uint64_t t = h_now_ms() - t0;
+        if (t > 10000 && signals == 1) kill(s->pid, SIGINT), signals++;
+        if (t > 20000) kill(s->pid, SIGKILL);
+        if (poll(&p, 1, 200) <= 0) continue;
+        if (n + 4096 > cap) {
+            char *o = realloc(s->out, cap *= 2);
+            cr_assert(o != NULL);
+            s->out = o;
+        }
+        ssize_t got = read(s->out_fd, s->out + n, cap - n - 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        n += (size_t)got;
+    }
+    s->out[n] = '\0';
+    close(s->out_fd);
+    int st;
+    cr_assert(waitpid(s->pid, &st, 0) == s->pid);
+    untrack(s->pid);
+    s->pid = 0;
+    s->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void h_sim_free(h_sim *s) {
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        untrack(s->pid);
+        close(s->out_fd);
+    }
+    free(s->out);
+    memset(s, 0, sizeof *s);
+}
+
+int64_t h_json_int(const char *js, const char *key) {
+    char pat[160];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = js ? strstr(js, pat) : NULL;
+    return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
 }

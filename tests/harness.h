@@ -1,11 +1,13 @@
-/* harness.h - integration-test harness: real nats-server and presenced
- * processes on free loopback ports, a NATS client, and polling helpers.
+/* harness.h - integration-test harness: real nats-server, redis-server,
+ * presenced and presence-sim processes on free loopback ports, a NATS
+ * client, and polling helpers.
  *
  * The node binary is the one built beside the tests, or $PD_PRESENCED_BIN.
  * Every test starts its own servers (Criterion runs tests in parallel
  * processes, so nothing may share a fixed port): nats-server listens on a
- * random port (-p -1) and reports it through --ports_file_dir; presenced
- * gets the URL in its environment. Everything started is stopped (SIGTERM,
+ * random port (-p -1) and reports it through --ports_file_dir, redis-server
+ * on a port the kernel just reported free; presenced gets the URLs in its
+ * environment. Everything started is stopped (SIGTERM,
  * then SIGKILL) by h_stop_all(), also registered with atexit(). */
 #ifndef PD_HARNESS_H
 #define PD_HARNESS_H
@@ -34,12 +36,43 @@ typedef struct {
  * failure. */
 void h_nats_start(h_nats *ns);
 void h_nats_stop(h_nats *ns);
+/* Stops it with sig (SIGKILL: a crash) and waits for the exit; then
+ * h_nats_restart starts it again on the same port and store, where the
+ * clients reconnect by themselves. */
+void h_nats_kill(h_nats *ns, int sig);
+void h_nats_restart(h_nats *ns);
+
+/* redis-server on a free loopback port, saving nothing (--save "",
+ * --appendonly no: a restart comes back empty), its log in dir. env is
+ * "PRESENCE_REDIS_URL=<url>" for the nodes' environment (later entries win
+ * over the harness's default, which points nowhere). */
+typedef struct {
+    pid_t pid;
+    int port;
+    char url[64];
+    char env[96];
+    char dir[256];
+} h_redis;
+
+void h_redis_start(h_redis *rs, const char *dir);
+/* Stops it with sig and waits for the exit. */
+void h_redis_stop(h_redis *rs, int sig);
+/* Starts it again on the same port (empty). */
+void h_redis_restart(h_redis *rs);
+/* STRLEN of key: -1 if Redis does not answer. */
+long long h_redis_strlen(const h_redis *rs, const char *key);
+/* The value of key (malloc'd, *len bytes), or NULL if absent or no answer. */
+uint8_t *h_redis_get(const h_redis *rs, const char *key, size_t *len);
+bool h_redis_set(const h_redis *rs, const char *key, const void *buf, size_t len);
 
 /* Starts presenced with id against ns; env is a NULL-terminated list of
  * extra "KEY=VALUE" settings (may be NULL; the sync interval defaults to
  * 100 ms here). Waits until it answers P.query.cluster and has caught up
  * with the cluster. Aborts the test if it does not within 10 s. */
 void h_node_start(h_node *nd, const h_nats *ns, const char *id, const char *const *env);
+/* Starts again a node that ran before (killed or stopped), with the same
+ * id and log, and waits as h_node_start does, for lines of the new life. */
+void h_node_restart(h_node *nd, const h_nats *ns, const char *const *env);
 /* Sends sig (and SIGCONT, so that a paused node gets it) and waits for the
  * exit; returns the exit status (waitpid form), -1 if it was not running. */
 int h_node_stop(h_node *nd, int sig);
@@ -54,6 +87,27 @@ void h_node_stop_clean(h_node *nd);
 
 /* True if a line of the file at path contains needle. */
 bool h_log_contains(const char *path, const char *needle);
+/* The same, for lines from byte offset `from` on (h_log_size before). */
+bool h_log_contains_from(const char *path, long from, const char *needle);
+long h_log_size(const char *path);
+
+/* presence-sim (bin) in the background against ns, its stdout on a pipe
+ * and its stderr in <ns->dir>/sim.log. Stopping it: SIGINT ends the load,
+ * it waits --drain for the last replies, prints its summary and exits. */
+typedef struct {
+    pid_t pid;
+    int out_fd;
+    int status;     /* exit status, -1 if it did not exit normally */
+    char *out;      /* its stdout (the --json summary), malloc'd */
+} h_sim;
+
+void h_sim_start(h_sim *s, const char *bin, const h_nats *ns, const char *const *args);
+/* SIGINT, then reads everything it prints and waits for the exit (a second
+ * SIGINT after 10 s cuts a long drain, SIGKILL after 20 s). */
+void h_sim_stop(h_sim *s);
+void h_sim_free(h_sim *s);
+/* The integer after "key": in a one-line JSON summary, or -1. */
+int64_t h_json_int(const char *js, const char *key);
 
 /* Connects a client; aborts on failure. */
 natsConnection *h_connect(const h_nats *ns);

@@ -143,8 +143,10 @@ static inline void io_notify(void *ud, const pd_view *v) {
     snprintf(h->text, sizeof h->text, "%.*s", (int)v->text.n, v->text.p ? v->text.p : "");
 }
 
-static const pd_repl_io SIM_IO = {io_send_delta, io_send_hb, io_send_req, io_send_part,
-                                  io_notify, NULL};
+static const pd_repl_io SIM_IO = {
+    .send_delta = io_send_delta, .send_heartbeat = io_send_hb, .send_sync_request = io_send_req,
+    .send_sync_part = io_send_part, .notify = io_notify,
+};
 
 /* ---- life cycle ---------------------------------------------------------------------------- */
 

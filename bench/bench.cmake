@@ -1,0 +1,16 @@
+# Benchmark harness (issue 5): pd-bench, the measuring tool that
+# bench/bench.sh drives, and a smoke test of the quick mode. The numbers
+# are judged by `make bench`, never by a test: bench_quick only checks that
+# the harness starts everything, measures, prints its table and cleans up.
+add_executable(pd-bench bench/pd_bench.c bench/bench_util.c bench/bench_nats.c
+               bench/bench_pd.c)
+target_include_directories(pd-bench PRIVATE bench)
+target_compile_options(pd-bench PRIVATE ${PD_WARNINGS})
+target_link_libraries(pd-bench PRIVATE pdcommon PkgConfig::NATS Threads::Threads)
+
+if(PD_TESTS)
+  add_test(NAME bench_quick
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench.sh --quick
+                   --build ${CMAKE_BINARY_DIR} --out ${CMAKE_BINARY_DIR}/bench-quick)
+  set_tests_properties(bench_quick PROPERTIES LABELS "bench" TIMEOUT 600)
+endif()
