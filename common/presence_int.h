@@ -126,6 +126,9 @@ void pd__hlc_observe(pd_model *m, uint64_t remote);
 /* True if (a_hlc, a_node) is a newer version than (b_hlc, b_node). */
 bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node);
 void pd__drop_server_if_unused(pd_model *m, pd_server *s);
+/* Emits u's chosen and custom registers as ops: all of them, or (writer
+ * not NULL) only those whose winning writer is writer (interned). */
+void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *ud);
 /* The interned copy of a node id (NULL if out of memory or too many). */
 const char *pd__intern(pd_model *m, pd_str node);
 const char *pd__intern_find(const pd_model *m, pd_str node);

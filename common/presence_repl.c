@@ -267,20 +267,18 @@ static void dump_device(void *ud, pd_hnode *e) {
     c->fn(c->ud, &op);
 }
 
-static void dump_registers(void *ud, pd_hnode *e) {
-    part_ctx *c = ud;
-    const pd_user *u = (const pd_user *)e;
+void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *ud) {
     pd_op op;
-    if (u->chosen_by == c->owner) {
+    if (u->chosen_by && (writer == NULL || u->chosen_by == writer)) {
         memset(&op, 0, sizeof op);
         op.kind = PD_OP_CHOSEN;
         op.user = (pd_str){u->id, u->id_n};
         op.chosen = (pd_chosen)u->chosen;
         op.hlc = u->chosen_hlc;
-        op.writer = pd_str_c(c->owner);
-        c->fn(c->ud, &op);
+        op.writer = pd_str_c(u->chosen_by);
+        fn(ud, &op);
     }
-    if (u->custom_by == c->owner) {
+    if (u->custom_by && (writer == NULL || u->custom_by == writer)) {
         memset(&op, 0, sizeof op);
         op.kind = PD_OP_CUSTOM;
         op.user = (pd_str){u->id, u->id_n};
@@ -290,9 +288,14 @@ static void dump_registers(void *ud, pd_hnode *e) {
             op.expires_at = u->custom->expires_at;
         }
         op.hlc = u->custom_hlc;
-        op.writer = pd_str_c(c->owner);
-        c->fn(c->ud, &op);
+        op.writer = pd_str_c(u->custom_by);
+        fn(ud, &op);
     }
+}
+
+static void dump_registers(void *ud, pd_hnode *e) {
+    part_ctx *c = ud;
+    pd__register_ops((const pd_user *)e, c->owner, c->fn, c->ud);
 }
 
 void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud) {

@@ -93,34 +93,14 @@ static void add_device(void *ud, pd_hnode *e) {
     s->count++;
 }
 
-static void add_registers(void *ud, pd_hnode *e) {
+static void add_register_op(void *ud, const pd_op *op) {
     pd_snap *s = ud;
-    const pd_user *u = (const pd_user *)e;
-    pd_op op;
-    if (u->chosen_by) {
-        memset(&op, 0, sizeof op);
-        op.kind = PD_OP_CHOSEN;
-        op.user = (pd_str){u->id, u->id_n};
-        op.chosen = (pd_chosen)u->chosen;
-        op.hlc = u->chosen_hlc;
-        op.writer = pd_str_c(u->chosen_by);
-        pd_op_encode(&s->pk, &op);
-        s->count++;
-    }
-    if (u->custom_by) {
-        memset(&op, 0, sizeof op);
-        op.kind = PD_OP_CUSTOM;
-        op.user = (pd_str){u->id, u->id_n};
-        if (u->custom) {
-            op.text = (pd_str){u->custom->buf, u->custom->text_n};
-            op.emoji = (pd_str){u->custom->buf + u->custom->text_n, u->custom->emoji_n};
-            op.expires_at = u->custom->expires_at;
-        }
-        op.hlc = u->custom_hlc;
-        op.writer = pd_str_c(u->custom_by);
-        pd_op_encode(&s->pk, &op);
-        s->count++;
-    }
+    pd_op_encode(&s->pk, op);
+    s->count++;
+}
+
+static void add_registers(void *ud, pd_hnode *e) {
+    pd__register_ops((const pd_user *)e, NULL, add_register_op, ud);
 }
 
 bool pd_snap_step(pd_snap *s, const pd_model *m, uint32_t buckets) {
