@@ -377,12 +377,13 @@ def plots(res, out):
                 row = get(r)
                 if row and row[key]["n"]:
                     s = row[key]
-                    f.write(f"{r} {s['p50_us']} {s['p99_us']} {s['p999_us']}\n")
+                    f.write(f"{r} {s['p50_us'] / 1000} {s['p99_us'] / 1000} {s['p999_us'] / 1000}\n")
         files.append((path, name))
     gp = [f'set terminal pngcairo size 1400,520 font ",10"',
           f'set output "{os.path.join(out, "latency.png")}"',
           'set multiplot layout 1,3 title "Latency by paced rate: presenced vs raw NATS (same run)"',
-          'set logscale xy', 'set xlabel "messages or events / s"', 'set ylabel "µs"',
+          'set logscale xy', 'set xlabel "messages or events / s"', 'set ylabel "ms"',
+          'set format y "%g"', 'set format x "%g"',
           'set grid', 'set key top left font ",8"', f'set xrange [{min(rates) * 0.7}:{max(rates) * 1.4}]']
     for col, title in ((2, "p50"), (3, "p99"), (4, "p99.9")):
         gp.append(f'set title "{title}"')
