@@ -23,6 +23,11 @@ typedef struct {
     bool was_announcing;        /* alive && ready before the last change */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
+    /* A heartbeat said some node applied more of this origin than we have:
+     * usually deltas still on their way, so we wait a little (claim_grace)
+     * before asking for a transfer. */
+    uint64_t claim_seq, claim_at;
+    char claim_from[PD_ID_MAX + 1];
     bool syncing, sync_ignore;
     uint64_t sync_req;          /* our number for the transfer in progress */
     uint32_t sync_part;         /* next part expected */
@@ -263,6 +268,7 @@ static void forget_partition(pd_repl *r, peer *p, uint64_t now) {
     pd_model_drop_owner(r->m, peer_id(p), now);
     p->seq = 0;
     p->syncing = false;
+    p->claim_at = p->claim_seq = 0;
     drop_pending(p);
 }
 
@@ -274,6 +280,7 @@ static void new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     }
     p->inc = inc;
     p->seq = 0;
+    p->claim_at = p->claim_seq = 0;
 }
 
 static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
@@ -355,8 +362,40 @@ static void catch_up_from(pd_repl *r, const pd_heartbeat *hb, uint64_t now) {
         bool is_sender = pd_str_eq(e->node, hb->node);
         if (!is_sender && q->heard && !q->alive) continue; /* down here: not revived */
         if (e->inc < q->inc || (e->inc == q->inc && e->seq <= q->seq)) continue;
-        if (e->inc > q->inc) new_incarnation(r, q, e->inc, now);
-        request_sync(r, q, hb->node, now);
+        if (e->inc > q->inc) {
+            new_incarnation(r, q, e->inc, now);
+            request_sync(r, q, hb->node, now); /* nothing of it is on its way */
+            continue;
+        }
+        if (q->claim_at == 0) q->claim_at = now;
+        if (e->seq > q->claim_seq) {
+            q->claim_seq = e->seq;
+            snprintf(q->claim_from, sizeof q->claim_from, "%.*s", (int)hb->node.n, hb->node.p);
+        }
+    }
+}
+
+/* Half a sync interval, at most 200 ms: longer than a delta takes to
+ * arrive, far shorter than the interval in which a lost one is repaired. */
+static uint64_t claim_grace(const pd_repl *r) {
+    uint64_t g = r->cfg.sync_interval_ms / 2;
+    return g > 200 ? 200 : g;
+}
+
+/* Anti-entropy, second half: a claim that the deltas did not meet in time
+ * means something was lost; fetch the partition. */
+static void check_claims(pd_repl *r, uint64_t now) {
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        peer *q = r->peers[i];
+        if (q->claim_at == 0 || q->syncing) continue;
+        if (q->seq >= q->claim_seq) {
+            q->claim_at = 0;
+            q->claim_seq = 0;
+        } else if (now >= q->claim_at + claim_grace(r)) {
+            q->claim_at = 0;
+            q->claim_seq = 0;
+            request_sync(r, q, pd_str_c(q->claim_from), now);
+        }
     }
 }
 
@@ -558,6 +597,7 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
 void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_repl_begin(r, now);
     pd_model_tick(r->m, now);
+    check_claims(r, now);
     check_ready(r, now);
     for (uint32_t i = 0; i < r->npeers; i++) {
         peer *p = r->peers[i];
@@ -585,6 +625,7 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
         if (t < due) due = t;
         if (p->syncing && p->sync_started + sync_timeout(r) + 1 < due)
             due = p->sync_started + sync_timeout(r) + 1;
+        if (p->claim_at && p->claim_at + claim_grace(r) < due) due = p->claim_at + claim_grace(r);
     }
     return due;
 }

@@ -408,7 +408,9 @@ Test(repl, state_transfer_in_many_parts) {
     cr_assert_eq(owned_by(&w, 1, 2), 0u);
     s->now += s->cfg.sync_interval_ms;
     sim_tick_all(s);
-    sim_deliver_matching(s, 2, 1, M_HB, 1);      /* n1 sees it is behind: asks n2 */
+    sim_deliver_matching(s, 2, 1, M_HB, 1);      /* n1 sees it is behind... */
+    s->now += s->cfg.sync_interval_ms / 2;       /* ...and, no delta coming, asks n2 */
+    sim_tick_all(s);
     sim_deliver_matching(s, 1, 2, M_REQ, 1);
     cr_assert_gt(pending(s, 2, 1, M_PART), 2u, "the reply comes in several parts");
     sim_deliver_all(s);
@@ -429,6 +431,8 @@ Test(repl, late_reply_parts_do_not_mix_with_the_retry) {
     s->now += s->cfg.sync_interval_ms;
     sim_tick_all(s);
     sim_deliver_matching(s, 2, 1, M_HB, 1);
+    s->now += s->cfg.sync_interval_ms / 2; /* the claim's grace: then n1 asks */
+    sim_tick_all(s);
     sim_deliver_matching(s, 1, 2, M_REQ, 1);
     size_t late = pending(s, 2, 1, M_PART);
     cr_assert_gt(late, 2u);
