@@ -868,3 +868,15 @@ int64_t h_json_int(const char *js, const char *key) {
     const char *p = js ? strstr(js, pat) : NULL;
     return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
 }
+
+bool h_cluster_all_alive(natsConnection *nc, const char *const *ids, int n, int asks) {
+    for (int a = 0; a < asks; a++) {
+        h_cluster c;
+        if (!h_cluster_get(nc, &c, 2000)) return false;
+        for (int i = 0; i < n; i++) {
+            const h_cluster_node *e = h_cluster_find(&c, ids[i]);
+            if (e == NULL || !e->alive) return false;
+        }
+    }
+    return true;
+}

@@ -171,6 +171,9 @@ typedef struct {
 bool h_cluster_get(natsConnection *nc, h_cluster *out, int64_t timeout_ms);
 /* The entry of node in c, or NULL. */
 const h_cluster_node *h_cluster_find(const h_cluster *c, const char *node);
+/* True if `asks` cluster replies in a row (whichever node answers) list
+ * every one of ids[0..n-1] as alive. */
+bool h_cluster_all_alive(natsConnection *nc, const char *const *ids, int n, int asks);
 /* The count of origin in an entry's vector clock, or -1 if absent. */
 int64_t h_cluster_vc(const h_cluster_node *e, const char *origin);
 

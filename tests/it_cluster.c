@@ -77,17 +77,7 @@ static void send_ok(const char *node, pd_event ev) {
 }
 
 /* True if ASKS cluster replies in a row list nodes[0..n-1] as alive. */
-static bool alive_everywhere(int n) {
-    for (int a = 0; a < ASKS; a++) {
-        h_cluster c;
-        if (!h_cluster_get(nc, &c, 2000)) return false;
-        for (int i = 0; i < n; i++) {
-            const h_cluster_node *e = h_cluster_find(&c, ids[i]);
-            if (e == NULL || !e->alive) return false;
-        }
-    }
-    return true;
-}
+static bool alive_everywhere(int n) { return h_cluster_all_alive(nc, ids, n, ASKS); }
 
 static void start_node(int i, const char *const *env) {
     h_node_start(&nodes[i], &ns, ids[i], env);
