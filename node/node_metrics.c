@@ -49,10 +49,15 @@ static void gauge(textbuf *b, const char *name, const char *help, int64_t v) {
     out(b, "%s %" PRId64 "\n", name, v);
 }
 
+/* The answering node's entry comes first: its vector clock says what this
+ * node has applied of each peer, kept here for the peers' rows. */
 typedef struct {
     textbuf *b;
-    const pd_node_view *self;
+    bool have_self;
     int pass;
+    uint32_t self_n;
+    pd_str self_nodes[PD_VC_MAX];
+    uint64_t self_applied[PD_VC_MAX];
 } peer_ctx;
 
 static uint64_t vc_of(const pd_node_view *nv, pd_str node) {
@@ -62,25 +67,20 @@ static uint64_t vc_of(const pd_node_view *nv, pd_str node) {
     return 0;
 }
 
-/* The self entry comes first; its vector clock says what we applied. */
-static uint64_t self_applied[PD_VC_MAX];
-static pd_str self_nodes[PD_VC_MAX];
-static uint32_t self_n;
-
 static void peer_metric(void *ud, const pd_node_view *nv) {
     peer_ctx *c = ud;
-    if (c->self == NULL) {
-        c->self = nv;
-        self_n = nv->vc_n < PD_VC_MAX ? nv->vc_n : PD_VC_MAX;
-        for (uint32_t i = 0; i < self_n; i++) {
-            self_nodes[i] = nv->vc_nodes[i];
-            self_applied[i] = nv->vc_counts[i];
+    if (!c->have_self) {
+        c->have_self = true;
+        c->self_n = nv->vc_n < PD_VC_MAX ? nv->vc_n : PD_VC_MAX;
+        for (uint32_t i = 0; i < c->self_n; i++) {
+            c->self_nodes[i] = nv->vc_nodes[i];
+            c->self_applied[i] = nv->vc_counts[i];
         }
         return;
     }
     uint64_t theirs = vc_of(nv, nv->node), ours = 0;
-    for (uint32_t i = 0; i < self_n; i++) {
-        if (pd_str_eq(self_nodes[i], nv->node)) ours = self_applied[i];
+    for (uint32_t i = 0; i < c->self_n; i++) {
+        if (pd_str_eq(c->self_nodes[i], nv->node)) ours = c->self_applied[i];
     }
     const char *p = nv->node.p;
     int n = (int)nv->node.n;
@@ -100,9 +100,13 @@ static void render_peers(pd_node *n, textbuf *b) {
         {"presenced_peer_heartbeat_age_ms", "time since the peer's last heartbeat"},
     };
     for (int pass = 0; pass < 3; pass++) {
-        peer_ctx c = {b, NULL, pass};
+        peer_ctx *c = calloc(1, sizeof *c);
+        if (c == NULL) return;
+        c->b = b;
+        c->pass = pass;
         family(b, names[pass][0], "gauge", names[pass][1]);
-        pd_repl_nodes(n->repl, n->now, peer_metric, &c);
+        pd_repl_nodes(n->repl, n->now, peer_metric, c);
+        free(c);
     }
 }
 
