@@ -13,7 +13,11 @@
 
 JOBS ?= 2
 
-ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+# Property tests take their base seed from PD_SEED (each prints it); make
+# test fixes it so that CI is reproducible: PD_SEED=<n> make test, or run a
+# test binary directly, to explore other seeds.
+PD_SEED ?= 1
+ASAN_ENV := PD_SEED=$(PD_SEED) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
