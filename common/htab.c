@@ -19,8 +19,8 @@ void pd_htab_free(pd_htab *t) {
     t->n = 0;
 }
 
-static void grow(pd_htab *t) {
-    uint64_t size = (t->mask + 1) * 2;
+/* Moves every entry into a table of `size` buckets (a power of two). */
+static void rehash(pd_htab *t, uint64_t size) {
     pd_hnode **nb = pd_calloc(size, sizeof *nb);
     if (nb == NULL) return;
     for (uint64_t i = 0; i <= t->mask; i++) {
@@ -38,10 +38,14 @@ static void grow(pd_htab *t) {
     t->mask = size - 1;
 }
 
+void pd_htab_reserve(pd_htab *t, uint64_t n) {
+    uint64_t size = t->mask + 1;
+    while (size < n && size < ((uint64_t)1 << 40)) size *= 2;
+    if (size > t->mask + 1) rehash(t, size);
+}
+
 void pd_htab_insert(pd_htab *t, pd_hnode *e, uint64_t h) {
-    if (t->n >= t->mask + 1) {
-        grow(t);
-    }
+    if (t->n >= t->mask + 1) rehash(t, (t->mask + 1) * 2);
     pd_hnode **slot = &t->b[h & t->mask];
     e->next = *slot;
     *slot = e;

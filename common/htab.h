@@ -34,6 +34,9 @@ static inline pd_hnode *pd_htab_bucket(const pd_htab *t, uint64_t h) {
 /* Links e (whose hash is h); grows the table when it gets full. A failed
  * growth is not an error: the table just stays denser. */
 void pd_htab_insert(pd_htab *t, pd_hnode *e, uint64_t h);
+/* Grows the table at once to hold n entries without growing again (a bulk
+ * load: one rehash instead of one per doubling). Out of memory: unchanged. */
+void pd_htab_reserve(pd_htab *t, uint64_t n);
 void pd_htab_remove(pd_htab *t, pd_hnode *e, uint64_t h);
 
 /* Reverses the bits of v (the scan cursor's order). */

@@ -658,3 +658,8 @@ void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->timers = pd_theap_count(&m->timers);
     st->changes = m->changes;
 }
+
+void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices) {
+    pd_htab_reserve(&m->users, users);
+    pd_htab_reserve(&m->devices, devices);
+}

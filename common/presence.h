@@ -33,6 +33,9 @@ typedef void (*pd_change_fn)(void *ud, const pd_view *v);
 /* node is this node's id (the owner of devices it creates). */
 pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud);
 void pd_model_free(pd_model *m);
+/* Sizes the tables for this many users and devices at once (restoring a
+ * snapshot); a hint: out of memory leaves them growing one step at a time. */
+void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices);
 
 /* Outcome of applying an event. */
 typedef enum { PD_APPLIED, PD_DUPLICATE } pd_apply_result;

@@ -54,8 +54,7 @@ struct pd_repl {
     bool ready;
     uint64_t started, last_hb_sent, last_tick;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
-    pd_model *rest_m;           /* its devices, until pd_repl_restore_done */
-    uint64_t rest_now;
+    bool restoring;             /* from the first restored op to pd_repl_restore_done */
     pd_repl_stats stats;
 };
 
@@ -510,7 +509,9 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
     c.hdr.req = q.req;
     pd_repl_flush(r); /* our own seq must cover every op in the dump */
     if (pd_str_eqc(q.origin, r->self)) {
-        c.hdr.known = true;
+        /* Restoring: our partition is not what we will announce yet (see
+         * restore_own_op); the requester ignores "unknown" and asks again. */
+        c.hdr.known = !r->restoring;
         c.hdr.inc = r->cfg.inc;
         c.hdr.seq = r->seq;
     } else {
@@ -566,7 +567,7 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
 
 static void check_ready(pd_repl *r, uint64_t now) {
     /* Two heartbeat periods: every live peer has spoken at least once. */
-    if (r->ready || now < r->started + 2 * r->cfg.sync_interval_ms) return;
+    if (r->ready || r->restoring || now < r->started + 2 * r->cfg.sync_interval_ms) return;
     bool syncing = false;
     for (uint32_t i = 0; i < r->npeers; i++) syncing |= r->peers[i]->syncing;
     if (syncing && now < r->started + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
@@ -664,7 +665,6 @@ void pd_repl_free(pd_repl *r) {
     }
     pd_free(r->peers);
     pd_model_free(r->m);
-    pd_model_free(r->rest_m);
     msgpack_sbuffer_destroy(&r->ops);
     msgpack_sbuffer_destroy(&r->out);
     pd_free(r);
@@ -744,28 +744,20 @@ static void watch_restored(peer *p, uint64_t now) {
     p->last_hb = now;
 }
 
-/* Our own devices from the snapshot and the stream wait in a model of
- * their own until the restore is done. The live model then only ever holds
- * own devices the peers were told about (ops of this incarnation): a state
- * transfer of our partition served meanwhile cannot hand out a device that
- * a later replayed op takes away without a word (replayed ops are not
- * sent, and the final ADDs remove nothing), which the peer would keep for
- * good. Registers merge in any order: they go to the live model at once. */
+/* Our own devices from the snapshot and the stream go straight into the
+ * model, without telling the peers (replayed ops are not sent). Until the
+ * restore is done, a state transfer of our partition is refused (answered
+ * "unknown"): it could hand out a device that a later replayed op takes
+ * away without a word, which the peer would keep for good. And the node
+ * is not ready (announces nothing) until then, so that a replay that
+ * outlasts the warm-up is not announced change by change. Live events of
+ * this life apply meanwhile as usual; a replayed op of an older life never
+ * takes a newer entry of the same connection (the claim names the entry),
+ * and new claims outrank the old ones (the HLC observes them). */
 static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
-    static const pd_model_cfg cfg = {.idle_timeout_ms = UINT32_MAX,
-                                     .offline_delay_ms = UINT32_MAX,
-                                     .server_timeout_ms = UINT32_MAX};
-    bool device = op->kind == PD_OP_ADD || op->kind == PD_OP_REMOVE || op->kind == PD_OP_STATE;
-    if (device && r->rest_m == NULL) r->rest_m = pd_model_new(&cfg, S(r->self), NULL, NULL);
-    pd_model_hlc_observe(r->m, op->hlc); /* new claims outrank the old ones */
-    r->rest_now = now;
-    /* Out of memory for the side model: straight in, as best we can. */
-    pd_model_apply_own_op(device && r->rest_m ? r->rest_m : r->m, op, now);
-}
-
-static void merge_restored(void *ud, const pd_op *op) {
-    pd_repl *r = ud;
-    pd_model_apply_own_op(r->m, op, r->rest_now);
+    r->restoring = true;
+    pd_model_hlc_observe(r->m, op->hlc);
+    pd_model_apply_own_op(r->m, op, now);
 }
 
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
@@ -781,6 +773,8 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
         return PD_EBADVALUE;
     }
     pd_model_hlc_observe(r->m, info->hlc);
+    /* Users: at most one per device, plus those kept for their registers. */
+    pd_model_reserve(r->m, (uint64_t)rd.ndevs + rd.nregs, rd.ndevs);
     while (pd_snap_next_device(&rd, &d)) {
         if (pd_str_eqc(d.owner, r->self)) restore_own_op(r, &d.op, now);
         else pd_model_apply_op(r->m, d.owner, &d.op, now);
@@ -796,6 +790,7 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
     }
     r->rest_inc = info->inc;
     r->rest_seq = info->seq;
+    r->restoring = true;
     return PD_OK;
 }
 
@@ -833,11 +828,7 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
 }
 
 void pd_repl_restore_done(pd_repl *r) {
-    if (r->rest_m) {
-        pd_model_partition_dump(r->rest_m, S(r->self), merge_restored, r);
-        pd_model_free(r->rest_m);
-        r->rest_m = NULL;
-    }
+    r->restoring = false;
     /* Our devices, back from the snapshot and the stream, start our new
      * incarnation: peers drop the old one's at once and take these. */
     pd_model_partition_dump(r->m, S(r->self), on_op_dump, r);

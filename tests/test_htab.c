@@ -236,3 +236,25 @@ Test(htab, scan_may_free_the_visited_entry) {
     pd_htab_free(&t);
     cr_expect_eq(pd_alloc_live_bytes(), base, "every entry was freed once");
 }
+
+/* reserve: one rehash to the size asked for (entries already in stay
+ * findable), none while inserting up to it, and never a shrink. */
+Test(htab, reserve_sizes_once_and_keeps_entries) {
+    pd_htab t;
+    item *v = make_items(3000);
+    cr_assert_eq(pd_htab_init(&t, item_hash), PD_OK);
+    for (uint32_t i = 0; i < 100; i++) pd_htab_insert(&t, &v[i].h, key_hash(v[i].key));
+    pd_htab_reserve(&t, 3000);
+    uint64_t mask = t.mask;
+    cr_assert_geq(mask + 1, 3000);
+    cr_assert_lt(mask + 1, 2 * 4096);
+    for (uint32_t i = 0; i < 100; i++) cr_assert_eq(find(&t, v[i].key, key_hash(v[i].key)), &v[i]);
+    for (uint32_t i = 100; i < 3000; i++) pd_htab_insert(&t, &v[i].h, key_hash(v[i].key));
+    cr_assert_eq(t.mask, mask, "the table grew again after reserve");
+    pd_htab_reserve(&t, 10);
+    cr_assert_eq(t.mask, mask, "reserve shrank the table");
+    full_scan(&t);
+    for (uint32_t i = 0; i < 3000; i++) cr_assert_eq(v[i].visits, 1, "key %u", v[i].key);
+    pd_htab_free(&t);
+    free(v);
+}
