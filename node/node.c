@@ -1,6 +1,7 @@
 /* node.c - life cycle and loop of a presence node: the inbox drain, the
  * timer that runs the model's timers, and signal handling. */
 #include "node.h"
+#include <stdlib.h>
 #include <string.h>
 #include "alloc.h"
 #include "clock.h"
@@ -13,10 +14,51 @@ static void arm_timer(pd_node *n);
 static void dispatch(pd_node *n, pd_inbox_item *it) {
     if (it->kind == SUB_DELTA && node__persist_hold(n, it->msg)) return; /* kept for later */
     if (it->kind == SUB_REPLAY) node__persist_replay_msg(n, it->msg);
+    else if (it->kind == SUB_STREAM_INFO) node__persist_stream_info(n, it->msg);
     else if (it->kind == SUB_EVENTS) node__handle_event(n, it->msg);
     else if (it->kind >= SUB_DELTA) node__handle_cluster(n, (node_sub_kind)it->kind, it->msg);
     else node__handle_query(n, (node_sub_kind)it->kind, it->msg);
     natsMsg_Destroy(it->msg);
+}
+
+void node__reply_after_flush(pd_node *n, const char *reply) {
+    size_t slen = strlen(reply), need = n->later_len + 2 + slen + 4 + n->out.size;
+    if (slen > UINT16_MAX || n->out.size > UINT32_MAX) return;
+    if (need > n->later_cap) {
+        size_t cap = n->later_cap ? n->later_cap : 4096;
+        while (cap < need) cap *= 2;
+        uint8_t *p = realloc(n->later, cap);
+        if (p == NULL) { /* no room to wait: now, before the delta */
+            node__publish(n, reply);
+            return;
+        }
+        n->later = p;
+        n->later_cap = cap;
+    }
+    uint8_t *p = n->later + n->later_len;
+    uint16_t l16 = (uint16_t)slen;
+    uint32_t l32 = (uint32_t)n->out.size;
+    memcpy(p, &l16, 2);
+    memcpy(p + 2, reply, slen);
+    memcpy(p + 2 + slen, &l32, 4);
+    memcpy(p + 6 + slen, n->out.data, n->out.size);
+    n->later_len = need;
+}
+
+/* Sends the replies queued by node__reply_after_flush. */
+static void send_later(pd_node *n) {
+    char subj[UINT16_MAX + 1];
+    for (size_t off = 0; off < n->later_len;) {
+        uint16_t l16;
+        uint32_t l32;
+        memcpy(&l16, n->later + off, 2);
+        memcpy(subj, n->later + off + 2, l16);
+        subj[l16] = '\0';
+        memcpy(&l32, n->later + off + 2 + l16, 4);
+        node__publish_bytes(n, subj, n->later + off + 6 + l16, l32);
+        off += 6 + (size_t)l16 + l32;
+    }
+    n->later_len = 0;
 }
 
 /* Handles everything queued, then runs the timers: messages first, so a
@@ -35,6 +77,7 @@ static void drain_and_tick(pd_node *n) {
         /* One delta per burst: a lone event leaves at once, a flood in
          * large batches. */
         pd_repl_flush(n->repl);
+        send_later(n);
     }
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
@@ -147,4 +190,5 @@ void pd_node_close(pd_node *n) {
     pd_inbox_free(&n->inbox);
     pd_repl_free(n->repl);
     msgpack_sbuffer_destroy(&n->out);
+    free(n->later);
 }

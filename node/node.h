@@ -23,6 +23,7 @@ typedef enum {
     SUB_EVENTS, SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER,
     SUB_DELTA, SUB_HB, SUB_SYNC_REQ, SUB_SYNC_REPLY,
     SUB_REPLAY,                     /* JetStream replay (persist.c owns it) */
+    SUB_STREAM_INFO,                /* replies to persist.c's stream info requests */
     SUB_COUNT
 } node_sub_kind;
 
@@ -68,6 +69,10 @@ struct pd_node {
     pd_metrics metrics;             /* idle unless PRESENCE_METRICS_ADDR is set */
     uint64_t metrics_at;
     uint64_t nats_reconnects;       /* written by nats.c's thread: atomics */
+    /* ok-replies of this batch, sent after its delta: [u16 subject length,
+     * subject, u32 payload length, payload]... */
+    uint8_t *later;
+    size_t later_len, later_cap;
 };
 
 /* Creates a node from a validated configuration; connects to NATS (retrying
@@ -83,6 +88,9 @@ void node__nats_close(pd_node *n);
 /* Publishes the scratch buffer n->out to subject (a reply or a notification). */
 void node__publish(pd_node *n, const char *subject);
 void node__publish_bytes(pd_node *n, const char *subject, const void *buf, size_t len);
+/* Queues the scratch buffer n->out as a reply to send once the batch's
+ * delta is published: an ok means the change has left the node. */
+void node__reply_after_flush(pd_node *n, const char *reply);
 /* Replies {"ok": false, ...} to msg if it is a request. */
 void node__reply_error(pd_node *n, natsMsg *msg, pd_status code, const char *text);
 /* Counts and logs (rate-limited) a bad message. */

@@ -3,6 +3,7 @@
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,13 @@
 #define REPLAY_DEADLINE_MS 60000
 #define HELD_MAX 100000
 #define CONNECT_TIMEOUT_MS 1000      /* a Redis connect taking longer is given up */
+#define INFO_SUBJECT "$JS.API.STREAM.INFO." STREAM_NAME
+#define INFO_TIMEOUT_MS 5000         /* a stream info request unanswered this long is retried */
+#define INFO_MAX_BYTES 65536         /* a longer stream info reply is not ours */
+/* A stream sequence read at least this long before a snapshot starts is
+ * the one it claims to include: deltas in flight at the reading (published,
+ * stored, not yet applied here) have arrived by then. */
+#define SAMPLE_MARGIN_MS 1000
 
 typedef enum { SNAP_IDLE, SNAP_BUILDING, SNAP_WRITING } snap_state;
 
@@ -30,6 +38,12 @@ struct pd_persist {
     natsMsg **held;
     uint32_t nheld;
     uint64_t reconnects_seen;       /* n->nats_reconnects last looked at */
+    uint64_t restored_stream_seq;   /* from the snapshot restored at start */
+    /* stream sequences: what the next snapshot claims to include, and the
+     * last reading of the stream's end with the time it was asked for */
+    natsSubscription *info_sub;
+    char info_inbox[64];
+    uint64_t stream_seq_next, sample, sample_at, info_asked_at;
     /* snapshots */
     redisAsyncContext *ac;
     bool connecting, redis_logged_down;
@@ -113,9 +127,11 @@ static void restore(pd_node *n) {
         pd_model_stats ms;
         pd_model_stats_get(n->model, &ms);
         ps->st.restored_devices = ms.devices;
-        pd_log(PD_LOG_INFO, "restored snapshot: %zu bytes, %llu devices, %llu users in %llu ms",
-               len, (unsigned long long)ms.devices, (unsigned long long)ms.users,
-               (unsigned long long)(pd_mono_ms() - t0));
+        ps->restored_stream_seq = info->stream_seq;
+        pd_log(PD_LOG_INFO,
+               "restored snapshot: %zu bytes, %llu devices, %llu users, stream sequence %llu, "
+               "in %llu ms", len, (unsigned long long)ms.devices, (unsigned long long)ms.users,
+               (unsigned long long)info->stream_seq, (unsigned long long)(pd_mono_ms() - t0));
     } else {
         pd_log(PD_LOG_WARN, "snapshot refused (%s): starting from the stream and the peers",
                err.msg);
@@ -131,7 +147,7 @@ static void on_replay(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
     if (pd_inbox_push(&n->inbox, msg, SUB_REPLAY)) uv_async_send(&n->wake);
 }
 
-static void ensure_stream(pd_node *n) {
+static bool ensure_stream(pd_node *n) {
     pd_persist *ps = n->persist;
     jsStreamConfig cfg;
     jsStreamInfo *si = NULL;
@@ -160,34 +176,55 @@ static void ensure_stream(pd_node *n) {
     if (s != NATS_OK) {
         pd_log(PD_LOG_WARN, "JetStream: cannot create stream %s: %s (%d); no replay",
                STREAM_NAME, natsStatus_GetText(s), (int)jerr);
-        return;
+        return false;
     }
     ps->replay_end = si->State.LastSeq;
     jsStreamInfo_Destroy(si);
+    return true;
 }
 
-static void start_replay(pd_node *n) {
+/* Replays the stream after the sequence the snapshot includes, up to the
+ * end it has now. A snapshot that claims more than the stream holds is of
+ * an older stream (deleted and made again): everything is replayed.
+ * False if the replay could not start. */
+static bool start_replay(pd_node *n) {
     pd_persist *ps = n->persist;
     jsSubOptions so;
     jsErrCode jerr = 0;
     char subj[PD_ID_MAX + 16];
-    if (ps->replay_end == 0) return; /* nothing kept */
+    uint64_t after = ps->restored_stream_seq;
+    if (after > ps->replay_end) {
+        pd_log(PD_LOG_WARN, "snapshot includes stream sequence %llu but %s ends at %llu: "
+               "replaying all of it", (unsigned long long)after, STREAM_NAME,
+               (unsigned long long)ps->replay_end);
+        after = 0;
+    }
+    ps->st.replay_from = after + 1;
+    if (after == ps->replay_end) return true; /* nothing after the snapshot */
     snprintf(subj, sizeof subj, "%s.delta.>", n->cfg.subject_prefix);
     jsSubOptions_Init(&so);
     so.Stream = STREAM_NAME;
     so.Ordered = true; /* push, flow-controlled, no acks: not nats.c 3.4's Fetch */
-    so.Config.DeliverPolicy = js_DeliverAll;
+    if (after == 0) {
+        so.Config.DeliverPolicy = js_DeliverAll;
+    } else {
+        /* Below the stream's first sequence (aged out), the server starts
+         * at the first one it has. */
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = after + 1;
+    }
     natsStatus s = js_Subscribe(&ps->replay, ps->js, subj, on_replay, n, NULL, &so, &jerr);
     if (s != NATS_OK) {
         pd_log(PD_LOG_WARN, "JetStream: cannot replay %s: %s; peers will fill in", STREAM_NAME,
                natsStatus_GetText(s));
         ps->replay = NULL;
-        return;
+        return false;
     }
     ps->st.replaying = true;
     ps->replay_deadline = pd_now_ms() + REPLAY_DEADLINE_MS;
-    pd_log(PD_LOG_INFO, "replaying %s up to sequence %llu", STREAM_NAME,
-           (unsigned long long)ps->replay_end);
+    pd_log(PD_LOG_INFO, "replaying %s from sequence %llu up to %llu", STREAM_NAME,
+           (unsigned long long)after + 1, (unsigned long long)ps->replay_end);
+    return true;
 }
 
 static void publish_resync(pd_node *n) {
@@ -201,9 +238,12 @@ static void publish_resync(pd_node *n) {
     node__publish(n, subj);
 }
 
-/* The replay reached the end the stream had at start (or gave up). */
-static void finish_replay(pd_node *n) {
+/* The replay reached the end the stream had at start (complete), or there
+ * was none to do, or it gave up. A complete one makes the model include the
+ * stream up to that end: the first snapshot of this life says so. */
+static void finish_replay(pd_node *n, bool complete) {
     pd_persist *ps = n->persist;
+    ps->stream_seq_next = complete ? ps->replay_end : ps->restored_stream_seq;
     if (ps->replay) {
         natsSubscription_Unsubscribe(ps->replay);
         natsSubscription_Destroy(ps->replay);
@@ -238,7 +278,7 @@ void node__persist_replay_msg(pd_node *n, void *msg) {
     if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
         bool done = meta->Sequence.Stream >= ps->replay_end;
         jsMsgMetaData_Destroy(meta);
-        if (done) finish_replay(n);
+        if (done) finish_replay(n, true);
     }
 }
 
@@ -250,6 +290,72 @@ bool node__persist_hold(pd_node *n, void *msg) {
     ps->held = v;
     ps->held[ps->nheld++] = msg;
     return true;
+}
+
+/* ---- the stream's end, read at each snapshot ------------------------------------------ */
+
+static void on_info(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+    pd_node *n = closure;
+    (void)nc;
+    (void)sub;
+    if (pd_inbox_push(&n->inbox, msg, SUB_STREAM_INFO)) uv_async_send(&n->wake);
+}
+
+static void subscribe_info(pd_node *n) {
+    pd_persist *ps = n->persist;
+    natsInbox *inbox = NULL;
+    if (natsInbox_Create(&inbox) != NATS_OK) return;
+    snprintf(ps->info_inbox, sizeof ps->info_inbox, "%s", (const char *)inbox);
+    natsInbox_Destroy(inbox);
+    if (natsConnection_Subscribe(&ps->info_sub, n->nc, ps->info_inbox, on_info, n) != NATS_OK) {
+        pd_log(PD_LOG_WARN, "JetStream: cannot subscribe for stream info: snapshots will claim "
+               "the stream sequence of the restore");
+        ps->info_sub = NULL;
+    }
+}
+
+/* Asks for the stream's last sequence without waiting: the reply comes
+ * through the inbox like any message (node__persist_stream_info). */
+static void request_info(pd_node *n, uint64_t now) {
+    pd_persist *ps = n->persist;
+    if (ps->info_sub == NULL || (ps->info_asked_at && now - ps->info_asked_at < INFO_TIMEOUT_MS))
+        return;
+    if (natsConnection_PublishRequest(n->nc, INFO_SUBJECT, ps->info_inbox, NULL, 0) == NATS_OK)
+        ps->info_asked_at = now;
+}
+
+/* Reads state.last_seq from a STREAM.INFO reply (JSON; an error reply has
+ * no "state"). The "config" part before it has no "last_seq" key. */
+static bool parse_last_seq(const char *data, int len, uint64_t *out) {
+    char buf[INFO_MAX_BYTES];
+    if (data == NULL || len <= 0 || len >= (int)sizeof buf) return false;
+    memcpy(buf, data, (size_t)len);
+    buf[len] = '\0';
+    const char *state = strstr(buf, "\"state\":");
+    const char *key = state ? strstr(state, "\"last_seq\":") : NULL;
+    if (key == NULL) return false;
+    key += strlen("\"last_seq\":");
+    while (*key == ' ') key++;
+    if (*key < '0' || *key > '9') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(key, &end, 10);
+    if (errno || (*end != ',' && *end != '}' && *end != ' ')) return false;
+    *out = v;
+    return true;
+}
+
+void node__persist_stream_info(pd_node *n, void *msg) {
+    pd_persist *ps = n->persist;
+    uint64_t seq;
+    if (ps == NULL || ps->info_asked_at == 0) return; /* late or unasked */
+    if (!parse_last_seq(natsMsg_GetData(msg), natsMsg_GetDataLength(msg), &seq)) {
+        pd_log(PD_LOG_DEBUG, "JetStream: unexpected stream info reply");
+        return;
+    }
+    ps->sample = seq;
+    ps->sample_at = ps->info_asked_at;
+    ps->info_asked_at = 0;
 }
 
 void node__persist_start(pd_node *n) {
@@ -266,11 +372,14 @@ void node__persist_start(pd_node *n) {
     uv_idle_init(&n->loop, &n->snap_idle);
     n->snap_idle.data = n;
     restore(n);
-    if (natsConnection_JetStream(&ps->js, n->nc, NULL) == NATS_OK) {
-        ensure_stream(n);
-        start_replay(n);
+    bool replay_ok = false;
+    if (natsConnection_JetStream(&ps->js, n->nc, NULL) == NATS_OK && ensure_stream(n)) {
+        replay_ok = start_replay(n);
+        subscribe_info(n);
     }
-    if (!ps->st.replaying) finish_replay(n);
+    /* Nothing to replay after the snapshot is a complete replay; a stream
+     * that could not be reached or read is not. */
+    if (!ps->st.replaying) finish_replay(n, replay_ok);
 }
 
 /* ---- snapshots while running ------------------------------------------------------ */
@@ -426,6 +535,14 @@ static void start_snapshot(pd_node *n) {
     pd_snap_info *info = malloc(sizeof *info);
     if (info == NULL) return;
     pd_repl_snapshot_info(n->repl, info, n->now);
+    uint64_t now = pd_now_ms();
+    if (ps->sample_at && now - ps->sample_at >= SAMPLE_MARGIN_MS) {
+        ps->stream_seq_next = ps->sample;
+        ps->sample_at = 0;
+    }
+    info->stream_seq = ps->stream_seq_next;
+    ps->st.snapshot_stream_seq = info->stream_seq;
+    if (ps->sample_at == 0) request_info(n, now);
     ps->snap = pd_snap_begin(n->model, info);
     free(info);
     if (ps->snap == NULL) return;
@@ -440,7 +557,7 @@ void node__persist_tick(pd_node *n) {
     uint64_t now = pd_now_ms();
     if (ps->st.replaying && now >= ps->replay_deadline) {
         pd_log(PD_LOG_WARN, "replay did not reach the end in time; going on");
-        finish_replay(n);
+        finish_replay(n, false);
     }
     /* Back on NATS after an outage: what the socket servers sent to us
      * meanwhile went nowhere (no subscriber), and requests in flight when
@@ -469,6 +586,7 @@ static void final_snapshot(pd_node *n) {
     size_t len = 0;
     if (info == NULL) return;
     pd_repl_snapshot_info(n->repl, info, pd_now_ms());
+    info->stream_seq = ps->stream_seq_next;
     pd_snap *s = pd_snap_begin(n->model, info);
     free(info);
     if (s == NULL) return;
@@ -508,6 +626,10 @@ void node__persist_stop(pd_node *n, bool final) {
     if (ps->replay) {
         natsSubscription_Unsubscribe(ps->replay);
         natsSubscription_Destroy(ps->replay);
+    }
+    if (ps->info_sub) {
+        natsSubscription_Unsubscribe(ps->info_sub);
+        natsSubscription_Destroy(ps->info_sub);
     }
     for (uint32_t i = 0; i < ps->nheld; i++) natsMsg_Destroy(ps->held[i]);
     free(ps->held);

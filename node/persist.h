@@ -29,6 +29,8 @@ typedef struct pd_persist pd_persist;
 void node__persist_start(pd_node *n);
 /* A replayed delta (SUB_REPLAY). */
 void node__persist_replay_msg(pd_node *n, void *msg);
+/* A reply to the stream info request made at each snapshot (SUB_STREAM_INFO). */
+void node__persist_stream_info(pd_node *n, void *msg);
 /* True while live deltas must wait for the replay; takes ownership of
  * msg when it returns true. */
 bool node__persist_hold(pd_node *n, void *msg);
@@ -41,6 +43,8 @@ void node__persist_stop(pd_node *n, bool final_snapshot);
 typedef struct {
     uint64_t snapshots, snapshot_failures, last_snapshot_at, last_snapshot_ms, last_snapshot_bytes;
     uint64_t restored_devices, replayed_deltas;
+    uint64_t replay_from;           /* first stream sequence replayed at start */
+    uint64_t snapshot_stream_seq;   /* what the last snapshot started claims */
     bool redis_up, replaying;
 } pd_persist_stats;
 void node__persist_stats(const pd_node *n, pd_persist_stats *st);

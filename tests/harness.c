@@ -685,7 +685,9 @@ bool h_watch_ts_monotonic(h_watch *w) {
 
 void h_watch_stop(h_watch *w) {
     if (w == NULL) return;
-    natsSubscription_Unsubscribe(w->sub);
+    /* Closed first: nats.c 3.4 can still be delivering to a subscription
+     * destroyed meanwhile (nats-io/nats.c#637). */
+    natsConnection_Close(w->nc);
     natsSubscription_Destroy(w->sub);
     natsConnection_Destroy(w->nc);
     pthread_mutex_destroy(&w->mu);
