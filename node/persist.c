@@ -579,6 +579,27 @@ void node__persist_tick(pd_node *n) {
 
 /* ---- stop ----------------------------------------------------------------------------- */
 
+/* The sequence a last snapshot may claim: the stream's end now (stopping,
+ * blocking is fine). A delta of a peer stored but not applied here yet is
+ * skipped by the next replay and comes back from that peer's state
+ * transfer, or its new incarnation, or goes with it when it is down for
+ * good; our own are all in the snapshot. While the replay is still
+ * running, only what it started from. */
+static uint64_t final_stream_seq(pd_node *n) {
+    pd_persist *ps = n->persist;
+    jsStreamInfo *si = NULL;
+    jsOptions o;
+    jsErrCode jerr = 0;
+    uint64_t seq = ps->stream_seq_next;
+    if (ps->js == NULL || ps->st.replaying || jsOptions_Init(&o) != NATS_OK) return seq;
+    o.Wait = 1000;
+    if (js_GetStreamInfo(&si, ps->js, STREAM_NAME, &o, &jerr) == NATS_OK) {
+        seq = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+    }
+    return seq;
+}
+
 static void final_snapshot(pd_node *n) {
     pd_persist *ps = n->persist;
     pd_snap_info *info = malloc(sizeof *info);
@@ -586,7 +607,7 @@ static void final_snapshot(pd_node *n) {
     size_t len = 0;
     if (info == NULL) return;
     pd_repl_snapshot_info(n->repl, info, pd_now_ms());
-    info->stream_seq = ps->stream_seq_next;
+    info->stream_seq = final_stream_seq(n);
     pd_snap *s = pd_snap_begin(n->model, info);
     free(info);
     if (s == NULL) return;

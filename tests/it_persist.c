@@ -500,6 +500,20 @@ Test(persist, corrupt_snapshots_are_refused_and_recovered_from) {
     expect_no_offline();
 }
 
+/* The last sequence of the stream PRESENCE_DELTAS now, or 0. */
+static uint64_t stream_last_seq(void) {
+    jsCtx *js = NULL;
+    jsStreamInfo *si = NULL;
+    uint64_t seq = 0;
+    if (natsConnection_JetStream(&js, nc, NULL) != NATS_OK) return 0;
+    if (js_GetStreamInfo(&si, js, "PRESENCE_DELTAS", NULL, NULL) == NATS_OK) {
+        seq = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+    }
+    jsCtx_Destroy(js);
+    return seq;
+}
+
 /* The sequence a node's log says its replay started from, or 0. */
 static uint64_t replay_from_in_log(const char *log, long from) {
     static const char needle[] = "replaying PRESENCE_DELTAS from sequence ";
@@ -539,6 +553,16 @@ Test(persist, restart_replays_the_stream_after_the_snapshot_only) {
     cr_assert_eq(start, info.stream_seq + 1,
                  "the replay started at %llu, the snapshot includes up to %llu (see %s)",
                  (unsigned long long)start, (unsigned long long)info.stream_seq, nodes[0].log);
+    /* A clean stop's last snapshot claims the stream's end at the stop. */
+    uint64_t before = stream_last_seq();
+    cr_assert_gt(before, 0);
+    h_node_stop_clean(&nodes[0]);
+    cr_assert(snapshot_of(0, &info));
+    cr_assert_geq(info.stream_seq, before, "the last snapshot claims %llu, the stream had %llu",
+                  (unsigned long long)info.stream_seq, (unsigned long long)before);
+    from = restart_node(0);
+    cr_assert(h_log_contains_from(nodes[0].log, from, "restored snapshot"), "see %s",
+              nodes[0].log);
     stop_load_and_compare(1);
     expect_no_offline();
 }
