@@ -36,6 +36,8 @@ typedef struct pd_config {
     uint64_t stream_max_age_ms;    /* PRESENCE_STREAM_MAX_AGE_MS */
     uint64_t stream_max_bytes;     /* PRESENCE_STREAM_MAX_BYTES */
     uint64_t stream_replicas;      /* PRESENCE_STREAM_REPLICAS */
+    uint64_t inbox_max_msgs;       /* PRESENCE_INBOX_MAX_MSGS */
+    uint64_t inbox_max_bytes;      /* PRESENCE_INBOX_MAX_BYTES */
     int log_level;                 /* PRESENCE_LOG_LEVEL, a PD_LOG_* value */
     bool help;                     /* --help or -h was given */
     bool version;                  /* --version was given */

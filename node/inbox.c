@@ -1,13 +1,25 @@
 /* inbox.c - mutex-guarded message queue between nats.c threads and the loop. */
 #include "inbox.h"
 #include <stdlib.h>
+#include <string.h>
 
 pd_status pd_inbox_init(pd_inbox *ib) {
-    ib->items = NULL;
-    ib->n = ib->cap = 0;
-    ib->pushed = ib->dropped = 0;
-    ib->closed = false;
+    memset(ib, 0, sizeof *ib);
     return pthread_mutex_init(&ib->mu, NULL) == 0 ? PD_OK : PD_EINTERNAL;
+}
+
+void pd_inbox_limit(pd_inbox *ib, uint64_t max_msgs, uint64_t max_bytes, uint32_t exempt) {
+    pthread_mutex_lock(&ib->mu);
+    ib->max_msgs = max_msgs;
+    ib->max_bytes = max_bytes;
+    ib->exempt = exempt;
+    pthread_mutex_unlock(&ib->mu);
+}
+
+void pd_inbox_dropped(pd_inbox *ib, uint64_t *out) {
+    pthread_mutex_lock(&ib->mu);
+    memcpy(out, ib->dropped, sizeof ib->dropped);
+    pthread_mutex_unlock(&ib->mu);
 }
 
 void pd_inbox_free(pd_inbox *ib) {
@@ -32,28 +44,34 @@ void pd_inbox_close(pd_inbox *ib) {
     free(items);
 }
 
+/* Called with the lock held: counts and destroys a message not queued. */
+static bool drop(pd_inbox *ib, natsMsg *msg, int kind, bool count) {
+    if (count) ib->dropped[kind]++;
+    pthread_mutex_unlock(&ib->mu);
+    natsMsg_Destroy(msg);
+    return false;
+}
+
 bool pd_inbox_push(pd_inbox *ib, natsMsg *msg, int kind) {
     bool was_empty;
+    uint64_t len = (uint64_t)natsMsg_GetDataLength(msg);
+    if (kind < 0 || kind >= PD_INBOX_KINDS) kind = PD_INBOX_KINDS - 1;
     pthread_mutex_lock(&ib->mu);
-    if (ib->closed) {
-        pthread_mutex_unlock(&ib->mu);
-        natsMsg_Destroy(msg);
-        return false;
-    }
+    if (ib->closed) return drop(ib, msg, kind, false);
+    if (!(ib->exempt & (1u << kind)) &&
+        ((ib->max_msgs && ib->n >= ib->max_msgs) ||
+         (ib->max_bytes && ib->bytes + len > ib->max_bytes)))
+        return drop(ib, msg, kind, true);
     if (ib->n == ib->cap) {
         uint32_t cap = ib->cap ? ib->cap * 2 : 256;
         pd_inbox_item *it = realloc(ib->items, sizeof *it * cap);
-        if (it == NULL) {
-            ib->dropped++;
-            pthread_mutex_unlock(&ib->mu);
-            natsMsg_Destroy(msg);
-            return false;
-        }
+        if (it == NULL) return drop(ib, msg, kind, true);
         ib->items = it;
         ib->cap = cap;
     }
     was_empty = ib->n == 0;
     ib->items[ib->n++] = (pd_inbox_item){msg, kind};
+    ib->bytes += len;
     ib->pushed++;
     pthread_mutex_unlock(&ib->mu);
     return was_empty;
@@ -65,6 +83,7 @@ void pd_inbox_take(pd_inbox *ib, pd_inbox_item **out, uint32_t *n) {
     *n = ib->n;
     ib->items = NULL;
     ib->n = ib->cap = 0;
+    ib->bytes = 0;
     pthread_mutex_unlock(&ib->mu);
 }
 

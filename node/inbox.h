@@ -3,7 +3,12 @@
  * nats.c calls message handlers on its own threads; they only push the
  * message here and wake the loop, which drains the inbox and owns all state.
  * The queue is a growable array swapped out whole by the consumer, so the
- * lock is held for a push or a pointer swap, never for message handling. */
+ * lock is held for a push or a pointer swap, never for message handling.
+ *
+ * It is bounded (pd_inbox_limit): a loop that falls behind would otherwise
+ * grow it without end. A push beyond the bounds is dropped and counted by
+ * kind, and the node repairs what was lost (node_slow.c); kinds that must
+ * never be dropped (the flow-controlled replay) are exempt. */
 #ifndef PD_INBOX_H
 #define PD_INBOX_H
 #include <nats/nats.h>
@@ -17,22 +22,35 @@ typedef struct {
     int kind;      /* which subscription it came from (node_sub_kind) */
 } pd_inbox_item;
 
+#define PD_INBOX_KINDS 16
+
 typedef struct {
     pthread_mutex_t mu;
     pd_inbox_item *items;
     uint32_t n, cap;
-    uint64_t pushed, dropped;  /* dropped: could not allocate */
+    uint64_t bytes;            /* payload bytes queued */
+    uint64_t max_msgs, max_bytes;
+    uint32_t exempt;           /* bit k: kind k is never dropped for the bounds */
+    uint64_t pushed;
+    uint64_t dropped[PD_INBOX_KINDS]; /* by kind: bounds reached or out of memory */
     bool closed;               /* after pd_inbox_close: pushes are dropped */
 } pd_inbox;
 
+/* An unbounded inbox. */
 pd_status pd_inbox_init(pd_inbox *ib);
+/* Bounds the queue: messages and payload bytes (0 = no bound); kinds in
+ * the `exempt` bit mask are always queued. */
+void pd_inbox_limit(pd_inbox *ib, uint64_t max_msgs, uint64_t max_bytes, uint32_t exempt);
+/* Copies the drop counters (PD_INBOX_KINDS of them) into out. */
+void pd_inbox_dropped(pd_inbox *ib, uint64_t *out);
 /* Destroys the queued messages and drops every later push (a handler of
  * nats.c may still be running): call while nats.c is still alive. */
 void pd_inbox_close(pd_inbox *ib);
 /* Frees the queue (messages too, if pd_inbox_close was not called). */
 void pd_inbox_free(pd_inbox *ib);
-/* Takes ownership of msg (destroyed if it cannot be queued). Returns true
- * if the queue was empty before, i.e. the consumer needs a wake-up. */
+/* Takes ownership of msg (destroyed and counted if it cannot be queued:
+ * closed, bounds reached, out of memory). Returns true if the queue was
+ * empty before, i.e. the consumer needs a wake-up. kind < PD_INBOX_KINDS. */
 bool pd_inbox_push(pd_inbox *ib, natsMsg *msg, int kind);
 /* Moves the queued items into *out (count *n); the caller owns the array
  * and the messages, and hands the array back to pd_inbox_release() when done. */

@@ -82,6 +82,7 @@ static void drain_and_tick(pd_node *n) {
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
     node__persist_tick(n);
+    node__slow_tick(n);
     node__update_metrics(n, false);
     arm_timer(n);
 }
@@ -139,6 +140,7 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         snprintf(err, errlen, "cannot initialise the event loop");
         return PD_EINTERNAL;
     }
+    node__slow_init(n);
     n->loop_ready = true;
     uv_async_init(&n->loop, &n->wake, on_wake);
     uv_timer_init(&n->loop, &n->timer);

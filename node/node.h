@@ -73,6 +73,12 @@ struct pd_node {
      * subject, u32 payload length, payload]... */
     uint8_t *later;
     size_t later_len, later_cap;
+    struct {                        /* node_slow.c */
+        uint64_t dropped[SUB_COUNT];  /* by subscription: inbox + nats.c */
+        uint64_t next_check, first_drop, last_drop, resyncs;
+        bool resync_pending;
+        pd_ratelimit log;
+    } slow;
 };
 
 /* Creates a node from a validated configuration; connects to NATS (retrying
@@ -108,6 +114,13 @@ extern const pd_repl_io node__repl_io;
 
 /* node_metrics.c: refreshes the metrics text (at most every 250 ms). */
 void node__update_metrics(pd_node *n, bool force);
+
+/* node_slow.c: bounds, drop counting and repair (see there). NATS pending
+ * limits per subscription: */
+#define NODE_PENDING_MSGS 65536
+#define NODE_PENDING_BYTES (64 << 20)
+void node__slow_init(pd_node *n);
+void node__slow_tick(pd_node *n);
 
 /* node_query.c */
 void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg);

@@ -155,8 +155,22 @@ static void render(pd_node *n, textbuf *b) {
     counter(b, "presenced_nats_reconnects_total", "reconnections to NATS",
             __atomic_load_n(&n->nats_reconnects, __ATOMIC_RELAXED));
     counter(b, "presenced_publish_errors_total", "publishes that failed", n->stats.publish_errors);
-    counter(b, "presenced_inbox_dropped_total", "messages dropped for lack of memory",
-            n->inbox.dropped);
+    const uint64_t *dr = n->slow.dropped;
+    const struct { const char *kind; uint64_t v; } drops[] = {
+        {"events", dr[SUB_EVENTS]},
+        {"queries", dr[SUB_Q_GET] + dr[SUB_Q_DEVICES] + dr[SUB_Q_ONLINE] + dr[SUB_Q_CLUSTER]},
+        {"deltas", dr[SUB_DELTA]},
+        {"heartbeats", dr[SUB_HB]},
+        {"state_transfer", dr[SUB_SYNC_REQ] + dr[SUB_SYNC_REPLY]},
+    };
+    family(b, "presenced_dropped_messages_total", "counter",
+           "messages dropped while falling behind (inbox bounds, NATS pending limits); "
+           "each kind is repaired (README Failure modes)");
+    for (size_t k = 0; k < sizeof drops / sizeof drops[0]; k++)
+        out(b, "presenced_dropped_messages_total{kind=\"%s\"} %" PRIu64 "\n", drops[k].kind,
+            drops[k].v);
+    counter(b, "presenced_resyncs_for_drops_total",
+            "resyncs asked of the socket servers because events were dropped", n->slow.resyncs);
     gauge(b, "presenced_uptime_ms", "time since start", (int64_t)(n->now - n->started_at));
     pd_persist_stats ps;
     node__persist_stats(n, &ps);

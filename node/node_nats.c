@@ -81,9 +81,11 @@ static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, 
         ? natsConnection_QueueSubscribe(&n->subs[kind], n->nc, subj, NODE_QUEUE_GROUP, on_msg,
                                         &n->sub_ctx[kind])
         : natsConnection_Subscribe(&n->subs[kind], n->nc, subj, on_msg, &n->sub_ctx[kind]);
-    /* Messages are only queued by the handler, so nats.c's pending queue
-     * stays short; keep its limits generous and count drops (see stats). */
-    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(n->subs[kind], 1 << 20, 1 << 30);
+    /* The handler only queues, so nats.c's pending queue stays short unless
+     * its thread is starved; past these limits it drops, and node_slow.c
+     * counts and repairs that like the inbox's own drops. */
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(n->subs[kind], NODE_PENDING_MSGS, NODE_PENDING_BYTES);
     return s;
 }
 

@@ -238,6 +238,12 @@ static void publish_resync(pd_node *n) {
     node__publish(n, subj);
 }
 
+void node__persist_resync(pd_node *n, const char *why) {
+    if (n->persist && n->persist->st.replaying) return;
+    publish_resync(n);
+    pd_log(PD_LOG_INFO, "%s: asked socket servers to resync", why);
+}
+
 /* The replay reached the end the stream had at start (complete), or there
  * was none to do, or it gave up. A complete one makes the model include the
  * stream up to that end: the first snapshot of this life says so. */

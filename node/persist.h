@@ -31,6 +31,9 @@ void node__persist_start(pd_node *n);
 void node__persist_replay_msg(pd_node *n, void *msg);
 /* A reply to the stream info request made at each snapshot (SUB_STREAM_INFO). */
 void node__persist_stream_info(pd_node *n, void *msg);
+/* Asks this node's socket servers to sync (P.resync.<node>), saying why in
+ * the log; not while replaying (the end of the replay asks anyway). */
+void node__persist_resync(pd_node *n, const char *why);
 /* True while live deltas must wait for the replay; takes ownership of
  * msg when it returns true. */
 bool node__persist_hold(pd_node *n, void *msg);
