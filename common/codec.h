@@ -139,6 +139,8 @@ pd_status pd_query_decode(pd_query_type type, const void *buf, size_t len,
 bool pd_query_next_user(mp_reader *it, pd_str *user);
 void pd_query_users_iter(const pd_query *q, mp_reader *it);
 
+/* Encodes a query (get: users[0..n)); an online query with limit 0 leaves
+ * `limit` out, asking for the node's largest page. */
 void pd_query_encode(msgpack_sbuffer *sb, const pd_query *q, const pd_str *users, uint32_t n);
 
 /* Reply writers, used in sequence: begin, one call per item, (end). */

@@ -160,8 +160,9 @@ void pd_query_encode(msgpack_sbuffer *sb, const pd_query *q, const pd_str *users
         pd_pack_kv_str(&pk, "user", q->user);
         break;
     case PD_Q_ONLINE:
-        msgpack_pack_map(&pk, 1 + (q->cursor.n > 0));
-        pd_pack_kv_int(&pk, "limit", q->limit);
+        /* limit 0: left out, the node's largest page. */
+        msgpack_pack_map(&pk, (q->limit > 0) + (q->cursor.n > 0));
+        if (q->limit) pd_pack_kv_int(&pk, "limit", q->limit);
         if (q->cursor.n) pd_pack_kv_str(&pk, "cursor", q->cursor);
         break;
     default:

@@ -11,6 +11,8 @@
 #include "config.h"
 #include "log.h"
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -25,7 +27,10 @@ typedef enum {
     CFG_NATS_URLS,  /* char[cap]: nats:// or tls:// URLs, comma-separated */
     CFG_REDIS_URL,  /* char[cap]: one redis:// URL */
     CFG_ADDR,       /* char[cap]: HOST:PORT to listen on (IPv4), "" = off */
-    CFG_LEVEL       /* int PD_LOG_* */
+    CFG_LEVEL,      /* int PD_LOG_* */
+    CFG_TEXT,       /* char[cap]: printable text, "" = not set */
+    CFG_SECRET,     /* like CFG_TEXT, but never echoed in a message */
+    CFG_FILE        /* char[cap]: path of a readable file, "" = not set */
 } cfg_kind;
 
 typedef enum {
@@ -82,7 +87,29 @@ static const cfg_field fields[] = {
     STR_FIELD("PRESENCE_NATS_URL", CFG_NATS_URLS, DEF_FIXED, nats_url,
               "nats://127.0.0.1:4222", "NATS server(s), comma-separated"),
     STR_FIELD("PRESENCE_REDIS_URL", CFG_REDIS_URL, DEF_FIXED, redis_url,
-              "redis://127.0.0.1:6379", "Redis"),
+              "redis://127.0.0.1:6379", "Redis: redis://[[USER]:PASSWORD@]HOST[:PORT]"),
+    /* Credentials: NATS (one of user+password, token, NKey seed file, creds
+     * file; TLS beside any) and Redis. See pd_config_check_auth. */
+    STR_FIELD("PRESENCE_NATS_USER", CFG_TEXT, DEF_FIXED, nats_user, "",
+              "NATS user name (with PRESENCE_NATS_PASSWORD)"),
+    STR_FIELD("PRESENCE_NATS_PASSWORD", CFG_SECRET, DEF_FIXED, nats_password, "",
+              "NATS password; prefer the environment to the flag (ps shows flags)"),
+    STR_FIELD("PRESENCE_NATS_TOKEN", CFG_SECRET, DEF_FIXED, nats_token, "",
+              "NATS authentication token"),
+    STR_FIELD("PRESENCE_NATS_NKEY_SEED_FILE", CFG_FILE, DEF_FIXED, nats_nkey_seed_file, "",
+              "file holding the NKey seed (SU...) of the NATS user"),
+    STR_FIELD("PRESENCE_NATS_CREDS_FILE", CFG_FILE, DEF_FIXED, nats_creds_file, "",
+              "NATS .creds file (user JWT and NKey seed)"),
+    STR_FIELD("PRESENCE_NATS_TLS_CA", CFG_FILE, DEF_FIXED, nats_tls_ca, "",
+              "CA certificate(s) to verify the NATS server; turns TLS on"),
+    STR_FIELD("PRESENCE_NATS_TLS_CERT", CFG_FILE, DEF_FIXED, nats_tls_cert, "",
+              "client certificate for NATS TLS (with PRESENCE_NATS_TLS_KEY)"),
+    STR_FIELD("PRESENCE_NATS_TLS_KEY", CFG_FILE, DEF_FIXED, nats_tls_key, "",
+              "private key of the client certificate"),
+    STR_FIELD("PRESENCE_REDIS_USER", CFG_TEXT, DEF_FIXED, redis_user, "",
+              "Redis ACL user (with PRESENCE_REDIS_PASSWORD)"),
+    STR_FIELD("PRESENCE_REDIS_PASSWORD", CFG_SECRET, DEF_FIXED, redis_password, "",
+              "Redis password, sent with AUTH after every connect"),
     STR_FIELD("PRESENCE_SUBJECT_PREFIX", CFG_ID, DEF_FIXED, subject_prefix,
               "presence", "first token(s) of every NATS subject"),
     {.env = "PRESENCE_LOG_LEVEL", .kind = CFG_LEVEL, .def = DEF_FIXED,
@@ -92,6 +119,23 @@ static const cfg_field fields[] = {
      .off = offsetof(pd_config, max_msg_bytes), .min = 64, .max = 67108864,
      .def_u = 1048576,
      .meaning = "larger messages are rejected with too_large"},
+    /* Limits: each breach is refused with too_large and counted in
+     * presenced_limit_rejections_total (README "Limits"). */
+    {.env = "PRESENCE_MAX_DEVICES_PER_USER", .kind = CFG_COUNT, .def = DEF_FIXED,
+     .off = offsetof(pd_config, max_devices_per_user), .min = 1, .max = 1000000,
+     .def_u = 100,
+     .meaning = "live devices of one user (all nodes) a connect or sync may reach"},
+    {.env = "PRESENCE_MAX_USERS_PER_NODE", .kind = CFG_COUNT, .def = DEF_FIXED,
+     .off = offsetof(pd_config, max_users_per_node), .min = 1, .max = 1000000000,
+     .def_u = 5000000,
+     .meaning = "users with live devices (cluster-wide view); a connect or sync for one more is refused"},
+    {.env = "PRESENCE_MAX_QUERY_USERS", .kind = CFG_COUNT, .def = DEF_FIXED,
+     .off = offsetof(pd_config, max_query_users), .min = 1, .max = 1000, .def_u = 1000,
+     .meaning = "users in one get request and largest online limit (1-1000)"},
+    {.env = "PRESENCE_NOTIFY_MIN_INTERVAL_MS", .kind = CFG_MS, .def = DEF_FIXED,
+     .off = offsetof(pd_config, notify_min_interval_ms), .min = 0, .max = 60000,
+     .def_u = 100,
+     .meaning = "per user, later changes within this of a notification are coalesced; 0: off"},
     STR_FIELD("PRESENCE_REDIS_PREFIX", CFG_ID, DEF_FIXED, redis_prefix, "presence",
               "first part of Redis keys: PREFIX:snapshot:NODE"),
     MS_FIELD("PRESENCE_STREAM_MAX_AGE_MS", stream_max_age_ms, 1000, 600000,
@@ -250,6 +294,27 @@ static bool addr_ok(const char *val) {
            b < 256 && c < 256 && d < 256;
 }
 
+/* No spaces or control characters (user names, passwords, tokens). */
+static bool text_ok(const char *val) {
+    for (const unsigned char *p = (const unsigned char *)val; *p != '\0'; p++)
+        if (*p <= 0x20 || *p == 0x7f) return false;
+    return true;
+}
+
+/* "" (not set) or the path of a regular file this process can read. */
+static pd_status check_file(const char *src, const char *val, char *err, size_t errlen) {
+    struct stat st;
+    if (val[0] == '\0') return PD_OK;
+    int fd = open(val, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, errlen, "%s: cannot read '%.200s': %s", src, val, strerror(errno));
+    int rc = fstat(fd, &st);
+    close(fd);
+    if (rc != 0 || !S_ISREG(st.st_mode))
+        return fail(err, errlen, "%s: '%.200s' is not a regular file", src, val);
+    return PD_OK;
+}
+
 static pd_status check_string(const cfg_field *f, const char *src,
                               const char *val, char *err, size_t errlen) {
     size_t n = strlen(val);
@@ -268,10 +333,21 @@ static pd_status check_string(const cfg_field *f, const char *src,
         if (addr_ok(val)) return PD_OK;
         return fail(err, errlen, "%s: '%.200s' is not HOST:PORT (an IPv4 address "
                     "or localhost, and a port 0-65535)", src, val);
-    case CFG_REDIS_URL:
-        if (url_ok(val, n, "redis://")) return PD_OK;
-        return fail(err, errlen, "%s: '%.200s' is not a redis:// URL",
-                    src, val);
+    case CFG_REDIS_URL: {
+        pd_redis_target t;
+        if (url_ok(val, n, "redis://") && pd_redis_url_parse(val, &t) == 0) return PD_OK;
+        return fail(err, errlen, "%s: '%.200s' is not a redis://[[USER]:PASSWORD@]HOST[:PORT] "
+                    "URL", src, val);
+    }
+    case CFG_TEXT:
+        if (text_ok(val)) return PD_OK;
+        return fail(err, errlen, "%s: '%.200s' has spaces or control characters", src, val);
+    case CFG_SECRET:
+        if (text_ok(val)) return PD_OK;
+        return fail(err, errlen, "%s: the value has spaces or control characters "
+                    "(not shown: it is a secret)", src);
+    case CFG_FILE:
+        return check_file(src, val, err, errlen);
     default:
         return fail(err, errlen, "%s: internal error: not a string", src);
     }
@@ -433,6 +509,173 @@ static pd_status load_flags(pd_config *c, bool *given, int argc,
     return PD_OK;
 }
 
+/* ---- credentials ------------------------------------------------------------ */
+
+static const cfg_field *field_by_env(const char *env) {
+    for (size_t i = 0; i < FIELD_COUNT; i++)
+        if (strcmp(fields[i].env, env) == 0) return &fields[i];
+    return NULL;
+}
+
+/* The name to show for the setting env: its flag if argv gives it, else
+ * the variable. */
+static const char *src_name(const char *env, int argc, char **argv, char *buf, size_t len) {
+    const cfg_field *f = field_by_env(env);
+    if (f == NULL) return env;
+    flag_name(f, buf, len);
+    size_t n = strlen(buf);
+    for (int i = 1; i < argc; i++)
+        if (strncmp(argv[i], buf, n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '='))
+            return buf;
+    return env;
+}
+
+/* "a: needs b" or "a and b: ..." with a given first, named as given. */
+static pd_status auth_fail(int argc, char **argv, const char *a, const char *b,
+                           const char *what, char *err, size_t errlen) {
+    char fa[FLAG_MAX], fb[FLAG_MAX];
+    return fail(err, errlen, "%s: %s %s", src_name(a, argc, argv, fa, sizeof fa), what,
+                src_name(b, argc, argv, fb, sizeof fb));
+}
+
+static bool url_has_credentials(const char *url) {
+    pd_redis_target t;
+    return pd_redis_url_parse(url, &t) == 0 && (t.user[0] != '\0' || t.password[0] != '\0');
+}
+
+static pd_status check_auth(const pd_config *c, int argc, char **argv, char *err,
+                            size_t errlen) {
+    bool user = c->nats_user[0], pass = c->nats_password[0], token = c->nats_token[0];
+    bool nkey = c->nats_nkey_seed_file[0], creds = c->nats_creds_file[0];
+    bool cert = c->nats_tls_cert[0], key = c->nats_tls_key[0];
+    bool ruser = c->redis_user[0], rpass = c->redis_password[0];
+#define AUTH_FAIL(a, b, what) auth_fail(argc, argv, a, b, what, err, errlen)
+    if (token && (user || pass))
+        return AUTH_FAIL("PRESENCE_NATS_TOKEN",
+                         user ? "PRESENCE_NATS_USER" : "PRESENCE_NATS_PASSWORD",
+                         "a NATS token excludes a user and password; drop it or");
+    if (user && !pass)
+        return AUTH_FAIL("PRESENCE_NATS_USER", "PRESENCE_NATS_PASSWORD", "needs its password,");
+    if (pass && !user)
+        return AUTH_FAIL("PRESENCE_NATS_PASSWORD", "PRESENCE_NATS_USER", "needs its user,");
+    if (nkey && creds)
+        return AUTH_FAIL("PRESENCE_NATS_NKEY_SEED_FILE", "PRESENCE_NATS_CREDS_FILE",
+                         "one NATS identity only: drop it or");
+    if ((nkey || creds) && (user || token))
+        return AUTH_FAIL(nkey ? "PRESENCE_NATS_NKEY_SEED_FILE" : "PRESENCE_NATS_CREDS_FILE",
+                         user ? "PRESENCE_NATS_USER" : "PRESENCE_NATS_TOKEN",
+                         "one NATS identity only: drop it or");
+    if (cert && !key)
+        return AUTH_FAIL("PRESENCE_NATS_TLS_CERT", "PRESENCE_NATS_TLS_KEY", "needs its key,");
+    if (key && !cert)
+        return AUTH_FAIL("PRESENCE_NATS_TLS_KEY", "PRESENCE_NATS_TLS_CERT",
+                         "needs its certificate,");
+    if (ruser && !rpass)
+        return AUTH_FAIL("PRESENCE_REDIS_USER", "PRESENCE_REDIS_PASSWORD", "needs its password,");
+    if ((ruser || rpass) && url_has_credentials(c->redis_url))
+        return AUTH_FAIL(ruser ? "PRESENCE_REDIS_USER" : "PRESENCE_REDIS_PASSWORD",
+                         "PRESENCE_REDIS_URL", "give Redis credentials once: drop it or the "
+                         "user:password@ of");
+#undef AUTH_FAIL
+    return PD_OK;
+}
+
+pd_status pd_config_check_auth(const pd_config *c, char *err, size_t errlen) {
+    return check_auth(c, 0, NULL, err, errlen);
+}
+
+pd_status pd_config_set(pd_config *c, const char *name, const char *val, char *err,
+                        size_t errlen) {
+    const cfg_field *f = strncmp(name, "--", 2) == 0 ? field_by_flag(name + 2, strlen(name + 2))
+                                                     : field_by_env(name);
+    if (f == NULL) return fail(err, errlen, "%.200s: unknown setting", name);
+    return field_apply(c, f, name, val, err, errlen);
+}
+
+pd_status pd_config_load_env_prefix(pd_config *c, const char *prefix, char **envp, char *err,
+                                    size_t errlen) {
+    size_t n = strlen(prefix);
+    if (err != NULL && errlen > 0) err[0] = '\0';
+    pd_config_defaults(c);
+    for (size_t i = 0; i < FIELD_COUNT; i++) {
+        if (strncmp(fields[i].env, prefix, n) != 0) continue;
+        const char *val = env_lookup(envp, fields[i].env);
+        if (val == NULL) continue;
+        pd_status s = field_apply(c, &fields[i], fields[i].env, val, err, errlen);
+        if (s != PD_OK) return s;
+    }
+    return PD_OK;
+}
+
+static int hexval(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Copies the n bytes at p to dst (cap bytes) decoding %XX; -1 if it does
+ * not fit, an escape is bad, or the result holds a NUL. */
+static int unescape(const char *p, size_t n, char *dst, size_t cap) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '%') {
+            if (i + 2 >= n) return -1;
+            int a = hexval(p[i + 1]), b = hexval(p[i + 2]);
+            if (a < 0 || b < 0 || (a == 0 && b == 0)) return -1;
+            ch = (char)(a * 16 + b);
+            i += 2;
+        }
+        if (o + 1 >= cap) return -1;
+        dst[o++] = ch;
+    }
+    dst[o] = '\0';
+    return 0;
+}
+
+int pd_redis_url_parse(const char *url, pd_redis_target *t) {
+    const char *scheme = "redis://";
+    memset(t, 0, sizeof *t);
+    if (strncmp(url, scheme, strlen(scheme)) != 0) return -1;
+    const char *p = url + strlen(scheme);
+    size_t auth_len = strcspn(p, "/");
+    const char *at = NULL;
+    for (size_t i = 0; i < auth_len; i++)
+        if (p[i] == '@') at = p + i; /* the last '@': a password may hold one escaped or not */
+    if (at != NULL) {
+        size_t an = (size_t)(at - p), un = strcspn(p, ":");
+        /* "redis://x@host" is refused: a user or a password? Say ":x@". */
+        if (un >= an) return -1;
+        if (unescape(p, un, t->user, sizeof t->user) != 0 ||
+            unescape(p + un + 1, an - un - 1, t->password, sizeof t->password) != 0)
+            return -1;
+        p = at + 1;
+    }
+    size_t hn = strcspn(p, ":/");
+    if (hn == 0 || hn >= sizeof t->host) return -1;
+    memcpy(t->host, p, hn);
+    t->host[hn] = '\0';
+    t->port = 6379;
+    if (p[hn] == ':') {
+        const char *q = p + hn + 1;
+        size_t dn = strspn(q, "0123456789");
+        if (dn == 0 || dn > 5 || (q[dn] != '\0' && q[dn] != '/')) return -1;
+        t->port = atoi(q);
+        if (t->port < 1 || t->port > 65535) return -1;
+    }
+    return 0;
+}
+
+int pd_config_redis_target(const pd_config *c, pd_redis_target *t) {
+    if (pd_redis_url_parse(c->redis_url, t) != 0) return -1;
+    if (c->redis_password[0] != '\0') {
+        snprintf(t->user, sizeof t->user, "%s", c->redis_user);
+        snprintf(t->password, sizeof t->password, "%s", c->redis_password);
+    }
+    return 0;
+}
+
 pd_status pd_config_load(pd_config *c, int argc, char **argv, char **envp,
                          char *err, size_t errlen) {
     bool given[FIELD_COUNT] = {false};
@@ -444,6 +687,7 @@ pd_status pd_config_load(pd_config *c, int argc, char **argv, char **envp,
     if ((s = load_env(c, given, envp, err, errlen)) != PD_OK) return s;
     if ((s = load_flags(c, given, argc, argv, err, errlen)) != PD_OK)
         return s;
+    if ((s = check_auth(c, argc, argv, err, errlen)) != PD_OK) return s;
     return apply_derived(c, given, true, err, errlen);
 }
 
@@ -457,6 +701,9 @@ static const char *arg_name(cfg_kind k) {
     case CFG_REDIS_URL: return "URL";
     case CFG_ADDR: return "HOST:PORT";
     case CFG_LEVEL: return "LEVEL";
+    case CFG_TEXT: return "NAME";
+    case CFG_SECRET: return "SECRET";
+    case CFG_FILE: return "FILE";
     }
     return "VALUE";
 }
@@ -527,14 +774,28 @@ void pd_config_describe(const pd_config *c, char *buf, size_t len) {
     if (buf == NULL || len == 0) return;
     redact_urls(c->nats_url, nats, sizeof nats);
     redact_urls(c->redis_url, redis, sizeof redis);
+    /* Which credentials are in use, never what they are. */
+    const char *nats_auth = c->nats_creds_file[0] ? "creds" : c->nats_nkey_seed_file[0] ? "nkey"
+                          : c->nats_token[0] ? "token" : c->nats_user[0] ? "user" : "none";
+    bool tls = c->nats_tls_ca[0] || c->nats_tls_cert[0] || strstr(c->nats_url, "tls://");
+    pd_redis_target rt;
+    bool redis_auth = pd_config_redis_target(c, &rt) == 0 && rt.password[0] != '\0';
     snprintf(buf, len, "node=%s nats=%s redis=%s prefix=%s idle=%" PRIu64
              "ms offline=%" PRIu64 "ms sync=%" PRIu64 "ms node_timeout=%"
              PRIu64 "ms server_timeout=%" PRIu64 "ms snapshot=%" PRIu64
-             "ms max_msg=%" PRIu64 "B log=%s", c->node_id, nats, redis,
+             "ms max_msg=%" PRIu64 "B log=%s nats_auth=%s nats_tls=%s redis_auth=%s",
+             c->node_id, nats, redis,
              c->subject_prefix, c->idle_timeout_ms, c->offline_delay_ms,
              c->sync_interval_ms, c->node_timeout_ms, c->server_timeout_ms,
              c->snapshot_interval_ms, c->max_msg_bytes,
-             pd_log_level_name(c->log_level));
+             pd_log_level_name(c->log_level), nats_auth, tls ? "on" : "off",
+             redis_auth ? "on" : "off");
+    size_t used = strlen(buf); /* the limits, after the rest */
+    if (used + 1 < len)
+        snprintf(buf + used, len - used, " max_devices_per_user=%" PRIu64
+                 " max_users=%" PRIu64 " max_query_users=%" PRIu64 " notify_interval=%" PRIu64
+                 "ms", c->max_devices_per_user, c->max_users_per_node, c->max_query_users,
+                 c->notify_min_interval_ms);
 }
 
 size_t pd_url_split(const char *list, char *buf, size_t buflen, const char **urls, size_t max) {

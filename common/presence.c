@@ -218,7 +218,10 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now) {
     if (d->state == PD_DEV_ACTIVE) u->nactive--;
     u->seen = (int64_t)now;
     m->ndevices--;
-    if (u->ndev == 0) user_lost_last_device(m, u, was_active, now);
+    if (u->ndev == 0) {
+        m->live_users--;
+        user_lost_last_device(m, u, was_active, now);
+    }
     pd__mark_dirty(m, u);
     pd_free(d->meta);
     pd_free(d);
@@ -264,7 +267,10 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     if (s->devs) s->devs->sprev = d;
     s->devs = d;
     s->ndev++;
-    if (u->ndev++ == 0) user_regained_device(m, u);
+    if (u->ndev++ == 0) {
+        m->live_users++;
+        user_regained_device(m, u);
+    }
     m->ndevices++;
     pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
     pd__mark_dirty(m, u);
@@ -342,7 +348,8 @@ void pd__drop_server_if_unused(pd_model *m, pd_server *s) {
 
 /* ---- events ------------------------------------------------------------------- */
 
-static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now) {
+static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now,
+                            pd_err *err) {
     pd_device *d = pd__device_find(m, s, ev->conn);
     pd_status st = PD_OK;
     if (d && d->node == m->node && d->user->id_n == ev->user.n &&
@@ -350,6 +357,7 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
         memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
         return pd__device_set_active(m, d, now); /* a repeated connect: nothing new */
     }
+    if ((st = pd__limit_connect(m, s, ev, err)) != PD_OK) return st;
     /* Add first: a failed add changes nothing, and a same-user reconnect
      * never passes through an empty device list. A REMOVE names the claim
      * it removes, so peers cannot mistake it for the new entry. */
@@ -359,10 +367,12 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
     return st;
 }
 
-static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now) {
+static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now,
+                         pd_err *err) {
     pd_sync_iter it;
     pd_sync_conn c;
-    pd_status st = PD_OK;
+    pd_status st = pd__limit_sync(m, s, ev, err);
+    if (st != PD_OK) return st;
     for (pd_device *d = s->devs; d; d = d->snext) d->mark &= (uint8_t)~MARK_SYNC;
     pd_sync_iter_init(&it, ev);
     while (pd_sync_iter_next(&it, &c)) {
@@ -435,6 +445,7 @@ static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err
                    (long long)ev->expires_at);
         return PD_EBADVALUE;
     }
+    (void)err;
     pd_user *u = pd__user_get(m, ev->user);
     if (u == NULL) return PD_ENOMEM;
     pd_status st = pd__custom_set(m, u, ev->text, ev->text.n ? ev->emoji : (pd_str){NULL, 0},
@@ -450,7 +461,8 @@ static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err
     return PD_OK;
 }
 
-static pd_status ev_status(pd_model *m, const pd_event *ev, uint64_t now) {
+static pd_status ev_status(pd_model *m, const pd_event *ev, uint64_t now, pd_err *err) {
+    (void)err;
     pd_user *u = pd__user_get(m, ev->user);
     if (u == NULL) return PD_ENOMEM;
     pd__chosen_set(m, u, ev->status);
@@ -476,8 +488,8 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
     pd_device *d;
     pd_status st = PD_OK;
     switch (ev->type) {
-    case PD_EV_CONNECT: return ev_connect(m, s, ev, now);
-    case PD_EV_SYNC: return ev_sync(m, s, ev, now);
+    case PD_EV_CONNECT: return ev_connect(m, s, ev, now, err);
+    case PD_EV_SYNC: return ev_sync(m, s, ev, now, err);
     case PD_EV_DISCONNECT:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
         if ((d = claim_local(m, d, now, &st)) != NULL) pd__device_remove(m, d, now);
@@ -527,7 +539,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
         pd__flush(m, now);
         return PD_OK;
     }
-    if (ev->type == PD_EV_STATUS) st = ev_status(m, ev, now);
+    if (ev->type == PD_EV_STATUS) st = ev_status(m, ev, now, err);
     else if (ev->type == PD_EV_CUSTOM) st = ev_custom(m, ev, now, err);
     if (ev->server.n && st == PD_OK) {
         bool created = s == NULL;
@@ -657,6 +669,8 @@ void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->servers = m->servers.n;
     st->timers = pd_theap_count(&m->timers);
     st->changes = m->changes;
+    st->refused_devices = m->refused_devices;
+    st->refused_users = m->refused_users;
 }
 
 void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices) {

@@ -24,6 +24,11 @@ typedef struct {
     uint64_t idle_timeout_ms;
     uint64_t offline_delay_ms;
     uint64_t server_timeout_ms;
+    /* Limits of the local entry point (pd_model_apply) only; 0 = none.
+     * Replicated state (ops, partitions, restores) is never refused, so
+     * that nodes cannot diverge. See presence_limits.c. */
+    uint64_t max_devices_per_user;  /* live devices of a user, all nodes */
+    uint64_t max_users;             /* users with a live device, all nodes */
 } pd_model_cfg;
 
 /* Called once per change of a user's public presence or custom status (the
@@ -42,7 +47,7 @@ typedef enum { PD_APPLIED, PD_DUPLICATE } pd_apply_result;
 
 /* Applies one decoded event at time now. On error nothing changed and err
  * says why (unknown_conn, bad_value for a custom status already expired,
- * internal for out of memory). */
+ * too_large for a limit of pd_model_cfg, internal for out of memory). */
 pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
                          pd_apply_result *res, pd_err *err);
 
@@ -132,6 +137,8 @@ void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud);
 typedef struct {
     uint64_t users, devices, servers, timers;
     uint64_t changes;   /* local changes applied (events that changed state) */
+    uint64_t refused_devices;  /* events refused by max_devices_per_user */
+    uint64_t refused_users;    /* events refused by max_users */
 } pd_model_stats;
 void pd_model_stats_get(const pd_model *m, pd_model_stats *st);
 

@@ -94,7 +94,9 @@ struct pd_model {
     pd_user **dirty;
     uint32_t ndirty, dirty_cap;
     uint64_t ndevices;
+    uint64_t live_users;       /* users with at least one live device */
     uint64_t changes;
+    uint64_t refused_devices, refused_users; /* presence_limits.c */
 };
 
 pd_user *pd__user_find(const pd_model *m, pd_str id);
@@ -132,6 +134,10 @@ void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *u
 /* The interned copy of a node id (NULL if out of memory or too many). */
 const char *pd__intern(pd_model *m, pd_str node);
 const char *pd__intern_find(const pd_model *m, pd_str node);
+/* presence_limits.c: checks of the local entry point, made before an
+ * event changes anything; too_large (counted, err filled) or PD_OK. */
+pd_status pd__limit_connect(pd_model *m, const pd_server *s, const pd_event *ev, pd_err *err);
+pd_status pd__limit_sync(pd_model *m, const pd_server *s, const pd_event *ev, pd_err *err);
 pd_public pd__user_status(const pd_user *u, bool self);
 void pd__user_view(const pd_user *u, bool self, pd_view *out);
 

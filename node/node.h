@@ -14,6 +14,7 @@
 #include "inbox.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify_gate.h"
 #include "persist.h"
 #include "presence.h"
 #include "repl.h"
@@ -34,6 +35,8 @@ typedef struct {
     uint64_t queries[PD_Q_COUNT];
     uint64_t notifications;
     uint64_t publish_errors;
+    uint64_t refused_msg_bytes;     /* PRESENCE_MAX_MSG_BYTES breaches */
+    uint64_t refused_query_users;   /* get users / online limit above the limits */
 } node_stats;
 
 typedef struct pd_node pd_node;
@@ -69,16 +72,17 @@ struct pd_node {
     pd_metrics metrics;             /* idle unless PRESENCE_METRICS_ADDR is set */
     uint64_t metrics_at;
     uint64_t nats_reconnects;       /* written by nats.c's thread: atomics */
-    /* ok-replies of this batch, sent after its delta: [u16 subject length,
-     * subject, u32 payload length, payload]... */
-    uint8_t *later;
-    size_t later_len, later_cap;
     struct {                        /* node_slow.c */
         uint64_t dropped[SUB_COUNT];  /* by subscription: inbox + nats.c */
         uint64_t next_check, first_drop, last_drop, resyncs;
         bool resync_pending;
         pd_ratelimit log;
     } slow;
+    pd_gate *gate;                  /* notification coalescing (node_events.c) */
+    /* ok-replies of this batch, sent after its delta: [u16 subject length,
+     * subject, u32 payload length, payload]... */
+    uint8_t *later;
+    size_t later_len, later_cap;
 };
 
 /* Creates a node from a validated configuration; connects to NATS (retrying
@@ -105,6 +109,12 @@ void node__bad_input(pd_node *n, natsMsg *msg, const pd_err *err);
 /* node_events.c */
 void node__handle_event(pd_node *n, natsMsg *msg);
 void node__notify(void *ud, const pd_view *v);
+/* The notification coalescing gate: create (NULL on success, else why),
+ * run what is due, and free (sending what it holds first if flush). */
+const char *node__gate_init(pd_node *n);
+void node__gate_tick(pd_node *n);
+uint64_t node__gate_next_due(const pd_node *n);
+void node__gate_close(pd_node *n, bool flush);
 
 /* node_cluster.c: messages between nodes, and the replica's I/O */
 void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg);

@@ -110,6 +110,30 @@ static void render_peers(pd_node *n, textbuf *b) {
     }
 }
 
+/* Limits (README "Limits"): refusals by limit, and notification coalescing. */
+static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
+    family(b, "presenced_limit_rejections_total", "counter",
+           "events and queries refused with too_large by a limit, by limit");
+    const struct { const char *name; uint64_t v; } rows[] = {
+        {"devices_per_user", ms->refused_devices},
+        {"users_per_node", ms->refused_users},
+        {"msg_bytes", n->stats.refused_msg_bytes},
+        {"query_users", n->stats.refused_query_users},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        out(b, "presenced_limit_rejections_total{limit=\"%s\"} %" PRIu64 "\n", rows[i].name,
+            rows[i].v);
+    pd_gate_stats gs = {0};
+    if (n->gate) pd_gate_stats_get(n->gate, &gs);
+    counter(b, "presenced_notifications_coalesced_total",
+            "changes not announced because a later one of the same user replaced them "
+            "(PRESENCE_NOTIFY_MIN_INTERVAL_MS)", gs.coalesced);
+    gauge(b, "presenced_notifications_held", "users with a notification held for the end "
+          "of their interval", (int64_t)gs.pending);
+    counter(b, "presenced_notifications_uncoalesced_total",
+            "notifications sent at once because the coalescing table was full", gs.overflow);
+}
+
 static void render(pd_node *n, textbuf *b) {
     pd_model_stats ms;
     pd_repl_stats rs;
@@ -140,6 +164,7 @@ static void render(pd_node *n, textbuf *b) {
     gauge(b, "presenced_timers", "armed timers", (int64_t)ms.timers);
     counter(b, "presenced_notifications_total", "notifications published by this node",
             n->stats.notifications);
+    render_limits(n, b, &ms);
     counter(b, "presenced_deltas_sent_total", "deltas sent", rs.deltas_sent);
     counter(b, "presenced_deltas_applied_total", "deltas applied from peers", rs.deltas_applied);
     counter(b, "presenced_deltas_duplicate_total", "deltas received twice", rs.deltas_dup);

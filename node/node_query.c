@@ -1,6 +1,7 @@
 /* node_query.c - queries of PROTOCOL.md section 4, answered from this
  * node's view: get, devices, online (paged by an opaque cursor) and
- * cluster. */
+ * cluster. PRESENCE_MAX_QUERY_USERS bounds the users of a get and the
+ * limit of an online page (the codec enforces the protocol's 1000). */
 #include "node.h"
 #include <inttypes.h>
 #include <stdio.h>
@@ -98,6 +99,42 @@ static void query_cluster(pd_node *n, msgpack_packer *pk) {
     pd_repl_nodes(n->repl, n->now, pack_node, &c);
 }
 
+/* True if the request (a map already decoded once) names `limit`: an
+ * absent limit means the node's largest page, an explicit one must fit. */
+static bool names_limit(const void *buf, size_t len) {
+    mp_reader r;
+    uint32_t n = 0;
+    pd_str k;
+    mpr_init(&r, buf, len);
+    if (len == 0 || !mpr_map(&r, &n)) return false;
+    for (uint32_t i = 0; i < n && pd_read_key(&r, &k); i++) {
+        if (pd_str_eqc(k, "limit") && mpr_peek(&r) != MPR_NIL) return true;
+        if (!mpr_skip(&r)) return false;
+    }
+    return false;
+}
+
+/* PRESENCE_MAX_QUERY_USERS, on a decoded request. */
+static pd_status check_query_size(pd_node *n, pd_query *q, const void *buf, size_t len,
+                                  pd_err *err) {
+    uint64_t max = n->cfg.max_query_users;
+    if (q->type == PD_Q_GET && q->nusers > max) {
+        pd_err_set(err, PD_ETOOLARGE, "field 'users' has %u ids; PRESENCE_MAX_QUERY_USERS is %llu",
+                   q->nusers, (unsigned long long)max);
+        return PD_ETOOLARGE;
+    }
+    if (q->type == PD_Q_ONLINE && q->limit > max) {
+        if (!names_limit(buf, len)) {
+            q->limit = (uint32_t)max;
+            return PD_OK;
+        }
+        pd_err_set(err, PD_ETOOLARGE, "field 'limit' is %u; PRESENCE_MAX_QUERY_USERS is %llu",
+                   q->limit, (unsigned long long)max);
+        return PD_ETOOLARGE;
+    }
+    return PD_OK;
+}
+
 static const pd_query_type query_of[SUB_COUNT] = {
     [SUB_Q_GET] = PD_Q_GET,
     [SUB_Q_DEVICES] = PD_Q_DEVICES,
@@ -114,11 +151,17 @@ void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     msgpack_packer pk;
 
     if ((uint64_t)len > n->cfg.max_msg_bytes) {
-        pd_err_set(&err, PD_ETOOLARGE, "request is %d bytes, the limit is %llu", len,
-                   (unsigned long long)n->cfg.max_msg_bytes);
+        pd_err_set(&err, PD_ETOOLARGE, "request is %d bytes; PRESENCE_MAX_MSG_BYTES is %llu",
+                   len, (unsigned long long)n->cfg.max_msg_bytes);
         s = PD_ETOOLARGE;
+        n->stats.refused_msg_bytes++;
     } else {
         s = pd_query_decode(query_of[kind], natsMsg_GetData(msg), (size_t)len, &q, &err);
+        if (s == PD_OK) s = check_query_size(n, &q, natsMsg_GetData(msg), (size_t)len, &err);
+        /* Too many users or too large a page, by the protocol or the setting
+         * (the other too_large of a query is a long cursor). */
+        if (s == PD_ETOOLARGE && (kind == SUB_Q_GET || strstr(err.msg, "'limit'") != NULL))
+            n->stats.refused_query_users++;
     }
     if (s == PD_OK && (reply == NULL || reply[0] == '\0')) return; /* nobody to answer */
     msgpack_sbuffer_clear(&n->out);

@@ -17,8 +17,11 @@ static natsConnection *nc;
 static h_watch *w;
 static int barrier_n;
 
+/* Coalescing off: the barrier counts on notifications leaving in the
+ * order of their changes (it_limits.c tests the coalescing). */
 static const char *const env[] = {"PRESENCE_OFFLINE_DELAY_MS=300",
-                                   "PRESENCE_IDLE_TIMEOUT_MS=60000", NULL};
+                                   "PRESENCE_IDLE_TIMEOUT_MS=60000",
+                                   "PRESENCE_NOTIFY_MIN_INTERVAL_MS=0", NULL};
 
 static void setup(void) {
     h_nats_start(&ns);

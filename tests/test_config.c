@@ -416,7 +416,7 @@ Test(config, every_usage_flag_is_accepted) {
         cr_expect(strstr(err, "unknown option") == NULL, "%s unknown", flag);
         seen++;
     }
-    cr_expect_eq(seen, 20);
+    cr_expect_eq(seen, 34);
     free(text);
 }
 
@@ -440,4 +440,313 @@ Test(config, describe_is_one_line_without_secrets) {
     char tiny[8];
     pd_config_describe(&c, tiny, sizeof tiny);
     cr_expect_str_eq(tiny, "node=n9");
+}
+
+/* ---- limits (PRESENCE_MAX_DEVICES_PER_USER, _USERS_PER_NODE, _QUERY_USERS,
+ * PRESENCE_NOTIFY_MIN_INTERVAL_MS) ---------------------------------------- */
+
+Test(config, limits_defaults) {
+    pd_config c;
+    pd_config_defaults(&c);
+    cr_expect_eq(c.max_devices_per_user, 100);
+    cr_expect_eq(c.max_users_per_node, 5000000);
+    cr_expect_eq(c.max_query_users, 1000);
+    cr_expect_eq(c.notify_min_interval_ms, 100);
+}
+
+Test(config, limits_from_env_and_flags) {
+    pd_config c;
+    char *envp[] = {"PRESENCE_MAX_DEVICES_PER_USER=3", "PRESENCE_MAX_USERS_PER_NODE=10",
+                    "PRESENCE_MAX_QUERY_USERS=5", "PRESENCE_NOTIFY_MIN_INTERVAL_MS=0",
+                    "PRESENCE_NODE_ID=n1", NULL};
+    char *argv[] = {"presenced", "--max-query-users", "7", "--notify-min-interval-ms=250", NULL};
+    cr_assert_eq(load(&c, envp, argv), PD_OK, "%s", err);
+    cr_expect_eq(c.max_devices_per_user, 3);
+    cr_expect_eq(c.max_users_per_node, 10);
+    cr_expect_eq(c.max_query_users, 7, "the flag wins");
+    cr_expect_eq(c.notify_min_interval_ms, 250);
+    char line[2048];
+    pd_config_describe(&c, line, sizeof line);
+    cr_expect(strstr(line, "max_devices_per_user=3") != NULL, "%s", line);
+    cr_expect(strstr(line, "notify_interval=250ms") != NULL, "%s", line);
+}
+
+Test(config, limits_bounds_are_refused_by_name) {
+    static const struct {
+        const char *kv, *says;
+    } bad[] = {
+        {"PRESENCE_MAX_DEVICES_PER_USER=0", "below the minimum 1"},
+        {"PRESENCE_MAX_DEVICES_PER_USER=1000001", "above the maximum 1000000"},
+        {"PRESENCE_MAX_DEVICES_PER_USER=ten", "not a whole number"},
+        {"PRESENCE_MAX_USERS_PER_NODE=0", "below the minimum 1"},
+        {"PRESENCE_MAX_USERS_PER_NODE=-5", "not a whole number"},
+        {"PRESENCE_MAX_QUERY_USERS=0", "below the minimum 1"},
+        {"PRESENCE_MAX_QUERY_USERS=1001", "above the maximum 1000"},
+        {"PRESENCE_NOTIFY_MIN_INTERVAL_MS=60001", "above the maximum 60000"},
+        {"PRESENCE_NOTIFY_MIN_INTERVAL_MS=1.5", "not a whole number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pd_config c;
+        cr_expect_eq(load_env1(&c, bad[i].kv), PD_ECONFIG, "%s accepted", bad[i].kv);
+        size_t name_n = (size_t)(strchr(bad[i].kv, '=') - bad[i].kv);
+        cr_expect(strncmp(err, bad[i].kv, name_n) == 0, "%s: message '%s'", bad[i].kv, err);
+        cr_expect(strstr(err, bad[i].says) != NULL, "%s: message '%s'", bad[i].kv, err);
+    }
+    pd_config c;
+    cr_expect_eq(load_env1(&c, "PRESENCE_MAX_QUERY_USERS=1000"), PD_OK, "%s", err);
+    cr_expect_eq(load_env1(&c, "PRESENCE_NOTIFY_MIN_INTERVAL_MS=0"), PD_OK, "%s", err);
+    cr_expect_eq(c.notify_min_interval_ms, 0);
+}
+
+Test(config, limits_in_help) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_not_null(f);
+    pd_config_usage(f, "presenced");
+    fclose(f);
+    static const char *const want[] = {
+        "--max-devices-per-user N", "PRESENCE_MAX_DEVICES_PER_USER", "--max-users-per-node N",
+        "--max-query-users N", "--notify-min-interval-ms MS", "PRESENCE_NOTIFY_MIN_INTERVAL_MS",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_expect(strstr(buf, want[i]) != NULL, "help lacks %s", want[i]);
+    free(buf);
+}
+
+/* ---- credentials: NATS and Redis (issue 7) ---------------------------------------- */
+
+/* A readable temp file; the path goes to buf. */
+static void temp_file(char *buf, size_t cap, const char *content) {
+    snprintf(buf, cap, "/tmp/pd-cfg-XXXXXX");
+    int fd = mkstemp(buf);
+    cr_assert(fd >= 0);
+    cr_assert(write(fd, content, strlen(content)) == (ssize_t)strlen(content));
+    close(fd);
+}
+
+/* Loads envp (NULL-terminated, node id added) and argv extras; returns the status. */
+static pd_status load_auth(pd_config *c, const char *const *env, const char *const *args) {
+    char *envp[16], *argv[16];
+    int k = 0, a = 0;
+    envp[k++] = "PRESENCE_NODE_ID=n1";
+    for (; env && *env && k < 15; env++) envp[k++] = (char *)*env;
+    envp[k] = NULL;
+    argv[a++] = "presenced";
+    for (; args && *args && a < 15; args++) argv[a++] = (char *)*args;
+    argv[a] = NULL;
+    return load(c, envp, argv);
+}
+
+Test(config_auth, every_credential_setting_parsed) {
+    char seed[64], creds[64], ca[64], cert[64], key[64];
+    temp_file(seed, sizeof seed, "SUAAA\n");
+    temp_file(creds, sizeof creds, "jwt\n");
+    temp_file(ca, sizeof ca, "ca\n");
+    temp_file(cert, sizeof cert, "cert\n");
+    temp_file(key, sizeof key, "key\n");
+    char e_ca[128], e_cert[128], e_key[128], e_seed[128];
+    snprintf(e_ca, sizeof e_ca, "PRESENCE_NATS_TLS_CA=%s", ca);
+    snprintf(e_cert, sizeof e_cert, "PRESENCE_NATS_TLS_CERT=%s", cert);
+    snprintf(e_key, sizeof e_key, "PRESENCE_NATS_TLS_KEY=%s", key);
+    snprintf(e_seed, sizeof e_seed, "PRESENCE_NATS_NKEY_SEED_FILE=%s", seed);
+    const char *env[] = {"PRESENCE_NATS_USER=node-n1", "PRESENCE_NATS_PASSWORD=s3cr3t!",
+                         e_ca, e_cert, e_key, "PRESENCE_REDIS_USER=presence",
+                         "PRESENCE_REDIS_PASSWORD=rpw", NULL};
+    pd_config c;
+    cr_assert_eq(load_auth(&c, env, NULL), PD_OK, "%s", err);
+    cr_expect_str_eq(c.nats_user, "node-n1");
+    cr_expect_str_eq(c.nats_password, "s3cr3t!");
+    cr_expect_str_eq(c.nats_tls_ca, ca);
+    cr_expect_str_eq(c.nats_tls_cert, cert);
+    cr_expect_str_eq(c.nats_tls_key, key);
+    cr_expect_str_eq(c.redis_user, "presence");
+    cr_expect_str_eq(c.redis_password, "rpw");
+    cr_expect_str_eq(c.nats_token, "");
+    /* The other identities, one at a time, as flags. */
+    const char *a1[] = {"--nats-nkey-seed-file", seed, NULL};
+    cr_assert_eq(load_auth(&c, NULL, a1), PD_OK, "%s", err);
+    cr_expect_str_eq(c.nats_nkey_seed_file, seed);
+    const char *a2[] = {"--nats-creds-file", creds, NULL};
+    cr_assert_eq(load_auth(&c, NULL, a2), PD_OK, "%s", err);
+    cr_expect_str_eq(c.nats_creds_file, creds);
+    const char *a3[] = {"--nats-token=tok", NULL};
+    cr_assert_eq(load_auth(&c, NULL, a3), PD_OK, "%s", err);
+    cr_expect_str_eq(c.nats_token, "tok");
+    const char *e4[] = {e_seed, NULL};
+    cr_assert_eq(load_auth(&c, e4, NULL), PD_OK, "%s", err);
+    cr_expect_str_eq(c.nats_nkey_seed_file, seed);
+    unlink(seed), unlink(creds), unlink(ca), unlink(cert), unlink(key);
+}
+
+Test(config_auth, unreadable_files_name_the_setting) {
+    pd_config c;
+    const char *e1[] = {"PRESENCE_NATS_CREDS_FILE=/nonexistent/x.creds", NULL};
+    cr_expect_eq(load_auth(&c, e1, NULL), PD_ECONFIG);
+    cr_expect(strstr(err, "PRESENCE_NATS_CREDS_FILE: cannot read '/nonexistent/x.creds'") == err,
+              "%s", err);
+    const char *a2[] = {"--nats-tls-ca", "/tmp", NULL};
+    cr_expect_eq(load_auth(&c, NULL, a2), PD_ECONFIG);
+    cr_expect(strstr(err, "--nats-tls-ca: '/tmp' is not a regular file") == err, "%s", err);
+    const char *e3[] = {"PRESENCE_NATS_NKEY_SEED_FILE=/nonexistent", NULL};
+    cr_expect_eq(load_auth(&c, e3, NULL), PD_ECONFIG);
+    cr_expect(strstr(err, "PRESENCE_NATS_NKEY_SEED_FILE:") == err, "%s", err);
+}
+
+static const struct {
+    const char *env[3];
+    const char *first, *other;
+} conflicts[] = {
+    {{"PRESENCE_NATS_TOKEN=t", "PRESENCE_NATS_USER=u"}, "PRESENCE_NATS_TOKEN", "PRESENCE_NATS_USER"},
+    {{"PRESENCE_NATS_USER=u"}, "PRESENCE_NATS_USER", "PRESENCE_NATS_PASSWORD"},
+    {{"PRESENCE_NATS_PASSWORD=p"}, "PRESENCE_NATS_PASSWORD", "PRESENCE_NATS_USER"},
+    {{"PRESENCE_NATS_NKEY_SEED_FILE=@", "PRESENCE_NATS_CREDS_FILE=@"},
+     "PRESENCE_NATS_NKEY_SEED_FILE", "PRESENCE_NATS_CREDS_FILE"},
+    {{"PRESENCE_NATS_CREDS_FILE=@", "PRESENCE_NATS_TOKEN=t"},
+     "PRESENCE_NATS_CREDS_FILE", "PRESENCE_NATS_TOKEN"},
+    {{"PRESENCE_NATS_TLS_CERT=@"}, "PRESENCE_NATS_TLS_CERT", "PRESENCE_NATS_TLS_KEY"},
+    {{"PRESENCE_NATS_TLS_KEY=@"}, "PRESENCE_NATS_TLS_KEY", "PRESENCE_NATS_TLS_CERT"},
+    {{"PRESENCE_REDIS_USER=u"}, "PRESENCE_REDIS_USER", "PRESENCE_REDIS_PASSWORD"},
+    {{"PRESENCE_REDIS_PASSWORD=p", "PRESENCE_REDIS_URL=redis://a:b@h:1"},
+     "PRESENCE_REDIS_PASSWORD", "PRESENCE_REDIS_URL"},
+};
+
+Test(config_auth, conflicting_combinations_name_both_settings) {
+    char file[64];
+    temp_file(file, sizeof file, "x\n");
+    for (size_t i = 0; i < sizeof conflicts / sizeof conflicts[0]; i++) {
+        char kv[3][160];
+        const char *env[4] = {NULL};
+        for (int j = 0; j < 3 && conflicts[i].env[j]; j++) {
+            const char *v = conflicts[i].env[j];
+            size_t n = strlen(v);
+            /* "@" stands for a real readable file. */
+            if (v[n - 1] == '@') snprintf(kv[j], sizeof kv[j], "%.*s%s", (int)(n - 1), v, file);
+            else snprintf(kv[j], sizeof kv[j], "%s", v);
+            env[j] = kv[j];
+        }
+        pd_config c;
+        cr_expect_eq(load_auth(&c, env, NULL), PD_ECONFIG, "case %zu loaded", i);
+        cr_expect(strstr(err, conflicts[i].first) == err, "case %zu: %s", i, err);
+        cr_expect(strstr(err, conflicts[i].other) != NULL, "case %zu: %s", i, err);
+        /* The same check for tools that fill the settings themselves. */
+        cr_expect_eq(pd_config_check_auth(&c, err, sizeof err), PD_ECONFIG, "case %zu", i);
+    }
+    unlink(file);
+}
+
+Test(config_auth, conflict_given_by_flag_names_the_flag) {
+    pd_config c;
+    const char *env[] = {"PRESENCE_NATS_USER=u", "PRESENCE_NATS_PASSWORD=p", NULL};
+    const char *args[] = {"--nats-token", "t", NULL};
+    cr_expect_eq(load_auth(&c, env, args), PD_ECONFIG);
+    cr_expect(strstr(err, "--nats-token: ") == err, "%s", err);
+    cr_expect(strstr(err, "PRESENCE_NATS_USER") != NULL, "%s", err);
+    const char *a2[] = {"--redis-user", "u", NULL};
+    cr_expect_eq(load_auth(&c, NULL, a2), PD_ECONFIG);
+    cr_expect(strstr(err, "--redis-user: needs its password, PRESENCE_REDIS_PASSWORD") == err,
+              "%s", err);
+}
+
+Test(config_auth, a_bad_secret_is_never_echoed) {
+    pd_config c;
+    const char *env[] = {"PRESENCE_NATS_USER=u", "PRESENCE_NATS_PASSWORD=hunter2 x", NULL};
+    cr_expect_eq(load_auth(&c, env, NULL), PD_ECONFIG);
+    cr_expect(strstr(err, "PRESENCE_NATS_PASSWORD:") == err, "%s", err);
+    cr_expect(strstr(err, "hunter2") == NULL, "%s", err);
+    const char *e2[] = {"PRESENCE_NATS_TOKEN=tok\ttab", NULL};
+    cr_expect_eq(load_auth(&c, e2, NULL), PD_ECONFIG);
+    cr_expect(strstr(err, "tok") == NULL || strstr(err, "TOKEN") != NULL, "%s", err);
+    cr_expect(strstr(err, "tab") == NULL, "%s", err);
+}
+
+Test(config_auth, redis_url_forms) {
+    pd_redis_target t;
+    cr_assert_eq(pd_redis_url_parse("redis://presence:pa%40ss@r.local:7000/0", &t), 0);
+    cr_expect_str_eq(t.user, "presence");
+    cr_expect_str_eq(t.password, "pa@ss");
+    cr_expect_str_eq(t.host, "r.local");
+    cr_expect_eq(t.port, 7000);
+    cr_assert_eq(pd_redis_url_parse("redis://:only@h", &t), 0);
+    cr_expect_str_eq(t.user, "");
+    cr_expect_str_eq(t.password, "only");
+    cr_expect_eq(t.port, 6379);
+    cr_assert_eq(pd_redis_url_parse("redis://h:1", &t), 0);
+    cr_expect_str_eq(t.password, "");
+    const char *bad[] = {"redis://", "redis://h:0", "redis://h:65536", "redis://h:12x",
+                         "redis://pw@h", "redis://u:p%4@h", "redis://u:p%00@h", "redis://:p@",
+                         "http://h", "redis://h:"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_expect_eq(pd_redis_url_parse(bad[i], &t), -1, "%s accepted", bad[i]);
+    pd_config c;
+    const char *e1[] = {"PRESENCE_REDIS_URL=redis://h:1", NULL};
+    cr_expect_eq(load_auth(&c, e1, NULL), PD_OK, "%s", err);
+    const char *e2[] = {"PRESENCE_REDIS_URL=redis://h:99999", NULL};
+    cr_expect_eq(load_auth(&c, e2, NULL), PD_ECONFIG);
+    cr_expect(strstr(err, "PRESENCE_REDIS_URL:") == err, "%s", err);
+}
+
+Test(config_auth, redis_target_takes_user_and_password_settings) {
+    pd_config c;
+    pd_redis_target t;
+    const char *env[] = {"PRESENCE_REDIS_URL=redis://h:5", "PRESENCE_REDIS_USER=presence",
+                         "PRESENCE_REDIS_PASSWORD=pw", NULL};
+    cr_assert_eq(load_auth(&c, env, NULL), PD_OK, "%s", err);
+    cr_assert_eq(pd_config_redis_target(&c, &t), 0);
+    cr_expect_str_eq(t.host, "h");
+    cr_expect_eq(t.port, 5);
+    cr_expect_str_eq(t.user, "presence");
+    cr_expect_str_eq(t.password, "pw");
+    const char *e2[] = {"PRESENCE_REDIS_URL=redis://u:p@h:5", NULL};
+    cr_assert_eq(load_auth(&c, e2, NULL), PD_OK, "%s", err);
+    cr_assert_eq(pd_config_redis_target(&c, &t), 0);
+    cr_expect_str_eq(t.user, "u");
+    cr_expect_str_eq(t.password, "p");
+}
+
+Test(config_auth, describe_and_help_show_no_secret) {
+    pd_config c;
+    const char *env[] = {"PRESENCE_NATS_USER=nodeuser", "PRESENCE_NATS_PASSWORD=natspw",
+                         "PRESENCE_REDIS_PASSWORD=redispw", NULL};
+    cr_assert_eq(load_auth(&c, env, NULL), PD_OK, "%s", err);
+    char line[2048];
+    pd_config_describe(&c, line, sizeof line);
+    cr_expect(strstr(line, "nats_auth=user") != NULL, "%s", line);
+    cr_expect(strstr(line, "nats_tls=off") != NULL, "%s", line);
+    cr_expect(strstr(line, "redis_auth=on") != NULL, "%s", line);
+    cr_expect(strstr(line, "natspw") == NULL && strstr(line, "redispw") == NULL, "%s", line);
+    const char *e2[] = {"PRESENCE_NATS_TOKEN=tokpw", "PRESENCE_NATS_URL=tls://h:1", NULL};
+    cr_assert_eq(load_auth(&c, e2, NULL), PD_OK, "%s", err);
+    pd_config_describe(&c, line, sizeof line);
+    cr_expect(strstr(line, "nats_auth=token nats_tls=on redis_auth=off") != NULL, "%s", line);
+    cr_expect(strstr(line, "tokpw") == NULL, "%s", line);
+    char *text = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&text, &n);
+    pd_config_usage(f, NULL);
+    fclose(f);
+    const char *rows[] = {"--nats-password SECRET", "--nats-creds-file FILE",
+                          "--nats-tls-ca FILE", "--redis-user NAME", "PRESENCE_REDIS_PASSWORD"};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        cr_expect(strstr(text, rows[i]) != NULL, "'%s' missing", rows[i]);
+    free(text);
+}
+
+Test(config_auth, tools_load_by_prefix_and_set_by_name) {
+    pd_config c;
+    char *envp[] = {"PRESENCE_NATS_USER=w", "PRESENCE_NATS_PASSWORD=p",
+                    "PRESENCE_NODE_ID=..bad", "PRESENCE_IDLE_TIMEOUT_MS=x", NULL};
+    /* Only PRESENCE_NATS_*: the bad node id and timeout are not read. */
+    cr_assert_eq(pd_config_load_env_prefix(&c, "PRESENCE_NATS_", envp, err, sizeof err), PD_OK,
+                 "%s", err);
+    cr_expect_str_eq(c.nats_user, "w");
+    cr_expect_eq(c.idle_timeout_ms, 300000);
+    cr_expect_eq(pd_config_check_auth(&c, err, sizeof err), PD_OK, "%s", err);
+    cr_expect_eq(pd_config_set(&c, "--nats-token", "t", err, sizeof err), PD_OK, "%s", err);
+    cr_expect_eq(pd_config_check_auth(&c, err, sizeof err), PD_ECONFIG);
+    cr_expect(strstr(err, "PRESENCE_NATS_TOKEN") == err, "%s", err);
+    cr_expect_eq(pd_config_set(&c, "PRESENCE_NATS_TLS_CA", "/nonexistent", err, sizeof err),
+                 PD_ECONFIG);
+    cr_expect(strstr(err, "PRESENCE_NATS_TLS_CA: cannot read") == err, "%s", err);
+    cr_expect_eq(pd_config_set(&c, "--no-such", "1", err, sizeof err), PD_ECONFIG);
 }
