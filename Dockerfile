@@ -20,6 +20,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         cmake make gcc pkg-config \
         libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev \
+        libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

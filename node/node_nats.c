@@ -1,6 +1,7 @@
 /* node_nats.c - the node's NATS connection: options (reconnect forever,
  * publish at once), subscriptions handing messages to the inbox, and the
  * small publish/reply helpers used by the handlers. */
+#include "natsauth.h"
 #include "node.h"
 #include <stdio.h>
 #include <string.h>
@@ -45,12 +46,29 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
     pd_log(PD_LOG_ERROR, "NATS error: %s", natsStatus_GetText(s));
 }
 
-static natsStatus make_options(pd_node *n, natsOptions **out) {
+/* The node reconnects forever, so nats.c closes the connection only when
+ * every server refused it for good: credentials (a wrong password twice
+ * in a row), TLS. The caller then sees only "Connection Closed" or "No
+ * server available": say where to look. */
+static void on_closed(natsConnection *nc, void *closure) {
+    const char *text = NULL;
+    natsStatus s = natsConnection_GetLastError(nc, &text);
+    (void)closure;
+    if (s != NATS_OK)
+        pd_log(PD_LOG_ERROR, "NATS connection closed: %s%s%s; the servers refused this node "
+               "(check the PRESENCE_NATS_* credentials and TLS settings; the NATS server's "
+               "log says why)", natsStatus_GetText(s), text && *text ? ": " : "",
+               text ? text : "");
+}
+
+/* On a credentials or TLS problem, err names the setting. */
+static natsStatus make_options(pd_node *n, natsOptions **out, char *err, size_t errlen) {
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
     char name[PD_ID_MAX + 16], urlbuf[PD_CONFIG_URL_MAX];
     const char *urls[32];
     size_t nurls = pd_url_split(n->cfg.nats_url, urlbuf, sizeof urlbuf, urls, 32);
+    if (errlen > 0) err[0] = '\0';
     snprintf(name, sizeof name, "presenced:%s", n->cfg.node_id);
     if (s == NATS_OK) s = natsOptions_SetServers(o, urls, (int)nurls);
     if (s == NATS_OK) s = natsOptions_SetName(o, name);
@@ -64,6 +82,8 @@ static natsStatus make_options(pd_node *n, natsOptions **out) {
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, n);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, n);
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_async_error, n);
+    if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, n);
+    if (s == NATS_OK && pd_natsauth_apply(o, &n->cfg, err, errlen) != PD_OK) s = NATS_INVALID_ARG;
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return s;
@@ -91,8 +111,9 @@ static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, 
 
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     natsOptions *o = NULL;
-    natsStatus s = make_options(n, &o);
     char events[PD_ID_MAX + 16], sync[PD_ID_MAX + 16];
+    natsStatus s = make_options(n, &o, err, errlen);
+    if (s == NATS_INVALID_ARG && err[0] != '\0') return PD_ECONFIG;
     natsInbox *inbox = NULL;
     snprintf(events, sizeof events, "events.%s", n->cfg.node_id);
     snprintf(sync, sizeof sync, "sync.%s", n->cfg.node_id);

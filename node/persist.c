@@ -17,6 +17,8 @@
 #define REPLAY_DEADLINE_MS 60000
 #define HELD_MAX 100000
 #define CONNECT_TIMEOUT_MS 1000      /* a Redis connect taking longer is given up */
+#define AUTH_TIMEOUT_MS 2000         /* so is an AUTH unanswered this long */
+#define WRITE_TIMEOUT_MS 15000       /* and a snapshot write */
 #define INFO_SUBJECT "$JS.API.STREAM.INFO." STREAM_NAME
 #define INFO_TIMEOUT_MS 5000         /* a stream info request unanswered this long is retried */
 #define INFO_MAX_BYTES 65536         /* a longer stream info reply is not ours */
@@ -31,6 +33,8 @@ struct pd_persist {
     char key[PD_ID_MAX * 2 + 16], tmp[PD_ID_MAX * 2 + 24], old[PD_ID_MAX * 2 + 24];
     char host[256];
     int port;
+    pd_redis_target redis;          /* host, port and AUTH credentials */
+    bool auth_logged;               /* a refused AUTH was logged (once until it works) */
     /* replay */
     jsCtx *js;
     natsSubscription *replay;
@@ -48,6 +52,7 @@ struct pd_persist {
     redisAsyncContext *ac;
     bool connecting, redis_logged_down;
     uint64_t next_connect, connect_deadline, backoff, next_snapshot;
+    uint64_t auth_deadline, write_deadline; /* 0: not waiting */
     snap_state state;
     pd_snap *snap;
     uint8_t *buf;
@@ -60,16 +65,50 @@ struct pd_persist {
 
 /* ---- Redis address ----------------------------------------------------------------- */
 
-static int parse_redis_url(const char *url, char *host, size_t cap, int *port) {
-    const char *p = url + strlen("redis://");
-    const char *at = strchr(p, '@');
-    if (at) p = at + 1; /* AUTH comes with the hardening work */
-    size_t n = strcspn(p, ":/");
-    if (n == 0 || n >= cap) return -1;
-    memcpy(host, p, n);
-    host[n] = '\0';
-    *port = p[n] == ':' ? atoi(p + n + 1) : 6379;
-    return *port > 0 && *port < 65536 ? 0 : -1;
+/* Host, port and credentials: PRESENCE_REDIS_URL, PRESENCE_REDIS_USER and
+ * PRESENCE_REDIS_PASSWORD (config.c parses and checks them).
+ * CHECKLIST: a new Redis command or key in this file? deploy/redis-users.acl
+ * allows the snapshot user only the ones of schemas/snapshot.md (Access). */
+static int parse_redis_url(const pd_config *cfg, pd_persist *ps) {
+    if (pd_config_redis_target(cfg, &ps->redis) != 0) return -1;
+    snprintf(ps->host, sizeof ps->host, "%s", ps->redis.host);
+    ps->port = ps->redis.port;
+    return 0;
+}
+
+/* The AUTH command for the credentials, "AUTH user pass" or "AUTH pass",
+ * into argv; returns its length, 0 when there is no password. Sent first
+ * on every connection (argv form: a password is never formatted). */
+static int auth_argv(const pd_persist *ps, const char *argv[3]) {
+    int argc = 0;
+    if (ps->redis.password[0] == '\0') return 0;
+    argv[argc++] = "AUTH";
+    if (ps->redis.user[0] != '\0') argv[argc++] = ps->redis.user;
+    argv[argc++] = ps->redis.password;
+    return argc;
+}
+
+/* A refused AUTH (WRONGPASS, NOAUTH, ...) is logged once until AUTH works
+ * again; the node keeps serving and retries as when Redis is down. */
+static void auth_refused(pd_persist *ps, const char *why) {
+    if (ps->auth_logged) return;
+    ps->auth_logged = true;
+    pd_log(PD_LOG_ERROR, "Redis %s:%d refused AUTH as %s%s%s: %s; snapshots paused, retrying",
+           ps->host, ps->port, ps->redis.user[0] ? "user '" : "the default user",
+           ps->redis.user, ps->redis.user[0] ? "'" : "", why);
+}
+
+/* AUTH on a blocking connection just made; true if done or not needed. */
+static bool auth_sync(pd_persist *ps, redisContext *c) {
+    const char *argv[3];
+    int argc = auth_argv(ps, argv);
+    if (argc == 0) return true;
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+    if (!ok) auth_refused(ps, r && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+    else ps->auth_logged = false;
+    freeReplyObject(r);
+    return ok;
 }
 
 /* ---- start: snapshot, stream, replay ------------------------------------------------- */
@@ -86,6 +125,10 @@ static uint8_t *load_snapshot(pd_persist *ps, size_t *len) {
         return NULL;
     }
     redisSetTimeout(c, tv);
+    if (!auth_sync(ps, c)) {
+        redisFree(c);
+        return NULL;
+    }
     redisReply *r = redisCommand(c, "STRLEN %s", ps->key);
     long long total = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
@@ -371,7 +414,7 @@ void node__persist_start(pd_node *n) {
     snprintf(ps->key, sizeof ps->key, "%s:snapshot:%s", n->cfg.redis_prefix, n->cfg.node_id);
     snprintf(ps->tmp, sizeof ps->tmp, "%s:tmp", ps->key);
     snprintf(ps->old, sizeof ps->old, "%s:old", ps->key);
-    if (parse_redis_url(n->cfg.redis_url, ps->host, sizeof ps->host, &ps->port) != 0)
+    if (parse_redis_url(&n->cfg, ps) != 0)
         snprintf(ps->host, sizeof ps->host, "127.0.0.1"), ps->port = 6379;
     ps->backoff = 500;
     ps->next_snapshot = pd_now_ms() + n->cfg.snapshot_interval_ms;
@@ -401,6 +444,15 @@ static void redis_down(pd_node *n, const char *why) {
     ps->backoff = ps->backoff * 2 > 30000 ? 30000 : ps->backoff * 2;
 }
 
+/* Connected (and authenticated): snapshots may go. */
+static void redis_ready(pd_node *n) {
+    pd_persist *ps = n->persist;
+    if (ps->redis_logged_down) pd_log(PD_LOG_INFO, "Redis %s:%d is back", ps->host, ps->port);
+    ps->redis_logged_down = false;
+    ps->st.redis_up = true;
+    ps->backoff = 500;
+}
+
 static void on_connect(const redisAsyncContext *ac, int status) {
     pd_node *n = ac->data;
     pd_persist *ps = n->persist;
@@ -410,10 +462,25 @@ static void on_connect(const redisAsyncContext *ac, int status) {
         redis_down(n, ac->errstr);
         return;
     }
-    if (ps->redis_logged_down) pd_log(PD_LOG_INFO, "Redis %s:%d is back", ps->host, ps->port);
-    ps->redis_logged_down = false;
-    ps->st.redis_up = true;
-    ps->backoff = 500;
+    if (ps->redis.password[0] == '\0') redis_ready(n); /* else once AUTH is accepted */
+    else ps->auth_deadline = pd_now_ms() + AUTH_TIMEOUT_MS;
+}
+
+static void on_auth(redisAsyncContext *ac, void *reply, void *priv) {
+    pd_node *n = priv;
+    pd_persist *ps = n->persist;
+    redisReply *r = reply; /* borrowed; NULL when the connection went first */
+    ps->auth_deadline = 0;
+    if (r == NULL) return; /* on_disconnect handles that */
+    if (r->type == REDIS_REPLY_STATUS) {
+        ps->auth_logged = false;
+        redis_ready(n);
+        return;
+    }
+    auth_refused(ps, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    ps->redis_logged_down = true; /* logged just now, more clearly */
+    redis_down(n, "AUTH refused");
+    redisAsyncDisconnect(ac); /* after this callback; on_disconnect clears ps->ac */
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
@@ -436,6 +503,10 @@ static void redis_connect(pd_node *n) {
     redisLibuvAttach(ac, &n->loop);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    const char *auth[3];
+    int argc = auth_argv(ps, auth);
+    /* Queued now, so it is the first command once connected. */
+    if (argc > 0) redisAsyncCommandArgv(ac, on_auth, n, argc, auth, NULL);
     ps->ac = ac;
     ps->connecting = true;
     ps->connect_deadline = pd_now_ms() + CONNECT_TIMEOUT_MS;
@@ -460,6 +531,7 @@ static void write_done(pd_node *n) {
     free(ps->buf);
     ps->buf = NULL;
     ps->state = SNAP_IDLE;
+    ps->write_deadline = 0;
     if (ps->failed) {
         ps->st.snapshot_failures++;
         ps->next_snapshot = now + ps->backoff;
@@ -519,6 +591,27 @@ static void write_snapshot(pd_node *n) {
     if (ps->pending == 0) write_done(n);
 }
 
+/* A connection that stopped answering (an AUTH or a snapshot write without
+ * a reply in time) is given up: hiredis' libuv adapter ignores an error
+ * libuv reports on its poll, after which libuv polls no more, and the
+ * commands in flight would wait forever, and snapshots with them (seen
+ * after Redis restarts, tests/chaos/repro_redis_wedge.py). Freeing the
+ * context answers them with no reply, which ends the write as failed. */
+static void redis_expired(pd_node *n, const char *why) {
+    pd_persist *ps = n->persist;
+    redisAsyncContext *ac = ps->ac;
+    ps->auth_deadline = ps->write_deadline = 0;
+    ps->failed = true;
+    ps->redis_logged_down = false; /* say it, even if the last outage was logged */
+    redisAsyncFree(ac); /* on_reply(NULL) for each command, then on_disconnect */
+    ps->ac = NULL;
+    redis_down(n, why);
+    if (ps->state == SNAP_WRITING) { /* no callback came: end it here */
+        ps->pending = 0;
+        write_done(n);
+    }
+}
+
 static void on_idle(uv_idle_t *h) {
     pd_node *n = h->data;
     pd_persist *ps = n->persist;
@@ -533,6 +626,7 @@ static void on_idle(uv_idle_t *h) {
     }
     ps->state = SNAP_WRITING;
     ps->failed = false;
+    ps->write_deadline = pd_now_ms() + WRITE_TIMEOUT_MS;
     write_snapshot(n);
 }
 
@@ -578,6 +672,10 @@ void node__persist_tick(pd_node *n) {
         }
     }
     if (ps->connecting && now >= ps->connect_deadline) connect_expired(n);
+    if (ps->ac && ps->auth_deadline && now >= ps->auth_deadline)
+        redis_expired(n, "AUTH unanswered");
+    else if (ps->ac && ps->state == SNAP_WRITING && ps->write_deadline && now >= ps->write_deadline)
+        redis_expired(n, "snapshot write unanswered");
     if (ps->ac == NULL && !ps->connecting && now >= ps->next_connect) redis_connect(n);
     if (ps->state == SNAP_IDLE && ps->st.redis_up && !ps->st.replaying && now >= ps->next_snapshot)
         start_snapshot(n);
@@ -624,6 +722,9 @@ static void final_snapshot(pd_node *n) {
     bool ok = c && !c->err;
     if (ok) {
         redisSetTimeout(c, tv);
+        ok = auth_sync(ps, c);
+    }
+    if (ok) {
         redisAppendCommand(c, "UNLINK %s %s", ps->tmp, ps->old);
         for (size_t off = 0; off < len; off += CHUNK)
             redisAppendCommand(c, "APPEND %s %b", ps->tmp, buf + off,

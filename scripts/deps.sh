@@ -9,6 +9,9 @@ PACKAGES=(
     libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev
     nats-server redis-server
     python3-yaml gnuplot-nox
+    clang libclang-rt-14-dev
+    libssl-dev openssl
+    valgrind
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

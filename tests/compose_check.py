@@ -45,7 +45,8 @@ NODE_REQUIRED_ENV = ["PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_UR
 
 # Packages of scripts/deps.sh that the image's build stage does not need:
 # the servers run in their own containers, the rest are test-only tools.
-TEST_ONLY_PACKAGES = {"python3-yaml", "gnuplot-nox"}  # tests and benchmarks only
+TEST_ONLY_PACKAGES = {"python3-yaml", "gnuplot-nox", "openssl", "valgrind",
+                      "clang", "libclang-rt-14-dev"}  # tests, fuzzing and benchmarks only
 # What the runtime stage installs: the shared libraries and CA certificates.
 RUNTIME_PACKAGES = {"libnats3.4", "libhiredis0.14", "libmsgpackc2", "libuv1", "libmicrohttpd12",
                     "ca-certificates"}

@@ -882,3 +882,80 @@ bool h_cluster_all_alive(natsConnection *nc, const char *const *ids, int n, int 
     }
     return true;
 }
+
+/* ---- secured servers (it_security.c) ------------------------------------------- */
+
+void h_nats_start_conf(h_nats *ns, const char *dir, const char *conf, const char *const *env,
+                       const char *scheme) {
+    char port[16], log[300];
+    memset(ns, 0, sizeof *ns);
+    snprintf(ns->dir, sizeof ns->dir, "%s", dir);
+    snprintf(port, sizeof port, "%d", free_port());
+    snprintf(ns->url, sizeof ns->url, "%s://127.0.0.1:%s", scheme, port);
+    snprintf(log, sizeof log, "%s/nats.log", dir);
+    long from = h_log_size(log);
+    char *argv[] = {"nats-server", "-c", (char *)conf, "-a", "127.0.0.1", "-p", port, NULL};
+    ns->pid = spawn(argv, env, log);
+    bool ok = H_POLL(h_log_contains_from(log, from, "Server is ready") ||
+                     waitpid(ns->pid, NULL, WNOHANG) == ns->pid, 10000);
+    cr_assert(ok && h_log_contains_from(log, from, "Server is ready"),
+              "nats-server -c %s did not start (see %s)", conf, log);
+}
+
+void h_node_start_nc(h_node *nd, const h_nats *ns, const char *id, const char *const *env,
+                     natsConnection *nc) {
+    char e[5][300];
+    const char *all[32];
+    int k = 0;
+    if (nd->pid == 0 && strcmp(nd->id, id) != 0) memset(nd, 0, sizeof *nd);
+    cr_assert(!h_node_running(nd), "presenced %s is running", id);
+    snprintf(nd->id, sizeof nd->id, "%s", id);
+    snprintf(nd->log, sizeof nd->log, "%s/%s.log", ns->dir, id);
+    long from = h_log_size(nd->log);
+    snprintf(e[0], sizeof e[0], "PRESENCE_REDIS_URL=redis://127.0.0.1:1");
+    snprintf(e[1], sizeof e[1], "PRESENCE_NATS_URL=%s", ns->url);
+    snprintf(e[2], sizeof e[2], "PRESENCE_NODE_ID=%s", id);
+    snprintf(e[3], sizeof e[3], "PRESENCE_LOG_LEVEL=debug");
+    snprintf(e[4], sizeof e[4], "PRESENCE_SYNC_INTERVAL_MS=100");
+    for (int i = 0; i < 5; i++) all[k++] = e[i];
+    for (const char *const *x = env; x && *x && k < 31; x++) all[k++] = *x;
+    all[k] = NULL;
+    const char *bin = getenv("PD_PRESENCED_BIN");
+    char *argv[] = {(char *)(bin && *bin ? bin : PRESENCED_BIN), NULL};
+    nd->pid = spawn(argv, all, nd->log);
+    bool ok = H_POLL((node_answers(nc, id) &&
+                      h_log_contains_from(nd->log, from, "announcing changes")) ||
+                     !h_node_running(nd), 10000);
+    cr_assert(ok && h_node_running(nd), "presenced %s did not start (see %s)", id, nd->log);
+}
+
+static bool redis_any_reply(const h_redis *rs) {
+    redisContext *c = redis_connect(rs);
+    redisReply *r = c ? redisCommand(c, "PING") : NULL;
+    bool ok = r != NULL;
+    freeReplyObject(r);
+    if (c) redisFree(c);
+    return ok;
+}
+
+void h_redis_start_args(h_redis *rs, const char *dir, const char *const *args) {
+    char port[16], log[300];
+    char *argv[40];
+    int k = 0;
+    memset(rs, 0, sizeof *rs);
+    snprintf(rs->dir, sizeof rs->dir, "%s", dir);
+    rs->port = free_port();
+    snprintf(rs->url, sizeof rs->url, "redis://127.0.0.1:%d", rs->port);
+    snprintf(rs->env, sizeof rs->env, "PRESENCE_REDIS_URL=%s", rs->url);
+    snprintf(port, sizeof port, "%d", rs->port);
+    snprintf(log, sizeof log, "%s/redis.log", dir);
+    const char *base[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", dir, "--logfile", ""};
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) argv[k++] = (char *)base[i];
+    for (const char *const *a = args; a && *a && k < 39; a++) argv[k++] = (char *)*a;
+    argv[k] = NULL;
+    rs->pid = spawn(argv, NULL, log);
+    bool ok = H_POLL(redis_any_reply(rs) || waitpid(rs->pid, NULL, WNOHANG) == rs->pid, 10000);
+    cr_assert(ok && redis_any_reply(rs), "redis-server did not start on port %d (see %s)",
+              rs->port, log);
+}

@@ -207,4 +207,26 @@ void h_sleep_ms(unsigned ms);
         h_ok_;                                                                \
     })
 
+/* ---- secured servers (it_security.c) ---- */
+
+/* Starts nats-server with the configuration file conf (which sets no
+ * listen address or port: the harness picks a free loopback port), its log
+ * in dir/nats.log, and env ("KEY=VALUE", NULL-terminated) added to its
+ * environment: nats-server reads the $NAME references of the file from
+ * there. ns->url becomes scheme://127.0.0.1:PORT (scheme "nats" or "tls").
+ * Aborts the test if the server does not start. */
+void h_nats_start_conf(h_nats *ns, const char *dir, const char *conf, const char *const *env,
+                       const char *scheme);
+
+/* h_node_start (or, for a node that ran before, h_node_restart) for servers
+ * that refuse anonymous clients: readiness is asked through nc, a
+ * connection allowed to query, and env carries the node's credentials. */
+void h_node_start_nc(h_node *nd, const h_nats *ns, const char *id, const char *const *env,
+                     natsConnection *nc);
+
+/* redis-server like h_redis_start, with extra arguments (e.g. "--aclfile",
+ * path; NULL-terminated). Ready when it answers PING with anything, an
+ * authentication error included. */
+void h_redis_start_args(h_redis *rs, const char *dir, const char *const *args);
+
 #endif

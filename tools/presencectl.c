@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "config.h"
 #include "ctl_json.h"
+#include "natsauth.h"
 
 #define EXIT_REFUSED 1
 #define EXIT_USAGE 2
@@ -31,6 +32,7 @@ typedef struct {
     int64_t count;        /* watch: stop after this many */
     const char *emoji;
     int64_t expires_in_ms;
+    pd_config auth;       /* the PRESENCE_NATS_* credentials and TLS files */
     natsConnection *nc;
 } ctl;
 
@@ -56,7 +58,15 @@ static void usage(FILE *out) {
         "  --node ID        node that receives events (PRESENCE_NODE_ID)\n"
         "  --as SERVER      socket-server id of events (default presencectl)\n"
         "  --json           machine-readable output\n"
-        "  --timeout MS     how long to wait for a reply (default 2000)\n");
+        "  --timeout MS     how long to wait for a reply (default 2000)\n"
+        "\n"
+        "NATS credentials and TLS (the node's settings; secrets only from the environment):\n"
+        "  --user NAME      PRESENCE_NATS_USER, with PRESENCE_NATS_PASSWORD in the environment\n"
+        "  --creds FILE     PRESENCE_NATS_CREDS_FILE: user JWT and NKey seed\n"
+        "  --nkey FILE      PRESENCE_NATS_NKEY_SEED_FILE: a user NKey seed\n"
+        "  --tls-ca FILE    PRESENCE_NATS_TLS_CA: CA that signed the server's certificate\n"
+        "  --tls-cert FILE  PRESENCE_NATS_TLS_CERT, --tls-key FILE PRESENCE_NATS_TLS_KEY\n"
+        "  (PRESENCE_NATS_TOKEN: a token instead)\n");
 }
 
 static const char *env_or(const char *name, const char *dflt) {
@@ -92,6 +102,12 @@ static int connect_nats(ctl *c) {
     natsOptions_SetSendAsap(o, true);
     natsOptions_SetTimeout(o, c->timeout_ms);
     natsOptions_SetName(o, "presencectl");
+    char err[512];
+    if (pd_natsauth_apply(o, &c->auth, err, sizeof err) != PD_OK) {
+        natsOptions_Destroy(o);
+        fprintf(stderr, "presencectl: %s\n", err);
+        return EXIT_USAGE;
+    }
     natsStatus s = natsConnection_Connect(&c->nc, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
@@ -374,6 +390,18 @@ static int cmd_watch(ctl *c, int argc, char **argv) {
     return 0;
 }
 
+/* The setting behind a credentials flag, or NULL. */
+static const char *auth_flag(const char *a) {
+    static const char *const map[][2] = {
+        {"--user", "PRESENCE_NATS_USER"},         {"--creds", "PRESENCE_NATS_CREDS_FILE"},
+        {"--nkey", "PRESENCE_NATS_NKEY_SEED_FILE"}, {"--tls-ca", "PRESENCE_NATS_TLS_CA"},
+        {"--tls-cert", "PRESENCE_NATS_TLS_CERT"}, {"--tls-key", "PRESENCE_NATS_TLS_KEY"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(a, map[i][0]) == 0) return map[i][1];
+    return NULL;
+}
+
 /* Options may appear anywhere; they are removed from argv. */
 static int parse_options(ctl *c, int *argc, char **argv, const char **viewer) {
     int out = 0;
@@ -391,6 +419,13 @@ static int parse_options(ctl *c, int *argc, char **argv, const char **viewer) {
         else if (strcmp(a, "--as") == 0) c->server = v;
         else if (strcmp(a, "--emoji") == 0) c->emoji = v;
         else if (strcmp(a, "--viewer") == 0) *viewer = v;
+        else if (auth_flag(a) != NULL) {
+            char err[512];
+            if (pd_config_set(&c->auth, auth_flag(a), v, err, sizeof err) != PD_OK) {
+                fprintf(stderr, "presencectl: %s\n", err);
+                return EXIT_USAGE;
+            }
+        }
         else if (strcmp(a, "--expires") == 0) {
             if (!parse_duration(v, &c->expires_in_ms)) { fprintf(stderr, "presencectl: bad duration '%s'\n", v); return EXIT_USAGE; }
         } else if (strcmp(a, "--timeout") == 0) {
@@ -418,13 +453,24 @@ int main(int argc, char **argv) {
         .node = getenv("PRESENCE_NODE_ID"),
         .server = "presencectl",
         .timeout_ms = 2000,
-        .limit = PD_QUERY_LIMIT_MAX,
+        .limit = 0, /* online: the node's largest page unless --limit */
     };
     const char *viewer = NULL;
     int n = argc - 1;
     char **args = argv + 1;
+    char err[512];
+    if (pd_config_load_env_prefix(&c.auth, "PRESENCE_NATS_", NULL, err, sizeof err) != PD_OK) {
+        fprintf(stderr, "presencectl: %s\n", err);
+        return EXIT_USAGE;
+    }
     int rc = parse_options(&c, &n, args, &viewer);
     if (rc) return rc;
+    /* --server wins over PRESENCE_NATS_URL: TLS follows the URLs in use. */
+    snprintf(c.auth.nats_url, sizeof c.auth.nats_url, "%s", c.nats_url);
+    if (pd_config_check_auth(&c.auth, err, sizeof err) != PD_OK) {
+        fprintf(stderr, "presencectl: %s\n", err);
+        return EXIT_USAGE;
+    }
     if (n < 1) {
         usage(stderr);
         return EXIT_USAGE;

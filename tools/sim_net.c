@@ -13,6 +13,7 @@
 #include <string.h>
 #include "alloc.h"
 #include "config.h"
+#include "natsauth.h"
 #include "sim.h"
 
 /* Counts one error reply; called with mu held. */
@@ -171,6 +172,30 @@ static natsStatus subscribe(sim *s) {
     return natsConnection_Flush(s->nc);
 }
 
+/* Credentials and TLS from the PRESENCE_NATS_* variables, as presenced
+ * reads them (the socket-server account of deploy/nats-accounts.conf).
+ * On failure *what points at the message (a static buffer). */
+static natsStatus apply_auth(sim *s, natsOptions *o, const char **what) {
+    static char msg[600];
+    char err[512];
+    pd_config *c = pd_malloc(sizeof *c);
+    natsStatus st = NATS_INVALID_ARG;
+    if (c == NULL) return NATS_NO_MEMORY;
+    if (pd_config_load_env_prefix(c, "PRESENCE_NATS_", NULL, err, sizeof err) == PD_OK) {
+        /* --nats wins over PRESENCE_NATS_URL: TLS follows the URLs in use. */
+        snprintf(c->nats_url, sizeof c->nats_url, "%s", s->opt.nats_url);
+        if (pd_config_check_auth(c, err, sizeof err) == PD_OK &&
+            pd_natsauth_apply(o, c, err, sizeof err) == PD_OK)
+            st = NATS_OK;
+    }
+    pd_free(c);
+    if (st != NATS_OK) {
+        snprintf(msg, sizeof msg, "NATS credentials: %s", err);
+        *what = msg;
+    }
+    return st;
+}
+
 natsStatus sim_net_start(sim *s, const char **what) {
     natsOptions *o = NULL;
     natsStatus st = NATS_NO_MEMORY;
@@ -186,6 +211,10 @@ natsStatus sim_net_start(sim *s, const char **what) {
     natsOptions_SetServers(o, urls, (int)nurls);
     natsOptions_SetTimeout(o, 2000);
     natsOptions_SetName(o, "presence-sim");
+    if ((st = apply_auth(s, o, what)) != NATS_OK) {
+        natsOptions_Destroy(o);
+        return st;
+    }
     *what = "cannot reach NATS";
     st = natsConnection_Connect(&s->nc, o);
     natsOptions_Destroy(o);
