@@ -199,7 +199,11 @@ static bool body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_reade
         *seen |= 1;
         return rd_u64(r, &v) && (v == PD_SNAP_VERSION || mpr_fail(r, PD_EBADVALUE, "bad version"));
     }
-    if (pd_str_eqc(k, "node")) { *seen |= 2; return mpr_str(r, &info->node); }
+    if (pd_str_eqc(k, "node")) { /* an id: it may be echoed in a refusal */
+        *seen |= 2;
+        return mpr_str(r, &info->node) &&
+               (pd_id_valid(info->node.p, info->node.n) || mpr_fail(r, PD_EBADID, "bad node id"));
+    }
     if (pd_str_eqc(k, "inc")) { *seen |= 4; return rd_u64(r, &info->inc); }
     if (pd_str_eqc(k, "seq")) { *seen |= 8; return rd_u64(r, &info->seq); }
     if (pd_str_eqc(k, "vc")) { *seen |= 16; return read_vc(r, info); }
