@@ -9,6 +9,9 @@
 #   make bench      the benchmark (bench/bench.sh): several minutes; writes
 #                   bench/results/latest.json and the PNG plots
 #   make bench-quick the same, small (under a minute), results in build/bench-quick
+#   make chaos      60 s of load under random faults, then every node against
+#                   the oracle (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
+#   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each, clang build in build-fuzz/
 #   make clean      remove the build trees
 
 JOBS ?= 2
@@ -23,6 +26,8 @@ ASAN_ENV := PD_SEED=$(PD_SEED) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all deps build test test-tsan up down status bench bench-quick clean
+.PHONY: fuzz
+.PHONY: chaos
 
 all: build
 
@@ -38,6 +43,7 @@ test: deps
 	    -DPD_ASAN=ON -DPD_UBSAN=ON -DPD_TSAN=OFF -DPD_TESTS=ON
 	cmake --build build-asan -j2
 	$(ASAN_ENV) ctest --test-dir build-asan --output-on-failure -j2
+	$(ASAN_ENV) bash tests/fuzz/run.sh --seconds $(FUZZ_TEST_SECONDS)
 
 # Criterion cannot start under TSan (Snaipe/Criterion#274), so the TSan
 # build is of the daemon only, and the ASan-built integration tests drive it.
@@ -67,5 +73,23 @@ bench: build
 bench-quick: build
 	bash bench/bench.sh --quick --out build/bench-quick
 
+# The chaos test (tests/chaos/chaos.py) on the release build: 60 s of load
+# on three nodes, three nats-servers and Redis under random faults, then
+# every node against the oracle. A random seed unless given; it is printed:
+#   make chaos CHAOS_ARGS="--seed 7 --keep --verbose"
+# make test runs a 20 s version (ctest chaos_short).
+CHAOS_ARGS ?=
+chaos: build
+	python3 tests/chaos/chaos.py --bin-dir build --duration 60 $(CHAOS_ARGS)
+
+# libFuzzer targets (tests/fuzz/README.md), built with clang in build-fuzz/:
+# each runs over its committed corpus, then FUZZ_SECONDS of fuzzing; findings
+# land in build-fuzz/crashes/ and fail the target. make test runs the same
+# for FUZZ_TEST_SECONDS per target after ctest.
+FUZZ_SECONDS ?= 600
+FUZZ_TEST_SECONDS ?= 20
+fuzz: deps
+	bash tests/fuzz/run.sh --seconds $(FUZZ_SECONDS)
+
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

@@ -13,3 +13,40 @@ add_test(NAME updown_check
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/updown_check.sh ${CMAKE_BINARY_DIR}
          WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(updown_check PROPERTIES LABELS integration TIMEOUT 400)
+
+# The chaos test, short (tests/chaos/chaos.py; `make chaos` runs 60 s): 20 s
+# of load on three nodes, three clustered nats-servers and Redis under
+# random faults, then every node's view against presence-sim's oracle. The
+# seed is PD_SEED (make test: 1); PD_PRESENCED_BIN (make test-tsan) swaps
+# the node binary.
+add_test(NAME chaos_short
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/chaos/chaos.py --duration 20
+                 --bin-dir $<TARGET_FILE_DIR:presenced>)
+set_tests_properties(chaos_short PROPERTIES LABELS integration TIMEOUT 240)
+
+# presenced without sanitizers, under valgrind (memcheck), through a smoke
+# workload (tests/valgrind_smoke.sh). The plain build is a separate tree,
+# <build>/plain, built with this one (ExternalProject, rebuilt incrementally
+# every time): the sanitizer flags of this tree apply to every target.
+include(ExternalProject)
+ExternalProject_Add(presenced_plain
+  SOURCE_DIR ${CMAKE_SOURCE_DIR}
+  BINARY_DIR ${CMAKE_BINARY_DIR}/plain
+  CMAKE_ARGS -DCMAKE_BUILD_TYPE=Debug -DPD_ASAN=OFF -DPD_UBSAN=OFF -DPD_TSAN=OFF -DPD_TESTS=OFF
+             -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}
+  BUILD_COMMAND ${CMAKE_COMMAND} --build <BINARY_DIR> --target presenced
+  INSTALL_COMMAND ""
+  BUILD_ALWAYS ON)
+add_test(NAME valgrind_smoke
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/valgrind_smoke.sh
+                 ${CMAKE_BINARY_DIR}/plain/presenced $<TARGET_FILE:presence-sim>
+                 $<TARGET_FILE:presencectl>)
+set_tests_properties(valgrind_smoke PROPERTIES LABELS valgrind TIMEOUT 300)
+
+# Redis killed and restarted 40 times under a node writing a snapshot every
+# 100 ms: snapshots must resume each time (a write or AUTH left unanswered
+# by hiredis' libuv adapter is given up, node/persist.c redis_expired).
+add_test(NAME redis_wedge
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/chaos/repro_redis_wedge.py
+                 --bin-dir $<TARGET_FILE_DIR:presenced>)
+set_tests_properties(redis_wedge PROPERTIES LABELS integration TIMEOUT 240)

@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""chaos.py - the chaos test of presenced (`make chaos`; a short run is the
+ctest entry `chaos_short` of `make test`).
+
+Starts, on free loopback ports under a temp dir, three clustered
+nats-servers with JetStream, a redis-server, three presenced nodes and
+presence-sim (steady load across six socket servers attached to the three
+nodes), then for the load's duration injects random faults from a seeded
+RNG (faults.py: SIGKILL + restart of a node, SIGSTOP + SIGCONT of a node,
+restart of a nats-server, restart of Redis). A few seconds before the load
+ends it stops injecting and lets every fault recover; then it stops the
+load, waits for the cluster to converge (polling, with a deadline), and
+compares every node's view with the oracle (compare.py).
+
+Prints a table and one JSON line: events sent, faults by kind, users lost,
+ghosts, divergent nodes and time to converge. Exit 0 only if lost, ghosts
+and divergent nodes are all 0 and every node exits cleanly on SIGTERM at
+the end; 1 otherwise (the logs are kept and their tails shown), 2 bad
+usage, 3 the cluster could not be set up.
+
+Python 3 standard library only."""
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import compare  # noqa: E402
+import pdwire  # noqa: E402
+from cluster import Cluster, ClusterError, wait_for  # noqa: E402
+from faults import Injector, wait_all_up  # noqa: E402
+
+# Node settings: short timers so that a minute holds many faults. The
+# socket-server timeout outlasts the comparison: presence-sim's servers
+# fall silent when it stops, and must not time out meanwhile.
+SYNC_MS = 200
+NODE_TIMEOUT_MS = 2000
+OFFLINE_DELAY_MS = 3000
+SETTINGS = {
+    "PRESENCE_SYNC_INTERVAL_MS": str(SYNC_MS),
+    "PRESENCE_NODE_TIMEOUT_MS": str(NODE_TIMEOUT_MS),
+    "PRESENCE_OFFLINE_DELAY_MS": str(OFFLINE_DELAY_MS),
+    "PRESENCE_SERVER_TIMEOUT_MS": "90000",
+    "PRESENCE_SNAPSHOT_INTERVAL_MS": "1000",
+    "PRESENCE_STREAM_REPLICAS": "3",
+}
+SANITIZER = re.compile(rb"ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer")
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.t0 = time.monotonic()
+        self.dir = tempfile.mkdtemp(prefix="pd-chaos-")
+        self.timeline = open(os.path.join(self.dir, "chaos.log"), "w")
+        self.c = Cluster(self.dir, args.bin_dir, args.presenced, SETTINGS)
+        self.problems = []
+
+    def log(self, text):
+        line = "%8.2f %s" % (time.monotonic() - self.t0, text)
+        self.timeline.write(line + "\n")
+        self.timeline.flush()
+        if self.args.verbose:
+            print(line, file=sys.stderr)
+
+    def nats(self):
+        """A fresh NATS connection to any server that runs."""
+        urls = [u for i, u in enumerate(self.c.urls) if self.c.nats[i].running()]
+        return pdwire.Nats(urls or self.c.urls)
+
+    def resync_all(self):
+        nc = self.nats()
+        try:
+            for nid in self.c.NODES:
+                nc.publish("presence.resync.%s" % nid, pdwire.mp_pack({}))
+            nc.flush()
+        finally:
+            nc.close()
+        self.log("driver: published P.resync.<node> for every node")
+        return True
+
+    def all_alive(self, seconds):
+        def ok():
+            try:
+                nc = self.nats()
+            except pdwire.WireError:
+                return False
+            try:
+                for _ in range(compare.ASKS):
+                    st = compare.cluster_state(nc)
+                    alive = {e["node"] for e in (st or {}).get("nodes", []) if e.get("alive")}
+                    if not set(self.c.NODES) <= alive:
+                        return False
+                return True
+            except (OSError, pdwire.WireError):
+                return False
+            finally:
+                nc.close()
+        return wait_for(ok, seconds, step=0.2)
+
+    # -- phases --
+    def setup(self):
+        for i in range(3):
+            self.c.nats_start(i)
+        if not wait_for(self.c.jetstream_ready, 30, step=0.2):
+            raise ClusterError("JetStream has no meta leader after 30 s")
+        self.c.redis_start()
+        offs = {nid: self.c.node_start(nid) for nid in self.c.NODES}
+        for nid, off in offs.items():
+            if not wait_for(lambda: self.c.node_ready(nid, off) or not self.c.nodes[nid].running(),
+                            60, step=0.1) or not self.c.nodes[nid].running():
+                raise ClusterError("node %s did not start" % nid)
+        if not self.all_alive(30):
+            raise ClusterError("the nodes do not see each other")
+        a = self.args
+        self.c.sim_start(["--servers", "6", "--users", str(a.users), "--rate", str(a.rate),
+                          "--heartbeat-ms", "500", "--drain", "2", "--seed", str(a.seed),
+                          "--json", "--dump-users", "--quiet"])
+        nc = self.nats()
+        try:
+            ok = wait_for(lambda: (compare.cluster_state(nc) or {}).get("nodes", [{}])[0]
+                          .get("devices", 0) > 0, 15, step=0.1)
+        finally:
+            nc.close()
+        if not ok:
+            raise ClusterError("no load from presence-sim")
+        self.log("setup done: load running")
+
+    def chaos(self, inj, rng):
+        a = self.args
+        load_start = time.monotonic()
+        warmup = min(3.0, a.duration * 0.1)
+        heal = max(6.0, a.duration * 0.15)
+        stop_at = load_start + a.duration - heal
+        next_fault = load_start + warmup
+        while time.monotonic() < stop_at:
+            now = time.monotonic()
+            if now >= next_fault and inj.inject_random(now):
+                next_fault = now + rng.uniform(0.8, 3.0)
+            inj.step(now)
+            if self.c.sim.poll() is not None:
+                raise ClusterError("presence-sim exited during the load")
+            time.sleep(0.05)
+        self.log("no more faults; recovering the active ones")
+        inj.drain(40)
+        if not wait_all_up(self.c, 10):
+            raise ClusterError("not every process runs after the faults")
+        if not self.all_alive(40):
+            raise ClusterError("the nodes do not all see each other after the faults")
+        self.log("every node alive")
+        end = load_start + a.duration
+        while time.monotonic() < end:
+            time.sleep(0.05)
+
+    def stop_load(self):
+        self.t_load_end = time.monotonic()
+        code, summary = self.c.sim_stop(30)
+        self.sim_drain = time.monotonic() - self.t_load_end
+        self.log("load stopped: presence-sim exit %s" % code)
+        if summary is None:
+            raise ClusterError("no JSON summary from presence-sim (exit %s)" % code)
+        oracle = {"u%d" % i: 0 for i in range(self.args.users)}
+        oracle.update(summary.get("user_devices", {}))
+        return summary, oracle
+
+    def converge(self, oracle, total):
+        """Seconds from the end of the load (presence-sim's last events,
+        then up to 2 s of drain) to a converged cluster (None if it did not
+        within --converge-timeout), and the last mismatches."""
+        t_stop = self.t_load_end
+        deadline = time.monotonic() + self.args.converge_timeout
+        users = sorted(oracle)
+        why, bad = "not asked", []
+        while time.monotonic() < deadline:
+            attempt = time.monotonic()
+            try:
+                nc = self.nats()
+                try:
+                    ok, why = compare.cluster_converged(nc, self.c.NODES, total)
+                    if ok:
+                        bad = []
+                        for _ in range(compare.ASKS):
+                            bad = compare.query_mismatches(compare.query_view(nc, users),
+                                                           oracle, False)
+                            if bad:
+                                why = "query: %d users differ, e.g. %s" % (len(bad), bad[:3])
+                                break
+                        if not bad:
+                            # Converged by the start of the attempt that passed.
+                            return attempt - t_stop, []
+                finally:
+                    nc.close()
+            except (OSError, pdwire.WireError) as e:
+                why = str(e)
+            time.sleep(0.2)
+        self.problems.append("not converged after %.0f s: %s" % (self.args.converge_timeout, why))
+        try:
+            nc = self.nats()
+            try:
+                bad = compare.query_mismatches(compare.query_view(nc, users), oracle, False)
+            finally:
+                nc.close()
+        except (OSError, pdwire.WireError) as e:
+            self.problems.append("final query pass: %s" % e)
+        return None, bad
+
+    def check_status(self, oracle):
+        """Offline exactly where the oracle has no device, once the offline
+        delay of the last departures has passed: polled until then, plus 5 s."""
+        users, bad = sorted(oracle), []
+
+        def ok():
+            nonlocal bad
+            try:
+                nc = self.nats()
+                try:
+                    for _ in range(compare.ASKS):
+                        bad = compare.query_mismatches(compare.query_view(nc, users), oracle,
+                                                       True)
+                        if bad:
+                            return False
+                    return True
+                finally:
+                    nc.close()
+            except (OSError, pdwire.WireError) as e:
+                bad = [("(query)", "error", str(e), None)]
+                return False
+        if not wait_for(ok, OFFLINE_DELAY_MS / 1000.0 + 5, step=0.2):
+            self.problems.append("statuses differ from the oracle after the offline delay")
+        return bad
+
+    def check_nodes(self, oracle, after_ms):
+        """{node: mismatches} from each node's snapshot taken after after_ms."""
+        out = {}
+        for nid in self.c.NODES:
+            body = compare.snapshot_after(self.c.redis_port, nid, after_ms, 15)
+            if body is None:
+                # Not a divergence, but a failure: its view cannot be read.
+                self.problems.append("no snapshot of %s in Redis written after convergence "
+                                     "(snapshots stalled?)" % nid)
+                continue
+            out[nid] = compare.node_mismatches(pdwire.snapshot_user_devices(body), oracle)
+        return out
+
+    def finish(self):
+        codes = self.c.stop_all()
+        for nid, code in codes.items():
+            if code != 0:
+                self.problems.append("%s exited with %s on SIGTERM" % (nid, code))
+        for name in list(self.c.NODES):
+            with open(os.path.join(self.dir, name + ".log"), "rb") as f:
+                if SANITIZER.search(f.read()):
+                    self.problems.append("sanitizer report in %s.log" % name)
+
+
+def tail(path, n):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()
+        return "\n".join("    " + x for x in lines[-n:])
+    except OSError:
+        return "    (no file)"
+
+
+def report(run, summary, inj, conv, query_bad, status_bad, node_bad):
+    lost = {u for u, k, _, _ in query_bad + status_bad if k == "lost"}
+    ghosts = {u for u, k, _, _ in query_bad + status_bad if k == "ghost"}
+    for bad in node_bad.values():
+        lost |= {u for u, k, _, _ in bad if k == "lost"}
+        ghosts |= {u for u, k, _, _ in bad if k == "ghost"}
+    divergent = sorted(n for n, bad in node_bad.items() if bad)
+    res = {
+        "seed": run.args.seed, "duration_s": run.args.duration, "rate": run.args.rate,
+        "events_sent": summary.get("sent", 0) if summary else 0,
+        "events_unanswered": summary.get("unanswered", 0) if summary else 0,
+        "oracle_devices": summary.get("devices", 0) if summary else 0,
+        "faults": dict(inj.counts), "faults_total": sum(inj.counts.values()),
+        "driver_resyncs": inj.driver_resyncs,
+        "users_lost": len(lost), "ghosts": len(ghosts), "divergent_nodes": len(divergent),
+        "converge_s": None if conv is None else round(conv, 2),
+        "sim_drain_s": round(getattr(run, "sim_drain", 0.0), 2),
+        "problems": run.problems,
+    }
+    ok = not lost and not ghosts and not divergent and conv is not None and not run.problems
+    print("chaos: %d s of load at %d ev/s, seed %d, logs in %s"
+          % (run.args.duration, run.args.rate, run.args.seed, run.dir))
+    rows = [("events sent", res["events_sent"]),
+            ("  unanswered (faults)", res["events_unanswered"]),
+            ("oracle devices", res["oracle_devices"])]
+    rows += [("faults: " + k, v) for k, v in inj.counts.items()]
+    rows += [("resyncs asked by driver", inj.driver_resyncs),
+             ("users lost", len(lost)), ("ghosts", len(ghosts)),
+             ("divergent nodes", "%d %s" % (len(divergent), " ".join(divergent))),
+             ("time to converge", "-" if conv is None else
+              "%.2f s (of which %.2f s presence-sim's drain)" % (conv, res["sim_drain_s"]))]
+    for k, v in rows:
+        print("  %-26s %s" % (k, v))
+    for nid, bad in node_bad.items():
+        if bad:
+            print("  %s differs on %d users, e.g. %s" % (nid, len(bad), bad[:5]))
+    if query_bad or status_bad:
+        print("  queries differ, e.g. %s" % (query_bad + status_bad)[:5])
+    for p in run.problems:
+        print("  problem: " + p)
+    print("CHAOS_RESULT " + json.dumps(res, sort_keys=True))
+    return ok
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="RNG seed (default: $PD_SEED, else random; printed)")
+    ap.add_argument("--rate", type=int, default=300, help="events per second (default 300)")
+    ap.add_argument("--users", type=int, default=1000, help="simulated users (default 1000)")
+    ap.add_argument("--keep", action="store_true", help="keep the logs dir even on success")
+    ap.add_argument("--bin-dir", default=os.path.join(here, "..", "..", "build"),
+                    help="where presenced and presence-sim are (default build/)")
+    ap.add_argument("--converge-timeout", type=float, default=30.0,
+                    help="seconds the cluster has to converge after the load (default 30)")
+    ap.add_argument("--verbose", action="store_true", help="the timeline on stderr")
+    ap.add_argument("--no-driver-resync", action="store_true",
+                    help="do not publish P.resync.<node> after a nats-server restart (shows "
+                    "what presence-sim's missing resync on its own reconnect costs)")
+    args = ap.parse_args()
+    if args.duration < 10:
+        ap.error("--duration must be at least 10")
+    if args.seed is None and os.environ.get("PD_SEED", "").isdigit():
+        args.seed = int(os.environ["PD_SEED"])
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1 << 31)
+    # Like the integration tests, $PD_PRESENCED_BIN swaps the node binary.
+    args.presenced = os.environ.get("PD_PRESENCED_BIN") or os.path.join(args.bin_dir, "presenced")
+    for b in (args.presenced, os.path.join(args.bin_dir, "presence-sim")):
+        if not os.access(b, os.X_OK):
+            ap.error("no %s (build first, or give --bin-dir)" % b)
+    run = Run(args)
+    rng = random.Random(args.seed)
+    resync = (lambda: run.log("driver: resync not asked (--no-driver-resync)")) \
+        if args.no_driver_resync else run.resync_all
+    inj = Injector(run.c, rng, NODE_TIMEOUT_MS / 1000.0, run.log, resync)
+    summary, conv, query_bad, status_bad, node_bad = None, None, [], [], {}
+    code = 1
+    try:
+        run.setup()
+        run.chaos(inj, rng)
+        summary, oracle = run.stop_load()
+        conv, query_bad = run.converge(oracle, summary["devices"])
+        if conv is not None:
+            status_bad = run.check_status(oracle)
+        node_bad = run.check_nodes(oracle, int(time.time() * 1000))
+    except ClusterError as e:
+        run.problems.append("setup/fault handling: %s" % e)
+        code = 3
+    except KeyboardInterrupt:
+        run.problems.append("interrupted")
+    finally:
+        run.finish()
+    ok = report(run, summary, inj, conv, query_bad, status_bad, node_bad)
+    if ok:
+        if not args.keep:
+            shutil.rmtree(run.dir, ignore_errors=True)
+        return 0
+    print("chaos: FAILED (seed %d); logs kept in %s" % (args.seed, run.dir))
+    for name in ("chaos", "n1", "n2", "n3", "sim", "nats1", "nats2", "nats3", "redis"):
+        print("--- tail of %s.log" % name)
+        print(tail(os.path.join(run.dir, name + ".log"), 12))
+    return code if code == 3 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
