@@ -3,80 +3,11 @@
  * cluster. PRESENCE_MAX_QUERY_USERS bounds the users of a get and the
  * limit of an online page (the codec enforces the protocol's 1000). */
 #include "node.h"
+#include "query_answer.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void query_get(pd_node *n, const pd_query *q, msgpack_packer *pk) {
-    mp_reader it;
-    pd_str user;
-    pd_get_reply_begin(pk, q->nusers);
-    pd_query_users_iter(q, &it);
-    while (pd_query_next_user(&it, &user)) {
-        pd_view v;
-        pd_model_view(n->model, user, q->viewer, &v);
-        pd_get_reply_user(pk, &v);
-    }
-}
-
-static void pack_device(void *ud, const pd_device_view *d) {
-    pd_devices_reply_device(ud, d);
-}
-
-static void query_devices(pd_node *n, const pd_query *q, msgpack_packer *pk) {
-    uint32_t count = pd_model_devices_of(n->model, q->user, NULL, NULL);
-    pd_devices_reply_begin(pk, q->user, count);
-    pd_model_devices_of(n->model, q->user, pack_device, pk);
-}
-
-typedef struct {
-    pd_str users[PD_QUERY_LIMIT_MAX + 64];
-    uint32_t n;
-} online_page;
-
-static void collect_user(void *ud, pd_str user) {
-    online_page *p = ud;
-    if (p->n < sizeof p->users / sizeof p->users[0]) p->users[p->n++] = user;
-}
-
-/* The cursor is the decimal hash-table scan position; "" or absent = start. */
-static bool parse_cursor(pd_str c, uint64_t *out) {
-    char buf[PD_CURSOR_MAX + 1];
-    char *end;
-    *out = 0;
-    if (c.n == 0) return true;
-    if (c.n > 20) return false;
-    memcpy(buf, c.p, c.n);
-    buf[c.n] = '\0';
-    if (buf[0] < '0' || buf[0] > '9') return false;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (*end != '\0') return false;
-    *out = v;
-    return true;
-}
-
-static pd_status query_online(pd_node *n, const pd_query *q, msgpack_packer *pk, pd_err *err) {
-    uint64_t cursor;
-    char next_s[24];
-    if (!parse_cursor(q->cursor, &cursor)) {
-        pd_err_set(err, PD_EBADVALUE, "field 'cursor' is not a cursor this service returned");
-        return PD_EBADVALUE;
-    }
-    online_page *page = malloc(sizeof *page);
-    if (page == NULL) {
-        pd_err_set(err, PD_ENOMEM, "out of memory");
-        return PD_ENOMEM;
-    }
-    page->n = 0;
-    uint64_t next = pd_model_scan_online(n->model, cursor, q->limit, collect_user, page);
-    pd_online_reply_begin(pk, page->n, next != 0);
-    for (uint32_t i = 0; i < page->n; i++) pd_online_reply_user(pk, page->users[i]);
-    snprintf(next_s, sizeof next_s, "%" PRIu64, next);
-    pd_online_reply_end(pk, next ? pd_str_c(next_s) : (pd_str){NULL, 0});
-    free(page);
-    return PD_OK;
-}
 
 typedef struct {
     msgpack_packer *pk;
@@ -169,10 +100,8 @@ void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     if (s == PD_OK) {
         n->stats.queries[q.type]++;
         switch (q.type) {
-        case PD_Q_GET: query_get(n, &q, &pk); break;
-        case PD_Q_DEVICES: query_devices(n, &q, &pk); break;
-        case PD_Q_ONLINE: s = query_online(n, &q, &pk, &err); break;
-        default: query_cluster(n, &pk); break;
+        case PD_Q_CLUSTER: query_cluster(n, &pk); break;
+        default: s = pd_query_answer(n->model, &q, &pk, &err); break;
         }
     }
     if (s != PD_OK) {

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz_common.h"
+#include "query_answer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -115,24 +116,7 @@ static void round_trip(const pd_query *q) {
     msgpack_sbuffer_destroy(&b);
 }
 
-/* ---- answers (as node/node_query.c) ---------------------------------------------------- */
-
-static void pack_device(void *ud, const pd_device_view *d) { pd_devices_reply_device(ud, d); }
-
-static bool parse_cursor(pd_str c, uint64_t *out) {
-    char buf[PD_CURSOR_MAX + 1];
-    char *end;
-    *out = 0;
-    if (c.n == 0) return true;
-    if (c.n > 20) return false;
-    memcpy(buf, c.p, c.n);
-    buf[c.n] = '\0';
-    if (buf[0] < '0' || buf[0] > '9') return false;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (*end != '\0') return false;
-    *out = v;
-    return true;
-}
+/* ---- answers (common/query_answer.c, as the node) --------------------------------------- */
 
 typedef struct {
     pd_str users[PD_QUERY_LIMIT_MAX + 64];
@@ -258,7 +242,7 @@ static void check_online(const pd_query *q, const msgpack_sbuffer *sb, uint64_t 
         FZ_CHECK(mpr_str(&r, &u) && is_online(u), "online reply: user %u", i);
     if (k == 2) {
         uint64_t next;
-        FZ_CHECK(key_is(&r, "cursor") && mpr_str(&r, &c) && parse_cursor(c, &next) && next,
+        FZ_CHECK(key_is(&r, "cursor") && mpr_str(&r, &c) && pd_query_cursor_parse(c, &next) && next,
                  "online reply: cursor");
     }
     FZ_CHECK(mpr_remaining(&r) == 0, "online reply: trailing bytes");
@@ -286,37 +270,19 @@ static void answer(const pd_query *q, const pd_str *users) {
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     switch (q->type) {
-    case PD_Q_GET: {
-        mp_reader it;
-        pd_str user;
-        pd_get_reply_begin(&pk, q->nusers);
-        pd_query_users_iter(q, &it);
-        while (pd_query_next_user(&it, &user)) {
-            pd_view v;
-            pd_model_view(m, user, q->viewer, &v);
-            pd_get_reply_user(&pk, &v);
-        }
-        check_get(q, &sb, users);
-        break;
-    }
-    case PD_Q_DEVICES: {
-        uint32_t count = pd_model_devices_of(m, q->user, NULL, NULL);
-        pd_devices_reply_begin(&pk, q->user, count);
-        pd_model_devices_of(m, q->user, pack_device, &pk);
-        check_devices(q, &sb);
-        break;
-    }
+    case PD_Q_GET:
+    case PD_Q_DEVICES:
     case PD_Q_ONLINE: {
-        static page pg;
-        char next_s[24];
-        if (!parse_cursor(q->cursor, &cursor)) break; /* refused with bad_value */
-        pg.n = 0;
-        uint64_t next = pd_model_scan_online(m, cursor, q->limit, collect_user, &pg);
-        pd_online_reply_begin(&pk, pg.n, next != 0);
-        for (uint32_t i = 0; i < pg.n; i++) pd_online_reply_user(&pk, pg.users[i]);
-        snprintf(next_s, sizeof next_s, "%" PRIu64, next);
-        pd_online_reply_end(&pk, next ? pd_str_c(next_s) : (pd_str){NULL, 0});
-        check_online(q, &sb, cursor);
+        pd_err err = {0};
+        pd_status st = pd_query_answer(m, q, &pk, &err);
+        if (q->type == PD_Q_ONLINE && !pd_query_cursor_parse(q->cursor, &cursor)) {
+            FZ_CHECK(st == PD_EBADVALUE && sb.size == 0, "online: a bad cursor answered");
+            break;
+        }
+        FZ_CHECK(st == PD_OK, "query %d refused: %s", (int)q->type, err.msg);
+        if (q->type == PD_Q_GET) check_get(q, &sb, users);
+        else if (q->type == PD_Q_DEVICES) check_devices(q, &sb);
+        else check_online(q, &sb, cursor);
         break;
     }
     default: {
