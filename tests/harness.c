@@ -959,3 +959,46 @@ void h_redis_start_args(h_redis *rs, const char *dir, const char *const *args) {
     cr_assert(ok && redis_any_reply(rs), "redis-server did not start on port %d (see %s)",
               rs->port, log);
 }
+
+/* ---- the metrics endpoint -------------------------------------------------------- */
+
+int h_metrics_port(const char *log) {
+    static const char needle[] = "metrics on http://127.0.0.1:";
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    int port = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        char *p = strstr(line, needle);
+        if (p) port = atoi(p + strlen(needle));
+    }
+    if (f) fclose(f);
+    return port;
+}
+
+int h_http_get(int port, const char *path, char *buf, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to metrics");
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
+    cr_assert(write(fd, req, (size_t)n) == n);
+    size_t got = 0;
+    ssize_t k;
+    while (got < cap - 1 && (k = read(fd, buf + got, cap - 1 - got)) > 0) got += (size_t)k;
+    buf[got] = '\0';
+    close(fd);
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    char *body = strstr(buf, "\r\n\r\n");
+    if (body) memmove(buf, body + 4, strlen(body + 4) + 1);
+    return status;
+}
+
+bool h_metric_sample(const char *text, const char *name, double *v) {
+    size_t n = strlen(name);
+    for (const char *p = text; (p = strstr(p, name)) != NULL; p += n) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ') return sscanf(p + n, " %lf", v) == 1;
+    }
+    return false;
+}

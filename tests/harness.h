@@ -229,4 +229,15 @@ void h_node_start_nc(h_node *nd, const h_nats *ns, const char *id, const char *c
  * authentication error included. */
 void h_redis_start_args(h_redis *rs, const char *dir, const char *const *args);
 
+/* ---- the metrics endpoint (PRESENCE_METRICS_ADDR=127.0.0.1:0) ---- */
+
+/* The port a node's log says its metrics are served on, 0 if not yet. */
+int h_metrics_port(const char *log);
+/* GET path from 127.0.0.1:port over a plain socket: the status code, and
+ * the body in buf (NUL-terminated, cut at cap). */
+int h_http_get(int port, const char *path, char *buf, size_t cap);
+/* The value of the sample `name` (labels included, exactly as printed) in
+ * a metrics text; false if absent. */
+bool h_metric_sample(const char *text, const char *name, double *v);
+
 #endif

@@ -27,17 +27,7 @@ static const char *const env[] = {
     "PRESENCE_MAX_QUERY_USERS=5",         "PRESENCE_NOTIFY_MIN_INTERVAL_MS=100",
     "PRESENCE_IDLE_TIMEOUT_MS=60000",     NULL};
 
-static bool read_port(void) {
-    FILE *f = fopen(node.log, "r");
-    char line[1024];
-    port = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        char *p = strstr(line, "metrics on http://127.0.0.1:");
-        if (p) port = atoi(p + strlen("metrics on http://127.0.0.1:"));
-    }
-    if (f) fclose(f);
-    return port > 0;
-}
+static bool read_port(void) { return (port = h_metrics_port(node.log)) > 0; }
 
 static void setup(void) {
     h_nats_start(&ns);
@@ -58,29 +48,14 @@ static char text[1 << 16];
 
 /* Fetches the metrics text into `text`. */
 static void scrape(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to metrics");
-    const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
-    cr_assert(write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1));
-    size_t got = 0;
-    ssize_t k;
-    while (got < sizeof text - 1 && (k = read(fd, text + got, sizeof text - 1 - got)) > 0)
-        got += (size_t)k;
-    text[got] = '\0';
-    close(fd);
+    cr_assert_eq(h_http_get(port, "/metrics", text, sizeof text), 200);
 }
 
 /* The value of `name` (labels included, as printed) in the last scrape,
  * -1 if absent. */
 static double sample(const char *name) {
-    size_t n = strlen(name);
-    for (const char *p = text; (p = strstr(p, name)) != NULL; p += n) {
-        double v;
-        if (p[-1] == '\n' && p[n] == ' ' && sscanf(p + n, " %lf", &v) == 1) return v;
-    }
-    return -1;
+    double v;
+    return h_metric_sample(text, name, &v) ? v : -1;
 }
 
 static double metric(const char *name) {

@@ -18,17 +18,7 @@ static int port;
 
 static const char *const env[] = {"PRESENCE_METRICS_ADDR=127.0.0.1:0", NULL};
 
-static bool read_port(void) {
-    FILE *f = fopen(node.log, "r");
-    char line[1024];
-    port = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        char *p = strstr(line, "metrics on http://127.0.0.1:");
-        if (p) port = atoi(p + strlen("metrics on http://127.0.0.1:"));
-    }
-    if (f) fclose(f);
-    return port > 0;
-}
+static bool read_port(void) { return (port = h_metrics_port(node.log)) > 0; }
 
 static void setup(void) {
     h_nats_start(&ns);
@@ -45,34 +35,12 @@ static void teardown(void) {
 
 TestSuite(metrics, .init = setup, .fini = teardown, .timeout = 60);
 
-/* GET path over a plain socket; returns the status code, body in buf. */
 static int http_get(const char *path, char *buf, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to metrics");
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
-    cr_assert(write(fd, req, (size_t)n) == n);
-    size_t got = 0;
-    ssize_t k;
-    while (got < cap - 1 && (k = read(fd, buf + got, cap - 1 - got)) > 0) got += (size_t)k;
-    buf[got] = '\0';
-    close(fd);
-    int status = 0;
-    sscanf(buf, "HTTP/1.%*d %d", &status);
-    char *body = strstr(buf, "\r\n\r\n");
-    if (body) memmove(buf, body + 4, strlen(body + 4) + 1);
-    return status;
+    return h_http_get(port, path, buf, cap);
 }
 
-/* The value of the sample `name` (with labels, exactly as printed). */
 static bool sample(const char *text, const char *name, double *v) {
-    size_t n = strlen(name);
-    for (const char *p = text; (p = strstr(p, name)) != NULL; p += n) {
-        if ((p == text || p[-1] == '\n') && p[n] == ' ') return sscanf(p + n, " %lf", v) == 1;
-    }
-    return false;
+    return h_metric_sample(text, name, v);
 }
 
 /* Every non-comment line is "name{labels} number" or "name number". */
