@@ -17,6 +17,7 @@ typedef struct entry {
     pd_hnode h;
     struct entry *prev, *next; /* FIFO: deadlines in sending order */
     uint64_t due;              /* last send + interval */
+    uint64_t sent_fp;          /* fingerprint of the view sent last */
     held *held;                /* NULL: nothing waiting */
     uint8_t id_n;
     char id[];
@@ -92,9 +93,23 @@ static void emit(pd_gate *g, const pd_view *v) {
     g->fn(g->ud, v);
 }
 
+static uint64_t mix(uint64_t h, uint64_t x) {
+    return h ^ (x + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+}
+
+/* What a watcher sees of a view, ts aside. */
+static uint64_t fingerprint(const pd_view *v) {
+    uint64_t h = pd_hash(v->text.p, v->text.n);
+    h = mix(h, pd_hash(v->emoji.p, v->emoji.n));
+    h = mix(h, (uint64_t)v->status);
+    h = mix(h, (uint64_t)v->expires_at);
+    return mix(h, (uint64_t)v->last_seen);
+}
+
 /* Sends v now and starts the user's interval at now. */
 static void send_and_restart(pd_gate *g, entry *e, const pd_view *v, uint64_t now) {
     emit(g, v);
+    e->sent_fp = fingerprint(v);
     e->due = now + g->interval;
     unlink_entry(g, e);
     append(g, e);
@@ -154,9 +169,10 @@ void pd_gate_offer(pd_gate *g, const pd_view *v, uint64_t now) {
     }
     if (e->held) g->st.coalesced++;
     if (e->due <= now) {
-        /* The interval is over (its tick has not run yet): v is the latest. */
+        /* The interval is over (its tick has not run yet): v is the latest;
+         * back to what was sent last, it tells nothing. */
         drop_held(g, e);
-        send_and_restart(g, e, v, now);
+        if (fingerprint(v) != e->sent_fp) send_and_restart(g, e, v, now);
         return;
     }
     held *h = hold(e, v);
@@ -179,9 +195,13 @@ void pd_gate_tick(pd_gate *g, uint64_t now) {
             held *h = e->held;
             e->held = NULL;
             g->st.pending--;
-            send_and_restart(g, e, &h->v, now);
+            /* Back to what was sent last: nothing to tell; the interval
+             * ends as a quiet one. */
+            bool same = fingerprint(&h->v) == e->sent_fp;
+            if (!same) send_and_restart(g, e, &h->v, now);
+            else g->st.coalesced++;
             pd_free(h);
-            continue;
+            if (!same) continue;
         }
         unlink_entry(g, e);
         pd_htab_remove(&g->users, &e->h, pd_hash(e->id, e->id_n));
@@ -200,7 +220,8 @@ void pd_gate_flush(pd_gate *g) {
         held *h = e->held;
         e->held = NULL;
         g->st.pending--;
-        emit(g, &h->v);
+        if (fingerprint(&h->v) != e->sent_fp) emit(g, &h->v);
+        else g->st.coalesced++;
         pd_free(h);
     }
 }

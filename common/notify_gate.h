@@ -7,10 +7,11 @@
  * replacing the one held before, and the latest goes out when the interval
  * ends (trailing edge). So a user changing 100 times a second is announced
  * at most about 1000 / interval + 1 times a second, and the last
- * notification always carries the final state. A held view that equals the
- * one sent last is still sent (a watcher may see the same state twice,
- * never a stale one). Views keep the ts the model gave them, so ts still
- * grows per user.
+ * notification always carries the final state. A held view that a watcher
+ * could not tell from the one sent last (status, custom status, last_seen:
+ * all but ts) is not sent: a user that flips and flips back within the
+ * interval is announced once, as the protocol's "exactly once" asks. Views
+ * keep the ts the model gave them, so ts still grows per user.
  *
  * Memory: one small entry per user notified within the last interval, plus
  * a copy of the held view for those with a change waiting. At most

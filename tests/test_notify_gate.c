@@ -252,3 +252,27 @@ Test(gate, out_of_memory_never_loses_the_last_state) {
     cr_expect_eq(sent[1].status, PD_PUB_AWAY);
     gate_free(g);
 }
+
+/* A flip and a flip back within the interval: the watcher's view did not
+ * change, so nothing more is sent, now or at a flush. */
+Test(gate, flip_and_flip_back_sends_nothing_more) {
+    pd_gate *g = pd_gate_new(100, 1000, on_send, &calls);
+    offer(g, "amy", PD_PUB_BUSY, "x", 1000);
+    offer(g, "amy", PD_PUB_ONLINE, "x", 1010);
+    offer(g, "amy", PD_PUB_BUSY, "x", 1020);
+    pd_gate_tick(g, 1100);
+    cr_expect_eq(nsent, 1, "%d notifications for a state that came back", nsent);
+    /* The interval ended quiet: the next change goes at once. */
+    offer(g, "amy", PD_PUB_AWAY, "x", 1150);
+    cr_expect_eq(nsent, 2);
+    offer(g, "amy", PD_PUB_ONLINE, "x", 1160);
+    offer(g, "amy", PD_PUB_AWAY, "x", 1170);
+    pd_gate_flush(g);
+    cr_expect_eq(nsent, 2, "flush sent a view equal to the last one");
+    /* A different custom status is a change. */
+    offer(g, "amy", PD_PUB_AWAY, "y", 1180);
+    pd_gate_tick(g, 1250);
+    cr_expect_eq(nsent, 3);
+    cr_expect_str_eq(last_for("amy")->text, "y");
+    gate_free(g);
+}
