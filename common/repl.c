@@ -760,6 +760,8 @@ static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
     pd_model_apply_own_op(r->m, op, now);
 }
 
+void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
+
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                           pd_snap_info *info, pd_err *err) {
     pd_snap_reader rd;

@@ -99,6 +99,10 @@ bool pd_repl_ready(const pd_repl *r);
 /* ---- persistence (see snapshot.h) ---- */
 /* Describes the snapshot about to be taken (flushes pending ops first). */
 void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now);
+/* At start, before the restore: from now until pd_repl_restore_done the
+ * node announces nothing and keeps its own partition from peers' state
+ * transfers (answered "unknown"), snapshot or not. */
+void pd_repl_restore_begin(pd_repl *r);
 /* At start, before any message: loads this node's snapshot into the model
  * (own devices as this node's, others' as theirs) and the vector clock.
  * A bad snapshot is refused whole (checksum, version, node) and changes

@@ -420,6 +420,7 @@ void node__persist_start(pd_node *n) {
     ps->next_snapshot = pd_now_ms() + n->cfg.snapshot_interval_ms;
     uv_idle_init(&n->loop, &n->snap_idle);
     n->snap_idle.data = n;
+    pd_repl_restore_begin(n->repl);
     restore(n);
     bool replay_ok = false;
     if (natsConnection_JetStream(&ps->js, n->nc, NULL) == NATS_OK && ensure_stream(n)) {
@@ -742,7 +743,7 @@ static void final_snapshot(pd_node *n) {
         }
     }
     pd_log(ok ? PD_LOG_INFO : PD_LOG_WARN, "final snapshot %s (%zu bytes)",
-           ok ? "written" : "not written: Redis unreachable", len);
+           ok ? "written" : "not written: Redis unreachable or refused AUTH", len);
     if (c) redisFree(c);
     free(buf);
 }
