@@ -166,7 +166,11 @@ static void check_get(const pd_query *q, const msgpack_sbuffer *sb, const pd_str
         FZ_CHECK(pd_str_eq(v.user, users[i]), "get reply: view %u is of another user", i);
         FZ_CHECK(v.status != PD_PUB_INVISIBLE || pd_str_eq(q->viewer, v.user),
                  "get reply: invisible shown to someone else");
-        FZ_CHECK(v.devices == pd_model_devices_of(m, v.user, NULL, NULL),
+        /* An invisible user's devices are hidden from everyone else. */
+        pd_view self;
+        pd_model_view(m, v.user, v.user, &self);
+        bool hidden = self.status == PD_PUB_INVISIBLE && !pd_str_eq(q->viewer, v.user);
+        FZ_CHECK(v.devices == (hidden ? 0 : pd_model_devices_of(m, v.user, NULL, NULL)),
                  "get reply: device count");
     }
     FZ_CHECK(mpr_remaining(&r) == 0, "get reply: trailing bytes");
