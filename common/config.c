@@ -124,11 +124,11 @@ static const cfg_field fields[] = {
     {.env = "PRESENCE_MAX_DEVICES_PER_USER", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, max_devices_per_user), .min = 1, .max = 1000000,
      .def_u = 100,
-     .meaning = "live devices of one user (all nodes) a connect or sync may reach"},
+     .meaning = "live devices of one user (all nodes) a connect may reach"},
     {.env = "PRESENCE_MAX_USERS_PER_NODE", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, max_users_per_node), .min = 1, .max = 1000000000,
      .def_u = 5000000,
-     .meaning = "users with live devices (cluster-wide view); a connect or sync for one more is refused"},
+     .meaning = "users with live devices (cluster-wide view); a connect for one more is refused"},
     {.env = "PRESENCE_MAX_QUERY_USERS", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, max_query_users), .min = 1, .max = 1000, .def_u = 1000,
      .meaning = "users in one get request and largest online limit (1-1000)"},
@@ -657,13 +657,18 @@ int pd_redis_url_parse(const char *url, pd_redis_target *t) {
     memcpy(t->host, p, hn);
     t->host[hn] = '\0';
     t->port = 6379;
-    if (p[hn] == ':') {
-        const char *q = p + hn + 1;
+    const char *rest = p + hn;
+    if (*rest == ':') {
+        const char *q = rest + 1;
         size_t dn = strspn(q, "0123456789");
         if (dn == 0 || dn > 5 || (q[dn] != '\0' && q[dn] != '/')) return -1;
         t->port = atoi(q);
         if (t->port < 1 || t->port > 65535) return -1;
+        rest = q + dn;
     }
+    /* Database 0 only: the node never sends SELECT (and the sample ACL
+     * forbids it), so another number would be silently ignored. */
+    if (*rest == '/' && strcmp(rest, "/") != 0 && strcmp(rest, "/0") != 0) return -1;
     return 0;
 }
 

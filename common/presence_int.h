@@ -137,7 +137,6 @@ const char *pd__intern_find(const pd_model *m, pd_str node);
 /* presence_limits.c: checks of the local entry point, made before an
  * event changes anything; too_large (counted, err filled) or PD_OK. */
 pd_status pd__limit_connect(pd_model *m, const pd_server *s, const pd_event *ev, pd_err *err);
-pd_status pd__limit_sync(pd_model *m, const pd_server *s, const pd_event *ev, pd_err *err);
 pd_public pd__user_status(const pd_user *u, bool self);
 void pd__user_view(const pd_user *u, bool self, pd_view *out);
 

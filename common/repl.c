@@ -617,7 +617,9 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
 uint64_t pd_repl_next_due(const pd_repl *r) {
     uint64_t due = pd_model_next_due(r->m);
     uint64_t hb = r->last_hb_sent + r->cfg.sync_interval_ms;
-    if (!r->ready && r->started + 2 * r->cfg.sync_interval_ms < hb)
+    /* The warm-up's end, unless a restore holds it back (then it is due
+     * when the restore is done, not now, over and over). */
+    if (!r->ready && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
         hb = r->started + 2 * r->cfg.sync_interval_ms;
     if (hb < due) due = hb;
     for (uint32_t i = 0; i < r->npeers; i++) {

@@ -58,9 +58,9 @@ bool pd_inbox_push(pd_inbox *ib, natsMsg *msg, int kind) {
     if (kind < 0 || kind >= PD_INBOX_KINDS) kind = PD_INBOX_KINDS - 1;
     pthread_mutex_lock(&ib->mu);
     if (ib->closed) return drop(ib, msg, kind, false);
-    if (!(ib->exempt & (1u << kind)) &&
-        ((ib->max_msgs && ib->n >= ib->max_msgs) ||
-         (ib->max_bytes && ib->bytes + len > ib->max_bytes)))
+    bool bounded = !(ib->exempt & (1u << kind));
+    if (bounded && ((ib->max_msgs && ib->bounded_n >= ib->max_msgs) ||
+                    (ib->max_bytes && ib->bounded_bytes + len > ib->max_bytes)))
         return drop(ib, msg, kind, true);
     if (ib->n == ib->cap) {
         uint32_t cap = ib->cap ? ib->cap * 2 : 256;
@@ -72,6 +72,10 @@ bool pd_inbox_push(pd_inbox *ib, natsMsg *msg, int kind) {
     was_empty = ib->n == 0;
     ib->items[ib->n++] = (pd_inbox_item){msg, kind};
     ib->bytes += len;
+    if (bounded) {
+        ib->bounded_n++;
+        ib->bounded_bytes += len;
+    }
     ib->pushed++;
     pthread_mutex_unlock(&ib->mu);
     return was_empty;
@@ -83,7 +87,8 @@ void pd_inbox_take(pd_inbox *ib, pd_inbox_item **out, uint32_t *n) {
     *n = ib->n;
     ib->items = NULL;
     ib->n = ib->cap = 0;
-    ib->bytes = 0;
+    ib->bytes = ib->bounded_bytes = 0;
+    ib->bounded_n = 0;
     pthread_mutex_unlock(&ib->mu);
 }
 

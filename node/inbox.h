@@ -29,6 +29,8 @@ typedef struct {
     pd_inbox_item *items;
     uint32_t n, cap;
     uint64_t bytes;            /* payload bytes queued */
+    uint32_t bounded_n;        /* messages queued of kinds not exempt... */
+    uint64_t bounded_bytes;    /* ...and their bytes: what the bounds apply to */
     uint64_t max_msgs, max_bytes;
     uint32_t exempt;           /* bit k: kind k is never dropped for the bounds */
     uint64_t pushed;

@@ -16,8 +16,9 @@
  *    makes it ask that peer for a state transfer, and a lost part times out
  *    and is asked again (repl.c);
  *  - queries: the requester times out and asks again; nothing to repair.
- * The JetStream replay and stream info replies are never dropped: the
- * replay is flow-controlled by the server, and is bounded by that. */
+ * The JetStream replay and stream info replies are never dropped and do not
+ * count against the bounds (a restart's replay is bounded by the stream's
+ * own limits, PRESENCE_STREAM_MAX_BYTES, not by the inbox's). */
 #include "node.h"
 
 #define SLOW_CHECK_MS 100
@@ -74,6 +75,9 @@ void node__slow_tick(pd_node *n) {
     pd_inbox_dropped(&n->inbox, inbox);
     for (int i = 0; i < SUB_COUNT; i++) {
         uint64_t total = dropped_total(n, inbox, i);
+        /* nats.c's count is unreadable once the connection is closed:
+         * counters never go back. */
+        if (total < n->slow.dropped[i]) continue;
         fresh[i] = total - n->slow.dropped[i];
         n->slow.dropped[i] = total;
         any |= fresh[i] > 0;

@@ -48,6 +48,7 @@ struct pd_persist {
     natsSubscription *info_sub;
     char info_inbox[64];
     uint64_t stream_seq_next, sample, sample_at, info_asked_at;
+    uint64_t first_seq, msgs;       /* the stream's state at start */
     /* snapshots */
     redisAsyncContext *ac;
     bool connecting, redis_logged_down;
@@ -222,6 +223,8 @@ static bool ensure_stream(pd_node *n) {
         return false;
     }
     ps->replay_end = si->State.LastSeq;
+    ps->first_seq = si->State.FirstSeq;
+    ps->msgs = si->State.Msgs;
     jsStreamInfo_Destroy(si);
     return true;
 }
@@ -241,9 +244,13 @@ static bool start_replay(pd_node *n) {
                "replaying all of it", (unsigned long long)after, STREAM_NAME,
                (unsigned long long)ps->replay_end);
         after = 0;
+        ps->restored_stream_seq = 0; /* a claim on the old stream says nothing */
     }
     ps->st.replay_from = after + 1;
-    if (after == ps->replay_end) return true; /* nothing after the snapshot */
+    /* Nothing after the snapshot, or nothing kept at all (every message aged
+     * out: the stream keeps its last sequence with no message, and an
+     * ordered consumer would wait for one until the deadline). */
+    if (after >= ps->replay_end || ps->msgs == 0 || ps->first_seq > ps->replay_end) return true;
     snprintf(subj, sizeof subj, "%s.delta.>", n->cfg.subject_prefix);
     jsSubOptions_Init(&so);
     so.Stream = STREAM_NAME;
@@ -264,7 +271,7 @@ static bool start_replay(pd_node *n) {
         return false;
     }
     ps->st.replaying = true;
-    ps->replay_deadline = pd_now_ms() + REPLAY_DEADLINE_MS;
+    ps->replay_deadline = pd_mono_ms() + REPLAY_DEADLINE_MS;
     pd_log(PD_LOG_INFO, "replaying %s from sequence %llu up to %llu", STREAM_NAME,
            (unsigned long long)after + 1, (unsigned long long)ps->replay_end);
     return true;
@@ -403,7 +410,7 @@ void node__persist_stream_info(pd_node *n, void *msg) {
         return;
     }
     ps->sample = seq;
-    ps->sample_at = ps->info_asked_at;
+    ps->sample_at = pd_mono_ms(); /* read by the server at the latest now */
     ps->info_asked_at = 0;
 }
 
@@ -417,7 +424,7 @@ void node__persist_start(pd_node *n) {
     if (parse_redis_url(&n->cfg, ps) != 0)
         snprintf(ps->host, sizeof ps->host, "127.0.0.1"), ps->port = 6379;
     ps->backoff = 500;
-    ps->next_snapshot = pd_now_ms() + n->cfg.snapshot_interval_ms;
+    ps->next_snapshot = pd_mono_ms() + n->cfg.snapshot_interval_ms;
     uv_idle_init(&n->loop, &n->snap_idle);
     n->snap_idle.data = n;
     pd_repl_restore_begin(n->repl);
@@ -441,7 +448,7 @@ static void redis_down(pd_node *n, const char *why) {
         pd_log(PD_LOG_WARN, "Redis %s:%d: %s; snapshots paused, retrying", ps->host, ps->port, why);
         ps->redis_logged_down = true;
     }
-    ps->next_connect = pd_now_ms() + ps->backoff;
+    ps->next_connect = pd_mono_ms() + ps->backoff;
     ps->backoff = ps->backoff * 2 > 30000 ? 30000 : ps->backoff * 2;
 }
 
@@ -464,7 +471,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
         return;
     }
     if (ps->redis.password[0] == '\0') redis_ready(n); /* else once AUTH is accepted */
-    else ps->auth_deadline = pd_now_ms() + AUTH_TIMEOUT_MS;
+    else ps->auth_deadline = pd_mono_ms() + AUTH_TIMEOUT_MS;
 }
 
 static void on_auth(redisAsyncContext *ac, void *reply, void *priv) {
@@ -510,7 +517,7 @@ static void redis_connect(pd_node *n) {
     if (argc > 0) redisAsyncCommandArgv(ac, on_auth, n, argc, auth, NULL);
     ps->ac = ac;
     ps->connecting = true;
-    ps->connect_deadline = pd_now_ms() + CONNECT_TIMEOUT_MS;
+    ps->connect_deadline = pd_mono_ms() + CONNECT_TIMEOUT_MS;
 }
 
 /* A connect that neither succeeded nor failed in time is given up. Not
@@ -528,7 +535,7 @@ static void connect_expired(pd_node *n) {
 
 static void write_done(pd_node *n) {
     pd_persist *ps = n->persist;
-    uint64_t now = pd_now_ms();
+    uint64_t now = pd_mono_ms();
     free(ps->buf);
     ps->buf = NULL;
     ps->state = SNAP_IDLE;
@@ -539,7 +546,7 @@ static void write_done(pd_node *n) {
         return;
     }
     ps->st.snapshots++;
-    ps->st.last_snapshot_at = now;
+    ps->st.last_snapshot_at = pd_now_ms(); /* wall clock: the metric's age */
     ps->st.last_snapshot_ms = now - ps->started_at;
     ps->st.last_snapshot_bytes = ps->len;
     ps->next_snapshot = now + n->cfg.snapshot_interval_ms;
@@ -627,7 +634,7 @@ static void on_idle(uv_idle_t *h) {
     }
     ps->state = SNAP_WRITING;
     ps->failed = false;
-    ps->write_deadline = pd_now_ms() + WRITE_TIMEOUT_MS;
+    ps->write_deadline = pd_mono_ms() + WRITE_TIMEOUT_MS;
     write_snapshot(n);
 }
 
@@ -636,7 +643,7 @@ static void start_snapshot(pd_node *n) {
     pd_snap_info *info = malloc(sizeof *info);
     if (info == NULL) return;
     pd_repl_snapshot_info(n->repl, info, n->now);
-    uint64_t now = pd_now_ms();
+    uint64_t now = pd_mono_ms();
     if (ps->sample_at && now - ps->sample_at >= SAMPLE_MARGIN_MS) {
         ps->stream_seq_next = ps->sample;
         ps->sample_at = 0;
@@ -648,14 +655,14 @@ static void start_snapshot(pd_node *n) {
     free(info);
     if (ps->snap == NULL) return;
     ps->state = SNAP_BUILDING;
-    ps->started_at = pd_now_ms();
+    ps->started_at = pd_mono_ms();
     uv_idle_start(&n->snap_idle, on_idle);
 }
 
 void node__persist_tick(pd_node *n) {
     pd_persist *ps = n->persist;
     if (ps == NULL) return;
-    uint64_t now = pd_now_ms();
+    uint64_t now = pd_mono_ms();
     if (ps->st.replaying && now >= ps->replay_deadline) {
         pd_log(PD_LOG_WARN, "replay did not reach the end in time; going on");
         finish_replay(n, false);
@@ -688,8 +695,7 @@ void node__persist_tick(pd_node *n) {
  * blocking is fine). A delta of a peer stored but not applied here yet is
  * skipped by the next replay and comes back from that peer's state
  * transfer, or its new incarnation, or goes with it when it is down for
- * good; our own are all in the snapshot. While the replay is still
- * running, only what it started from. */
+ * good; our own are all in the snapshot. (Never called while replaying.) */
 static uint64_t final_stream_seq(pd_node *n) {
     pd_persist *ps = n->persist;
     jsStreamInfo *si = NULL;
@@ -751,7 +757,10 @@ static void final_snapshot(pd_node *n) {
 void node__persist_stop(pd_node *n, bool final) {
     pd_persist *ps = n->persist;
     if (ps == NULL) return;
-    if (final) final_snapshot(n);
+    /* Not while replaying: the model is half restored, and the snapshot
+     * would be this life's, so the next start would skip the rest of the
+     * earlier lives' deltas. The previous snapshot stays valid. */
+    if (final && !ps->st.replaying) final_snapshot(n);
     if (ps->replay) {
         natsSubscription_Unsubscribe(ps->replay);
         natsSubscription_Destroy(ps->replay);

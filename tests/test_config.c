@@ -675,7 +675,7 @@ Test(config_auth, redis_url_forms) {
     cr_expect_str_eq(t.password, "");
     const char *bad[] = {"redis://", "redis://h:0", "redis://h:65536", "redis://h:12x",
                          "redis://pw@h", "redis://u:p%4@h", "redis://u:p%00@h", "redis://:p@",
-                         "http://h", "redis://h:"};
+                         "http://h", "redis://h:", "redis://h:6379/2", "redis://h/1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_expect_eq(pd_redis_url_parse(bad[i], &t), -1, "%s accepted", bad[i]);
     pd_config c;
