@@ -567,3 +567,40 @@ Test(persist, restart_replays_the_stream_after_the_snapshot_only) {
     stop_load_and_compare(1);
     expect_no_offline();
 }
+
+/* Messages in the stream PRESENCE_DELTAS now (-1: no answer). */
+static int64_t stream_msgs(void) {
+    jsCtx *js = NULL;
+    jsStreamInfo *si = NULL;
+    int64_t msgs = -1;
+    if (natsConnection_JetStream(&js, nc, NULL) != NATS_OK) return -1;
+    if (js_GetStreamInfo(&si, js, "PRESENCE_DELTAS", NULL, NULL) == NATS_OK) {
+        msgs = (int64_t)si->State.Msgs;
+        jsStreamInfo_Destroy(si);
+    }
+    jsCtx_Destroy(js);
+    return msgs;
+}
+
+/* Every delta aged out while the node was down: the stream keeps its last
+ * sequence with no message in it. The restart must not wait for a message
+ * that never comes (it used to, until the replay's 60 s deadline). */
+Test(persist, restart_after_every_delta_aged_out) {
+    env_add("PRESENCE_STREAM_MAX_AGE_MS=1000");
+    cluster_up(1);
+    for (int k = 0; k < 3; k++) static_add(0, "e", k);
+    snapshot_wait(0, 0);
+    kill_node(0);
+    cr_assert(H_POLL(stream_msgs() == 0, 10000), "the stream still holds %lld deltas",
+              (long long)stream_msgs());
+    /* The snapshot claims less than the stream's end: there is a replay to
+     * start, over an empty stream. */
+    pd_snap_info info;
+    cr_assert(snapshot_of(0, &info));
+    cr_assert_lt(info.stream_seq, stream_last_seq(), "nothing to replay: the test proves nothing");
+    uint64_t t0 = h_now_ms();
+    restart_node(0); /* waits up to 10 s for "restore done" */
+    cr_assert_lt(h_now_ms() - t0, 10000);
+    cr_assert(H_POLL(devices_everywhere(1, nstatic), 5000),
+              "the restored node does not hold its %d devices", nstatic);
+}
