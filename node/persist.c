@@ -732,13 +732,17 @@ static void final_snapshot(pd_node *n) {
         ok = auth_sync(ps, c);
     }
     if (ok) {
-        redisAppendCommand(c, "UNLINK %s %s", ps->tmp, ps->old);
+        /* A key of its own: a periodic write still in flight on the async
+         * connection may be appending to ps->tmp. */
+        char fin[sizeof ps->tmp];
+        snprintf(fin, sizeof fin, "%s:final", ps->key);
+        redisAppendCommand(c, "UNLINK %s %s", fin, ps->old);
         for (size_t off = 0; off < len; off += CHUNK)
-            redisAppendCommand(c, "APPEND %s %b", ps->tmp, buf + off,
+            redisAppendCommand(c, "APPEND %s %b", fin, buf + off,
                                len - off < CHUNK ? len - off : CHUNK);
         redisAppendCommand(c, "MULTI");
         redisAppendCommand(c, "RENAME %s %s", ps->key, ps->old);
-        redisAppendCommand(c, "RENAME %s %s", ps->tmp, ps->key);
+        redisAppendCommand(c, "RENAME %s %s", fin, ps->key);
         redisAppendCommand(c, "EXEC");
         redisAppendCommand(c, "UNLINK %s", ps->old);
         size_t cmds = 6 + (len + CHUNK - 1) / CHUNK;
