@@ -18,7 +18,9 @@
 #define HELD_MAX 100000
 #define CONNECT_TIMEOUT_MS 1000      /* a Redis connect taking longer is given up */
 #define AUTH_TIMEOUT_MS 2000         /* so is an AUTH unanswered this long */
-#define WRITE_TIMEOUT_MS 15000       /* and a snapshot write */
+/* and a snapshot write: 2 s, and 125 ms more per MiB (8 MiB/s is far below
+ * what a Redis on a private network takes) */
+#define WRITE_TIMEOUT_MS(len) (2000 + (uint64_t)(len) / 8389)
 #define INFO_SUBJECT "$JS.API.STREAM.INFO." STREAM_NAME
 #define INFO_TIMEOUT_MS 5000         /* a stream info request unanswered this long is retried */
 #define INFO_MAX_BYTES 65536         /* a longer stream info reply is not ours */
@@ -634,7 +636,7 @@ static void on_idle(uv_idle_t *h) {
     }
     ps->state = SNAP_WRITING;
     ps->failed = false;
-    ps->write_deadline = pd_mono_ms() + WRITE_TIMEOUT_MS;
+    ps->write_deadline = pd_mono_ms() + WRITE_TIMEOUT_MS(ps->len);
     write_snapshot(n);
 }
 
