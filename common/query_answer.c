@@ -85,3 +85,24 @@ pd_status pd_query_answer(const pd_model *m, const pd_query *q, msgpack_packer *
         return PD_EINTERNAL;
     }
 }
+
+typedef struct {
+    msgpack_packer *pk;
+    uint32_t n;
+} cluster_ctx;
+
+static void count_node(void *ud, const pd_node_view *nv) {
+    (void)nv;
+    ((cluster_ctx *)ud)->n++;
+}
+
+static void pack_node(void *ud, const pd_node_view *nv) {
+    pd_cluster_reply_node(((cluster_ctx *)ud)->pk, nv);
+}
+
+void pd_query_answer_cluster(const pd_repl *r, pd_str self, uint64_t now, msgpack_packer *pk) {
+    cluster_ctx c = {pk, 0};
+    pd_repl_nodes(r, now, count_node, &c); /* the count goes first */
+    pd_cluster_reply_begin(pk, self, c.n);
+    pd_repl_nodes(r, now, pack_node, &c);
+}

@@ -4,31 +4,7 @@
  * limit of an online page (the codec enforces the protocol's 1000). */
 #include "node.h"
 #include "query_answer.h"
-#include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    msgpack_packer *pk;
-    bool header_only;
-    uint32_t n;
-} cluster_ctx;
-
-static void pack_node(void *ud, const pd_node_view *nv) {
-    cluster_ctx *c = ud;
-    c->n++;
-    if (!c->header_only) pd_cluster_reply_node(c->pk, nv);
-}
-
-static void query_cluster(pd_node *n, msgpack_packer *pk) {
-    cluster_ctx c = {pk, true, 0};
-    pd_repl_nodes(n->repl, n->now, pack_node, &c);
-    pd_cluster_reply_begin(pk, pd_str_c(n->cfg.node_id), c.n);
-    c.header_only = false;
-    c.n = 0;
-    pd_repl_nodes(n->repl, n->now, pack_node, &c);
-}
 
 /* True if the request (a map already decoded once) names `limit`: an
  * absent limit means the node's largest page, an explicit one must fit. */
@@ -100,7 +76,9 @@ void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     if (s == PD_OK) {
         n->stats.queries[q.type]++;
         switch (q.type) {
-        case PD_Q_CLUSTER: query_cluster(n, &pk); break;
+        case PD_Q_CLUSTER:
+            pd_query_answer_cluster(n->repl, pd_str_c(n->cfg.node_id), n->now, &pk);
+            break;
         default: s = pd_query_answer(n->model, &q, &pk, &err); break;
         }
     }

@@ -129,17 +129,10 @@ static void collect_user(void *ud, pd_str user) {
     p->users[p->n++] = user;
 }
 
-typedef struct {
-    msgpack_packer *pk;
-    bool header_only;
-    uint32_t n;
-} cluster_ctx;
-
-static void pack_node(void *ud, const pd_node_view *nv) {
-    cluster_ctx *c = ud;
-    c->n++;
+/* Counts the nodes the replica lists, each with a valid id. */
+static void count_node(void *ud, const pd_node_view *nv) {
     FZ_CHECK(pd_id_valid(nv->node.p, nv->node.n), "cluster: node id");
-    if (!c->header_only) pd_cluster_reply_node(c->pk, nv);
+    (*(uint32_t *)ud)++;
 }
 
 static uint64_t now_q(void) { return FZ_NOW + 40; }
@@ -290,14 +283,9 @@ static void answer(const pd_query *q, const pd_str *users) {
         break;
     }
     default: {
-        cluster_ctx c = {&pk, true, 0};
-        pd_repl_nodes(R, now_q(), pack_node, &c);
-        pd_cluster_reply_begin(&pk, PD_STR_LIT(FZ_SELF), c.n);
-        c.header_only = false;
-        uint32_t nodes = c.n;
-        c.n = 0;
-        pd_repl_nodes(R, now_q(), pack_node, &c);
-        FZ_CHECK(c.n == nodes, "cluster: %u nodes, then %u", nodes, c.n);
+        uint32_t nodes = 0;
+        pd_repl_nodes(R, now_q(), count_node, &nodes);
+        pd_query_answer_cluster(R, PD_STR_LIT(FZ_SELF), now_q(), &pk);
         check_cluster(&sb, nodes);
         break;
     }
