@@ -3,7 +3,8 @@
  *
  * At start (before the loop runs; blocking is fine then): load and verify
  * the snapshot, make sure the stream PRESENCE_DELTAS exists, and start an
- * ordered consumer that replays the stream into the replica; live deltas
+ * ordered consumer that replays the stream, after the sequence the
+ * snapshot includes, into the replica; live deltas
  * are held until the replay reaches the end the stream had at start. Then
  * the node sends its restored devices as its new incarnation and asks its
  * socket servers to resync. It asks again after every reconnection to NATS:
@@ -13,9 +14,12 @@
  * slice per loop turn (see snapshot.h) and written to Redis in 1 MiB
  * APPENDs to a temporary key, then swapped in with two RENAMEs in one
  * MULTI, and the old value freed with UNLINK: Redis never holds up for a
- * big command, and a reader sees the old snapshot or the new one. Redis
- * down or loading: the node keeps serving, logs once, retries with
- * backoff. On SIGTERM a last snapshot is written synchronously. */
+ * big command, and a reader sees the old snapshot or the new one. Each
+ * snapshot claims the stream sequence read (STREAM.INFO, through the
+ * inbox) at least SAMPLE_MARGIN_MS before it started. Redis down,
+ * loading, refusing AUTH or not answering in time: the node keeps serving,
+ * logs once, retries with backoff. On SIGTERM a last snapshot is written
+ * synchronously (not while still replaying), claiming the stream's end. */
 #ifndef PD_PERSIST_H
 #define PD_PERSIST_H
 #include <stdbool.h>
