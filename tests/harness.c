@@ -1,5 +1,6 @@
 /* harness.c - processes (nats-server, redis-server, presenced, presence-sim),
  * client and watchers for the integration tests. */
+#define _GNU_SOURCE /* execvpe, pipe2 */
 #include "harness.h"
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -87,29 +89,68 @@ static void untrack(pid_t pid) {
     }
 }
 
-/* Forks and execs argv with env appended to ours; stdout/stderr to logpath. */
-static pid_t spawn(char *const argv[], const char *const *env, const char *logpath) {
+/* The environment for a child: ours, with each NAME=VALUE of env replacing
+ * or adding its name (the last of a name wins). Built before fork(): a child of a threaded process
+ * (nats.c's threads) may only call async-signal-safe functions, and
+ * setenv() in the child could wait for ever on a malloc lock that another
+ * thread held at the fork. Free with h_env_free. */
+char **h_env_build(const char *const *env) {
+    size_t n = 0, k = 0, extra = 0;
+    while (environ[n]) n++;
+    while (env && env[extra]) extra++;
+    char **out = calloc(n + extra + 1, sizeof *out);
+    cr_assert(out != NULL);
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t len = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool replaced = false;
+        for (size_t j = 0; j < extra && !replaced; j++)
+            replaced = strncmp(env[j], environ[i], len + 1) == 0;
+        if (!replaced) out[k++] = strdup(environ[i]);
+    }
+    for (size_t j = 0; j < extra; j++) {
+        const char *eq = strchr(env[j], '=');
+        if (eq == NULL) continue;
+        size_t len = (size_t)(eq - env[j]) + 1;
+        bool later = false; /* a later entry of the same name wins */
+        for (size_t l = j + 1; l < extra && !later; l++) later = strncmp(env[l], env[j], len) == 0;
+        if (!later) out[k++] = strdup(env[j]);
+    }
+    return out;
+}
+
+void h_env_free(char **envp) {
+    for (size_t i = 0; envp && envp[i]; i++) free(envp[i]);
+    free(envp);
+}
+
+/* Forks and execs argv (a path, or a name looked up in PATH) with envp;
+ * the child's stdout goes to out_fd and its stderr to err_fd (-1: keep).
+ * The child gets SIGKILL if this process dies first, so a crashed test
+ * leaves no server behind. Only async-signal-safe calls after the fork. */
+pid_t h_spawn(char *const argv[], char **envp, int out_fd, int err_fd) {
+    pid_t parent = getpid();
     pid_t pid = fork();
     cr_assert(pid >= 0, "fork: %s", strerror(errno));
     if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        for (const char *const *e = env; e && *e; e++) {
-            char kv[512];
-            snprintf(kv, sizeof kv, "%s", *e);
-            char *eq = strchr(kv, '=');
-            if (eq == NULL) continue;
-            *eq = '\0';
-            setenv(kv, eq + 1, 1);
-        }
-        execvp(argv[0], argv);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        if (out_fd >= 0) dup2(out_fd, 1);
+        if (err_fd >= 0) dup2(err_fd, 2);
+        execvpe(argv[0], argv, envp);
         _exit(127);
     }
     track(pid);
+    return pid;
+}
+
+/* Forks and execs argv with env appended to ours; stdout/stderr to logpath. */
+static pid_t spawn(char *const argv[], const char *const *env, const char *logpath) {
+    char **envp = h_env_build(env);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_t pid = h_spawn(argv, envp, fd, fd);
+    if (fd >= 0) close(fd);
+    h_env_free(envp);
     return pid;
 }
 
@@ -140,7 +181,7 @@ static bool read_port(const char *dir, char *url, size_t cap) {
     return found;
 }
 
-/* nats-server on port ("-1": any free one) with its store in ns->dir. */
+/* nats-server on port with its store in ns->dir. */
 static void nats_spawn(h_nats *ns, const char *port) {
     char store[300], log[300];
     snprintf(store, sizeof store, "%s/js", ns->dir);
@@ -156,7 +197,9 @@ void h_nats_start(h_nats *ns) {
     memset(ns, 0, sizeof *ns);
     snprintf(ns->dir, sizeof ns->dir, "/tmp/pd-it-XXXXXX");
     cr_assert(mkdtemp(ns->dir) != NULL, "mkdtemp: %s", strerror(errno));
-    nats_spawn(ns, "-1");
+    char port[16];
+    snprintf(port, sizeof port, "%d", h_free_port());
+    nats_spawn(ns, port);
 }
 
 void h_nats_stop(h_nats *ns) {
@@ -696,17 +739,41 @@ void h_watch_stop(h_watch *w) {
 
 /* ---- redis-server ---------------------------------------------------------------- */
 
-/* A loopback port nobody listens on now (the kernel's pick for port 0). */
-static int free_port(void) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(fd >= 0, "socket: %s", strerror(errno));
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-              getsockname(fd, (struct sockaddr *)&a, &len) == 0;
-    close(fd);
-    cr_assert(ok, "no free port: %s", strerror(errno));
-    return ntohs(a.sin_port);
+/* The kernel's ephemeral range (outgoing connections take ports from it). */
+static void ephemeral_range(int *lo, int *hi) {
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    *lo = 32768;
+    *hi = 60999;
+    if (f) {
+        if (fscanf(f, "%d %d", lo, hi) != 2) *lo = 32768, *hi = 60999;
+        fclose(f);
+    }
+}
+
+/* A loopback port nobody listens on now, outside the kernel's ephemeral
+ * range: a port from the kernel's pick for port 0 can be taken by an
+ * outgoing connection before a server (re)binds it (a restarted server
+ * keeps its port). Random, so that tests running side by side differ. */
+int h_free_port(void) {
+    static unsigned seed;
+    int lo, hi, base = 20000;
+    ephemeral_range(&lo, &hi);
+    if (seed == 0) seed = (unsigned)getpid() ^ (unsigned)h_now_ms();
+    /* Below the range if there is room, else above it. */
+    bool below = lo - base > 2000;
+    int from = below ? base : hi + 1, to = below ? lo - 1 : 65535;
+    for (int tries = 0; tries < 200; tries++) {
+        int port = from + (int)(rand_r(&seed) % (unsigned)(to - from + 1));
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert(fd >= 0, "socket: %s", strerror(errno));
+        bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) return port;
+    }
+    cr_assert_fail("no free port in %d-%d", from, to);
+    return 0;
 }
 
 static redisContext *redis_connect(const h_redis *rs) {
@@ -741,7 +808,7 @@ static void redis_spawn(h_redis *rs) {
 void h_redis_start(h_redis *rs, const char *dir) {
     memset(rs, 0, sizeof *rs);
     snprintf(rs->dir, sizeof rs->dir, "%s", dir);
-    rs->port = free_port();
+    rs->port = h_free_port();
     snprintf(rs->url, sizeof rs->url, "redis://127.0.0.1:%d", rs->port);
     snprintf(rs->env, sizeof rs->env, "PRESENCE_REDIS_URL=%s", rs->url);
     redis_spawn(rs);
@@ -803,19 +870,12 @@ void h_sim_start(h_sim *s, const char *bin, const h_nats *ns, const char *const 
     for (const char *const *a = args; *a && k < 63; a++) argv[k++] = (char *)*a;
     argv[k] = NULL;
     snprintf(log, sizeof log, "%s/sim.log", ns->dir);
-    cr_assert(pipe(fds) == 0, "pipe: %s", strerror(errno));
-    s->pid = fork();
-    cr_assert(s->pid >= 0, "fork: %s", strerror(errno));
-    if (s->pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fds[1], 1);
-        if (fd >= 0) dup2(fd, 2);
-        close(fds[0]);
-        close(fds[1]);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    track(s->pid);
+    cr_assert(pipe2(fds, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    char **envp = h_env_build(NULL);
+    s->pid = h_spawn(argv, envp, fds[1], fd);
+    h_env_free(envp);
+    if (fd >= 0) close(fd);
     close(fds[1]);
     s->out_fd = fds[0];
 }
@@ -890,7 +950,7 @@ void h_nats_start_conf(h_nats *ns, const char *dir, const char *conf, const char
     char port[16], log[300];
     memset(ns, 0, sizeof *ns);
     snprintf(ns->dir, sizeof ns->dir, "%s", dir);
-    snprintf(port, sizeof port, "%d", free_port());
+    snprintf(port, sizeof port, "%d", h_free_port());
     snprintf(ns->url, sizeof ns->url, "%s://127.0.0.1:%s", scheme, port);
     snprintf(log, sizeof log, "%s/nats.log", dir);
     long from = h_log_size(log);
@@ -944,7 +1004,7 @@ void h_redis_start_args(h_redis *rs, const char *dir, const char *const *args) {
     int k = 0;
     memset(rs, 0, sizeof *rs);
     snprintf(rs->dir, sizeof rs->dir, "%s", dir);
-    rs->port = free_port();
+    rs->port = h_free_port();
     snprintf(rs->url, sizeof rs->url, "redis://127.0.0.1:%d", rs->port);
     snprintf(rs->env, sizeof rs->env, "PRESENCE_REDIS_URL=%s", rs->url);
     snprintf(port, sizeof port, "%d", rs->port);

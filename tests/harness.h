@@ -207,6 +207,21 @@ void h_sleep_ms(unsigned ms);
         h_ok_;                                                                \
     })
 
+/* ---- processes ---- */
+
+/* A loopback port nobody listens on now, outside the kernel's ephemeral
+ * range (see tests/freeport.py). */
+int h_free_port(void);
+/* Our environment with env's NAME=VALUE entries (NULL-terminated) replacing
+ * or adding theirs, built before a fork; free with h_env_free. */
+char **h_env_build(const char *const *env);
+void h_env_free(char **envp);
+/* Forks and execs argv (a path, or a name found in PATH) with envp; the
+ * child's stdout goes to out_fd and its stderr to err_fd (-1: ours). The
+ * child is killed if the test process dies, and with the test's other
+ * processes at exit. */
+pid_t h_spawn(char *const argv[], char **envp, int out_fd, int err_fd);
+
 /* ---- secured servers (it_security.c) ---- */
 
 /* Starts nats-server with the configuration file conf (which sets no

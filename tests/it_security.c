@@ -15,6 +15,7 @@
  * the other way round: after a full life (start, events, replication,
  * JetStream stream, replay after a restart, resync), the server's log holds
  * no violation by them, so deploy/ grants what the code really uses. */
+#define _GNU_SOURCE /* pipe2 */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -66,25 +67,10 @@ static void spit(const char *file, const char *text) {
  * status, -1 if it did not exit normally. */
 static int run(char *const argv[], const char *const *env, char *out, size_t cap) {
     int fds[2];
-    cr_assert(pipe(fds) == 0);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        for (const char *const *e = env; e && *e; e++) {
-            char kv[600];
-            snprintf(kv, sizeof kv, "%s", *e);
-            char *eq = strchr(kv, '=');
-            if (eq == NULL) continue;
-            *eq = '\0';
-            setenv(kv, eq + 1, 1);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
+    cr_assert(pipe2(fds, O_CLOEXEC) == 0);
+    char **envp = h_env_build(env);
+    pid_t pid = h_spawn(argv, envp, fds[1], fds[1]);
+    h_env_free(envp);
     close(fds[1]);
     size_t n = 0;
     ssize_t got;

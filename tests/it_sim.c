@@ -8,6 +8,7 @@
  * their devices). The node's server timeout is long except in the crash
  * test: once the simulator exits its servers fall silent, and a short
  * timeout would empty the node before it is compared. */
+#define _GNU_SOURCE /* pipe2 */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -68,19 +69,15 @@ static void sim_start(sim_proc *p, const char *const *args) {
     for (const char *const *a = args; *a && k < 46; a++) argv[k++] = (char *)*a;
     argv[k] = NULL;
     snprintf(log, sizeof log, "%s/sim.log", ns.dir);
-    cr_assert(pipe(fds) == 0, "pipe: %s", strerror(errno));
-    p->pid = fork();
-    cr_assert(p->pid >= 0, "fork: %s", strerror(errno));
-    if (p->pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fds[1], 1);
-        if (fd >= 0) dup2(fd, 2);
-        close(fds[0]);
-        close(fds[1]);
-        setenv("PRESENCE_NATS_URL", ns.url, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
+    cr_assert(pipe2(fds, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    char url[300];
+    snprintf(url, sizeof url, "PRESENCE_NATS_URL=%s", ns.url);
+    const char *env[] = {url, NULL};
+    char **envp = h_env_build(env);
+    p->pid = h_spawn(argv, envp, fds[1], fd);
+    h_env_free(envp);
+    if (fd >= 0) close(fd);
     close(fds[1]);
     p->out_fd = fds[0];
     sim_pid = p->pid;

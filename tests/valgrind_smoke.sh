@@ -46,11 +46,7 @@ wait_for() {
     done
 }
 
-read -r nats_port redis_port metrics_port < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(3)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
+read -r nats_port redis_port metrics_port < <(python3 "$here/freeport.py" 3)
 nats_url=nats://127.0.0.1:$nats_port
 
 nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/js" >"$dir/nats.log" 2>&1 &

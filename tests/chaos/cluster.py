@@ -11,27 +11,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from freeport import free_ports  # noqa: E402  (tests/freeport.py)
 
 
 class ClusterError(Exception):
     """A process did not start, stop or answer as expected."""
-
-
-def free_ports(n):
-    """n distinct loopback ports the kernel reports free right now."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def port_open(port):
