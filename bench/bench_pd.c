@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "bench.h"
-#include "codec.h"
+#include "wire/codec.h"
 
 #define BARRIER_EVERY 20000   /* load: events between two round trips per node */
 

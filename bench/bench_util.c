@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include "bench.h"
-#include "codec.h"
+#include "wire/codec.h"
 
 static uint64_t clock_ns(clockid_t id) {
     struct timespec ts;

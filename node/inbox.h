@@ -15,7 +15,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include "status.h"
+#include "base/status.h"
 
 typedef struct {
     natsMsg *msg;

@@ -8,7 +8,7 @@
 #define PD_METRICS_H
 #include <pthread.h>
 #include <stddef.h>
-#include "status.h"
+#include "base/status.h"
 
 struct MHD_Daemon;
 

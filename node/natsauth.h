@@ -6,7 +6,7 @@
 #include <nats/nats.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "config.h"
+#include "base/config.h"
 
 /* Applies c's NATS user and password, token, NKey seed file or creds file,
  * and TLS (on when a URL is tls:// or a TLS file is set: CA, client

@@ -3,8 +3,8 @@
 #include "node.h"
 #include <stdlib.h>
 #include <string.h>
-#include "alloc.h"
-#include "clock.h"
+#include "base/alloc.h"
+#include "base/clock.h"
 
 /* At most this long between loop wake-ups with nothing due, ms. */
 #define NODE_MAX_SLEEP_MS 1000

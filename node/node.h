@@ -9,15 +9,15 @@
 #include <nats/nats.h>
 #include <stdint.h>
 #include <uv.h>
-#include "codec.h"
-#include "config.h"
+#include "wire/codec.h"
+#include "base/config.h"
 #include "inbox.h"
-#include "log.h"
+#include "base/log.h"
 #include "metrics.h"
-#include "notify_gate.h"
+#include "notify/notify_gate.h"
 #include "persist.h"
-#include "presence.h"
-#include "repl.h"
+#include "model/presence.h"
+#include "sync/repl.h"
 
 /* Subscriptions; the kind travels with each message through the inbox. */
 typedef enum {

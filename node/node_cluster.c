@@ -3,7 +3,7 @@
  * replica, and the replica's output published on NATS. */
 #include "node.h"
 #include <stdio.h>
-#include "clock.h"
+#include "base/clock.h"
 
 void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     const void *data = natsMsg_GetData(msg);

@@ -3,7 +3,7 @@
  * cluster. PRESENCE_MAX_QUERY_USERS bounds the users of a get and the
  * limit of an online page (the codec enforces the protocol's 1000). */
 #include "node.h"
-#include "query_answer.h"
+#include "model/query_answer.h"
 #include <string.h>
 
 /* True if the request (a map already decoded once) names `limit`: an
@@ -77,7 +77,7 @@ void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
         n->stats.queries[q.type]++;
         switch (q.type) {
         case PD_Q_CLUSTER:
-            pd_query_answer_cluster(n->repl, pd_str_c(n->cfg.node_id), n->now, &pk);
+            pd_repl_answer_cluster(n->repl, pd_str_c(n->cfg.node_id), n->now, &pk);
             break;
         default: s = pd_query_answer(n->model, &q, &pk, &err); break;
         }

@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "clock.h"
+#include "base/clock.h"
 #include "node.h"
-#include "snapshot.h"
+#include "sync/snapshot.h"
 
 #define STREAM_NAME "PRESENCE_DELTAS"
 #define CHUNK (1u << 20)             /* bytes per Redis command */

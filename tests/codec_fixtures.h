@@ -10,7 +10,7 @@
 #ifndef PD_TESTS_CODEC_FIXTURES_H
 #define PD_TESTS_CODEC_FIXTURES_H
 
-#include "codec.h"
+#include "wire/codec.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -18,7 +18,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
-#include "codec.h"
+#include "wire/codec.h"
 
 typedef struct {
     pid_t pid;

@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "harness.h"
-#include "snapshot.h"
+#include "sync/snapshot.h"
 
 #ifndef PRESENCE_SIM_BIN
 #error "PRESENCE_SIM_BIN must name the presence-sim binary under test"

@@ -10,8 +10,8 @@
 #define PD_TESTS_MODEL_FIXTURES_H
 
 
-#include "alloc.h"
-#include "presence_int.h"
+#include "base/alloc.h"
+#include "model/presence_int.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -17,9 +17,9 @@
 #ifndef PD_TESTS_REPL_SIM_H
 #define PD_TESTS_REPL_SIM_H
 
-#include "log.h"
+#include "base/log.h"
 #include "prop_fixtures.h"
-#include "repl.h"
+#include "sync/repl.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

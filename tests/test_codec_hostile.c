@@ -7,7 +7,7 @@
  * hook, which is how "decoding allocates nothing" is checked for real,
  * including allocations that would be freed before decode returns; it also
  * refuses any allocation above 256 MiB (codec_fixtures.h). */
-#include "alloc.h"
+#include "base/alloc.h"
 #include "codec_fixtures.h"
 #include <criterion/criterion.h>
 #include <malloc.h>

@@ -10,7 +10,7 @@
  * truncation at every byte. Messages live in heap blocks of exactly their
  * size, so under ASan any read past the end is caught. */
 #include "codec_fixtures.h"
-#include "codec_repl.h"
+#include "wire/codec_repl.h"
 #include <criterion/criterion.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -4,8 +4,8 @@
  * Tests pass their own envp so that the runner's environment cannot leak
  * in; Criterion runs each test in its own process, so the one test that
  * uses setenv cannot disturb the others. */
-#include "config.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,9 +5,9 @@
  * model does. Scan tests count visits per item: a scan must visit every
  * entry present for its whole duration at least once (also across growth
  * between steps) and exactly once when the table does not change. */
-#include "alloc.h"
-#include "htab.h"
-#include "ids.h"
+#include "base/alloc.h"
+#include "base/htab.h"
+#include "base/ids.h"
 #include <criterion/criterion.h>
 #include <stdlib.h>
 

@@ -2,8 +2,8 @@
  * and the two clocks of clock.h (which log.c stamps its lines with).
  *
  * Lines are sent to a tmpfile through pd_log_set_output and read back. */
-#include "clock.h"
-#include "log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>

@@ -9,7 +9,7 @@
  * `dd ff ff ff ff` class that makes allocating readers ask for ~96 GiB),
  * the never-used byte 0xc1, nesting past MPR_MAX_DEPTH, and stickiness of
  * the first error. */
-#include "mpread.h"
+#include "wire/mpread.h"
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>

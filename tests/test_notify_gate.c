@@ -2,11 +2,11 @@
  * leading edge at once, trailing edge with the latest view, a bounded
  * count for a flapping user, order and ts kept, off at 0, bounded memory,
  * flush, and no leaks (the gate allocates through alloc.h). */
-#include "notify_gate.h"
+#include "notify/notify_gate.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
-#include "alloc.h"
+#include "base/alloc.h"
 
 typedef struct {
     char user[PD_ID_MAX + 1];

@@ -20,8 +20,8 @@
  * Views are compared as the public and the self view of each user: status,
  * text, emoji, expires_at, devices and last_seen; and each model's last
  * notification for a user must match that user's final public view. */
-#include "alloc.h"
-#include "presence_int.h"
+#include "base/alloc.h"
+#include "model/presence_int.h"
 #include "prop_fixtures.h"
 #include <criterion/criterion.h>
 #include <stdio.h>

@@ -33,7 +33,7 @@
  * single model fed the same events); a state transfer in several parts,
  * and a late reply that must not mix with the retry's; and one regression
  * test for each bug the property tests found (at the end). */
-#include "alloc.h"
+#include "base/alloc.h"
 #include "repl_world.h"
 #include <criterion/criterion.h>
 #include <stdio.h>

@@ -18,10 +18,10 @@
  * announced (schemas/snapshot.md), so they are not part of what a restart
  * restores. The offline delay is 0 so that no user is in a grace period,
  * which is not carried either. */
-#include "log.h"
+#include "base/log.h"
 #include "prop_fixtures.h"
-#include "repl.h"
-#include "snapshot.h"
+#include "sync/repl.h"
+#include "sync/snapshot.h"
 
 #define NR 4          /* replicas: 0 n1, 1 n2, 2 and 3 later lives of n1 */
 #define NUSERS 24

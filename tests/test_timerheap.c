@@ -5,8 +5,8 @@
  * back at its slot, so a sift bug shows up at the operation that caused it
  * rather than as a wrong pop much later. Random tests use a fixed-seed
  * xorshift generator so a failure reproduces. */
-#include "alloc.h"
-#include "timerheap.h"
+#include "base/alloc.h"
+#include "base/timerheap.h"
 #include <criterion/criterion.h>
 #include <stdlib.h>
 

@@ -2,7 +2,7 @@
 #include "ctl_json.h"
 #include <inttypes.h>
 #include <string.h>
-#include "codec.h"
+#include "wire/codec.h"
 
 static void json_str(FILE *out, pd_str s) {
     fputc('"', out);

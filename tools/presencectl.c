@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "clock.h"
-#include "codec.h"
-#include "config.h"
+#include "base/clock.h"
+#include "wire/codec.h"
+#include "base/config.h"
 #include "ctl_json.h"
 #include "natsauth.h"
 

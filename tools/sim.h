@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
-#include "codec.h"
+#include "wire/codec.h"
 #include "sim_oracle.h"
 
 #define SIM_EXIT_FAILED 1

@@ -11,8 +11,8 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include "alloc.h"
-#include "config.h"
+#include "base/alloc.h"
+#include "base/config.h"
 #include "natsauth.h"
 #include "sim.h"
 

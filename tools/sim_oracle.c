@@ -8,7 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include "alloc.h"
+#include "base/alloc.h"
 
 pd_status sim_oracle_init(sim_oracle *o, uint32_t nusers, uint32_t maxdev, uint32_t nservers) {
     memset(o, 0, sizeof *o);

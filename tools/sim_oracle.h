@@ -10,7 +10,7 @@
 #define PD_SIM_ORACLE_H
 #include <stdbool.h>
 #include <stdint.h>
-#include "status.h"
+#include "base/status.h"
 
 #define SIM_CONN_ID_MAX 24 /* "c" + a 64-bit serial + NUL */
 

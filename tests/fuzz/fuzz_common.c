@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "log.h"
-#include "presence_int.h"
+#include "base/log.h"
+#include "model/presence_int.h"
 
 void fz_fail(const char *file, int line, const char *cond, const char *fmt, ...) {
     va_list ap;

@@ -13,10 +13,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "codec.h"
-#include "codec_repl.h"
-#include "presence.h"
-#include "repl.h"
+#include "wire/codec.h"
+#include "wire/codec_repl.h"
+#include "model/presence.h"
+#include "sync/repl.h"
 
 /* Reports a broken invariant and aborts (a finding for libFuzzer). */
 #define FZ_CHECK(cond, ...)                                                   \

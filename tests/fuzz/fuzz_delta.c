@@ -17,7 +17,7 @@
  * - replaying the same delta twice changes nothing the second time. */
 #include <string.h>
 #include "fuzz_common.h"
-#include "repl.h"
+#include "sync/repl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz_common.h"
-#include "presence.h"
-#include "repl.h"
+#include "model/presence.h"
+#include "sync/repl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

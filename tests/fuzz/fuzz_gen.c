@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "fuzz_common.h"
-#include "snapshot.h"
+#include "sync/snapshot.h"
 
 static const char *out_dir;
 

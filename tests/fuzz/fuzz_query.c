@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz_common.h"
-#include "query_answer.h"
+#include "model/query_answer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -285,7 +285,7 @@ static void answer(const pd_query *q, const pd_str *users) {
     default: {
         uint32_t nodes = 0;
         pd_repl_nodes(R, now_q(), count_node, &nodes);
-        pd_query_answer_cluster(R, PD_STR_LIT(FZ_SELF), now_q(), &pk);
+        pd_repl_answer_cluster(R, PD_STR_LIT(FZ_SELF), now_q(), &pk);
         check_cluster(&sb, nodes);
         break;
     }

@@ -1,0 +1,681 @@
+/* presence.c - applying events and timers to the presence model.
+ *
+ * Design: three intrusive hash tables (users by id, devices by server+conn,
+ * servers by id) and one timer heap. Each operation first validates
+ * everything it needs (so an error changes nothing), then mutates, marking
+ * the users it touched dirty; at the end of the operation pd__flush()
+ * compares each dirty user's public view with the one last announced and
+ * reports real changes. Reconnects inside the offline delay therefore never
+ * show up, and a sync that replaces a connection does not flap. */
+#include "model/presence_int.h"
+#include <stddef.h>
+#include <string.h>
+#include "base/alloc.h"
+
+#define OWNER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- hashing and lookup --------------------------------------------------- */
+
+static uint64_t user_hash(const pd_hnode *e) {
+    const pd_user *u = (const pd_user *)e;
+    return pd_hash(u->id, u->id_n);
+}
+
+static uint64_t server_hash(const pd_hnode *e) {
+    const pd_server *s = (const pd_server *)e;
+    return pd_hash(s->id, s->id_n);
+}
+
+static uint64_t device_key_hash(const pd_server *s, pd_str conn) {
+    /* Servers are interned, so their address identifies them. */
+    return pd_hash(conn.p, conn.n) ^ (pd_hash(s->id, s->id_n) * 0x9e3779b97f4a7c15ULL);
+}
+
+static uint64_t device_hash(const pd_hnode *e) {
+    const pd_device *d = (const pd_device *)e;
+    return device_key_hash(d->server, (pd_str){d->buf, d->conn_n});
+}
+
+pd_user *pd__user_find(const pd_model *m, pd_str id) {
+    for (pd_hnode *e = pd_htab_bucket(&m->users, pd_hash(id.p, id.n)); e; e = e->next) {
+        pd_user *u = (pd_user *)e;
+        if (u->id_n == id.n && memcmp(u->id, id.p, id.n) == 0) return u;
+    }
+    return NULL;
+}
+
+static pd_server *server_find(const pd_model *m, pd_str id) {
+    for (pd_hnode *e = pd_htab_bucket(&m->servers, pd_hash(id.p, id.n)); e; e = e->next) {
+        pd_server *s = (pd_server *)e;
+        if (s->id_n == id.n && memcmp(s->id, id.p, id.n) == 0) return s;
+    }
+    return NULL;
+}
+
+pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn) {
+    if (s == NULL) return NULL;
+    for (pd_hnode *e = pd_htab_bucket(&m->devices, device_key_hash(s, conn)); e; e = e->next) {
+        pd_device *d = (pd_device *)e;
+        if (d->server == s && d->conn_n == conn.n && memcmp(d->buf, conn.p, conn.n) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+/* ---- users ---------------------------------------------------------------- */
+
+pd_user *pd__user_get(pd_model *m, pd_str id) {
+    pd_user *u = pd__user_find(m, id);
+    if (u) return u;
+    u = pd_calloc(1, sizeof *u + id.n);
+    if (u == NULL) return NULL;
+    memcpy(u->id, id.p, id.n);
+    u->id_n = (uint8_t)id.n;
+    u->grace.kind = TK_GRACE;
+    u->pub_status = PD_PUB_OFFLINE;
+    pd_htab_insert(&m->users, &u->h, pd_hash(id.p, id.n));
+    return u;
+}
+
+void pd__mark_dirty(pd_model *m, pd_user *u) {
+    if (u->flags & UF_DIRTY) return;
+    if (m->ndirty == m->dirty_cap) {
+        uint32_t cap = m->dirty_cap ? m->dirty_cap * 2 : 64;
+        pd_user **d = pd_realloc(m->dirty, sizeof *d * cap);
+        if (d == NULL) return; /* the change is announced with the next one */
+        m->dirty = d;
+        m->dirty_cap = cap;
+    }
+    u->flags |= UF_DIRTY;
+    m->dirty[m->ndirty++] = u;
+}
+
+static uint32_t public_custom(const pd_user *u) {
+    if (u->custom == NULL || u->chosen == PD_CHOSEN_INVISIBLE) return 0;
+    return u->custom_gen;
+}
+
+void pd__flush(pd_model *m, uint64_t now) {
+    for (uint32_t i = 0; i < m->ndirty; i++) {
+        pd_user *u = m->dirty[i];
+        u->flags &= (uint8_t)~UF_DIRTY;
+        pd_public st = pd__user_status(u, false);
+        uint32_t cu = public_custom(u);
+        if (st == u->pub_status && cu == u->pub_custom) continue;
+        u->pub_status = (uint8_t)st;
+        u->pub_custom = cu;
+        m->changes++;
+        int64_t ts = (int64_t)now > u->notified_ts ? (int64_t)now : u->notified_ts + 1;
+        u->notified_ts = ts;
+        if (m->on_change) {
+            pd_view v;
+            pd__user_view(u, false, &v);
+            v.ts = ts;
+            m->on_change(m->ud, &v);
+        }
+    }
+    m->ndirty = 0;
+}
+
+/* The last device left: keep the former presence for the offline delay. */
+static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint64_t now) {
+    u->flags &= (uint8_t)~UF_HELD_ACTIVE;
+    if (was_active) u->flags |= UF_HELD_ACTIVE;
+    if (m->cfg.offline_delay_ms == 0 ||
+        pd_theap_arm(&m->timers, &u->grace, now + m->cfg.offline_delay_ms) != PD_OK) {
+        u->flags &= (uint8_t)~UF_GRACE;
+        return;
+    }
+    u->flags |= UF_GRACE;
+}
+
+static void user_regained_device(pd_model *m, pd_user *u) {
+    u->flags &= (uint8_t)~UF_GRACE;
+    pd_theap_disarm(&m->timers, &u->grace);
+}
+
+void pd__custom_clear(pd_model *m, pd_user *u) {
+    if (u->custom == NULL) return;
+    pd_theap_disarm(&m->timers, &u->custom->expiry);
+    pd_free(u->custom);
+    u->custom = NULL;
+    u->custom_gen++;
+}
+
+/* ---- devices and servers ----------------------------------------------------- */
+
+pd_server *pd__server_get(pd_model *m, pd_str id) {
+    pd_server *s = server_find(m, id);
+    if (s) return s;
+    s = pd_calloc(1, sizeof *s + id.n);
+    if (s == NULL) return NULL;
+    memcpy(s->id, id.p, id.n);
+    s->id_n = (uint8_t)id.n;
+    s->timeout.kind = TK_SERVER;
+    pd_htab_insert(&m->servers, &s->h, pd_hash(id.p, id.n));
+    return s;
+}
+
+/* Forgets a server with no devices: its seq and heartbeat watch go too, so
+ * that a restarted server can count from zero again. */
+static void server_drop(pd_model *m, pd_server *s) {
+    pd_theap_disarm(&m->timers, &s->timeout);
+    pd_htab_remove(&m->servers, &s->h, server_hash(&s->h));
+    pd_free(s);
+}
+
+/* Fails (changing nothing) only if the idle timer cannot be armed. */
+pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
+    if (!pd_timer_armed(&d->idle) &&
+        pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)
+        return PD_ENOMEM;
+    d->last_active = (int64_t)now;
+    d->user->seen = (int64_t)now;
+    if (d->state != PD_DEV_ACTIVE) {
+        d->state = PD_DEV_ACTIVE;
+        d->user->nactive++;
+        pd__mark_dirty(m, d->user);
+        pd__emit_device(m, PD_OP_STATE, d);
+    }
+    return PD_OK;
+}
+
+void pd__device_set_idle(pd_model *m, pd_device *d) {
+    pd_theap_disarm(&m->timers, &d->idle);
+    if (d->state == PD_DEV_IDLE) return;
+    d->state = PD_DEV_IDLE;
+    d->user->nactive--;
+    pd__mark_dirty(m, d->user);
+    pd__emit_device(m, PD_OP_STATE, d);
+}
+
+/* A device owned by another node: state as its owner reports it. */
+void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
+    if (last_active > d->last_active) d->last_active = last_active;
+    if (last_active > d->user->seen) d->user->seen = last_active;
+    if (d->state == st) return;
+    d->state = (uint8_t)st;
+    if (st == PD_DEV_ACTIVE) d->user->nactive++;
+    else d->user->nactive--;
+    pd__mark_dirty(m, d->user);
+}
+
+void pd__device_remove(pd_model *m, pd_device *d, uint64_t now) {
+    pd_user *u = d->user;
+    if (d->node == m->node) pd__emit_device(m, PD_OP_REMOVE, d);
+    pd_server *s = d->server;
+    bool was_active = u->nactive > 0;
+    pd_theap_disarm(&m->timers, &d->idle);
+    pd_htab_remove(&m->devices, &d->h, device_hash(&d->h));
+    for (pd_device **p = &u->devs; *p; p = &(*p)->unext) {
+        if (*p == d) { *p = d->unext; break; }
+    }
+    if (d->sprev) d->sprev->snext = d->snext;
+    else s->devs = d->snext;
+    if (d->snext) d->snext->sprev = d->sprev;
+    s->ndev--;
+    u->ndev--;
+    if (d->state == PD_DEV_ACTIVE) u->nactive--;
+    u->seen = (int64_t)now;
+    m->ndevices--;
+    if (u->ndev == 0) {
+        m->live_users--;
+        user_lost_last_device(m, u, was_active, now);
+    }
+    pd__mark_dirty(m, u);
+    pd_free(d->meta);
+    pd_free(d);
+}
+
+/* Creates a device; takes the validated slices of a connect, a sync entry
+ * or an ADD op. A device of this node gets an idle timer and is announced
+ * to the peers; one owned by another node follows what its owner says. */
+pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                         pd_str meta, const char *owner, uint64_t claim, uint64_t now) {
+    bool local = owner == m->node;
+    pd_user *u = pd__user_get(m, user);
+    if (u == NULL) return PD_ENOMEM;
+    pd_device *d = pd_calloc(1, sizeof *d + conn.n + label.n);
+    uint8_t *mb = meta.n ? pd_malloc(meta.n + 2u) : NULL;
+    /* Arm the idle timer before linking, so device_set_active cannot fail. */
+    if (d == NULL || (meta.n && mb == NULL) ||
+        (local && pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)) {
+        pd_free(d);
+        pd_free(mb);
+        return PD_ENOMEM;
+    }
+    memcpy(d->buf, conn.p, conn.n);
+    if (label.n) memcpy(d->buf + conn.n, label.p, label.n);
+    d->conn_n = (uint8_t)conn.n;
+    d->label_n = (uint8_t)label.n;
+    if (mb) {
+        mb[0] = (uint8_t)(meta.n >> 8);
+        mb[1] = (uint8_t)meta.n;
+        memcpy(mb + 2, meta.p, meta.n);
+        d->meta = mb;
+    }
+    d->user = u;
+    d->server = s;
+    d->node = owner;
+    d->claim = claim;
+    d->connected_at = (int64_t)now;
+    d->idle.kind = TK_IDLE;
+    d->state = PD_DEV_IDLE; /* counted below */
+    d->unext = u->devs;
+    u->devs = d;
+    d->snext = s->devs;
+    if (s->devs) s->devs->sprev = d;
+    s->devs = d;
+    s->ndev++;
+    if (u->ndev++ == 0) {
+        m->live_users++;
+        user_regained_device(m, u);
+    }
+    m->ndevices++;
+    pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
+    pd__mark_dirty(m, u);
+    if (local) {
+        d->state = PD_DEV_ACTIVE;
+        d->last_active = (int64_t)now;
+        u->nactive++;
+        u->seen = (int64_t)now;
+        pd__emit_device(m, PD_OP_ADD, d);
+    }
+    return PD_OK;
+}
+
+static pd_device *local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                            pd_str meta, uint64_t now, pd_status *st) {
+    *st = pd__device_add(m, s, conn, user, label, meta, m->node, pd__hlc_next(m, now), now);
+    return *st == PD_OK ? s->devs : NULL; /* added first in the server's list */
+}
+
+/* An event from a socket server about a device another node owns (the
+ * server moved here without a sync): this node claims it first, so that
+ * only the owner ever changes a device. */
+static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *st) {
+    *st = PD_OK;
+    if (d->node == m->node) return d;
+    char conn[PD_ID_MAX], user[PD_ID_MAX], label[PD_DEVICE_MAX];
+    pd_str c = {conn, d->conn_n}, u = {user, d->user->id_n}, l = {label, d->label_n};
+    memcpy(conn, d->buf, d->conn_n);
+    memcpy(user, d->user->id, d->user->id_n);
+    memcpy(label, d->buf + d->conn_n, d->label_n);
+    pd_device *old = d;
+    pd_devstate state = (pd_devstate)d->state;
+    /* Peers get one ADD, in the state the device ends in: an ADD saying
+     * active then a STATE saying idle would flap its user on them. */
+    pd_op_fn hook = m->on_op;
+    m->on_op = NULL;
+    /* Add before removing: a failed add then leaves everything as it was. */
+    d = local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
+    if (d && state == PD_DEV_IDLE) pd__device_set_idle(m, d);
+    m->on_op = hook;
+    if (d) {
+        pd__emit_device(m, PD_OP_ADD, d);
+        pd__device_remove(m, old, now);
+    }
+    return d;
+}
+
+/* A sync says the server is attached here now. Our own entry may be stale:
+ * if the server went to another node and came back, that node's newer
+ * claim may still be on its way, and would take the device from us (and
+ * lose it when that node times the server out). A new claim outranks it. */
+static void renew_claim(pd_model *m, pd_device *d, uint64_t now) {
+    d->claim = pd__hlc_next(m, now);
+    pd__emit_device(m, PD_OP_ADD, d);
+}
+
+/* Disconnects every device of s and forgets it (shutdown, timeout). */
+static void server_close(pd_model *m, pd_server *s, uint64_t now) {
+    for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
+        for (pd_device *d = s->devs, *next; d; d = next) {
+            next = d->snext;
+            if (d->node == m->node && (pass || d->state == PD_DEV_IDLE)) pd__device_remove(m, d, now);
+        }
+    }
+    s->watched = 0;
+    s->has_seq = 0;
+    pd_theap_disarm(&m->timers, &s->timeout);
+    pd__drop_server_if_unused(m, s);
+}
+
+/* Forgets a server that has no devices, no seq and no heartbeat watch. */
+void pd__drop_server_if_unused(pd_model *m, pd_server *s) {
+    if (s->ndev == 0 && !s->watched && !s->has_seq) server_drop(m, s);
+}
+
+/* ---- events ------------------------------------------------------------------- */
+
+static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now,
+                            pd_err *err) {
+    pd_device *d = pd__device_find(m, s, ev->conn);
+    pd_status st = PD_OK;
+    if (d && d->node == m->node && d->user->id_n == ev->user.n &&
+        memcmp(d->user->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
+        memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
+        return pd__device_set_active(m, d, now); /* a repeated connect: nothing new */
+    }
+    if ((st = pd__limit_connect(m, s, ev, err)) != PD_OK) return st;
+    /* Add first: a failed add changes nothing, and a same-user reconnect
+     * never passes through an empty device list. A REMOVE names the claim
+     * it removes, so peers cannot mistake it for the new entry. */
+    pd_device *old = d;
+    local_add(m, s, ev->conn, ev->user, ev->device, ev->meta, now, &st);
+    if (st == PD_OK && old) pd__device_remove(m, old, now);
+    return st;
+}
+
+static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now,
+                         pd_err *err) {
+    pd_sync_iter it;
+    pd_sync_conn c;
+    pd_status st = PD_OK;
+    /* No limit here: a sync reports connections that exist, and refusing
+     * it would leave every user of the server wrong (presence_limits.c). */
+    (void)err;
+    for (pd_device *d = s->devs; d; d = d->snext) d->mark &= (uint8_t)~MARK_SYNC;
+    pd_sync_iter_init(&it, ev);
+    while (pd_sync_iter_next(&it, &c)) {
+        pd_device *d = pd__device_find(m, s, c.conn);
+        /* The label too: a conn id the server reused may still name a stale
+         * entry (its remove not applied yet), which must not lend its label. */
+        bool same = d && d->user->id_n == c.user.n &&
+                    memcmp(d->user->id, c.user.p, c.user.n) == 0 && d->label_n == c.device.n &&
+                    memcmp(d->buf + d->conn_n, c.device.p, c.device.n) == 0;
+        if (same && d->node != m->node) d = claim_local(m, d, now, &st);
+        else if (same) renew_claim(m, d, now);
+        else {
+            pd_device *old = d;
+            d = local_add(m, s, c.conn, c.user, c.device, (pd_str){NULL, 0}, now, &st);
+            if (d && old) pd__device_remove(m, old, now);
+        }
+        if (st != PD_OK) return st;
+        d->mark |= MARK_SYNC;
+    }
+    /* Only this node's entries: a device another node still owns is that
+     * node's to remove (its own server timeout or shutdown). */
+    for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
+        for (pd_device *d = s->devs, *next; d; d = next) {
+            next = d->snext;
+            if (!(d->mark & MARK_SYNC) && d->node == m->node && (pass || d->state == PD_DEV_IDLE))
+                pd__device_remove(m, d, now);
+        }
+    }
+    /* A sync starts the server over: its seq may restart. */
+    s->has_seq = 0;
+    return PD_OK;
+}
+
+/* Sets the custom status register's value (text "" clears it). */
+pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int64_t expires_at) {
+    pd_custom *c = NULL;
+    if (text.n > 0) {
+        c = pd_calloc(1, sizeof *c + text.n + emoji.n);
+        if (c == NULL) return PD_ENOMEM;
+        if (expires_at && pd_theap_arm(&m->timers, &c->expiry, (uint64_t)expires_at) != PD_OK) {
+            pd_free(c);
+            return PD_ENOMEM;
+        }
+    }
+    pd__custom_clear(m, u);
+    if (c) {
+        memcpy(c->buf, text.p, text.n);
+        if (emoji.n) memcpy(c->buf + text.n, emoji.p, emoji.n);
+        c->text_n = (uint16_t)text.n;
+        c->emoji_n = (uint8_t)emoji.n;
+        c->expires_at = expires_at;
+        c->expiry.kind = TK_CUSTOM;
+        c->user = u;
+        u->custom = c;
+        if (++u->custom_gen == 0) u->custom_gen = 1; /* 0 means "none" */
+    }
+    pd__mark_dirty(m, u);
+    return PD_OK;
+}
+
+void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c) {
+    if (c == PD_CHOSEN_INVISIBLE && u->chosen != PD_CHOSEN_INVISIBLE) u->seen_frozen = u->seen;
+    u->chosen = (uint8_t)c;
+    pd__mark_dirty(m, u);
+}
+
+static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err *err) {
+    if (ev->text.n > 0 && ev->expires_at != 0 && (uint64_t)ev->expires_at <= now) {
+        pd_err_set(err, PD_EBADVALUE, "expires_at %lld is in the past",
+                   (long long)ev->expires_at);
+        return PD_EBADVALUE;
+    }
+    (void)err;
+    pd_user *u = pd__user_get(m, ev->user);
+    if (u == NULL) return PD_ENOMEM;
+    pd_status st = pd__custom_set(m, u, ev->text, ev->text.n ? ev->emoji : (pd_str){NULL, 0},
+                                  ev->text.n ? ev->expires_at : 0);
+    if (st != PD_OK) return st;
+    u->custom_hlc = pd__hlc_next(m, now);
+    u->custom_by = m->node;
+    pd_op op = {.kind = PD_OP_CUSTOM, .user = ev->user, .text = ev->text,
+                .emoji = ev->text.n ? ev->emoji : (pd_str){NULL, 0},
+                .expires_at = ev->text.n ? ev->expires_at : 0, .hlc = u->custom_hlc,
+                .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
+    return PD_OK;
+}
+
+static pd_status ev_status(pd_model *m, const pd_event *ev, uint64_t now, pd_err *err) {
+    (void)err;
+    pd_user *u = pd__user_get(m, ev->user);
+    if (u == NULL) return PD_ENOMEM;
+    pd__chosen_set(m, u, ev->status);
+    u->chosen_hlc = pd__hlc_next(m, now);
+    u->chosen_by = m->node;
+    pd_op op = {.kind = PD_OP_CHOSEN, .user = ev->user, .chosen = ev->status,
+                .hlc = u->chosen_hlc, .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
+    return PD_OK;
+}
+
+/* Looks up the device of a disconnect/activity/idle, or reports unknown_conn. */
+static pd_device *conn_lookup(pd_model *m, pd_server *s, const pd_event *ev, pd_err *err) {
+    pd_device *d = pd__device_find(m, s, ev->conn);
+    if (d == NULL)
+        pd_err_set(err, PD_EUNKNOWNCONN, "conn '%.*s' of server '%.*s' is not connected",
+                   (int)ev->conn.n, ev->conn.p, (int)ev->server.n, ev->server.p);
+    return d;
+}
+
+static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *ev,
+                                    uint64_t now, pd_err *err) {
+    pd_device *d;
+    pd_status st = PD_OK;
+    switch (ev->type) {
+    case PD_EV_CONNECT: return ev_connect(m, s, ev, now, err);
+    case PD_EV_SYNC: return ev_sync(m, s, ev, now, err);
+    case PD_EV_DISCONNECT:
+        if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        if ((d = claim_local(m, d, now, &st)) != NULL) pd__device_remove(m, d, now);
+        return st;
+    case PD_EV_ACTIVITY:
+        if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        if ((d = claim_local(m, d, now, &st)) == NULL) return st;
+        return pd__device_set_active(m, d, now);
+    case PD_EV_IDLE:
+        if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
+        if ((d = claim_local(m, d, now, &st)) == NULL) return st;
+        pd__device_set_idle(m, d);
+        return PD_OK;
+    case PD_EV_HEARTBEAT:
+        /* Armed here so that a watched server always has its timeout. */
+        if (!pd_timer_armed(&s->timeout) &&
+            pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.server_timeout_ms) != PD_OK)
+            return PD_ENOMEM;
+        s->watched = 1;
+        return PD_OK;
+    default:
+        return PD_OK;
+    }
+}
+
+/* Records that a server spoke: liveness, and its timeout once watched. */
+static void server_alive(pd_model *m, pd_server *s, uint64_t now) {
+    s->last_msg = (int64_t)now;
+    if (s->watched && !pd_timer_armed(&s->timeout))
+        pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.server_timeout_ms);
+}
+
+pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
+                         pd_apply_result *res, pd_err *err) {
+    pd_status st = PD_OK;
+    pd_server *s = ev->server.n ? server_find(m, ev->server) : NULL;
+    *res = PD_APPLIED;
+    /* Any message from a known server is a sign of life, even a duplicate
+     * or a refused one. */
+    if (s) server_alive(m, s, now);
+    if (s && ev->has_seq && s->has_seq && ev->seq <= s->last_seq && ev->type != PD_EV_SYNC) {
+        *res = PD_DUPLICATE;
+        return PD_OK;
+    }
+    if (ev->type == PD_EV_SHUTDOWN) {
+        if (s) server_close(m, s, now);
+        pd__flush(m, now);
+        return PD_OK;
+    }
+    if (ev->type == PD_EV_STATUS) st = ev_status(m, ev, now, err);
+    else if (ev->type == PD_EV_CUSTOM) st = ev_custom(m, ev, now, err);
+    if (ev->server.n && st == PD_OK) {
+        bool created = s == NULL;
+        if (created && (ev->type == PD_EV_DISCONNECT || ev->type == PD_EV_ACTIVITY ||
+                        ev->type == PD_EV_IDLE)) {
+            conn_lookup(m, NULL, ev, err);
+            return PD_EUNKNOWNCONN;
+        }
+        if (created && (s = pd__server_get(m, ev->server)) == NULL) st = PD_ENOMEM;
+        if (st == PD_OK) st = apply_server_event(m, s, ev, now, err);
+        if (st == PD_OK) {
+            server_alive(m, s, now);
+            if (ev->has_seq) {
+                s->last_seq = ev->seq;
+                s->has_seq = 1;
+            }
+        } else if (s) {
+            pd__drop_server_if_unused(m, s);
+        }
+    }
+    if (st == PD_ENOMEM) pd_err_set(err, PD_ENOMEM, "out of memory");
+    else if (st != PD_OK && err->code != st) pd_err_set(err, st, "%s", pd_status_str(st));
+    pd__flush(m, now);
+    return st;
+}
+
+/* ---- timers ---------------------------------------------------------------------- */
+
+static void fire(pd_model *m, pd_timer *t, uint64_t now) {
+    switch (t->kind) {
+    case TK_IDLE: {
+        pd_device *d = OWNER(t, pd_device, idle);
+        uint64_t due = (uint64_t)d->last_active + m->cfg.idle_timeout_ms;
+        if (due > now) pd_theap_arm(&m->timers, t, due);
+        else pd__device_set_idle(m, d);
+        break;
+    }
+    case TK_GRACE: {
+        pd_user *u = OWNER(t, pd_user, grace);
+        u->flags &= (uint8_t)~UF_GRACE;
+        pd__mark_dirty(m, u);
+        break;
+    }
+    case TK_CUSTOM: {
+        pd_user *u = OWNER(t, pd_custom, expiry)->user;
+        pd__custom_clear(m, u);
+        pd__mark_dirty(m, u);
+        break;
+    }
+    case TK_SERVER: {
+        pd_server *s = OWNER(t, pd_server, timeout);
+        uint64_t due = (uint64_t)s->last_msg + m->cfg.server_timeout_ms;
+        if (due > now) pd_theap_arm(&m->timers, t, due);
+        else server_close(m, s, now);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+void pd_model_tick(pd_model *m, uint64_t now) {
+    pd_timer *t;
+    while ((t = pd_theap_pop_due(&m->timers, now)) != NULL) fire(m, t, now);
+    pd__flush(m, now);
+}
+
+uint64_t pd_model_next_due(const pd_model *m) { return pd_theap_next(&m->timers); }
+
+/* ---- life cycle -------------------------------------------------------------------- */
+
+pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud) {
+    pd_model *m = pd_calloc(1, sizeof *m);
+    if (m == NULL) return NULL;
+    m->cfg = *cfg;
+    m->on_change = on_change;
+    m->ud = ud;
+    pd_theap_init(&m->timers);
+    m->node = pd__intern(m, node);
+    if (m->node == NULL || pd_htab_init(&m->users, user_hash) != PD_OK ||
+        pd_htab_init(&m->devices, device_hash) != PD_OK ||
+        pd_htab_init(&m->servers, server_hash) != PD_OK) {
+        pd_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static void free_entry(void *ud, pd_hnode *e) {
+    (void)ud;
+    pd_free(e);
+}
+
+static void free_device(void *ud, pd_hnode *e) {
+    (void)ud;
+    pd_free(((pd_device *)e)->meta);
+    pd_free(e);
+}
+
+static void free_user(void *ud, pd_hnode *e) {
+    (void)ud;
+    pd_free(((pd_user *)e)->custom);
+    pd_free(e);
+}
+
+static void free_table(pd_htab *t, pd_htab_visit fn) {
+    if (t->b == NULL) return;
+    uint64_t c = 0;
+    do c = pd_htab_scan(t, c, fn, NULL); while (c != 0);
+    pd_htab_free(t);
+}
+
+void pd_model_free(pd_model *m) {
+    if (m == NULL) return;
+    pd_theap_free(&m->timers);
+    free_table(&m->devices, free_device);
+    free_table(&m->users, free_user);
+    free_table(&m->servers, free_entry);
+    pd_free(m->dirty);
+    for (uint32_t i = 0; i < m->nnodes; i++) pd_free(m->nodes[i]);
+    pd_free(m);
+}
+
+void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
+    st->users = m->users.n;
+    st->devices = m->ndevices;
+    st->servers = m->servers.n;
+    st->timers = pd_theap_count(&m->timers);
+    st->changes = m->changes;
+    st->refused_devices = m->refused_devices;
+    st->refused_users = m->refused_users;
+}
+
+void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices) {
+    pd_htab_reserve(&m->users, users);
+    pd_htab_reserve(&m->devices, devices);
+}

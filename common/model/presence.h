@@ -1,0 +1,145 @@
+/* presence.h - the presence model of one node (PROTOCOL.md section 2).
+ *
+ * Users, their devices (one per socket connection, keyed by server + conn),
+ * the socket servers that own the connections, chosen and custom status,
+ * idle detection, the offline delay and last_seen. The model is pure: it
+ * takes decoded events and the current time, and reports every change of a
+ * user's public view through a callback, once, after the operation that
+ * caused it is complete (so an operation never shows a half-done state).
+ * All timing runs from one timer heap; pd_model_tick() fires what is due.
+ *
+ * Ownership: the model owns everything it stores; views and strings handed
+ * to callbacks and query results are borrowed until the next call that
+ * changes the model. Not thread-safe: one thread owns a model. */
+#ifndef PD_PRESENCE_H
+#define PD_PRESENCE_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "wire/codec.h"
+#include "base/status.h"
+
+typedef struct pd_model pd_model;
+
+typedef struct {
+    uint64_t idle_timeout_ms;
+    uint64_t offline_delay_ms;
+    uint64_t server_timeout_ms;
+    /* Limits of the local entry point (pd_model_apply) only; 0 = none.
+     * Replicated state (ops, partitions, restores) is never refused, so
+     * that nodes cannot diverge. See presence_limits.c. */
+    uint64_t max_devices_per_user;  /* live devices of a user, all nodes */
+    uint64_t max_users;             /* users with a live device, all nodes */
+} pd_model_cfg;
+
+/* Called once per change of a user's public presence or custom status (the
+ * view others see), after the operation is complete. v is borrowed. */
+typedef void (*pd_change_fn)(void *ud, const pd_view *v);
+
+/* node is this node's id (the owner of devices it creates). */
+pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud);
+void pd_model_free(pd_model *m);
+/* Sizes the tables for this many users and devices at once (restoring a
+ * snapshot); a hint: out of memory leaves them growing one step at a time. */
+void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices);
+
+/* Outcome of applying an event. */
+typedef enum { PD_APPLIED, PD_DUPLICATE } pd_apply_result;
+
+/* Applies one decoded event at time now. On error nothing changed and err
+ * says why (unknown_conn, bad_value for a custom status already expired,
+ * too_large for a limit of pd_model_cfg, internal for out of memory). */
+pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
+                         pd_apply_result *res, pd_err *err);
+
+/* Fires every timer due at or before now. */
+void pd_model_tick(pd_model *m, uint64_t now);
+/* When the next timer is due (UINT64_MAX when none). */
+uint64_t pd_model_next_due(const pd_model *m);
+
+/* ---- replication ----------------------------------------------------------- */
+
+/* One change of replicated state. Device ops belong to the partition of
+ * their owner (the node that received the connect): only the owner emits
+ * them. Register ops (chosen and custom status) may come from any node and
+ * carry their version: a hybrid logical clock value and the writer's id;
+ * the highest (hlc, writer) wins everywhere. */
+typedef enum { PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM } pd_op_kind;
+
+typedef struct {
+    pd_op_kind kind;
+    pd_str server, conn;            /* device ops */
+    pd_str user, label;             /* ADD; user also for register ops */
+    pd_devstate state;              /* ADD, STATE */
+    int64_t connected_at, last_active;
+    uint64_t hlc;                   /* ADD: the owner's claim; registers: version */
+    pd_str writer;                  /* registers: the node that wrote it */
+    pd_chosen chosen;               /* CHOSEN */
+    pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
+    int64_t expires_at;
+} pd_op;
+
+/* Called for every change of this node's own partition and every register
+ * write made here, in order, so that it can be sent to the peers. */
+typedef void (*pd_op_fn)(void *ud, const pd_op *op);
+void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud);
+
+/* Applies an op from origin's stream (the origin owns device ops). Ops that
+ * lost to a newer version are ignored; applying one twice changes nothing.
+ * Errors only on bad ids or memory. */
+pd_status pd_model_apply_op(pd_model *m, pd_str origin, const pd_op *op, uint64_t now);
+
+/* Restoring after a restart: an op of this node's own earlier life (from
+ * its snapshot or its deltas kept in JetStream), applied to its own
+ * partition without being sent again. */
+pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now);
+
+/* State transfer of one origin's partition: begin, apply its ADD and
+ * register ops, end: devices of origin that were not re-added leave. */
+void pd_model_partition_begin(pd_model *m, pd_str origin);
+void pd_model_partition_end(pd_model *m, pd_str origin, uint64_t now);
+/* Emits origin's partition as ops: ADD for each device it owns, and the
+ * registers it wrote that still win. */
+void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud);
+/* Every device owned by owner leaves (node down, or a new incarnation); the
+ * offline delay applies to their users as for a disconnect. */
+void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);
+uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner);
+
+/* The hybrid logical clock (ms << 16 | counter): observe a remote value. */
+void pd_model_hlc_observe(pd_model *m, uint64_t hlc);
+uint64_t pd_model_hlc(const pd_model *m);
+
+/* ---- queries -------------------------------------------------------------- */
+
+/* The view of `user` for `viewer` (viewer.n == 0: the public view). A user
+ * the model has never seen is reported offline with last_seen 0. Returns
+ * false if unknown (the view is still filled). */
+bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out);
+
+/* Calls fn for each live device of user; returns how many. */
+typedef void (*pd_device_fn)(void *ud, const pd_device_view *d);
+uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, void *ud);
+
+/* Pages through users whose public presence is not offline, in a fixed
+ * order (by hash). cursor 0 starts; the return value is the cursor of the
+ * next page, 0 when there is none. A page holds at most `limit` users (it
+ * may hold fewer when a stretch of the table is empty); a user online for
+ * the whole scan is returned exactly once, even if the table grows. */
+typedef void (*pd_user_fn)(void *ud, pd_str user);
+uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit,
+                              pd_user_fn fn, void *ud);
+
+/* Calls fn with the public view (ts = its last change) of every user whose
+ * public view ever changed. */
+typedef void (*pd_view_fn)(void *ud, const pd_view *v);
+void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud);
+
+typedef struct {
+    uint64_t users, devices, servers, timers;
+    uint64_t changes;   /* local changes applied (events that changed state) */
+    uint64_t refused_devices;  /* events refused by max_devices_per_user */
+    uint64_t refused_users;    /* events refused by max_users */
+} pd_model_stats;
+void pd_model_stats_get(const pd_model *m, pd_model_stats *st);
+
+#endif

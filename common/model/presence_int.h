@@ -1,0 +1,143 @@
+/* presence_int.h - internal structures of the presence model, shared by
+ * presence.c (events, timers) and presence_view.c (views and queries).
+ * Not part of the library's interface. */
+#ifndef PD_PRESENCE_INT_H
+#define PD_PRESENCE_INT_H
+#include "base/htab.h"
+#include "model/presence.h"
+#include "base/timerheap.h"
+
+enum { TK_IDLE = 1, TK_GRACE, TK_CUSTOM, TK_SERVER };
+
+typedef struct pd_user pd_user;
+
+typedef struct pd_custom {
+    pd_timer expiry;
+    pd_user *user;             /* owner, found when the expiry fires */
+    int64_t expires_at;
+    uint16_t text_n;
+    uint8_t emoji_n;
+    char buf[];                /* text then emoji */
+} pd_custom;
+
+typedef struct pd_device pd_device;
+
+struct pd_user {
+    pd_hnode h;
+    pd_device *devs;           /* singly linked through d->unext */
+    pd_custom *custom;
+    pd_timer grace;            /* offline delay after the last device left */
+    int64_t seen;              /* last connect, activity or disconnect */
+    int64_t seen_frozen;       /* `seen` when the user chose invisible */
+    int64_t notified_ts;       /* ts of the last notification */
+    uint32_t ndev, nactive;
+    uint64_t chosen_hlc;       /* version of the chosen-status register */
+    uint64_t custom_hlc;       /* version of the custom-status register */
+    const char *chosen_by;     /* writer node of each (interned; NULL: never) */
+    const char *custom_by;
+    uint32_t custom_gen;       /* bumped on every custom status change */
+    uint32_t pub_custom;       /* custom_gen others last saw (0 = none) */
+    uint8_t chosen;            /* pd_chosen */
+    uint8_t pub_status;        /* pd_public others last saw */
+    uint8_t flags;             /* UF_* */
+    uint8_t id_n;
+    char id[];
+};
+
+enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8 };
+
+typedef struct pd_server {
+    pd_hnode h;
+    pd_device *devs;           /* doubly linked through d->sprev/snext */
+    pd_timer timeout;
+    int64_t last_msg;          /* last event from this server */
+    int64_t last_seq;
+    uint32_t ndev;
+    uint8_t has_seq, watched;  /* watched: sent a heartbeat */
+    uint8_t id_n;
+    char id[];
+} pd_server;
+
+struct pd_device {
+    pd_hnode h;                /* table keyed by (server, conn) */
+    pd_device *unext;
+    pd_device *sprev, *snext;
+    pd_user *user;
+    pd_server *server;
+    const char *node;          /* owner node id, interned by the model */
+    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
+    uint8_t *meta;             /* encoded map, length-prefixed (2 bytes) */
+    int64_t connected_at, last_active;
+    pd_timer idle;
+    uint8_t state;             /* pd_devstate */
+    uint8_t mark;              /* MARK_* scratch bits */
+    uint8_t conn_n, label_n;
+    char buf[];                /* conn then label */
+};
+
+enum { MARK_SYNC = 1, MARK_PARTITION = 2 };
+
+#define PD_MODEL_NODES_MAX 1024
+
+struct pd_model {
+    pd_model_cfg cfg;
+    pd_htab users, devices, servers;
+    pd_theap timers;
+    pd_change_fn on_change;
+    void *ud;
+    const char *node;          /* this node's id, nodes[0] */
+    char *nodes[PD_MODEL_NODES_MAX]; /* interned node ids */
+    uint32_t nnodes;
+    uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
+    pd_op_fn on_op;
+    void *op_ud;
+    pd_user **dirty;
+    uint32_t ndirty, dirty_cap;
+    uint64_t ndevices;
+    uint64_t live_users;       /* users with at least one live device */
+    uint64_t changes;
+    uint64_t refused_devices, refused_users; /* presence_limits.c */
+};
+
+pd_user *pd__user_find(const pd_model *m, pd_str id);
+pd_user *pd__user_get(pd_model *m, pd_str id);
+pd_server *pd__server_get(pd_model *m, pd_str id);
+pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn);
+/* owner: interned node id; claim: its HLC; local devices get an idle timer. */
+pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                         pd_str meta, const char *owner, uint64_t claim, uint64_t now);
+/* When a user's last device leaves, the presence it keeps for the offline
+ * delay is online if a device was active at that moment. Callers removing
+ * several devices in one operation remove the idle ones first, so that this
+ * is "if any of them was active", whatever their list order; and peers,
+ * which replay the REMOVE ops one by one, pass through no other status. */
+void pd__device_remove(pd_model *m, pd_device *d, uint64_t now);
+void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
+/* This node's devices: with the idle timer. */
+pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now);
+void pd__device_set_idle(pd_model *m, pd_device *d);
+void pd__mark_dirty(pd_model *m, pd_user *u);
+void pd__flush(pd_model *m, uint64_t now);
+void pd__custom_clear(pd_model *m, pd_user *u);
+pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int64_t expires_at);
+void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c);
+void pd__emit(pd_model *m, const pd_op *op);
+void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d);
+uint64_t pd__hlc_next(pd_model *m, uint64_t now);
+void pd__hlc_observe(pd_model *m, uint64_t remote);
+/* True if (a_hlc, a_node) is a newer version than (b_hlc, b_node). */
+bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node);
+void pd__drop_server_if_unused(pd_model *m, pd_server *s);
+/* Emits u's chosen and custom registers as ops: all of them, or (writer
+ * not NULL) only those whose winning writer is writer (interned). */
+void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *ud);
+/* The interned copy of a node id (NULL if out of memory or too many). */
+const char *pd__intern(pd_model *m, pd_str node);
+const char *pd__intern_find(const pd_model *m, pd_str node);
+/* presence_limits.c: checks of the local entry point, made before an
+ * event changes anything; too_large (counted, err filled) or PD_OK. */
+pd_status pd__limit_connect(pd_model *m, const pd_server *s, const pd_event *ev, pd_err *err);
+pd_public pd__user_status(const pd_user *u, bool self);
+void pd__user_view(const pd_user *u, bool self, pd_view *out);
+
+#endif

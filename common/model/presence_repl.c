@@ -1,0 +1,358 @@
+/* presence_repl.c - the model's side of replication: node ids, the hybrid
+ * logical clock, ops out (this node's changes) and in (a peer's), and the
+ * per-origin partitions used by state transfer.
+ *
+ * A device belongs to the partition of its owner, the node that received
+ * its connect; only the owner changes it, so applying a peer's ops in the
+ * peer's order reproduces its partition exactly. Two owners can claim one
+ * connection when a socket server moves; the newest claim (HLC, then node
+ * id) wins everywhere, and the loser drops its entry when it learns. The
+ * chosen and custom status of a user are last-writer-wins registers with
+ * the version (HLC, writer), which merge commutatively, associatively and
+ * idempotently. */
+#include <string.h>
+#include "base/alloc.h"
+#include "model/presence_int.h"
+
+/* ---- node ids and the clock ------------------------------------------------ */
+
+const char *pd__intern_find(const pd_model *m, pd_str node) {
+    for (uint32_t i = 0; i < m->nnodes; i++) {
+        if (strlen(m->nodes[i]) == node.n && memcmp(m->nodes[i], node.p, node.n) == 0)
+            return m->nodes[i];
+    }
+    return NULL;
+}
+
+const char *pd__intern(pd_model *m, pd_str node) {
+    const char *found = pd__intern_find(m, node);
+    if (found || m->nnodes == PD_MODEL_NODES_MAX) return found;
+    char *c = pd_malloc(node.n + 1u);
+    if (c == NULL) return NULL;
+    memcpy(c, node.p, node.n);
+    c[node.n] = '\0';
+    m->nodes[m->nnodes++] = c;
+    return c;
+}
+
+uint64_t pd__hlc_next(pd_model *m, uint64_t now) {
+    uint64_t v = now << 16;
+    if (v <= m->hlc) v = m->hlc + 1;
+    m->hlc = v;
+    return v;
+}
+
+void pd__hlc_observe(pd_model *m, uint64_t remote) {
+    if (remote > m->hlc) m->hlc = remote;
+}
+
+void pd_model_hlc_observe(pd_model *m, uint64_t hlc) { pd__hlc_observe(m, hlc); }
+uint64_t pd_model_hlc(const pd_model *m) { return m->hlc; }
+
+bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node) {
+    if (a_hlc != b_hlc) return a_hlc > b_hlc;
+    if (b_node == NULL) return a_node != NULL;
+    if (a_node == NULL) return false;
+    return strcmp(a_node, b_node) > 0;
+}
+
+/* ---- ops out ---------------------------------------------------------------- */
+
+void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud) {
+    m->on_op = fn;
+    m->op_ud = ud;
+}
+
+void pd__emit(pd_model *m, const pd_op *op) {
+    if (m->on_op) m->on_op(m->op_ud, op);
+}
+
+static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    op->server = (pd_str){d->server->id, d->server->id_n};
+    op->conn = (pd_str){d->buf, d->conn_n};
+    op->user = (pd_str){d->user->id, d->user->id_n};
+    op->label = (pd_str){d->buf + d->conn_n, d->label_n};
+    op->state = (pd_devstate)d->state;
+    op->connected_at = d->connected_at;
+    op->last_active = d->last_active;
+    op->hlc = d->claim;
+}
+
+void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
+    pd_op op;
+    if (m->on_op == NULL || d->node != m->node) return;
+    device_op(d, kind, &op);
+    m->on_op(m->op_ud, &op);
+}
+
+/* ---- ops in ----------------------------------------------------------------- */
+
+static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uint64_t now) {
+    pd_server *s = pd__server_get(m, op->server);
+    if (s == NULL) return PD_ENOMEM;
+    pd_device *d = pd__device_find(m, s, op->conn);
+    if (d && d->node == origin && d->claim == op->hlc && pd_str_eq(op->user,
+            (pd_str){d->user->id, d->user->id_n})) {
+        pd__device_state(m, d, op->state, op->last_active); /* a repeat */
+        d->mark &= (uint8_t)~MARK_PARTITION;
+        return PD_OK;
+    }
+    if (d && !pd__newer(op->hlc, origin, d->claim, d->node)) {
+        pd__drop_server_if_unused(m, s);
+        return PD_OK; /* an older claim: the current owner keeps it */
+    }
+    if (d) pd__device_remove(m, d, now); /* announces REMOVE if it was ours */
+    pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, (pd_str){NULL, 0},
+                                  origin, op->hlc, now);
+    if (st != PD_OK) {
+        pd__drop_server_if_unused(m, s);
+        return st;
+    }
+    d = s->devs;
+    d->connected_at = op->connected_at;
+    pd__device_state(m, d, op->state, op->last_active);
+    d->mark &= (uint8_t)~MARK_PARTITION;
+    return PD_OK;
+}
+
+static pd_device *owned(const pd_model *m, const char *origin, const pd_op *op) {
+    pd_str sid = op->server;
+    for (pd_hnode *e = pd_htab_bucket(&m->servers, pd_hash(sid.p, sid.n)); e; e = e->next) {
+        pd_server *s = (pd_server *)e;
+        if (s->id_n != sid.n || memcmp(s->id, sid.p, sid.n) != 0) continue;
+        /* The claim names the entry: a REMOVE of an old claim must not
+         * take the newer entry of the same connection. */
+        pd_device *d = pd__device_find(m, s, op->conn);
+        return d && d->node == origin && d->claim == op->hlc ? d : NULL;
+    }
+    return NULL;
+}
+
+static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
+    const char *writer = pd__intern(m, op->writer);
+    if (writer == NULL) return PD_ENOMEM;
+    pd_user *u = pd__user_get(m, op->user);
+    if (u == NULL) return PD_ENOMEM;
+    if (op->kind == PD_OP_CHOSEN) {
+        if (!pd__newer(op->hlc, writer, u->chosen_hlc, u->chosen_by)) return PD_OK;
+        pd__chosen_set(m, u, op->chosen);
+        u->chosen_hlc = op->hlc;
+        u->chosen_by = writer;
+        return PD_OK;
+    }
+    if (!pd__newer(op->hlc, writer, u->custom_hlc, u->custom_by)) return PD_OK;
+    /* An expiry already past clears it at once, as the writer's timer did. */
+    bool expired = op->expires_at != 0 && (uint64_t)op->expires_at <= now;
+    pd_status st = pd__custom_set(m, u, expired ? (pd_str){NULL, 0} : op->text, op->emoji,
+                                  op->expires_at);
+    if (st != PD_OK) return st;
+    u->custom_hlc = op->hlc;
+    u->custom_by = writer;
+    return PD_OK;
+}
+
+pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint64_t now) {
+    const char *origin = pd__intern(m, origin_id);
+    pd_status st = PD_OK;
+    pd_device *d;
+    if (origin == NULL) return PD_ENOMEM;
+    pd__hlc_observe(m, op->hlc);
+    switch (op->kind) {
+    case PD_OP_ADD:
+        st = origin == m->node ? PD_OK : apply_add(m, origin, op, now);
+        break;
+    case PD_OP_REMOVE:
+        if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
+            pd_server *s = d->server;
+            pd__device_remove(m, d, now);
+            pd__drop_server_if_unused(m, s);
+        }
+        break;
+    case PD_OP_STATE:
+        if (origin != m->node && (d = owned(m, origin, op)) != NULL)
+            pd__device_state(m, d, op->state, op->last_active);
+        break;
+    default:
+        st = apply_register(m, op, now);
+        break;
+    }
+    pd__flush(m, now);
+    return st;
+}
+
+/* ---- partitions ------------------------------------------------------------- */
+
+typedef struct {
+    pd_model *m;
+    const char *owner;
+    uint64_t now;
+    uint64_t count;
+    const pd_model *cm;
+    pd_op_fn fn;
+    void *ud;
+} part_ctx;
+
+static void mark_owned(void *ud, pd_hnode *e) {
+    part_ctx *c = ud;
+    pd_device *d = (pd_device *)e;
+    if (d->node == c->owner) d->mark |= MARK_PARTITION;
+}
+
+static void scan_devices(const pd_model *m, pd_htab_visit fn, void *ud) {
+    uint64_t cur = 0;
+    do cur = pd_htab_scan(&m->devices, cur, fn, ud); while (cur != 0);
+}
+
+void pd_model_partition_begin(pd_model *m, pd_str origin) {
+    part_ctx c = {.m = m, .owner = pd__intern_find(m, origin)};
+    if (c.owner && c.owner != m->node) scan_devices(m, mark_owned, &c);
+}
+
+/* Collects the devices to remove first: removing while scanning the table
+ * would unlink entries under the scan. */
+typedef struct {
+    pd_device **v;
+    size_t n, cap;
+    const char *owner;
+    uint8_t need_mark;
+} dev_list;
+
+static void collect(void *ud, pd_hnode *e) {
+    dev_list *l = ud;
+    pd_device *d = (pd_device *)e;
+    if (d->node != l->owner || (l->need_mark && !(d->mark & MARK_PARTITION))) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        pd_device **v = pd_realloc(l->v, cap * sizeof *v);
+        if (v == NULL) return;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = d;
+}
+
+static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint64_t now) {
+    dev_list l = {.owner = owner, .need_mark = marked_only};
+    if (owner == NULL || owner == m->node) return;
+    scan_devices(m, collect, &l);
+    for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
+        for (size_t i = 0; i < l.n; i++) {
+            if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
+            pd_server *s = l.v[i]->server;
+            pd__device_remove(m, l.v[i], now);
+            pd__drop_server_if_unused(m, s);
+            l.v[i] = NULL;
+        }
+    }
+    pd_free(l.v);
+    pd__flush(m, now);
+}
+
+void pd_model_partition_end(pd_model *m, pd_str origin, uint64_t now) {
+    remove_owned(m, pd__intern_find(m, origin), true, now);
+}
+
+void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now) {
+    remove_owned(m, pd__intern_find(m, owner), false, now);
+}
+
+static void dump_device(void *ud, pd_hnode *e) {
+    part_ctx *c = ud;
+    const pd_device *d = (const pd_device *)e;
+    pd_op op;
+    if (d->node != c->owner) return;
+    device_op(d, PD_OP_ADD, &op);
+    c->fn(c->ud, &op);
+}
+
+void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *ud) {
+    pd_op op;
+    if (u->chosen_by && (writer == NULL || u->chosen_by == writer)) {
+        memset(&op, 0, sizeof op);
+        op.kind = PD_OP_CHOSEN;
+        op.user = (pd_str){u->id, u->id_n};
+        op.chosen = (pd_chosen)u->chosen;
+        op.hlc = u->chosen_hlc;
+        op.writer = pd_str_c(u->chosen_by);
+        fn(ud, &op);
+    }
+    if (u->custom_by && (writer == NULL || u->custom_by == writer)) {
+        memset(&op, 0, sizeof op);
+        op.kind = PD_OP_CUSTOM;
+        op.user = (pd_str){u->id, u->id_n};
+        if (u->custom) {
+            op.text = (pd_str){u->custom->buf, u->custom->text_n};
+            op.emoji = (pd_str){u->custom->buf + u->custom->text_n, u->custom->emoji_n};
+            op.expires_at = u->custom->expires_at;
+        }
+        op.hlc = u->custom_hlc;
+        op.writer = pd_str_c(u->custom_by);
+        fn(ud, &op);
+    }
+}
+
+static void dump_registers(void *ud, pd_hnode *e) {
+    part_ctx *c = ud;
+    pd__register_ops((const pd_user *)e, c->owner, c->fn, c->ud);
+}
+
+void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud) {
+    part_ctx c = {.owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
+    uint64_t cur = 0;
+    if (c.owner == NULL) return;
+    scan_devices(m, dump_device, &c);
+    do cur = pd_htab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
+}
+
+static void count_owned(void *ud, pd_hnode *e) {
+    part_ctx *c = ud;
+    if (((pd_device *)e)->node == c->owner) c->count++;
+}
+
+uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner) {
+    part_ctx c = {.owner = pd__intern_find(m, owner)};
+    if (c.owner == NULL) return 0;
+    scan_devices(m, count_owned, &c);
+    return c.count;
+}
+
+/* ---- restoring this node's own partition -------------------------------------- */
+
+pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
+    pd_op_fn hook = m->on_op;
+    pd_status st = PD_OK;
+    pd_device *d;
+    m->on_op = NULL; /* restoring: nothing to tell the peers yet */
+    pd__hlc_observe(m, op->hlc);
+    switch (op->kind) {
+    case PD_OP_ADD:
+        st = apply_add(m, m->node, op, now);
+        if (st == PD_OK && (d = owned(m, m->node, op)) != NULL) {
+            if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
+            else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
+        }
+        break;
+    case PD_OP_REMOVE:
+        if ((d = owned(m, m->node, op)) != NULL) {
+            pd_server *s = d->server;
+            pd__device_remove(m, d, now);
+            pd__drop_server_if_unused(m, s);
+        }
+        break;
+    case PD_OP_STATE:
+        if ((d = owned(m, m->node, op)) != NULL) {
+            if (op->last_active > d->last_active) d->last_active = d->user->seen = op->last_active;
+            if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
+            else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
+        }
+        break;
+    default:
+        st = apply_register(m, op, now);
+        break;
+    }
+    m->on_op = hook;
+    pd__flush(m, now);
+    return st;
+}

@@ -1,0 +1,87 @@
+/* query_answer.c - get, devices and online answered from a model (see
+ * query_answer.h). */
+#include "model/query_answer.h"
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void answer_get(const pd_model *m, const pd_query *q, msgpack_packer *pk) {
+    mp_reader it;
+    pd_str user;
+    pd_get_reply_begin(pk, q->nusers);
+    pd_query_users_iter(q, &it);
+    while (pd_query_next_user(&it, &user)) {
+        pd_view v;
+        pd_model_view(m, user, q->viewer, &v);
+        pd_get_reply_user(pk, &v);
+    }
+}
+
+static void pack_device(void *ud, const pd_device_view *d) { pd_devices_reply_device(ud, d); }
+
+static void answer_devices(const pd_model *m, const pd_query *q, msgpack_packer *pk) {
+    uint32_t count = pd_model_devices_of(m, q->user, NULL, NULL);
+    pd_devices_reply_begin(pk, q->user, count);
+    pd_model_devices_of(m, q->user, pack_device, pk);
+}
+
+typedef struct {
+    pd_str users[PD_QUERY_LIMIT_MAX + 64];
+    uint32_t n;
+} online_page;
+
+static void collect_user(void *ud, pd_str user) {
+    online_page *p = ud;
+    if (p->n < sizeof p->users / sizeof p->users[0]) p->users[p->n++] = user;
+}
+
+bool pd_query_cursor_parse(pd_str c, uint64_t *out) {
+    char buf[PD_CURSOR_MAX + 1];
+    char *end;
+    *out = 0;
+    if (c.n == 0) return true;
+    if (c.n > 20) return false;
+    memcpy(buf, c.p, c.n);
+    buf[c.n] = '\0';
+    if (buf[0] < '0' || buf[0] > '9') return false;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (*end != '\0') return false;
+    *out = v;
+    return true;
+}
+
+static pd_status answer_online(const pd_model *m, const pd_query *q, msgpack_packer *pk,
+                               pd_err *err) {
+    uint64_t cursor;
+    char next_s[24];
+    if (!pd_query_cursor_parse(q->cursor, &cursor)) {
+        pd_err_set(err, PD_EBADVALUE, "field 'cursor' is not a cursor this service returned");
+        return PD_EBADVALUE;
+    }
+    online_page *page = malloc(sizeof *page);
+    if (page == NULL) {
+        pd_err_set(err, PD_ENOMEM, "out of memory");
+        return PD_ENOMEM;
+    }
+    page->n = 0;
+    uint64_t next = pd_model_scan_online(m, cursor, q->limit, collect_user, page);
+    pd_online_reply_begin(pk, page->n, next != 0);
+    for (uint32_t i = 0; i < page->n; i++) pd_online_reply_user(pk, page->users[i]);
+    snprintf(next_s, sizeof next_s, "%" PRIu64, next);
+    pd_online_reply_end(pk, next ? pd_str_c(next_s) : (pd_str){NULL, 0});
+    free(page);
+    return PD_OK;
+}
+
+pd_status pd_query_answer(const pd_model *m, const pd_query *q, msgpack_packer *pk,
+                          pd_err *err) {
+    switch (q->type) {
+    case PD_Q_GET: answer_get(m, q, pk); return PD_OK;
+    case PD_Q_DEVICES: answer_devices(m, q, pk); return PD_OK;
+    case PD_Q_ONLINE: return answer_online(m, q, pk, err);
+    default:
+        pd_err_set(err, PD_EINTERNAL, "query %d is not answered from the model", (int)q->type);
+        return PD_EINTERNAL;
+    }
+}

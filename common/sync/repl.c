@@ -1,0 +1,840 @@
+/* repl.c - replication between nodes (see repl.h for the design). */
+#include "sync/repl.h"
+#include "sync/snapshot.h"
+#include <stdlib.h>
+#include <string.h>
+#include "base/alloc.h"
+#include "base/log.h"
+
+#define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
+
+typedef struct {
+    uint64_t seq;
+    size_t len;
+    uint8_t *buf;
+} held;
+
+typedef struct {
+    char id[PD_ID_MAX + 1];
+    uint32_t id_n;
+    uint64_t inc, seq;          /* applied from this origin */
+    uint64_t last_hb;           /* when its last heartbeat came */
+    bool heard, alive, ready;   /* ready: caught up and announcing */
+    bool was_announcing;        /* alive && ready before the last change */
+    uint8_t *hb;                /* its last heartbeat, for the cluster view */
+    size_t hb_len;
+    /* A heartbeat said some node applied more of this origin than we have:
+     * usually deltas still on their way, so we wait a little (claim_grace)
+     * before asking for a transfer. */
+    uint64_t claim_seq, claim_at;
+    char claim_from[PD_ID_MAX + 1];
+    bool syncing, sync_ignore;
+    uint64_t sync_req;          /* our number for the transfer in progress */
+    uint32_t sync_part;         /* next part expected */
+    uint64_t sync_started;
+    held *pending;
+    uint32_t npending;
+    bool overflow;
+} peer;
+
+struct pd_repl {
+    pd_repl_cfg cfg;
+    pd_repl_io io;
+    pd_model *m;
+    char self[PD_ID_MAX + 1];
+    peer **peers;
+    uint32_t npeers;
+    uint64_t seq;               /* deltas sent by this incarnation */
+    uint64_t last_req;          /* sync requests numbered so far */
+    msgpack_sbuffer ops;        /* ops waiting for the next delta */
+    uint32_t nops;
+    uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
+    uint32_t ntrace;
+    msgpack_sbuffer out;
+    bool ready;
+    uint64_t started, last_hb_sent, last_tick;
+    uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
+    bool restoring;             /* from the first restored op to pd_repl_restore_done */
+    pd_repl_stats stats;
+};
+
+static pd_str S(const char *s) { return pd_str_c(s); }
+static pd_str peer_id(const peer *p) { return (pd_str){p->id, p->id_n}; }
+static uint64_t sync_timeout(const pd_repl *r) { return 3 * r->cfg.sync_interval_ms + 1000; }
+
+/* ---- peers ------------------------------------------------------------------ */
+
+static peer *peer_find(const pd_repl *r, pd_str id) {
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        if (pd_str_eq(peer_id(r->peers[i]), id)) return r->peers[i];
+    }
+    return NULL;
+}
+
+static peer *peer_get(pd_repl *r, pd_str id) {
+    peer *p = peer_find(r, id);
+    if (p || r->npeers >= PD_VC_MAX - 1) return p;
+    peer **v = pd_realloc(r->peers, sizeof *v * (r->npeers + 1));
+    if (v == NULL) return NULL;
+    r->peers = v;
+    p = pd_calloc(1, sizeof *p);
+    if (p == NULL) return NULL;
+    memcpy(p->id, id.p, id.n);
+    p->id_n = id.n;
+    r->peers[r->npeers++] = p;
+    return p;
+}
+
+static void drop_pending(peer *p) {
+    for (uint32_t i = 0; i < p->npending; i++) pd_free(p->pending[i].buf);
+    pd_free(p->pending);
+    p->pending = NULL;
+    p->npending = 0;
+    p->overflow = false;
+}
+
+static void hold(peer *p, uint64_t seq, const void *buf, size_t len) {
+    if (p->npending >= PENDING_MAX) {
+        p->overflow = true;
+        return;
+    }
+    held *v = pd_realloc(p->pending, sizeof *v * (p->npending + 1));
+    uint8_t *copy = pd_malloc(len);
+    if (v) p->pending = v;
+    if (v == NULL || copy == NULL) {
+        pd_free(copy);
+        p->overflow = true;
+        return;
+    }
+    memcpy(copy, buf, len);
+    p->pending[p->npending++] = (held){seq, len, copy};
+}
+
+/* ---- notifications: one announcer per user ------------------------------------ */
+
+static uint64_t score(pd_str node, pd_str user) {
+    char buf[2 * PD_ID_MAX + 1];
+    memcpy(buf, node.p, node.n);
+    buf[node.n] = '\n';
+    memcpy(buf + node.n + 1, user.p, user.n);
+    return pd_hash(buf, node.n + 1u + user.n);
+}
+
+/* True if this node announces user's changes; prev: under the live set as
+ * it was before the last membership change. */
+static bool announcer(const pd_repl *r, pd_str user, bool prev) {
+    pd_str self = S(r->self);
+    uint64_t best = score(self, user);
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        const peer *p = r->peers[i];
+        if (!(prev ? p->was_announcing : p->alive && p->ready)) continue;
+        uint64_t s = score(peer_id(p), user);
+        if (s > best || (s == best && strcmp(p->id, r->self) > 0)) return false;
+    }
+    return true;
+}
+
+static void on_change(void *ud, const pd_view *v) {
+    pd_repl *r = ud;
+    if (!r->ready || !announcer(r, v->user, false)) return;
+    r->stats.notifications++;
+    if (r->io.notify) r->io.notify(r->io.ud, v);
+}
+
+typedef struct {
+    pd_repl *r;
+    int64_t since;
+    bool only_new;      /* only users this node did not announce before */
+} reannounce_ctx;
+
+static void reannounce_one(void *ud, const pd_view *v) {
+    reannounce_ctx *c = ud;
+    if (v->ts < c->since || !announcer(c->r, v->user, false)) return;
+    if (c->only_new && announcer(c->r, v->user, true)) return;
+    c->r->stats.notifications++;
+    if (c->r->io.notify) c->r->io.notify(c->r->io.ud, v);
+}
+
+/* After the live set changed, or when this node becomes ready: announce
+ * again the recent changes of users whose announcer is now this node, in
+ * case the previous one went away before announcing them. A watcher may
+ * see one repeat, never a gap. */
+static void reannounce(pd_repl *r, uint64_t now, bool only_new) {
+    uint64_t window = r->cfg.node_timeout_ms + 2 * r->cfg.sync_interval_ms;
+    reannounce_ctx c = {r, (int64_t)(now > window ? now - window : 0), only_new};
+    if (!r->ready) return;
+    pd_model_foreach_view(r->m, reannounce_one, &c);
+}
+
+static void snapshot_membership(pd_repl *r) {
+    for (uint32_t i = 0; i < r->npeers; i++)
+        r->peers[i]->was_announcing = r->peers[i]->alive && r->peers[i]->ready;
+}
+
+/* ---- ops and deltas out ---------------------------------------------------------- */
+
+static void on_op(void *ud, const pd_op *op);
+
+/* The dump of our own partition gives ADD and register ops: both leave
+ * as ops of the new incarnation. */
+static void on_op_dump(void *ud, const pd_op *op) { on_op(ud, op); }
+
+static void on_op(void *ud, const pd_op *op) {
+    pd_repl *r = ud;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &r->ops, msgpack_sbuffer_write);
+    pd_op_encode(&pk, op);
+    r->nops++;
+    if (r->ops.size >= r->cfg.max_msg_bytes / 2) pd_repl_flush(r);
+}
+
+void pd_repl_flush(pd_repl *r) {
+    /* A traced event that made no op still gets its (empty) delta, so
+     * that every node reports it. */
+    if (r->nops == 0 && r->ntrace == 0) return;
+    msgpack_sbuffer_clear(&r->out);
+    pd_delta_encode_traced(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
+                           r->nops, r->trace, r->ntrace);
+    msgpack_sbuffer_clear(&r->ops);
+    r->nops = 0;
+    r->ntrace = 0;
+    r->stats.deltas_sent++;
+    if (r->io.send_delta) r->io.send_delta(r->io.ud, r->out.data, r->out.size);
+}
+
+/* ---- state transfer -------------------------------------------------------------- */
+
+static void request_sync(pd_repl *r, peer *origin, pd_str from, uint64_t now) {
+    if (origin->syncing) return;
+    origin->syncing = true;
+    origin->sync_ignore = false;
+    origin->sync_part = 0;
+    origin->sync_started = now;
+    origin->sync_req = ++r->last_req;
+    r->stats.syncs_requested++;
+    pd_sync_req q = {S(r->self), peer_id(origin), origin->sync_req};
+    msgpack_sbuffer_clear(&r->out);
+    pd_sync_req_encode(&r->out, &q);
+    if (r->io.send_sync_request) r->io.send_sync_request(r->io.ud, from, r->out.data, r->out.size);
+}
+
+static void apply_ops(pd_repl *r, pd_str origin, const pd_ops *ops, uint64_t now) {
+    pd_ops_iter it;
+    pd_op op;
+    pd_ops_iter_init(&it, ops);
+    while (pd_ops_next(&it, &op)) {
+        if (pd_model_apply_op(r->m, origin, &op, now) != PD_OK)
+            pd_log(PD_LOG_WARN, "could not apply an op from %.*s", (int)origin.n, origin.p);
+    }
+}
+
+static int cmp_held(const void *a, const void *b) {
+    uint64_t x = ((const held *)a)->seq, y = ((const held *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now);
+
+/* After a transfer: the held-back deltas that follow it, in order. */
+static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
+    held *v = p->pending;
+    uint32_t n = p->npending;
+    bool overflow = p->overflow;
+    p->pending = NULL;
+    p->npending = 0;
+    p->overflow = false;
+    if (n > 1) qsort(v, n, sizeof *v, cmp_held); /* v is NULL when n == 0 */
+    for (uint32_t i = 0; i < n; i++) {
+        pd_delta d;
+        pd_err err;
+        if (pd_delta_decode(v[i].buf, v[i].len, &d, &err) == PD_OK && d.inc == p->inc)
+            apply_delta(r, p, &d, now);
+        pd_free(v[i].buf);
+    }
+    pd_free(v);
+    if (overflow && !p->syncing && p->alive) request_sync(r, p, peer_id(p), now);
+}
+
+static void end_sync(pd_repl *r, peer *p, uint64_t now) {
+    p->syncing = false;
+    replay_pending(r, p, now);
+}
+
+/* ---- deltas in -------------------------------------------------------------------- */
+
+/* Forgets what origin p owned (down, or replaced by a new incarnation). */
+static void forget_partition(pd_repl *r, peer *p, uint64_t now) {
+    pd_model_drop_owner(r->m, peer_id(p), now);
+    p->seq = 0;
+    p->syncing = false;
+    p->claim_at = p->claim_seq = 0;
+    drop_pending(p);
+}
+
+static void new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
+    if (p->inc != 0) {
+        pd_log(PD_LOG_INFO, "node %s restarted (incarnation %llu): dropping its old devices",
+               p->id, (unsigned long long)inc);
+        forget_partition(r, p, now);
+    }
+    p->inc = inc;
+    p->seq = 0;
+    p->claim_at = p->claim_seq = 0;
+}
+
+static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
+    if (d->seq <= p->seq) {
+        r->stats.deltas_dup++;
+        /* Its ops came first by a state transfer: applied by now too. */
+        if (d->ntrace && r->io.traced) r->io.traced(r->io.ud, d);
+        return PD_OK;
+    }
+    if (d->seq != p->seq + 1) {
+        r->stats.gaps++;
+        return PD_EINTERNAL; /* the caller holds it back and repairs */
+    }
+    apply_ops(r, d->node, &d->ops, now);
+    p->seq = d->seq;
+    r->stats.deltas_applied++;
+    if (d->ntrace && r->io.traced) r->io.traced(r->io.ud, d);
+    return PD_OK;
+}
+
+void pd_repl_trace(pd_repl *r, uint64_t id) {
+    r->trace[r->ntrace++] = id;
+    if (r->ntrace == PD_TRACE_MAX) pd_repl_flush(r);
+}
+
+pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err) {
+    pd_delta d;
+    pd_status s = pd_delta_decode(buf, len, &d, err);
+    if (s != PD_OK) {
+        r->stats.bad_messages++;
+        return s;
+    }
+    if (pd_str_eqc(d.node, r->self)) return PD_OK;
+    peer *p = peer_get(r, d.node);
+    if (p == NULL) {
+        pd_err_set(err, PD_ENOMEM, "out of memory");
+        return PD_ENOMEM;
+    }
+    if (d.inc < p->inc) return PD_OK; /* from an incarnation already replaced */
+    if (d.inc > p->inc) new_incarnation(r, p, d.inc, now);
+    if (p->syncing) {
+        hold(p, d.seq, buf, len);
+        return PD_OK;
+    }
+    if (apply_delta(r, p, &d, now) != PD_OK) {
+        hold(p, d.seq, buf, len);
+        request_sync(r, p, d.node, now);
+    }
+    return PD_OK;
+}
+
+/* ---- heartbeats ------------------------------------------------------------------- */
+
+static void mark_down(pd_repl *r, peer *p, uint64_t now, const char *why) {
+    snapshot_membership(r);
+    p->alive = false;
+    r->stats.nodes_down++;
+    pd_log(PD_LOG_WARN, "node %s is down (%s): its devices leave", p->id, why);
+    forget_partition(r, p, now);
+    reannounce(r, now, true);
+}
+
+static void keep_heartbeat(peer *p, const void *buf, size_t len) {
+    uint8_t *copy = pd_malloc(len);
+    if (copy == NULL) return;
+    memcpy(copy, buf, len);
+    pd_free(p->hb);
+    p->hb = copy;
+    p->hb_len = len;
+}
+
+/* Anti-entropy: anything the sender has applied that we have not. */
+static void catch_up_from(pd_repl *r, const pd_heartbeat *hb, uint64_t now) {
+    for (uint32_t i = 0; i < hb->nvc; i++) {
+        const pd_vc_entry *e = &hb->vc[i];
+        if (pd_str_eqc(e->node, r->self) || e->inc == 0) continue;
+        peer *q = peer_get(r, e->node);
+        if (q == NULL || q->syncing) continue;
+        bool is_sender = pd_str_eq(e->node, hb->node);
+        if (!is_sender && q->heard && !q->alive) continue; /* down here: not revived */
+        if (e->inc < q->inc || (e->inc == q->inc && e->seq <= q->seq)) continue;
+        if (e->inc > q->inc) {
+            new_incarnation(r, q, e->inc, now);
+            request_sync(r, q, hb->node, now); /* nothing of it is on its way */
+            continue;
+        }
+        if (q->claim_at == 0) q->claim_at = now;
+        if (e->seq > q->claim_seq) {
+            q->claim_seq = e->seq;
+            snprintf(q->claim_from, sizeof q->claim_from, "%.*s", (int)hb->node.n, hb->node.p);
+        }
+    }
+}
+
+/* Half a sync interval, at most 200 ms: longer than a delta takes to
+ * arrive, far shorter than the interval in which a lost one is repaired. */
+static uint64_t claim_grace(const pd_repl *r) {
+    uint64_t g = r->cfg.sync_interval_ms / 2;
+    return g > 200 ? 200 : g;
+}
+
+/* Anti-entropy, second half: a claim that the deltas did not meet in time
+ * means something was lost; fetch the partition. */
+static void check_claims(pd_repl *r, uint64_t now) {
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        peer *q = r->peers[i];
+        if (q->claim_at == 0 || q->syncing) continue;
+        if (q->seq >= q->claim_seq) {
+            q->claim_at = 0;
+            q->claim_seq = 0;
+        } else if (now >= q->claim_at + claim_grace(r)) {
+            q->claim_at = 0;
+            q->claim_seq = 0;
+            request_sync(r, q, pd_str_c(q->claim_from), now);
+        }
+    }
+}
+
+pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err) {
+    pd_heartbeat *hb = pd_malloc(sizeof *hb);
+    pd_status s = hb ? pd_heartbeat_decode(buf, len, hb, err) : PD_ENOMEM;
+    if (s != PD_OK || pd_str_eqc(hb->node, r->self)) {
+        if (s == PD_ENOMEM) pd_err_set(err, s, "out of memory");
+        else if (s != PD_OK) r->stats.bad_messages++;
+        pd_free(hb);
+        return s;
+    }
+    peer *p = peer_get(r, hb->node);
+    if (p == NULL || hb->inc < p->inc) {
+        pd_free(hb);
+        return PD_OK;
+    }
+    pd_model_hlc_observe(r->m, hb->hlc);
+    if (hb->inc > p->inc) new_incarnation(r, p, hb->inc, now);
+    p->last_hb = now;
+    p->heard = true;
+    keep_heartbeat(p, buf, len);
+    if (hb->leaving) {
+        if (p->alive) mark_down(r, p, now, "it said it is leaving");
+        pd_free(hb);
+        return PD_OK;
+    }
+    if (!p->alive || p->ready != hb->ready) {
+        /* The set of announcing nodes changes: take over what is ours now. */
+        snapshot_membership(r);
+        if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
+        p->alive = true;
+        p->ready = hb->ready;
+        reannounce(r, now, true);
+    }
+    catch_up_from(r, hb, now);
+    pd_free(hb);
+    return PD_OK;
+}
+
+static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
+    pd_heartbeat *hb = pd_calloc(1, sizeof *hb);
+    pd_model_stats st;
+    r->last_hb_sent = now; /* even on failure: the next try is one interval away */
+    if (hb == NULL) return;
+    pd_model_stats_get(r->m, &st);
+    hb->node = S(r->self);
+    hb->inc = r->cfg.inc;
+    hb->seq = r->seq;
+    hb->hlc = pd_model_hlc(r->m);
+    hb->leaving = leaving;
+    hb->ready = r->ready;
+    hb->devices = st.devices;
+    hb->users = st.users;
+    hb->vc[hb->nvc++] = (pd_vc_entry){S(r->self), r->cfg.inc, r->seq};
+    for (uint32_t i = 0; i < r->npeers && hb->nvc < PD_VC_MAX; i++) {
+        const peer *p = r->peers[i];
+        if (p->inc) hb->vc[hb->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
+    }
+    msgpack_sbuffer_clear(&r->out);
+    pd_heartbeat_encode(&r->out, hb);
+    pd_free(hb);
+    if (r->io.send_heartbeat) r->io.send_heartbeat(r->io.ud, r->out.data, r->out.size);
+}
+
+void pd_repl_leave(pd_repl *r, uint64_t now) {
+    pd_repl_flush(r);
+    send_heartbeat(r, true, now);
+}
+
+/* ---- state transfer: serving and receiving ---------------------------------------- */
+
+typedef struct {
+    pd_repl *r;
+    void *reply_ctx;
+    pd_sync_part hdr;
+    msgpack_sbuffer ops;
+    uint32_t nops;
+} serve_ctx;
+
+static void send_part(serve_ctx *c, bool last) {
+    pd_repl *r = c->r;
+    c->hdr.last = last;
+    msgpack_sbuffer_clear(&r->out);
+    pd_sync_part_encode(&r->out, &c->hdr, c->ops.data, c->ops.size, c->nops);
+    if (r->io.send_sync_part) r->io.send_sync_part(r->io.ud, c->reply_ctx, r->out.data, r->out.size);
+    c->hdr.part++;
+    msgpack_sbuffer_clear(&c->ops);
+    c->nops = 0;
+}
+
+static void serve_op(void *ud, const pd_op *op) {
+    serve_ctx *c = ud;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &c->ops, msgpack_sbuffer_write);
+    pd_op_encode(&pk, op);
+    c->nops++;
+    if (c->ops.size >= c->r->cfg.max_msg_bytes / 2) send_part(c, false);
+}
+
+pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void *reply_ctx,
+                                  pd_err *err) {
+    pd_sync_req q;
+    pd_status s = pd_sync_req_decode(buf, len, &q, err);
+    if (s != PD_OK) {
+        r->stats.bad_messages++;
+        return s;
+    }
+    serve_ctx c = {.r = r, .reply_ctx = reply_ctx};
+    c.hdr.origin = q.origin;
+    c.hdr.req = q.req;
+    pd_repl_flush(r); /* our own seq must cover every op in the dump */
+    if (pd_str_eqc(q.origin, r->self)) {
+        /* Restoring: our partition is not what we will announce yet (see
+         * restore_own_op); the requester ignores "unknown" and asks again. */
+        c.hdr.known = !r->restoring;
+        c.hdr.inc = r->cfg.inc;
+        c.hdr.seq = r->seq;
+    } else {
+        const peer *p = peer_find(r, q.origin);
+        c.hdr.known = p && p->inc && !p->syncing;
+        c.hdr.inc = c.hdr.known ? p->inc : 0;
+        c.hdr.seq = c.hdr.known ? p->seq : 0;
+    }
+    msgpack_sbuffer_init(&c.ops);
+    if (c.hdr.known) pd_model_partition_dump(r->m, q.origin, serve_op, &c);
+    send_part(&c, true);
+    msgpack_sbuffer_destroy(&c.ops);
+    r->stats.syncs_served++;
+    return PD_OK;
+}
+
+pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err) {
+    pd_sync_part sp;
+    pd_status s = pd_sync_part_decode(buf, len, &sp, err);
+    if (s != PD_OK) {
+        r->stats.bad_messages++;
+        return s;
+    }
+    peer *p = peer_find(r, sp.origin);
+    /* Stale: a late reply to an earlier request (timed out) must not mix its
+     * parts with the reply to the retry, which may be cut elsewhere. */
+    if (p == NULL || !p->syncing || sp.part != p->sync_part || (sp.req && sp.req != p->sync_req))
+        return PD_OK;
+    if (sp.part == 0) {
+        /* Unknown there, from an older incarnation, or behind what we have:
+         * nothing to take from this answer. */
+        p->sync_ignore = !sp.known || sp.inc < p->inc || (sp.inc == p->inc && sp.seq < p->seq);
+        if (!p->sync_ignore) {
+            if (sp.inc > p->inc) new_incarnation(r, p, sp.inc, now);
+            p->syncing = true; /* new_incarnation may have cleared it */
+            pd_model_partition_begin(r->m, sp.origin);
+        }
+    }
+    p->sync_part++;
+    if (!p->sync_ignore) apply_ops(r, sp.origin, &sp.ops, now);
+    if (!sp.last) return PD_OK;
+    if (!p->sync_ignore) {
+        pd_model_partition_end(r->m, sp.origin, now);
+        p->seq = sp.seq;
+        r->stats.syncs_done++;
+    }
+    end_sync(r, p, now);
+    return PD_OK;
+}
+
+/* ---- time ------------------------------------------------------------------------- */
+
+static void check_ready(pd_repl *r, uint64_t now) {
+    /* Two heartbeat periods: every live peer has spoken at least once. */
+    if (r->ready || r->restoring || now < r->started + 2 * r->cfg.sync_interval_ms) return;
+    bool syncing = false;
+    for (uint32_t i = 0; i < r->npeers; i++) syncing |= r->peers[i]->syncing;
+    if (syncing && now < r->started + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
+    r->ready = true;
+    snapshot_membership(r);
+    pd_log(PD_LOG_INFO, "caught up with %u known node(s): announcing changes", r->npeers);
+    /* Changes made while warming up were not announced yet. */
+    uint64_t window = now - r->started + r->cfg.node_timeout_ms;
+    reannounce_ctx c = {r, (int64_t)(now > window ? now - window : 0), false};
+    pd_model_foreach_view(r->m, reannounce_one, &c);
+    send_heartbeat(r, false, now);
+}
+
+void pd_repl_begin(pd_repl *r, uint64_t now) {
+    /* A loop that did not run for a long while (SIGSTOP, swap) must not
+     * take peers' silence for death, nor announce from a stale view: it
+     * warms up again while the backlog comes in. */
+    if (r->last_tick && now > r->last_tick + r->cfg.node_timeout_ms / 2 + r->cfg.sync_interval_ms) {
+        pd_log(PD_LOG_WARN, "loop stalled for %llu ms: catching up before announcing",
+               (unsigned long long)(now - r->last_tick));
+        for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->last_hb = now;
+        r->ready = false;
+        r->started = now;
+    }
+    r->last_tick = now;
+}
+
+void pd_repl_tick(pd_repl *r, uint64_t now) {
+    pd_repl_begin(r, now);
+    pd_model_tick(r->m, now);
+    check_claims(r, now);
+    check_ready(r, now);
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        peer *p = r->peers[i];
+        if (p->alive && now > p->last_hb + r->cfg.node_timeout_ms) mark_down(r, p, now, "silent");
+        if (p->syncing && now > p->sync_started + sync_timeout(r)) {
+            pd_log(PD_LOG_WARN, "state transfer of %s timed out; will retry", p->id);
+            end_sync(r, p, now);
+        }
+    }
+    /* Heartbeats start at once, ready or not: peers must not take a node
+     * that is catching up for dead; they leave it out of the announcers. */
+    if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
+    pd_repl_flush(r);
+}
+
+uint64_t pd_repl_next_due(const pd_repl *r) {
+    uint64_t due = pd_model_next_due(r->m);
+    uint64_t hb = r->last_hb_sent + r->cfg.sync_interval_ms;
+    /* The warm-up's end, unless a restore holds it back (then it is due
+     * when the restore is done, not now, over and over). */
+    if (!r->ready && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
+        hb = r->started + 2 * r->cfg.sync_interval_ms;
+    if (hb < due) due = hb;
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        const peer *p = r->peers[i];
+        uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1 : UINT64_MAX;
+        if (t < due) due = t;
+        if (p->syncing && p->sync_started + sync_timeout(r) + 1 < due)
+            due = p->sync_started + sync_timeout(r) + 1;
+        if (p->claim_at && p->claim_at + claim_grace(r) < due) due = p->claim_at + claim_grace(r);
+    }
+    return due;
+}
+
+/* ---- life cycle and views ------------------------------------------------------------- */
+
+pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str node,
+                     const pd_repl_io *io, uint64_t now) {
+    pd_repl *r = pd_calloc(1, sizeof *r);
+    if (r == NULL || node.n > PD_ID_MAX) {
+        pd_free(r);
+        return NULL;
+    }
+    r->cfg = *cfg;
+    if (r->cfg.max_msg_bytes < 4096) r->cfg.max_msg_bytes = 4096;
+    r->io = *io;
+    memcpy(r->self, node.p, node.n);
+    r->started = now;
+    msgpack_sbuffer_init(&r->ops);
+    msgpack_sbuffer_init(&r->out);
+    r->m = pd_model_new(mcfg, node, on_change, r);
+    if (r->m == NULL) {
+        pd_repl_free(r);
+        return NULL;
+    }
+    pd_model_set_op_hook(r->m, on_op, r);
+    return r;
+}
+
+void pd_repl_free(pd_repl *r) {
+    if (r == NULL) return;
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        drop_pending(r->peers[i]);
+        pd_free(r->peers[i]->hb);
+        pd_free(r->peers[i]);
+    }
+    pd_free(r->peers);
+    pd_model_free(r->m);
+    msgpack_sbuffer_destroy(&r->ops);
+    msgpack_sbuffer_destroy(&r->out);
+    pd_free(r);
+}
+
+pd_model *pd_repl_model(pd_repl *r) { return r->m; }
+bool pd_repl_ready(const pd_repl *r) { return r->ready; }
+void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st) { *st = r->stats; }
+
+pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
+                        pd_err *err) {
+    return pd_model_apply(r->m, ev, now, res, err);
+}
+
+uint32_t pd_repl_nodes(const pd_repl *r, uint64_t now, pd_node_fn fn, void *ud) {
+    pd_str names[PD_VC_MAX];
+    uint64_t counts[PD_VC_MAX];
+    pd_model_stats st;
+    pd_model_stats_get(r->m, &st);
+    uint32_t n = 0;
+    names[n] = S(r->self);
+    counts[n++] = r->seq;
+    for (uint32_t i = 0; i < r->npeers && n < PD_VC_MAX; i++) {
+        names[n] = peer_id(r->peers[i]);
+        counts[n++] = r->peers[i]->seq;
+    }
+    pd_node_view self = {S(r->self), true, names, counts, n, st.devices, st.users, 0};
+    fn(ud, &self);
+    pd_heartbeat *hb = pd_malloc(sizeof *hb);
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        const peer *p = r->peers[i];
+        pd_err err;
+        pd_node_view nv = {peer_id(p), p->alive, NULL, NULL, 0, 0, 0,
+                           p->heard ? (int64_t)(now - p->last_hb) : -1};
+        if (hb && p->hb && pd_heartbeat_decode(p->hb, p->hb_len, hb, &err) == PD_OK) {
+            for (uint32_t k = 0; k < hb->nvc; k++) {
+                names[k] = hb->vc[k].node;
+                counts[k] = hb->vc[k].seq;
+            }
+            nv.vc_nodes = names;
+            nv.vc_counts = counts;
+            nv.vc_n = hb->nvc;
+            nv.devices = hb->devices;
+            nv.users = hb->users;
+        }
+        fn(ud, &nv);
+    }
+    pd_free(hb);
+    return 1 + r->npeers;
+}
+
+/* ---- persistence: snapshot, restore, replay ------------------------------------ */
+
+void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
+    pd_repl_flush(r); /* our seq must cover every op the snapshot holds */
+    info->node = S(r->self);
+    info->inc = r->cfg.inc;
+    info->seq = r->seq;
+    info->hlc = pd_model_hlc(r->m);
+    info->stream_seq = 0; /* not known here: replay from the start of the stream */
+    info->taken_at = now;
+    info->nvc = 0;
+    for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
+        const peer *p = r->peers[i];
+        if (p->inc && !p->syncing)
+            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
+    }
+}
+
+/* A peer learned from the snapshot or the stream, not heard in this life:
+ * watched from now on like any peer, so that one that never speaks again
+ * is down after the node timeout and its devices leave (else they would
+ * stay forever: only a live peer can fall silent). */
+static void watch_restored(peer *p, uint64_t now) {
+    if (p->heard || p->alive) return;
+    p->alive = true;
+    p->last_hb = now;
+}
+
+/* Our own devices from the snapshot and the stream go straight into the
+ * model, without telling the peers (replayed ops are not sent). Until the
+ * restore is done, a state transfer of our partition is refused (answered
+ * "unknown"): it could hand out a device that a later replayed op takes
+ * away without a word, which the peer would keep for good. And the node
+ * is not ready (announces nothing) until then, so that a replay that
+ * outlasts the warm-up is not announced change by change. Live events of
+ * this life apply meanwhile as usual; a replayed op of an older life never
+ * takes a newer entry of the same connection (the claim names the entry),
+ * and new claims outrank the old ones (the HLC observes them). */
+static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
+    r->restoring = true;
+    pd_model_hlc_observe(r->m, op->hlc);
+    pd_model_apply_own_op(r->m, op, now);
+}
+
+void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
+
+pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                          pd_snap_info *info, pd_err *err) {
+    pd_snap_reader rd;
+    pd_snap_device d;
+    pd_op op;
+    pd_status s = pd_snap_open(buf, len, info, &rd, err);
+    if (s != PD_OK) return s;
+    if (!pd_str_eqc(info->node, r->self)) {
+        pd_err_set(err, PD_EBADVALUE, "snapshot of node %.*s, not of %s", (int)info->node.n,
+                   info->node.p, r->self);
+        return PD_EBADVALUE;
+    }
+    pd_model_hlc_observe(r->m, info->hlc);
+    /* Users: at most one per device, plus those kept for their registers. */
+    pd_model_reserve(r->m, (uint64_t)rd.ndevs + rd.nregs, rd.ndevs);
+    while (pd_snap_next_device(&rd, &d)) {
+        if (pd_str_eqc(d.owner, r->self)) restore_own_op(r, &d.op, now);
+        else pd_model_apply_op(r->m, d.owner, &d.op, now);
+    }
+    while (pd_snap_next_register(&rd, &op)) pd_model_apply_op(r->m, op.writer, &op, now);
+    for (uint32_t i = 0; i < info->nvc; i++) {
+        if (pd_str_eqc(info->vc[i].node, r->self)) continue; /* never a peer of itself */
+        peer *p = peer_get(r, info->vc[i].node);
+        if (p == NULL) continue;
+        p->inc = info->vc[i].inc;
+        p->seq = info->vc[i].seq;
+        watch_restored(p, now);
+    }
+    r->rest_inc = info->inc;
+    r->rest_seq = info->seq;
+    r->restoring = true;
+    return PD_OK;
+}
+
+pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err) {
+    pd_delta d;
+    pd_ops_iter it;
+    pd_op op;
+    pd_status s = pd_delta_decode(buf, len, &d, err);
+    if (s != PD_OK) return s;
+    if (pd_str_eqc(d.node, r->self)) {
+        /* Our own earlier lives: the snapshot's from where the snapshot
+         * stopped, and every later one (a life that wrote no snapshot)
+         * whole; older ones are in the snapshot, and this life has nothing
+         * to replay. Without a snapshot, every life in the stream. */
+        if (d.inc < r->rest_inc || d.inc >= r->cfg.inc) return PD_OK;
+        if (d.inc > r->rest_inc) {
+            r->rest_inc = d.inc;
+            r->rest_seq = 0;
+        }
+        if (d.seq <= r->rest_seq) return PD_OK;
+        r->rest_seq = d.seq;
+        pd_ops_iter_init(&it, &d.ops);
+        while (pd_ops_next(&it, &op)) restore_own_op(r, &op, now);
+        return PD_OK;
+    }
+    peer *p = peer_get(r, d.node);
+    if (p == NULL || d.inc < p->inc) return PD_OK;
+    if (d.inc > p->inc) new_incarnation(r, p, d.inc, now);
+    watch_restored(p, now);
+    /* A gap (the stream no longer has it): skipped here, repaired by state
+     * transfer once the peer's heartbeat shows we are behind. */
+    if (d.seq == p->seq + 1) apply_delta(r, p, &d, now);
+    return PD_OK;
+}
+
+void pd_repl_restore_done(pd_repl *r) {
+    r->restoring = false;
+    /* Our devices, back from the snapshot and the stream, start our new
+     * incarnation: peers drop the old one's at once and take these. */
+    pd_model_partition_dump(r->m, S(r->self), on_op_dump, r);
+    pd_repl_flush(r);
+}

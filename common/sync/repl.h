@@ -1,0 +1,134 @@
+/* repl.h - replication between presence nodes (PROTOCOL.md sections 2-5):
+ * deltas, per-origin ordering and gap repair, heartbeats with the vector
+ * clock (anti-entropy), state transfer, failure detection, and the choice
+ * of the one node that announces each user's changes.
+ *
+ * A pd_repl owns this node's model. It does no I/O: it hands encoded
+ * messages to the callbacks of pd_repl_io and takes received ones through
+ * pd_repl_on_*(), so the same code runs in the daemon (over NATS) and in
+ * the property tests (over a simulated, lossy, reordering network).
+ *
+ * Design, in short:
+ * - Every change of this node's partition (its devices) and every register
+ *   write made here is an op; ops are batched into deltas numbered 1, 2, ...
+ *   per incarnation. The vector clock maps each origin to (incarnation,
+ *   last delta applied).
+ * - A peer applies an origin's deltas in order; a gap, a late start or a
+ *   heartbeat showing more than we have starts a state transfer of that
+ *   origin's partition (from any node that has more), during which the
+ *   origin's deltas are held back and replayed after it.
+ * - A node silent for node_timeout, or one that says it is leaving, is
+ *   down: its devices leave (the offline delay applies). A new incarnation
+ *   replaces the old one's devices at once.
+ * - Each user's notifications come from one node: the highest rendezvous
+ *   hash of (node, user) among live nodes. A starting node listens for one
+ *   sync interval and catches up before it heartbeats or announces. */
+#ifndef PD_REPL_H
+#define PD_REPL_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "wire/codec_repl.h"
+#include "model/presence.h"
+#include "sync/snapshot.h"
+
+typedef struct {
+    void (*send_delta)(void *ud, const void *buf, size_t len);
+    void (*send_heartbeat)(void *ud, const void *buf, size_t len);
+    /* Request to P.sync.<target>; its reply parts come back through
+     * pd_repl_on_sync_part(). */
+    void (*send_sync_request)(void *ud, pd_str target, const void *buf, size_t len);
+    /* One part of a reply to the request identified by reply_ctx. */
+    void (*send_sync_part)(void *ud, void *reply_ctx, const void *buf, size_t len);
+    /* A change this node announces (v is borrowed). */
+    void (*notify)(void *ud, const pd_view *v);
+    void *ud;
+    /* Optional (benchmarks): the ops of a delta that carries trace ids
+     * were just applied here (d is borrowed). Never called when nobody
+     * traces. Last, so positional initializers stay valid. */
+    void (*traced)(void *ud, const pd_delta *d);
+} pd_repl_io;
+
+typedef struct {
+    uint64_t sync_interval_ms;
+    uint64_t node_timeout_ms;
+    uint64_t inc;              /* this incarnation: unique and growing */
+    size_t max_msg_bytes;      /* deltas and sync parts stay below this */
+} pd_repl_cfg;
+
+typedef struct pd_repl pd_repl;
+
+/* Creates the replica and its model (node = this node's id). */
+pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str node,
+                     const pd_repl_io *io, uint64_t now);
+void pd_repl_free(pd_repl *r);
+pd_model *pd_repl_model(pd_repl *r);
+
+/* A connection event for this node (see pd_model_apply). */
+pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
+                        pd_err *err);
+/* Sends the ops batched so far as one delta (call after each burst). */
+void pd_repl_flush(pd_repl *r);
+/* The ops of the event just applied leave with trace id `id` in their
+ * delta (benchmarks: schemas/cluster.md, "Tracing"). */
+void pd_repl_trace(pd_repl *r, uint64_t id);
+
+/* Received messages; a bad one is refused with err and changes nothing. */
+pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err);
+pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err);
+pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void *reply_ctx,
+                                  pd_err *err);
+pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err);
+
+/* Call with the time before handling a burst of received messages: a
+ * long gap since the last call (the process was stopped) makes the node
+ * warm up again instead of announcing from a stale view. */
+void pd_repl_begin(pd_repl *r, uint64_t now);
+/* Timers: model timers, heartbeats, failure detection, warm-up. Call
+ * after the received messages of the moment are handled, so that a timer
+ * never fires for what the queue already disproves (a server heartbeat). */
+void pd_repl_tick(pd_repl *r, uint64_t now);
+uint64_t pd_repl_next_due(const pd_repl *r);
+/* Says goodbye: a heartbeat with leaving set, so peers need not wait for
+ * the timeout. */
+void pd_repl_leave(pd_repl *r, uint64_t now);
+
+bool pd_repl_ready(const pd_repl *r);
+
+/* ---- persistence (see snapshot.h) ---- */
+/* Describes the snapshot about to be taken (flushes pending ops first). */
+void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now);
+/* At start, before the restore: from now until pd_repl_restore_done the
+ * node announces nothing and keeps its own partition from peers' state
+ * transfers (answered "unknown"), snapshot or not. */
+void pd_repl_restore_begin(pd_repl *r);
+/* At start, before any message: loads this node's snapshot into the model
+ * (own devices as this node's, others' as theirs) and the vector clock.
+ * A bad snapshot is refused whole (checksum, version, node) and changes
+ * nothing. */
+pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                          pd_snap_info *info, pd_err *err);
+/* Replays one delta kept by JetStream, in stream order: ours from our
+ * previous incarnation onto our own partition, others' as usual;
+ * idempotent, so replaying from too early changes nothing. */
+pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err);
+/* After the replay: sends our restored devices as ops of this incarnation. */
+void pd_repl_restore_done(pd_repl *r);
+
+/* For P.query.cluster: calls fn for this node and each known peer. */
+typedef void (*pd_node_fn)(void *ud, const pd_node_view *nv);
+uint32_t pd_repl_nodes(const pd_repl *r, uint64_t now, pd_node_fn fn, void *ud);
+
+/* Packs the reply to a cluster query: this node (self) and its peers as
+ * the replica sees them at now. */
+void pd_repl_answer_cluster(const pd_repl *r, pd_str self, uint64_t now, msgpack_packer *pk);
+
+typedef struct {
+    uint64_t deltas_sent, deltas_applied, deltas_dup, gaps, syncs_requested, syncs_done,
+        syncs_served, nodes_down, notifications, bad_messages;
+} pd_repl_stats;
+void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st);
+
+#endif

@@ -1,0 +1,65 @@
+/* snapshot.h - a node's snapshot (PROTOCOL.md section 6): its whole view,
+ * the vector clock it corresponds to, and a checksum; layout documented in
+ * schemas/snapshot.md.
+ *
+ * The snapshot is fuzzy by design: it is built a slice at a time between
+ * event batches (so writing one never stalls the node), while the model
+ * keeps changing. That is safe because it records the vector clock as it
+ * was when the build *started*, and every op is idempotent: replaying the
+ * deltas after that clock onto the snapshot ends in the exact state, since
+ * an op already reflected in the snapshot changes nothing the second time
+ * (a claim, a register version and a REMOVE's claim all name their
+ * version).
+ *
+ * Value: "PDSNAP" 0x00 VERSION | body length (u64, big endian) | checksum of
+ * the body (pd_hash, u64 big endian) | body (MessagePack). */
+#ifndef PD_SNAPSHOT_H
+#define PD_SNAPSHOT_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "wire/codec_repl.h"
+#include "model/presence.h"
+
+#define PD_SNAP_VERSION 1
+#define PD_SNAP_HEADER 24
+
+typedef struct {
+    pd_str node;
+    uint64_t inc, seq;          /* this node's incarnation and deltas sent */
+    uint64_t hlc;
+    uint64_t stream_seq;        /* JetStream sequence replay may start after */
+    uint64_t taken_at;          /* ms since the epoch */
+    uint32_t nvc;
+    pd_vc_entry vc[PD_VC_MAX];  /* what it had applied of every origin */
+} pd_snap_info;
+
+typedef struct pd_snap pd_snap;
+
+/* Starts a snapshot of m described by info (copied). NULL on ENOMEM. */
+pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info);
+/* Adds up to `buckets` hash buckets' worth of entries; true when done. */
+bool pd_snap_step(pd_snap *s, const pd_model *m, uint32_t buckets);
+/* The finished value (malloc'd by msgpack-c: the caller frees it with
+ * free()); frees s. */
+pd_status pd_snap_finish(pd_snap *s, uint8_t **out, size_t *len);
+void pd_snap_abort(pd_snap *s);
+
+/* One device of a snapshot: an ADD op and its owner. */
+typedef struct {
+    pd_str owner;
+    pd_op op;
+} pd_snap_device;
+
+typedef struct {
+    mp_reader devs, regs;
+    uint32_t ndevs, nregs;
+} pd_snap_reader;
+
+/* Checks magic, version, length and checksum, and validates the whole
+ * body; fills info and the readers. Never allocates. */
+pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_reader *rd,
+                       pd_err *err);
+bool pd_snap_next_device(pd_snap_reader *rd, pd_snap_device *d);
+bool pd_snap_next_register(pd_snap_reader *rd, pd_op *op);
+
+#endif

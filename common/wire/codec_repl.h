@@ -1,0 +1,111 @@
+/* codec_repl.h - the messages between presence nodes (PROTOCOL.md section
+ * 5): deltas, heartbeats and state transfer. Their layout is ours; it is
+ * documented in schemas/cluster.md and versioned by `v`.
+ *
+ * Decoding validates everything (ids, kinds, sizes) before anything is
+ * applied; op lists are walked afterwards with pd_ops_next().
+ *
+ * CHECKLIST: new field or op? Update encoder and decoder here,
+ * schemas/cluster.md and tests/test_codec_repl.c. */
+#ifndef PD_CODEC_REPL_H
+#define PD_CODEC_REPL_H
+#include "wire/codec.h"
+#include "model/presence.h"
+
+#define PD_REPL_VERSION 1
+#define PD_VC_MAX 256           /* entries of a heartbeat's vector clock */
+#define PD_TRACE_MAX 256        /* trace ids of one delta (benchmarks only) */
+
+/* A list of encoded ops inside a message, validated at decode time. */
+typedef struct {
+    pd_str raw;                 /* the encoded array */
+    uint32_t n;
+} pd_ops;
+
+/* Walks ops; false at the end. */
+typedef struct {
+    mp_reader r;
+    uint32_t left;
+} pd_ops_iter;
+void pd_ops_iter_init(pd_ops_iter *it, const pd_ops *ops);
+bool pd_ops_next(pd_ops_iter *it, pd_op *op);
+
+/* Reads and validates one op (false: the reader holds why). */
+bool pd_op_read(mp_reader *r, pd_op *op);
+
+/* Appends one op to an open packer (the caller writes the array header). */
+void pd_op_encode(msgpack_packer *pk, const pd_op *op);
+
+/* P.delta.<node>: {"v", "node", "inc", "seq", "ops", "trace"?} */
+typedef struct {
+    pd_str node;
+    uint64_t inc, seq;
+    pd_ops ops;
+    pd_str trace;               /* encoded array of u64 trace ids; n == 0 when absent */
+    uint32_t ntrace;
+} pd_delta;
+
+/* Writes a delta whose ops are already encoded back to back in ops_buf. */
+void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                     const void *ops_buf, size_t ops_len, uint32_t nops);
+/* The same, with the trace ids of the traced events whose ops it carries
+ * (ntrace == 0: exactly pd_delta_encode). */
+void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                            const void *ops_buf, size_t ops_len, uint32_t nops,
+                            const uint64_t *trace, uint32_t ntrace);
+pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err);
+/* Copies at most cap trace ids of a decoded delta into out; returns how many. */
+uint32_t pd_delta_trace_ids(const pd_delta *d, uint64_t *out, uint32_t cap);
+
+/* P.trace.<node>: {"v", "node", "at", "trace"}: the node applied the ops
+ * of these traced events at `at` (ns since the epoch, its wall clock). */
+void pd_trace_report_encode(msgpack_sbuffer *sb, pd_str node, uint64_t at_ns,
+                            const uint64_t *trace, uint32_t ntrace);
+
+/* One entry of a vector clock: what a node has applied of origin's stream. */
+typedef struct {
+    pd_str node;
+    uint64_t inc, seq;
+} pd_vc_entry;
+
+/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "ready",
+ * "devices", "users", "vc": [[node, inc, seq], ...]} */
+typedef struct {
+    pd_str node;
+    uint64_t inc, seq, hlc;
+    bool leaving;
+    bool ready;                 /* caught up and announcing (absent: true) */
+    uint64_t devices, users;
+    uint32_t nvc;
+    pd_vc_entry vc[PD_VC_MAX];
+} pd_heartbeat;
+
+void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb);
+pd_status pd_heartbeat_decode(const void *buf, size_t len, pd_heartbeat *hb, pd_err *err);
+
+/* P.sync.<node> request: {"v", "node" (who asks), "origin" (whose partition),
+ * "req" (the asker's number for this request; 0 or absent: none)} */
+typedef struct {
+    pd_str node, origin;
+    uint64_t req;
+} pd_sync_req;
+
+void pd_sync_req_encode(msgpack_sbuffer *sb, const pd_sync_req *q);
+pd_status pd_sync_req_decode(const void *buf, size_t len, pd_sync_req *q, pd_err *err);
+
+/* A reply, in parts: {"v", "origin", "known", "inc", "seq", "part", "last",
+ * "req", "ops"}. known is false when the answering node has no such
+ * partition; req echoes the request's (0 or absent: a node that predates it). */
+typedef struct {
+    pd_str origin;
+    bool known, last;
+    uint64_t inc, seq, req;
+    uint32_t part;
+    pd_ops ops;
+} pd_sync_part;
+
+void pd_sync_part_encode(msgpack_sbuffer *sb, const pd_sync_part *p, const void *ops_buf,
+                         size_t ops_len, uint32_t nops);
+pd_status pd_sync_part_decode(const void *buf, size_t len, pd_sync_part *p, pd_err *err);
+
+#endif
