@@ -363,8 +363,8 @@ note_load end
 log "writing $OUT/latest.json and the plots"
 $LIB report "$RAW" "$OUT" "$([[ $QUICK -eq 1 ]] && echo quick || echo full)" \
     "bench/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick')"
-# A full run into bench/results is the one the README shows.
+# A full run into bench/results is the one bench/README.md shows.
 if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,latency,throughput,memory ]]; then
-    $LIB readme "$OUT/latest.json" "$ROOT/README.md"
+    $LIB readme "$OUT/latest.json" "$ROOT/bench/README.md"
 fi
 [[ $FAILED -eq 0 ]] || { echo "bench.sh: some measurements did not run (see above)" >&2; exit 1; }

@@ -443,7 +443,7 @@ def finish(res, out):
 
 
 def cmd_readme(latest, readme):
-    """Puts the table of latest.json between the bench markers of README.md."""
+    """Puts the table of latest.json between the bench markers of bench/README.md."""
     md = json.load(open(latest))["markdown"]
     text = open(readme).read()
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
