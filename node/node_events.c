@@ -1,4 +1,4 @@
-/* node_events.c - connection events (PROTOCOL.md section 1) and change
+/* node_events.c - connection events (docs/protocol.md section 1) and change
  * notifications (section 3): decode, apply to the model, reply, announce
  * (through the coalescing gate of PRESENCE_NOTIFY_MIN_INTERVAL_MS). */
 #include "node.h"
@@ -55,7 +55,7 @@ static void publish_notification(void *ud, const pd_view *v) {
 }
 
 /* The announcer's changes go through the gate: at once, or held for the
- * end of the user's interval (common/notify_gate.h). */
+ * end of the user's interval (common/notify/notify_gate.h). */
 void node__notify(void *ud, const pd_view *v) {
     pd_node *n = ud;
     if (n->gate == NULL) publish_notification(n, v); /* stopping */

@@ -1,4 +1,4 @@
-/* presence.h - the presence model of one node (PROTOCOL.md section 2).
+/* presence.h - the presence model of one node (docs/protocol.md section 2).
  *
  * Users, their devices (one per socket connection, keyed by server + conn),
  * the socket servers that own the connections, chosen and custom status,

@@ -1,4 +1,4 @@
-/* repl.h - replication between presence nodes (PROTOCOL.md sections 2-5):
+/* repl.h - replication between presence nodes (docs/protocol.md sections 2-5):
  * deltas, per-origin ordering and gap repair, heartbeats with the vector
  * clock (anti-entropy), state transfer, failure detection, and the choice
  * of the one node that announces each user's changes.

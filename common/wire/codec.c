@@ -1,4 +1,4 @@
-/* codec.c - shared codec helpers and the events of PROTOCOL.md section 1,
+/* codec.c - shared codec helpers and the events of docs/protocol.md section 1,
  * plus the ok/error replies of section 7. Queries and views: codec_query.c. */
 #include "wire/codec.h"
 #include <stdarg.h>
