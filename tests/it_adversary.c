@@ -331,3 +331,31 @@ Test(adversary, forged_leaving_announces_nobody_offline) {
               h_log_contains(nodes[2].log, "is not believed"), "no node saw through it");
     real_connect_seen(1, "u-n2-later");
 }
+
+/* ---- finding 9: an event seq no counter reaches ---------------------------------------- */
+
+static pd_reply seq_event(const char *conn, int64_t seq) {
+    pd_reply rep;
+    pd_event ev = h_ev_connect("s-seq", conn, "u-seq", "web");
+    ev.has_seq = true;
+    ev.seq = seq;
+    cr_assert(h_event(nc, "n1", &ev, &rep), "no reply");
+    return rep;
+}
+
+Test(adversary, impossible_event_seq_is_refused_and_duplicates_say_so) {
+    cluster_up(NULL);
+    pd_reply rep = seq_event("c0", INT64_MAX);
+    cr_assert(!rep.ok && strcmp(rep.code, "bad_value") == 0, "seq 2^63-1: %s", rep.code);
+    rep = seq_event("c0", ((int64_t)1 << 53) + 1);
+    cr_assert(!rep.ok && strcmp(rep.code, "bad_value") == 0, "seq 2^53+1: %s", rep.code);
+    rep = seq_event("c1", 5);
+    cr_assert(rep.ok && !rep.duplicate, "a first seq is applied");
+    rep = seq_event("c2", 5);
+    cr_assert(rep.ok && rep.duplicate, "a repeated seq is not said to be a duplicate");
+    rep = seq_event("c3", 5 + ((int64_t)1 << 33));
+    cr_assert(!rep.ok && strcmp(rep.code, "bad_value") == 0, "a jump of 2^33: %s", rep.code);
+    rep = seq_event("c4", 6);
+    cr_assert(rep.ok && !rep.duplicate, "the server's next event was swallowed");
+    cr_assert(H_POLL(devices_everywhere("u-seq", 2), 5000), "c1 and c4 are not both seen");
+}
