@@ -85,6 +85,14 @@ pd_status pd_notifier_add_peer(pd_notifier *nf, pd_str peer) {
     return PD_OK;
 }
 
+void pd_notifier_remove_peer(pd_notifier *nf, pd_str peer) {
+    member *p = find_peer(nf, peer);
+    if (p == NULL || p->announcing) return;
+    size_t i = (size_t)(p - nf->peers);
+    memmove(p, p + 1, sizeof *p * (nf->npeers - i - 1));
+    nf->npeers--;
+}
+
 /* The set as it is becomes the set as it was. */
 static void remember_membership(pd_notifier *nf) {
     for (uint32_t i = 0; i < nf->npeers; i++) nf->peers[i].was_announcing = nf->peers[i].announcing;

@@ -67,6 +67,9 @@ void pd_notifier_free(pd_notifier *nf);
  * PD_ENOMEM leaves everything as it was. Call before the peer can ever be
  * announcing, so that pd_notifier_set_peer needs no memory. */
 pd_status pd_notifier_add_peer(pd_notifier *nf, pd_str peer);
+/* Forgets a peer that is not announcing (the replica forgot it: down for
+ * long); an announcing or unknown one is left alone. */
+void pd_notifier_remove_peer(pd_notifier *nf, pd_str peer);
 /* The announcing set changes: peer is alive and ready (announcing) or not.
  * The set as it was is kept for the pd_notifier_take_over that follows.
  * An unknown peer (never added) is taken as not announcing. */
