@@ -30,6 +30,12 @@ typedef struct {
      * that nodes cannot diverge. See presence_limits.c. */
     uint64_t max_devices_per_user;  /* live devices of a user, all nodes */
     uint64_t max_users;             /* users with a live device, all nodes */
+    /* A device's last_active is replicated at this resolution: activity
+     * within the same step changes nothing (0 = every activity). */
+    uint64_t activity_resolution_ms;
+    /* A user with nothing but a last_seen older than this is forgotten
+     * (0 = never). */
+    uint64_t user_retention_ms;
 } pd_model_cfg;
 
 /* Called once per change of a user's public presence or custom status (the
