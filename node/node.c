@@ -127,6 +127,7 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .server_timeout_ms = cfg->server_timeout_ms,
         .max_devices_per_user = cfg->max_devices_per_user,
         .max_users = cfg->max_users_per_node,
+        .sync_parts_timeout_ms = cfg->sync_parts_timeout_ms,
     };
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,

@@ -33,6 +33,8 @@ typedef struct pd_config {
     uint64_t max_users_per_node;   /* PRESENCE_MAX_USERS_PER_NODE */
     uint64_t max_query_users;      /* PRESENCE_MAX_QUERY_USERS (get users, online limit) */
     uint64_t notify_min_interval_ms; /* PRESENCE_NOTIFY_MIN_INTERVAL_MS, 0 = off */
+    uint64_t max_batch;            /* PRESENCE_MAX_BATCH: events of one batch */
+    uint64_t sync_parts_timeout_ms; /* PRESENCE_SYNC_PARTS_TIMEOUT_MS */
     uint64_t test_fail_allocs;     /* PRESENCE_TEST_FAIL_ALLOCS (tests only) */
     char node_id[PD_ID_MAX + 1];   /* PRESENCE_NODE_ID */
     char nats_url[PD_CONFIG_URL_MAX];  /* PRESENCE_NATS_URL, comma-separated */

@@ -4,11 +4,12 @@
  *   REMOVE [1, server, conn, claim]
  *   STATE  [2, server, conn, claim, state, last_active]
  *   CHOSEN [3, user, chosen, hlc, writer]
- *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer] */
+ *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer]
+ *   SYNCED [5, server, hlc, writer] */
 #include "wire/codec_repl.h"
 #include <string.h>
 
-static const uint8_t op_arity[] = {9, 4, 6, 5, 7};
+static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 4};
 
 /* ---- ops ---------------------------------------------------------------------- */
 
@@ -52,6 +53,11 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         msgpack_pack_uint64(pk, op->hlc);
         pd_pack_str(pk, op->writer);
         break;
+    case PD_OP_SYNCED:
+        pd_pack_str(pk, op->server);
+        msgpack_pack_uint64(pk, op->hlc);
+        pd_pack_str(pk, op->writer);
+        break;
     }
 }
 
@@ -90,7 +96,7 @@ static bool read_op(mp_reader *r, pd_op *op) {
     uint32_t n;
     unsigned kind = 0, small = 0;
     memset(op, 0, sizeof *op);
-    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_CUSTOM, &kind))
+    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_SYNCED, &kind))
         return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad op");
     if (n != op_arity[kind]) return mpr_fail(r, PD_EBADVALUE, "bad op arity");
     op->kind = (pd_op_kind)kind;
@@ -120,6 +126,8 @@ static bool read_op(mp_reader *r, pd_op *op) {
         return rd_id(r, &op->user) && rd_text(r, &op->text, PD_TEXT_MAX, false) &&
                rd_text(r, &op->emoji, PD_EMOJI_MAX, false) && rd_i64(r, &op->expires_at) &&
                rd_u64(r, &op->hlc) && rd_id(r, &op->writer);
+    case PD_OP_SYNCED:
+        return rd_id(r, &op->server) && rd_u64(r, &op->hlc) && rd_id(r, &op->writer);
     }
     return false;
 }
