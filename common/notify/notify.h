@@ -79,6 +79,17 @@ void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing);
  * announced again. Nothing while this node is not announcing. */
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
 
+/* A gap in hearing peer ended (a partition healed, a route came back, a
+ * peer declared down is heard again): while it lasted, the watchers on
+ * each side heard only their side's announcers, so they may have been told
+ * different things (one side took the other's devices for gone). Announces
+ * again the current view of every user this node announces that changed
+ * since `since` (the last time the peer was heard before the gap) or that
+ * is not offline now (the other side may have announced it offline). A
+ * watcher may see a repeat, never a gap; ver orders them. Nothing while
+ * this node is not announcing. */
+void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
+
 /* This node caught up: from now on it announces, starting with every
  * change since its warm-up began at warm_since (less a node timeout). */
 void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now);

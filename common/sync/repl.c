@@ -70,6 +70,9 @@ struct pd_repl {
     uint64_t started, last_hb_sent, last_tick;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
+    /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what
+     * changed since heal_since (see on_heartbeat). */
+    uint64_t heal_at, heal_since;
     pd_repl_stats stats;
     pd_ratelimit refuse_log;
 };
@@ -599,6 +602,11 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     }
     pd_model_hlc_observe(r->m, hb->hlc, now);
     if (hb->inc > p->inc) new_incarnation(r, p, hb->inc, now);
+    /* Not heard for more than two intervals, or down here: the watchers of
+     * both sides may have been told different things meanwhile (a split,
+     * a broken route: NATS does not keep what it could not deliver). */
+    bool healed = p->heard && (!p->alive || now > p->last_hb + 2 * r->cfg.sync_interval_ms);
+    uint64_t heard_before = p->last_hb;
     p->last_hb = now;
     p->heard = true;
     p->behind = hb->wall && hb->wall + skew(r) < now;
@@ -614,6 +622,15 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
         set_membership(r, p, true, announcing);
         pd_notifier_take_over(r->nf, r->m, now);
+    }
+    if (healed) {
+        /* Not at once: the other side may not have heard us yet, and until
+         * it does it still announces from its side's view (its timers for
+         * our users fire), now to everyone. Two intervals later it has. */
+        pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
+               "differ", p->id, (unsigned long long)(now - heard_before));
+        if (r->heal_at == 0 || heard_before < r->heal_since) r->heal_since = heard_before;
+        r->heal_at = now + 2 * r->cfg.sync_interval_ms;
     }
     catch_up_from(r, hb, now);
     check_own_clock(r);
@@ -848,6 +865,10 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     /* Heartbeats start at once, ready or not: peers must not take a node
      * that is catching up for dead; they leave it out of the announcers. */
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
+    if (r->heal_at && now >= r->heal_at) {
+        pd_notifier_heal(r->nf, r->m, r->heal_since, now);
+        r->heal_at = 0;
+    }
     pd_repl_flush(r);
     pd_notifier_tick(r->nf, now); /* held notifications leave after the delta */
 }
@@ -862,6 +883,7 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     if (!is_ready(r) && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
         hb = r->started + 2 * r->cfg.sync_interval_ms;
     if (hb < due) due = hb;
+    if (r->heal_at && r->heal_at < due) due = r->heal_at;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
         uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1
