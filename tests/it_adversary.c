@@ -490,3 +490,41 @@ Test(adversary, events_are_answered_during_a_query_flood) {
               "queries are not answered again after the flood (%ld sent)", (long)flood_sent);
     real_connect_seen(0, "u-fl-after");
 }
+
+/* ---- finding 4: a flood of state-transfer requests ------------------------------------- */
+
+static void sync_requests(const char *asker, int count) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (int k = 0; k < count; k++) {
+        pd_sync_req q = {pd_str_c(asker), pd_str_c("n1"), (uint64_t)k + 1};
+        msgpack_sbuffer_clear(&sb);
+        pd_sync_req_encode(&sb, &q);
+        cr_assert_eq(natsConnection_PublishRequest(nc, "presence.sync.n1", "_sync.nobody",
+                                                   sb.data, (int)sb.size), NATS_OK);
+    }
+    cr_assert_eq(natsConnection_Flush(nc), NATS_OK);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(adversary, state_transfer_requests_are_limited) {
+    cluster_up(NULL);
+    for (int k = 0; k < 50; k++) {
+        char user[32], conn[32];
+        snprintf(user, sizeof user, "u-part-%d", k);
+        snprintf(conn, sizeof conn, "c-part-%d", k);
+        send_ok("n1", h_ev_connect("s-part", conn, user, "web"));
+    }
+    double served0 = metric(0, "presenced_catchups_served_total");
+    sync_requests("stranger", 200);   /* not a peer */
+    sync_requests("n2", 200);         /* a peer's name, far too often */
+    cr_assert(H_POLL(refused(0, "not_a_peer") >= 200 && refused(0, "sync_rate") >= 150, 5000),
+              "the requests were not refused (not_a_peer %g, sync_rate %g)",
+              refused(0, "not_a_peer"), refused(0, "sync_rate"));
+    double served = metric(0, "presenced_catchups_served_total") - served0;
+    cr_assert(served <= 50, "%g transfers served to one requester in a burst", served);
+    cr_assert(h_cluster_all_alive(nc, ids, NNODES, ASKS), "a node was declared down");
+    for (int i = 0; i < NNODES; i++)
+        cr_assert_eq(metric(i, "presenced_nodes_down_total"), 0, "%s saw a node down", ids[i]);
+    real_connect_seen(2, "u-after-sync");
+}
