@@ -66,7 +66,8 @@ static void send_later(pd_node *n) {
     n->later_len = 0;
 }
 
-static bool is_query(int kind) { return kind >= SUB_Q_GET && kind <= SUB_Q_CLUSTER; }
+/* Every query subscription lies between the events and the deltas. */
+static bool is_query(int kind) { return kind >= SUB_Q_GET && kind < SUB_DELTA; }
 
 /* Queues a query for its turn; beyond PRESENCE_INBOX_MAX_MSGS waiting it is
  * dropped and counted (the requester times out and asks again). */
