@@ -285,12 +285,13 @@ pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err)
 void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 10);
+    msgpack_pack_map(&pk, 11);
     pd_pack_kv_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", hb->node);
     pd_pack_kv_u64(&pk, "inc", hb->inc);
     pd_pack_kv_u64(&pk, "seq", hb->seq);
     pd_pack_kv_u64(&pk, "hlc", hb->hlc);
+    pd_pack_kv_u64(&pk, "wall", hb->wall);
     pd_pack_kv_bool(&pk, "leaving", hb->leaving);
     pd_pack_kv_bool(&pk, "ready", hb->ready);
     pd_pack_kv_u64(&pk, "devices", hb->devices);
@@ -339,6 +340,7 @@ static pd_status hb_field(mp_reader *r, pd_str k, void *out, unsigned *seen, pd_
     else if (pd_str_eqc(k, "seq")) { *seen |= HF_SEQ; ok = pd_rd_u64(r, &hb->seq); }
     else if (pd_str_eqc(k, "vc")) { *seen |= HF_VC; ok = pd_vc_read(r, hb->vc, &hb->nvc); }
     else if (pd_str_eqc(k, "hlc")) ok = pd_rd_u64(r, &hb->hlc);
+    else if (pd_str_eqc(k, "wall")) ok = pd_rd_u64(r, &hb->wall);
     else if (pd_str_eqc(k, "leaving")) ok = mpr_bool(r, &hb->leaving);
     else if (pd_str_eqc(k, "ready")) ok = mpr_bool(r, &hb->ready);
     else if (pd_str_eqc(k, "devices")) ok = pd_rd_u64(r, &hb->devices);

@@ -74,11 +74,12 @@ void pd_vc_encode(msgpack_packer *pk, const pd_vc_entry *vc, uint32_t n);
  * why (too long: PD_ETOOLARGE, a bad node id: PD_EBADID). */
 bool pd_vc_read(mp_reader *r, pd_vc_entry *vc, uint32_t *nvc);
 
-/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "ready",
- * "devices", "users", "vc": [[node, inc, seq], ...]} */
+/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "wall", "leaving",
+ * "ready", "devices", "users", "vc": [[node, inc, seq], ...]} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
+    uint64_t wall;              /* sender's wall clock, ms (absent: 0, unknown) */
     bool leaving;
     bool ready;                 /* caught up and announcing (absent: true) */
     uint64_t devices, users;
