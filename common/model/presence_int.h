@@ -94,6 +94,7 @@ struct pd_model {
     uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
     pd_op_fn on_op;
     void *op_ud;
+    uint32_t ops_muted;        /* > 0: ops are not emitted (pd__ops_mute) */
     pd_user **dirty;
     uint32_t ndirty, dirty_cap;
     uint64_t ndevices;
@@ -130,6 +131,12 @@ void pd__custom_clear(pd_model *m, pd_user *u);
 pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int64_t expires_at);
 /* frozen: the last_seen an invisible user shows (0: freeze the current one). */
 void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c, int64_t frozen);
+/* Ops made between pd__ops_mute and pd__ops_unmute (they nest) are not
+ * emitted: the caller sends what they add up to itself (claim_local), or
+ * they restore what the peers were told in an earlier life
+ * (pd_model_apply_own_op). */
+void pd__ops_mute(pd_model *m);
+void pd__ops_unmute(pd_model *m);
 void pd__emit(pd_model *m, const pd_op *op);
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d);
 /* REMOVE of this node's device d, removed at `at`. */
