@@ -151,6 +151,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     if (u == NULL) return PD_ENOMEM;
     if (op->kind == PD_OP_SEEN) {
         pd__seen(u, op->at, writer, op->hlc);
+        pd__mark_dirty(m, u); /* its retention may move */
         return PD_OK;
     }
     if (op->kind == PD_OP_CHOSEN) {
