@@ -78,6 +78,7 @@ int bench_nats_rate(const bench_opts *o);
 int bench_relay(const bench_opts *o);
 int bench_pd_lat(const bench_opts *o);
 int bench_load(const bench_opts *o);
+int bench_churn(const bench_opts *o);
 int bench_converge(const bench_opts *o);
 
 #endif

@@ -27,7 +27,7 @@ static void check_ops(const pd_ops *ops, const uint8_t *data, size_t size) {
     FZ_CHECK(fz_within(ops->raw, data, size), "ops outside the input");
     pd_ops_iter_init(&it, ops);
     while (pd_ops_next(&it, &op)) {
-        FZ_CHECK(op.kind <= PD_OP_CUSTOM, "op kind %d", (int)op.kind);
+        FZ_CHECK(op.kind <= PD_OP_SEEN, "op kind %d", (int)op.kind);
         if (op.kind <= PD_OP_STATE)
             FZ_CHECK(pd_id_valid(op.server.p, op.server.n) && pd_id_valid(op.conn.p, op.conn.n),
                      "device op with a bad id");
@@ -36,6 +36,10 @@ static void check_ops(const pd_ops *ops, const uint8_t *data, size_t size) {
                      "register op with a bad id");
         if (op.kind == PD_OP_CUSTOM)
             FZ_CHECK(op.text.n <= PD_TEXT_MAX && op.emoji.n <= PD_EMOJI_MAX, "custom op sizes");
+        if (op.kind == PD_OP_ADD)
+            FZ_CHECK(op.meta.n <= PD_META_MAX && (op.meta.n == 0 || fz_within(op.meta, data, size)),
+                     "add op meta");
+        if (op.kind == PD_OP_SEEN) FZ_CHECK(op.at > 0, "seen op time %lld", (long long)op.at);
     }
 }
 
