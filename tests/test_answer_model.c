@@ -278,3 +278,33 @@ Test(answer_model, forgetting_frees_the_memory) {
     }
     model_free(m, &r, base);
 }
+
+/* A server that left no devices before its first heartbeat: the retention
+ * timer it had must not stand in for its timeout once it is watched. */
+Test(answer_model, a_watched_server_still_times_out_after_a_retention_timer) {
+    pd_model_cfg cfg = CFG; /* server timeout 3000 */
+    cfg.user_retention_ms = 100000;
+    recorder r;
+    size_t base = pd_alloc_live_bytes();
+    pd_model *m = model_new(&cfg, &r);
+    pd_event ev = ev_connect("ws", "c1", "eve");
+    ev.has_seq = true;
+    ev.seq = 1;
+    apply_ok(m, ev, 1000);
+    ev = ev_conn(PD_EV_DISCONNECT, "ws", "c1");
+    ev.has_seq = true;
+    ev.seq = 2;
+    apply_ok(m, ev, 1100); /* no devices, a seq: the retention timer runs */
+    ev = ev_server(PD_EV_HEARTBEAT, "ws");
+    ev.has_seq = true;
+    ev.seq = 3;
+    apply_ok(m, ev, 1200);
+    ev = ev_connect("ws", "c2", "eve");
+    ev.has_seq = true;
+    ev.seq = 4;
+    apply_ok(m, ev, 1300);
+    cr_expect_eq(stats(m).devices, 1u);
+    pd_model_tick(m, 1300 + 3000 + 1); /* silent for the server timeout */
+    cr_expect_eq(stats(m).devices, 0u, "the crashed server's devices leave");
+    model_free(m, &r, base);
+}

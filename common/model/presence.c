@@ -575,8 +575,10 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
         pd__device_set_idle(m, d);
         return PD_OK;
     case PD_EV_HEARTBEAT:
-        /* Armed here so that a watched server always has its timeout. */
-        if (!pd_timer_armed(&s->timeout) &&
+        /* Armed here so that a watched server always has its timeout; the
+         * first heartbeat also moves a retention timer (an unwatched
+         * server's) to the timeout. */
+        if ((!s->watched || !pd_timer_armed(&s->timeout)) &&
             pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.server_timeout_ms) != PD_OK)
             return PD_ENOMEM;
         s->watched = 1;
