@@ -151,6 +151,8 @@ typedef struct {
     uint64_t changes;   /* local changes applied (events that changed state) */
     uint64_t refused_devices;  /* events refused by max_devices_per_user */
     uint64_t refused_users;    /* events refused by max_users */
+    uint64_t forgotten_users;  /* users forgotten after PRESENCE_USER_RETENTION_MS */
+    uint64_t forgotten_servers; /* servers forgotten with their seq, likewise */
 } pd_model_stats;
 void pd_model_stats_get(const pd_model *m, pd_model_stats *st);
 
