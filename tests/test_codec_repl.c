@@ -333,6 +333,37 @@ Test(codec_repl, heartbeat_without_ready_reads_as_ready) {
     free(got);
 }
 
+/* The dashboard's counters: round-trip when set, absent (and read as 0)
+ * when 0, so a heartbeat without them is byte for byte the older one. */
+Test(codec_repl, heartbeat_dashboard_counters) {
+    pd_heartbeat *want = hb_new(2), *got = calloc(1, sizeof *got);
+    pd_err err = {PD_OK, ""};
+    msg plain = hb_msg(want);
+    want->events = 12345;
+    want->notifications = 77;
+    want->snapshot_at = 1700000000123;
+    msg m = hb_msg(want);
+    cr_assert_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(got->events, 12345);
+    cr_expect_eq(got->notifications, 77);
+    cr_expect_eq(got->snapshot_at, 1700000000123);
+    cr_expect_eq(got->devices, want->devices);
+    cr_assert_eq(got->nvc, 2);
+    cr_assert_eq(pd_heartbeat_decode(plain.b, plain.n, got, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(got->events, 0);
+    cr_expect_eq(got->notifications, 0);
+    cr_expect_eq(got->snapshot_at, 0);
+    want->events = want->notifications = want->snapshot_at = 0;
+    msg again = hb_msg(want);
+    cr_expect_eq(again.n, plain.n, "zero counters add no keys");
+    cr_expect(memcmp(again.b, plain.b, plain.n) == 0);
+    msg_free(&m);
+    msg_free(&plain);
+    msg_free(&again);
+    free(want);
+    free(got);
+}
+
 /* A node from before `req` sends none and echoes none: read as 0. */
 Test(codec_repl, sync_messages_without_req_are_read_as_zero) {
     static const pd_sync_part sp = {.origin = S("node-a"), .known = true, .last = true,

@@ -309,12 +309,17 @@ pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err)
 void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 10);
+    /* The dashboard's keys only when set: older heartbeats stay byte for byte. */
+    msgpack_pack_map(&pk, 10 + (hb->events != 0) + (hb->notifications != 0) +
+                              (hb->snapshot_at != 0));
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", hb->node);
     pack_u64(&pk, "inc", hb->inc);
     pack_u64(&pk, "seq", hb->seq);
     pack_u64(&pk, "hlc", hb->hlc);
+    if (hb->events) pack_u64(&pk, "events", hb->events);
+    if (hb->notifications) pack_u64(&pk, "notifications", hb->notifications);
+    if (hb->snapshot_at) pack_u64(&pk, "snapshot_at", hb->snapshot_at);
     pack_bool(&pk, "leaving", hb->leaving);
     pack_bool(&pk, "ready", hb->ready);
     pack_u64(&pk, "devices", hb->devices);
@@ -360,6 +365,9 @@ static bool hb_field(mp_reader *r, pd_str k, void *out) {
     if (pd_str_eqc(k, "ready")) return mpr_bool(r, &hb->ready);
     if (pd_str_eqc(k, "devices")) return rd_u64(r, &hb->devices);
     if (pd_str_eqc(k, "users")) return rd_u64(r, &hb->users);
+    if (pd_str_eqc(k, "events")) return rd_u64(r, &hb->events);
+    if (pd_str_eqc(k, "notifications")) return rd_u64(r, &hb->notifications);
+    if (pd_str_eqc(k, "snapshot_at")) return rd_u64(r, &hb->snapshot_at);
     return mpr_skip(r);
 }
 

@@ -69,13 +69,17 @@ typedef struct {
 } pd_vc_entry;
 
 /* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "ready",
- * "devices", "users", "vc": [[node, inc, seq], ...]} */
+ * "devices", "users", "vc": [[node, inc, seq], ...], and, only when not 0,
+ * "events", "notifications", "snapshot_at" (for dashboards)} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
     bool leaving;
     bool ready;                 /* caught up and announcing (absent: true) */
     uint64_t devices, users;
+    /* Counters of this incarnation and the last snapshot's wall-clock time
+     * (ms; 0 = none): encoded only when not 0, read by presence-dash. */
+    uint64_t events, notifications, snapshot_at;
     uint32_t nvc;
     pd_vc_entry vc[PD_VC_MAX];
 } pd_heartbeat;
