@@ -20,7 +20,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         cmake make gcc pkg-config \
         libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev \
-        libssl-dev \
+        libjansson-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -33,7 +33,8 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPD_TESTS=OFF \
 # Collect the programs; presence-sim only if this tree builds it.
 RUN mkdir -p /out \
  && cp build/presenced build/presencectl /out/ \
- && if [ -x build/presence-sim ]; then cp build/presence-sim /out/; fi
+ && if [ -x build/presence-sim ]; then cp build/presence-sim /out/; fi \
+ && if [ -x build/presence-dash ]; then cp build/presence-dash /out/; fi
 
 # ---- runtime stage -----------------------------------------------------------
 FROM debian:bookworm-slim
@@ -41,7 +42,7 @@ FROM debian:bookworm-slim
 # Runtime libraries only (libnats pulls in libssl3 and libprotobuf-c1).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libnats3.4 libhiredis0.14 libmsgpackc2 libuv1 libmicrohttpd12 ca-certificates \
+        libnats3.4 libhiredis0.14 libmsgpackc2 libuv1 libmicrohttpd12 libjansson4 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed, unprivileged user: presenced needs no file and no privilege.
@@ -50,6 +51,8 @@ RUN groupadd --system --gid 10001 presenced \
         --home-dir /nonexistent --shell /usr/sbin/nologin presenced
 
 COPY --from=build /out/ /usr/local/bin/
+# presence-dash's page (its PRESENCE_DASH_WEB in compose.yaml).
+COPY --from=build /src/dash/web/ /usr/local/share/presence-dash/web/
 
 USER presenced:presenced
 

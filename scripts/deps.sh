@@ -7,11 +7,13 @@ set -euo pipefail
 PACKAGES=(
     cmake make gcc pkg-config
     libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev
+    libjansson-dev
     nats-server redis-server
     python3-yaml gnuplot-nox
     clang libclang-rt-14-dev
     libssl-dev openssl
     valgrind
+    chromium fonts-dejavu-core nodejs
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
