@@ -50,3 +50,11 @@ add_test(NAME redis_wedge
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/chaos/repro_redis_wedge.py
                  --bin-dir $<TARGET_FILE_DIR:presenced>)
 set_tests_properties(redis_wedge PROPERTIES LABELS integration TIMEOUT 240)
+
+# presence-dash in headless Chromium (tests/browser/dash_e2e.mjs): three
+# nodes, the page, a notification, a lookup, a node killed, a screenshot
+# (<build>/dashboard.png). Skipped (77) only where /usr/bin/chromium is
+# missing; playwright-core from tests/browser/package-lock.json.
+add_test(NAME dash_browser
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/browser/run.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(dash_browser PROPERTIES LABELS integration TIMEOUT 240 SKIP_RETURN_CODE 77)
