@@ -72,6 +72,21 @@ pd_wait 20 bash -c "[ \$('$PD_BUILD/presencectl' --server $PD_NATS_URL --json cl
     grep -o '\"alive\":true' | wc -l) -ge $nodes ]" ||
     { echo "the nodes did not see each other: see $PD_STATE/*.log" >&2; exit 1; }
 
+# The web dashboard (docs/dashboard.md), with the nodes' timing settings.
+if pd_alive "$PD_STATE/dash.pid"; then
+    echo "presence-dash already running (pid $(cat "$PD_STATE/dash.pid"))"
+elif [ -x "$PD_BUILD/presence-dash" ]; then
+    echo "starting presence-dash on $PD_DASH_ADDR"
+    : >"$PD_STATE/dash.log"
+    PRESENCE_NATS_URL=$PD_NATS_URL PRESENCE_DASH_ADDR=$PD_DASH_ADDR \
+    PRESENCE_SYNC_INTERVAL_MS=${PRESENCE_SYNC_INTERVAL_MS:-1000} \
+        nohup "$PD_BUILD/presence-dash" </dev/null >>"$PD_STATE/dash.log" 2>&1 &
+    echo $! >"$PD_STATE/dash.pid"
+    pd_wait 10 grep -q "serving http" "$PD_STATE/dash.log" ||
+        { echo "presence-dash did not start: see $PD_STATE/dash.log" >&2; exit 1; }
+fi
+dash_url=$(grep -o 'http://[^ ]*' "$PD_STATE/dash.log" 2>/dev/null | tail -1 || true)
+
 echo
 echo "== the cluster is up. A short demonstration:"
 set -- $PD_NODES
@@ -117,3 +132,5 @@ cat <<TXT
   make status                                  # what runs, and the cluster as a node sees it
 Logs and state: $PD_STATE    Stop everything: make down
 TXT
+[ -n "$dash_url" ] && echo "== the dashboard (live cluster in a browser): $dash_url"
+exit 0
