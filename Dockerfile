@@ -19,8 +19,8 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         cmake make gcc pkg-config \
-        libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev \
-        libjansson-dev libssl-dev \
+        libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev libjansson-dev \
+        libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

@@ -47,7 +47,7 @@ NODE_REQUIRED_ENV = ["PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_UR
 # the servers run in their own containers, the rest are test-only tools.
 TEST_ONLY_PACKAGES = {"python3-yaml", "gnuplot-nox", "openssl", "valgrind",
                       "clang", "libclang-rt-14-dev",
-                      "chromium", "fonts-dejavu-core", "nodejs"}  # presence-dash's browser test  # tests, fuzzing and benchmarks only
+                      "chromium", "fonts-dejavu-core", "nodejs"}  # tests, fuzzing, benchmarks, browser
 # What the runtime stage installs: the shared libraries and CA certificates.
 RUNTIME_PACKAGES = {"libnats3.4", "libhiredis0.14", "libmsgpackc2", "libuv1", "libmicrohttpd12",
                     "libjansson4",
