@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include "wire/codec.h"
 
-#define DASH_NODES_MAX 64           /* nodes tracked; more are refused */
+#define DASH_NODES_MAX 64           /* nodes tracked; beyond, the longest down is forgotten */
 #define DASH_WINDOW_MS 300000u      /* the charts' window: 5 minutes */
 #define DASH_SERIES_MAX 600         /* rate samples kept per node */
 #define DASH_LAG_WARN 1000u         /* deltas behind a peer that colour a card */
@@ -58,9 +58,16 @@ void dash_nodes_free(dash_nodes *t);
 /* Takes in one P.hb.<node> message received at now_ms (wall clock). A
  * heartbeat of an older incarnation than the one known is ignored (PD_OK);
  * a new incarnation replaces the old one and restarts its rate series. A
- * bad message, or a new node beyond DASH_NODES_MAX, is refused with err. */
+ * bad message is refused with err, and so is a new node beyond
+ * DASH_NODES_MAX while all of them are alive (else the one down for the
+ * longest time is forgotten to make room). */
 pd_status dash_nodes_heartbeat(dash_nodes *t, const void *buf, size_t len, uint64_t now_ms,
                                pd_err *err);
+
+/* When, after now_ms, some node turns late or down if no heartbeat comes
+ * (UINT64_MAX: never): the loop sends a nodes frame then, so a card turns
+ * down at the node timeout, not up to a frame period later. */
+uint64_t dash_nodes_next_change(const dash_nodes *t, uint64_t now_ms);
 
 /* The table at now_ms, nodes sorted by id (docs/dashboard.md, "nodes"). */
 json_t *dash_nodes_json(const dash_nodes *t, uint64_t now_ms);

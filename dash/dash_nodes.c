@@ -61,6 +61,24 @@ static node_ent *find(const dash_nodes *t, pd_str id) {
     return NULL;
 }
 
+static bool alive(const dash_nodes *t, const node_ent *e, uint64_t now) {
+    return !e->leaving && now - e->last_hb <= t->node_timeout_ms;
+}
+
+/* Makes room: forgets the node down for the longest time; false if all are up. */
+static bool evict_down(dash_nodes *t, uint64_t now) {
+    uint32_t victim = t->n;
+    for (uint32_t i = 0; i < t->n; i++)
+        if (!alive(t, t->nodes[i], now) &&
+            (victim == t->n || t->nodes[i]->last_hb < t->nodes[victim]->last_hb))
+            victim = i;
+    if (victim == t->n) return false;
+    free(t->nodes[victim]->vc);
+    free(t->nodes[victim]);
+    t->nodes[victim] = t->nodes[--t->n];
+    return true;
+}
+
 /* A rate sample from two heartbeats of one incarnation, if they allow one. */
 static void add_sample(node_ent *e, const pd_heartbeat *hb, uint64_t now) {
     if (now <= e->last_hb || hb->events < e->events || hb->notifications < e->notes) return;
@@ -79,9 +97,9 @@ pd_status dash_nodes_heartbeat(dash_nodes *t, const void *buf, size_t len, uint6
     if (hb == NULL || (s = pd_heartbeat_decode(buf, len, hb, err)) != PD_OK) goto done;
     node_ent *e = find(t, hb->node);
     if (e != NULL && hb->inc < e->inc) goto done; /* a late message of an older run */
-    if (e == NULL && t->n == DASH_NODES_MAX) {
+    if (e == NULL && t->n == DASH_NODES_MAX && !evict_down(t, now_ms)) {
         s = PD_ETOOLARGE;
-        pd_err_set(err, s, "more than %d nodes: '%.*s' is not shown", DASH_NODES_MAX,
+        pd_err_set(err, s, "more than %d nodes alive: '%.*s' is not shown", DASH_NODES_MAX,
                    (int)hb->node.n, hb->node.p);
         goto done;
     }
@@ -120,11 +138,20 @@ done:
     return s;
 }
 
-/* ---- the table as JSON ---------------------------------------------------------- */
-
-static bool alive(const dash_nodes *t, const node_ent *e, uint64_t now) {
-    return !e->leaving && now - e->last_hb <= t->node_timeout_ms;
+uint64_t dash_nodes_next_change(const dash_nodes *t, uint64_t now_ms) {
+    uint64_t next = UINT64_MAX;
+    for (uint32_t i = 0; i < t->n; i++) {
+        const node_ent *e = t->nodes[i];
+        uint64_t late = e->last_hb + t->node_timeout_ms / 2 + 1;
+        uint64_t down = e->last_hb + t->node_timeout_ms + 1;
+        if (e->leaving) continue;
+        if (late > now_ms && late < next) next = late;
+        if (down > now_ms && down < next) next = down;
+    }
+    return next;
 }
+
+/* ---- the table as JSON ---------------------------------------------------------- */
 
 /* [{"peer", "behind"}]: behind is null when e's clock lacks the peer's run. */
 static json_t *lag_json(const dash_nodes *t, const node_ent *e, uint64_t now, bool *warn) {

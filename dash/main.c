@@ -175,7 +175,7 @@ static bool take_signal(const sigset_t *set) {
 }
 
 static void loop(dash *d, const sigset_t *signals) {
-    uint64_t next_nodes = 0;
+    uint64_t next_nodes = 0, change = UINT64_MAX;
     while (!take_signal(signals)) {
         uint64_t now = pd_now_ms();
         pd_inbox_item *items;
@@ -186,13 +186,17 @@ static void loop(dash *d, const sigset_t *signals) {
             natsMsg_Destroy(items[i].msg);
         }
         pd_inbox_release(items);
-        if (now >= next_nodes) {
+        if (now >= next_nodes || now >= change) {
             publish_json(d, DASH_FRAME_NODES, "nodes", dash_nodes_json(d->nodes, now));
             next_nodes = now + NODES_EVERY_MS;
+            change = dash_nodes_next_change(d->nodes, now);
         }
+        /* Wait for a message, a node turning late or down, or 200 ms at most:
+         * signals are looked at 5 times a second. */
+        uint64_t due = change > now && change - now < 200 ? change - now : 200;
         struct timespec dl;
         clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_nsec += 200 * 1000000L; /* signals are looked at 5 times a second */
+        dl.tv_nsec += (long)due * 1000000L;
         if (dl.tv_nsec >= 1000000000L) {
             dl.tv_sec++;
             dl.tv_nsec -= 1000000000L;

@@ -278,6 +278,10 @@ Test(dash_json, nodes_lag_rates_and_states) {
     cr_expect_eq(json_array_size(json_object_get(json_object_get(n2, "series"), "events")), 0);
     json_decref(doc);
 
+    /* the loop's next frame: when n2 (last heard at t0) turns late */
+    cr_expect_eq(dash_nodes_next_change(t, t0 + 1000), t0 + 1501);
+    cr_expect_eq(dash_nodes_next_change(t, t0 + 2600), t0 + 3001, "then when n2 goes down");
+    cr_expect_eq(dash_nodes_next_change(t, t0 + 9000), UINT64_MAX, "all down: nothing to come");
     /* late after half the timeout, down after it; leaving is down at once */
     feed(t, &(hb_spec){"n3", 100, 9, 0, 0, true, true, {"n1", "n2"}, {42, 50}}, t0 + 1000);
     doc = dash_nodes_json(t, t0 + 2600);
@@ -332,9 +336,18 @@ Test(dash_json, nodes_refuse_bad_heartbeats_and_too_many_nodes) {
     hb->inc = 1;
     msgpack_sbuffer_init(&sb);
     pd_heartbeat_encode(&sb, hb);
-    cr_expect_eq(dash_nodes_heartbeat(t, sb.data, sb.size, 100000, &err), PD_ETOOLARGE);
+    cr_expect_eq(dash_nodes_heartbeat(t, sb.data, sb.size, 100000, &err), PD_ETOOLARGE,
+                 "all 64 alive: no room");
     json_t *doc = dash_nodes_json(t, 100000);
     cr_expect_eq(json_array_size(json_object_get(doc, "nodes")), DASH_NODES_MAX);
+    json_decref(doc);
+    /* n5 keeps beating; the others go down: the newcomer takes a down one's place */
+    feed(t, &(hb_spec){"n5", 1, 2, 0, 0, false, true, {0}, {0}}, 102000);
+    cr_expect_eq(dash_nodes_heartbeat(t, sb.data, sb.size, 103500, &err), PD_OK, "%s", err.msg);
+    doc = dash_nodes_json(t, 103500);
+    cr_expect_eq(json_array_size(json_object_get(doc, "nodes")), DASH_NODES_MAX);
+    cr_expect_str_eq(STR(node_of(doc, "n5"), "state"), "up", "an alive node is never forgotten");
+    node_of(doc, "one-too-many");
     json_decref(doc);
     msgpack_sbuffer_destroy(&sb);
     free(hb);
