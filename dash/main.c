@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include "base/clock.h"
 #include "base/config.h"
+#include "base/log.h"
 #include "dash_hub.h"
 #include "dash_json.h"
 #include "inbox.h"
@@ -57,6 +58,7 @@ typedef struct {
     bool wake, stop;
     dash_hub *hub;
     dash_nodes *nodes;
+    pd_ratelimit bad_log;           /* the loop's */
     struct MHD_Daemon *httpd;
 } dash;
 
@@ -81,9 +83,14 @@ static void wake(dash *d) {
     pthread_mutex_unlock(&d->mu);
 }
 
-static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *ud) {
+static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *ud) {
     dash *d = ud;
-    if (pd_inbox_push(&d->inbox, m, sub == d->sub_hb ? KIND_HB : KIND_NOTE)) wake(d);
+    if (pd_inbox_push(&d->inbox, m, KIND_HB)) wake(d);
+}
+
+static void on_note(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *ud) {
+    dash *d = ud;
+    if (pd_inbox_push(&d->inbox, m, KIND_NOTE)) wake(d);
 }
 
 /* ---- NATS ---------------------------------------------------------------------- */
@@ -115,11 +122,11 @@ static int nats_start(dash *d) {
     if (s == NATS_NOT_YET_CONNECTED) s = NATS_OK; /* it keeps trying in the background */
     if (s == NATS_OK) {
         snprintf(subj, sizeof subj, "%s.hb.*", d->cfg.subject_prefix);
-        s = natsConnection_Subscribe(&d->sub_hb, d->nc, subj, on_msg, d);
+        s = natsConnection_Subscribe(&d->sub_hb, d->nc, subj, on_hb, d);
     }
     if (s == NATS_OK) {
         snprintf(subj, sizeof subj, "%s.user.>", d->cfg.subject_prefix);
-        s = natsConnection_Subscribe(&d->sub_note, d->nc, subj, on_msg, d);
+        s = natsConnection_Subscribe(&d->sub_note, d->nc, subj, on_note, d);
     }
     if (s != NATS_OK) {
         fprintf(stderr, "presence-dash: NATS at %s: %s\n", d->cfg.nats_url, natsStatus_GetText(s));
@@ -153,19 +160,25 @@ static void publish_json(dash *d, dash_frame_kind kind, const char *event, json_
     if (frame) dash_hub_publish(d->hub, kind, frame, len);
 }
 
+/* A bad message is dropped and logged, at most 5 lines a second. */
+static void bad_message(dash *d, natsMsg *m, const pd_err *err) {
+    uint32_t suppressed = 0;
+    if (!pd_ratelimit_allow(&d->bad_log, pd_mono_ms(), &suppressed)) return;
+    if (suppressed) fprintf(stderr, "presence-dash: (%u more bad messages)\n", suppressed);
+    fprintf(stderr, "presence-dash: bad message on %s dropped: %s: %s\n", natsMsg_GetSubject(m),
+            pd_status_str(err->code), err->msg);
+}
+
 static void handle(dash *d, natsMsg *m, int kind, uint64_t now) {
     pd_err err = {PD_OK, ""};
     const char *data = natsMsg_GetData(m);
     size_t len = (size_t)natsMsg_GetDataLength(m);
     if (kind == KIND_HB) {
-        if (dash_nodes_heartbeat(d->nodes, data, len, now, &err) != PD_OK)
-            fprintf(stderr, "presence-dash: bad heartbeat on %s: %s\n", natsMsg_GetSubject(m),
-                    err.msg);
+        if (dash_nodes_heartbeat(d->nodes, data, len, now, &err) != PD_OK) bad_message(d, m, &err);
         return;
     }
     json_t *note = dash_note_json(data, len, now, &err);
-    if (note == NULL) fprintf(stderr, "presence-dash: bad notification on %s: %s\n",
-                              natsMsg_GetSubject(m), err.msg);
+    if (note == NULL) bad_message(d, m, &err);
     else publish_json(d, DASH_FRAME_NOTE, "note", note);
 }
 
@@ -189,8 +202,8 @@ static void loop(dash *d, const sigset_t *signals) {
         if (now >= next_nodes || now >= change) {
             publish_json(d, DASH_FRAME_NODES, "nodes", dash_nodes_json(d->nodes, now));
             next_nodes = now + NODES_EVERY_MS;
-            change = dash_nodes_next_change(d->nodes, now);
         }
+        change = dash_nodes_next_change(d->nodes, now); /* heartbeats move it */
         /* Wait for a message, a node turning late or down, or 200 ms at most:
          * signals are looked at 5 times a second. */
         uint64_t due = change > now && change - now < 200 ? change - now : 200;
@@ -465,6 +478,7 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &signals, NULL); /* every thread inherits it */
     signal(SIGPIPE, SIG_IGN);
     if ((rc = settings(&d, argc, argv)) != 0) return rc;
+    d.bad_log = (pd_ratelimit)PD_RATELIMIT_INIT(5, 1000);
     pthread_mutex_init(&d.mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
