@@ -58,3 +58,9 @@ set_tests_properties(redis_wedge PROPERTIES LABELS integration TIMEOUT 240)
 add_test(NAME dash_browser
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/browser/run.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(dash_browser PROPERTIES LABELS integration TIMEOUT 240 SKIP_RETURN_CODE 77)
+
+# presence-dash against garbage on the subjects it reads and hostile HTTP
+# (tests/dash_hostile.py): it keeps serving, shows nothing false, exits 0.
+add_test(NAME dash_hostile
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/dash_hostile.py ${CMAKE_BINARY_DIR})
+set_tests_properties(dash_hostile PROPERTIES LABELS integration TIMEOUT 120)
