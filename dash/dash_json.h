@@ -7,7 +7,10 @@
  * so every function validates it with the project's decoders (common/wire)
  * and refuses a bad message with a pd_err, changing nothing. JSON is built
  * with jansson, never by hand, so every string is escaped. The caller owns
- * every json_t and string returned. */
+ * every json_t and string returned.
+ *
+ * CHECKLIST: a field added to a document here goes into docs/dashboard.md
+ * ("HTTP interface"), tests/test_dash_json.c and, if shown, dash/web/dash.js. */
 #ifndef PD_DASH_JSON_H
 #define PD_DASH_JSON_H
 #include <jansson.h>

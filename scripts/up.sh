@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # up.sh - starts a local presence cluster as plain processes: a nats-server
-# with JetStream, a redis-server and three presenced nodes, all on loopback
-# with their state under .state/, then shows presence moving through it.
+# with JetStream, a redis-server, three presenced nodes and the web
+# dashboard presence-dash (PD_DASH_ADDR, default 127.0.0.1:8080), all on
+# loopback with their state under .state/, then shows presence moving
+# through it and prints the dashboard's URL.
 # `make down` (scripts/down.sh) stops everything this started, by pid.
 set -euo pipefail
 source "$(dirname "$0")/cluster-env.sh"
