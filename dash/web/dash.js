@@ -52,7 +52,7 @@ function card(n, doc) {
     el('dt', {}, 'ready'), el('dd', {}, n.ready ? 'yes' : 'no (warming up)'),
     el('dt', {}, 'devices'), el('dd', {}, n.devices),
     el('dt', {}, 'users'), el('dd', {}, n.users),
-    el('dt', {}, 'heartbeat'), el('dd', {class: ageClass}, ago(n.hb_age_ms) + ' ago'),
+    el('dt', {}, 'heartbeat'), el('dd', {class: 'hb ' + ageClass}, ago(n.hb_age_ms) + ' ago'),
     el('dt', {}, 'behind'), el('dd', {class: n.warn && n.alive ? 'late' : ''}, lag),
     el('dt', {}, 'incarnation'), el('dd', {title: String(n.inc)}, stamp(n.inc)),
     el('dt', {}, 'snapshot'), el('dd', {}, n.snapshot_age_ms === null ? 'none yet' : ago(n.snapshot_age_ms) + ' ago'),
