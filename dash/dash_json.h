@@ -54,8 +54,9 @@ char *dash_sse_frame(const char *event, const json_t *data, size_t *len);
 typedef struct dash_nodes dash_nodes;
 
 /* A node is down when no heartbeat came for node_timeout_ms, or at once
- * when one says `leaving`. */
-dash_nodes *dash_nodes_new(uint64_t node_timeout_ms);
+ * when one says `leaving`; a socket server that sends heartbeats is shown
+ * down when it has not spoken for server_timeout_ms. */
+dash_nodes *dash_nodes_new(uint64_t node_timeout_ms, uint64_t server_timeout_ms);
 void dash_nodes_free(dash_nodes *t);
 
 /* Takes in one P.hb.<node> message received at now_ms (wall clock). A
@@ -72,7 +73,8 @@ pd_status dash_nodes_heartbeat(dash_nodes *t, const void *buf, size_t len, uint6
  * down at the node timeout, not up to a frame period later. */
 uint64_t dash_nodes_next_change(const dash_nodes *t, uint64_t now_ms);
 
-/* The table at now_ms, nodes sorted by id (docs/dashboard.md, "nodes"). */
+/* The table at now_ms, nodes sorted by id, and the socket servers their
+ * heartbeats list (docs/dashboard.md, "nodes"). */
 json_t *dash_nodes_json(const dash_nodes *t, uint64_t now_ms);
 
 #endif

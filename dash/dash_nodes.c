@@ -25,7 +25,16 @@ typedef struct {
 
 typedef struct {
     char id[PD_ID_MAX + 1];
+    uint32_t devices;
+    int64_t last_msg;           /* node clock */
+    bool watched;
+} server_ent;
+
+typedef struct {
+    char id[PD_ID_MAX + 1];
     uint64_t inc, seq, devices, users, events, notes, snapshot_at;
+    server_ent *servers;        /* the socket servers its latest heartbeat listed */
+    uint32_t nservers;
     uint64_t last_hb;           /* when its latest heartbeat came (ms) */
     bool ready, leaving;
     vc_ent *vc;
@@ -35,23 +44,29 @@ typedef struct {
 } node_ent;
 
 struct dash_nodes {
-    uint64_t node_timeout_ms;
+    uint64_t node_timeout_ms, server_timeout_ms;
     node_ent *nodes[DASH_NODES_MAX];
     uint32_t n;
 };
 
-dash_nodes *dash_nodes_new(uint64_t node_timeout_ms) {
+dash_nodes *dash_nodes_new(uint64_t node_timeout_ms, uint64_t server_timeout_ms) {
     dash_nodes *t = calloc(1, sizeof *t);
-    if (t) t->node_timeout_ms = node_timeout_ms;
+    if (t) {
+        t->node_timeout_ms = node_timeout_ms;
+        t->server_timeout_ms = server_timeout_ms;
+    }
     return t;
+}
+
+static void ent_free(node_ent *e) {
+    free(e->vc);
+    free(e->servers);
+    free(e);
 }
 
 void dash_nodes_free(dash_nodes *t) {
     if (t == NULL) return;
-    for (uint32_t i = 0; i < t->n; i++) {
-        free(t->nodes[i]->vc);
-        free(t->nodes[i]);
-    }
+    for (uint32_t i = 0; i < t->n; i++) ent_free(t->nodes[i]);
     free(t);
 }
 
@@ -73,8 +88,7 @@ static bool evict_down(dash_nodes *t, uint64_t now) {
             (victim == t->n || t->nodes[i]->last_hb < t->nodes[victim]->last_hb))
             victim = i;
     if (victim == t->n) return false;
-    free(t->nodes[victim]->vc);
-    free(t->nodes[victim]);
+    ent_free(t->nodes[victim]);
     t->nodes[victim] = t->nodes[--t->n];
     return true;
 }
@@ -94,6 +108,7 @@ pd_status dash_nodes_heartbeat(dash_nodes *t, const void *buf, size_t len, uint6
     pd_status s = PD_ENOMEM;
     pd_heartbeat *hb = malloc(sizeof *hb);
     vc_ent *vc = NULL;
+    server_ent *srv = NULL;
     if (hb == NULL || (s = pd_heartbeat_decode(buf, len, hb, err)) != PD_OK) goto done;
     node_ent *e = find(t, hb->node);
     if (e != NULL && hb->inc < e->inc) goto done; /* a late message of an older run */
@@ -105,11 +120,22 @@ pd_status dash_nodes_heartbeat(dash_nodes *t, const void *buf, size_t len, uint6
     }
     s = PD_ENOMEM;
     if (hb->nvc && (vc = calloc(hb->nvc, sizeof *vc)) == NULL) goto done;
+    if (hb->nservers && (srv = calloc(hb->nservers, sizeof *srv)) == NULL) goto done;
     if (e == NULL) {
         if ((e = calloc(1, sizeof *e)) == NULL) goto done;
         memcpy(e->id, hb->node.p, hb->node.n);
         t->nodes[t->n++] = e;
     }
+    for (uint32_t i = 0; i < hb->nservers; i++) {
+        memcpy(srv[i].id, hb->servers[i].id.p, hb->servers[i].id.n);
+        srv[i].devices = hb->servers[i].devices;
+        srv[i].last_msg = hb->servers[i].last_msg;
+        srv[i].watched = hb->servers[i].watched;
+    }
+    free(e->servers);
+    e->servers = srv;
+    srv = NULL;
+    e->nservers = hb->nservers;
     for (uint32_t i = 0; i < hb->nvc; i++) {
         memcpy(vc[i].id, hb->vc[i].node.p, hb->vc[i].node.n);
         vc[i].inc = hb->vc[i].inc;
@@ -134,6 +160,7 @@ pd_status dash_nodes_heartbeat(dash_nodes *t, const void *buf, size_t len, uint6
     s = PD_OK;
 done:
     free(vc);
+    free(srv);
     free(hb);
     return s;
 }
@@ -217,6 +244,28 @@ static int by_id(const void *a, const void *b) {
     return strcmp((*(node_ent *const *)a)->id, (*(node_ent *const *)b)->id);
 }
 
+/* The socket servers of every node, nodes in id order: a server is alive
+ * while its node is and, if it sends heartbeats, it spoke within the
+ * server timeout (its node closes it after that, and it leaves the list). */
+static json_t *servers_json(const dash_nodes *t, node_ent *const *sorted, uint64_t now) {
+    json_t *a = json_array();
+    for (uint32_t i = 0; a && i < t->n; i++) {
+        const node_ent *e = sorted[i];
+        bool up = alive(t, e, now);
+        for (uint32_t k = 0; k < e->nservers; k++) {
+            const server_ent *s = &e->servers[k];
+            int64_t age = (int64_t)now - s->last_msg;
+            if (age < 0) age = 0; /* the node's clock is ahead of ours */
+            bool on = up && (!s->watched || (uint64_t)age <= t->server_timeout_ms);
+            json_array_append_new(a, json_pack("{s:s, s:s, s:b, s:I, s:I, s:b}", "server", s->id,
+                                               "node", e->id, "alive", on, "connections",
+                                               (json_int_t)s->devices, "last_heard_ms",
+                                               (json_int_t)age, "heartbeats", s->watched));
+        }
+    }
+    return a;
+}
+
 json_t *dash_nodes_json(const dash_nodes *t, uint64_t now_ms) {
     node_ent *sorted[DASH_NODES_MAX];
     memcpy(sorted, t->nodes, t->n * sizeof sorted[0]);
@@ -224,7 +273,8 @@ json_t *dash_nodes_json(const dash_nodes *t, uint64_t now_ms) {
     json_t *a = json_array();
     for (uint32_t i = 0; a && i < t->n; i++)
         json_array_append_new(a, node_json(t, sorted[i], now_ms));
-    return json_pack("{s:I, s:I, s:I, s:o}", "now", (json_int_t)now_ms, "node_timeout_ms",
-                     (json_int_t)t->node_timeout_ms, "window_ms", (json_int_t)DASH_WINDOW_MS,
-                     "nodes", a);
+    return json_pack("{s:I, s:I, s:I, s:I, s:o, s:o}", "now", (json_int_t)now_ms,
+                     "node_timeout_ms", (json_int_t)t->node_timeout_ms, "server_timeout_ms",
+                     (json_int_t)t->server_timeout_ms, "window_ms", (json_int_t)DASH_WINDOW_MS,
+                     "nodes", a, "servers", servers_json(t, sorted, now_ms));
 }

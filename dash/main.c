@@ -71,7 +71,8 @@ static void usage(FILE *out) {
         "  --web DIR         PRESENCE_DASH_WEB: the page's files (default %s)\n"
         "  --server URL      PRESENCE_NATS_URL: NATS server(s), comma-separated\n\n"
         "It reads the node's settings PRESENCE_SUBJECT_PREFIX, PRESENCE_NODE_TIMEOUT_MS\n"
-        "(default 3 x PRESENCE_SYNC_INTERVAL_MS) and the NATS credentials and TLS\n"
+        "and PRESENCE_SERVER_TIMEOUT_MS (default 3 x PRESENCE_SYNC_INTERVAL_MS), and the\n"
+        "NATS credentials and TLS\n"
         "settings PRESENCE_NATS_* (see presenced --help); it needs only the\n"
         "'dashboard' role of deploy/nats-accounts.conf.\n", PD_DASH_WEB_DEFAULT);
 }
@@ -438,6 +439,8 @@ static int settings(dash *d, int argc, char **argv) {
     }
     env = getenv("PRESENCE_NODE_TIMEOUT_MS"); /* as presenced: 3 x the sync interval */
     if (env == NULL || *env == '\0') d->cfg.node_timeout_ms = 3 * d->cfg.sync_interval_ms;
+    env = getenv("PRESENCE_SERVER_TIMEOUT_MS");
+    if (env == NULL || *env == '\0') d->cfg.server_timeout_ms = 3 * d->cfg.sync_interval_ms;
     env = getenv("PRESENCE_DASH_ADDR");
     snprintf(d->addr, sizeof d->addr, "%s", env && *env ? env : "127.0.0.1:8080");
     env = getenv("PRESENCE_DASH_WEB");
@@ -486,7 +489,7 @@ int main(int argc, char **argv) {
     pthread_cond_init(&d.stop_cv, &ca);
     pthread_condattr_destroy(&ca);
     d.hub = dash_hub_new();
-    d.nodes = dash_nodes_new(d.cfg.node_timeout_ms);
+    d.nodes = dash_nodes_new(d.cfg.node_timeout_ms, d.cfg.server_timeout_ms);
     if (d.hub == NULL || d.nodes == NULL || pd_inbox_init(&d.inbox) != PD_OK) {
         fprintf(stderr, "presence-dash: out of memory\n");
         return 3;

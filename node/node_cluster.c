@@ -71,6 +71,7 @@ static void heartbeat_extra(void *ud, pd_heartbeat *hb) {
     hb->notifications = n->stats.notifications;
     node__persist_stats(n, &ps);
     hb->snapshot_at = ps.last_snapshot_at;
+    hb->nservers = pd_model_servers(n->model, hb->servers, PD_HB_SERVERS_MAX);
 }
 
 const pd_repl_io node__repl_io = {

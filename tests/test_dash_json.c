@@ -10,6 +10,7 @@
 #include "dash_json.h"
 #include "wire/codec.h"
 #include "wire/codec_repl.h"
+#include "model/presence.h"
 
 static json_t *parse(const char *text) {
     json_error_t e;
@@ -244,7 +245,7 @@ static json_int_t behind(json_t *node, const char *peer) {
 #define INT(node, key) json_integer_value(json_object_get(node, key))
 
 Test(dash_json, nodes_lag_rates_and_states) {
-    dash_nodes *t = dash_nodes_new(3000);
+    dash_nodes *t = dash_nodes_new(3000, 3000);
     uint64_t t0 = 1700000000000;
     feed(t, &(hb_spec){"n2", 100, 50, 0, 0, false, true, {"n1"}, {40}}, t0);
     feed(t, &(hb_spec){"n1", 100, 40, 1000, 10, false, true, {"n2"}, {45}}, t0);
@@ -320,7 +321,7 @@ Test(dash_json, nodes_lag_rates_and_states) {
 }
 
 Test(dash_json, nodes_refuse_bad_heartbeats_and_too_many_nodes) {
-    dash_nodes *t = dash_nodes_new(3000);
+    dash_nodes *t = dash_nodes_new(3000, 3000);
     pd_err err = {PD_OK, ""};
     cr_expect_neq(dash_nodes_heartbeat(t, "\x81\xa1v\x01", 4, 1, &err), PD_OK);
     cr_expect(strstr(err.msg, "missing"), "%s", err.msg);
@@ -352,6 +353,77 @@ Test(dash_json, nodes_refuse_bad_heartbeats_and_too_many_nodes) {
     msgpack_sbuffer_destroy(&sb);
     free(hb);
     dash_nodes_free(t);
+}
+
+/* The socket servers: from a real model (events from two servers, one of
+ * them with heartbeats) through the heartbeat to the dashboard's list. */
+static void apply(pd_model *m, pd_event ev, uint64_t now) {
+    pd_apply_result res;
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_model_apply(m, &ev, now, &res, &err), PD_OK, "%s", err.msg);
+}
+
+Test(dash_json, socket_servers_from_the_model_to_the_page) {
+    pd_model_cfg cfg = {.idle_timeout_ms = 60000, .offline_delay_ms = 1000,
+                        .server_timeout_ms = 3000};
+    pd_model *m = pd_model_new(&cfg, pd_str_c("n1"), NULL, NULL);
+    uint64_t t0 = 1700000000000;
+    cr_assert_not_null(m);
+    pd_event c = {.type = PD_EV_CONNECT, .server = pd_str_c("ws-1"), .conn = pd_str_c("c1"),
+                  .user = pd_str_c("alice"), .device = pd_str_c("web")};
+    apply(m, c, t0);
+    c.conn = pd_str_c("c2");
+    apply(m, c, t0 + 10);
+    c.server = pd_str_c("ws-2");
+    c.conn = pd_str_c("c3");
+    apply(m, c, t0 + 20);
+    apply(m, (pd_event){.type = PD_EV_HEARTBEAT, .server = pd_str_c("ws-2"), .seq = 1}, t0 + 500);
+
+    pd_heartbeat *hb = calloc(1, sizeof *hb);
+    hb->node = pd_str_c("n1");
+    hb->inc = 1;
+    hb->ready = true;
+    hb->nservers = pd_model_servers(m, hb->servers, PD_HB_SERVERS_MAX);
+    cr_assert_eq(hb->nservers, 2, "the two servers that sent events");
+    cr_expect_eq(pd_model_servers(m, hb->servers, 1), 1, "max is kept");
+    hb->nservers = pd_model_servers(m, hb->servers, PD_HB_SERVERS_MAX);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pd_heartbeat_encode(&sb, hb);
+    dash_nodes *t = dash_nodes_new(3000, 2000);
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(dash_nodes_heartbeat(t, sb.data, sb.size, t0 + 1000, &err), PD_OK, "%s", err.msg);
+    json_t *doc = dash_nodes_json(t, t0 + 1000), *srv = json_object_get(doc, "servers");
+    cr_assert_eq(json_array_size(srv), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *e = json_array_get(srv, i);
+        bool ws1 = strcmp(STR(e, "server"), "ws-1") == 0;
+        cr_expect_str_eq(STR(e, "node"), "n1");
+        cr_expect_eq(INT(e, "connections"), ws1 ? 2 : 1);
+        cr_expect_eq(INT(e, "last_heard_ms"), ws1 ? 990 : 500);
+        cr_expect(json_is_true(json_object_get(e, "heartbeats")) == !ws1);
+        cr_expect(json_is_true(json_object_get(e, "alive")));
+    }
+    json_decref(doc);
+    /* 2.6 s later: ws-2, which sends heartbeats, is silent past the server
+     * timeout; ws-1 never promised any and stays alive with its node */
+    cr_assert_eq(dash_nodes_heartbeat(t, sb.data, sb.size, t0 + 2600, &err), PD_OK);
+    doc = dash_nodes_json(t, t0 + 2600);
+    srv = json_object_get(doc, "servers");
+    for (size_t i = 0; i < 2; i++) {
+        json_t *e = json_array_get(srv, i);
+        bool ws1 = strcmp(STR(e, "server"), "ws-1") == 0;
+        cr_expect(json_is_true(json_object_get(e, "alive")) == ws1, "%s", STR(e, "server"));
+    }
+    json_decref(doc);
+    doc = dash_nodes_json(t, t0 + 2600 + 3001);
+    json_t *e = json_array_get(json_object_get(doc, "servers"), 0);
+    cr_expect(json_is_false(json_object_get(e, "alive")), "a down node's servers are down");
+    json_decref(doc);
+    dash_nodes_free(t);
+    msgpack_sbuffer_destroy(&sb);
+    free(hb);
+    pd_model_free(m);
 }
 
 /* ---- the hub ---- */

@@ -311,7 +311,7 @@ void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     /* The dashboard's keys only when set: older heartbeats stay byte for byte. */
     msgpack_pack_map(&pk, 10 + (hb->events != 0) + (hb->notifications != 0) +
-                              (hb->snapshot_at != 0));
+                              (hb->snapshot_at != 0) + (hb->nservers != 0));
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", hb->node);
     pack_u64(&pk, "inc", hb->inc);
@@ -320,6 +320,18 @@ void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     if (hb->events) pack_u64(&pk, "events", hb->events);
     if (hb->notifications) pack_u64(&pk, "notifications", hb->notifications);
     if (hb->snapshot_at) pack_u64(&pk, "snapshot_at", hb->snapshot_at);
+    if (hb->nservers) {
+        pd_pack_cstr(&pk, "servers");
+        msgpack_pack_array(&pk, hb->nservers);
+        for (uint32_t i = 0; i < hb->nservers; i++) {
+            msgpack_pack_array(&pk, 4);
+            pd_pack_str(&pk, hb->servers[i].id);
+            msgpack_pack_uint32(&pk, hb->servers[i].devices);
+            msgpack_pack_int64(&pk, hb->servers[i].last_msg);
+            if (hb->servers[i].watched) msgpack_pack_true(&pk);
+            else msgpack_pack_false(&pk);
+        }
+    }
     pack_bool(&pk, "leaving", hb->leaving);
     pack_bool(&pk, "ready", hb->ready);
     pack_u64(&pk, "devices", hb->devices);
@@ -353,6 +365,25 @@ static bool read_vc(mp_reader *r, pd_heartbeat *hb) {
     return true;
 }
 
+static bool read_servers(mp_reader *r, pd_heartbeat *hb) {
+    uint32_t n, k;
+    uint64_t devices;
+    if (!mpr_array(r, &n)) return false;
+    if (n > PD_HB_SERVERS_MAX) return mpr_fail(r, PD_ETOOLARGE, "too many servers");
+    for (uint32_t i = 0; i < n; i++) {
+        pd_server_view *s = &hb->servers[i];
+        if (!mpr_array(r, &k)) return false;
+        if (k != 4) return mpr_fail(r, PD_EBADVALUE, "bad server entry");
+        if (!rd_id(r, &s->id) || !rd_u64(r, &devices) || !mpr_int(r, &s->last_msg) ||
+            !mpr_bool(r, &s->watched))
+            return false;
+        if (devices > UINT32_MAX) return mpr_fail(r, PD_EBADVALUE, "value out of range");
+        s->devices = (uint32_t)devices;
+    }
+    hb->nservers = n;
+    return true;
+}
+
 static bool hb_field(mp_reader *r, pd_str k, void *out) {
     hb_ctx *c = out;
     pd_heartbeat *hb = c->hb;
@@ -368,6 +399,7 @@ static bool hb_field(mp_reader *r, pd_str k, void *out) {
     if (pd_str_eqc(k, "events")) return rd_u64(r, &hb->events);
     if (pd_str_eqc(k, "notifications")) return rd_u64(r, &hb->notifications);
     if (pd_str_eqc(k, "snapshot_at")) return rd_u64(r, &hb->snapshot_at);
+    if (pd_str_eqc(k, "servers")) return read_servers(r, hb);
     return mpr_skip(r);
 }
 

@@ -70,8 +70,18 @@ function onNodes(doc) {
   const box = $('#nodes');
   const cards = doc.nodes.map((n) => card(n, doc));
   box.replaceChildren(...(cards.length ? cards : [el('p', {class: 'muted'}, 'no heartbeat yet')]));
+  onServers(doc.servers || [], doc.server_timeout_ms);
   const up = doc.nodes.filter((n) => n.alive).length;
   $('#nodes-summary').textContent = `${up} of ${doc.nodes.length} alive · node timeout ${ago(doc.node_timeout_ms)}`;
+}
+
+function onServers(list, timeout) {
+  $('#servers-none').hidden = list.length > 0;
+  $('#servers tbody').replaceChildren(...list.map((s) => el('tr', {'data-server': s.server, 'data-alive': String(s.alive)},
+    el('th', {scope: 'row'}, s.server), el('td', {}, s.node),
+    el('td', {class: s.alive ? 'status-online' : 'status-busy'}, s.alive ? 'yes' : 'no'),
+    el('td', {}, s.connections), el('td', {}, ago(s.last_heard_ms) + ' ago'),
+    el('td', {}, s.heartbeats ? `yes (timeout ${ago(timeout)})` : 'no'))));
 }
 
 // ---- the cluster view ----

@@ -140,6 +140,15 @@ async function main() {
     check((await page.locator('#lookup-result [data-view="public view"]').innerText()).includes('online'),
       'the public view says online');
 
+    // The socket servers: presencectl's (no heartbeats) and the simulator's.
+    const srv = page.locator('#servers tr[data-server="ws-e2e"]');
+    await srv.waitFor({ timeout: 10000 });
+    const cells = await srv.locator('td').allInnerTexts();
+    check(cells[0] === 'n1' && cells[1] === 'yes' && cells[2] === '1',
+      `the server list shows ws-e2e on n1, alive, 1 connection: ${cells.join(' | ')}`);
+    check(await page.locator('#servers tr[data-alive="true"]').count() >= 3,
+      'and the simulator\'s two servers');
+
     // Kill n3: its card turns down within the node timeout of its last
     // heartbeat (presence-dash sends a frame the moment a node times out),
     // so within the timeout of the kill; 2 s of slack for a loaded machine.
