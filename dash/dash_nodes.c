@@ -35,7 +35,8 @@ typedef struct {
     uint64_t inc, seq, devices, users, events, notes, snapshot_at;
     server_ent *servers;        /* the socket servers its latest heartbeat listed */
     uint32_t nservers;
-    uint64_t last_hb;           /* when its latest heartbeat came (ms) */
+    uint64_t last_hb;           /* when its latest heartbeat came (ms, our clock) */
+    uint64_t wall;              /* the node's clock then (its `wall`; else last_hb) */
     bool ready, leaving;
     vc_ent *vc;
     uint32_t nvc;
@@ -78,6 +79,14 @@ static node_ent *find(const dash_nodes *t, pd_str id) {
 
 static bool alive(const dash_nodes *t, const node_ent *e, uint64_t now) {
     return !e->leaving && now - e->last_hb <= t->node_timeout_ms;
+}
+
+/* How long before now (our clock) the node's clock read `at`: measured on
+ * the node's clock up to its latest heartbeat, then on ours, so that
+ * clocks that disagree do not skew it. Never negative. */
+static uint64_t node_age(const node_ent *e, uint64_t at, uint64_t now) {
+    uint64_t before = e->wall > at ? e->wall - at : 0;
+    return before + (now > e->last_hb ? now - e->last_hb : 0);
 }
 
 /* Makes room: forgets the node down for the longest time; false if all are up. */
@@ -157,6 +166,7 @@ pd_status dash_nodes_heartbeat(dash_nodes *t, const void *buf, size_t len, uint6
     e->ready = hb->ready;
     e->leaving = hb->leaving;
     e->last_hb = now_ms;
+    e->wall = hb->wall ? hb->wall : now_ms;
     s = PD_OK;
 done:
     free(vc);
@@ -225,7 +235,7 @@ static json_t *node_json(const dash_nodes *t, const node_ent *e, uint64_t now) {
     const sample *last = e->count ? &e->ring[(e->head + DASH_SERIES_MAX - 1) % DASH_SERIES_MAX]
                                   : NULL;
     json_t *snap = e->snapshot_at == 0 ? json_null()
-                 : json_integer(now > e->snapshot_at ? (json_int_t)(now - e->snapshot_at) : 0);
+                 : json_integer((json_int_t)node_age(e, e->snapshot_at, now));
     warn = up && (warn || strcmp(state, "up") != 0);
     return json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
                      "s:o, s:o, s:f, s:f, s:o}",
@@ -254,9 +264,8 @@ static json_t *servers_json(const dash_nodes *t, node_ent *const *sorted, uint64
         bool up = alive(t, e, now);
         for (uint32_t k = 0; k < e->nservers; k++) {
             const server_ent *s = &e->servers[k];
-            int64_t age = (int64_t)now - s->last_msg;
-            if (age < 0) age = 0; /* the node's clock is ahead of ours */
-            bool on = up && (!s->watched || (uint64_t)age <= t->server_timeout_ms);
+            uint64_t age = node_age(e, s->last_msg > 0 ? (uint64_t)s->last_msg : 0, now);
+            bool on = up && (!s->watched || age <= t->server_timeout_ms);
             json_array_append_new(a, json_pack("{s:s, s:s, s:b, s:I, s:I, s:b}", "server", s->id,
                                                "node", e->id, "alive", on, "connections",
                                                (json_int_t)s->devices, "last_heard_ms",

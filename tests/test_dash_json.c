@@ -421,6 +421,24 @@ Test(dash_json, socket_servers_from_the_model_to_the_page) {
     cr_expect(json_is_false(json_object_get(e, "alive")), "a down node's servers are down");
     json_decref(doc);
     dash_nodes_free(t);
+
+    /* our clock 30 s behind the node's: ages are measured on the node's
+     * clock up to its heartbeat (its `wall`), then on ours */
+    hb->wall = t0 + 1000;
+    hb->snapshot_at = t0 + 400;
+    msgpack_sbuffer_clear(&sb);
+    pd_heartbeat_encode(&sb, hb);
+    t = dash_nodes_new(3000, 2000);
+    cr_assert_eq(dash_nodes_heartbeat(t, sb.data, sb.size, t0 - 29000, &err), PD_OK, "%s", err.msg);
+    doc = dash_nodes_json(t, t0 - 28900);
+    cr_expect_eq(INT(node_of(doc, "n1"), "snapshot_age_ms"), 700);
+    json_t *one;
+    size_t k;
+    json_array_foreach(json_object_get(doc, "servers"), k, one)
+        cr_expect_eq(INT(one, "last_heard_ms"),
+                     strcmp(STR(one, "server"), "ws-1") == 0 ? 1090 : 600);
+    json_decref(doc);
+    dash_nodes_free(t);
     msgpack_sbuffer_destroy(&sb);
     free(hb);
     pd_model_free(m);

@@ -78,12 +78,13 @@ typedef struct {
     bool watched;              /* it sends heartbeats, so it has a timeout */
 } pd_server_view;
 
-/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "ready",
- * "devices", "users", "vc": [[node, inc, seq], ...], and, only when not 0,
- * "events", "notifications", "snapshot_at", "servers" (for dashboards)} */
+/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "wall", "leaving",
+ * "ready", "devices", "users", "vc": [[node, inc, seq], ...], and, only when
+ * not 0, "events", "notifications", "snapshot_at", "servers" (dashboards)} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
+    uint64_t wall;              /* sender's wall clock, ms (absent: 0, unknown) */
     bool leaving;
     bool ready;                 /* caught up and announcing (absent: true) */
     uint64_t devices, users;
