@@ -188,6 +188,31 @@ json_t *dash_user_json(const char *user, const void *pub, size_t pub_len, const 
     return o;
 }
 
+static bool same(pd_str a, pd_str b) {
+    return a.p && b.p && a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
+}
+
+json_t *dash_agreement_json(const char *const *nodes, const pd_str *get, const pd_str *dev,
+                            size_t n) {
+    json_t *list = json_array();
+    int groups = 0, *answer = calloc(n ? n : 1, sizeof *answer);
+    bool missing = false;
+    for (size_t i = 0; answer && i < n; i++) {
+        if (get[i].p == NULL || dev[i].p == NULL) {
+            missing = true;
+            continue;
+        }
+        for (size_t k = 0; k < i && answer[i] == 0; k++)
+            if (answer[k] && same(get[i], get[k]) && same(dev[i], dev[k])) answer[i] = answer[k];
+        if (answer[i] == 0) answer[i] = ++groups;
+    }
+    for (size_t i = 0; list && answer && i < n; i++)
+        json_array_append_new(list, json_pack("{s:s, s:i}", "node", nodes[i], "answer", answer[i]));
+    json_t *agree = groups > 1 ? json_false() : groups == 1 && !missing ? json_true() : json_null();
+    free(answer);
+    return json_pack("{s:o, s:o}", "agree", agree, "nodes", list);
+}
+
 char *dash_sse_frame(const char *event, const json_t *data, size_t *len) {
     char *body = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
     if (body == NULL) return NULL;

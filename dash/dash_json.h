@@ -44,6 +44,15 @@ json_t *dash_note_json(const void *buf, size_t len, uint64_t at_ms, pd_err *err)
 json_t *dash_user_json(const char *user, const void *pub, size_t pub_len, const void *own,
                        size_t own_len, const void *dev, size_t dev_len);
 
+/* Whether the nodes agree on a user: {"agree", "nodes": [{"node",
+ * "answer"}]}. For node i, get[i] and dev[i] are its replies (P.query.get
+ * with viewer = the user, P.query.devices, asked of that node; NULL: no
+ * answer). Nodes whose two replies are byte for byte the same get the same
+ * answer number (1, 2, ...; 0: no answer); agree is true when every node
+ * answered and all got 1, false when two answers differ, null otherwise. */
+json_t *dash_agreement_json(const char *const *nodes, const pd_str *get, const pd_str *dev,
+                            size_t n);
+
 /* One Server-Sent Events frame "event: NAME\ndata: JSON\n\n" (compact
  * JSON, so a single data line). Returns a malloc'd string (length in *len)
  * or NULL. data is borrowed. */

@@ -305,7 +305,41 @@ static struct MHD_Response *json_response(json_t *doc) {
     return r;
 }
 
-/* GET /api/user?user=ID: the public view, the own view and the devices. */
+/* Asks every node alive in the latest nodes frame for the user (own view,
+ * devices) on its own subjects P.query.<kind>.<node>, and compares. */
+static json_t *agreement(dash *d, const pd_query *own, const pd_query *dev) {
+    char *state = dash_hub_state(d->hub);
+    json_t *doc = state ? json_loads(state, 0, NULL) : NULL, *node;
+    const char *ids[DASH_NODES_MAX];
+    pd_str get[DASH_NODES_MAX] = {{0}}, devs[DASH_NODES_MAX] = {{0}};
+    natsMsg *msgs[2 * DASH_NODES_MAX] = {0};
+    size_t n = 0, i;
+    free(state);
+    json_array_foreach(json_object_get(doc, "nodes"), i, node) {
+        const char *id = json_string_value(json_object_get(node, "node"));
+        if (n == DASH_NODES_MAX || id == NULL || !json_is_true(json_object_get(node, "alive")))
+            continue;
+        char sg[PD_ID_MAX + 16], sd[PD_ID_MAX + 16];
+        snprintf(sg, sizeof sg, "query.get.%s", id);
+        snprintf(sd, sizeof sd, "query.devices.%s", id);
+        ids[n] = id;
+        msgs[2 * n] = ask(d, sg, own, &own->viewer, 1);
+        msgs[2 * n + 1] = ask(d, sd, dev, NULL, 0);
+        for (int k = 0; k < 2; k++) {
+            natsMsg *m = msgs[2 * n + k];
+            if (m) (k ? devs : get)[n] = (pd_str){natsMsg_GetData(m),
+                                                  (uint32_t)natsMsg_GetDataLength(m)};
+        }
+        n++;
+    }
+    json_t *out = dash_agreement_json(ids, get, devs, n);
+    for (i = 0; i < 2 * n; i++) natsMsg_Destroy(msgs[i]);
+    json_decref(doc);
+    return out;
+}
+
+/* GET /api/user?user=ID: the public view, the own view, the devices, and
+ * whether the nodes agree. */
 static struct MHD_Response *user_response(dash *d, const char *user, unsigned *status) {
     if (user == NULL || !pd_id_valid(user, strlen(user))) {
         *status = MHD_HTTP_BAD_REQUEST;
@@ -321,6 +355,7 @@ static struct MHD_Response *user_response(dash *d, const char *user, unsigned *s
     json_t *doc = dash_user_json(user, M(0), M(1), M(2));
 #undef M
     for (int i = 0; i < 3; i++) natsMsg_Destroy(m[i]);
+    if (doc) json_object_set_new(doc, "agreement", agreement(d, &own, &dev));
     return json_response(doc);
 }
 

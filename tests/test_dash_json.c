@@ -188,6 +188,34 @@ Test(dash_json, user_lookup_public_own_and_devices) {
     msgpack_sbuffer_destroy(&dev);
 }
 
+Test(dash_json, agreement_of_the_nodes) {
+    const char *ids[3] = {"n1", "n2", "n3"};
+    pd_str a = pd_str_c("\x81\xa1x\x01"), b = pd_str_c("\x81\xa1x\x02"), none = {0};
+    struct {
+        pd_str get[3], dev[3];
+        const char *want;
+    } cases[] = {
+        {{a, a, a}, {b, b, b}, "{\"agree\":true,\"nodes\":[{\"node\":\"n1\",\"answer\":1},"
+                               "{\"node\":\"n2\",\"answer\":1},{\"node\":\"n3\",\"answer\":1}]}"},
+        {{a, b, a}, {b, b, b}, "{\"agree\":false,\"nodes\":[{\"node\":\"n1\",\"answer\":1},"
+                               "{\"node\":\"n2\",\"answer\":2},{\"node\":\"n3\",\"answer\":1}]}"},
+        {{a, a, a}, {b, a, b}, "{\"agree\":false,\"nodes\":[{\"node\":\"n1\",\"answer\":1},"
+                               "{\"node\":\"n2\",\"answer\":2},{\"node\":\"n3\",\"answer\":1}]}"},
+        {{a, none, a}, {b, b, b}, "{\"agree\":null,\"nodes\":[{\"node\":\"n1\",\"answer\":1},"
+                                  "{\"node\":\"n2\",\"answer\":0},{\"node\":\"n3\",\"answer\":1}]}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *got = dash_agreement_json(ids, cases[i].get, cases[i].dev, 3);
+        json_t *want = parse(cases[i].want);
+        cr_expect(json_equal(got, want), "case %zu: %s", i, json_dumps(got, JSON_COMPACT));
+        json_decref(got);
+        json_decref(want);
+    }
+    json_t *empty = dash_agreement_json(ids, NULL, NULL, 0);
+    cr_expect(json_is_null(json_object_get(empty, "agree")), "no node: no verdict");
+    json_decref(empty);
+}
+
 /* ---- the nodes table ---- */
 
 typedef struct {

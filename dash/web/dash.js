@@ -163,8 +163,15 @@ async function lookup(ev) {
     el('thead', {}, el('tr', {}, ...['conn', 'server', 'node', 'device', 'state', 'connected at', 'last active']
       .map((h) => el('th', {scope: 'col'}, h)))),
     el('tbody', {}, ...rows)));
+  const ag = doc.agreement || {nodes: []};
+  const letters = ag.nodes.map((a) => `${a.node}: ${a.answer ? String.fromCharCode(64 + a.answer) : 'no answer'}`).join(', ');
+  const verdict = ag.agree === true ? `all ${ag.nodes.length} nodes agree`
+    : ag.agree === false ? 'the nodes DIFFER' : 'not every node answered';
+  const agreeEl = el('p', {id: 'agreement', 'data-agree': String(ag.agree)},
+    el('strong', {class: ag.agree === false ? 'error' : ''}, verdict),
+    ag.nodes.length ? ` (own view and devices, asked of each node: ${letters})` : '');
   out.replaceChildren(el('div', {class: 'views'}, view('public view', doc.public), view('own view', doc.own)),
-    table, ...doc.errors.map((e) => el('p', {class: 'error'}, e)));
+    agreeEl, table, ...doc.errors.map((e) => el('p', {class: 'error'}, e)));
 }
 
 // ---- the stream ----

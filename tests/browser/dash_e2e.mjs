@@ -139,6 +139,16 @@ async function main() {
       `the lookup shows the device: ${text.replace(/\s+/g, ' ')}`);
     check((await page.locator('#lookup-result [data-view="public view"]').innerText()).includes('online'),
       'the public view says online');
+    // Every node is asked too: they agree once the connect has replicated
+    // (asked again, by the button, until then).
+    await until('the three nodes to agree on alice-e2e', async () => {
+      if ((await page.locator('#agreement').getAttribute('data-agree')) === 'true') return true;
+      await page.click('#lookup button');
+      await page.locator('#lookup-result tr.device').waitFor({ timeout: 10000 });
+      return false;
+    }, 15000);
+    check((await page.locator('#agreement').innerText()).startsWith('all 3 nodes agree'),
+      `the lookup says: ${await page.locator('#agreement').innerText()}`);
 
     // The socket servers: presencectl's (no heartbeats) and the simulator's.
     const srv = page.locator('#servers tr[data-server="ws-e2e"]');
