@@ -410,7 +410,7 @@ static bool read_vc(mp_reader *r, pd_heartbeat *hb) {
 
 static bool read_servers(mp_reader *r, pd_heartbeat *hb) {
     uint32_t n, k;
-    uint64_t devices;
+    uint64_t devices = 0;
     if (!mpr_array(r, &n)) return false;
     if (n > PD_HB_SERVERS_MAX) return mpr_fail(r, PD_ETOOLARGE, "too many servers");
     for (uint32_t i = 0; i < n; i++) {
