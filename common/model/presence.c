@@ -755,6 +755,25 @@ void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->forgotten_servers = m->forgotten_servers;
 }
 
+typedef struct {
+    pd_server_view *out;
+    uint32_t n, max;
+} servers_ctx;
+
+static void visit_server(void *ud, pd_hnode *e) {
+    servers_ctx *c = ud;
+    const pd_server *s = (const pd_server *)e; /* h is its first member */
+    if (s->last_msg == 0 || c->n == c->max) return;
+    c->out[c->n++] = (pd_server_view){{s->id, s->id_n}, s->ndev, s->last_msg, s->watched != 0};
+}
+
+uint32_t pd_model_servers(const pd_model *m, pd_server_view *out, uint32_t max) {
+    servers_ctx c = {out, 0, max};
+    uint64_t cur = 0;
+    do cur = pd_htab_scan(&m->servers, cur, visit_server, &c); while (cur != 0 && c.n < max);
+    return c.n;
+}
+
 void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices) {
     pd_htab_reserve(&m->users, users);
     pd_htab_reserve(&m->devices, devices);
