@@ -80,10 +80,17 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
     op->hlc = d->claim;
 }
 
+/* A write of this node to one of its devices: ADD's version is its claim,
+ * REMOVE's and STATE's a new HLC (`at`); either raises the user's ver. */
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     pd_op op;
-    if (m->on_op == NULL || d->node != m->node) return;
+    if (d->node != m->node) return;
+    uint64_t at = kind == PD_OP_ADD ? d->claim
+                : kind == PD_OP_REMOVE && m->remove_at ? m->remove_at : pd__hlc_next(m, m->now);
+    pd__dev_ver_raise(d->user, at);
+    if (m->on_op == NULL) return;
     device_op(d, kind, &op);
+    if (kind != PD_OP_ADD) op.at = at;
     m->on_op(m->op_ud, &op);
 }
 
@@ -103,7 +110,12 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         pd__drop_server_if_unused(m, s);
         return PD_OK; /* an older claim: the current owner keeps it */
     }
-    if (d) pd__device_remove(m, d, now); /* announces REMOVE if it was ours */
+    if (d) { /* announces REMOVE if it was ours, at the winner's claim */
+        pd__dev_ver_raise(d->user, op->hlc);
+        m->remove_at = op->hlc;
+        pd__device_remove(m, d, now);
+        m->remove_at = 0;
+    }
     pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, (pd_str){NULL, 0},
                                   origin, op->hlc, now);
     if (st != PD_OK) {
@@ -111,6 +123,7 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         return st;
     }
     d = s->devs;
+    pd__dev_ver_raise(d->user, op->hlc);
     d->connected_at = op->connected_at;
     pd__device_state(m, d, op->state, op->last_active);
     d->mark &= (uint8_t)~MARK_PARTITION;
@@ -148,6 +161,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     pd_status st = pd__custom_set(m, u, expired ? (pd_str){NULL, 0} : op->text, op->emoji,
                                   op->expires_at);
     if (st != PD_OK) return st;
+    if (expired) pd__expiry_ver(m, u, op->expires_at);
     u->custom_hlc = op->hlc;
     u->custom_by = writer;
     return PD_OK;
@@ -158,7 +172,9 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     pd_status st = PD_OK;
     pd_device *d;
     if (origin == NULL) return PD_ENOMEM;
+    m->now = now;
     pd__hlc_observe(m, op->hlc);
+    pd__hlc_observe(m, op->at);
     switch (op->kind) {
     case PD_OP_ADD:
         st = origin == m->node ? PD_OK : apply_add(m, origin, op, now);
@@ -166,13 +182,17 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
             pd_server *s = d->server;
+            pd__dev_ver_raise(d->user, op->at ? op->at : pd__user_ver(d->user) + 1);
             pd__device_remove(m, d, now);
             pd__drop_server_if_unused(m, s);
         }
         break;
     case PD_OP_STATE:
-        if (origin != m->node && (d = owned(m, origin, op)) != NULL)
+        if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
+            if (d->state != op->state)
+                pd__dev_ver_raise(d->user, op->at ? op->at : pd__user_ver(d->user) + 1);
             pd__device_state(m, d, op->state, op->last_active);
+        }
         break;
     case PD_OP_SYNCED:
         if (origin != m->node) pd__apply_synced(m, origin, op, now);
@@ -240,10 +260,14 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint6
     dev_list l = {.owner = owner, .need_mark = marked_only};
     if (owner == NULL || owner == m->node) return;
     scan_devices(m, collect, &l);
+    m->now = now;
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
             pd_server *s = l.v[i]->server;
+            /* No write names this removal (a node down, a transfer): every
+             * node that removes the same device raises the same ver. */
+            pd__dev_ver_raise(l.v[i]->user, pd__user_ver(l.v[i]->user) + 1);
             pd__device_remove(m, l.v[i], now);
             pd__drop_server_if_unused(m, s);
             l.v[i] = NULL;
@@ -328,7 +352,9 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     pd_status st = PD_OK;
     pd_device *d;
     m->on_op = NULL; /* restoring: nothing to tell the peers yet */
+    m->now = now;
     pd__hlc_observe(m, op->hlc);
+    pd__hlc_observe(m, op->at);
     switch (op->kind) {
     case PD_OP_ADD:
         st = apply_add(m, m->node, op, now);

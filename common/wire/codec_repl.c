@@ -1,15 +1,16 @@
 /* codec_repl.c - deltas, heartbeats and state transfer between nodes (see
  * codec_repl.h and schemas/cluster.md). Ops are compact arrays:
  *   ADD    [0, server, conn, user, label, state, connected_at, last_active, claim]
- *   REMOVE [1, server, conn, claim]
- *   STATE  [2, server, conn, claim, state, last_active]
+ *   REMOVE [1, server, conn, claim, at]
+ *   STATE  [2, server, conn, claim, state, last_active, at]
+ * (REMOVE and STATE without `at`, from earlier nodes, read with at = 0)
  *   CHOSEN [3, user, chosen, hlc, writer]
  *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer]
  *   SYNCED [5, server, hlc, writer] */
 #include "wire/codec_repl.h"
 #include <string.h>
 
-static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 4};
+static const uint8_t op_arity[] = {9, 5, 7, 5, 7, 4};
 
 /* ---- ops ---------------------------------------------------------------------- */
 
@@ -31,6 +32,7 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         pd_pack_str(pk, op->server);
         pd_pack_str(pk, op->conn);
         msgpack_pack_uint64(pk, op->hlc);
+        msgpack_pack_uint64(pk, op->at);
         break;
     case PD_OP_STATE:
         pd_pack_str(pk, op->server);
@@ -38,6 +40,7 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         msgpack_pack_uint64(pk, op->hlc);
         msgpack_pack_uint8(pk, (uint8_t)op->state);
         msgpack_pack_int64(pk, op->last_active);
+        msgpack_pack_uint64(pk, op->at);
         break;
     case PD_OP_CHOSEN:
         pd_pack_str(pk, op->user);
@@ -98,7 +101,8 @@ static bool read_op(mp_reader *r, pd_op *op) {
     memset(op, 0, sizeof *op);
     if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_SYNCED, &kind))
         return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad op");
-    if (n != op_arity[kind]) return mpr_fail(r, PD_EBADVALUE, "bad op arity");
+    bool short_form = (kind == PD_OP_REMOVE || kind == PD_OP_STATE) && n == op_arity[kind] - 1u;
+    if (n != op_arity[kind] && !short_form) return mpr_fail(r, PD_EBADVALUE, "bad op arity");
     op->kind = (pd_op_kind)kind;
     switch (op->kind) {
     case PD_OP_ADD:
@@ -109,10 +113,12 @@ static bool read_op(mp_reader *r, pd_op *op) {
         op->state = (pd_devstate)small;
         return true;
     case PD_OP_REMOVE:
-        return rd_id(r, &op->server) && rd_id(r, &op->conn) && rd_u64(r, &op->hlc);
+        return rd_id(r, &op->server) && rd_id(r, &op->conn) && rd_u64(r, &op->hlc) &&
+               (short_form || rd_u64(r, &op->at));
     case PD_OP_STATE:
         if (!rd_id(r, &op->server) || !rd_id(r, &op->conn) || !rd_u64(r, &op->hlc) ||
-            !rd_small(r, PD_DEV_IDLE, &small) || !rd_i64(r, &op->last_active))
+            !rd_small(r, PD_DEV_IDLE, &small) || !rd_i64(r, &op->last_active) ||
+            (!short_form && !rd_u64(r, &op->at)))
             return false;
         op->state = (pd_devstate)small;
         return true;

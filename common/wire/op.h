@@ -29,6 +29,8 @@ typedef struct {
     int64_t connected_at, last_active;
     uint64_t hlc;                   /* ADD: the owner's claim; registers: version;
                                      * SYNCED: when the sync completed */
+    uint64_t at;                    /* REMOVE, STATE: the HLC of this write (its
+                                     * user's ver); 0 from nodes before it */
     pd_str writer;                  /* registers: the node that wrote it */
     pd_chosen chosen;               /* CHOSEN */
     pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
