@@ -36,6 +36,8 @@ typedef struct pd_config {
     uint64_t max_batch;            /* PRESENCE_MAX_BATCH: events of one batch */
     uint64_t sync_parts_timeout_ms; /* PRESENCE_SYNC_PARTS_TIMEOUT_MS */
     uint64_t test_fail_allocs;     /* PRESENCE_TEST_FAIL_ALLOCS (tests only) */
+    uint64_t test_clock_offset_ms; /* PRESENCE_TEST_CLOCK_OFFSET_MS (tests only) */
+    uint64_t max_clock_skew_ms;    /* PRESENCE_MAX_CLOCK_SKEW_MS */
     char node_id[PD_ID_MAX + 1];   /* PRESENCE_NODE_ID */
     char nats_url[PD_CONFIG_URL_MAX];  /* PRESENCE_NATS_URL, comma-separated */
     char redis_url[PD_CONFIG_URL_MAX]; /* PRESENCE_REDIS_URL */

@@ -29,6 +29,8 @@
 #define PD_QUERY_LIMIT_MAX 1000 /* page size of `online` */
 #define PD_CURSOR_MAX 64        /* bytes of an `online` cursor */
 #define PD_SYNC_PARTS_MAX 100000 /* parts of one chunked sync */
+#define PD_SEQ_MAX ((int64_t)1 << 53)   /* largest event `seq` */
+#define PD_SEQ_JUMP_MAX ((int64_t)1 << 32) /* largest step of a server's `seq` */
 
 /* ---- Section 1: connection events -------------------------------------- */
 
@@ -102,6 +104,8 @@ void pd_batch_encode(msgpack_sbuffer *sb, const pd_str *events, uint32_t n);
 /* ---- Section 7: request replies ----------------------------------------- */
 
 void pd_reply_ok_encode(msgpack_sbuffer *sb);
+/* {"ok": true, "duplicate": true}: accepted, but ignored as a duplicate. */
+void pd_reply_duplicate_encode(msgpack_sbuffer *sb);
 void pd_reply_error_encode(msgpack_sbuffer *sb, pd_status code, const char *msg);
 
 /* One refused item of a partial reply: a batch's event (i >= 0, conn.n ==
@@ -123,6 +127,7 @@ void pd_reply_partial_encode(msgpack_sbuffer *sb, const char *msg, const pd_fail
  * only if the reply is malformed. */
 typedef struct {
     bool ok;
+    bool duplicate;             /* "duplicate": true (an ignored event) */
     char code[32];
     char message[160];
     pd_str failed;          /* raw encoded array, n == 0 when absent */
