@@ -189,12 +189,14 @@ Test(ver, server_move_removals_agree) {
     msgpack_sbuffer_destroy(&buf);
 }
 
-/* REMOVE and STATE from nodes before `at` (4 and 6 elements) still read,
- * with at = 0; the current form carries it. */
-Test(ver, remove_and_state_read_with_and_without_at) {
+/* REMOVE and STATE from nodes before `ver` (4 or 5 and 6 elements) still
+ * read, with ver = 0; the current forms carry it (REMOVE with ver writes
+ * its `at` too, 0 when not said). */
+Test(ver, remove_and_state_read_with_and_without_ver) {
     static const uint8_t old_remove[] = {0x94, 0x01, 0xa1, 's', 0xa1, 'c', 0x07};
     static const uint8_t old_state[] = {0x96, 0x02, 0xa1, 's', 0xa1, 'c', 0x07, 0x01, 0x05};
-    static const uint8_t new_remove[] = {0x95, 0x01, 0xa1, 's', 0xa1, 'c', 0x07, 0x09};
+    static const uint8_t new_remove[] = {0x96, 0x01, 0xa1, 's', 0xa1, 'c', 0x07, 0x00, 0x09};
+    static const uint8_t new_state[] = {0x97, 0x02, 0xa1, 's', 0xa1, 'c', 0x07, 0x01, 0x05, 0x0b};
     static const uint8_t bad_remove[] = {0x93, 0x01, 0xa1, 's', 0xa1, 'c'};
     mp_reader r;
     pd_op op;
@@ -202,15 +204,19 @@ Test(ver, remove_and_state_read_with_and_without_at) {
     cr_assert(pd_op_read(&r, &op));
     cr_expect_eq(op.kind, PD_OP_REMOVE);
     cr_expect_eq(op.hlc, 7);
-    cr_expect_eq(op.at, 0);
+    cr_expect_eq(op.ver, 0);
     mpr_init(&r, old_state, sizeof old_state);
     cr_assert(pd_op_read(&r, &op));
     cr_expect_eq(op.kind, PD_OP_STATE);
-    cr_expect_eq(op.at, 0);
+    cr_expect_eq(op.ver, 0);
     cr_expect_eq(op.last_active, 5);
     mpr_init(&r, new_remove, sizeof new_remove);
     cr_assert(pd_op_read(&r, &op));
-    cr_expect_eq(op.at, 9);
+    cr_expect_eq(op.at, 0);
+    cr_expect_eq(op.ver, 9);
+    mpr_init(&r, new_state, sizeof new_state);
+    cr_assert(pd_op_read(&r, &op));
+    cr_expect_eq(op.ver, 11);
     mpr_init(&r, bad_remove, sizeof bad_remove);
     cr_expect_not(pd_op_read(&r, &op), "three elements: bad op arity");
 }

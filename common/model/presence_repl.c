@@ -93,19 +93,39 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
     op->connected_at = d->connected_at;
     op->last_active = d->last_active;
     op->hlc = d->claim;
+    if (kind == PD_OP_ADD && d->meta)
+        op->meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
 }
 
-/* A write of this node to one of its devices: ADD's version is its claim,
- * REMOVE's and STATE's a new HLC (`at`); either raises the user's ver. */
+/* The version of a write of this node to one of its devices: ADD's is its
+ * claim, REMOVE's and STATE's a new HLC (the op's `ver`), or, for a
+ * REMOVE another write decided, that write's (remove_at). It raises the
+ * user's ver. */
+static uint64_t device_write_ver(pd_model *m, pd_op_kind kind, const pd_device *d) {
+    uint64_t v = kind == PD_OP_ADD ? d->claim
+               : kind == PD_OP_REMOVE && m->remove_at ? m->remove_at : pd__hlc_next(m, m->now);
+    pd__dev_ver_raise(d->user, v);
+    return v;
+}
+
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     pd_op op;
     if (d->node != m->node) return;
-    uint64_t at = kind == PD_OP_ADD ? d->claim
-                : kind == PD_OP_REMOVE && m->remove_at ? m->remove_at : pd__hlc_next(m, m->now);
-    pd__dev_ver_raise(d->user, at);
+    uint64_t v = device_write_ver(m, kind, d);
     if (m->on_op == NULL || m->ops_muted) return;
     device_op(d, kind, &op);
-    if (kind != PD_OP_ADD) op.at = at;
+    if (kind != PD_OP_ADD) op.ver = v;
+    m->on_op(m->op_ud, &op);
+}
+
+void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
+    pd_op op;
+    if (d->node != m->node) return;
+    uint64_t v = device_write_ver(m, PD_OP_REMOVE, d);
+    if (m->on_op == NULL || m->ops_muted) return;
+    device_op(d, PD_OP_REMOVE, &op);
+    op.at = at;
+    op.ver = v;
     m->on_op(m->op_ud, &op);
 }
 
@@ -128,11 +148,11 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
     if (d) { /* announces REMOVE if it was ours, at the winner's claim */
         pd__dev_ver_raise(d->user, op->hlc);
         m->remove_at = op->hlc;
-        pd__device_remove(m, d, now);
+        pd__device_remove(m, d, now, 0);
         m->remove_at = 0;
     }
-    pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, (pd_str){NULL, 0},
-                                  origin, op->hlc, now);
+    pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, op->meta, origin,
+                                  op->hlc, now);
     if (st != PD_OK) {
         pd__drop_server_if_unused(m, s);
         return st;
@@ -140,6 +160,7 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
     d = s->devs;
     pd__dev_ver_raise(d->user, op->hlc);
     d->connected_at = op->connected_at;
+    pd__seen(d->user, op->connected_at, origin, op->hlc);
     pd__device_state(m, d, op->state, op->last_active);
     d->mark &= (uint8_t)~MARK_PARTITION;
     return PD_OK;
@@ -163,9 +184,13 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     if (writer == NULL) return PD_ENOMEM;
     pd_user *u = pd__user_get(m, op->user);
     if (u == NULL) return PD_ENOMEM;
+    if (op->kind == PD_OP_SEEN) {
+        pd__seen(u, op->at, writer, op->hlc);
+        return PD_OK;
+    }
     if (op->kind == PD_OP_CHOSEN) {
         if (!pd__newer(op->hlc, writer, u->chosen_hlc, u->chosen_by)) return PD_OK;
-        pd__chosen_set(m, u, op->chosen);
+        pd__chosen_set(m, u, op->chosen, op->at);
         u->chosen_hlc = op->hlc;
         u->chosen_by = writer;
         return PD_OK;
@@ -189,7 +214,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     if (origin == NULL) return PD_ENOMEM;
     m->now = now;
     pd__hlc_observe(m, op->hlc, now);
-    pd__hlc_observe(m, op->at, now);
+    pd__hlc_observe(m, op->ver, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = origin == m->node ? PD_OK : apply_add(m, origin, op, now);
@@ -197,15 +222,15 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
             pd_server *s = d->server;
-            pd__dev_ver_raise(d->user, op->at ? op->at : pd__user_ver(d->user) + 1);
-            pd__device_remove(m, d, now);
+            pd__dev_ver_raise(d->user, op->ver ? op->ver : pd__user_ver(d->user) + 1);
+            pd__device_remove(m, d, now, op->at);
             pd__drop_server_if_unused(m, s);
         }
         break;
     case PD_OP_STATE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
-            if (d->state != op->state)
-                pd__dev_ver_raise(d->user, op->at ? op->at : pd__user_ver(d->user) + 1);
+            if (op->ver) pd__dev_ver_raise(d->user, op->ver);
+            else if (d->state != op->state) pd__dev_ver_raise(d->user, pd__user_ver(d->user) + 1);
             pd__device_state(m, d, op->state, op->last_active);
         }
         break;
@@ -271,7 +296,22 @@ static void collect(void *ud, pd_hnode *e) {
     l->v[l->n++] = d;
 }
 
-static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint64_t now) {
+/* A user whose last device left because its owner went down: nobody sent
+ * its REMOVE, so this node writes the time as a SEEN register. Every node
+ * that drops the owner writes one; the latest wins everywhere. */
+static void decide_seen(pd_model *m, pd_user *u, uint64_t now) {
+    uint64_t hlc = pd__hlc_next(m, now);
+    pd__seen(u, (int64_t)now, m->node, hlc);
+    if (u->seen_by != m->node || u->seen != (int64_t)now) return;
+    pd_op op = {.kind = PD_OP_SEEN, .user = {u->id, u->id_n}, .at = (int64_t)now, .hlc = hlc,
+                .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
+}
+
+/* decide: the owner is down (see decide_seen); otherwise a state transfer
+ * said the devices are gone, and their REMOVE times came with it. */
+static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool decide,
+                         uint64_t now) {
     dev_list l = {.owner = owner, .need_mark = marked_only};
     if (owner == NULL || owner == m->node) return;
     scan_devices(m, collect, &l);
@@ -280,10 +320,12 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint6
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
             pd_server *s = l.v[i]->server;
+            pd_user *u = l.v[i]->user;
             /* No write names this removal (a node down, a transfer): every
              * node that removes the same device raises the same ver. */
-            pd__dev_ver_raise(l.v[i]->user, pd__user_ver(l.v[i]->user) + 1);
-            pd__device_remove(m, l.v[i], now);
+            pd__dev_ver_raise(u, pd__user_ver(u) + 1);
+            pd__device_remove(m, l.v[i], now, 0);
+            if (decide && u->ndev == 0) decide_seen(m, u, now);
             pd__drop_server_if_unused(m, s);
             l.v[i] = NULL;
         }
@@ -293,11 +335,11 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint6
 }
 
 void pd_model_partition_end(pd_model *m, pd_str origin, uint64_t now) {
-    remove_owned(m, pd__intern_find(m, origin), true, now);
+    remove_owned(m, pd__intern_find(m, origin), true, false, now);
 }
 
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now) {
-    remove_owned(m, pd__intern_find(m, owner), false, now);
+    remove_owned(m, pd__intern_find(m, owner), false, true, now);
 }
 
 static void dump_device(void *ud, pd_hnode *e) {
@@ -318,6 +360,16 @@ void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *u
         op.chosen = (pd_chosen)u->chosen;
         op.hlc = u->chosen_hlc;
         op.writer = pd_str_c(u->chosen_by);
+        if (u->chosen == PD_CHOSEN_INVISIBLE) op.at = u->seen_frozen;
+        fn(ud, &op);
+    }
+    if (u->seen_by && (writer == NULL || u->seen_by == writer)) {
+        memset(&op, 0, sizeof op);
+        op.kind = PD_OP_SEEN;
+        op.user = (pd_str){u->id, u->id_n};
+        op.at = u->seen;
+        op.hlc = u->seen_hlc;
+        op.writer = pd_str_c(u->seen_by);
         fn(ud, &op);
     }
     if (u->custom_by && (writer == NULL || u->custom_by == writer)) {
@@ -368,7 +420,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     pd__ops_mute(m); /* restoring: nothing to tell the peers yet */
     m->now = now;
     pd__hlc_observe(m, op->hlc, now);
-    pd__hlc_observe(m, op->at, now);
+    pd__hlc_observe(m, op->ver, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = apply_add(m, m->node, op, now);
@@ -380,13 +432,15 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     case PD_OP_REMOVE:
         if ((d = owned(m, m->node, op)) != NULL) {
             pd_server *s = d->server;
-            pd__device_remove(m, d, now);
+            /* Removed then, not now: the REMOVE op said when. */
+            pd__device_remove(m, d, op->at > 0 ? (uint64_t)op->at : now, 0);
             pd__drop_server_if_unused(m, s);
         }
         break;
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
-            if (op->last_active > d->last_active) d->last_active = d->user->seen = op->last_active;
+            if (op->last_active > d->last_active) d->last_active = op->last_active;
+            pd__seen(d->user, op->last_active, d->node, d->claim);
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
         }

@@ -124,7 +124,7 @@ static pd_status sync_entry(pd_model *m, pd_server *s, const pd_sync_conn *c, ui
         }
         pd_device *old = d;
         d = pd__local_add(m, s, c->conn, c->user, c->device, (pd_str){NULL, 0}, now, &st);
-        if (d && old) pd__device_remove(m, old, now);
+        if (d && old) pd__device_remove(m, old, now, 0);
     }
     if (st == PD_OK) d->mark |= MARK_SYNC;
     return st;
@@ -139,7 +139,7 @@ static void sync_complete(pd_model *m, pd_server *s, uint64_t now) {
             next = d->snext;
             if (!(d->mark & MARK_SYNC) && (pass || d->state == PD_DEV_IDLE)) {
                 if (d->node != m->node) pd__dev_ver_raise(d->user, h); /* as the peers will */
-                pd__device_remove(m, d, now);
+                pd__device_remove(m, d, now, 0);
             }
         }
     }
@@ -196,7 +196,7 @@ void pd__apply_synced(pd_model *m, const char *origin, const pd_op *op, uint64_t
             if (d->node != origin && d->claim < op->hlc && (pass || d->state == PD_DEV_IDLE)) {
                 pd__dev_ver_raise(d->user, op->hlc);
                 m->remove_at = op->hlc; /* a REMOVE of ours goes to the peers, at h */
-                pd__device_remove(m, d, now);
+                pd__device_remove(m, d, now, 0);
                 m->remove_at = 0;
             }
         }

@@ -12,9 +12,13 @@
  * their owner (the node that received the connect): only the owner emits
  * them. Register ops (chosen and custom status) may come from any node and
  * carry their version: a hybrid logical clock value and the writer's id;
- * the highest (hlc, writer) wins everywhere. */
+ * the highest (hlc, writer) wins everywhere. SEEN is a register too, but
+ * ordered by its value: the highest (at, writer) wins, so that last_seen is
+ * the maximum of every time replicated for the user (device ops' times
+ * count as writes by the device's owner). */
 typedef enum {
     PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM,
+    PD_OP_SEEN,                     /* a user's last_seen: the highest (at, writer) wins */
     /* server synced at hlc by the origin: every other node's device of that
      * server with an older claim leaves (a server that moved; see
      * common/model/presence_sync.c) */
@@ -29,12 +33,15 @@ typedef struct {
     int64_t connected_at, last_active;
     uint64_t hlc;                   /* ADD: the owner's claim; registers: version;
                                      * SYNCED: when the sync completed */
-    uint64_t at;                    /* REMOVE, STATE: the HLC of this write (its
-                                     * user's ver); 0 from nodes before it */
+    uint64_t ver;                   /* REMOVE, STATE: the HLC of this write (its user's
+                                     * `ver`, notifications.md); 0 from earlier nodes */
     pd_str writer;                  /* registers: the node that wrote it */
     pd_chosen chosen;               /* CHOSEN */
     pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
     int64_t expires_at;
+    pd_str meta;                    /* ADD: the connect's meta map, raw (n 0: none) */
+    int64_t at;                     /* REMOVE: when (0: not said); SEEN: the last_seen;
+                                     * CHOSEN: the last_seen frozen by invisible (0: not said) */
 } pd_op;
 
 /* Receives ops in order (the model's op hook, a partition dump). */
