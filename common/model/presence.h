@@ -30,7 +30,6 @@ typedef struct {
      * that nodes cannot diverge. See presence_limits.c. */
     uint64_t max_devices_per_user;  /* live devices of a user, all nodes */
     uint64_t max_users;             /* users with a live device, all nodes */
-    uint64_t sync_parts_timeout_ms; /* an unfinished chunked sync is dropped (0: 30 s) */
     /* A remote HLC more than this ahead of the wall clock is never merged
      * into ours (PRESENCE_MAX_CLOCK_SKEW_MS; 0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
     uint64_t max_clock_skew_ms;
@@ -40,6 +39,7 @@ typedef struct {
     /* A user with nothing but a last_seen older than this is forgotten
      * (0 = never). */
     uint64_t user_retention_ms;
+    uint64_t sync_parts_timeout_ms; /* an unfinished chunked sync is dropped (0: 30 s) */
 } pd_model_cfg;
 
 #define PD_MAX_CLOCK_SKEW_DEFAULT_MS 60000

@@ -28,9 +28,9 @@
 #define PD_QUERY_USERS_MAX 1000 /* users of one `get` */
 #define PD_QUERY_LIMIT_MAX 1000 /* page size of `online` */
 #define PD_CURSOR_MAX 64        /* bytes of an `online` cursor */
-#define PD_SYNC_PARTS_MAX 100000 /* parts of one chunked sync */
 #define PD_SEQ_MAX ((int64_t)1 << 53)   /* largest event `seq` */
 #define PD_SEQ_JUMP_MAX ((int64_t)1 << 32) /* largest step of a server's `seq` */
+#define PD_SYNC_PARTS_MAX 100000 /* parts of one chunked sync */
 
 /* ---- Section 1: connection events -------------------------------------- */
 
