@@ -45,6 +45,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         /* fall through */
     case PD_OP_REMOVE:
         if (want->kind == PD_OP_REMOVE) cr_expect_eq(got->at, want->at);
+        if (want->kind != PD_OP_ADD) cr_expect_eq(got->ver, want->ver);
         expect_str(got->server, want->server, "server");
         expect_str(got->conn, want->conn, "conn");
         cr_expect_eq(got->hlc, want->hlc);
@@ -79,6 +80,11 @@ static const pd_op OPS[] = {
      .state = PD_DEV_ACTIVE, .connected_at = -5, .last_active = 0, .hlc = 0},
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = UINT64_MAX >> 1},
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999},
+    {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999,
+     .ver = UINT64_C(1700000000999) << 16 | 2},
+    {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .ver = 6},
+    {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 44,
+     .state = PD_DEV_IDLE, .last_active = 9, .ver = 45},
     {.kind = PD_OP_ADD, .server = S("s"), .conn = S("c"), .user = S("u"), .label = S("web"),
      .state = PD_DEV_ACTIVE, .connected_at = 1, .last_active = 2, .hlc = 3,
      .meta = {"\x81\xa3" "app\xa3" "web", 9}},
@@ -528,8 +534,8 @@ Test(codec_repl, op_with_bad_id_refused) {
 
 Test(codec_repl, op_with_wrong_arity_refused) {
     /* Shortest and longest (with the optional last element) of each kind. */
-    static const uint8_t arity[] = {9, 4, 6, 5, 7, 5}, longest[] = {10, 5, 6, 6, 7, 5};
-    for (unsigned k = 0; k < 6; k++) {
+    static const uint8_t arity[] = {9, 4, 6, 5, 7, 5, 4}, longest[] = {10, 6, 7, 6, 7, 5, 4};
+    for (unsigned k = 0; k < 7; k++) {
         for (int delta = -1; delta <= 1; delta += 2) {
             raw r;
             msgpack_packer pk = raw_packer(&r);
@@ -546,7 +552,7 @@ Test(codec_repl, op_with_wrong_arity_refused) {
 }
 
 Test(codec_repl, op_with_unknown_kind_refused) {
-    expect_bad_op("95 06 a1 73 a1 63 01 02", PD_EBADVALUE, "kind 6");
+    expect_bad_op("95 07 a1 73 a1 63 01 02", PD_EBADVALUE, "kind 7");
     expect_bad_op("94 7f a1 73 a1 63 01", PD_EBADVALUE, "kind 127");
     expect_bad_op("94 ff a1 73 a1 63 01", PD_EBADVALUE, "kind -1");
     expect_bad_op("94 a1 30 a1 73 a1 63 01", PD_EBADVALUE, "kind as a string");

@@ -160,6 +160,7 @@ void pd__flush(pd_model *m, uint64_t now) {
 
 /* The last device left: keep the former presence for the offline delay. */
 static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint64_t now) {
+    u->gone_ver = pd__user_ver(u);
     u->flags &= (uint8_t)~UF_HELD_ACTIVE;
     if (was_active) u->flags |= UF_HELD_ACTIVE;
     if (m->cfg.offline_delay_ms == 0 ||
@@ -571,6 +572,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
     pd_server *s = ev->server.n ? server_find(m, ev->server) : NULL;
     *res = PD_APPLIED;
     m->nrefusals = 0;
+    m->now = now;
     /* Any message from a known server is a sign of life, even a duplicate
      * or a refused one. */
     if (s) server_alive(m, s, now);
@@ -638,11 +640,17 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
             break;
         }
         u->flags &= (uint8_t)~UF_GRACE;
+        /* The offline delay ends at the same ver on every node: the ver of
+         * the removal that started it, plus the delay on the HLC's scale. */
+        uint64_t v = u->gone_ver + (m->cfg.offline_delay_ms << 16);
+        if (v > u->timer_ver) u->timer_ver = v;
+        pd__hlc_observe(m, v, m->now);
         pd__mark_dirty(m, u);
         break;
     }
     case TK_CUSTOM: {
         pd_user *u = OWNER(t, pd_custom, expiry)->user;
+        pd__expiry_ver(m, u, u->custom->expires_at);
         pd__custom_clear(m, u);
         pd__mark_dirty(m, u);
         break;
@@ -674,8 +682,15 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     }
 }
 
+void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at) {
+    uint64_t v = (uint64_t)expires_at << 16;
+    if (v > u->timer_ver) u->timer_ver = v;
+    pd__hlc_observe(m, v, m->now);
+}
+
 void pd_model_tick(pd_model *m, uint64_t now) {
     pd_timer *t;
+    m->now = now;
     while ((t = pd_theap_pop_due(&m->timers, now)) != NULL) fire(m, t, now);
     pd__flush(m, now);
 }
