@@ -1,6 +1,7 @@
 /* main.c - presenced: read the configuration, run one presence node. */
 #include <nats/nats.h>
 #include <stdio.h>
+#include "config_files.h"
 #include "node.h"
 
 #define PRESENCED_VERSION "0.1.0"
@@ -10,7 +11,9 @@ int main(int argc, char **argv) {
     char err[512];
     pd_node node;
 
-    if (pd_config_load(&cfg, argc, argv, NULL, err, sizeof err) != PD_OK) {
+    if (pd_config_load(&cfg, argc, argv, NULL, err, sizeof err) != PD_OK ||
+        (!cfg.help && !cfg.version &&
+         pd_config_check_files(&cfg, argc, argv, err, sizeof err) != PD_OK)) {
         fprintf(stderr, "presenced: %s\n", err);
         fprintf(stderr, "Run 'presenced --help' for the list of settings.\n");
         return 2;
