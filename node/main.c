@@ -1,10 +1,10 @@
 /* main.c - presenced: read the configuration, run one presence node. */
 #include <nats/nats.h>
 #include <stdio.h>
+#include "base/version.h"
 #include "config_files.h"
 #include "node.h"
 
-#define PRESENCED_VERSION "0.1.0"
 
 int main(int argc, char **argv) {
     pd_config cfg;
@@ -23,12 +23,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (cfg.version) {
-        printf("presenced %s\n", PRESENCED_VERSION);
+        printf("presenced %s\n", PD_VERSION);
         return 0;
     }
     pd_log_set_level(cfg.log_level);
     pd_config_describe(&cfg, err, sizeof err);
-    pd_log(PD_LOG_INFO, "presenced %s starting: %s", PRESENCED_VERSION, err);
+    pd_log(PD_LOG_INFO, "presenced %s starting: %s", PD_VERSION, err);
 
     int rc = 1;
     if (pd_node_init(&node, &cfg, err, sizeof err) != PD_OK) {

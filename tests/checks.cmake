@@ -50,3 +50,10 @@ add_test(NAME redis_wedge
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/chaos/repro_redis_wedge.py
                  --bin-dir $<TARGET_FILE_DIR:presenced>)
 set_tests_properties(redis_wedge PROPERTIES LABELS integration TIMEOUT 240)
+
+# make install DESTDIR=... PREFIX=/usr of this build tree: binaries, man
+# pages, bash completions, systemd unit (tests/install_check.sh).
+add_test(NAME install_check
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/install_check.sh ${CMAKE_BINARY_DIR}
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(install_check PROPERTIES LABELS unit TIMEOUT 120)
