@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include "base/version.h"
 #include "config_files.h"
+#include "logsink.h"
 #include "node.h"
 
 
@@ -11,6 +12,7 @@ int main(int argc, char **argv) {
     char err[512];
     pd_node node;
 
+    node_log_to_stream(stderr);
     if (pd_config_load(&cfg, argc, argv, NULL, err, sizeof err) != PD_OK ||
         (!cfg.help && !cfg.version &&
          pd_config_check_files(&cfg, argc, argv, err, sizeof err) != PD_OK)) {

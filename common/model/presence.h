@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "wire/codec.h"
+#include "wire/op.h"
 #include "base/status.h"
 
 typedef struct pd_model pd_model;
@@ -58,29 +59,8 @@ uint64_t pd_model_next_due(const pd_model *m);
 
 /* ---- replication ----------------------------------------------------------- */
 
-/* One change of replicated state. Device ops belong to the partition of
- * their owner (the node that received the connect): only the owner emits
- * them. Register ops (chosen and custom status) may come from any node and
- * carry their version: a hybrid logical clock value and the writer's id;
- * the highest (hlc, writer) wins everywhere. */
-typedef enum { PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM } pd_op_kind;
-
-typedef struct {
-    pd_op_kind kind;
-    pd_str server, conn;            /* device ops */
-    pd_str user, label;             /* ADD; user also for register ops */
-    pd_devstate state;              /* ADD, STATE */
-    int64_t connected_at, last_active;
-    uint64_t hlc;                   /* ADD: the owner's claim; registers: version */
-    pd_str writer;                  /* registers: the node that wrote it */
-    pd_chosen chosen;               /* CHOSEN */
-    pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
-    int64_t expires_at;
-} pd_op;
-
 /* Called for every change of this node's own partition and every register
  * write made here, in order, so that it can be sent to the peers. */
-typedef void (*pd_op_fn)(void *ud, const pd_op *op);
 void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud);
 
 /* Applies an op from origin's stream (the origin owns device ops). Ops that

@@ -5,15 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-void pd_err_set(pd_err *e, pd_status code, const char *fmt, ...) {
-    if (e == NULL) return;
-    e->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-}
-
 /* CHECKLIST: keep in the order of pd_event_type. */
 static const char *const event_names[PD_EV_COUNT] = {
     "connect", "disconnect", "activity", "idle", "status",

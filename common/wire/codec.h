@@ -29,15 +29,6 @@
 #define PD_QUERY_LIMIT_MAX 1000 /* page size of `online` */
 #define PD_CURSOR_MAX 64        /* bytes of an `online` cursor */
 
-/* An error with its detail, filled by decoders. */
-typedef struct {
-    pd_status code;
-    char msg[128];
-} pd_err;
-
-void pd_err_set(pd_err *e, pd_status code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* ---- Section 1: connection events -------------------------------------- */
 
 typedef enum {

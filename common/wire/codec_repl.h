@@ -10,7 +10,7 @@
 #ifndef PD_CODEC_REPL_H
 #define PD_CODEC_REPL_H
 #include "wire/codec.h"
-#include "model/presence.h"
+#include "wire/op.h"
 
 #define PD_REPL_VERSION 1
 #define PD_VC_MAX 256           /* entries of a heartbeat's vector clock */
