@@ -3,6 +3,7 @@
 #include "node.h"
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "base/alloc.h"
 #include "base/clock.h"
 
@@ -11,13 +12,29 @@
 
 static void arm_timer(pd_node *n);
 
+uint64_t node__mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void dispatch(pd_node *n, pd_inbox_item *it) {
     if (it->kind == SUB_DELTA && node__persist_hold(n, it->msg)) return; /* kept for later */
-    if (it->kind == SUB_REPLAY) node__persist_replay_msg(n, it->msg);
-    else if (it->kind == SUB_STREAM_INFO) node__persist_stream_info(n, it->msg);
-    else if (it->kind == SUB_EVENTS) node__handle_event(n, it->msg);
-    else if (it->kind >= SUB_DELTA) node__handle_cluster(n, (node_sub_kind)it->kind, it->msg);
-    else node__handle_query(n, (node_sub_kind)it->kind, it->msg);
+    if (it->kind == SUB_REPLAY) {
+        node__persist_replay_msg(n, it->msg);
+    } else if (it->kind == SUB_STREAM_INFO) {
+        node__persist_stream_info(n, it->msg);
+    } else if (it->kind == SUB_EVENTS) {
+        uint64_t t0 = node__mono_us();
+        node__handle_event(n, it->msg);
+        pd_hist_observe_us(&n->stats.event_latency, node__mono_us() - t0);
+    } else if (it->kind >= SUB_DELTA) {
+        node__handle_cluster(n, (node_sub_kind)it->kind, it->msg);
+    } else {
+        uint64_t t0 = node__mono_us();
+        node__handle_query(n, (node_sub_kind)it->kind, it->msg);
+        pd_hist_observe_us(&n->stats.query_latency, node__mono_us() - t0);
+    }
     natsMsg_Destroy(it->msg);
 }
 

@@ -11,6 +11,7 @@
 #include <uv.h>
 #include "wire/codec.h"
 #include "base/config.h"
+#include "base/hist.h"
 #include "inbox.h"
 #include "base/log.h"
 #include "metrics.h"
@@ -37,6 +38,9 @@ typedef struct {
     uint64_t publish_errors;
     uint64_t refused_msg_bytes;     /* PRESENCE_MAX_MSG_BYTES breaches */
     uint64_t refused_query_users;   /* get users / online limit above the limits */
+    /* Latencies (node_metrics.c): handling an event, answering a query, a
+     * change until its notification leaves, a peer's delta until applied. */
+    pd_hist event_latency, query_latency, notify_latency, apply_latency;
 } node_stats;
 
 typedef struct pd_node pd_node;
@@ -121,6 +125,9 @@ void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg);
 /* Publishes P.trace.<node>: these traced events are applied here, now. */
 void node__trace_report(pd_node *n, const uint64_t *ids, uint32_t count);
 extern const pd_repl_io node__repl_io;
+
+/* Monotonic microseconds, for the latency histograms. */
+uint64_t node__mono_us(void);
 
 /* node_metrics.c: refreshes the metrics text (at most every 250 ms). */
 void node__update_metrics(pd_node *n, bool force);

@@ -3,6 +3,7 @@
  * (through the coalescing gate of PRESENCE_NOTIFY_MIN_INTERVAL_MS). */
 #include "node.h"
 #include <stdio.h>
+#include "base/clock.h"
 
 void node__handle_event(pd_node *n, natsMsg *msg) {
     const char *data = natsMsg_GetData(msg);
@@ -52,6 +53,11 @@ static void publish_notification(void *ud, const pd_view *v) {
              v->user.p);
     node__publish(n, n->subj);
     n->stats.notifications++;
+    /* From the change (its ts, this node's or the origin's wall clock) to
+     * now: the coalescing interval and the way from another node included. */
+    uint64_t now = pd_now_ms();
+    if (v->ts > 0 && now >= (uint64_t)v->ts)
+        pd_hist_observe_us(&n->stats.notify_latency, (now - (uint64_t)v->ts) * 1000u);
 }
 
 /* The announcer's changes go through the gate: at once, or held for the

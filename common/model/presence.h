@@ -119,6 +119,7 @@ typedef struct {
     uint64_t changes;   /* local changes applied (events that changed state) */
     uint64_t refused_devices;  /* events refused by max_devices_per_user */
     uint64_t refused_users;    /* events refused by max_users */
+    uint64_t by_status[PD_PUB_INVISIBLE + 1]; /* users by public status (pd_public) */
 } pd_model_stats;
 void pd_model_stats_get(const pd_model *m, pd_model_stats *st);
 

@@ -50,6 +50,7 @@ struct pd_repl {
     uint32_t nops;
     uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
     uint32_t ntrace;
+    uint64_t batch_now;         /* wall clock of the batch (pd_repl_begin): a delta's "at" */
     msgpack_sbuffer out;
     bool ready;
     uint64_t started, last_hb_sent, last_tick;
@@ -193,8 +194,8 @@ void pd_repl_flush(pd_repl *r) {
      * that every node reports it. */
     if (r->nops == 0 && r->ntrace == 0) return;
     msgpack_sbuffer_clear(&r->out);
-    pd_delta_encode_traced(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
-                           r->nops, r->trace, r->ntrace);
+    pd_delta_encode_at(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
+                       r->nops, r->trace, r->ntrace, r->batch_now);
     msgpack_sbuffer_clear(&r->ops);
     r->nops = 0;
     r->ntrace = 0;
@@ -327,6 +328,8 @@ pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now
     if (apply_delta(r, p, &d, now) != PD_OK) {
         hold(p, d.seq, buf, len);
         request_sync(r, p, d.node, now);
+    } else if (r->io.applied != NULL) {
+        r->io.applied(r->io.ud, d.at, now);
     }
     return PD_OK;
 }
@@ -582,6 +585,7 @@ static void check_ready(pd_repl *r, uint64_t now) {
 }
 
 void pd_repl_begin(pd_repl *r, uint64_t now) {
+    r->batch_now = now;
     /* A loop that did not run for a long while (SIGSTOP, swap) must not
      * take peers' silence for death, nor announce from a stale view: it
      * warms up again while the backlog comes in. */
@@ -678,6 +682,7 @@ void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st) { *st = r->stats; }
 
 pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
                         pd_err *err) {
+    r->batch_now = now;
     return pd_model_apply(r->m, ev, now, res, err);
 }
 

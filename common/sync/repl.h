@@ -46,6 +46,9 @@ typedef struct {
      * were just applied here (d is borrowed). Never called when nobody
      * traces. Last, so positional initializers stay valid. */
     void (*traced)(void *ud, const pd_delta *d);
+    /* Optional (metrics): a peer's delta sent at its wall-clock time `at`
+     * (ms, 0 if it did not say) was just applied here at `now`. */
+    void (*applied)(void *ud, uint64_t at, uint64_t now);
 } pd_repl_io;
 
 typedef struct {

@@ -228,9 +228,15 @@ static void pack_ids(msgpack_packer *pk, const char *k, const uint64_t *ids, uin
 void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
                             const void *ops_buf, size_t ops_len, uint32_t nops,
                             const uint64_t *trace, uint32_t ntrace) {
+    pd_delta_encode_at(sb, node, inc, seq, ops_buf, ops_len, nops, trace, ntrace, 0);
+}
+
+void pd_delta_encode_at(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                        const void *ops_buf, size_t ops_len, uint32_t nops,
+                        const uint64_t *trace, uint32_t ntrace, uint64_t at) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, ntrace ? 6 : 5);
+    msgpack_pack_map(&pk, 5u + (ntrace ? 1u : 0u) + (at ? 1u : 0u));
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", node);
     pack_u64(&pk, "inc", inc);
@@ -239,6 +245,7 @@ void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint
     msgpack_pack_array(&pk, nops);
     if (ops_len) msgpack_sbuffer_write(sb, ops_buf, ops_len);
     if (ntrace) pack_ids(&pk, "trace", trace, ntrace);
+    if (at) pack_u64(&pk, "at", at);
 }
 
 void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
@@ -293,6 +300,7 @@ static bool delta_field(mp_reader *r, pd_str k, void *out) {
     if (pd_str_eqc(k, "seq")) { c->seen |= 4; return rd_u64(r, &c->d->seq); }
     if (pd_str_eqc(k, "ops")) { c->seen |= 8; return read_ops(r, &c->d->ops); }
     if (pd_str_eqc(k, "trace")) return read_trace(r, &c->d->trace, &c->d->ntrace);
+    if (pd_str_eqc(k, "at")) return rd_u64(r, &c->d->at);
     return mpr_skip(r);
 }
 
