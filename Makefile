@@ -75,6 +75,11 @@ up: build
 down:
 	bash scripts/down.sh
 
+# make reset: down, and the state removed (JetStream, snapshots, logs);
+# `make reset up` starts afresh.
+reset:
+	bash scripts/reset.sh
+
 status:
 	@if [ -f scripts/status.sh ]; then bash scripts/status.sh; \
 	else echo "make status: scripts/status.sh does not exist yet" >&2; exit 1; fi

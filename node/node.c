@@ -128,7 +128,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     node__gate_close(n, true); /* held notifications leave before we do */
     /* Tell the peers at once rather than let them wait for the timeout. */
     pd_repl_leave(n->repl, pd_now_ms());
-    if (n->nc) natsConnection_FlushTimeout(n->nc, 1000);
+    if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
     uv_stop(&n->loop);
 }
 

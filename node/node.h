@@ -76,6 +76,7 @@ struct pd_node {
     pd_metrics metrics;             /* idle unless PRESENCE_METRICS_ADDR is set */
     uint64_t metrics_at;
     uint64_t nats_reconnects;       /* written by nats.c's thread: atomics */
+    bool nats_closing;              /* atomics: we close NATS; its callbacks stay quiet */
     struct {                        /* node_slow.c */
         uint64_t dropped[SUB_COUNT];  /* by subscription: inbox + nats.c */
         uint64_t next_check, first_drop, last_drop, resyncs;
@@ -99,6 +100,9 @@ void pd_node_close(pd_node *n);
 /* node_nats.c */
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);
 void node__nats_close(pd_node *n);
+/* True while the NATS connection is up (not connecting, reconnecting or
+ * closed): flushing or JetStream requests would only wait for a timeout. */
+bool node__nats_up(const pd_node *n);
 /* Publishes the scratch buffer n->out to subject (a reply or a notification). */
 void node__publish(pd_node *n, const char *subject);
 void node__publish_bytes(pd_node *n, const char *subject, const void *buf, size_t len);
