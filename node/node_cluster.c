@@ -75,7 +75,7 @@ const pd_repl_io node__repl_io = {
     .send_heartbeat = send_heartbeat,
     .send_sync_request = send_sync_request,
     .send_sync_part = send_sync_part,
-    .notify = node__notify,
+    .publish = node__publish_notification,
     .traced = traced,
     .applied = applied,
 };

@@ -217,8 +217,9 @@ static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         out(b, "presenced_limit_rejections_total{limit=\"%s\"} %" PRIu64 "\n", rows[i].name,
             rows[i].v);
-    pd_gate_stats gs = {0};
-    if (n->gate) pd_gate_stats_get(n->gate, &gs);
+    pd_notify_stats ns;
+    pd_notifier_stats_get(pd_repl_notifier(n->repl), &ns);
+    const pd_gate_stats gs = ns.gate;
     counter(b, "presenced_notifications_coalesced_total",
             "changes not announced because a later one of the same user replaced them "
             "(PRESENCE_NOTIFY_MIN_INTERVAL_MS)", gs.coalesced);

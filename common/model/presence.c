@@ -308,12 +308,11 @@ static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status
     pd_devstate state = (pd_devstate)d->state;
     /* Peers get one ADD, in the state the device ends in: an ADD saying
      * active then a STATE saying idle would flap its user on them. */
-    pd_op_fn hook = m->on_op;
-    m->on_op = NULL;
+    pd__ops_mute(m);
     /* Add before removing: a failed add then leaves everything as it was. */
     d = local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
     if (d && state == PD_DEV_IDLE) pd__device_set_idle(m, d);
-    m->on_op = hook;
+    pd__ops_unmute(m);
     if (d) {
         pd__emit_device(m, PD_OP_ADD, d);
         pd__device_remove(m, old, now);

@@ -63,8 +63,11 @@ void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud) {
     m->op_ud = ud;
 }
 
+void pd__ops_mute(pd_model *m) { m->ops_muted++; }
+void pd__ops_unmute(pd_model *m) { m->ops_muted--; }
+
 void pd__emit(pd_model *m, const pd_op *op) {
-    if (m->on_op) m->on_op(m->op_ud, op);
+    if (m->on_op && m->ops_muted == 0) m->on_op(m->op_ud, op);
 }
 
 static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
@@ -82,7 +85,7 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
 
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     pd_op op;
-    if (m->on_op == NULL || d->node != m->node) return;
+    if (m->on_op == NULL || m->ops_muted || d->node != m->node) return;
     device_op(d, kind, &op);
     m->on_op(m->op_ud, &op);
 }
@@ -321,10 +324,9 @@ uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner) {
 /* ---- restoring this node's own partition -------------------------------------- */
 
 pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
-    pd_op_fn hook = m->on_op;
     pd_status st = PD_OK;
     pd_device *d;
-    m->on_op = NULL; /* restoring: nothing to tell the peers yet */
+    pd__ops_mute(m); /* restoring: nothing to tell the peers yet */
     pd__hlc_observe(m, op->hlc);
     switch (op->kind) {
     case PD_OP_ADD:
@@ -352,7 +354,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         st = apply_register(m, op, now);
         break;
     }
-    m->on_op = hook;
+    pd__ops_unmute(m);
     pd__flush(m, now);
     return st;
 }

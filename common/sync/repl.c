@@ -5,6 +5,7 @@
 #include <string.h>
 #include "base/alloc.h"
 #include "base/log.h"
+#include "notify/notify.h"
 
 #define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
 
@@ -20,7 +21,6 @@ typedef struct {
     uint64_t inc, seq;          /* applied from this origin */
     uint64_t last_hb;           /* when its last heartbeat came */
     bool heard, alive, ready;   /* ready: caught up and announcing */
-    bool was_announcing;        /* alive && ready before the last change */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
     /* A heartbeat said some node applied more of this origin than we have:
@@ -52,7 +52,8 @@ struct pd_repl {
     uint32_t ntrace;
     uint64_t batch_now;         /* wall clock of the batch (pd_repl_begin): a delta's "at" */
     msgpack_sbuffer out;
-    bool ready;
+    pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
+    uint64_t now;               /* the time of the call in progress (for nf) */
     uint64_t started, last_hb_sent, last_tick;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
@@ -75,6 +76,8 @@ static peer *peer_find(const pd_repl *r, pd_str id) {
 static peer *peer_get(pd_repl *r, pd_str id) {
     peer *p = peer_find(r, id);
     if (p || r->npeers >= PD_VC_MAX - 1) return p;
+    /* The notifier must know every peer before it can be announcing. */
+    if (pd_notifier_add_peer(r->nf, id) != PD_OK) return NULL;
     peer **v = pd_realloc(r->peers, sizeof *v * (r->npeers + 1));
     if (v == NULL) return NULL;
     r->peers = v;
@@ -111,65 +114,26 @@ static void hold(peer *p, uint64_t seq, const void *buf, size_t len) {
     p->pending[p->npending++] = (held){seq, len, copy};
 }
 
-/* ---- notifications: one announcer per user ------------------------------------ */
+/* ---- notifications (notify/notify.h) ------------------------------------------------ */
 
-static uint64_t score(pd_str node, pd_str user) {
-    char buf[2 * PD_ID_MAX + 1];
-    memcpy(buf, node.p, node.n);
-    buf[node.n] = '\n';
-    memcpy(buf + node.n + 1, user.p, user.n);
-    return pd_hash(buf, node.n + 1u + user.n);
-}
+static bool is_ready(const pd_repl *r) { return pd_notifier_announcing(r->nf); }
 
-/* True if this node announces user's changes; prev: under the live set as
- * it was before the last membership change. */
-static bool announcer(const pd_repl *r, pd_str user, bool prev) {
-    pd_str self = S(r->self);
-    uint64_t best = score(self, user);
-    for (uint32_t i = 0; i < r->npeers; i++) {
-        const peer *p = r->peers[i];
-        if (!(prev ? p->was_announcing : p->alive && p->ready)) continue;
-        uint64_t s = score(peer_id(p), user);
-        if (s > best || (s == best && strcmp(p->id, r->self) > 0)) return false;
-    }
-    return true;
+/* The model's change callback: the notifier decides and publishes. */
+static void publish_notification(void *ud, const pd_view *v) {
+    pd_repl *r = ud;
+    if (r->io.publish) r->io.publish(r->io.ud, v);
 }
 
 static void on_change(void *ud, const pd_view *v) {
     pd_repl *r = ud;
-    if (!r->ready || !announcer(r, v->user, false)) return;
-    r->stats.notifications++;
-    if (r->io.notify) r->io.notify(r->io.ud, v);
+    pd_notifier_change(r->nf, v, r->now);
 }
 
-typedef struct {
-    pd_repl *r;
-    int64_t since;
-    bool only_new;      /* only users this node did not announce before */
-} reannounce_ctx;
-
-static void reannounce_one(void *ud, const pd_view *v) {
-    reannounce_ctx *c = ud;
-    if (v->ts < c->since || !announcer(c->r, v->user, false)) return;
-    if (c->only_new && announcer(c->r, v->user, true)) return;
-    c->r->stats.notifications++;
-    if (c->r->io.notify) c->r->io.notify(c->r->io.ud, v);
-}
-
-/* After the live set changed, or when this node becomes ready: announce
- * again the recent changes of users whose announcer is now this node, in
- * case the previous one went away before announcing them. A watcher may
- * see one repeat, never a gap. */
-static void reannounce(pd_repl *r, uint64_t now, bool only_new) {
-    uint64_t window = r->cfg.node_timeout_ms + 2 * r->cfg.sync_interval_ms;
-    reannounce_ctx c = {r, (int64_t)(now > window ? now - window : 0), only_new};
-    if (!r->ready) return;
-    pd_model_foreach_view(r->m, reannounce_one, &c);
-}
-
-static void snapshot_membership(pd_repl *r) {
-    for (uint32_t i = 0; i < r->npeers; i++)
-        r->peers[i]->was_announcing = r->peers[i]->alive && r->peers[i]->ready;
+/* p's part in the announcing set (alive and ready) changes. */
+static void set_membership(pd_repl *r, peer *p, bool alive, bool ready) {
+    p->alive = alive;
+    p->ready = ready;
+    pd_notifier_set_peer(r->nf, peer_id(p), alive && ready);
 }
 
 /* ---- ops and deltas out ---------------------------------------------------------- */
@@ -307,6 +271,7 @@ void pd_repl_trace(pd_repl *r, uint64_t id) {
 }
 
 pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err) {
+    r->now = now;
     pd_delta d;
     pd_status s = pd_delta_decode(buf, len, &d, err);
     if (s != PD_OK) {
@@ -337,12 +302,11 @@ pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now
 /* ---- heartbeats ------------------------------------------------------------------- */
 
 static void mark_down(pd_repl *r, peer *p, uint64_t now, const char *why) {
-    snapshot_membership(r);
-    p->alive = false;
+    set_membership(r, p, false, p->ready);
     r->stats.nodes_down++;
     pd_log(PD_LOG_WARN, "node %s is down (%s): its devices leave", p->id, why);
     forget_partition(r, p, now);
-    reannounce(r, now, true);
+    pd_notifier_take_over(r->nf, r->m, now);
 }
 
 static void keep_heartbeat(peer *p, const void *buf, size_t len) {
@@ -403,6 +367,7 @@ static void check_claims(pd_repl *r, uint64_t now) {
 
 pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err) {
+    r->now = now;
     pd_heartbeat *hb = pd_malloc(sizeof *hb);
     pd_status s = hb ? pd_heartbeat_decode(buf, len, hb, err) : PD_ENOMEM;
     if (s != PD_OK || pd_str_eqc(hb->node, r->self)) {
@@ -428,11 +393,9 @@ pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t
     }
     if (!p->alive || p->ready != hb->ready) {
         /* The set of announcing nodes changes: take over what is ours now. */
-        snapshot_membership(r);
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
-        p->alive = true;
-        p->ready = hb->ready;
-        reannounce(r, now, true);
+        set_membership(r, p, true, hb->ready);
+        pd_notifier_take_over(r->nf, r->m, now);
     }
     catch_up_from(r, hb, now);
     pd_free(hb);
@@ -450,7 +413,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     hb->seq = r->seq;
     hb->hlc = pd_model_hlc(r->m);
     hb->leaving = leaving;
-    hb->ready = r->ready;
+    hb->ready = is_ready(r);
     hb->devices = st.devices;
     hb->users = st.users;
     hb->vc[hb->nvc++] = (pd_vc_entry){S(r->self), r->cfg.inc, r->seq};
@@ -465,6 +428,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
 }
 
 void pd_repl_leave(pd_repl *r, uint64_t now) {
+    r->now = now;
     pd_repl_flush(r);
     send_heartbeat(r, true, now);
 }
@@ -533,6 +497,7 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
 
 pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err) {
+    r->now = now;
     pd_sync_part sp;
     pd_status s = pd_sync_part_decode(buf, len, &sp, err);
     if (s != PD_OK) {
@@ -570,17 +535,13 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
 
 static void check_ready(pd_repl *r, uint64_t now) {
     /* Two heartbeat periods: every live peer has spoken at least once. */
-    if (r->ready || r->restoring || now < r->started + 2 * r->cfg.sync_interval_ms) return;
+    if (is_ready(r) || r->restoring || now < r->started + 2 * r->cfg.sync_interval_ms) return;
     bool syncing = false;
     for (uint32_t i = 0; i < r->npeers; i++) syncing |= r->peers[i]->syncing;
     if (syncing && now < r->started + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
-    r->ready = true;
-    snapshot_membership(r);
     pd_log(PD_LOG_INFO, "caught up with %u known node(s): announcing changes", r->npeers);
     /* Changes made while warming up were not announced yet. */
-    uint64_t window = now - r->started + r->cfg.node_timeout_ms;
-    reannounce_ctx c = {r, (int64_t)(now > window ? now - window : 0), false};
-    pd_model_foreach_view(r->m, reannounce_one, &c);
+    pd_notifier_start(r->nf, r->m, r->started, now);
     send_heartbeat(r, false, now);
 }
 
@@ -593,10 +554,11 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
         pd_log(PD_LOG_WARN, "loop stalled for %llu ms: catching up before announcing",
                (unsigned long long)(now - r->last_tick));
         for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->last_hb = now;
-        r->ready = false;
+        pd_notifier_pause(r->nf);
         r->started = now;
     }
     r->last_tick = now;
+    r->now = now;
 }
 
 void pd_repl_tick(pd_repl *r, uint64_t now) {
@@ -616,14 +578,17 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
      * that is catching up for dead; they leave it out of the announcers. */
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
     pd_repl_flush(r);
+    pd_notifier_tick(r->nf, now); /* held notifications leave after the delta */
 }
 
 uint64_t pd_repl_next_due(const pd_repl *r) {
     uint64_t due = pd_model_next_due(r->m);
+    uint64_t gate = pd_notifier_next_due(r->nf);
+    if (gate < due) due = gate;
     uint64_t hb = r->last_hb_sent + r->cfg.sync_interval_ms;
     /* The warm-up's end, unless a restore holds it back (then it is due
      * when the restore is done, not now, over and over). */
-    if (!r->ready && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
+    if (!is_ready(r) && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
         hb = r->started + 2 * r->cfg.sync_interval_ms;
     if (hb < due) due = hb;
     for (uint32_t i = 0; i < r->npeers; i++) {
@@ -650,10 +615,13 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
     if (r->cfg.max_msg_bytes < 4096) r->cfg.max_msg_bytes = 4096;
     r->io = *io;
     memcpy(r->self, node.p, node.n);
-    r->started = now;
+    r->started = r->now = now;
     msgpack_sbuffer_init(&r->ops);
     msgpack_sbuffer_init(&r->out);
-    r->m = pd_model_new(mcfg, node, on_change, r);
+    pd_notify_cfg ncfg = {cfg->notify_min_interval_ms, cfg->notify_max_users,
+                          cfg->sync_interval_ms, cfg->node_timeout_ms};
+    r->nf = pd_notifier_new(&ncfg, node, publish_notification, r);
+    r->m = r->nf ? pd_model_new(mcfg, node, on_change, r) : NULL;
     if (r->m == NULL) {
         pd_repl_free(r);
         return NULL;
@@ -671,18 +639,27 @@ void pd_repl_free(pd_repl *r) {
     }
     pd_free(r->peers);
     pd_model_free(r->m);
+    pd_notifier_free(r->nf);
     msgpack_sbuffer_destroy(&r->ops);
     msgpack_sbuffer_destroy(&r->out);
     pd_free(r);
 }
 
 pd_model *pd_repl_model(pd_repl *r) { return r->m; }
-bool pd_repl_ready(const pd_repl *r) { return r->ready; }
-void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st) { *st = r->stats; }
+bool pd_repl_ready(const pd_repl *r) { return is_ready(r); }
+pd_notifier *pd_repl_notifier(pd_repl *r) { return r->nf; }
+
+void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st) {
+    pd_notify_stats ns;
+    pd_notifier_stats_get(r->nf, &ns);
+    *st = r->stats;
+    st->notifications = ns.announced;
+}
 
 pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
                         pd_err *err) {
     r->batch_now = now;
+    r->now = now; /* the changes it makes are announced at now */
     return pd_model_apply(r->m, ev, now, res, err);
 }
 
@@ -771,6 +748,7 @@ void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
 
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                           pd_snap_info *info, pd_err *err) {
+    r->now = now;
     pd_snap_reader rd;
     pd_snap_device d;
     pd_op op;
@@ -805,6 +783,7 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
 
 pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err) {
+    r->now = now;
     pd_delta d;
     pd_ops_iter it;
     pd_op op;

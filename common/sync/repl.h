@@ -22,7 +22,10 @@
  *   replaces the old one's devices at once.
  * - Each user's notifications come from one node: the highest rendezvous
  *   hash of (node, user) among live nodes. A starting node listens for one
- *   sync interval and catches up before it heartbeats or announces. */
+ *   sync interval and catches up before it heartbeats or announces. The
+ *   replica tells its notifier (notify/notify.h) who is alive and ready
+ *   and what changed; the notifier chooses, re-announces, coalesces and
+ *   hands the views to io.publish. */
 #ifndef PD_REPL_H
 #define PD_REPL_H
 #include <stdbool.h>
@@ -30,6 +33,7 @@
 #include "wire/codec_repl.h"
 #include "model/presence.h"
 #include "sync/snapshot.h"
+#include "notify/notify.h"
 
 typedef struct {
     void (*send_delta)(void *ud, const void *buf, size_t len);
@@ -39,8 +43,9 @@ typedef struct {
     void (*send_sync_request)(void *ud, pd_str target, const void *buf, size_t len);
     /* One part of a reply to the request identified by reply_ctx. */
     void (*send_sync_part)(void *ud, void *reply_ctx, const void *buf, size_t len);
-    /* A change this node announces (v is borrowed). */
-    void (*notify)(void *ud, const pd_view *v);
+    /* A notification to publish now: a change this node announces, past
+     * the coalescing gate (notify/notify.h). v is borrowed. */
+    void (*publish)(void *ud, const pd_view *v);
     void *ud;
     /* Optional (benchmarks): the ops of a delta that carries trace ids
      * were just applied here (d is borrowed). Never called when nobody
@@ -56,6 +61,8 @@ typedef struct {
     uint64_t node_timeout_ms;
     uint64_t inc;              /* this incarnation: unique and growing */
     size_t max_msg_bytes;      /* deltas and sync parts stay below this */
+    uint64_t notify_min_interval_ms; /* coalescing of notifications; 0: off */
+    uint32_t notify_max_users; /* users coalesced at once (0: the default) */
 } pd_repl_cfg;
 
 typedef struct pd_repl pd_repl;
@@ -66,7 +73,8 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
 void pd_repl_free(pd_repl *r);
 pd_model *pd_repl_model(pd_repl *r);
 
-/* A connection event for this node (see pd_model_apply). */
+/* A connection event for this node (see pd_model_apply); the changes it
+ * makes are announced (and coalesced) as of now. */
 pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
                         pd_err *err);
 /* Sends the ops batched so far as one delta (call after each burst). */
@@ -98,6 +106,9 @@ uint64_t pd_repl_next_due(const pd_repl *r);
 void pd_repl_leave(pd_repl *r, uint64_t now);
 
 bool pd_repl_ready(const pd_repl *r);
+/* The replica's notifier (notify/notify.h): stats, and flushing the held
+ * notifications when stopping. */
+pd_notifier *pd_repl_notifier(pd_repl *r);
 
 /* ---- persistence (see snapshot.h) ---- */
 /* Describes the snapshot about to be taken (flushes pending ops first). */
