@@ -44,7 +44,7 @@ static int run(const char *cmd, char *out, size_t cap) {
  * the event commands only. any_rc: parse the JSON whatever the exit code
  * (errors are JSON too). */
 static int ctl_at(char *out, size_t cap, const char *args, const char *json_expr, bool any_rc) {
-    char cmd[2048], path[300];
+    char cmd[8192], path[300];
     snprintf(path, sizeof path, "%s/ctl.out", ns.dir);
     snprintf(cmd, sizeof cmd, "PRESENCE_NODE_ID=c1 %s --server %s %s %s >%s 2>&1",
              PRESENCECTL_BIN, ns.url, json_expr ? "--json" : "", args, path);
@@ -187,7 +187,12 @@ Test(ctl, refusals_name_the_option_once) {
     cr_assert_eq(ctl(out, sizeof out, "status zoe sleepy", NULL), 2, "%s", out);
     cr_assert_eq(count_of(out, "presencectl:"), 1, "%s", out);
     cr_assert_eq(ctl(out, sizeof out, "devices", NULL), 2, "%s", out);
-    cr_assert(strstr(out, "devices takes USER, not 0 arguments"), "%s", out);
+    cr_assert(strstr(out, "devices takes 1 argument (USER), not 0"), "%s", out);
+    /* The limit of get is named: 1000 users. */
+    char many[8192] = "get";
+    for (int i = 0; i < 1001; i++) snprintf(many + strlen(many), sizeof many - strlen(many), " u");
+    cr_assert_eq(ctl(out, sizeof out, many, NULL), 2, "%s", out);
+    cr_assert(strstr(out, "get takes 1 to 1000 arguments (USER...), not 1001"), "%s", out);
 }
 
 Test(ctl, json_errors_are_one_document) {

@@ -500,10 +500,16 @@ static int parse(ctl *c, int argc, char **argv, pd_cli_args *a, int *cmd) {
     if (nops == 0) return fail(c, EXIT_USAGE, "usage", "no command given (see --help)");
     if (cc == NULL)
         return fail(c, EXIT_USAGE, "usage", "unknown command '%.200s' (see --help)", ops[0]);
-    if (nops - 1 < cc->min_args || nops - 1 > cc->max_args)
-        return fail(c, EXIT_USAGE, "usage", "%s takes %s%s, not %d argument%s (see "
-                    "presencectl %s --help)", cc->name, cc->args[0] ? "" : "no arguments",
-                    cc->args, nops - 1, nops == 2 ? "" : "s", cc->name);
+    if (nops - 1 < cc->min_args || nops - 1 > cc->max_args) {
+        char want[48];
+        if (cc->min_args == cc->max_args)
+            snprintf(want, sizeof want, "%d argument%s", cc->min_args, cc->min_args == 1 ? "" : "s");
+        else
+            snprintf(want, sizeof want, "%d to %d arguments", cc->min_args, cc->max_args);
+        return fail(c, EXIT_USAGE, "usage", "%s takes %s%s%s%s, not %d (see presencectl %s "
+                    "--help)", cc->name, want, cc->args[0] ? " (" : "", cc->args,
+                    cc->args[0] ? ")" : "", nops - 1, cc->name);
+    }
     if (pd_cli_check_scope(&ctl_cli, a, cc, err, sizeof err) != PD_OK)
         return fail(c, EXIT_USAGE, "usage", "%s", err);
     for (size_t i = 0; i < a->nhits; i++) {
