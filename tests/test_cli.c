@@ -105,14 +105,19 @@ Test(cli, options_of_another_command_are_refused) {
     cr_expect_null(pd_cli_find_cmd(&cli, "sa"));
 }
 
+static void write_mem(void *ud, const char *text, size_t n) {
+    fwrite(text, 1, n, ud);
+}
+
 static char *render(int what, const pd_cli_cmd *cmd) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     cr_assert(f != NULL);
-    if (what == 0) pd_cli_usage(f, &cli, cmd);
-    else if (what == 1) pd_cli_man(f, &cli, "9.9");
-    else pd_cli_bash(f, &cli);
+    pd_cli_out out = {write_mem, f};
+    if (what == 0) pd_cli_usage(&out, &cli, cmd);
+    else if (what == 1) pd_cli_man(&out, &cli, "9.9");
+    else pd_cli_bash(&out, &cli);
     fclose(f);
     return buf;
 }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include "base/config.h"
 #include "base/version.h"
+#include "cli_file.h"
 #include "ctl_opts.h"
 #include "sim.h"
 
@@ -20,8 +21,8 @@ static int write_with(const char *dir, const char *name, const pd_cli *cli, bool
         fprintf(stderr, "pd-mkdocs: cannot write %s: %s\n", path, strerror(errno));
         return 1;
     }
-    if (man) pd_cli_man(f, cli, PD_VERSION);
-    else pd_cli_bash(f, cli);
+    if (man) pd_cli_man(PD_CLI_FILE(f), cli, PD_VERSION);
+    else pd_cli_bash(PD_CLI_FILE(f), cli);
     if (fclose(f) != 0) {
         fprintf(stderr, "pd-mkdocs: cannot write %s: %s\n", path, strerror(errno));
         return 1;

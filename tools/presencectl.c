@@ -17,6 +17,7 @@
 #include "base/config.h"
 #include "base/version.h"
 #include "config_files.h"
+#include "cli_file.h"
 #include "ctl_json.h"
 #include "ctl_opts.h"
 #include "natsauth.h"
@@ -489,7 +490,7 @@ static int parse(ctl *c, int argc, char **argv, pd_cli_args *a, int *cmd) {
     char **ops = argv + a->first_operand;
     const pd_cli_cmd *cc = nops > 0 ? pd_cli_find_cmd(&ctl_cli, ops[0]) : NULL;
     if (pd_cli_has(&ctl_cli, a, "help")) {
-        pd_cli_usage(stdout, &ctl_cli, cc);
+        pd_cli_usage(PD_CLI_FILE(stdout), &ctl_cli, cc);
         return -1;
     }
     if (pd_cli_has(&ctl_cli, a, "version")) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "base/cli.h"
+#include "cli_file.h"
 #include "sim.h"
 
 typedef enum { OPT_STR, OPT_U32, OPT_U64, OPT_DBL, OPT_TIME, OPT_FLAG, OPT_MIX } opt_kind;
@@ -108,7 +109,7 @@ const pd_cli *sim_opts_cli(void) {
 }
 
 void sim_opts_usage(FILE *out) {
-    pd_cli_usage(out, sim_opts_cli(), NULL);
+    pd_cli_usage(PD_CLI_FILE(out), sim_opts_cli(), NULL);
 }
 
 static const char *env_or(const char *name, const char *dflt) {

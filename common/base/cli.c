@@ -10,10 +10,24 @@
 #include "base/cli.h"
 #include <getopt.h>
 #include <stdarg.h>
+#include <stdio.h> /* vsnprintf only */
 #include <string.h>
 
 #define CLI_OPTS_MAX 96
 #define CLI_VAL_BASE 256 /* getopt_long's return value for row i is CLI_VAL_BASE + i */
+
+/* Formats into a local buffer and hands the text to the program's sink:
+ * common/ does no I/O of its own. */
+__attribute__((format(printf, 2, 3)))
+static void emit(const pd_cli_out *out, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    out->write(out->ud, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
 
 __attribute__((format(printf, 3, 4)))
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -175,123 +189,123 @@ static void opt_head(const pd_cli_opt *o, char *buf, size_t len) {
         snprintf(buf, len, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 }
 
-static void usage_opt(FILE *out, const pd_cli_opt *o) {
+static void usage_opt(const pd_cli_out *out, const pd_cli_opt *o) {
     char head[96];
     opt_head(o, head, sizeof head);
-    fprintf(out, "  %-26s %s", head, o->help);
-    if (o->env && o->def) fprintf(out, " (%s, default %s)", o->env, o->def);
-    else if (o->env) fprintf(out, " (%s)", o->env);
-    else if (o->def) fprintf(out, " (default %s)", o->def);
-    fputc('\n', out);
+    emit(out, "  %-26s %s", head, o->help);
+    if (o->env && o->def) emit(out, " (%s, default %s)", o->env, o->def);
+    else if (o->env) emit(out, " (%s)", o->env);
+    else if (o->def) emit(out, " (default %s)", o->def);
+    emit(out, "\n");
 }
 
-void pd_cli_usage(FILE *out, const pd_cli *cli, const pd_cli_cmd *cmd) {
+void pd_cli_usage(const pd_cli_out *out, const pd_cli *cli, const pd_cli_cmd *cmd) {
     if (cmd != NULL) {
-        fprintf(out, "usage: %s [options] %s%s%s\n\n%s\n\noptions of %s:\n", cli->prog,
+        emit(out, "usage: %s [options] %s%s%s\n\n%s\n\noptions of %s:\n", cli->prog,
                 cmd->name, cmd->args[0] ? " " : "", cmd->args, cmd->help, cmd->name);
         for (size_t i = 0; i < cli->nopts; i++)
             if (cli->opts[i].cmds != PD_CLI_ALL && in_scope(cli, &cli->opts[i], cmd))
                 usage_opt(out, &cli->opts[i]);
-        fprintf(out, "\ncommon options:\n");
+        emit(out, "\ncommon options:\n");
         for (size_t i = 0; i < cli->nopts; i++)
             if (cli->opts[i].cmds == PD_CLI_ALL) usage_opt(out, &cli->opts[i]);
         return;
     }
-    fprintf(out, "usage: %s [options]%s\n\n%s\n", cli->prog, cli->ncmds ? " COMMAND [ARGS]" : "",
+    emit(out, "usage: %s [options]%s\n\n%s\n", cli->prog, cli->ncmds ? " COMMAND [ARGS]" : "",
             cli->description);
     if (cli->ncmds) {
-        fprintf(out, "\ncommands (%s COMMAND --help for one):\n", cli->prog);
+        emit(out, "\ncommands (%s COMMAND --help for one):\n", cli->prog);
         for (size_t i = 0; i < cli->ncmds; i++) {
             char head[96];
             snprintf(head, sizeof head, "%s %s", cli->cmds[i].name, cli->cmds[i].args);
-            fprintf(out, "  %-26s %s\n", head, cli->cmds[i].help);
+            emit(out, "  %-26s %s\n", head, cli->cmds[i].help);
         }
     }
-    fprintf(out, "\noptions:\n");
+    emit(out, "\noptions:\n");
     for (size_t i = 0; i < cli->nopts; i++) usage_opt(out, &cli->opts[i]);
-    if (cli->footer) fprintf(out, "\n%s", cli->footer);
+    if (cli->footer) emit(out, "\n%s", cli->footer);
 }
 
 /* ---- man page ----------------------------------------------------------------- */
 
 /* Text for roff: backslashes doubled, a leading '.' or '\'' protected,
  * '-' as \- (so that options can be searched and copied). */
-static void roff(FILE *out, const char *s) {
+static void roff(const pd_cli_out *out, const char *s) {
     bool bol = true;
     for (; *s; s++) {
-        if (bol && (*s == '.' || *s == '\'')) fputs("\\&", out);
-        if (*s == '\\') fputs("\\e", out);
-        else if (*s == '-') fputs("\\-", out);
-        else fputc(*s, out);
+        if (bol && (*s == '.' || *s == '\'')) emit(out, "%s", "\\&");
+        if (*s == '\\') emit(out, "%s", "\\e");
+        else if (*s == '-') emit(out, "%s", "\\-");
+        else emit(out, "%c", *s);
         bol = *s == '\n';
     }
 }
 
-static void man_opt(FILE *out, const pd_cli *cli, const pd_cli_opt *o) {
-    fputs(".TP\n", out);
-    if (o->short_name) fprintf(out, "\\fB\\-%c\\fR, ", o->short_name);
-    fputs("\\fB\\-\\-", out);
+static void man_opt(const pd_cli_out *out, const pd_cli *cli, const pd_cli_opt *o) {
+    emit(out, "%s", ".TP\n");
+    if (o->short_name) emit(out, "\\fB\\-%c\\fR, ", o->short_name);
+    emit(out, "%s", "\\fB\\-\\-");
     roff(out, o->name);
-    fputs("\\fR", out);
+    emit(out, "%s", "\\fR");
     if (o->arg) {
-        fputs(" \\fI", out);
+        emit(out, "%s", " \\fI");
         roff(out, o->arg);
-        fputs("\\fR", out);
+        emit(out, "%s", "\\fR");
     }
-    fputc('\n', out);
+    emit(out, "\n");
     roff(out, o->help);
-    fputs(".\n", out);
-    if (o->env || o->def) fputs(".br\n", out);
+    emit(out, "%s", ".\n");
+    if (o->env || o->def) emit(out, "%s", ".br\n");
     if (o->env) {
-        fputs("Environment: \\fB", out);
+        emit(out, "%s", "Environment: \\fB");
         roff(out, o->env);
-        fputs("\\fR. ", out);
+        emit(out, "%s", "\\fR. ");
     }
     if (o->def) {
-        fputs("Default: ", out);
+        emit(out, "%s", "Default: ");
         roff(out, o->def);
-        fputs(".", out);
+        emit(out, "%s", ".");
     }
-    if (o->env || o->def) fputc('\n', out);
+    if (o->env || o->def) emit(out, "\n");
     if (o->cmds != PD_CLI_ALL && cli->ncmds) {
-        fputs(".br\nCommands:", out);
+        emit(out, "%s", ".br\nCommands:");
         for (size_t i = 0; i < cli->ncmds; i++)
-            if (o->cmds & (1u << i)) fprintf(out, " %s", cli->cmds[i].name);
-        fputs(".\n", out);
+            if (o->cmds & (1u << i)) emit(out, " %s", cli->cmds[i].name);
+        emit(out, "%s", ".\n");
     }
 }
 
-void pd_cli_man(FILE *out, const pd_cli *cli, const char *version) {
-    fprintf(out, ".\\\" Generated from the option table of %s; do not edit.\n", cli->prog);
-    fputs(".TH ", out);
-    for (const char *p = cli->prog; *p; p++) fputc(*p >= 'a' && *p <= 'z' ? *p - 32 : *p, out);
-    fprintf(out, " %d \"\" \"presenced %s\" \"presenced\"\n.SH NAME\n", cli->man_section,
+void pd_cli_man(const pd_cli_out *out, const pd_cli *cli, const char *version) {
+    emit(out, ".\\\" Generated from the option table of %s; do not edit.\n", cli->prog);
+    emit(out, "%s", ".TH ");
+    for (const char *p = cli->prog; *p; p++) emit(out, "%c", *p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    emit(out, " %d \"\" \"presenced %s\" \"presenced\"\n.SH NAME\n", cli->man_section,
             version);
     roff(out, cli->prog);
-    fputs(" \\- ", out);
+    emit(out, "%s", " \\- ");
     roff(out, cli->summary);
-    fprintf(out, "\n.SH SYNOPSIS\n\\fB%s\\fR [\\fIoptions\\fR]%s\n.SH DESCRIPTION\n", cli->prog,
+    emit(out, "\n.SH SYNOPSIS\n\\fB%s\\fR [\\fIoptions\\fR]%s\n.SH DESCRIPTION\n", cli->prog,
             cli->ncmds ? " \\fICOMMAND\\fR [\\fIARGS\\fR]" : "");
     roff(out, cli->description);
-    fputc('\n', out);
+    emit(out, "\n");
     if (cli->ncmds) {
-        fputs(".SH COMMANDS\n", out);
+        emit(out, "%s", ".SH COMMANDS\n");
         for (size_t i = 0; i < cli->ncmds; i++) {
-            fprintf(out, ".TP\n\\fB%s\\fR ", cli->cmds[i].name);
+            emit(out, ".TP\n\\fB%s\\fR ", cli->cmds[i].name);
             roff(out, cli->cmds[i].args);
-            fputc('\n', out);
+            emit(out, "\n");
             roff(out, cli->cmds[i].help);
-            fputs(".\n", out);
+            emit(out, "%s", ".\n");
         }
     }
-    fputs(".SH OPTIONS\n", out);
+    emit(out, "%s", ".SH OPTIONS\n");
     for (size_t i = 0; i < cli->nopts; i++) man_opt(out, cli, &cli->opts[i]);
     if (cli->footer) {
-        fputs(".SH NOTES\n.nf\n", out);
+        emit(out, "%s", ".SH NOTES\n.nf\n");
         roff(out, cli->footer);
-        fputs(".fi\n", out);
+        emit(out, "%s", ".fi\n");
     }
-    fputs(".SH SEE ALSO\n\\fBpresenced\\fR(8), \\fBpresencectl\\fR(1)\n", out);
+    emit(out, "%s", ".SH SEE ALSO\n\\fBpresenced\\fR(8), \\fBpresencectl\\fR(1)\n");
 }
 
 /* ---- bash completion ---------------------------------------------------------- */
@@ -300,60 +314,60 @@ static bool is_file_arg(const pd_cli_opt *o) {
     return o->arg != NULL && (strcmp(o->arg, "FILE") == 0 || strcmp(o->arg, "DIR") == 0);
 }
 
-static void bash_opts(FILE *out, const pd_cli *cli, const pd_cli_cmd *cmd) {
+static void bash_opts(const pd_cli_out *out, const pd_cli *cli, const pd_cli_cmd *cmd) {
     for (size_t i = 0; i < cli->nopts; i++)
-        if (in_scope(cli, &cli->opts[i], cmd)) fprintf(out, " --%s", cli->opts[i].name);
+        if (in_scope(cli, &cli->opts[i], cmd)) emit(out, " --%s", cli->opts[i].name);
 }
 
-void pd_cli_bash(FILE *out, const pd_cli *cli) {
+void pd_cli_bash(const pd_cli_out *out, const pd_cli *cli) {
     char fn[64];
     size_t k = 0;
     for (const char *p = cli->prog; *p && k + 1 < sizeof fn; p++)
         fn[k++] = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ? *p : '_';
     fn[k] = '\0';
-    fprintf(out, "# bash completion for %s; generated from its option table, do not edit.\n"
+    emit(out, "# bash completion for %s; generated from its option table, do not edit.\n"
             "_%s() {\n    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n"
             "    case $prev in\n", cli->prog, fn);
     bool any = false;
     for (size_t i = 0; i < cli->nopts; i++)
         if (is_file_arg(&cli->opts[i])) {
-            fprintf(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
+            emit(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
             any = true;
         }
-    if (any) fputs(") COMPREPLY=($(compgen -f -- \"$cur\")); return;;\n", out);
+    if (any) emit(out, "%s", ") COMPREPLY=($(compgen -f -- \"$cur\")); return;;\n");
     any = false;
     for (size_t i = 0; i < cli->nopts; i++)
         if (cli->opts[i].arg && !is_file_arg(&cli->opts[i])) {
-            fprintf(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
+            emit(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
             any = true;
         }
-    if (any) fputs(") return;;\n", out);
-    fputs("    esac\n", out);
+    if (any) emit(out, "%s", ") return;;\n");
+    emit(out, "%s", "    esac\n");
     if (cli->ncmds) {
-        fputs("    local i cmd=\n    for ((i = 1; i < COMP_CWORD; i++)); do\n"
-              "        case ${COMP_WORDS[i]} in\n", out);
+        emit(out, "%s", "    local i cmd=\n    for ((i = 1; i < COMP_CWORD; i++)); do\n"
+                        "        case ${COMP_WORDS[i]} in\n");
         for (size_t i = 0; i < cli->ncmds; i++)
-            fprintf(out, "            %s) cmd=%s; break;;\n", cli->cmds[i].name,
+            emit(out, "            %s) cmd=%s; break;;\n", cli->cmds[i].name,
                     cli->cmds[i].name);
-        fputs("        esac\n    done\n    local opts\n    case $cmd in\n", out);
+        emit(out, "%s", "        esac\n    done\n    local opts\n    case $cmd in\n");
         for (size_t i = 0; i < cli->ncmds; i++) {
-            fprintf(out, "        %s) opts=\"", cli->cmds[i].name);
+            emit(out, "        %s) opts=\"", cli->cmds[i].name);
             bash_opts(out, cli, &cli->cmds[i]);
-            fputs("\";;\n", out);
+            emit(out, "%s", "\";;\n");
         }
-        fputs("        *) opts=\"", out);
+        emit(out, "%s", "        *) opts=\"");
         for (size_t i = 0; i < cli->nopts; i++)
-            if (cli->opts[i].cmds == PD_CLI_ALL) fprintf(out, " --%s", cli->opts[i].name);
-        fputs("\"\n           if [[ $cur != -* ]]; then\n               COMPREPLY=($(compgen -W \"",
-              out);
+            if (cli->opts[i].cmds == PD_CLI_ALL) emit(out, " --%s", cli->opts[i].name);
+        emit(out, "%s", "\"\n           if [[ $cur != -* ]]; then\n"
+                        "               COMPREPLY=($(compgen -W \"");
         for (size_t i = 0; i < cli->ncmds; i++)
-            fprintf(out, "%s%s", i ? " " : "", cli->cmds[i].name);
-        fputs("\" -- \"$cur\")); return\n           fi;;\n    esac\n", out);
+            emit(out, "%s%s", i ? " " : "", cli->cmds[i].name);
+        emit(out, "%s", "\" -- \"$cur\")); return\n           fi;;\n    esac\n");
     } else {
-        fputs("    local opts=\"", out);
+        emit(out, "%s", "    local opts=\"");
         bash_opts(out, cli, NULL);
-        fputs("\"\n", out);
+        emit(out, "%s", "\"\n");
     }
-    fprintf(out, "    COMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n}\n"
+    emit(out, "    COMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n}\n"
             "complete -F _%s %s\n", fn, cli->prog);
 }

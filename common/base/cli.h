@@ -12,7 +12,6 @@
 #include "base/status.h"
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdio.h>
 
 #define PD_CLI_ALL 0u /* pd_cli_opt.cmds: the option is valid with every command */
 
@@ -81,15 +80,22 @@ const pd_cli_cmd *pd_cli_find_cmd(const pd_cli *cli, const char *name);
 pd_status pd_cli_check_scope(const pd_cli *cli, const pd_cli_args *a, const pd_cli_cmd *cmd,
                              char *err, size_t errlen);
 
+/* Where the texts below go: write(ud, text, n) for each piece. common/
+ * does no I/O; the program decides (the tools: tools/cli_file.h, to a FILE *). */
+typedef struct pd_cli_out {
+    void (*write)(void *ud, const char *text, size_t n);
+    void *ud;
+} pd_cli_out;
+
 /* --help text: the synopsis, the description, the commands and every
  * option; with cmd, that command's synopsis and only the options it takes. */
-void pd_cli_usage(FILE *out, const pd_cli *cli, const pd_cli_cmd *cmd);
+void pd_cli_usage(const pd_cli_out *out, const pd_cli *cli, const pd_cli_cmd *cmd);
 
 /* The man page (roff, man(7) macros) of cli; version goes in the footer. */
-void pd_cli_man(FILE *out, const pd_cli *cli, const char *version);
+void pd_cli_man(const pd_cli_out *out, const pd_cli *cli, const char *version);
 
 /* A bash completion script for cli->prog (commands, then the options each
  * command takes; FILE values complete as file names). */
-void pd_cli_bash(FILE *out, const pd_cli *cli);
+void pd_cli_bash(const pd_cli_out *out, const pd_cli *cli);
 
 #endif
