@@ -7,6 +7,11 @@
 #include "node.h"
 
 
+static void to_stdout(void *ud, const char *text, size_t n) {
+    (void)ud;
+    fwrite(text, 1, n, stdout);
+}
+
 int main(int argc, char **argv) {
     pd_config cfg;
     char err[512];
@@ -21,7 +26,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (cfg.help) {
-        pd_config_usage(stdout, "presenced");
+        pd_config_usage(&(pd_cli_out){to_stdout, NULL}, "presenced");
         return 0;
     }
     if (cfg.version) {

@@ -15,6 +15,10 @@
 
 static char err[256];
 
+static void to_file(void *ud, const char *text, size_t n) {
+    fwrite(text, 1, n, ud);
+}
+
 /* Count a NULL-terminated argv and load. */
 static pd_status load(pd_config *c, char **envp, char **argv) {
     int argc = 0;
@@ -376,7 +380,7 @@ Test(config, usage_lists_every_setting) {
     size_t n = 0;
     FILE *f = open_memstream(&text, &n);
     cr_assert_not_null(f);
-    pd_config_usage(f, "presenced");
+    pd_config_usage(&(pd_cli_out){to_file, f}, "presenced");
     fclose(f);
     cr_expect(strstr(text, "Usage: presenced") != NULL);
     cr_expect(strstr(text, "--help") != NULL);
@@ -402,7 +406,7 @@ Test(config, every_usage_flag_is_accepted) {
     char *text = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&text, &n);
-    pd_config_usage(f, NULL);
+    pd_config_usage(&(pd_cli_out){to_file, f}, NULL);
     fclose(f);
     int seen = 0;
     for (char *p = strstr(text, "\n  --"); p != NULL; p = strstr(p + 1, "\n  --")) {
@@ -506,7 +510,7 @@ Test(config, limits_in_help) {
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     cr_assert_not_null(f);
-    pd_config_usage(f, "presenced");
+    pd_config_usage(&(pd_cli_out){to_file, f}, "presenced");
     fclose(f);
     static const char *const want[] = {
         "--max-devices-per-user N", "PRESENCE_MAX_DEVICES_PER_USER", "--max-users-per-node N",
@@ -726,7 +730,7 @@ Test(config_auth, describe_and_help_show_no_secret) {
     char *text = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&text, &n);
-    pd_config_usage(f, NULL);
+    pd_config_usage(&(pd_cli_out){to_file, f}, NULL);
     fclose(f);
     const char *rows[] = {"--nats-password SECRET", "--nats-creds-file FILE",
                           "--nats-tls-ca FILE", "--redis-user NAME", "PRESENCE_REDIS_PASSWORD"};

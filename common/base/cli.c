@@ -16,10 +16,7 @@
 #define CLI_OPTS_MAX 96
 #define CLI_VAL_BASE 256 /* getopt_long's return value for row i is CLI_VAL_BASE + i */
 
-/* Formats into a local buffer and hands the text to the program's sink:
- * common/ does no I/O of its own. */
-__attribute__((format(printf, 2, 3)))
-static void emit(const pd_cli_out *out, const char *fmt, ...) {
+void pd_cli_printf(const pd_cli_out *out, const char *fmt, ...) {
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -192,38 +189,38 @@ static void opt_head(const pd_cli_opt *o, char *buf, size_t len) {
 static void usage_opt(const pd_cli_out *out, const pd_cli_opt *o) {
     char head[96];
     opt_head(o, head, sizeof head);
-    emit(out, "  %-26s %s", head, o->help);
-    if (o->env && o->def) emit(out, " (%s, default %s)", o->env, o->def);
-    else if (o->env) emit(out, " (%s)", o->env);
-    else if (o->def) emit(out, " (default %s)", o->def);
-    emit(out, "\n");
+    pd_cli_printf(out, "  %-26s %s", head, o->help);
+    if (o->env && o->def) pd_cli_printf(out, " (%s, default %s)", o->env, o->def);
+    else if (o->env) pd_cli_printf(out, " (%s)", o->env);
+    else if (o->def) pd_cli_printf(out, " (default %s)", o->def);
+    pd_cli_printf(out, "\n");
 }
 
 void pd_cli_usage(const pd_cli_out *out, const pd_cli *cli, const pd_cli_cmd *cmd) {
     if (cmd != NULL) {
-        emit(out, "usage: %s [options] %s%s%s\n\n%s\n\noptions of %s:\n", cli->prog,
+        pd_cli_printf(out, "usage: %s [options] %s%s%s\n\n%s\n\noptions of %s:\n", cli->prog,
                 cmd->name, cmd->args[0] ? " " : "", cmd->args, cmd->help, cmd->name);
         for (size_t i = 0; i < cli->nopts; i++)
             if (cli->opts[i].cmds != PD_CLI_ALL && in_scope(cli, &cli->opts[i], cmd))
                 usage_opt(out, &cli->opts[i]);
-        emit(out, "\ncommon options:\n");
+        pd_cli_printf(out, "\ncommon options:\n");
         for (size_t i = 0; i < cli->nopts; i++)
             if (cli->opts[i].cmds == PD_CLI_ALL) usage_opt(out, &cli->opts[i]);
         return;
     }
-    emit(out, "usage: %s [options]%s\n\n%s\n", cli->prog, cli->ncmds ? " COMMAND [ARGS]" : "",
+    pd_cli_printf(out, "usage: %s [options]%s\n\n%s\n", cli->prog, cli->ncmds ? " COMMAND [ARGS]" : "",
             cli->description);
     if (cli->ncmds) {
-        emit(out, "\ncommands (%s COMMAND --help for one):\n", cli->prog);
+        pd_cli_printf(out, "\ncommands (%s COMMAND --help for one):\n", cli->prog);
         for (size_t i = 0; i < cli->ncmds; i++) {
             char head[96];
             snprintf(head, sizeof head, "%s %s", cli->cmds[i].name, cli->cmds[i].args);
-            emit(out, "  %-26s %s\n", head, cli->cmds[i].help);
+            pd_cli_printf(out, "  %-26s %s\n", head, cli->cmds[i].help);
         }
     }
-    emit(out, "\noptions:\n");
+    pd_cli_printf(out, "\noptions:\n");
     for (size_t i = 0; i < cli->nopts; i++) usage_opt(out, &cli->opts[i]);
-    if (cli->footer) emit(out, "\n%s", cli->footer);
+    if (cli->footer) pd_cli_printf(out, "\n%s", cli->footer);
 }
 
 /* ---- man page ----------------------------------------------------------------- */
@@ -233,79 +230,79 @@ void pd_cli_usage(const pd_cli_out *out, const pd_cli *cli, const pd_cli_cmd *cm
 static void roff(const pd_cli_out *out, const char *s) {
     bool bol = true;
     for (; *s; s++) {
-        if (bol && (*s == '.' || *s == '\'')) emit(out, "%s", "\\&");
-        if (*s == '\\') emit(out, "%s", "\\e");
-        else if (*s == '-') emit(out, "%s", "\\-");
-        else emit(out, "%c", *s);
+        if (bol && (*s == '.' || *s == '\'')) pd_cli_printf(out, "%s", "\\&");
+        if (*s == '\\') pd_cli_printf(out, "%s", "\\e");
+        else if (*s == '-') pd_cli_printf(out, "%s", "\\-");
+        else pd_cli_printf(out, "%c", *s);
         bol = *s == '\n';
     }
 }
 
 static void man_opt(const pd_cli_out *out, const pd_cli *cli, const pd_cli_opt *o) {
-    emit(out, "%s", ".TP\n");
-    if (o->short_name) emit(out, "\\fB\\-%c\\fR, ", o->short_name);
-    emit(out, "%s", "\\fB\\-\\-");
+    pd_cli_printf(out, "%s", ".TP\n");
+    if (o->short_name) pd_cli_printf(out, "\\fB\\-%c\\fR, ", o->short_name);
+    pd_cli_printf(out, "%s", "\\fB\\-\\-");
     roff(out, o->name);
-    emit(out, "%s", "\\fR");
+    pd_cli_printf(out, "%s", "\\fR");
     if (o->arg) {
-        emit(out, "%s", " \\fI");
+        pd_cli_printf(out, "%s", " \\fI");
         roff(out, o->arg);
-        emit(out, "%s", "\\fR");
+        pd_cli_printf(out, "%s", "\\fR");
     }
-    emit(out, "\n");
+    pd_cli_printf(out, "\n");
     roff(out, o->help);
-    emit(out, "%s", ".\n");
-    if (o->env || o->def) emit(out, "%s", ".br\n");
+    pd_cli_printf(out, "%s", ".\n");
+    if (o->env || o->def) pd_cli_printf(out, "%s", ".br\n");
     if (o->env) {
-        emit(out, "%s", "Environment: \\fB");
+        pd_cli_printf(out, "%s", "Environment: \\fB");
         roff(out, o->env);
-        emit(out, "%s", "\\fR. ");
+        pd_cli_printf(out, "%s", "\\fR. ");
     }
     if (o->def) {
-        emit(out, "%s", "Default: ");
+        pd_cli_printf(out, "%s", "Default: ");
         roff(out, o->def);
-        emit(out, "%s", ".");
+        pd_cli_printf(out, "%s", ".");
     }
-    if (o->env || o->def) emit(out, "\n");
+    if (o->env || o->def) pd_cli_printf(out, "\n");
     if (o->cmds != PD_CLI_ALL && cli->ncmds) {
-        emit(out, "%s", ".br\nCommands:");
+        pd_cli_printf(out, "%s", ".br\nCommands:");
         for (size_t i = 0; i < cli->ncmds; i++)
-            if (o->cmds & (1u << i)) emit(out, " %s", cli->cmds[i].name);
-        emit(out, "%s", ".\n");
+            if (o->cmds & (1u << i)) pd_cli_printf(out, " %s", cli->cmds[i].name);
+        pd_cli_printf(out, "%s", ".\n");
     }
 }
 
 void pd_cli_man(const pd_cli_out *out, const pd_cli *cli, const char *version) {
-    emit(out, ".\\\" Generated from the option table of %s; do not edit.\n", cli->prog);
-    emit(out, "%s", ".TH ");
-    for (const char *p = cli->prog; *p; p++) emit(out, "%c", *p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-    emit(out, " %d \"\" \"presenced %s\" \"presenced\"\n.SH NAME\n", cli->man_section,
+    pd_cli_printf(out, ".\\\" Generated from the option table of %s; do not edit.\n", cli->prog);
+    pd_cli_printf(out, "%s", ".TH ");
+    for (const char *p = cli->prog; *p; p++) pd_cli_printf(out, "%c", *p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    pd_cli_printf(out, " %d \"\" \"presenced %s\" \"presenced\"\n.SH NAME\n", cli->man_section,
             version);
     roff(out, cli->prog);
-    emit(out, "%s", " \\- ");
+    pd_cli_printf(out, "%s", " \\- ");
     roff(out, cli->summary);
-    emit(out, "\n.SH SYNOPSIS\n\\fB%s\\fR [\\fIoptions\\fR]%s\n.SH DESCRIPTION\n", cli->prog,
+    pd_cli_printf(out, "\n.SH SYNOPSIS\n\\fB%s\\fR [\\fIoptions\\fR]%s\n.SH DESCRIPTION\n", cli->prog,
             cli->ncmds ? " \\fICOMMAND\\fR [\\fIARGS\\fR]" : "");
     roff(out, cli->description);
-    emit(out, "\n");
+    pd_cli_printf(out, "\n");
     if (cli->ncmds) {
-        emit(out, "%s", ".SH COMMANDS\n");
+        pd_cli_printf(out, "%s", ".SH COMMANDS\n");
         for (size_t i = 0; i < cli->ncmds; i++) {
-            emit(out, ".TP\n\\fB%s\\fR ", cli->cmds[i].name);
+            pd_cli_printf(out, ".TP\n\\fB%s\\fR ", cli->cmds[i].name);
             roff(out, cli->cmds[i].args);
-            emit(out, "\n");
+            pd_cli_printf(out, "\n");
             roff(out, cli->cmds[i].help);
-            emit(out, "%s", ".\n");
+            pd_cli_printf(out, "%s", ".\n");
         }
     }
-    emit(out, "%s", ".SH OPTIONS\n");
+    pd_cli_printf(out, "%s", ".SH OPTIONS\n");
     for (size_t i = 0; i < cli->nopts; i++) man_opt(out, cli, &cli->opts[i]);
     if (cli->footer) {
-        emit(out, "%s", ".SH NOTES\n.nf\n");
+        pd_cli_printf(out, "%s", ".SH NOTES\n.nf\n");
         roff(out, cli->footer);
-        emit(out, "%s", ".fi\n");
+        pd_cli_printf(out, "%s", ".fi\n");
     }
-    emit(out, "%s", ".SH SEE ALSO\n\\fBpresenced\\fR(8), \\fBpresencectl\\fR(1)\n");
+    pd_cli_printf(out, "%s", ".SH SEE ALSO\n\\fBpresenced\\fR(8), \\fBpresencectl\\fR(1)\n");
 }
 
 /* ---- bash completion ---------------------------------------------------------- */
@@ -316,7 +313,7 @@ static bool is_file_arg(const pd_cli_opt *o) {
 
 static void bash_opts(const pd_cli_out *out, const pd_cli *cli, const pd_cli_cmd *cmd) {
     for (size_t i = 0; i < cli->nopts; i++)
-        if (in_scope(cli, &cli->opts[i], cmd)) emit(out, " --%s", cli->opts[i].name);
+        if (in_scope(cli, &cli->opts[i], cmd)) pd_cli_printf(out, " --%s", cli->opts[i].name);
 }
 
 void pd_cli_bash(const pd_cli_out *out, const pd_cli *cli) {
@@ -325,49 +322,49 @@ void pd_cli_bash(const pd_cli_out *out, const pd_cli *cli) {
     for (const char *p = cli->prog; *p && k + 1 < sizeof fn; p++)
         fn[k++] = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ? *p : '_';
     fn[k] = '\0';
-    emit(out, "# bash completion for %s; generated from its option table, do not edit.\n"
+    pd_cli_printf(out, "# bash completion for %s; generated from its option table, do not edit.\n"
             "_%s() {\n    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n"
             "    case $prev in\n", cli->prog, fn);
     bool any = false;
     for (size_t i = 0; i < cli->nopts; i++)
         if (is_file_arg(&cli->opts[i])) {
-            emit(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
+            pd_cli_printf(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
             any = true;
         }
-    if (any) emit(out, "%s", ") COMPREPLY=($(compgen -f -- \"$cur\")); return;;\n");
+    if (any) pd_cli_printf(out, "%s", ") COMPREPLY=($(compgen -f -- \"$cur\")); return;;\n");
     any = false;
     for (size_t i = 0; i < cli->nopts; i++)
         if (cli->opts[i].arg && !is_file_arg(&cli->opts[i])) {
-            emit(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
+            pd_cli_printf(out, "%s--%s", any ? "|" : "        ", cli->opts[i].name);
             any = true;
         }
-    if (any) emit(out, "%s", ") return;;\n");
-    emit(out, "%s", "    esac\n");
+    if (any) pd_cli_printf(out, "%s", ") return;;\n");
+    pd_cli_printf(out, "%s", "    esac\n");
     if (cli->ncmds) {
-        emit(out, "%s", "    local i cmd=\n    for ((i = 1; i < COMP_CWORD; i++)); do\n"
+        pd_cli_printf(out, "%s", "    local i cmd=\n    for ((i = 1; i < COMP_CWORD; i++)); do\n"
                         "        case ${COMP_WORDS[i]} in\n");
         for (size_t i = 0; i < cli->ncmds; i++)
-            emit(out, "            %s) cmd=%s; break;;\n", cli->cmds[i].name,
+            pd_cli_printf(out, "            %s) cmd=%s; break;;\n", cli->cmds[i].name,
                     cli->cmds[i].name);
-        emit(out, "%s", "        esac\n    done\n    local opts\n    case $cmd in\n");
+        pd_cli_printf(out, "%s", "        esac\n    done\n    local opts\n    case $cmd in\n");
         for (size_t i = 0; i < cli->ncmds; i++) {
-            emit(out, "        %s) opts=\"", cli->cmds[i].name);
+            pd_cli_printf(out, "        %s) opts=\"", cli->cmds[i].name);
             bash_opts(out, cli, &cli->cmds[i]);
-            emit(out, "%s", "\";;\n");
+            pd_cli_printf(out, "%s", "\";;\n");
         }
-        emit(out, "%s", "        *) opts=\"");
+        pd_cli_printf(out, "%s", "        *) opts=\"");
         for (size_t i = 0; i < cli->nopts; i++)
-            if (cli->opts[i].cmds == PD_CLI_ALL) emit(out, " --%s", cli->opts[i].name);
-        emit(out, "%s", "\"\n           if [[ $cur != -* ]]; then\n"
+            if (cli->opts[i].cmds == PD_CLI_ALL) pd_cli_printf(out, " --%s", cli->opts[i].name);
+        pd_cli_printf(out, "%s", "\"\n           if [[ $cur != -* ]]; then\n"
                         "               COMPREPLY=($(compgen -W \"");
         for (size_t i = 0; i < cli->ncmds; i++)
-            emit(out, "%s%s", i ? " " : "", cli->cmds[i].name);
-        emit(out, "%s", "\" -- \"$cur\")); return\n           fi;;\n    esac\n");
+            pd_cli_printf(out, "%s%s", i ? " " : "", cli->cmds[i].name);
+        pd_cli_printf(out, "%s", "\" -- \"$cur\")); return\n           fi;;\n    esac\n");
     } else {
-        emit(out, "%s", "    local opts=\"");
+        pd_cli_printf(out, "%s", "    local opts=\"");
         bash_opts(out, cli, NULL);
-        emit(out, "%s", "\"\n");
+        pd_cli_printf(out, "%s", "\"\n");
     }
-    emit(out, "    COMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n}\n"
+    pd_cli_printf(out, "    COMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n}\n"
             "complete -F _%s %s\n", fn, cli->prog);
 }

@@ -87,6 +87,11 @@ typedef struct pd_cli_out {
     void *ud;
 } pd_cli_out;
 
+/* Formats into a local buffer (1 KiB; longer is cut) and hands the text
+ * to out: common/ does no I/O of its own. */
+__attribute__((format(printf, 2, 3)))
+void pd_cli_printf(const pd_cli_out *out, const char *fmt, ...);
+
 /* --help text: the synopsis, the description, the commands and every
  * option; with cmd, that command's synopsis and only the options it takes. */
 void pd_cli_usage(const pd_cli_out *out, const pd_cli *cli, const pd_cli_cmd *cmd);

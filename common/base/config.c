@@ -747,23 +747,23 @@ done:
     return s;
 }
 
-void pd_config_usage(FILE *out, const char *prog) {
+void pd_config_usage(const pd_cli_out *out, const char *prog) {
     char flag[FLAG_MAX + 16], name[FLAG_MAX], def[64];
-    fprintf(out, "Usage: %s [--setting VALUE | --setting=VALUE]...\n\n"
+    pd_cli_printf(out, "Usage: %s [--setting VALUE | --setting=VALUE]...\n\n"
             "Each setting is a flag or the environment variable beside it; "
             "flags win.\nAn invalid value stops the node; it never falls "
             "back to the default.\n\n", prog != NULL ? prog : "presenced");
-    fprintf(out, "  %-27s %-31s %-23s %s\n", "flag", "variable", "default",
+    pd_cli_printf(out, "  %-27s %-31s %-23s %s\n", "flag", "variable", "default",
             "meaning");
     for (size_t i = 0; i < FIELD_COUNT; i++) {
         const cfg_field *f = &fields[i];
         flag_name(f, name, sizeof name);
         snprintf(flag, sizeof flag, "%s %s", name, arg_name(f->kind));
         default_text(f, def, sizeof def);
-        fprintf(out, "  %-27s %-31s %-23s %s\n", flag, f->env, def,
+        pd_cli_printf(out, "  %-27s %-31s %-23s %s\n", flag, f->env, def,
                 f->meaning);
     }
-    fprintf(out, "  %-27s %s\n  %-27s %s\n", "-h, --help",
+    pd_cli_printf(out, "  %-27s %s\n  %-27s %s\n", "-h, --help",
             "print this help and exit", "--version",
             "print the version and exit");
 }

@@ -114,8 +114,9 @@ const char *pd_config_source_name(const char *env, int argc, char **argv, char *
                                   size_t len);
 
 /* Print the --help text: one line per setting with its flag, variable,
- * default and meaning. prog is argv[0] (NULL means "presenced"). */
-void pd_config_usage(FILE *out, const char *prog);
+ * default and meaning, through out (common/ does no I/O). prog is argv[0]
+ * (NULL means "presenced"). */
+void pd_config_usage(const pd_cli_out *out, const char *prog);
 
 /* One line for the start log: "node=n1 nats=... idle=300000ms ...".
  * User names and passwords in URLs are shown as "***". */
