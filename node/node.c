@@ -133,6 +133,11 @@ static void on_signal(uv_signal_t *s, int signum) {
 pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errlen) {
     memset(n, 0, sizeof *n);
     n->cfg = *cfg;
+    if (cfg->test_clock_offset_ms) {
+        pd_log(PD_LOG_WARN, "PRESENCE_TEST_CLOCK_OFFSET_MS: this node's clock runs %llu ms ahead",
+               (unsigned long long)cfg->test_clock_offset_ms);
+        pd_clock_set_test_offset(cfg->test_clock_offset_ms);
+    }
     n->started_at = pd_now_ms();
     n->bad_input_log = (pd_ratelimit){.per_window = 10, .window_ms = 10000};
     msgpack_sbuffer_init(&n->out);
@@ -142,12 +147,14 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .server_timeout_ms = cfg->server_timeout_ms,
         .max_devices_per_user = cfg->max_devices_per_user,
         .max_users = cfg->max_users_per_node,
+        .max_clock_skew_ms = cfg->max_clock_skew_ms,
     };
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,
         .node_timeout_ms = cfg->node_timeout_ms,
         .inc = n->started_at,
         .max_msg_bytes = (size_t)cfg->max_msg_bytes,
+        .max_clock_skew_ms = cfg->max_clock_skew_ms,
         .notify_min_interval_ms = cfg->notify_min_interval_ms,
     };
     pd_repl_io io = node__repl_io;

@@ -38,7 +38,8 @@ void node__handle_event(pd_node *n, natsMsg *msg) {
     }
     if (reply && reply[0]) {
         msgpack_sbuffer_clear(&n->out);
-        pd_reply_ok_encode(&n->out);
+        if (res == PD_DUPLICATE) pd_reply_duplicate_encode(&n->out);
+        else pd_reply_ok_encode(&n->out);
         node__reply_after_flush(n, reply); /* once the delta is out */
     }
 }

@@ -57,3 +57,14 @@ add_test(NAME install_check
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/install_check.sh ${CMAKE_BINARY_DIR}
          WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(install_check PROPERTIES LABELS unit TIMEOUT 120)
+
+# Real network partitions (tests/partition/): three network namespaces,
+# links cut and healed for real; a minority split, a three-way split and a
+# flapping link, each ending with every answer and every watcher's last
+# notification equal to the truth. Skipped (exit 77, with the reason) where
+# namespaces cannot be made (not root, no iproute2).
+add_test(NAME it_partition
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/partition/partition.py
+                 --bin-dir $<TARGET_FILE_DIR:presenced>)
+set_tests_properties(it_partition PROPERTIES LABELS integration TIMEOUT 400
+                     SKIP_RETURN_CODE 77)

@@ -269,3 +269,59 @@ Test(notify, out_of_memory_changes_nothing) {
     cr_expect_null(pd_notifier_new(&NCFG, pd_str_c(longid), on_publish, &calls));
     pd_notifier_free(nf);
 }
+
+/* After a gap in hearing a peer: every user this node announces that is
+ * not offline is announced again (the other side may have taken it for
+ * gone), and so is every user that changed since the peer was last heard;
+ * a user offline since before is not, nor a user another node announces. */
+Test(notify, heal_announces_the_online_and_the_recent_again) {
+    int calls = 0;
+    npub = 0;
+    wiring w = {notifier(&NCFG, "a", &calls), 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
+    cr_assert_not_null(m);
+    pd_notifier_start(w.nf, m, 0, 0);
+    for (int i = 0; i < 40; i++) connect_user(m, &w, i, 1000); /* online since long ago */
+    /* u0..u9 leave long before the gap: offline from 1000 + the offline delay on */
+    for (int i = 0; i < 10; i++) {
+        char conn[32];
+        snprintf(conn, sizeof conn, "c%d", i);
+        pd_event ev = {.type = PD_EV_DISCONNECT, .server = PD_STR_LIT("s1"),
+                       .conn = pd_str_c(conn)};
+        pd_apply_result res;
+        pd_err err;
+        w.now = 1100;
+        cr_assert_eq(pd_model_apply(m, &ev, 1100, &res, &err), PD_OK);
+    }
+    w.now = 2000;
+    pd_model_tick(m, 2000);
+    /* u10 leaves during the gap (heard last at 5000, heal at 9000) */
+    pd_event ev = {.type = PD_EV_DISCONNECT, .server = PD_STR_LIT("s1"), .conn = PD_STR_LIT("c10")};
+    pd_apply_result res;
+    pd_err err;
+    w.now = 6000;
+    cr_assert_eq(pd_model_apply(m, &ev, 6000, &res, &err), PD_OK);
+    w.now = 7000;
+    pd_model_tick(m, 7000);
+    cr_assert_eq(pd_notifier_add_peer(w.nf, PD_STR_LIT("b")), PD_OK);
+    pd_notifier_set_peer(w.nf, PD_STR_LIT("b"), true);
+    npub = 0;
+    pd_notifier_heal(w.nf, m, 5000, 9000);
+    for (int i = 0; i < 40; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", i);
+        bool ours = pd_notifier_is_announcer(w.nf, pd_str_c(user));
+        int want = ours && i >= 10 ? 1 : 0; /* online now, or u10: changed in the gap */
+        cr_expect_eq(count_for(user), want, "%s (ours: %d) announced %d times", user, ours,
+                     count_for(user));
+    }
+    int ours = 0;
+    for (int i = 10; i < 40; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", i);
+        ours += pd_notifier_is_announcer(w.nf, pd_str_c(user));
+    }
+    cr_expect(ours > 5 && ours < 25, "the hash should split 30 users roughly in two: %d", ours);
+    pd_model_free(m);
+    pd_notifier_free(w.nf);
+}

@@ -538,6 +538,14 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
         *res = PD_DUPLICATE;
         return PD_OK;
     }
+    /* A step no real counter makes: taken, it would turn every later event
+     * of the server into a "duplicate". */
+    if (s && ev->has_seq && s->has_seq && ev->type != PD_EV_SYNC &&
+        ev->seq - s->last_seq > PD_SEQ_JUMP_MAX) {
+        pd_err_set(err, PD_EBADVALUE, "seq jumps from %lld to %lld", (long long)s->last_seq,
+                   (long long)ev->seq);
+        return PD_EBADVALUE;
+    }
     if (ev->type == PD_EV_SHUTDOWN) {
         if (s) server_close(m, s, now);
         pd__flush(m, now);

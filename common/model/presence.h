@@ -30,7 +30,16 @@ typedef struct {
      * that nodes cannot diverge. See presence_limits.c. */
     uint64_t max_devices_per_user;  /* live devices of a user, all nodes */
     uint64_t max_users;             /* users with a live device, all nodes */
+    /* A remote HLC more than this ahead of the wall clock is never merged
+     * into ours (PRESENCE_MAX_CLOCK_SKEW_MS; 0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
+    uint64_t max_clock_skew_ms;
 } pd_model_cfg;
+
+#define PD_MAX_CLOCK_SKEW_DEFAULT_MS 60000
+
+/* True if hlc (ms << 16 | counter) reads more than skew_ms ahead of the
+ * wall clock now (ms since the epoch). Never overflows. */
+bool pd_hlc_ahead(uint64_t hlc, uint64_t now, uint64_t skew_ms);
 
 /* Called once per change of a user's public presence or custom status (the
  * view others see), after the operation is complete. v is borrowed. */
@@ -85,8 +94,11 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);
 uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner);
 
-/* The hybrid logical clock (ms << 16 | counter): observe a remote value. */
-void pd_model_hlc_observe(pd_model *m, uint64_t hlc);
+/* The hybrid logical clock (ms << 16 | counter): observe a remote value
+ * read at wall-clock time now. A value beyond now + the skew bound is not
+ * merged (the caller refuses its message; this is the last line): no input
+ * moves our clock more than the bound ahead of the wall clock. */
+void pd_model_hlc_observe(pd_model *m, uint64_t hlc, uint64_t now);
 uint64_t pd_model_hlc(const pd_model *m);
 
 /* ---- queries -------------------------------------------------------------- */

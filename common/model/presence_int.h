@@ -132,7 +132,7 @@ void pd__ops_unmute(pd_model *m);
 void pd__emit(pd_model *m, const pd_op *op);
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d);
 uint64_t pd__hlc_next(pd_model *m, uint64_t now);
-void pd__hlc_observe(pd_model *m, uint64_t remote);
+void pd__hlc_observe(pd_model *m, uint64_t remote, uint64_t now);
 /* True if (a_hlc, a_node) is a newer version than (b_hlc, b_node). */
 bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node);
 void pd__drop_server_if_unused(pd_model *m, pd_server *s);

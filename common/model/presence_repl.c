@@ -35,18 +35,30 @@ const char *pd__intern(pd_model *m, pd_str node) {
     return c;
 }
 
+/* Saturating: a clock at the top stays there rather than wrap to 0 (the
+ * skew bound keeps it far from the top in the first place). */
 uint64_t pd__hlc_next(pd_model *m, uint64_t now) {
-    uint64_t v = now << 16;
-    if (v <= m->hlc) v = m->hlc + 1;
+    uint64_t v = now >= (UINT64_MAX >> 16) ? UINT64_MAX & ~(uint64_t)0xffff : now << 16;
+    if (v <= m->hlc) v = m->hlc == UINT64_MAX ? UINT64_MAX : m->hlc + 1;
     m->hlc = v;
     return v;
 }
 
-void pd__hlc_observe(pd_model *m, uint64_t remote) {
+bool pd_hlc_ahead(uint64_t hlc, uint64_t now, uint64_t skew_ms) {
+    uint64_t ms = hlc >> 16;
+    return ms > now && ms - now > skew_ms;
+}
+
+void pd__hlc_observe(pd_model *m, uint64_t remote, uint64_t now) {
+    uint64_t skew = m->cfg.max_clock_skew_ms ? m->cfg.max_clock_skew_ms
+                                             : PD_MAX_CLOCK_SKEW_DEFAULT_MS;
+    if (pd_hlc_ahead(remote, now, skew)) return;
     if (remote > m->hlc) m->hlc = remote;
 }
 
-void pd_model_hlc_observe(pd_model *m, uint64_t hlc) { pd__hlc_observe(m, hlc); }
+void pd_model_hlc_observe(pd_model *m, uint64_t hlc, uint64_t now) {
+    pd__hlc_observe(m, hlc, now);
+}
 uint64_t pd_model_hlc(const pd_model *m) { return m->hlc; }
 
 bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node) {
@@ -161,7 +173,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     pd_status st = PD_OK;
     pd_device *d;
     if (origin == NULL) return PD_ENOMEM;
-    pd__hlc_observe(m, op->hlc);
+    pd__hlc_observe(m, op->hlc, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = origin == m->node ? PD_OK : apply_add(m, origin, op, now);
@@ -327,7 +339,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     pd_status st = PD_OK;
     pd_device *d;
     pd__ops_mute(m); /* restoring: nothing to tell the peers yet */
-    pd__hlc_observe(m, op->hlc);
+    pd__hlc_observe(m, op->hlc, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = apply_add(m, m->node, op, now);

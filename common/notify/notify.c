@@ -85,6 +85,14 @@ pd_status pd_notifier_add_peer(pd_notifier *nf, pd_str peer) {
     return PD_OK;
 }
 
+void pd_notifier_remove_peer(pd_notifier *nf, pd_str peer) {
+    member *p = find_peer(nf, peer);
+    if (p == NULL || p->announcing) return;
+    size_t i = (size_t)(p - nf->peers);
+    memmove(p, p + 1, sizeof *p * (nf->npeers - i - 1));
+    nf->npeers--;
+}
+
 /* The set as it is becomes the set as it was. */
 static void remember_membership(pd_notifier *nf) {
     for (uint32_t i = 0; i < nf->npeers; i++) nf->peers[i].was_announcing = nf->peers[i].announcing;
@@ -141,12 +149,14 @@ typedef struct {
     pd_notifier *nf;
     int64_t since;
     bool only_new;      /* only users this node did not announce before */
+    bool not_offline;   /* also users not offline now, whenever they changed */
     uint64_t now;
 } reannounce_ctx;
 
 static void reannounce_one(void *ud, const pd_view *v) {
     reannounce_ctx *c = ud;
-    if (v->ts < c->since || !announcer(c->nf, v->user, false)) return;
+    bool recent = v->ts >= c->since || (c->not_offline && v->status != PD_PUB_OFFLINE);
+    if (!recent || !announcer(c->nf, v->user, false)) return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
     announce(c->nf, v, c->now);
 }
@@ -154,13 +164,22 @@ static void reannounce_one(void *ud, const pd_view *v) {
 /* Announces again the changes made at or after now - window. */
 static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool only_new,
                        uint64_t now) {
-    reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, now};
+    reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false, now};
     pd_model_foreach_view(m, reannounce_one, &c);
 }
 
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
     if (!nf->announcing) return;
     reannounce(nf, m, nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, now);
+}
+
+void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
+    if (!nf->announcing) return;
+    /* A change stamped a little before the last heartbeat may not have
+     * reached the other side either: one sync interval of margin. */
+    uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
+    reannounce_ctx c = {nf, (int64_t)from, false, true, now};
+    pd_model_foreach_view(m, reannounce_one, &c);
 }
 
 void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now) {

@@ -67,6 +67,9 @@ void pd_notifier_free(pd_notifier *nf);
  * PD_ENOMEM leaves everything as it was. Call before the peer can ever be
  * announcing, so that pd_notifier_set_peer needs no memory. */
 pd_status pd_notifier_add_peer(pd_notifier *nf, pd_str peer);
+/* Forgets a peer that is not announcing (the replica forgot it: down for
+ * long); an announcing or unknown one is left alone. */
+void pd_notifier_remove_peer(pd_notifier *nf, pd_str peer);
 /* The announcing set changes: peer is alive and ready (announcing) or not.
  * The set as it was is kept for the pd_notifier_take_over that follows.
  * An unknown peer (never added) is taken as not announcing. */
@@ -75,6 +78,17 @@ void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing);
  * recent changes of users this node announces now and did not before are
  * announced again. Nothing while this node is not announcing. */
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
+
+/* A gap in hearing peer ended (a partition healed, a route came back, a
+ * peer declared down is heard again): while it lasted, the watchers on
+ * each side heard only their side's announcers, so they may have been told
+ * different things (one side took the other's devices for gone). Announces
+ * again the current view of every user this node announces that changed
+ * since `since` (the last time the peer was heard before the gap) or that
+ * is not offline now (the other side may have announced it offline). A
+ * watcher may see a repeat, never a gap; ver orders them. Nothing while
+ * this node is not announcing. */
+void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
 
 /* This node caught up: from now on it announces, starting with every
  * change since its warm-up began at warm_since (less a node timeout). */

@@ -63,7 +63,24 @@ typedef struct {
     size_t max_msg_bytes;      /* deltas and sync parts stay below this */
     uint64_t notify_min_interval_ms; /* coalescing of notifications; 0: off */
     uint32_t notify_max_users; /* users coalesced at once (0: the default) */
+    /* A peer's clock (HLC, incarnation, wall clock) more than this ahead of
+     * ours is refused (0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
+    uint64_t max_clock_skew_ms;
 } pd_repl_cfg;
+
+/* Why a message from another node was dropped (presenced_refused_total).
+ * CHECKLIST: new reason? Add its name to pd_refuse_name (repl.c) and a
+ * line to docs/failure-modes.md. */
+typedef enum {
+    PD_REFUSE_CLOCK_AHEAD,    /* HLC or wall clock beyond now + the skew bound */
+    PD_REFUSE_INC_AHEAD,      /* incarnation (a start time) beyond that bound */
+    PD_REFUSE_WRONG_SUBJECT,  /* "node" is not the node of the subject */
+    PD_REFUSE_NOT_A_PEER,     /* delta or sync request from a node not live here */
+    PD_REFUSE_PEER_TABLE_FULL,
+    PD_REFUSE_SYNC_RATE,      /* state transfer asked again too soon */
+    PD_REFUSE_COUNT
+} pd_refuse;
+const char *pd_refuse_name(pd_refuse why);
 
 typedef struct pd_repl pd_repl;
 
@@ -83,10 +100,20 @@ void pd_repl_flush(pd_repl *r);
  * delta (benchmarks: schemas/cluster.md, "Tracing"). */
 void pd_repl_trace(pd_repl *r, uint64_t id);
 
-/* Received messages; a bad one is refused with err and changes nothing. */
+/* Received messages; a bad one is refused with err and changes nothing.
+ * One that decodes but cannot be believed (a clock too far ahead, an
+ * origin that is not a live peer) is dropped and counted in
+ * stats.refused, and PD_OK is returned. */
 pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err);
 pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err);
+/* The same for a message that came on the subject of node `from` (the
+ * last token of P.delta.<node> / P.hb.<node>): a message whose "node" is
+ * another is refused (PD_REFUSE_WRONG_SUBJECT). */
+pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t len,
+                                uint64_t now, pd_err *err);
+pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, size_t len,
+                                    uint64_t now, pd_err *err);
 pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void *reply_ctx,
                                   pd_err *err);
 pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
@@ -142,6 +169,10 @@ void pd_repl_answer_cluster(const pd_repl *r, pd_str self, uint64_t now, msgpack
 typedef struct {
     uint64_t deltas_sent, deltas_applied, deltas_dup, gaps, syncs_requested, syncs_done,
         syncs_served, nodes_down, notifications, bad_messages;
+    uint64_t refused[PD_REFUSE_COUNT];
+    uint64_t contradictions;    /* a claim below what we applied: re-fetched */
+    uint64_t peers_forgotten;   /* down for the node timeout: left the table */
+    bool clock_ahead;           /* our wall clock is ahead of every live peer's */
 } pd_repl_stats;
 void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st);
 

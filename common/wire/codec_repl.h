@@ -75,11 +75,12 @@ typedef struct {
     uint64_t inc, seq;
 } pd_vc_entry;
 
-/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "ready",
- * "devices", "users", "vc": [[node, inc, seq], ...]} */
+/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "wall", "leaving",
+ * "ready", "devices", "users", "vc": [[node, inc, seq], ...]} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
+    uint64_t wall;              /* sender's wall clock, ms (absent: 0, unknown) */
     bool leaving;
     bool ready;                 /* caught up and announcing (absent: true) */
     uint64_t devices, users;

@@ -13,10 +13,11 @@ simulated) while the side keeps its own nats-server, node, Redis and the
 test's connections over its svc link. A side reaches no other side's svc
 address (the namespaces have no default route), so a cut is a cut.
 
-Inside each namespace tcp_retries2 is lowered and the nats-servers are
-given a short ping interval: nats-server 2.9 sends no route PING while it
-has outbound traffic, and under Linux's default retries a dead route would
-linger for minutes (docs/failure-modes.md says what operators should set).
+Inside each namespace tcp_retries2 is lowered: nats-server 2.9 sends no
+route PING while it has outbound traffic (heartbeats and deltas always
+flow), so a dead route ends only when TCP gives up retransmitting, which
+under Linux's default retries takes minutes (docs/failure-modes.md says
+what operators should set).
 
 Everything is removed by Topology.destroy(), called from the tests' finally
 and at exit; namespaces and links left by a test that was killed are found
@@ -44,12 +45,15 @@ def sysctl(ns, key, value):
 
 
 class Topology:
-    """n sides, each a namespace; tag keeps runs apart (a short number)."""
+    """n sides, each a namespace; the tag (pid x count) keeps runs apart."""
 
-    def __init__(self, n=3, tag=None):
+    made = 0   # topologies made by this process: each gets its own names
+
+    def __init__(self, n=3):
+        Topology.made += 1
         self.n = n
-        self.tag = str(tag if tag is not None else os.getpid())
-        self.b = 100 + int(self.tag) % 150          # second octet of the addresses
+        self.tag = "%dx%d" % (os.getpid(), Topology.made % 10)
+        self.b = 100 + (os.getpid() + Topology.made) % 150   # second octet of the addresses
         self.ns = ["%s%ss%d" % (PREFIX, self.tag, i) for i in range(n)]
         self.bridge = "%s%sbr" % (PREFIX, self.tag)
         self.created = False

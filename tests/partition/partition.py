@@ -104,7 +104,6 @@ class World:
             conf = os.path.join(self.dir, "nats%d.conf" % i)
             with open(conf, "w") as f:
                 f.write("server_name: s%d\nlisten: 0.0.0.0:4222\nhttp: 0.0.0.0:8222\n"
-                        "ping_interval: \"1s\"\nping_max: 2\nwrite_deadline: \"1s\"\n"
                         "jetstream { store_dir: \"%s\" }\n"
                         "cluster {\n  name: part\n  listen: %s:6222\n  routes: [ %s ]\n}\n"
                         % (i, store, t.net_addr(i), routes))
@@ -339,6 +338,9 @@ def main():
             report[name] = SCENARIOS[name](w)
             print("partition %s: ok %s" % (name, json.dumps(report[name])), flush=True)
         except (Fail, WireError, OSError) as e:
+            if not isinstance(e, Fail):
+                import traceback
+                traceback.print_exc()
             failed = True
             report[name] = {"error": str(e)}
             print("partition %s: FAILED: %s\n  (logs in %s)" % (name, e, workdir), flush=True)
