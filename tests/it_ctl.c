@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/version.h"
 #include "harness.h"
 
 #ifndef PRESENCECTL_BIN
@@ -151,6 +152,8 @@ Test(ctl, version_help_and_flag_forms) {
     char out[8192];
     cr_assert_eq(ctl(out, sizeof out, "--version", NULL), 0, "%s", out);
     cr_assert(strncmp(out, "presencectl ", 12) == 0, "%s", out);
+    cr_assert_eq(ctl(out, sizeof out, "--version", "d[\"version\"]"), 0, "%s", out);
+    cr_assert_str_eq(out, PD_VERSION "\n");
     /* Per-command help: the command's own options, not the others'. */
     cr_assert_eq(ctl(out, sizeof out, "get --help", NULL), 0, "%s", out);
     cr_assert(strstr(out, "get USER...") && strstr(out, "--viewer"), "%s", out);

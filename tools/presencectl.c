@@ -494,7 +494,8 @@ static int parse(ctl *c, int argc, char **argv, pd_cli_args *a, int *cmd) {
         return -1;
     }
     if (pd_cli_has(&ctl_cli, a, "version")) {
-        printf("presencectl %s\n", PD_VERSION);
+        if (c->json) printf("{\"program\":\"presencectl\",\"version\":\"%s\"}\n", PD_VERSION);
+        else printf("presencectl %s\n", PD_VERSION);
         return -1;
     }
     if (ps != PD_OK) return fail(c, EXIT_USAGE, "usage", "%s", err);
