@@ -57,7 +57,12 @@ PRESENCE_MAX_MSG_BYTES=1 timeout 60 bash "$root/scripts/up.sh" >"$state/up2.out"
     fail "up.sh succeeded with a node that cannot start"
 grep -q "node n2: exited while starting" "$state/up2.out" || { cat "$state/up2.out"; fail "no word of n2's exit"; }
 grep -q "PRESENCE_MAX_MSG_BYTES: 1 is below" "$state/up2.out" || fail "n2's error not shown"
-timeout 120 bash "$root/scripts/up.sh" >"$state/up3.out" 2>&1 || { cat "$state/up3.out"; fail "up.sh did not restart n2"; }
+# Restarted with PRESENCE_METRICS_ADDR (port 0: n2 picks a free port, which
+# up.sh prints; the running nodes keep theirs).
+PRESENCE_METRICS_ADDR=127.0.0.1:0 timeout 120 bash "$root/scripts/up.sh" >"$state/up3.out" 2>&1 ||
+    { cat "$state/up3.out"; fail "up.sh did not restart n2"; }
+p2=$(sed -n 's|^node n2 (pid [0-9]*): metrics http://127.0.0.1:\([0-9]*\)/metrics$|\1|p' "$state/up3.out")
+[ -n "$p2" ] && pd_http_ok "$p2" /readyz || { cat "$state/up3.out"; fail "n2's new metrics port '$p2' does not answer"; }
 pids=$(for f in "$state"/*.pid; do [ -f "$f" ] && echo "$(cat "$f")"; done)
 # Every process stops on SIGTERM: none needs down.sh's SIGKILL after 10 s.
 timeout 120 bash "$root/scripts/down.sh" >"$state/down.out" 2>&1 || fail "scripts/down.sh failed"
