@@ -173,7 +173,9 @@ Test(ctl, refusals_name_the_option_once) {
     /* An option of another command. */
     cr_assert_eq(ctl(out, sizeof out, "get alice --emoji x", NULL), 2, "%s", out);
     cr_assert(strstr(out, "--emoji: not an option of 'get'"), "%s", out);
-    cr_assert_eq(ctl(out, sizeof out, "--node c1 get alice", NULL), 2, "%s", out);
+    cr_assert_eq(ctl(out, sizeof out, "--node c1 watch all", NULL), 2, "%s", out);
+    cr_assert_eq(ctl(out, sizeof out, "get alice --diff", NULL), 2, "%s", out);
+    cr_assert(strstr(out, "--diff: not an option of 'get'"), "%s", out);
     /* Not a NATS URL; an abbreviation; a missing value; --version=1. */
     cr_assert_eq(ctl(out, sizeof out, "--server http://x:1 get alice", NULL), 2, "%s", out);
     cr_assert(strstr(out, "--server: 'http://x:1' is not a nats://"), "%s", out);

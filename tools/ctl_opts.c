@@ -6,6 +6,7 @@
 #define B(c) (1u << (c))
 #define EVENTS (B(CTL_CONNECT) | B(CTL_DISCONNECT) | B(CTL_ACTIVITY) | B(CTL_IDLE) | \
                 B(CTL_STATUS) | B(CTL_CUSTOM))
+#define QUERIES (B(CTL_GET) | B(CTL_DEVICES) | B(CTL_ONLINE) | B(CTL_CLUSTER))
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -14,7 +15,8 @@ static const pd_cli_cmd cmds[CTL_NCMDS] = {
                  "; --viewer USER for a self view)", 1, PD_QUERY_USERS_MAX},
     [CTL_DEVICES] = {"devices", "USER", "a user's live devices", 1, 1},
     [CTL_ONLINE] = {"online", "", "users not offline, every page (--json: one document)", 0, 0},
-    [CTL_CLUSTER] = {"cluster", "", "the nodes a node knows", 0, 0},
+    [CTL_CLUSTER] = {"cluster", "", "the nodes a node knows (--diff: every node's answers "
+                     "compared)", 0, 0},
     [CTL_WATCH] = {"watch", "[USER|all]", "print notifications as they come (--json: one "
                    "object per line)", 0, 1},
     [CTL_CONNECT] = {"connect", "CONN USER [DEVICE]", "a new connection (device defaults to "
@@ -36,8 +38,12 @@ static const pd_cli_opt opts[] = {
      PD_CLI_ALL},
     {"timeout", 0, "DURATION", NULL, "2s", "how long to wait for a reply (500ms, 2s, 1m)",
      PD_CLI_ALL},
-    {"node", 0, "ID", "PRESENCE_NODE_ID", NULL, "node that receives the event", EVENTS},
+    {"node", 0, "ID", "PRESENCE_NODE_ID", NULL, "node that receives the event; given here for "
+     "a query, the node that alone answers it (P.query.<kind>.<node>; the variable does not "
+     "do that)", EVENTS | QUERIES},
     {"as", 0, "SERVER", NULL, "presencectl", "socket-server id the event comes from", EVENTS},
+    {"diff", 0, NULL, NULL, NULL, "every node's answers compared: a digest per node, then the "
+     "users that differ (exit 1 when the nodes differ)", B(CTL_CLUSTER)},
     {"viewer", 0, "USER", NULL, NULL, "ask as this user (a user sees itself when invisible)",
      B(CTL_GET)},
     {"limit", 0, "N", NULL, STR(PD_QUERY_LIMIT_MAX),
@@ -66,8 +72,8 @@ const pd_cli ctl_cli = {
     .prog = "presencectl",
     .summary = "command-line client of the presence service",
     .description = "presencectl asks the presence nodes over NATS (get, devices, online, "
-                   "cluster: answered by any node), prints their notifications (watch), and "
-                   "sends the events a socket server would (connect, disconnect, activity, "
+                   "cluster: answered by any node, or by the one --node names), prints their "
+                   "notifications (watch), and sends the events a socket server would (connect, disconnect, activity, "
                    "idle, status, custom) to one node. Options may come before or after the "
                    "command; \"--\" ends them. Output is a table, or JSON with --json.",
     .footer = "Exit status: 0 ok, 1 the service refused or did not answer, 2 bad usage,\n"

@@ -18,6 +18,7 @@
 #include "base/version.h"
 #include "config_files.h"
 #include "cli_file.h"
+#include "ctl_diff.h"
 #include "ctl_json.h"
 #include "ctl_opts.h"
 #include "natsauth.h"
@@ -29,7 +30,9 @@
 
 typedef struct {
     const char *prefix;
-    const char *node;     /* target node of events */
+    const char *node;     /* target node of events (--node or PRESENCE_NODE_ID) */
+    bool node_flag;       /* --node given: queries go to that node only */
+    bool diff;            /* cluster --diff */
     const char *server;   /* socket-server id for connect/disconnect/... */
     const char *viewer;
     bool json;
@@ -204,9 +207,13 @@ static int query(ctl *c, pd_query_type type, const pd_query *q, const pd_str *us
     static const char *const names[] = {"query.get", "query.devices", "query.online",
                                         "query.cluster"};
     msgpack_sbuffer sb;
+    char subj[200];
+    /* --node: that node's own subject, outside the queue group. */
+    if (c->node_flag) snprintf(subj, sizeof subj, "%s.%s", names[type], c->node);
+    else snprintf(subj, sizeof subj, "%s", names[type]);
     msgpack_sbuffer_init(&sb);
     pd_query_encode(&sb, q, users, n);
-    int rc = request(c, names[type], sb.data, sb.size, out);
+    int rc = request(c, subj, sb.data, sb.size, out);
     msgpack_sbuffer_destroy(&sb);
     if (rc == 0 && (rc = check_error_reply(c, *out)) != 0) natsMsg_Destroy(*out);
     return rc;
@@ -352,6 +359,7 @@ static int cmd_online(ctl *c) {
 static int cmd_cluster(ctl *c) {
     pd_query q = {.type = PD_Q_CLUSTER};
     natsMsg *m;
+    if (c->diff) return ctl_cluster_diff(c->nc, c->prefix, c->timeout_ms, c->json, stdout);
     int rc = query(c, PD_Q_CLUSTER, &q, NULL, 0, &m);
     if (rc) return rc;
     if (c->json) return print_json_reply(c, m);
@@ -433,7 +441,8 @@ static int apply_opt(ctl *c, const pd_cli_opt *o, const char *v) {
     if (o->env != NULL && strncmp(o->env, "PRESENCE_NATS_", 14) == 0)
         return set_setting(c, n, o->env, v);
     if (strcmp(n, "prefix") == 0) c->prefix = v;
-    else if (strcmp(n, "node") == 0) c->node = v;
+    else if (strcmp(n, "node") == 0) c->node = v, c->node_flag = true;
+    else if (strcmp(n, "diff") == 0) c->diff = true;
     else if (strcmp(n, "as") == 0) c->server = v;
     else if (strcmp(n, "viewer") == 0) c->viewer = v;
     else if (strcmp(n, "emoji") == 0) c->emoji = v;
