@@ -212,6 +212,9 @@ Test(ctl, json_errors_are_one_document) {
     cr_assert_eq(ctl_at(out, sizeof out, "--prefix nobody --timeout 300ms get zoe", "d[\"code\"]",
                         true), 1);
     cr_assert_str_eq(out, "no_answer\n");
+    cr_assert_eq(ctl_at(out, sizeof out, "--prefix nobody --timeout 300ms cluster --diff",
+                        "d[\"ok\"], d[\"code\"]", true), 1);
+    cr_assert_str_eq(out, "False no_answer\n");
 }
 
 Test(ctl, online_is_one_document_over_pages) {
