@@ -8,6 +8,9 @@
 # Each process is checked for readiness on its own (a port, PING, a node's
 # /readyz), and the wait fails at once if the process dies, with the lines
 # it logged in this run. Each node gets its own metrics port, printed.
+# Every process runs in a session of its own (setsid): Ctrl-C on make up
+# stops the demonstration, not the cluster. setsid execs in place (a
+# background job is no group leader), so $! is the process's pid.
 #
 # Parts, in order: start_nats, start_redis, start_nodes, demo, start_sim,
 # hints. A new process gets a start_X function and a line in main.
@@ -63,7 +66,8 @@ CONF
         echo "starting $name on 127.0.0.1:$port (JetStream on, routes on :$route)"
         local off; off=$(log_size "$PD_STATE/$name.log")
         echo "$off" >"$PD_STATE/$name.off"
-        nats-server -c "$PD_STATE/$name.conf" -l "$PD_STATE/$name.log" </dev/null >/dev/null 2>&1 &
+        setsid nats-server -c "$PD_STATE/$name.conf" -l "$PD_STATE/$name.log" </dev/null \
+            >/dev/null 2>&1 &
         echo $! >"$PD_STATE/$name.pid"
     done
     i=0
@@ -83,7 +87,7 @@ start_redis() {
     echo "starting redis-server on 127.0.0.1:$PD_REDIS_PORT"
     mkdir -p "$PD_STATE/redis"
     local off; off=$(log_size "$PD_STATE/redis.log")
-    redis-server --bind 127.0.0.1 --port "$PD_REDIS_PORT" --dir "$PD_STATE/redis" \
+    setsid redis-server --bind 127.0.0.1 --port "$PD_REDIS_PORT" --dir "$PD_STATE/redis" \
         --logfile "$PD_STATE/redis.log" --save "" --appendonly no \
         --lazyfree-lazy-user-del yes </dev/null >/dev/null 2>&1 &
     echo $! >"$PD_STATE/redis.pid"
@@ -122,7 +126,7 @@ start_nodes() {
         PRESENCE_OFFLINE_DELAY_MS=${PRESENCE_OFFLINE_DELAY_MS:-5000} \
         PRESENCE_SYNC_INTERVAL_MS=${PRESENCE_SYNC_INTERVAL_MS:-1000} \
         PRESENCE_SNAPSHOT_INTERVAL_MS=${PRESENCE_SNAPSHOT_INTERVAL_MS:-5000} \
-            nohup "$PD_BUILD/presenced" </dev/null >>"$PD_STATE/$id.log" 2>&1 &
+            setsid nohup "$PD_BUILD/presenced" </dev/null >>"$PD_STATE/$id.log" 2>&1 &
         echo $! >"$PD_STATE/$id.pid"
         started+=" $id"
     done
@@ -179,7 +183,7 @@ start_sim() {
         echo "presence-sim already running (pid $(cat "$PD_STATE/sim.pid"))"
     elif [ -x "$PD_BUILD/presence-sim" ]; then
         echo "== a small simulated workload: 3 socket servers, 200 users, 20 events/s"
-        nohup "$PD_BUILD/presence-sim" --nats "$PD_NATS_URL" --nodes "$(echo $PD_NODES | tr ' ' ,)" \
+        setsid nohup "$PD_BUILD/presence-sim" --nats "$PD_NATS_URL" --nodes "$(echo $PD_NODES | tr ' ' ,)" \
             --servers 3 --users 200 --rate 20 --quiet </dev/null >"$PD_STATE/sim.log" 2>&1 &
         echo $! >"$PD_STATE/sim.pid"
         echo
