@@ -178,8 +178,6 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
     uv_signal_init(&n->loop, &n->sigterm);
     uv_signal_init(&n->loop, &n->sigint);
     n->wake.data = n->timer.data = n->sigterm.data = n->sigint.data = n;
-    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&n->sigint, on_signal, SIGINT);
     if (cfg->metrics_addr[0]) {
         pd_status s = pd_metrics_start(&n->metrics, cfg->metrics_addr, err, errlen);
         if (s != PD_OK) return s;
@@ -200,6 +198,12 @@ int pd_node_run(pd_node *n) {
         pd_log(PD_LOG_WARN, "PRESENCE_TEST_FAIL_ALLOCS: every model allocation will fail");
         pd_alloc_fail_after(0);
     }
+    /* Only now: until the loop runs, SIGTERM and SIGINT keep their default
+     * action, so a node still starting (connecting, restoring, waiting for
+     * a JetStream that has no leader yet) ends at once instead of after
+     * those waits. It has announced nothing yet. */
+    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&n->sigint, on_signal, SIGINT);
     arm_timer(n);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     return n->exit_code;

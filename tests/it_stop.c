@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "harness.h"
@@ -53,6 +54,45 @@ Test(stop, sigterm_while_nats_was_never_up) {
     no_nats_noise(log);
     close(fd);
     unlink(log);
+}
+
+/* A JetStream that cannot elect a leader (a lone server of a 3-server
+ * cluster): each stream request waits for its timeout, ~13 s in all,
+ * before the loop runs. SIGTERM then ends the node at once (default action:
+ * it has announced nothing yet). */
+Test(stop, sigterm_while_jetstream_has_no_leader) {
+    char dir[] = "/tmp/pd-stop-js-XXXXXX", conf[400], log[400];
+    cr_assert(mkdtemp(dir) != NULL);
+    snprintf(conf, sizeof conf, "%s/nats.conf", dir);
+    FILE *f = fopen(conf, "w");
+    cr_assert(f != NULL);
+    fprintf(f, "server_name: lone\njetstream { store_dir: \"%s/js\" }\ncluster { name: c; listen: 127.0.0.1:%d; "
+            "routes: [nats-route://127.0.0.1:%d, nats-route://127.0.0.1:%d] }\n", dir,
+            h_free_port(), h_free_port(), h_free_port());
+    fclose(f);
+    h_nats ns;
+    h_nats_start_conf(&ns, dir, conf, NULL, "nats");
+    snprintf(log, sizeof log, "%s/node.log", dir);
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    char nats[128], redis[64];
+    snprintf(nats, sizeof nats, "PRESENCE_NATS_URL=%s", ns.url);
+    snprintf(redis, sizeof redis, "PRESENCE_REDIS_URL=redis://127.0.0.1:%d", h_free_port());
+    const char *env[] = {"PRESENCE_NODE_ID=s4", nats, redis, NULL};
+    char **envp = h_env_build(env);
+    char *argv[] = {(char *)h_presenced_bin(), NULL};
+    pid_t pid = h_spawn(argv, envp, fd, fd);
+    h_env_free(envp);
+    cr_assert(H_POLL(h_log_contains(log, "no snapshot of s4"), 10000), "see %s", log);
+    int st = term_within(pid, 3000);
+    cr_assert_neq(st, -1, "SIGTERM waited for JetStream: see %s", log);
+    cr_assert((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+              (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM), "status %d: see %s", st, log);
+    cr_assert_not(h_log_contains(log, "node s4 ready"), "it was not starting: see %s", log);
+    close(fd);
+    h_nats_stop(&ns);
+    char rm[600];
+    snprintf(rm, sizeof rm, "rm -rf '%s'", dir); /* kept when an assertion failed */
+    cr_expect_eq(system(rm), 0);
 }
 
 Test(stop, sigterm_after_nats_went_away_and_when_all_is_well) {
