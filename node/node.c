@@ -150,6 +150,7 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .max_clock_skew_ms = cfg->max_clock_skew_ms,
         .activity_resolution_ms = cfg->activity_resolution_ms,
         .user_retention_ms = cfg->user_retention_ms,
+        .sync_parts_timeout_ms = cfg->sync_parts_timeout_ms,
     };
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,
