@@ -6,8 +6,8 @@
 #include "node.h"
 #include <stdio.h>
 #include <stdlib.h>
-#include "base/clock.h"
 #include <string.h>
+#include "base/clock.h"
 
 /* Decodes and applies one event (alone or one of a batch). On error, err
  * says why and nothing changed. */
