@@ -17,7 +17,9 @@
 set -euo pipefail
 source "$(dirname "$0")/cluster-env.sh"
 
-ctl() { "$PD_BUILD/presencectl" --server "$PD_NATS_URL" "$@"; }
+# presencectl and the simulator run as the NATS admin user (nats-auth.sh,
+# sourced in main below).
+ctl() { pd_as_admin "$PD_BUILD/presencectl" --server "$PD_NATS_URL" "$@"; }
 
 # fail NAME LOG OFFSET WHY: says why, with what NAME logged since OFFSET.
 fail() {
@@ -57,6 +59,7 @@ server_name: $name
 listen: 127.0.0.1:$port
 max_payload: 1MB
 jetstream { store_dir: "$PD_STATE/$name" }
+include ./nats-accounts.conf
 cluster {
     name: presence-local
     listen: 127.0.0.1:$route
@@ -122,6 +125,7 @@ start_nodes() {
         local off; off=$(log_size "$PD_STATE/$id.log")
         echo "$off" >"$PD_STATE/$id.off"
         PRESENCE_NODE_ID=$id PRESENCE_NATS_URL=$PD_NATS_URL PRESENCE_REDIS_URL=$PD_REDIS_URL \
+        PRESENCE_NATS_USER=$id PRESENCE_NATS_PASSWORD=$(pd_node_password "$id") \
         PRESENCE_METRICS_ADDR=$addr \
         PRESENCE_OFFLINE_DELAY_MS=${PRESENCE_OFFLINE_DELAY_MS:-5000} \
         PRESENCE_SYNC_INTERVAL_MS=${PRESENCE_SYNC_INTERVAL_MS:-1000} \
@@ -143,7 +147,8 @@ start_nodes() {
             "$(cat "$PD_STATE/$id.off")" 30 pd_http_ok "$(cat "$PD_STATE/$id.metrics")" /readyz
     done
     local nodes; nodes=$(echo $PD_NODES | wc -w)
-    pd_wait 20 bash -c "[ \$('$PD_BUILD/presencectl' --server $PD_NATS_URL --json cluster |
+    pd_wait 20 bash -c "[ \$(PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=$PRESENCE_NATS_PASS_ADMIN \
+        '$PD_BUILD/presencectl' --server $PD_NATS_URL --json cluster |
         grep -o '\"alive\":true' | wc -l) -ge $nodes ]" ||
         { echo "the nodes are ready but do not see each other: see $PD_STATE/n*.log" >&2; exit 1; }
 }
@@ -162,13 +167,15 @@ demo() {
     echo "# all of them see alice, connected through $first:"
     for _ in 1 2 3; do run get alice; done
     run devices alice
-    timeout 2 "$PD_BUILD/presencectl" --server "$PD_NATS_URL" watch alice \
-        >"$PD_STATE/demo-watch.txt" 2>/dev/null &
+    : >"$PD_STATE/demo-watch.err"
+    pd_as_admin timeout 3 "$PD_BUILD/presencectl" --server "$PD_NATS_URL" watch alice \
+        >"$PD_STATE/demo-watch.txt" 2>"$PD_STATE/demo-watch.err" &
     local watcher=$!
-    sleep 0.3
+    # It says "watching" once subscribed: the change below cannot pass it by.
+    pd_wait 5 grep -q watching "$PD_STATE/demo-watch.err" || true
     run --node "$second" status alice busy
     wait "$watcher" || true
-    echo "# a watcher of alice, listening for 2 s, got $(wc -l <"$PD_STATE/demo-watch.txt") notification(s)"
+    echo "# a watcher of alice, listening for 3 s, got $(wc -l <"$PD_STATE/demo-watch.txt") notification(s)"
     echo "# for that change, announced once by the cluster of $nodes nodes:"
     cat "$PD_STATE/demo-watch.txt"
     echo
@@ -183,6 +190,7 @@ start_sim() {
         echo "presence-sim already running (pid $(cat "$PD_STATE/sim.pid"))"
     elif [ -x "$PD_BUILD/presence-sim" ]; then
         echo "== a small simulated workload: 3 socket servers, 200 users, 20 events/s"
+        PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=$PRESENCE_NATS_PASS_ADMIN \
         setsid nohup "$PD_BUILD/presence-sim" --nats "$PD_NATS_URL" --nodes "$(echo $PD_NODES | tr ' ' ,)" \
             --servers 3 --users 200 --rate 20 --quiet </dev/null >"$PD_STATE/sim.log" 2>&1 &
         echo $! >"$PD_STATE/sim.pid"
@@ -198,6 +206,7 @@ hints() {
     cat <<TXT
 == try it yourself:
   export PATH=$PD_BUILD:\$PATH PRESENCE_NATS_URL=$PD_NATS_URL
+  export PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=\$(sed -n 's/^PRESENCE_NATS_PASS_ADMIN=//p' $PD_STATE/nats-auth.env)
   presencectl watch all                        # notifications, one line each (Ctrl-C to stop)
   presencectl --node $first connect c2 bob mobile
   presencectl --node $first idle c2            # bob is away, on every node
@@ -215,6 +224,10 @@ TXT
 
 mkdir -p "$PD_STATE"
 touch "$PD_STATE/.pd-state" # marks the folder as ours for make reset
+# NATS runs with authentication (docs/security.md): the per-role users and
+# permissions of deploy/nats-accounts.conf (nodes n1..n3, their socket
+# servers, watchers, admin), passwords made once per state dir.
+source "$(dirname "$0")/nats-auth.sh"
 start_nats
 start_redis
 start_nodes

@@ -45,7 +45,9 @@ done
 # The hints keep the overrides.
 grep -q "PD_NATS_PORT=$base .*make status" "$state/up.out" || fail "the hints drop PD_NATS_PORT"
 # The README's next steps, on what the demo left: alice connects, goes idle: away.
-ctl() { "$build/presencectl" --server "$PD_NATS_URL" "$@"; }
+admin_pw=$(sed -n 's/^PRESENCE_NATS_PASS_ADMIN=//p' "$state/nats-auth.env")
+ctl() { PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=$admin_pw \
+        "$build/presencectl" --server "$PD_NATS_URL" "$@"; }
 ctl --node n1 --as web-1 connect c1 alice web >/dev/null || fail "connect c1 alice"
 ctl --node n1 --as web-1 idle c1 >/dev/null || fail "idle c1"
 st=$(ctl --json get alice | python3 -c 'import json,sys; print(json.load(sys.stdin)["users"][0]["status"])')
