@@ -7,7 +7,7 @@
 # reaches this cluster and not the default one.
 PD_USER_ENV=""
 for pd_v in $(compgen -e | grep -E '^(PD_|PRESENCE_)' | sort); do
-    case $pd_v in PD_USER_ENV|PD_ROOT) continue;; esac
+    case $pd_v in PD_USER_ENV|PD_ROOT|*PASSWORD*|*PASS_*|*TOKEN*) continue;; esac # no secrets
     PD_USER_ENV+="$pd_v=$(printf '%q' "${!pd_v}") "
 done
 unset pd_v
