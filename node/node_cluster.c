@@ -83,6 +83,18 @@ static void applied(void *ud, uint64_t at, uint64_t now) {
     if (at != 0) pd_hist_observe_us(&n->stats.apply_latency, t > at ? (t - at) * 1000u : 0);
 }
 
+/* The heartbeat's counters for presence-dash (schemas/cluster.md). */
+static void heartbeat_extra(void *ud, pd_heartbeat *hb) {
+    pd_node *n = ud;
+    pd_persist_stats ps;
+    hb->events = 0;
+    for (int i = 0; i < PD_EV_COUNT; i++) hb->events += n->stats.events[i];
+    hb->notifications = n->stats.notifications;
+    node__persist_stats(n, &ps);
+    hb->snapshot_at = ps.last_snapshot_at;
+    hb->nservers = pd_model_servers(n->model, hb->servers, PD_HB_SERVERS_MAX);
+}
+
 const pd_repl_io node__repl_io = {
     .send_delta = send_delta,
     .send_heartbeat = send_heartbeat,
@@ -91,4 +103,5 @@ const pd_repl_io node__repl_io = {
     .publish = node__publish_notification,
     .traced = traced,
     .applied = applied,
+    .heartbeat_extra = heartbeat_extra,
 };

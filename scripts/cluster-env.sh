@@ -20,6 +20,8 @@ PD_BUILD=${PD_BUILD:-$PD_ROOT/build}
 PD_NATS_PORT=${PD_NATS_PORT:-14222}
 PD_ROUTE_PORT=${PD_ROUTE_PORT:-$((PD_NATS_PORT + 2000))}
 PD_REDIS_PORT=${PD_REDIS_PORT:-16379}
+# presence-dash's page (docs/dashboard.md).
+PD_DASH_ADDR=${PD_DASH_ADDR:-127.0.0.1:8080}
 PD_NODES=${PD_NODES:-"n1 n2 n3"}
 # Metrics: node k (0, 1, 2, ...) listens on 127.0.0.1:PD_METRICS_PORT+k.
 # PRESENCE_METRICS_ADDR=HOST:PORT sets the host and the first port instead

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# down.sh - stops what up.sh started, by the pids it recorded: the nodes and
-# the simulator first, all at once (SIGTERM, then SIGKILL after 10 s), then
+# down.sh - stops what up.sh started, by the pids it recorded: the
+# dashboard, the nodes and the simulator first, all at once (SIGTERM, then SIGKILL after 10 s), then
 # redis-server and the nats-servers. A stopped process that nobody reaps (a
 # zombie, in containers without an init) counts as stopped.
 set -uo pipefail
@@ -33,6 +33,7 @@ stop_all() {
 }
 
 procs=()
+[ -f "$PD_STATE/dash.pid" ] && procs+=("presence-dash=$PD_STATE/dash.pid")
 for id in $PD_NODES; do procs+=("presenced $id=$PD_STATE/$id.pid"); done
 [ -f "$PD_STATE/sim.pid" ] && procs+=("presence-sim=$PD_STATE/sim.pid")
 stop_all "${procs[@]}"

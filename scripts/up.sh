@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # up.sh - starts a local presence cluster as plain processes: three
-# nats-servers with JetStream, a redis-server and three presenced nodes, all
-# on loopback with their state under $PD_STATE, then shows presence moving
-# through it. `make down` (scripts/down.sh) stops everything this started,
+# nats-servers with JetStream, a redis-server, three presenced nodes and the
+# web dashboard presence-dash (PD_DASH_ADDR, default 127.0.0.1:8080), all on
+# loopback with their state under $PD_STATE, then shows presence moving
+# through it and prints the dashboard's URL. `make down` (scripts/down.sh) stops everything this started,
 # by pid; `make reset` also removes the state.
 #
 # Each process is checked for readiness on its own (a port, PING, a node's
@@ -12,8 +13,8 @@
 # stops the demonstration, not the cluster. setsid execs in place (a
 # background job is no group leader), so $! is the process's pid.
 #
-# Parts, in order: start_nats, start_redis, start_nodes, demo, start_sim,
-# hints. A new process gets a start_X function and a line in main.
+# Parts, in order: start_nats, start_redis, start_nodes, start_dash, demo,
+# start_sim, hints. A new process gets a start_X function and a line in main.
 set -euo pipefail
 source "$(dirname "$0")/cluster-env.sh"
 
@@ -153,6 +154,24 @@ start_nodes() {
         { echo "the nodes are ready but do not see each other: see $PD_STATE/n*.log" >&2; exit 1; }
 }
 
+# The web dashboard (docs/dashboard.md), with the nodes' timing settings.
+start_dash() {
+    if pd_alive "$PD_STATE/dash.pid"; then
+        echo "presence-dash already running (pid $(cat "$PD_STATE/dash.pid"))"
+    elif [ -x "$PD_BUILD/presence-dash" ]; then
+        echo "starting presence-dash on $PD_DASH_ADDR"
+        : >"$PD_STATE/dash.log"
+        PRESENCE_NATS_URL=$PD_NATS_URL PRESENCE_DASH_ADDR=$PD_DASH_ADDR \
+        PRESENCE_NATS_USER=dashboard PRESENCE_NATS_PASSWORD=$PRESENCE_NATS_PASS_DASHBOARD \
+        PRESENCE_SYNC_INTERVAL_MS=${PRESENCE_SYNC_INTERVAL_MS:-1000} \
+            setsid nohup "$PD_BUILD/presence-dash" </dev/null >>"$PD_STATE/dash.log" 2>&1 &
+        echo $! >"$PD_STATE/dash.pid"
+        wait_ready presence-dash "$PD_STATE/dash.pid" "$PD_STATE/dash.log" 0 10 \
+            grep -q "serving http" "$PD_STATE/dash.log"
+    fi
+    dash_url=$(grep -o 'http://[^ ]*' "$PD_STATE/dash.log" 2>/dev/null | tail -1 || true)
+}
+
 # Shows presence moving, then leaves alice as it found her: no connection,
 # status auto (offline after the offline delay), as the README's next steps
 # expect.
@@ -220,6 +239,9 @@ hints() {
 Metrics: $(for id in $PD_NODES; do printf '%s http://127.0.0.1:%s/metrics  ' "$id" "$(cat "$PD_STATE/$id.metrics" 2>/dev/null)"; done)
 Logs and state: $PD_STATE    Stop everything: $mk down    Start afresh: $mk reset up
 TXT
+    if [ -n "${dash_url:-}" ]; then
+        echo "== the dashboard (live cluster in a browser): $dash_url"
+    fi
 }
 
 mkdir -p "$PD_STATE"
@@ -231,6 +253,7 @@ source "$(dirname "$0")/nats-auth.sh"
 start_nats
 start_redis
 start_nodes
+start_dash
 demo
 start_sim
 hints

@@ -54,6 +54,9 @@ typedef struct {
     /* Optional (metrics): a peer's delta sent at its wall-clock time `at`
      * (ms, 0 if it did not say) was just applied here at `now`. */
     void (*applied)(void *ud, uint64_t at, uint64_t now);
+    /* Optional: fills the heartbeat's dashboard counters (events,
+     * notifications, snapshot_at) just before it is sent. */
+    void (*heartbeat_extra)(void *ud, pd_heartbeat *hb);
 } pd_repl_io;
 
 typedef struct {
