@@ -12,7 +12,13 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$1" && pwd)
 state=$(mktemp -d /tmp/pd-updown-XXXXXX)
-fail() { echo "FAIL: $*"; echo "0 passed, 1 failed"; exit 1; }
+# A failure stops what up.sh started (the state stays, for its logs).
+fail() {
+    echo "FAIL: $*"
+    bash "$root/scripts/down.sh" >/dev/null 2>&1
+    echo "0 passed, 1 failed (logs in $state)"
+    exit 1
+}
 
 # Ports below the kernel's ephemeral range (32768 and up), where the other
 # tests' servers get theirs; still, a port may be taken: try three bases.
