@@ -335,11 +335,15 @@ def check_upsh_env_in_compose(ctx):
         fail("scripts/up.sh passes no PRESENCE_* variable to presenced?")
     for name in NODE_SERVICES:
         env = service_env(doc["services"][name])
-        missing = [v for v in upsh if v not in env]
+        # up.sh gives each node its own loopback metrics port (PD_METRICS_PORT+k);
+        # in compose each container has its own address, and whether it
+        # serves metrics is compose's choice (its Prometheus service).
+        missing = [v for v in upsh if v not in env and v != "PRESENCE_METRICS_ADDR"]
         if missing:
             fail(f"compose.yaml: {name} lacks {missing}, which scripts/up.sh passes to presenced")
         for var, dflt in upsh.items():
-            if var in ("PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_URL"):
+            if var in ("PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_URL",
+                       "PRESENCE_METRICS_ADDR") or var not in env:
                 continue  # addresses differ between loopback and containers
             if dflt is not None and env[var] != dflt:
                 fail(f"compose.yaml: {name} sets {var}={env[var]}, scripts/up.sh uses {dflt}")

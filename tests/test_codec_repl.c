@@ -265,6 +265,39 @@ Test(codec_repl, delta_roundtrip_every_op_kind) {
     msg_free(&m);
 }
 
+Test(codec_repl, delta_at_roundtrip_and_absent_is_zero) {
+    msgpack_sbuffer o, sb;
+    pack_ops(&o, OPS, NOPS);
+    msgpack_sbuffer_init(&sb);
+    uint64_t trace[] = {5};
+    pd_delta_encode_at(&sb, pd_str_c("node-a"), 1, 2, o.data, o.size, NOPS, trace, 1,
+                       1700000360004u);
+    pd_delta d;
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(d.at, 1700000360004u);
+    cr_expect_eq(d.ntrace, 1u);
+    expect_ops(&d.ops, OPS, NOPS);
+    msgpack_sbuffer_clear(&sb);
+    pd_delta_encode_at(&sb, pd_str_c("node-a"), 1, 2, o.data, o.size, NOPS, NULL, 0, 0);
+    cr_assert_eq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(d.at, 0u);
+    /* "at" must be a u64 like every other number here. */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    pd_pack_cstr(&pk, "v"), msgpack_pack_uint64(&pk, 1);
+    pd_pack_cstr(&pk, "node"), pd_pack_cstr(&pk, "n");
+    pd_pack_cstr(&pk, "inc"), msgpack_pack_uint64(&pk, 1);
+    pd_pack_cstr(&pk, "seq"), msgpack_pack_uint64(&pk, 1);
+    pd_pack_cstr(&pk, "ops"), msgpack_pack_array(&pk, 0);
+    pd_pack_cstr(&pk, "at"), pd_pack_cstr(&pk, "soon");
+    cr_expect_neq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK);
+    msgpack_sbuffer_destroy(&o);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 Test(codec_repl, delta_each_op_alone_and_empty) {
     for (uint32_t i = 0; i <= NOPS; i++) {
         uint32_t n = i < NOPS ? 1 : 0;

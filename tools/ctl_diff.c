@@ -39,6 +39,8 @@ typedef struct {
     natsConnection *nc;
     const char *prefix;
     int64_t timeout_ms;
+    bool json;                  /* errors as one JSON document on out */
+    FILE *out;
     diff_node nodes[DIFF_NODES_MAX];
     uint32_t nnodes;
     diff_user *users;
@@ -53,20 +55,36 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n) {
 
 /* A request to P.<kind>.<node> (node NULL: the queue group). The reply,
  * when not an error reply, is the caller's to destroy. */
+/* An error, once: {"ok":false,...} on out with --json, else on stderr. */
+static void diff_fail(const diff_ctx *c, const char *code, const char *msg) {
+    if (!c->json) {
+        fprintf(stderr, "presencectl: %s\n", msg);
+        return;
+    }
+    fputs("{\"ok\":false,\"code\":", c->out);
+    ctl_json_cstr(c->out, code);
+    fputs(",\"message\":", c->out);
+    ctl_json_cstr(c->out, msg);
+    fputs("}\n", c->out);
+}
+
 static natsMsg *ask(diff_ctx *c, const char *kind, const char *node, const void *data,
                     size_t len) {
+    char msg[700];
     char subj[400];
     natsMsg *m = NULL;
     pd_reply rep;
     if (node) snprintf(subj, sizeof subj, "%s.query.%s.%s", c->prefix, kind, node);
     else snprintf(subj, sizeof subj, "%s.query.%s", c->prefix, kind);
     if (natsConnection_Request(&m, c->nc, subj, data, (int)len, c->timeout_ms) != NATS_OK) {
-        fprintf(stderr, "presencectl: no answer on %s\n", subj);
+        snprintf(msg, sizeof msg, "no answer on %s", subj);
+        diff_fail(c, "no_answer", msg);
         return NULL;
     }
     if (pd_reply_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &rep) == PD_OK &&
         !rep.ok) {
-        fprintf(stderr, "presencectl: %s refused: %s: %s\n", subj, rep.code, rep.message);
+        snprintf(msg, sizeof msg, "%s refused: %s: %s", subj, rep.code, rep.message);
+        diff_fail(c, rep.code, msg);
         natsMsg_Destroy(m);
         return NULL;
     }
@@ -321,7 +339,13 @@ int ctl_cluster_diff(natsConnection *nc, const char *prefix, int64_t timeout_ms,
     c->nc = nc;
     c->prefix = prefix;
     c->timeout_ms = timeout_ms;
-    if (!gather(c) || c->nnodes == 0) goto done;
+    c->json = json;
+    c->out = out;
+    if (!gather(c)) goto done;
+    if (c->nnodes == 0) {
+        diff_fail(c, "no_answer", "no node is up to compare");
+        goto done;
+    }
     bool same = true;
     size_t ndiff = 0;
     for (uint32_t i = 1; i < c->nnodes; i++) {

@@ -73,6 +73,7 @@ pd_user *pd__user_get(pd_model *m, pd_str id) {
     u->id_n = (uint8_t)id.n;
     u->grace.kind = TK_GRACE;
     u->pub_status = PD_PUB_OFFLINE;
+    m->by_status[PD_PUB_OFFLINE]++;
     pd_htab_insert(&m->users, &u->h, pd_hash(id.p, id.n));
     return u;
 }
@@ -143,6 +144,8 @@ void pd__flush(pd_model *m, uint64_t now) {
         pd_public st = pd__user_status(u, false);
         uint32_t cu = public_custom(u);
         if (st == u->pub_status && cu == u->pub_custom) continue;
+        m->by_status[u->pub_status]--;
+        m->by_status[st]++;
         u->pub_status = (uint8_t)st;
         u->pub_custom = cu;
         m->changes++;
@@ -766,6 +769,7 @@ void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->changes = m->changes;
     st->refused_devices = m->refused_devices;
     st->refused_users = m->refused_users;
+    memcpy(st->by_status, m->by_status, sizeof st->by_status);
     st->forgotten_users = m->forgotten_users;
     st->forgotten_servers = m->forgotten_servers;
 }

@@ -120,6 +120,7 @@ struct pd_model {
     uint64_t ndevices;
     uint64_t live_users;       /* users with at least one live device */
     uint64_t changes;
+    uint64_t by_status[PD_PUB_INVISIBLE + 1]; /* users by pub_status (never removed) */
     uint64_t refused_devices, refused_users; /* presence_limits.c */
     pd_refusal *refusals;      /* the last pd_model_apply's refused sync entries */
     uint32_t nrefusals, refusals_cap;

@@ -266,9 +266,15 @@ static void pack_ids(msgpack_packer *pk, const char *k, const uint64_t *ids, uin
 void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
                             const void *ops_buf, size_t ops_len, uint32_t nops,
                             const uint64_t *trace, uint32_t ntrace) {
+    pd_delta_encode_at(sb, node, inc, seq, ops_buf, ops_len, nops, trace, ntrace, 0);
+}
+
+void pd_delta_encode_at(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                        const void *ops_buf, size_t ops_len, uint32_t nops,
+                        const uint64_t *trace, uint32_t ntrace, uint64_t at) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, ntrace ? 6 : 5);
+    msgpack_pack_map(&pk, 5u + (ntrace ? 1u : 0u) + (at ? 1u : 0u));
     pd_pack_kv_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", node);
     pd_pack_kv_u64(&pk, "inc", inc);
@@ -277,6 +283,7 @@ void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint
     msgpack_pack_array(&pk, nops);
     if (ops_len) msgpack_sbuffer_write(sb, ops_buf, ops_len);
     if (ntrace) pack_ids(&pk, "trace", trace, ntrace);
+    if (at) pd_pack_kv_u64(&pk, "at", at);
 }
 
 void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
@@ -332,6 +339,7 @@ static pd_status delta_field(mp_reader *r, pd_str k, void *out, unsigned *seen, 
     else if (pd_str_eqc(k, "seq")) { *seen |= DF_SEQ; ok = pd_rd_u64(r, &d->seq); }
     else if (pd_str_eqc(k, "ops")) { *seen |= DF_OPS; ok = read_ops(r, &d->ops); }
     else if (pd_str_eqc(k, "trace")) ok = read_trace(r, &d->trace, &d->ntrace);
+    else if (pd_str_eqc(k, "at")) ok = pd_rd_u64(r, &d->at);
     else ok = mpr_skip(r);
     return field_done(r, ok, err);
 }
