@@ -51,6 +51,13 @@ typedef struct {
      * were just applied here (d is borrowed). Never called when nobody
      * traces. Last, so positional initializers stay valid. */
     void (*traced)(void *ud, const pd_delta *d);
+    /* Optional: keeps a reply_ctx beyond the pd_repl_on_sync_request call
+     * (returns a handle send_sync_part accepts, NULL if it cannot) and
+     * frees a kept one. With them, a state transfer is served in slices
+     * from pd_repl_tick, so that a large partition never stalls the loop;
+     * without them, at once. */
+    void *(*reply_keep)(void *ud, void *reply_ctx);
+    void (*reply_free)(void *ud, void *kept);
 } pd_repl_io;
 
 typedef struct {
@@ -125,6 +132,10 @@ void pd_repl_begin(pd_repl *r, uint64_t now);
  * never fires for what the queue already disproves (a server heartbeat). */
 void pd_repl_tick(pd_repl *r, uint64_t now);
 uint64_t pd_repl_next_due(const pd_repl *r);
+/* State transfers being served in slices (io.reply_keep) right now. */
+uint32_t pd_repl_serving(const pd_repl *r);
+/* Abandons them, freeing their kept replies (before the I/O goes away). */
+void pd_repl_serving_drop(pd_repl *r);
 /* Says goodbye: a heartbeat with leaving set, so peers need not wait for
  * the timeout. */
 void pd_repl_leave(pd_repl *r, uint64_t now);
