@@ -155,6 +155,11 @@ static void drain_and_tick(pd_node *n) {
             break;
         }
     }
+    /* Over budget, queries may wait, but not events and messages between
+     * nodes: what arrived meanwhile is applied before the timers run, so
+     * that no timer fires for what the queue disproves (a socket server's
+     * heartbeat waiting behind the budget would let it time out). */
+    if (more) take_batch(n);
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
     node__persist_tick(n);
@@ -210,6 +215,7 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .max_clock_skew_ms = cfg->max_clock_skew_ms,
         .activity_resolution_ms = cfg->activity_resolution_ms,
         .user_retention_ms = cfg->user_retention_ms,
+        .sync_parts_timeout_ms = cfg->sync_parts_timeout_ms,
     };
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,

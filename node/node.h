@@ -30,6 +30,7 @@ typedef enum {
 
 typedef struct {
     uint64_t events[PD_EV_COUNT];   /* applied, by type */
+    uint64_t batches;               /* batch messages handled */
     uint64_t duplicates;            /* ignored by seq */
     uint64_t errors[PD_STATUS_COUNT];
     uint64_t queries[PD_Q_COUNT];

@@ -49,7 +49,7 @@ TEST_ONLY_PACKAGES = {"python3-yaml", "gnuplot-nox", "openssl", "valgrind",
                       "clang", "libclang-rt-14-dev"}  # tests, fuzzing and benchmarks only
 # What the runtime stage installs: the shared libraries and CA certificates.
 RUNTIME_PACKAGES = {"libnats3.4", "libhiredis0.14", "libmsgpackc2", "libuv1", "libmicrohttpd12",
-                    "ca-certificates"}
+                    "libjansson4", "ca-certificates"}
 
 
 class CheckFailed(Exception):
@@ -216,6 +216,8 @@ def upsh_presenced_env(settings):
         m = re.match(r"^\s*export\s+(PRESENCE_[A-Z0-9_]+)=(\S*)", line)
         if m:
             found[m.group(1)] = literal_default(m.group(2))
+        # A command substitution is one word, whatever it holds.
+        line = re.sub(r"\$\([^()]*\)", "CMDSUBST", line)
         try:
             tokens = shlex.split(line, comments=True)
         except ValueError:

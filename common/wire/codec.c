@@ -214,6 +214,21 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         ev->conns = raw;
         ev->nconns = n;
         *seen |= F_CONNS;
+    } else if (pd_str_eqc(k, "sync_id")) {
+        if (mpr_peek(r) == MPR_NIL) return mpr_nil(r) ? PD_OK : field_fail(r, err, "sync_id", "an id");
+        s = read_id(r, err, "sync_id", &ev->sync_id);
+    } else if (pd_str_eqc(k, "part") || pd_str_eqc(k, "parts")) {
+        bool whole = k.n == 5;
+        const char *name = whole ? "parts" : "part";
+        int64_t v = 0;
+        if (mpr_peek(r) == MPR_NIL) return mpr_nil(r) ? PD_OK : field_fail(r, err, name, "an integer");
+        if ((s = read_nonneg(r, err, name, &v)) != PD_OK) return s;
+        if (v < 1 || v > PD_SYNC_PARTS_MAX) {
+            pd_err_set(err, PD_EBADVALUE, "field '%s' must be 1..%d", name, PD_SYNC_PARTS_MAX);
+            return PD_EBADVALUE;
+        }
+        if (whole) ev->parts = (uint32_t)v;
+        else ev->part = (uint32_t)v;
     } else if (pd_str_eqc(k, "ts")) {
         /* nil means absent, as for every optional field */
         if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); ev->has_ts = false; ev->ts = 0; return PD_OK; }
@@ -240,6 +255,27 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         return r->err;
     }
     return s;
+}
+
+/* A chunked sync names all three of sync_id, part and parts, or none. */
+static pd_status check_parts(pd_event *ev, pd_err *err) {
+    bool any = ev->sync_id.n || ev->part || ev->parts;
+    if (!any || ev->type != PD_EV_SYNC) {
+        ev->sync_id = (pd_str){NULL, 0}; /* meaningless beyond a sync: ignored */
+        ev->part = ev->parts = 1;
+        return PD_OK;
+    }
+    const char *missing = !ev->sync_id.n ? "sync_id" : !ev->part ? "part" : !ev->parts ? "parts"
+                                                                                      : NULL;
+    if (missing) {
+        pd_err_set(err, PD_EMISSING, "a chunked sync lacks field '%s'", missing);
+        return PD_EMISSING;
+    }
+    if (ev->part > ev->parts) {
+        pd_err_set(err, PD_EBADVALUE, "sync part %u is beyond its %u parts", ev->part, ev->parts);
+        return PD_EBADVALUE;
+    }
+    return PD_OK;
 }
 
 pd_status pd_event_decode(const void *buf, size_t len, pd_event *ev, pd_err *err) {
@@ -299,7 +335,7 @@ pd_status pd_event_decode(const void *buf, size_t len, pd_event *ev, pd_err *err
             return PD_EMISSING;
         }
     }
-    return PD_OK;
+    return check_parts(ev, err);
 }
 
 void pd_sync_iter_init(pd_sync_iter *it, const pd_event *ev) {
@@ -331,8 +367,9 @@ void pd_event_encode(msgpack_sbuffer *sb, const pd_event *ev, const pd_sync_conn
     bool emoji = ev->type == PD_EV_CUSTOM && ev->emoji.n > 0;
     bool expires = ev->type == PD_EV_CUSTOM && ev->expires_at > 0;
     bool meta = ev->type == PD_EV_CONNECT && ev->meta.n > 0;
+    bool chunked = ev->type == PD_EV_SYNC && ev->sync_id.n > 0;
     uint32_t count = 1 + (uint32_t)__builtin_popcount(f) + emoji + expires + meta +
-                     ev->has_ts + ev->has_seq + ev->has_trace;
+                     3u * chunked + ev->has_ts + ev->has_seq + ev->has_trace;
     msgpack_pack_map(&pk, count);
     pd_pack_kv_str(&pk, "type", pd_str_c(event_names[ev->type]));
     if (f & F_SERVER) pd_pack_kv_str(&pk, "server", ev->server);
@@ -357,6 +394,11 @@ void pd_event_encode(msgpack_sbuffer *sb, const pd_event *ev, const pd_sync_conn
         } else {
             msgpack_pack_array(&pk, 0);
         }
+    }
+    if (chunked) {
+        pd_pack_kv_str(&pk, "sync_id", ev->sync_id);
+        pd_pack_kv_int(&pk, "part", ev->part);
+        pd_pack_kv_int(&pk, "parts", ev->parts);
     }
     if (ev->has_ts) pd_pack_kv_int(&pk, "ts", ev->ts);
     if (ev->has_seq) pd_pack_kv_int(&pk, "seq", ev->seq);
@@ -393,6 +435,146 @@ void pd_reply_error_encode(msgpack_sbuffer *sb, pd_status code, const char *msg)
     pd_pack_kv_str(&pk, "message", pd_str_c(msg ? msg : pd_status_str(code)));
 }
 
+void pd_reply_partial_encode(msgpack_sbuffer *sb, const char *msg, const pd_failure *f,
+                             uint32_t n) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    pd_pack_cstr(&pk, "ok");
+    msgpack_pack_false(&pk);
+    pd_pack_kv_str(&pk, "error", pd_str_c(pd_status_code(PD_EPARTIAL)));
+    pd_pack_kv_str(&pk, "message", pd_str_c(msg ? msg : pd_status_str(PD_EPARTIAL)));
+    pd_pack_cstr(&pk, "failed");
+    msgpack_pack_array(&pk, n);
+    for (uint32_t k = 0; k < n; k++) {
+        msgpack_pack_map(&pk, 3);
+        if (f[k].conn.n) pd_pack_kv_str(&pk, "conn", f[k].conn);
+        else pd_pack_kv_int(&pk, "i", f[k].i);
+        pd_pack_kv_str(&pk, "error", pd_str_c(pd_status_code(f[k].code)));
+        pd_pack_kv_str(&pk, "message", f[k].message);
+    }
+}
+
+pd_status pd_status_from_code(pd_str code) {
+    for (int s = PD_EBADMSGPACK; s < PD_STATUS_COUNT; s++) {
+        if (pd_str_eqc(code, pd_status_code((pd_status)s))) return (pd_status)s;
+    }
+    return PD_EINTERNAL;
+}
+
+void pd_reply_failed_iter(mp_reader *it, const pd_reply *rep) {
+    uint32_t n;
+    mpr_init(it, rep->failed.p, rep->failed.n);
+    if (rep->failed.n) mpr_array(it, &n);
+}
+
+bool pd_reply_next_failed(mp_reader *it, pd_failure *f) {
+    uint32_t n;
+    memset(f, 0, sizeof *f);
+    f->i = -1;
+    if (mpr_remaining(it) == 0 || !mpr_map(it, &n)) return false;
+    for (uint32_t k = 0; k < n; k++) {
+        pd_str key, v;
+        if (!pd_read_key(it, &key)) return false;
+        if (pd_str_eqc(key, "i")) {
+            if (!mpr_int(it, &f->i)) return false;
+        } else if (pd_str_eqc(key, "conn") || pd_str_eqc(key, "error") ||
+                   pd_str_eqc(key, "message")) {
+            if (!mpr_str(it, &v)) return false;
+            if (key.p[0] == 'c') f->conn = v;
+            else if (key.p[0] == 'e') f->code = pd_status_from_code(v);
+            else f->message = v;
+        } else if (!mpr_skip(it)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- batches ---------------------------------------------------------------- */
+
+bool pd_batch_is(const void *buf, size_t len) {
+    mp_reader r;
+    uint32_t n;
+    mpr_init(&r, buf, len);
+    if (!mpr_map(&r, &n)) return false;
+    for (uint32_t i = 0; i < n; i++) {
+        pd_str k, v;
+        if (!pd_read_key(&r, &k)) return false;
+        if (pd_str_eqc(k, "type")) return mpr_str(&r, &v) && pd_str_eqc(v, "batch");
+        if (!mpr_skip(&r)) return false;
+    }
+    return false;
+}
+
+pd_status pd_batch_decode(const void *buf, size_t len, uint32_t max, pd_batch *b, pd_err *err) {
+    mp_reader r, sub;
+    uint32_t n, m;
+    bool has_events = false;
+    memset(b, 0, sizeof *b);
+    mpr_init(&r, buf, len);
+    if (!mpr_map(&r, &n)) {
+        pd_err_set(err, PD_EBADMSGPACK, "message must be a MessagePack map");
+        return PD_EBADMSGPACK;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        pd_str k;
+        if (!pd_read_key(&r, &k)) goto bad;
+        if (!pd_str_eqc(k, "events")) {
+            if (!mpr_skip(&r)) goto bad;
+            continue;
+        }
+        if (!mpr_raw(&r, &b->events)) goto bad;
+        mpr_init(&sub, b->events.p, b->events.n);
+        if (!mpr_array(&sub, &m)) return field_fail(&sub, err, "events", "an array of maps");
+        if (m > max) {
+            pd_err_set(err, PD_ETOOLARGE, "batch of %u events; PRESENCE_MAX_BATCH is %u", m, max);
+            return PD_ETOOLARGE;
+        }
+        for (uint32_t e = 0; e < m; e++) {
+            if (mpr_peek(&sub) != MPR_MAP || !mpr_skip(&sub)) {
+                pd_err_set(err, PD_EBADVALUE, "field 'events' must be an array of maps "
+                           "(element %u is not)", e);
+                return PD_EBADVALUE;
+            }
+        }
+        b->n = m;
+        has_events = true;
+    }
+    if (mpr_remaining(&r) != 0) {
+        pd_err_set(err, PD_EBADMSGPACK, "trailing bytes after the message");
+        return PD_EBADMSGPACK;
+    }
+    if (!has_events) {
+        pd_err_set(err, PD_EMISSING, "batch event lacks field 'events'");
+        return PD_EMISSING;
+    }
+    return PD_OK;
+bad:
+    pd_err_set(err, r.err ? r.err : PD_EBADMSGPACK, "%s", r.why);
+    return err->code;
+}
+
+void pd_batch_iter_init(mp_reader *it, const pd_batch *b) {
+    uint32_t n;
+    mpr_init(it, b->events.p, b->events.n);
+    if (b->events.n) mpr_array(it, &n);
+}
+
+bool pd_batch_next(mp_reader *it, pd_str *raw) {
+    return mpr_remaining(it) > 0 && mpr_raw(it, raw);
+}
+
+void pd_batch_encode(msgpack_sbuffer *sb, const pd_str *events, uint32_t n) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    pd_pack_kv_str(&pk, "type", pd_str_c("batch"));
+    pd_pack_cstr(&pk, "events");
+    msgpack_pack_array(&pk, n);
+    for (uint32_t i = 0; i < n; i++) msgpack_sbuffer_write(sb, events[i].p, events[i].n);
+}
+
 static void copy_str(char *dst, size_t cap, pd_str s) {
     size_t n = s.n < cap - 1 ? s.n : cap - 1;
     memcpy(dst, s.p, n);
@@ -418,6 +600,11 @@ pd_status pd_reply_decode(const void *buf, size_t len, pd_reply *out) {
             if (!mpr_str(&r, &v)) return PD_EBADMSGPACK;
             if (k.n == 5) copy_str(out->code, sizeof out->code, v);
             else copy_str(out->message, sizeof out->message, v);
+        } else if (pd_str_eqc(k, "failed")) {
+            mp_reader sub;
+            if (!mpr_raw(&r, &out->failed)) return PD_EBADMSGPACK;
+            mpr_init(&sub, out->failed.p, out->failed.n);
+            if (!mpr_array(&sub, &out->nfailed)) return PD_EBADMSGPACK;
         } else if (!mpr_skip(&r)) {
             return PD_EBADMSGPACK;
         }

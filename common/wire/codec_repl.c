@@ -6,14 +6,15 @@
  *   CHOSEN [3, user, chosen, hlc, writer(, frozen last_seen)]
  *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer]
  *   SEEN   [5, user, at, hlc, writer]
+ *   SYNCED [6, server, hlc, writer]
  * The elements in parentheses are optional: an op without them is the one
  * of earlier nodes. */
 #include "wire/codec_repl.h"
 #include <string.h>
 
-static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 5};
+static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 5, 4};
 /* Arity with the optional last element, if the kind has one. */
-static const uint8_t op_arity_opt[] = {10, 5, 6, 6, 7, 5};
+static const uint8_t op_arity_opt[] = {10, 5, 6, 6, 7, 5, 4};
 
 static uint32_t arity_of(const pd_op *op) {
     bool opt = (op->kind == PD_OP_ADD && op->meta.n > 0) ||
@@ -74,6 +75,11 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         msgpack_pack_uint64(pk, op->hlc);
         pd_pack_str(pk, op->writer);
         break;
+    case PD_OP_SYNCED:
+        pd_pack_str(pk, op->server);
+        msgpack_pack_uint64(pk, op->hlc);
+        pd_pack_str(pk, op->writer);
+        break;
     }
 }
 
@@ -126,7 +132,7 @@ static bool read_op(mp_reader *r, pd_op *op) {
     uint32_t n;
     unsigned kind = 0, small = 0;
     memset(op, 0, sizeof *op);
-    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_SEEN, &kind))
+    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_SYNCED, &kind))
         return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad op");
     if (n != op_arity[kind] && n != op_arity_opt[kind])
         return mpr_fail(r, PD_EBADVALUE, "bad op arity");
@@ -162,6 +168,8 @@ static bool read_op(mp_reader *r, pd_op *op) {
     case PD_OP_SEEN:
         return rd_id(r, &op->user) && rd_time(r, &op->at) && rd_u64(r, &op->hlc) &&
                rd_id(r, &op->writer);
+    case PD_OP_SYNCED:
+        return rd_id(r, &op->server) && rd_u64(r, &op->hlc) && rd_id(r, &op->writer);
     }
     return false;
 }
