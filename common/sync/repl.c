@@ -217,12 +217,14 @@ static void hold(peer *p, uint64_t seq, const void *buf, size_t len) {
 
 static bool is_ready(const pd_repl *r) { return pd_notifier_announcing(r->nf); }
 
-/* The model's change callback: the notifier decides and publishes. */
+/* The notifier's publish callback: out through the replica's io. */
 static void publish_notification(void *ud, const pd_view *v) {
     pd_repl *r = ud;
     if (r->io.publish) r->io.publish(r->io.ud, v);
 }
 
+/* The model's change callback: the notifier decides, at the time of the
+ * call in progress. */
 static void on_change(void *ud, const pd_view *v) {
     pd_repl *r = ud;
     pd_notifier_change(r->nf, v, r->now);
@@ -688,6 +690,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
         const peer *p = r->peers[i];
         if (p->inc) hb->vc[hb->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
     }
+    if (r->io.heartbeat_extra) r->io.heartbeat_extra(r->io.ud, hb);
     msgpack_sbuffer_clear(&r->out);
     pd_heartbeat_encode(&r->out, hb);
     pd_free(hb);

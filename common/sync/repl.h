@@ -58,6 +58,9 @@ typedef struct {
      * without them, at once. */
     void *(*reply_keep)(void *ud, void *reply_ctx);
     void (*reply_free)(void *ud, void *kept);
+    /* Optional: fills the heartbeat's dashboard counters (events,
+     * notifications, snapshot_at) just before it is sent. */
+    void (*heartbeat_extra)(void *ud, pd_heartbeat *hb);
 } pd_repl_io;
 
 typedef struct {

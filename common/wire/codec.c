@@ -1,7 +1,7 @@
-/* codec.c - shared codec helpers and the events of PROTOCOL.md section 1,
- * plus the ok/error replies of section 7. Queries and views: codec_query.c. */
+/* codec.c - the events of PROTOCOL.md section 1, plus the ok/error replies
+ * of section 7. Queries and views: codec_query.c; the readers, packers and
+ * error helpers every codec shares: codec_util.c. */
 #include "wire/codec.h"
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,43 +15,10 @@ const char *pd_event_type_name(pd_event_type t) {
     return (unsigned)t < PD_EV_COUNT ? event_names[t] : "?";
 }
 
-/* ---- packing helpers ------------------------------------------------------ */
-
-void pd_pack_str(msgpack_packer *pk, pd_str s) {
-    msgpack_pack_str_with_body(pk, s.p ? s.p : "", s.n);
-}
-
-void pd_pack_cstr(msgpack_packer *pk, const char *s) { pd_pack_str(pk, pd_str_c(s)); }
-
-void pd_pack_kv_str(msgpack_packer *pk, const char *k, pd_str v) {
-    pd_pack_cstr(pk, k);
-    pd_pack_str(pk, v);
-}
-
-void pd_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
-    pd_pack_cstr(pk, k);
-    msgpack_pack_int64(pk, v);
-}
-
-bool pd_read_key(mp_reader *r, pd_str *key) {
-    if (mpr_peek(r) != MPR_STR && mpr_peek(r) != MPR_END && mpr_peek(r) != MPR_INVALID)
-        return mpr_fail(r, PD_EBADMSGPACK, "map keys must be strings");
-    return mpr_str(r, key);
-}
-
 /* ---- decoding helpers ----------------------------------------------------- */
 
-/* Turns a reader failure into an error naming the field. */
-static pd_status field_fail(mp_reader *r, pd_err *err, const char *field, const char *kind) {
-    if (r->err == PD_EBADVALUE)
-        pd_err_set(err, PD_EBADVALUE, "field '%s' must be %s", field, kind);
-    else
-        pd_err_set(err, r->err, "%s", r->why);
-    return err->code;
-}
-
 static pd_status read_id(mp_reader *r, pd_err *err, const char *field, pd_str *out) {
-    if (!mpr_str(r, out)) return field_fail(r, err, field, "a string");
+    if (!mpr_str(r, out)) return pd_rd_field_err(r, err, field, "a string");
     if (!pd_id_valid(out->p, out->n)) {
         pd_err_set(err, PD_EBADID, "field '%s' is not a valid id (1-128 bytes of "
                    "[A-Za-z0-9._:@=+-], no leading, trailing or doubled '.')", field);
@@ -68,7 +35,7 @@ static pd_status read_text(mp_reader *r, pd_err *err, const char *field, size_t 
         *out = (pd_str){"", 0};
         return PD_OK;
     }
-    if (!mpr_str(r, out)) return field_fail(r, err, field, "a string");
+    if (!mpr_str(r, out)) return pd_rd_field_err(r, err, field, "a string");
     if (out->n > max) {
         pd_err_set(err, PD_ETOOLARGE, "field '%s' is %u bytes, the limit is %zu",
                    field, out->n, max);
@@ -91,7 +58,7 @@ static pd_status read_device(mp_reader *r, pd_err *err, pd_str *out) {
 }
 
 static pd_status read_nonneg(mp_reader *r, pd_err *err, const char *field, int64_t *out) {
-    if (!mpr_int(r, out)) return field_fail(r, err, field, "an integer");
+    if (!mpr_int(r, out)) return pd_rd_field_err(r, err, field, "an integer");
     if (*out < 0) {
         pd_err_set(err, PD_EBADVALUE, "field '%s' must not be negative", field);
         return PD_EBADVALUE;
@@ -99,34 +66,34 @@ static pd_status read_nonneg(mp_reader *r, pd_err *err, const char *field, int64
     return PD_OK;
 }
 
+/* Required fields of one entry of sync `conns`. */
+enum { SC_CONN = 1 << 0, SC_USER = 1 << 1, SC_DEVICE = 1 << 2 };
+static const char *const sync_conn_fields[] = {"conn", "user", "device"};
+#define SC_ALL (SC_CONN | SC_USER | SC_DEVICE)
+
 /* One entry of sync `conns`: {conn, user, device}. */
 static pd_status read_sync_conn(mp_reader *r, pd_err *err, pd_sync_conn *c) {
     uint32_t n;
     pd_status s;
-    bool has_conn = false, has_user = false, has_device = false;
-    if (!mpr_map(r, &n)) return field_fail(r, err, "conns", "an array of maps");
+    unsigned seen = 0;
+    if (!mpr_map(r, &n)) return pd_rd_field_err(r, err, "conns", "an array of maps");
     for (uint32_t i = 0; i < n; i++) {
         pd_str k;
-        if (!pd_read_key(r, &k)) return field_fail(r, err, "conns", "an array of maps");
+        if (!pd_read_key(r, &k)) return pd_rd_field_err(r, err, "conns", "an array of maps");
         if (pd_str_eqc(k, "conn")) {
             if ((s = read_id(r, err, "conn", &c->conn)) != PD_OK) return s;
-            has_conn = true;
+            seen |= SC_CONN;
         } else if (pd_str_eqc(k, "user")) {
             if ((s = read_id(r, err, "user", &c->user)) != PD_OK) return s;
-            has_user = true;
+            seen |= SC_USER;
         } else if (pd_str_eqc(k, "device")) {
             if ((s = read_device(r, err, &c->device)) != PD_OK) return s;
-            has_device = true;
+            seen |= SC_DEVICE;
         } else if (!mpr_skip(r)) {
-            return field_fail(r, err, "conns", "an array of maps");
+            return pd_rd_field_err(r, err, "conns", "an array of maps");
         }
     }
-    const char *missing = !has_conn ? "conn" : !has_user ? "user" : !has_device ? "device" : NULL;
-    if (missing) {
-        pd_err_set(err, PD_EMISSING, "a sync entry lacks field '%s'", missing);
-        return PD_EMISSING;
-    }
-    return PD_OK;
+    return pd_fields_missing(seen, SC_ALL, sync_conn_fields, 3, "a sync entry", err);
 }
 
 /* ---- events --------------------------------------------------------------- */
@@ -135,6 +102,7 @@ enum {
     F_TYPE = 1 << 0, F_SERVER = 1 << 1, F_CONN = 1 << 2, F_USER = 1 << 3,
     F_DEVICE = 1 << 4, F_STATUS = 1 << 5, F_TEXT = 1 << 6, F_CONNS = 1 << 7,
 };
+#define F_COUNT 8           /* fields with a bit */
 
 /* Required fields per type, in the order they are reported when missing. */
 static const unsigned required[PD_EV_COUNT] = {
@@ -149,7 +117,8 @@ static const unsigned required[PD_EV_COUNT] = {
     [PD_EV_SHUTDOWN] = F_SERVER,
 };
 
-static const char *const field_names[] = {
+/* CHECKLIST: in the order of the F_* bits. */
+static const char *const field_names[F_COUNT] = {
     "type", "server", "conn", "user", "device", "status", "text", "conns",
 };
 
@@ -157,7 +126,7 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
                                   pd_str *type, pd_err *err) {
     pd_status s = PD_OK;
     if (pd_str_eqc(k, "type")) {
-        if (!mpr_str(r, type)) return field_fail(r, err, "type", "a string");
+        if (!mpr_str(r, type)) return pd_rd_field_err(r, err, "type", "a string");
         *seen |= F_TYPE;
     } else if (pd_str_eqc(k, "server")) {
         s = read_id(r, err, "server", &ev->server);
@@ -172,13 +141,14 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         s = read_device(r, err, &ev->device);
         *seen |= F_DEVICE;
     } else if (pd_str_eqc(k, "meta")) {
-        if (mpr_peek(r) == MPR_NIL) return mpr_nil(r) ? PD_OK : field_fail(r, err, "meta", "a map");
+        if (mpr_peek(r) == MPR_NIL)
+            return mpr_nil(r) ? PD_OK : pd_rd_field_err(r, err, "meta", "a map");
         if (mpr_peek(r) != MPR_MAP) {
             mpr_skip(r);
             pd_err_set(err, r->err ? r->err : PD_EBADVALUE, "field 'meta' must be a map");
             return err->code;
         }
-        if (!mpr_raw(r, &ev->meta)) return field_fail(r, err, "meta", "a map");
+        if (!mpr_raw(r, &ev->meta)) return pd_rd_field_err(r, err, "meta", "a map");
         if (ev->meta.n > PD_META_MAX) {
             pd_err_set(err, PD_ETOOLARGE, "field 'meta' is %u bytes encoded, the limit is %d",
                        ev->meta.n, PD_META_MAX);
@@ -186,7 +156,7 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         }
     } else if (pd_str_eqc(k, "status")) {
         pd_str v;
-        if (!mpr_str(r, &v)) return field_fail(r, err, "status", "a string");
+        if (!mpr_str(r, &v)) return pd_rd_field_err(r, err, "status", "a string");
         if (!pd_chosen_parse(v, &ev->status)) {
             pd_err_set(err, PD_EBADVALUE, "field 'status' must be one of auto, away, busy, invisible");
             return PD_EBADVALUE;
@@ -204,9 +174,9 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         pd_str raw;
         mp_reader sub;
         uint32_t n;
-        if (!mpr_raw(r, &raw)) return field_fail(r, err, "conns", "an array");
+        if (!mpr_raw(r, &raw)) return pd_rd_field_err(r, err, "conns", "an array");
         mpr_init(&sub, raw.p, raw.n);
-        if (!mpr_array(&sub, &n)) return field_fail(&sub, err, "conns", "an array");
+        if (!mpr_array(&sub, &n)) return pd_rd_field_err(&sub, err, "conns", "an array");
         for (uint32_t i = 0; i < n; i++) {
             pd_sync_conn c;
             if ((s = read_sync_conn(&sub, err, &c)) != PD_OK) return s;
@@ -215,13 +185,13 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         ev->nconns = n;
         *seen |= F_CONNS;
     } else if (pd_str_eqc(k, "sync_id")) {
-        if (mpr_peek(r) == MPR_NIL) return mpr_nil(r) ? PD_OK : field_fail(r, err, "sync_id", "an id");
+        if (mpr_peek(r) == MPR_NIL) return mpr_nil(r) ? PD_OK : pd_rd_field_err(r, err, "sync_id", "an id");
         s = read_id(r, err, "sync_id", &ev->sync_id);
     } else if (pd_str_eqc(k, "part") || pd_str_eqc(k, "parts")) {
         bool whole = k.n == 5;
         const char *name = whole ? "parts" : "part";
         int64_t v = 0;
-        if (mpr_peek(r) == MPR_NIL) return mpr_nil(r) ? PD_OK : field_fail(r, err, name, "an integer");
+        if (mpr_peek(r) == MPR_NIL) return mpr_nil(r) ? PD_OK : pd_rd_field_err(r, err, name, "an integer");
         if ((s = read_nonneg(r, err, name, &v)) != PD_OK) return s;
         if (v < 1 || v > PD_SYNC_PARTS_MAX) {
             pd_err_set(err, PD_EBADVALUE, "field '%s' must be 1..%d", name, PD_SYNC_PARTS_MAX);
@@ -251,8 +221,7 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         ev->trace = (uint64_t)t;
         ev->has_trace = true;
     } else if (!mpr_skip(r)) {
-        pd_err_set(err, r->err, "%s", r->why);
-        return r->err;
+        return pd_rd_err(r, err);
     }
     return s;
 }
@@ -294,26 +263,17 @@ pd_status pd_event_decode(const void *buf, size_t len, pd_event *ev, pd_err *err
             pd_err_set(err, PD_EBADMSGPACK, "message must be a MessagePack map");
         return PD_EBADMSGPACK;
     }
-    if (!mpr_map(&r, &n)) {
-        pd_err_set(err, r.err, "%s", r.why);
-        return r.err;
-    }
+    if (!mpr_map(&r, &n)) return pd_rd_err(&r, err);
     for (uint32_t i = 0; i < n; i++) {
         pd_str k;
-        if (!pd_read_key(&r, &k)) {
-            pd_err_set(err, r.err, "%s", r.why);
-            return r.err;
-        }
+        if (!pd_read_key(&r, &k)) return pd_rd_err(&r, err);
         if ((s = read_event_field(&r, k, ev, &seen, &type, err)) != PD_OK) return s;
     }
     if (mpr_remaining(&r) != 0) {
         pd_err_set(err, PD_EBADMSGPACK, "trailing bytes after the message");
         return PD_EBADMSGPACK;
     }
-    if (!(seen & F_TYPE)) {
-        pd_err_set(err, PD_EMISSING, "missing field 'type'");
-        return PD_EMISSING;
-    }
+    if ((s = pd_fields_missing(seen, F_TYPE, field_names, F_COUNT, NULL, err)) != PD_OK) return s;
     int t = -1;
     for (int i = 0; i < PD_EV_COUNT; i++) {
         if (pd_str_eqc(type, event_names[i])) t = i;
@@ -328,14 +288,10 @@ pd_status pd_event_decode(const void *buf, size_t len, pd_event *ev, pd_err *err
         return PD_EBADTYPE;
     }
     ev->type = (pd_event_type)t;
-    unsigned missing = required[t] & ~seen;
-    for (unsigned b = 0; missing && b < sizeof field_names / sizeof field_names[0]; b++) {
-        if (missing & (1u << b)) {
-            pd_err_set(err, PD_EMISSING, "%s event lacks field '%s'", event_names[t], field_names[b]);
-            return PD_EMISSING;
-        }
-    }
-    return check_parts(ev, err);
+    char what[32];
+    snprintf(what, sizeof what, "%s event", event_names[t]);
+    pd_status st = pd_fields_missing(seen, required[t], field_names, F_COUNT, what, err);
+    return st != PD_OK ? st : check_parts(ev, err);
 }
 
 void pd_sync_iter_init(pd_sync_iter *it, const pd_event *ev) {
@@ -526,7 +482,7 @@ pd_status pd_batch_decode(const void *buf, size_t len, uint32_t max, pd_batch *b
         }
         if (!mpr_raw(&r, &b->events)) goto bad;
         mpr_init(&sub, b->events.p, b->events.n);
-        if (!mpr_array(&sub, &m)) return field_fail(&sub, err, "events", "an array of maps");
+        if (!mpr_array(&sub, &m)) return pd_rd_field_err(&sub, err, "events", "an array of maps");
         if (m > max) {
             pd_err_set(err, PD_ETOOLARGE, "batch of %u events; PRESENCE_MAX_BATCH is %u", m, max);
             return PD_ETOOLARGE;

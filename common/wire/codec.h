@@ -7,7 +7,7 @@
  * the model can apply without further checks. Arrays (sync conns, get users)
  * are validated whole at decode time and then walked with an iterator.
  * Encoding writes with msgpack-c's packer into a msgpack_sbuffer owned by
- * the caller.
+ * the caller. The style and the shared readers and packers: codec_util.h.
  *
  * CHECKLIST: new message or field? Update the decoder and the encoder here,
  * the schemas/ pages, and the round-trip cases in tests/test_codec.c. */
@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "base/ids.h"
+#include "wire/codec_util.h"
 #include "wire/mpread.h"
 #include "wire/ptypes.h"
 #include "base/status.h"
@@ -218,14 +219,5 @@ typedef struct {
 
 void pd_cluster_reply_begin(msgpack_packer *pk, pd_str self, uint32_t n);
 void pd_cluster_reply_node(msgpack_packer *pk, const pd_node_view *nv);
-
-/* Small packer helpers shared by encoders. */
-void pd_pack_str(msgpack_packer *pk, pd_str s);
-void pd_pack_cstr(msgpack_packer *pk, const char *s);
-void pd_pack_kv_str(msgpack_packer *pk, const char *k, pd_str v);
-void pd_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v);
-
-/* Reads a map key; used by decoders walking maps. */
-bool pd_read_key(mp_reader *r, pd_str *key);
 
 #endif
