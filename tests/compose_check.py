@@ -17,7 +17,14 @@ they agree with the rest of the tree:
     Makefile's `build` target, its build stage installs the packages of
     scripts/deps.sh (minus the servers and test-only tools) and its runtime
     stage only runtime libraries;
-  * deploy/presenced.env.example lists every setting of `presenced --help`.
+  * deploy/presenced.env.example lists every setting of `presenced --help`;
+  * the nodes keep the delta stream on every NATS server, Redis keeps /data
+    in a named volume, each node publishes its metrics port and
+    deploy/prometheus.yml scrapes all of them, host ports are published on
+    loopback through ${VAR:-PORT} (movable), node health checks match no
+    JSON text.
+
+tests/compose/compose_test.py runs the same files for real with podman.
 
 Usage: compose_check.py PATH/TO/presenced
 Prints one line per check and "N passed, M failed" last; exits 1 if any
@@ -46,7 +53,11 @@ NODE_REQUIRED_ENV = ["PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_UR
 # Packages of scripts/deps.sh that the image's build stage does not need:
 # the servers run in their own containers, the rest are test-only tools.
 TEST_ONLY_PACKAGES = {"python3-yaml", "gnuplot-nox", "openssl", "valgrind",
-                      "clang", "libclang-rt-14-dev"}  # tests, fuzzing and benchmarks only
+                      "clang", "libclang-rt-14-dev",  # tests, fuzzing and benchmarks only
+                      "libcriterion-dev",  # the C tests (PD_TESTS=OFF in the image)
+                      # the compose test (tests/compose/): containers on the host
+                      "podman", "podman-compose", "runc", "debootstrap",
+                      "golang-github-containernetworking-plugin-dnsname"}
 # What the runtime stage installs: the shared libraries and CA certificates.
 RUNTIME_PACKAGES = {"libnats3.4", "libhiredis0.14", "libmsgpackc2", "libuv1", "libmicrohttpd12",
                     "ca-certificates"}
@@ -314,6 +325,69 @@ def check_compose_node_env(ctx):
     return "n1..n3 set PRESENCE_NODE_ID, PRESENCE_NATS_URL (3 servers), PRESENCE_REDIS_URL"
 
 
+def check_compose_operations(ctx):
+    """What running the cluster in containers needs (the defects found by
+    running it, tests/compose/): the delta stream on every NATS server,
+    Redis' data in a volume, one metrics port per node, scraped by the
+    Prometheus service, and host ports that can be moved."""
+    _, doc = ctx["compose"]
+    services = doc["services"]
+    for name in NODE_SERVICES:
+        env = service_env(services[name])
+        if env.get("PRESENCE_STREAM_REPLICAS") != str(len(NATS_SERVICES)):
+            fail(f"compose.yaml: {name} sets PRESENCE_STREAM_REPLICAS="
+                 f"{env.get('PRESENCE_STREAM_REPLICAS')!r}, expected {len(NATS_SERVICES)} "
+                 f"(one copy per NATS server)")
+    redis_vols = [str(v) for v in services["redis"].get("volumes") or []]
+    named = [v.split(":")[0] for v in redis_vols if re.match(r"^[A-Za-z0-9][\w.-]*:/data(:|$)", v)]
+    if not named or named[0] not in (doc.get("volumes") or {}):
+        fail(f"compose.yaml: redis keeps /data in no declared named volume ({redis_vols})")
+    metrics = {}
+    for name in NODE_SERVICES:
+        addr = service_env(services[name]).get("PRESENCE_METRICS_ADDR", "")
+        m = re.fullmatch(r"0\.0\.0\.0:(\d+)", addr)
+        if not m:
+            fail(f"compose.yaml: {name} sets PRESENCE_METRICS_ADDR={addr!r}; "
+                 f"expected 0.0.0.0:PORT (reachable by Prometheus)")
+        metrics[name] = m.group(1)
+        ports = [str(p) for p in services[name].get("ports") or []]
+        if not any(p.endswith(":" + m.group(1)) for p in ports):
+            fail(f"compose.yaml: {name} does not publish its metrics port {m.group(1)}")
+    published = []
+    for name, svc in services.items():
+        for p in svc.get("ports") or []:
+            m = re.fullmatch(r"127\.0\.0\.1:\$\{([A-Z0-9_]+):-(\d+)\}:\d+", str(p))
+            if not m:
+                fail(f"compose.yaml: {name} publishes {p!r}; expected "
+                     f"127.0.0.1:${{VAR:-PORT}}:PORT (loopback, movable)")
+            published.append(m.group(2))
+    if len(published) != len(set(published)):
+        fail(f"compose.yaml: a host port is published twice: {published}")
+    prom = services.get("prometheus")
+    if not prom:
+        fail("compose.yaml has no prometheus service")
+    confs = [str(v).split(":")[0] for v in prom.get("volumes") or []
+             if str(v).split(":")[1:2] == ["/etc/prometheus/prometheus.yml"]]
+    if not confs:
+        fail("compose.yaml: prometheus mounts no /etc/prometheus/prometheus.yml")
+    try:
+        pconf = yaml.safe_load(read(confs[0].removeprefix("./")))
+        targets = {t for job in pconf["scrape_configs"]
+                   for sc in job.get("static_configs", []) for t in sc["targets"]}
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        fail(f"{confs[0]}: no scrape_configs/static_configs/targets: {e}")
+    want = {f"{n}:{port}" for n, port in metrics.items()}
+    if not want <= targets:
+        fail(f"{confs[0]} does not scrape {sorted(want - targets)}")
+    for name in NODE_SERVICES:
+        test = (services[name].get("healthcheck") or {}).get("test")
+        text = " ".join(test) if isinstance(test, list) else str(test)
+        if "--json" in text:
+            fail(f"compose.yaml: {name}'s health check matches JSON text (key order is free)")
+    return (f"stream replicas {len(NATS_SERVICES)}, redis volume {named[0]}, metrics "
+            f"{', '.join(sorted(want))} scraped by prometheus, {len(published)} movable host ports")
+
+
 def check_compose_known_settings(ctx):
     text, _ = ctx["compose"]
     used = sorted(set(re.findall(r"PRESENCE_[A-Z0-9_]+", text)))
@@ -423,6 +497,7 @@ CHECKS = [
     ("compose services", check_compose_services),
     ("compose health checks and order", check_compose_health),
     ("compose node environment", check_compose_node_env),
+    ("compose operations", check_compose_operations),
     ("compose settings known to presenced", check_compose_known_settings),
     ("up.sh settings in compose", check_upsh_env_in_compose),
     ("Dockerfile cmake options", check_dockerfile_cmake),
