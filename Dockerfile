@@ -20,7 +20,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         cmake make gcc pkg-config \
-        libnats-dev libhiredis-dev libmsgpack-dev libuv1-dev libmicrohttpd-dev \
+        libnats-dev libhiredis-dev libmsgpack-dev libuv1-dev libmicrohttpd-dev libjansson-dev \
         libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
@@ -42,7 +42,7 @@ FROM debian:bookworm-slim
 # Runtime libraries only (libnats pulls in libssl3 and libprotobuf-c1).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libnats3.4 libhiredis0.14 libmsgpackc2 libuv1 libmicrohttpd12 ca-certificates \
+        libnats3.4 libhiredis0.14 libmsgpackc2 libuv1 libmicrohttpd12 libjansson4 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed, unprivileged user: presenced needs no file and no privilege.

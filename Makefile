@@ -9,6 +9,8 @@
 #   make bench      the benchmark (bench/bench.sh): several minutes; writes
 #                   bench/results/latest.json and the PNG plots
 #   make bench-quick the same, small (under a minute), results in build/bench-quick
+#   make bench-check a quick run compared with bench/results/latest.json: fails
+#                   when a ratio dropped by more than 30 % (bench/bench_check.py)
 #   make chaos      60 s of load under random faults, then every node against
 #                   the oracle (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
 #   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each, clang build in build-fuzz/
@@ -27,7 +29,7 @@ ASAN_ENV := PD_SEED=$(PD_SEED) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all deps build test test-tsan up down status bench bench-quick clean
+.PHONY: all deps build test test-tsan up down status bench bench-quick bench-check clean
 .PHONY: fuzz
 .PHONY: chaos
 .PHONY: compose-test
@@ -75,6 +77,11 @@ bench: build
 
 bench-quick: build
 	bash bench/bench.sh --quick --out build/bench-quick
+
+# Not part of make test: it depends on the machine's speed and load.
+bench-check: build
+	bash bench/bench.sh --quick --out build/bench-check
+	python3 bench/bench_check.py build/bench-check/latest.json --recorded bench/results/latest.json
 
 # The chaos test (tests/chaos/chaos.py) on the release build: 60 s of load
 # on three nodes, three nats-servers and Redis under random faults, then

@@ -14,3 +14,12 @@ if(PD_TESTS)
                    --build ${CMAKE_BINARY_DIR} --out ${CMAKE_BINARY_DIR}/bench-quick)
   set_tests_properties(bench_quick PROPERTIES LABELS "bench" TIMEOUT 600)
 endif()
+
+# The regression guard's own judgement (make bench-check compares a fresh
+# quick run's ratios with bench/results/latest.json): checked on made-up
+# results, so it depends on no machine's speed.
+if(PD_TESTS)
+  add_test(NAME bench_check_test
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/tests/bench_check_test.py)
+  set_tests_properties(bench_check_test PROPERTIES LABELS "unit" TIMEOUT 60)
+endif()

@@ -1,6 +1,7 @@
 /* main.c - presenced: read the configuration, run one presence node. */
 #include <nats/nats.h>
 #include <stdio.h>
+#include "logsink.h"
 #include "node.h"
 
 #define PRESENCED_VERSION "0.1.0"
@@ -10,6 +11,7 @@ int main(int argc, char **argv) {
     char err[512];
     pd_node node;
 
+    node_log_to_stream(stderr);
     if (pd_config_load(&cfg, argc, argv, NULL, err, sizeof err) != PD_OK) {
         fprintf(stderr, "presenced: %s\n", err);
         fprintf(stderr, "Run 'presenced --help' for the list of settings.\n");

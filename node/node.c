@@ -81,7 +81,6 @@ static void drain_and_tick(pd_node *n) {
     }
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
-    node__gate_tick(n);
     node__persist_tick(n);
     node__slow_tick(n);
     node__update_metrics(n, false);
@@ -94,8 +93,6 @@ static void on_timer(uv_timer_t *t) { drain_and_tick(t->data); }
 
 static void arm_timer(pd_node *n) {
     uint64_t due = pd_repl_next_due(n->repl);
-    uint64_t gate_due = node__gate_next_due(n);
-    if (gate_due < due) due = gate_due;
     uint64_t now = pd_now_ms();
     /* At least 1 ms: libuv runs a timer re-armed at 0 from its own callback
      * again in the same pass, forever. */
@@ -108,7 +105,8 @@ static void on_signal(uv_signal_t *s, int signum) {
     pd_node *n = s->data;
     pd_log(PD_LOG_INFO, "signal %d: stopping", signum);
     n->exit_code = 0;
-    node__gate_close(n, true); /* held notifications leave before we do */
+    /* Held notifications leave before we do. */
+    pd_notifier_flush(pd_repl_notifier(n->repl));
     /* Tell the peers at once rather than let them wait for the timeout. */
     pd_repl_leave(n->repl, pd_now_ms());
     if (n->nc) natsConnection_FlushTimeout(n->nc, 1000);
@@ -118,6 +116,11 @@ static void on_signal(uv_signal_t *s, int signum) {
 pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errlen) {
     memset(n, 0, sizeof *n);
     n->cfg = *cfg;
+    if (cfg->test_clock_offset_ms) {
+        pd_log(PD_LOG_WARN, "PRESENCE_TEST_CLOCK_OFFSET_MS: this node's clock runs %llu ms ahead",
+               (unsigned long long)cfg->test_clock_offset_ms);
+        pd_clock_set_test_offset(cfg->test_clock_offset_ms);
+    }
     n->started_at = pd_now_ms();
     n->bad_input_log = (pd_ratelimit){.per_window = 10, .window_ms = 10000};
     msgpack_sbuffer_init(&n->out);
@@ -127,12 +130,15 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .server_timeout_ms = cfg->server_timeout_ms,
         .max_devices_per_user = cfg->max_devices_per_user,
         .max_users = cfg->max_users_per_node,
+        .max_clock_skew_ms = cfg->max_clock_skew_ms,
     };
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,
         .node_timeout_ms = cfg->node_timeout_ms,
         .inc = n->started_at,
         .max_msg_bytes = (size_t)cfg->max_msg_bytes,
+        .max_clock_skew_ms = cfg->max_clock_skew_ms,
+        .notify_min_interval_ms = cfg->notify_min_interval_ms,
     };
     pd_repl_io io = node__repl_io;
     io.ud = n;
@@ -140,11 +146,6 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
     n->model = n->repl ? pd_repl_model(n->repl) : NULL;
     if (n->model == NULL) {
         snprintf(err, errlen, "out of memory creating the model");
-        return PD_ENOMEM;
-    }
-    const char *why = node__gate_init(n);
-    if (why != NULL) {
-        snprintf(err, errlen, "%s", why);
         return PD_ENOMEM;
     }
     if (pd_inbox_init(&n->inbox) != PD_OK || uv_loop_init(&n->loop) != 0) {
@@ -202,7 +203,6 @@ void pd_node_close(pd_node *n) {
     }
     pd_inbox_free(&n->inbox);
     pd_repl_free(n->repl);
-    node__gate_close(n, false);
     msgpack_sbuffer_destroy(&n->out);
     free(n->later);
 }

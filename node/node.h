@@ -14,7 +14,6 @@
 #include "inbox.h"
 #include "base/log.h"
 #include "metrics.h"
-#include "notify/notify_gate.h"
 #include "persist.h"
 #include "model/presence.h"
 #include "sync/repl.h"
@@ -78,7 +77,6 @@ struct pd_node {
         bool resync_pending;
         pd_ratelimit log;
     } slow;
-    pd_gate *gate;                  /* notification coalescing (node_events.c) */
     /* ok-replies of this batch, sent after its delta: [u16 subject length,
      * subject, u32 payload length, payload]... */
     uint8_t *later;
@@ -108,13 +106,9 @@ void node__bad_input(pd_node *n, natsMsg *msg, const pd_err *err);
 
 /* node_events.c */
 void node__handle_event(pd_node *n, natsMsg *msg);
-void node__notify(void *ud, const pd_view *v);
-/* The notification coalescing gate: create (NULL on success, else why),
- * run what is due, and free (sending what it holds first if flush). */
-const char *node__gate_init(pd_node *n);
-void node__gate_tick(pd_node *n);
-uint64_t node__gate_next_due(const pd_node *n);
-void node__gate_close(pd_node *n, bool flush);
+/* Publishes one notification on P.user.<id>: the replica's io.publish
+ * (the notifier in common/notify/ chose, re-announced and coalesced it). */
+void node__publish_notification(void *ud, const pd_view *v);
 
 /* node_cluster.c: messages between nodes, and the replica's I/O */
 void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg);

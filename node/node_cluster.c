@@ -3,7 +3,16 @@
  * replica, and the replica's output published on NATS. */
 #include "node.h"
 #include <stdio.h>
+#include <string.h>
 #include "base/clock.h"
+
+/* The node a P.delta.<node> / P.hb.<node> subject names: its last token. */
+static pd_str subject_node(natsMsg *msg) {
+    const char *subj = natsMsg_GetSubject(msg);
+    const char *dot = subj ? strrchr(subj, '.') : NULL;
+    const char *id = dot ? dot + 1 : "";
+    return (pd_str){id, (uint32_t)strlen(id)};
+}
 
 void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     const void *data = natsMsg_GetData(msg);
@@ -11,8 +20,12 @@ void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     pd_err err = {PD_OK, ""};
     pd_status s;
     switch (kind) {
-    case SUB_DELTA: s = pd_repl_on_delta(n->repl, data, len, n->now, &err); break;
-    case SUB_HB: s = pd_repl_on_heartbeat(n->repl, data, len, n->now, &err); break;
+    case SUB_DELTA:
+        s = pd_repl_on_delta_from(n->repl, subject_node(msg), data, len, n->now, &err);
+        break;
+    case SUB_HB:
+        s = pd_repl_on_heartbeat_from(n->repl, subject_node(msg), data, len, n->now, &err);
+        break;
     case SUB_SYNC_REQ: s = pd_repl_on_sync_request(n->repl, data, len, msg, &err); break;
     default: s = pd_repl_on_sync_part(n->repl, data, len, n->now, &err); break;
     }
@@ -67,6 +80,6 @@ const pd_repl_io node__repl_io = {
     .send_heartbeat = send_heartbeat,
     .send_sync_request = send_sync_request,
     .send_sync_part = send_sync_part,
-    .notify = node__notify,
+    .publish = node__publish_notification,
     .traced = traced,
 };

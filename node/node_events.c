@@ -1,6 +1,7 @@
 /* node_events.c - connection events (PROTOCOL.md section 1) and change
- * notifications (section 3): decode, apply to the model, reply, announce
- * (through the coalescing gate of PRESENCE_NOTIFY_MIN_INTERVAL_MS). */
+ * notifications (section 3): decode, apply through the replica, reply; and
+ * publish the notifications the replica's notifier hands out (which node
+ * announces, re-announcing and coalescing live in common/notify/). */
 #include "node.h"
 #include <stdio.h>
 
@@ -36,13 +37,15 @@ void node__handle_event(pd_node *n, natsMsg *msg) {
     }
     if (reply && reply[0]) {
         msgpack_sbuffer_clear(&n->out);
-        pd_reply_ok_encode(&n->out);
+        if (res == PD_DUPLICATE) pd_reply_duplicate_encode(&n->out);
+        else pd_reply_ok_encode(&n->out);
         node__reply_after_flush(n, reply); /* once the delta is out */
     }
 }
 
-/* Publishes one notification (the gate's send function). */
-static void publish_notification(void *ud, const pd_view *v) {
+/* The replica's io.publish: the notifier (common/notify/) chose this
+ * node as the user's announcer and let the view through its gate. */
+void node__publish_notification(void *ud, const pd_view *v) {
     pd_node *n = ud;
     /* The view is borrowed and n->out may be holding a reply being built
      * elsewhere only between calls, never across one: safe to reuse. */
@@ -52,37 +55,4 @@ static void publish_notification(void *ud, const pd_view *v) {
              v->user.p);
     node__publish(n, n->subj);
     n->stats.notifications++;
-}
-
-/* The announcer's changes go through the gate: at once, or held for the
- * end of the user's interval (common/notify_gate.h). */
-void node__notify(void *ud, const pd_view *v) {
-    pd_node *n = ud;
-    if (n->gate == NULL) publish_notification(n, v); /* stopping */
-    else pd_gate_offer(n->gate, v, n->now);
-}
-
-/* Users in an interval at once, at most: beyond, notifications go out
- * uncoalesced. ~60 bytes each, plus a held view for those waiting. */
-#define NODE_GATE_MAX_USERS (1u << 18)
-
-const char *node__gate_init(pd_node *n) {
-    n->gate = pd_gate_new(n->cfg.notify_min_interval_ms, NODE_GATE_MAX_USERS,
-                          publish_notification, n);
-    return n->gate ? NULL : "out of memory creating the notification gate";
-}
-
-void node__gate_tick(pd_node *n) {
-    if (n->gate) pd_gate_tick(n->gate, n->now);
-}
-
-uint64_t node__gate_next_due(const pd_node *n) {
-    return n->gate ? pd_gate_next_due(n->gate) : UINT64_MAX;
-}
-
-void node__gate_close(pd_node *n, bool flush) {
-    if (n->gate == NULL) return;
-    if (flush) pd_gate_flush(n->gate);
-    pd_gate_free(n->gate);
-    n->gate = NULL;
 }

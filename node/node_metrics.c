@@ -123,8 +123,9 @@ static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         out(b, "presenced_limit_rejections_total{limit=\"%s\"} %" PRIu64 "\n", rows[i].name,
             rows[i].v);
-    pd_gate_stats gs = {0};
-    if (n->gate) pd_gate_stats_get(n->gate, &gs);
+    pd_notify_stats ns;
+    pd_notifier_stats_get(pd_repl_notifier(n->repl), &ns);
+    const pd_gate_stats gs = ns.gate;
     counter(b, "presenced_notifications_coalesced_total",
             "changes not announced because a later one of the same user replaced them "
             "(PRESENCE_NOTIFY_MIN_INTERVAL_MS)", gs.coalesced);
@@ -176,6 +177,19 @@ static void render(pd_node *n, textbuf *b) {
             rs.syncs_served);
     counter(b, "presenced_nodes_down_total", "peers declared down", rs.nodes_down);
     gauge(b, "presenced_ready", "1 once caught up and announcing", pd_repl_ready(n->repl));
+    family(b, "presenced_refused_total", "counter",
+           "messages from other nodes dropped unapplied, by reason (docs/failure-modes.md)");
+    for (int k = 0; k < PD_REFUSE_COUNT; k++)
+        out(b, "presenced_refused_total{reason=\"%s\"} %" PRIu64 "\n",
+            pd_refuse_name((pd_refuse)k), rs.refused[k]);
+    counter(b, "presenced_contradictions_total",
+            "a peer claimed fewer of its deltas than we applied: partition fetched again",
+            rs.contradictions);
+    counter(b, "presenced_peers_forgotten_total", "peers down long enough to leave the table",
+            rs.peers_forgotten);
+    gauge(b, "presenced_clock_ahead",
+          "1 while this node's wall clock is ahead of every peer's by more than the bound",
+          rs.clock_ahead);
     render_peers(n, b);
     counter(b, "presenced_nats_reconnects_total", "reconnections to NATS",
             __atomic_load_n(&n->nats_reconnects, __ATOMIC_RELAXED));

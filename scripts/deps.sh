@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
     cmake make gcc pkg-config
-    libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev
+    libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev libjansson-dev
     nats-server redis-server
     python3-yaml gnuplot-nox
     clang libclang-rt-14-dev

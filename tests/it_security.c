@@ -592,7 +592,9 @@ Test(security, creds_file_in_operator_mode) {
     pthread_mutex_init(&e.mu, NULL);
     natsOptions_SetErrorHandler(o, on_async_error, &e);
     cr_assert_eq(natsOptions_SetUserCredentialsFromFiles(o, creds, NULL), NATS_OK);
-    cr_assert_eq(natsConnection_Connect(&nc, o), NATS_OK);
+    natsStatus cs = natsConnection_Connect(&nc, o);
+    cr_assert_eq(cs, NATS_OK, "connect with %s: %s (%s; material and server log in %s)", creds,
+                 natsStatus_GetText(cs), nats_GetLastError(NULL), dir);
     natsOptions_Destroy(o);
     /* ...and nothing else. */
     cr_expect_eq(natsConnection_PublishString(nc, "presence.events.n1", "x"), NATS_OK);

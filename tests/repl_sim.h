@@ -145,7 +145,7 @@ static inline void io_notify(void *ud, const pd_view *v) {
 
 static const pd_repl_io SIM_IO = {
     .send_delta = io_send_delta, .send_heartbeat = io_send_hb, .send_sync_request = io_send_req,
-    .send_sync_part = io_send_part, .notify = io_notify,
+    .send_sync_part = io_send_part, .publish = io_notify,
 };
 
 /* ---- life cycle ---------------------------------------------------------------------------- */

@@ -130,7 +130,7 @@ Test(codec_event, roundtrip_every_type_without_ts_seq) {
 }
 
 Test(codec_event, roundtrip_every_type_with_ts_seq) {
-    static const int64_t seqs[] = {0, 1, 42, INT64_MAX};
+    static const int64_t seqs[] = {0, 1, 42, PD_SEQ_MAX};
     for (int t = 0; t < PD_EV_COUNT; t++) {
         for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
             pd_event ev = base_event((pd_event_type)t);
@@ -1135,4 +1135,33 @@ Test(codec_query_errors, unknown_keys_and_nil_optionals) {
     /* Keys of other queries are ignored, not validated. */
     raw bad = raw_str("**");
     expect_query(PD_Q_CLUSTER, map_set(msg_hex("80"), "user", &bad), PD_OK, NULL, "cluster");
+}
+
+Test(codec_event, seq_above_2_53_is_bad_value) {
+    static const int64_t seqs[] = {PD_SEQ_MAX + 1, INT64_MAX};
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        pd_event ev = base_event(PD_EV_ACTIVITY), got;
+        pd_err err = {PD_OK, ""};
+        ev.has_seq = true;
+        ev.seq = seqs[i];
+        msg m = encode_event(&ev);
+        cr_expect_eq(pd_event_decode(m.b, m.n, &got, &err), PD_EBADVALUE, "seq %lld",
+                     (long long)seqs[i]);
+        cr_expect_str_eq(err.msg, "seq is above 2^53");
+        msg_free(&m);
+    }
+}
+
+Test(codec_reply, duplicate_reply_roundtrip) {
+    msgpack_sbuffer sb;
+    pd_reply rep;
+    static const uint8_t want[] = {0x82, 0xa2, 'o', 'k', 0xc3, 0xa9, 'd', 'u', 'p', 'l', 'i',
+                                   'c', 'a', 't', 'e', 0xc3};
+    msgpack_sbuffer_init(&sb);
+    pd_reply_duplicate_encode(&sb);
+    cr_assert_eq(sb.size, sizeof want);
+    cr_expect_eq(memcmp(sb.data, want, sizeof want), 0);
+    cr_assert_eq(pd_reply_decode(sb.data, sb.size, &rep), PD_OK);
+    cr_expect(rep.ok && rep.duplicate);
+    msgpack_sbuffer_destroy(&sb);
 }

@@ -416,7 +416,7 @@ Test(config, every_usage_flag_is_accepted) {
         cr_expect(strstr(err, "unknown option") == NULL, "%s unknown", flag);
         seen++;
     }
-    cr_expect_eq(seen, 34);
+    cr_expect_eq(seen, 36);
     free(text);
 }
 
@@ -749,4 +749,17 @@ Test(config_auth, tools_load_by_prefix_and_set_by_name) {
                  PD_ECONFIG);
     cr_expect(strstr(err, "PRESENCE_NATS_TLS_CA: cannot read") == err, "%s", err);
     cr_expect_eq(pd_config_set(&c, "--no-such", "1", err, sizeof err), PD_ECONFIG);
+}
+
+Test(config, clock_settings) {
+    pd_config c;
+    cr_assert_eq(load_env1(&c, "PRESENCE_NODE_ID=n1"), PD_OK);
+    cr_expect_eq(c.max_clock_skew_ms, 60000);
+    cr_expect_eq(c.test_clock_offset_ms, 0);
+    cr_assert_eq(load_env1(&c, "PRESENCE_MAX_CLOCK_SKEW_MS=5000"), PD_OK);
+    cr_expect_eq(c.max_clock_skew_ms, 5000);
+    /* Below a second, ordinary NTP error would cut nodes off. */
+    cr_expect_neq(load_env1(&c, "PRESENCE_MAX_CLOCK_SKEW_MS=999"), PD_OK);
+    cr_assert_eq(load_env1(&c, "PRESENCE_TEST_CLOCK_OFFSET_MS=2524608000000"), PD_OK);
+    cr_expect_eq(c.test_clock_offset_ms, 2524608000000ull);
 }

@@ -1,13 +1,22 @@
 /* test_log.c - log levels, line format, thread safety, the rate limiter,
  * and the two clocks of clock.h (which log.c stamps its lines with).
  *
- * Lines are sent to a tmpfile through pd_log_set_output and read back. */
+ * Lines are sent to a tmpfile through a sink of the test's own and read
+ * back. */
 #include "base/clock.h"
 #include "base/log.h"
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
+
+/* The test's sink: each line appended to the FILE given as ud. */
+static void to_file(void *ud, int level, const char *line, size_t len) {
+    (void)level;
+    fwrite(line, 1, len, ud);
+    fflush(ud);
+}
 
 /* Read everything written to f so far into buf; returns the line count. */
 static int slurp(FILE *f, char *buf, size_t len) {
@@ -74,7 +83,7 @@ Test(log, format_time_is_utc_with_milliseconds) {
 Test(log, line_format) {
     FILE *f = tmpfile();
     cr_assert_not_null(f);
-    pd_log_set_output(f);
+    pd_log_set_sink(to_file, f);
     pd_log(PD_LOG_INFO, "hello %d %s", 42, "world");
     pd_log(PD_LOG_ERROR, "bad");
     char buf[512];
@@ -84,13 +93,13 @@ Test(log, line_format) {
     char *second = strchr(buf, '\n') + 1;
     cr_expect(has_stamp(second), "%s", second);
     cr_expect_str_eq(second + 25, "ERROR bad\n");
-    pd_log_set_output(NULL);
+    pd_log_set_sink(NULL, NULL);
     fclose(f);
 }
 
 Test(log, stamp_is_now) {
     FILE *f = tmpfile();
-    pd_log_set_output(f);
+    pd_log_set_sink(to_file, f);
     uint64_t before = pd_now_ms();
     pd_log(PD_LOG_WARN, "x");
     char buf[256], want[PD_LOG_TIME_LEN];
@@ -102,13 +111,13 @@ Test(log, stamp_is_now) {
     pd_log_format_time(after, want2, sizeof want2);
     cr_expect(strncmp(buf, want, 19) == 0 || strncmp(buf, want2, 19) == 0,
               "%s vs %s", buf, want);
-    pd_log_set_output(NULL);
+    pd_log_set_sink(NULL, NULL);
     fclose(f);
 }
 
 Test(log, levels_below_the_threshold_are_dropped) {
     FILE *f = tmpfile();
-    pd_log_set_output(f);
+    pd_log_set_sink(to_file, f);
     pd_log_set_level(PD_LOG_WARN);
     pd_log(PD_LOG_DEBUG, "d");
     pd_log(PD_LOG_INFO, "i");
@@ -123,19 +132,19 @@ Test(log, levels_below_the_threshold_are_dropped) {
     pd_log(PD_LOG_DEBUG, "now");
     cr_expect_eq(slurp(f, buf, sizeof buf), 3);
     cr_expect(strstr(buf, " DEBUG now\n") != NULL);
-    pd_log_set_output(NULL);
+    pd_log_set_sink(NULL, NULL);
     fclose(f);
 }
 
 Test(log, control_characters_cannot_forge_lines) {
     FILE *f = tmpfile();
-    pd_log_set_output(f);
+    pd_log_set_sink(to_file, f);
     pd_log(PD_LOG_WARN, "bad id '%s'", "x\n2026-01-01T00:00:00.000Z ERROR fake\r\x1b");
     char buf[512];
     cr_expect_eq(slurp(f, buf, sizeof buf), 1, "%s", buf);
     cr_expect(strstr(buf, "'x?2026-01-01T00:00:00.000Z ERROR fake?\?'\n") != NULL,
               "%s", buf);
-    pd_log_set_output(NULL);
+    pd_log_set_sink(NULL, NULL);
     fclose(f);
 }
 
@@ -143,14 +152,14 @@ Test(log, long_messages_are_truncated_to_one_line) {
     static char big[3 * PD_LOG_LINE_MAX];
     memset(big, 'a', sizeof big - 1);
     FILE *f = tmpfile();
-    pd_log_set_output(f);
+    pd_log_set_sink(to_file, f);
     pd_log(PD_LOG_INFO, "%s", big);
     static char buf[4 * PD_LOG_LINE_MAX];
     cr_expect_eq(slurp(f, buf, sizeof buf), 1);
     size_t n = strlen(buf);
     cr_expect_eq(n, PD_LOG_LINE_MAX - 1);
     cr_expect_str_eq(buf + n - 5, "a...\n");
-    pd_log_set_output(NULL);
+    pd_log_set_sink(NULL, NULL);
     fclose(f);
 }
 
@@ -166,7 +175,7 @@ static void *spam(void *arg) {
 
 Test(log, concurrent_lines_do_not_interleave) {
     FILE *f = tmpfile();
-    pd_log_set_output(f);
+    pd_log_set_sink(to_file, f);
     pthread_t t[THREADS];
     for (intptr_t i = 0; i < THREADS; i++)
         cr_assert_eq(pthread_create(&t[i], NULL, spam, (void *)i), 0);
@@ -183,7 +192,7 @@ Test(log, concurrent_lines_do_not_interleave) {
             good++;
     }
     cr_expect_eq(good, THREADS * PER_THREAD);
-    pd_log_set_output(NULL);
+    pd_log_set_sink(NULL, NULL);
     fclose(f);
 }
 

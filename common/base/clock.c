@@ -11,8 +11,12 @@ static uint64_t clock_ms(clockid_t id) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static uint64_t test_offset_ms;
+
+void pd_clock_set_test_offset(uint64_t offset_ms) { test_offset_ms = offset_ms; }
+
 uint64_t pd_now_ms(void) {
-    return clock_ms(CLOCK_REALTIME);
+    return clock_ms(CLOCK_REALTIME) + test_offset_ms;
 }
 
 uint64_t pd_mono_ms(void) {

@@ -9,8 +9,13 @@
 #define PD_CLOCK_H
 #include <stdint.h>
 
-/* Milliseconds since the Unix epoch, UTC. */
+/* Milliseconds since the Unix epoch, UTC (plus the test offset). */
 uint64_t pd_now_ms(void);
+
+/* Tests only (PRESENCE_TEST_CLOCK_OFFSET_MS): pd_now_ms runs offset_ms
+ * ahead from now on, as on a machine whose clock is wrong. Call before
+ * any other thread reads the clock. */
+void pd_clock_set_test_offset(uint64_t offset_ms);
 
 /* Nanoseconds since the Unix epoch (trace reports, which are compared
  * across processes of one machine). */

@@ -158,6 +158,13 @@ static const cfg_field fields[] = {
      .meaning = "bytes of messages waiting for the loop (same)"},
     STR_FIELD("PRESENCE_METRICS_ADDR", CFG_ADDR, DEF_FIXED, metrics_addr, "",
               "HOST:PORT of the Prometheus /metrics endpoint; empty: off"),
+    MS_FIELD("PRESENCE_MAX_CLOCK_SKEW_MS", max_clock_skew_ms, 1000, 60000,
+             "a peer's clock (HLC, incarnation) further ahead of ours is refused"),
+    {.env = "PRESENCE_TEST_CLOCK_OFFSET_MS", .kind = CFG_MS, .def = DEF_FIXED,
+     .off = offsetof(pd_config, test_clock_offset_ms), .min = 0, .max = MS_MAX,
+     .def_u = 0,
+     .meaning = "testing only: this node's wall clock runs this far ahead (a "
+                "node with a wrong clock)"},
     {.env = "PRESENCE_TEST_FAIL_ALLOCS", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, test_fail_allocs), .min = 0, .max = 1,
      .def_u = 0,

@@ -34,6 +34,8 @@ typedef struct pd_config {
     uint64_t max_query_users;      /* PRESENCE_MAX_QUERY_USERS (get users, online limit) */
     uint64_t notify_min_interval_ms; /* PRESENCE_NOTIFY_MIN_INTERVAL_MS, 0 = off */
     uint64_t test_fail_allocs;     /* PRESENCE_TEST_FAIL_ALLOCS (tests only) */
+    uint64_t test_clock_offset_ms; /* PRESENCE_TEST_CLOCK_OFFSET_MS (tests only) */
+    uint64_t max_clock_skew_ms;    /* PRESENCE_MAX_CLOCK_SKEW_MS */
     char node_id[PD_ID_MAX + 1];   /* PRESENCE_NODE_ID */
     char nats_url[PD_CONFIG_URL_MAX];  /* PRESENCE_NATS_URL, comma-separated */
     char redis_url[PD_CONFIG_URL_MAX]; /* PRESENCE_REDIS_URL */

@@ -1,19 +1,20 @@
 /* log.c - line logging and the bad-input rate limiter.
  *
- * The level and the output stream are atomics so that any thread may log
- * while the loop thread changes the level. Each line is built in a stack
- * buffer, cleaned of control characters, and handed to stdio with a single
- * fwrite between flockfile and funlockfile: stdio's stream lock is the only
- * mutex, and it is the one other writers to the same stream also take. */
+ * The level and the sink are atomics so that any thread may log while the
+ * loop thread changes the level. Each line is built in a stack buffer,
+ * cleaned of control characters, and handed whole to the program's sink;
+ * nothing here writes anywhere (common/ does no I/O). */
 #include "base/log.h"
 #include "base/clock.h"
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
 static atomic_int log_level = PD_LOG_INFO;
-static _Atomic(FILE *) log_out = NULL;
+static _Atomic(pd_log_sink_fn) log_sink; /* NULL: lines are dropped */
+static void *_Atomic log_sink_ud;
 
 static const char *const upper_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 static const char *const lower_names[] = {"debug", "info", "warn", "error"};
@@ -53,8 +54,10 @@ const char *pd_log_level_name(int level) {
     return lower_names[level];
 }
 
-void pd_log_set_output(FILE *out) {
-    atomic_store_explicit(&log_out, out, memory_order_release);
+void pd_log_set_sink(pd_log_sink_fn fn, void *ud) {
+    atomic_store_explicit(&log_sink, NULL, memory_order_release);
+    atomic_store_explicit(&log_sink_ud, ud, memory_order_release);
+    atomic_store_explicit(&log_sink, fn, memory_order_release);
 }
 
 void pd_log_format_time(uint64_t wall_ms, char *buf, size_t len) {
@@ -80,6 +83,8 @@ static void scrub(char *p, size_t n) {
 
 void pd_logv(int level, const char *fmt, va_list ap) {
     if (!pd_log_enabled(level)) return;
+    pd_log_sink_fn sink = atomic_load_explicit(&log_sink, memory_order_acquire);
+    if (sink == NULL) return;
     char line[PD_LOG_LINE_MAX];
     char ts[PD_LOG_TIME_LEN];
     pd_log_format_time(pd_now_ms(), ts, sizeof ts);
@@ -98,12 +103,7 @@ void pd_logv(int level, const char *fmt, va_list ap) {
     scrub(line + head, n);
     line[head + n] = '\n';
     n += (size_t)head + 1;
-    FILE *out = atomic_load_explicit(&log_out, memory_order_acquire);
-    if (out == NULL) out = stderr;
-    flockfile(out);
-    fwrite(line, 1, n, out);
-    fflush(out);
-    funlockfile(out);
+    sink(atomic_load_explicit(&log_sink_ud, memory_order_acquire), clamp_level(level), line, n);
 }
 
 void pd_log(int level, const char *fmt, ...) {

@@ -2,10 +2,12 @@
  *
  * Every line is "2026-11-27T21:18:57.123Z INFO message": UTC wall time with
  * milliseconds, the level, the message. A line is formatted into a local
- * buffer and written with one fwrite under the stream lock, so lines from
- * different threads (the loop, nats.c's dispatchers) never interleave.
- * Control characters in a message are replaced by '?' so that text copied
- * from a client cannot forge extra log lines.
+ * buffer and handed whole to the sink the program set (pd_log_set_sink):
+ * common/ does no I/O of its own, the program decides where lines go
+ * (presenced: node/logsink.c, one write per line under the stream lock, so
+ * lines from different threads never interleave). Without a sink, lines
+ * are dropped. Control characters in a message are replaced by '?' so that
+ * text copied from a client cannot forge extra log lines.
  *
  * Input from clients can be wrong at any rate; log it through a
  * pd_ratelimit so that a misbehaving sender cannot flood the log. */
@@ -13,8 +15,8 @@
 #define PD_LOG_H
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 /* CHECKLIST: new level? Update the name tables in log.c, the
  * PRESENCE_LOG_LEVEL meaning in config.c and tests/test_log.c. */
@@ -46,9 +48,12 @@ int pd_log_level_parse(const char *s, int *out);
 /* Lower-case name of a level ("info"); "?" for an unknown one. */
 const char *pd_log_level_name(int level);
 
-/* Where lines go; NULL means stderr (the default). The stream is borrowed
- * and must outlive logging. Meant for start-up and tests. */
-void pd_log_set_output(FILE *out);
+/* Where lines go: fn gets each whole line (ending in '\n', not
+ * NUL-terminated, len bytes, borrowed for the call) from whichever thread
+ * logs, so it must be thread-safe. NULL drops lines (the default). ud is
+ * borrowed and must outlive logging. Set at start-up (and in tests). */
+typedef void (*pd_log_sink_fn)(void *ud, int level, const char *line, size_t len);
+void pd_log_set_sink(pd_log_sink_fn fn, void *ud);
 
 /* Write one line at `level` if it is enabled. Never fails visibly. */
 void pd_log(int level, const char *fmt, ...)

@@ -1,5 +1,7 @@
 /* status.c - names and wire codes of pd_status values. */
 #include "base/status.h"
+#include <stdarg.h>
+#include <stdio.h>
 
 /* CHECKLIST: new status? Add it to both tables and to tests/test_status.c. */
 static const char *const names[PD_STATUS_COUNT] = {
@@ -40,4 +42,13 @@ const char *pd_status_str(pd_status s) {
 const char *pd_status_code(pd_status s) {
     if ((unsigned)s >= PD_STATUS_COUNT) return "internal";
     return codes[s];
+}
+
+void pd_err_set(pd_err *e, pd_status code, const char *fmt, ...) {
+    if (e == NULL) return;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
 }

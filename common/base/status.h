@@ -29,4 +29,15 @@ const char *pd_status_str(pd_status s);
  * Statuses with no code of their own map to "internal". */
 const char *pd_status_code(pd_status s);
 
+/* An error with its detail: the status and a message for a reply or a log.
+ * Filled by whoever refuses something (decoders, the model, the replica). */
+typedef struct {
+    pd_status code;
+    char msg[128];
+} pd_err;
+
+/* Sets e's code and formats its message; e may be NULL (then nothing). */
+void pd_err_set(pd_err *e, pd_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -305,12 +305,11 @@ static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status
     pd_devstate state = (pd_devstate)d->state;
     /* Peers get one ADD, in the state the device ends in: an ADD saying
      * active then a STATE saying idle would flap its user on them. */
-    pd_op_fn hook = m->on_op;
-    m->on_op = NULL;
+    pd__ops_mute(m);
     /* Add before removing: a failed add then leaves everything as it was. */
     d = local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
     if (d && state == PD_DEV_IDLE) pd__device_set_idle(m, d);
-    m->on_op = hook;
+    pd__ops_unmute(m);
     if (d) {
         pd__emit_device(m, PD_OP_ADD, d);
         pd__device_remove(m, old, now);
@@ -535,6 +534,14 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
     if (s && ev->has_seq && s->has_seq && ev->seq <= s->last_seq && ev->type != PD_EV_SYNC) {
         *res = PD_DUPLICATE;
         return PD_OK;
+    }
+    /* A step no real counter makes: taken, it would turn every later event
+     * of the server into a "duplicate". */
+    if (s && ev->has_seq && s->has_seq && ev->type != PD_EV_SYNC &&
+        ev->seq - s->last_seq > PD_SEQ_JUMP_MAX) {
+        pd_err_set(err, PD_EBADVALUE, "seq jumps from %lld to %lld", (long long)s->last_seq,
+                   (long long)ev->seq);
+        return PD_EBADVALUE;
     }
     if (ev->type == PD_EV_SHUTDOWN) {
         if (s) server_close(m, s, now);

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "wire/codec.h"
+#include "wire/op.h"
 #include "base/status.h"
 
 typedef struct pd_model pd_model;
@@ -29,7 +30,16 @@ typedef struct {
      * that nodes cannot diverge. See presence_limits.c. */
     uint64_t max_devices_per_user;  /* live devices of a user, all nodes */
     uint64_t max_users;             /* users with a live device, all nodes */
+    /* A remote HLC more than this ahead of the wall clock is never merged
+     * into ours (PRESENCE_MAX_CLOCK_SKEW_MS; 0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
+    uint64_t max_clock_skew_ms;
 } pd_model_cfg;
+
+#define PD_MAX_CLOCK_SKEW_DEFAULT_MS 60000
+
+/* True if hlc (ms << 16 | counter) reads more than skew_ms ahead of the
+ * wall clock now (ms since the epoch). Never overflows. */
+bool pd_hlc_ahead(uint64_t hlc, uint64_t now, uint64_t skew_ms);
 
 /* Called once per change of a user's public presence or custom status (the
  * view others see), after the operation is complete. v is borrowed. */
@@ -58,29 +68,8 @@ uint64_t pd_model_next_due(const pd_model *m);
 
 /* ---- replication ----------------------------------------------------------- */
 
-/* One change of replicated state. Device ops belong to the partition of
- * their owner (the node that received the connect): only the owner emits
- * them. Register ops (chosen and custom status) may come from any node and
- * carry their version: a hybrid logical clock value and the writer's id;
- * the highest (hlc, writer) wins everywhere. */
-typedef enum { PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM } pd_op_kind;
-
-typedef struct {
-    pd_op_kind kind;
-    pd_str server, conn;            /* device ops */
-    pd_str user, label;             /* ADD; user also for register ops */
-    pd_devstate state;              /* ADD, STATE */
-    int64_t connected_at, last_active;
-    uint64_t hlc;                   /* ADD: the owner's claim; registers: version */
-    pd_str writer;                  /* registers: the node that wrote it */
-    pd_chosen chosen;               /* CHOSEN */
-    pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
-    int64_t expires_at;
-} pd_op;
-
 /* Called for every change of this node's own partition and every register
  * write made here, in order, so that it can be sent to the peers. */
-typedef void (*pd_op_fn)(void *ud, const pd_op *op);
 void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud);
 
 /* Applies an op from origin's stream (the origin owns device ops). Ops that
@@ -105,8 +94,11 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);
 uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner);
 
-/* The hybrid logical clock (ms << 16 | counter): observe a remote value. */
-void pd_model_hlc_observe(pd_model *m, uint64_t hlc);
+/* The hybrid logical clock (ms << 16 | counter): observe a remote value
+ * read at wall-clock time now. A value beyond now + the skew bound is not
+ * merged (the caller refuses its message; this is the last line): no input
+ * moves our clock more than the bound ahead of the wall clock. */
+void pd_model_hlc_observe(pd_model *m, uint64_t hlc, uint64_t now);
 uint64_t pd_model_hlc(const pd_model *m);
 
 /* ---- queries -------------------------------------------------------------- */

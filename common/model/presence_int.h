@@ -91,6 +91,7 @@ struct pd_model {
     uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
     pd_op_fn on_op;
     void *op_ud;
+    uint32_t ops_muted;        /* > 0: ops are not emitted (pd__ops_mute) */
     pd_user **dirty;
     uint32_t ndirty, dirty_cap;
     uint64_t ndevices;
@@ -121,10 +122,16 @@ void pd__flush(pd_model *m, uint64_t now);
 void pd__custom_clear(pd_model *m, pd_user *u);
 pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int64_t expires_at);
 void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c);
+/* Ops made between pd__ops_mute and pd__ops_unmute (they nest) are not
+ * emitted: the caller sends what they add up to itself (claim_local), or
+ * they restore what the peers were told in an earlier life
+ * (pd_model_apply_own_op). */
+void pd__ops_mute(pd_model *m);
+void pd__ops_unmute(pd_model *m);
 void pd__emit(pd_model *m, const pd_op *op);
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d);
 uint64_t pd__hlc_next(pd_model *m, uint64_t now);
-void pd__hlc_observe(pd_model *m, uint64_t remote);
+void pd__hlc_observe(pd_model *m, uint64_t remote, uint64_t now);
 /* True if (a_hlc, a_node) is a newer version than (b_hlc, b_node). */
 bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node);
 void pd__drop_server_if_unused(pd_model *m, pd_server *s);

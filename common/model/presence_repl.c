@@ -35,18 +35,30 @@ const char *pd__intern(pd_model *m, pd_str node) {
     return c;
 }
 
+/* Saturating: a clock at the top stays there rather than wrap to 0 (the
+ * skew bound keeps it far from the top in the first place). */
 uint64_t pd__hlc_next(pd_model *m, uint64_t now) {
-    uint64_t v = now << 16;
-    if (v <= m->hlc) v = m->hlc + 1;
+    uint64_t v = now >= (UINT64_MAX >> 16) ? UINT64_MAX & ~(uint64_t)0xffff : now << 16;
+    if (v <= m->hlc) v = m->hlc == UINT64_MAX ? UINT64_MAX : m->hlc + 1;
     m->hlc = v;
     return v;
 }
 
-void pd__hlc_observe(pd_model *m, uint64_t remote) {
+bool pd_hlc_ahead(uint64_t hlc, uint64_t now, uint64_t skew_ms) {
+    uint64_t ms = hlc >> 16;
+    return ms > now && ms - now > skew_ms;
+}
+
+void pd__hlc_observe(pd_model *m, uint64_t remote, uint64_t now) {
+    uint64_t skew = m->cfg.max_clock_skew_ms ? m->cfg.max_clock_skew_ms
+                                             : PD_MAX_CLOCK_SKEW_DEFAULT_MS;
+    if (pd_hlc_ahead(remote, now, skew)) return;
     if (remote > m->hlc) m->hlc = remote;
 }
 
-void pd_model_hlc_observe(pd_model *m, uint64_t hlc) { pd__hlc_observe(m, hlc); }
+void pd_model_hlc_observe(pd_model *m, uint64_t hlc, uint64_t now) {
+    pd__hlc_observe(m, hlc, now);
+}
 uint64_t pd_model_hlc(const pd_model *m) { return m->hlc; }
 
 bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b_node) {
@@ -63,8 +75,11 @@ void pd_model_set_op_hook(pd_model *m, pd_op_fn fn, void *ud) {
     m->op_ud = ud;
 }
 
+void pd__ops_mute(pd_model *m) { m->ops_muted++; }
+void pd__ops_unmute(pd_model *m) { m->ops_muted--; }
+
 void pd__emit(pd_model *m, const pd_op *op) {
-    if (m->on_op) m->on_op(m->op_ud, op);
+    if (m->on_op && m->ops_muted == 0) m->on_op(m->op_ud, op);
 }
 
 static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
@@ -82,7 +97,7 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
 
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     pd_op op;
-    if (m->on_op == NULL || d->node != m->node) return;
+    if (m->on_op == NULL || m->ops_muted || d->node != m->node) return;
     device_op(d, kind, &op);
     m->on_op(m->op_ud, &op);
 }
@@ -158,7 +173,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     pd_status st = PD_OK;
     pd_device *d;
     if (origin == NULL) return PD_ENOMEM;
-    pd__hlc_observe(m, op->hlc);
+    pd__hlc_observe(m, op->hlc, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = origin == m->node ? PD_OK : apply_add(m, origin, op, now);
@@ -321,11 +336,10 @@ uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner) {
 /* ---- restoring this node's own partition -------------------------------------- */
 
 pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
-    pd_op_fn hook = m->on_op;
     pd_status st = PD_OK;
     pd_device *d;
-    m->on_op = NULL; /* restoring: nothing to tell the peers yet */
-    pd__hlc_observe(m, op->hlc);
+    pd__ops_mute(m); /* restoring: nothing to tell the peers yet */
+    pd__hlc_observe(m, op->hlc, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = apply_add(m, m->node, op, now);
@@ -352,7 +366,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         st = apply_register(m, op, now);
         break;
     }
-    m->on_op = hook;
+    pd__ops_unmute(m);
     pd__flush(m, now);
     return st;
 }

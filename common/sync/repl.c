@@ -1,10 +1,13 @@
 /* repl.c - replication between nodes (see repl.h for the design). */
 #include "sync/repl.h"
 #include "sync/snapshot.h"
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "base/alloc.h"
 #include "base/log.h"
+#include "notify/notify.h"
 
 #define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
 
@@ -20,7 +23,6 @@ typedef struct {
     uint64_t inc, seq;          /* applied from this origin */
     uint64_t last_hb;           /* when its last heartbeat came */
     bool heard, alive, ready;   /* ready: caught up and announcing */
-    bool was_announcing;        /* alive && ready before the last change */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
     /* A heartbeat said some node applied more of this origin than we have:
@@ -35,6 +37,16 @@ typedef struct {
     held *pending;
     uint32_t npending;
     bool overflow;
+    bool behind;                /* its wall clock is behind ours by more than the bound */
+    /* Its own heartbeat showed less than we applied of it (same
+     * incarnation): at the second such heartbeat in a row, re-fetch. */
+    bool contradicted, force_sync;
+    /* The incarnation that said it is leaving; one that then heartbeats
+     * again was not (a forged or replayed `leaving`): no `leaving` of that
+     * incarnation is believed any more (distrust_inc). */
+    uint64_t left_inc, distrust_inc;
+    uint64_t served_window;     /* state transfers served to it: window start */
+    uint32_t served_n;          /* ... and how many in that window */
 } peer;
 
 struct pd_repl {
@@ -51,16 +63,72 @@ struct pd_repl {
     uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
     uint32_t ntrace;
     msgpack_sbuffer out;
-    bool ready;
+    pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
+    uint64_t now;               /* the time of the call in progress (for nf) */
     uint64_t started, last_hb_sent, last_tick;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
+    /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what
+     * changed since heal_since (see on_heartbeat). */
+    uint64_t heal_at, heal_since;
     pd_repl_stats stats;
+    pd_ratelimit refuse_log;
 };
 
 static pd_str S(const char *s) { return pd_str_c(s); }
 static pd_str peer_id(const peer *p) { return (pd_str){p->id, p->id_n}; }
 static uint64_t sync_timeout(const pd_repl *r) { return 3 * r->cfg.sync_interval_ms + 1000; }
+
+/* ---- refusals and the clock bound ------------------------------------------ */
+
+/* State transfers served per requester per sync interval. */
+#define SERVE_PER_INTERVAL 4
+
+static const char *const refuse_names[PD_REFUSE_COUNT] = {
+    "clock_ahead", "incarnation_ahead", "wrong_subject", "not_a_peer", "peer_table_full",
+    "sync_rate",
+};
+
+const char *pd_refuse_name(pd_refuse why) {
+    return why < PD_REFUSE_COUNT ? refuse_names[why] : "unknown";
+}
+
+static uint64_t skew(const pd_repl *r) {
+    return r->cfg.max_clock_skew_ms ? r->cfg.max_clock_skew_ms : PD_MAX_CLOCK_SKEW_DEFAULT_MS;
+}
+
+/* A wall-clock reading (ms) too far ahead of ours to believe. */
+static bool ms_ahead(const pd_repl *r, uint64_t ms, uint64_t now) {
+    return ms > now && ms - now > skew(r);
+}
+
+/* Counts and logs (rate-limited) a message dropped unapplied; PD_OK: it was
+ * well-formed, only not believed. */
+__attribute__((format(printf, 4, 5)))
+static pd_status refuse(pd_repl *r, pd_refuse why, uint64_t now, const char *fmt, ...) {
+    char msg[200];
+    uint32_t suppressed = 0;
+    va_list ap;
+    r->stats.refused[why]++;
+    if (!pd_ratelimit_allow(&r->refuse_log, now, &suppressed)) return PD_OK;
+    if (suppressed) pd_log(PD_LOG_WARN, "%u similar refusals suppressed", suppressed);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pd_log(PD_LOG_WARN, "refused (%s): %s", pd_refuse_name(why), msg);
+    return PD_OK;
+}
+
+/* True if an op of the list carries an HLC beyond the bound. */
+static bool ops_ahead(const pd_repl *r, const pd_ops *ops, uint64_t now) {
+    pd_ops_iter it;
+    pd_op op;
+    pd_ops_iter_init(&it, ops);
+    while (pd_ops_next(&it, &op)) {
+        if (pd_hlc_ahead(op.hlc, now, skew(r))) return true;
+    }
+    return false;
+}
 
 /* ---- peers ------------------------------------------------------------------ */
 
@@ -74,6 +142,8 @@ static peer *peer_find(const pd_repl *r, pd_str id) {
 static peer *peer_get(pd_repl *r, pd_str id) {
     peer *p = peer_find(r, id);
     if (p || r->npeers >= PD_VC_MAX - 1) return p;
+    /* The notifier must know every peer before it can be announcing. */
+    if (pd_notifier_add_peer(r->nf, id) != PD_OK) return NULL;
     peer **v = pd_realloc(r->peers, sizeof *v * (r->npeers + 1));
     if (v == NULL) return NULL;
     r->peers = v;
@@ -83,6 +153,22 @@ static peer *peer_get(pd_repl *r, pd_str id) {
     p->id_n = id.n;
     r->peers[r->npeers++] = p;
     return p;
+}
+
+static void drop_pending(peer *p);
+
+/* Forgets peer i whole (down for long: PROTOCOL "admission"). */
+static void peer_remove(pd_repl *r, uint32_t i) {
+    peer *p = r->peers[i];
+    pd_log(PD_LOG_INFO, "node %s forgotten (down for %llu ms)", p->id,
+           (unsigned long long)(2 * r->cfg.node_timeout_ms));
+    pd_notifier_remove_peer(r->nf, peer_id(p));
+    drop_pending(p);
+    pd_free(p->hb);
+    pd_free(p);
+    memmove(&r->peers[i], &r->peers[i + 1], sizeof *r->peers * (r->npeers - i - 1));
+    r->npeers--;
+    r->stats.peers_forgotten++;
 }
 
 static void drop_pending(peer *p) {
@@ -110,65 +196,26 @@ static void hold(peer *p, uint64_t seq, const void *buf, size_t len) {
     p->pending[p->npending++] = (held){seq, len, copy};
 }
 
-/* ---- notifications: one announcer per user ------------------------------------ */
+/* ---- notifications (notify/notify.h) ------------------------------------------------ */
 
-static uint64_t score(pd_str node, pd_str user) {
-    char buf[2 * PD_ID_MAX + 1];
-    memcpy(buf, node.p, node.n);
-    buf[node.n] = '\n';
-    memcpy(buf + node.n + 1, user.p, user.n);
-    return pd_hash(buf, node.n + 1u + user.n);
-}
+static bool is_ready(const pd_repl *r) { return pd_notifier_announcing(r->nf); }
 
-/* True if this node announces user's changes; prev: under the live set as
- * it was before the last membership change. */
-static bool announcer(const pd_repl *r, pd_str user, bool prev) {
-    pd_str self = S(r->self);
-    uint64_t best = score(self, user);
-    for (uint32_t i = 0; i < r->npeers; i++) {
-        const peer *p = r->peers[i];
-        if (!(prev ? p->was_announcing : p->alive && p->ready)) continue;
-        uint64_t s = score(peer_id(p), user);
-        if (s > best || (s == best && strcmp(p->id, r->self) > 0)) return false;
-    }
-    return true;
+/* The model's change callback: the notifier decides and publishes. */
+static void publish_notification(void *ud, const pd_view *v) {
+    pd_repl *r = ud;
+    if (r->io.publish) r->io.publish(r->io.ud, v);
 }
 
 static void on_change(void *ud, const pd_view *v) {
     pd_repl *r = ud;
-    if (!r->ready || !announcer(r, v->user, false)) return;
-    r->stats.notifications++;
-    if (r->io.notify) r->io.notify(r->io.ud, v);
+    pd_notifier_change(r->nf, v, r->now);
 }
 
-typedef struct {
-    pd_repl *r;
-    int64_t since;
-    bool only_new;      /* only users this node did not announce before */
-} reannounce_ctx;
-
-static void reannounce_one(void *ud, const pd_view *v) {
-    reannounce_ctx *c = ud;
-    if (v->ts < c->since || !announcer(c->r, v->user, false)) return;
-    if (c->only_new && announcer(c->r, v->user, true)) return;
-    c->r->stats.notifications++;
-    if (c->r->io.notify) c->r->io.notify(c->r->io.ud, v);
-}
-
-/* After the live set changed, or when this node becomes ready: announce
- * again the recent changes of users whose announcer is now this node, in
- * case the previous one went away before announcing them. A watcher may
- * see one repeat, never a gap. */
-static void reannounce(pd_repl *r, uint64_t now, bool only_new) {
-    uint64_t window = r->cfg.node_timeout_ms + 2 * r->cfg.sync_interval_ms;
-    reannounce_ctx c = {r, (int64_t)(now > window ? now - window : 0), only_new};
-    if (!r->ready) return;
-    pd_model_foreach_view(r->m, reannounce_one, &c);
-}
-
-static void snapshot_membership(pd_repl *r) {
-    for (uint32_t i = 0; i < r->npeers; i++)
-        r->peers[i]->was_announcing = r->peers[i]->alive && r->peers[i]->ready;
+/* p's part in the announcing set (alive and ready) changes. */
+static void set_membership(pd_repl *r, peer *p, bool alive, bool ready) {
+    p->alive = alive;
+    p->ready = ready;
+    pd_notifier_set_peer(r->nf, peer_id(p), alive && ready);
 }
 
 /* ---- ops and deltas out ---------------------------------------------------------- */
@@ -280,6 +327,7 @@ static void new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     p->inc = inc;
     p->seq = 0;
     p->claim_at = p->claim_seq = 0;
+    p->contradicted = p->force_sync = false;
 }
 
 static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
@@ -306,18 +354,35 @@ void pd_repl_trace(pd_repl *r, uint64_t id) {
 }
 
 pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err) {
+    return pd_repl_on_delta_from(r, (pd_str){NULL, 0}, buf, len, now, err);
+}
+
+/* Only a live peer's ops apply: an origin admitted by its own heartbeat
+ * and not down. Anything else would add devices that no timeout removes
+ * (only a live peer can fall silent). */
+pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t len,
+                                uint64_t now, pd_err *err) {
+    r->now = now;
     pd_delta d;
     pd_status s = pd_delta_decode(buf, len, &d, err);
     if (s != PD_OK) {
         r->stats.bad_messages++;
         return s;
     }
+    if (from.p && !pd_str_eq(from, d.node))
+        return refuse(r, PD_REFUSE_WRONG_SUBJECT, now, "delta of %.*s on the subject of %.*s",
+                      (int)d.node.n, d.node.p, (int)from.n, from.p);
     if (pd_str_eqc(d.node, r->self)) return PD_OK;
-    peer *p = peer_get(r, d.node);
-    if (p == NULL) {
-        pd_err_set(err, PD_ENOMEM, "out of memory");
-        return PD_ENOMEM;
-    }
+    if (ms_ahead(r, d.inc, now))
+        return refuse(r, PD_REFUSE_INC_AHEAD, now, "delta of %.*s: incarnation %llu is ahead "
+                      "of our clock", (int)d.node.n, d.node.p, (unsigned long long)d.inc);
+    if (ops_ahead(r, &d.ops, now))
+        return refuse(r, PD_REFUSE_CLOCK_AHEAD, now, "delta of %.*s: an op's clock is ahead "
+                      "of ours", (int)d.node.n, d.node.p);
+    peer *p = peer_find(r, d.node);
+    if (p == NULL || !p->alive)
+        return refuse(r, PD_REFUSE_NOT_A_PEER, now, "delta of %.*s, not a live peer here",
+                      (int)d.node.n, d.node.p);
     if (d.inc < p->inc) return PD_OK; /* from an incarnation already replaced */
     if (d.inc > p->inc) new_incarnation(r, p, d.inc, now);
     if (p->syncing) {
@@ -334,12 +399,11 @@ pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now
 /* ---- heartbeats ------------------------------------------------------------------- */
 
 static void mark_down(pd_repl *r, peer *p, uint64_t now, const char *why) {
-    snapshot_membership(r);
-    p->alive = false;
+    set_membership(r, p, false, p->ready);
     r->stats.nodes_down++;
     pd_log(PD_LOG_WARN, "node %s is down (%s): its devices leave", p->id, why);
     forget_partition(r, p, now);
-    reannounce(r, now, true);
+    pd_notifier_take_over(r->nf, r->m, now);
 }
 
 static void keep_heartbeat(peer *p, const void *buf, size_t len) {
@@ -351,15 +415,41 @@ static void keep_heartbeat(peer *p, const void *buf, size_t len) {
     p->hb_len = len;
 }
 
+/* The origin says it sent fewer deltas of this incarnation than we
+ * applied: some were not its own (forged, or a restored old state). A
+ * heartbeat can overtake a delta on its way, so the second such heartbeat
+ * in a row decides: its partition is fetched again from itself, whatever
+ * count we hold. True if that claim is done with. */
+static bool contradicts(pd_repl *r, peer *q, const pd_vc_entry *e, pd_str from, uint64_t now) {
+    if (e->inc != q->inc || e->seq >= q->seq) {
+        q->contradicted = false;
+        return false;
+    }
+    if (!q->contradicted) {
+        q->contradicted = true;
+        return true;
+    }
+    q->contradicted = false;
+    r->stats.contradictions++;
+    pd_log(PD_LOG_WARN, "node %s sent %llu deltas of this incarnation, we applied %llu: "
+           "fetching its partition again", q->id, (unsigned long long)e->seq,
+           (unsigned long long)q->seq);
+    q->force_sync = true;
+    request_sync(r, q, from, now);
+    return true;
+}
+
 /* Anti-entropy: anything the sender has applied that we have not. */
 static void catch_up_from(pd_repl *r, const pd_heartbeat *hb, uint64_t now) {
     for (uint32_t i = 0; i < hb->nvc; i++) {
         const pd_vc_entry *e = &hb->vc[i];
         if (pd_str_eqc(e->node, r->self) || e->inc == 0) continue;
-        peer *q = peer_get(r, e->node);
-        if (q == NULL || q->syncing) continue;
+        peer *q = peer_find(r, e->node); /* never admitted from here */
+        if (q == NULL || q->syncing || !q->alive) continue;
         bool is_sender = pd_str_eq(e->node, hb->node);
-        if (!is_sender && q->heard && !q->alive) continue; /* down here: not revived */
+        /* An incarnation is believed only from the node itself. */
+        if (!is_sender && e->inc != q->inc) continue;
+        if (is_sender && contradicts(r, q, e, hb->node, now)) continue;
         if (e->inc < q->inc || (e->inc == q->inc && e->seq <= q->seq)) continue;
         if (e->inc > q->inc) {
             new_incarnation(r, q, e->inc, now);
@@ -400,6 +490,68 @@ static void check_claims(pd_repl *r, uint64_t now) {
 
 pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err) {
+    return pd_repl_on_heartbeat_from(r, (pd_str){NULL, 0}, buf, len, now, err);
+}
+
+/* Why a heartbeat is not believed (its sender's clock), or NULL. */
+static const char *hb_doubt(const pd_repl *r, const pd_heartbeat *hb, uint64_t now,
+                            pd_refuse *why) {
+    *why = PD_REFUSE_INC_AHEAD;
+    if (ms_ahead(r, hb->inc, now)) return "incarnation";
+    *why = PD_REFUSE_CLOCK_AHEAD;
+    if (pd_hlc_ahead(hb->hlc, now, skew(r))) return "HLC";
+    if (ms_ahead(r, hb->wall, now)) return "wall clock";
+    return NULL;
+}
+
+/* Our own clock: ahead of every live peer's by more than the bound means
+ * ours is wrong (they refuse us); said once per change, and in metrics. */
+static void check_own_clock(pd_repl *r) {
+    uint32_t live = 0, behind = 0;
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        if (!r->peers[i]->alive || !r->peers[i]->heard) continue;
+        live++;
+        behind += r->peers[i]->behind;
+    }
+    bool ahead = live > 0 && behind == live;
+    if (ahead && !r->stats.clock_ahead)
+        pd_log(PD_LOG_ERROR, "this node's wall clock is more than %llu ms ahead of every peer's: "
+               "they refuse its messages until it is corrected (check NTP)",
+               (unsigned long long)skew(r));
+    else if (!ahead && r->stats.clock_ahead)
+        pd_log(PD_LOG_INFO, "this node's wall clock agrees with its peers' again");
+    r->stats.clock_ahead = ahead;
+}
+
+/* `leaving` is believed at once (a clean stop is seen without waiting),
+ * once per incarnation: if the node heartbeats again afterwards, it was
+ * not leaving, and no later `leaving` of that incarnation is believed. Its
+ * devices come back by state transfer within the offline delay, so the
+ * one false `leaving` announces nobody offline. True: done with hb. */
+static bool hb_leaving(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now) {
+    if (hb->leaving) {
+        if (p->alive && p->distrust_inc != p->inc) {
+            p->left_inc = p->inc;
+            mark_down(r, p, now, "it said it is leaving");
+        }
+        return true;
+    }
+    if (p->left_inc && p->left_inc == p->inc) {
+        pd_log(PD_LOG_WARN, "node %s said it is leaving, then sent a heartbeat: its `leaving` "
+               "is not believed for this incarnation", p->id);
+        p->left_inc = 0;
+        p->distrust_inc = p->inc;
+    }
+    return false;
+}
+
+/* A node becomes a peer only by a valid heartbeat of its own, on its own
+ * subject; ids inside vector clocks are never admitted. */
+pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, size_t len,
+                                    uint64_t now, pd_err *err) {
+    pd_refuse why;
+    const char *doubt;
+    r->now = now;
     pd_heartbeat *hb = pd_malloc(sizeof *hb);
     pd_status s = hb ? pd_heartbeat_decode(buf, len, hb, err) : PD_ENOMEM;
     if (s != PD_OK || pd_str_eqc(hb->node, r->self)) {
@@ -408,30 +560,61 @@ pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t
         pd_free(hb);
         return s;
     }
+    if (from.p && !pd_str_eq(from, hb->node)) {
+        s = refuse(r, PD_REFUSE_WRONG_SUBJECT, now, "heartbeat of %.*s on the subject of %.*s",
+                   (int)hb->node.n, hb->node.p, (int)from.n, from.p);
+        pd_free(hb);
+        return s;
+    }
+    if ((doubt = hb_doubt(r, hb, now, &why)) != NULL) {
+        s = refuse(r, why, now, "heartbeat of %.*s: its %s is more than %llu ms ahead of ours",
+                   (int)hb->node.n, hb->node.p, doubt, (unsigned long long)skew(r));
+        pd_free(hb);
+        return s;
+    }
     peer *p = peer_get(r, hb->node);
-    if (p == NULL || hb->inc < p->inc) {
+    if (p == NULL) {
+        s = refuse(r, PD_REFUSE_PEER_TABLE_FULL, now, "heartbeat of %.*s: no room for a peer",
+                   (int)hb->node.n, hb->node.p);
+        pd_free(hb);
+        return s;
+    }
+    if (hb->inc < p->inc) {
         pd_free(hb);
         return PD_OK;
     }
-    pd_model_hlc_observe(r->m, hb->hlc);
+    pd_model_hlc_observe(r->m, hb->hlc, now);
     if (hb->inc > p->inc) new_incarnation(r, p, hb->inc, now);
+    /* Not heard for more than two intervals, or down here: the watchers of
+     * both sides may have been told different things meanwhile (a split,
+     * a broken route: NATS does not keep what it could not deliver). */
+    bool healed = p->heard && (!p->alive || now > p->last_hb + 2 * r->cfg.sync_interval_ms);
+    uint64_t heard_before = p->last_hb;
     p->last_hb = now;
     p->heard = true;
+    p->behind = hb->wall && hb->wall + skew(r) < now;
     keep_heartbeat(p, buf, len);
-    if (hb->leaving) {
-        if (p->alive) mark_down(r, p, now, "it said it is leaving");
+    if (hb_leaving(r, p, hb, now)) {
         pd_free(hb);
         return PD_OK;
     }
     if (!p->alive || p->ready != hb->ready) {
         /* The set of announcing nodes changes: take over what is ours now. */
-        snapshot_membership(r);
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
-        p->alive = true;
-        p->ready = hb->ready;
-        reannounce(r, now, true);
+        set_membership(r, p, true, hb->ready);
+        pd_notifier_take_over(r->nf, r->m, now);
+    }
+    if (healed) {
+        /* Not at once: the other side may not have heard us yet, and until
+         * it does it still announces from its side's view (its timers for
+         * our users fire), now to everyone. Two intervals later it has. */
+        pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
+               "differ", p->id, (unsigned long long)(now - heard_before));
+        if (r->heal_at == 0 || heard_before < r->heal_since) r->heal_since = heard_before;
+        r->heal_at = now + 2 * r->cfg.sync_interval_ms;
     }
     catch_up_from(r, hb, now);
+    check_own_clock(r);
     pd_free(hb);
     return PD_OK;
 }
@@ -446,8 +629,9 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     hb->inc = r->cfg.inc;
     hb->seq = r->seq;
     hb->hlc = pd_model_hlc(r->m);
+    hb->wall = now;
     hb->leaving = leaving;
-    hb->ready = r->ready;
+    hb->ready = is_ready(r);
     hb->devices = st.devices;
     hb->users = st.users;
     hb->vc[hb->nvc++] = (pd_vc_entry){S(r->self), r->cfg.inc, r->seq};
@@ -462,6 +646,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
 }
 
 void pd_repl_leave(pd_repl *r, uint64_t now) {
+    r->now = now;
     pd_repl_flush(r);
     send_heartbeat(r, true, now);
 }
@@ -496,6 +681,29 @@ static void serve_op(void *ud, const pd_op *op) {
     if (c->ops.size >= c->r->cfg.max_msg_bytes / 2) send_part(c, false);
 }
 
+/* A state transfer costs a whole partition: served only to a live peer,
+ * at most SERVE_PER_INTERVAL per requester per sync interval. */
+static bool may_serve(pd_repl *r, const pd_sync_req *q) {
+    uint64_t now = r->now;
+    peer *asker = peer_find(r, q->node);
+    if (asker == NULL || !asker->alive) {
+        refuse(r, PD_REFUSE_NOT_A_PEER, now, "state transfer asked by %.*s, not a live peer here",
+               (int)q->node.n, q->node.p);
+        return false;
+    }
+    if (now >= asker->served_window + r->cfg.sync_interval_ms || now < asker->served_window) {
+        asker->served_window = now;
+        asker->served_n = 0;
+    }
+    if (asker->served_n >= SERVE_PER_INTERVAL) {
+        refuse(r, PD_REFUSE_SYNC_RATE, now, "state transfer asked by %s: more than %d in one "
+               "sync interval", asker->id, SERVE_PER_INTERVAL);
+        return false;
+    }
+    asker->served_n++;
+    return true;
+}
+
 pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void *reply_ctx,
                                   pd_err *err) {
     pd_sync_req q;
@@ -507,6 +715,14 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
     serve_ctx c = {.r = r, .reply_ctx = reply_ctx};
     c.hdr.origin = q.origin;
     c.hdr.req = q.req;
+    msgpack_sbuffer_init(&c.ops);
+    if (!may_serve(r, &q)) {
+        /* Answered "unknown", which costs nothing: a real peer that asked
+         * before its first heartbeat got here asks again at the next one. */
+        send_part(&c, true);
+        msgpack_sbuffer_destroy(&c.ops);
+        return PD_OK;
+    }
     pd_repl_flush(r); /* our own seq must cover every op in the dump */
     if (pd_str_eqc(q.origin, r->self)) {
         /* Restoring: our partition is not what we will announce yet (see
@@ -520,7 +736,6 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
         c.hdr.inc = c.hdr.known ? p->inc : 0;
         c.hdr.seq = c.hdr.known ? p->seq : 0;
     }
-    msgpack_sbuffer_init(&c.ops);
     if (c.hdr.known) pd_model_partition_dump(r->m, q.origin, serve_op, &c);
     send_part(&c, true);
     msgpack_sbuffer_destroy(&c.ops);
@@ -530,6 +745,7 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
 
 pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err) {
+    r->now = now;
     pd_sync_part sp;
     pd_status s = pd_sync_part_decode(buf, len, &sp, err);
     if (s != PD_OK) {
@@ -544,7 +760,9 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
     if (sp.part == 0) {
         /* Unknown there, from an older incarnation, or behind what we have:
          * nothing to take from this answer. */
-        p->sync_ignore = !sp.known || sp.inc < p->inc || (sp.inc == p->inc && sp.seq < p->seq);
+        p->sync_ignore = !sp.known || sp.inc < p->inc ||
+                         (sp.inc == p->inc && sp.seq < p->seq && !p->force_sync) ||
+                         ms_ahead(r, sp.inc, now);
         if (!p->sync_ignore) {
             if (sp.inc > p->inc) new_incarnation(r, p, sp.inc, now);
             p->syncing = true; /* new_incarnation may have cleared it */
@@ -552,11 +770,19 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
         }
     }
     p->sync_part++;
+    if (!p->sync_ignore && ops_ahead(r, &sp.ops, now)) {
+        /* Half applied: the next transfer starts the partition over. */
+        refuse(r, PD_REFUSE_CLOCK_AHEAD, now, "state transfer of %s: an op's clock is ahead "
+               "of ours", p->id);
+        end_sync(r, p, now);
+        return PD_OK;
+    }
     if (!p->sync_ignore) apply_ops(r, sp.origin, &sp.ops, now);
     if (!sp.last) return PD_OK;
     if (!p->sync_ignore) {
         pd_model_partition_end(r->m, sp.origin, now);
         p->seq = sp.seq;
+        p->force_sync = false;
         r->stats.syncs_done++;
     }
     end_sync(r, p, now);
@@ -567,17 +793,13 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
 
 static void check_ready(pd_repl *r, uint64_t now) {
     /* Two heartbeat periods: every live peer has spoken at least once. */
-    if (r->ready || r->restoring || now < r->started + 2 * r->cfg.sync_interval_ms) return;
+    if (is_ready(r) || r->restoring || now < r->started + 2 * r->cfg.sync_interval_ms) return;
     bool syncing = false;
     for (uint32_t i = 0; i < r->npeers; i++) syncing |= r->peers[i]->syncing;
     if (syncing && now < r->started + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
-    r->ready = true;
-    snapshot_membership(r);
     pd_log(PD_LOG_INFO, "caught up with %u known node(s): announcing changes", r->npeers);
     /* Changes made while warming up were not announced yet. */
-    uint64_t window = now - r->started + r->cfg.node_timeout_ms;
-    reannounce_ctx c = {r, (int64_t)(now > window ? now - window : 0), false};
-    pd_model_foreach_view(r->m, reannounce_one, &c);
+    pd_notifier_start(r->nf, r->m, r->started, now);
     send_heartbeat(r, false, now);
 }
 
@@ -589,10 +811,11 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
         pd_log(PD_LOG_WARN, "loop stalled for %llu ms: catching up before announcing",
                (unsigned long long)(now - r->last_tick));
         for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->last_hb = now;
-        r->ready = false;
+        pd_notifier_pause(r->nf);
         r->started = now;
     }
     r->last_tick = now;
+    r->now = now;
 }
 
 void pd_repl_tick(pd_repl *r, uint64_t now) {
@@ -608,24 +831,44 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
             end_sync(r, p, now);
         }
     }
+    /* Down for twice the node timeout: forgotten, so that made-up or
+     * retired ids cannot fill the table (a real node comes back by its
+     * next heartbeat). */
+    for (uint32_t i = 0; i < r->npeers;) {
+        peer *p = r->peers[i];
+        if (!p->alive && !p->syncing && now > p->last_hb + 2 * r->cfg.node_timeout_ms)
+            peer_remove(r, i);
+        else
+            i++;
+    }
     /* Heartbeats start at once, ready or not: peers must not take a node
      * that is catching up for dead; they leave it out of the announcers. */
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
+    if (r->heal_at && now >= r->heal_at) {
+        pd_notifier_heal(r->nf, r->m, r->heal_since, now);
+        r->heal_at = 0;
+    }
     pd_repl_flush(r);
+    pd_notifier_tick(r->nf, now); /* held notifications leave after the delta */
 }
 
 uint64_t pd_repl_next_due(const pd_repl *r) {
     uint64_t due = pd_model_next_due(r->m);
+    uint64_t gate = pd_notifier_next_due(r->nf);
+    if (gate < due) due = gate;
     uint64_t hb = r->last_hb_sent + r->cfg.sync_interval_ms;
     /* The warm-up's end, unless a restore holds it back (then it is due
      * when the restore is done, not now, over and over). */
-    if (!r->ready && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
+    if (!is_ready(r) && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
         hb = r->started + 2 * r->cfg.sync_interval_ms;
     if (hb < due) due = hb;
+    if (r->heal_at && r->heal_at < due) due = r->heal_at;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
-        uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1 : UINT64_MAX;
+        uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1
+                              : p->last_hb + 2 * r->cfg.node_timeout_ms + 1;
         if (t < due) due = t;
+
         if (p->syncing && p->sync_started + sync_timeout(r) + 1 < due)
             due = p->sync_started + sync_timeout(r) + 1;
         if (p->claim_at && p->claim_at + claim_grace(r) < due) due = p->claim_at + claim_grace(r);
@@ -646,10 +889,14 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
     if (r->cfg.max_msg_bytes < 4096) r->cfg.max_msg_bytes = 4096;
     r->io = *io;
     memcpy(r->self, node.p, node.n);
-    r->started = now;
+    r->started = r->now = now;
+    r->refuse_log = (pd_ratelimit)PD_RATELIMIT_INIT(10, 10000);
     msgpack_sbuffer_init(&r->ops);
     msgpack_sbuffer_init(&r->out);
-    r->m = pd_model_new(mcfg, node, on_change, r);
+    pd_notify_cfg ncfg = {cfg->notify_min_interval_ms, cfg->notify_max_users,
+                          cfg->sync_interval_ms, cfg->node_timeout_ms};
+    r->nf = pd_notifier_new(&ncfg, node, publish_notification, r);
+    r->m = r->nf ? pd_model_new(mcfg, node, on_change, r) : NULL;
     if (r->m == NULL) {
         pd_repl_free(r);
         return NULL;
@@ -667,17 +914,26 @@ void pd_repl_free(pd_repl *r) {
     }
     pd_free(r->peers);
     pd_model_free(r->m);
+    pd_notifier_free(r->nf);
     msgpack_sbuffer_destroy(&r->ops);
     msgpack_sbuffer_destroy(&r->out);
     pd_free(r);
 }
 
 pd_model *pd_repl_model(pd_repl *r) { return r->m; }
-bool pd_repl_ready(const pd_repl *r) { return r->ready; }
-void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st) { *st = r->stats; }
+bool pd_repl_ready(const pd_repl *r) { return is_ready(r); }
+pd_notifier *pd_repl_notifier(pd_repl *r) { return r->nf; }
+
+void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st) {
+    pd_notify_stats ns;
+    pd_notifier_stats_get(r->nf, &ns);
+    *st = r->stats;
+    st->notifications = ns.announced;
+}
 
 pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
                         pd_err *err) {
+    r->now = now; /* the changes it makes are announced at now */
     return pd_model_apply(r->m, ev, now, res, err);
 }
 
@@ -731,7 +987,7 @@ void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
     info->nvc = 0;
     for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
         const peer *p = r->peers[i];
-        if (p->inc && !p->syncing)
+        if (p->inc && !p->syncing && p->alive)
             info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
     }
 }
@@ -758,7 +1014,11 @@ static void watch_restored(peer *p, uint64_t now) {
  * and new claims outrank the old ones (the HLC observes them). */
 static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
     r->restoring = true;
-    pd_model_hlc_observe(r->m, op->hlc);
+    if (pd_hlc_ahead(op->hlc, now, skew(r))) {
+        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+        return;
+    }
+    pd_model_hlc_observe(r->m, op->hlc, now);
     pd_model_apply_own_op(r->m, op, now);
 }
 
@@ -766,6 +1026,7 @@ void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
 
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                           pd_snap_info *info, pd_err *err) {
+    r->now = now;
     pd_snap_reader rd;
     pd_snap_device d;
     pd_op op;
@@ -776,16 +1037,27 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                    info->node.p, r->self);
         return PD_EBADVALUE;
     }
-    pd_model_hlc_observe(r->m, info->hlc);
+    /* A clock from the future (a node that ran ahead, a forged snapshot)
+     * would cut this node off after its first op: refused whole. */
+    if (pd_hlc_ahead(info->hlc, now, skew(r)) || ms_ahead(r, info->inc, now)) {
+        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+        pd_err_set(err, PD_EBADVALUE, "snapshot clock is more than %llu ms ahead of ours",
+                   (unsigned long long)skew(r));
+        return PD_EBADVALUE;
+    }
+    pd_model_hlc_observe(r->m, info->hlc, now);
     /* Users: at most one per device, plus those kept for their registers. */
     pd_model_reserve(r->m, (uint64_t)rd.ndevs + rd.nregs, rd.ndevs);
     while (pd_snap_next_device(&rd, &d)) {
         if (pd_str_eqc(d.owner, r->self)) restore_own_op(r, &d.op, now);
-        else pd_model_apply_op(r->m, d.owner, &d.op, now);
+        else if (!pd_hlc_ahead(d.op.hlc, now, skew(r))) pd_model_apply_op(r->m, d.owner, &d.op, now);
     }
-    while (pd_snap_next_register(&rd, &op)) pd_model_apply_op(r->m, op.writer, &op, now);
+    while (pd_snap_next_register(&rd, &op)) {
+        if (!pd_hlc_ahead(op.hlc, now, skew(r))) pd_model_apply_op(r->m, op.writer, &op, now);
+    }
     for (uint32_t i = 0; i < info->nvc; i++) {
         if (pd_str_eqc(info->vc[i].node, r->self)) continue; /* never a peer of itself */
+        if (ms_ahead(r, info->vc[i].inc, now)) continue;
         peer *p = peer_get(r, info->vc[i].node);
         if (p == NULL) continue;
         p->inc = info->vc[i].inc;
@@ -800,6 +1072,7 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
 
 pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err) {
+    r->now = now;
     pd_delta d;
     pd_ops_iter it;
     pd_op op;
@@ -817,8 +1090,16 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
         }
         if (d.seq <= r->rest_seq) return PD_OK;
         r->rest_seq = d.seq;
+        if (ops_ahead(r, &d.ops, now)) {
+            r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+            return PD_OK;
+        }
         pd_ops_iter_init(&it, &d.ops);
         while (pd_ops_next(&it, &op)) restore_own_op(r, &op, now);
+        return PD_OK;
+    }
+    if (ms_ahead(r, d.inc, now) || ops_ahead(r, &d.ops, now)) {
+        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
         return PD_OK;
     }
     peer *p = peer_get(r, d.node);

@@ -22,7 +22,10 @@
  *   replaces the old one's devices at once.
  * - Each user's notifications come from one node: the highest rendezvous
  *   hash of (node, user) among live nodes. A starting node listens for one
- *   sync interval and catches up before it heartbeats or announces. */
+ *   sync interval and catches up before it heartbeats or announces. The
+ *   replica tells its notifier (notify/notify.h) who is alive and ready
+ *   and what changed; the notifier chooses, re-announces, coalesces and
+ *   hands the views to io.publish. */
 #ifndef PD_REPL_H
 #define PD_REPL_H
 #include <stdbool.h>
@@ -30,6 +33,7 @@
 #include "wire/codec_repl.h"
 #include "model/presence.h"
 #include "sync/snapshot.h"
+#include "notify/notify.h"
 
 typedef struct {
     void (*send_delta)(void *ud, const void *buf, size_t len);
@@ -39,8 +43,9 @@ typedef struct {
     void (*send_sync_request)(void *ud, pd_str target, const void *buf, size_t len);
     /* One part of a reply to the request identified by reply_ctx. */
     void (*send_sync_part)(void *ud, void *reply_ctx, const void *buf, size_t len);
-    /* A change this node announces (v is borrowed). */
-    void (*notify)(void *ud, const pd_view *v);
+    /* A notification to publish now: a change this node announces, past
+     * the coalescing gate (notify/notify.h). v is borrowed. */
+    void (*publish)(void *ud, const pd_view *v);
     void *ud;
     /* Optional (benchmarks): the ops of a delta that carries trace ids
      * were just applied here (d is borrowed). Never called when nobody
@@ -53,7 +58,26 @@ typedef struct {
     uint64_t node_timeout_ms;
     uint64_t inc;              /* this incarnation: unique and growing */
     size_t max_msg_bytes;      /* deltas and sync parts stay below this */
+    uint64_t notify_min_interval_ms; /* coalescing of notifications; 0: off */
+    uint32_t notify_max_users; /* users coalesced at once (0: the default) */
+    /* A peer's clock (HLC, incarnation, wall clock) more than this ahead of
+     * ours is refused (0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
+    uint64_t max_clock_skew_ms;
 } pd_repl_cfg;
+
+/* Why a message from another node was dropped (presenced_refused_total).
+ * CHECKLIST: new reason? Add its name to pd_refuse_name (repl.c) and a
+ * line to docs/failure-modes.md. */
+typedef enum {
+    PD_REFUSE_CLOCK_AHEAD,    /* HLC or wall clock beyond now + the skew bound */
+    PD_REFUSE_INC_AHEAD,      /* incarnation (a start time) beyond that bound */
+    PD_REFUSE_WRONG_SUBJECT,  /* "node" is not the node of the subject */
+    PD_REFUSE_NOT_A_PEER,     /* delta or sync request from a node not live here */
+    PD_REFUSE_PEER_TABLE_FULL,
+    PD_REFUSE_SYNC_RATE,      /* state transfer asked again too soon */
+    PD_REFUSE_COUNT
+} pd_refuse;
+const char *pd_refuse_name(pd_refuse why);
 
 typedef struct pd_repl pd_repl;
 
@@ -63,7 +87,8 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
 void pd_repl_free(pd_repl *r);
 pd_model *pd_repl_model(pd_repl *r);
 
-/* A connection event for this node (see pd_model_apply). */
+/* A connection event for this node (see pd_model_apply); the changes it
+ * makes are announced (and coalesced) as of now. */
 pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
                         pd_err *err);
 /* Sends the ops batched so far as one delta (call after each burst). */
@@ -72,10 +97,20 @@ void pd_repl_flush(pd_repl *r);
  * delta (benchmarks: schemas/cluster.md, "Tracing"). */
 void pd_repl_trace(pd_repl *r, uint64_t id);
 
-/* Received messages; a bad one is refused with err and changes nothing. */
+/* Received messages; a bad one is refused with err and changes nothing.
+ * One that decodes but cannot be believed (a clock too far ahead, an
+ * origin that is not a live peer) is dropped and counted in
+ * stats.refused, and PD_OK is returned. */
 pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now, pd_err *err);
 pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err);
+/* The same for a message that came on the subject of node `from` (the
+ * last token of P.delta.<node> / P.hb.<node>): a message whose "node" is
+ * another is refused (PD_REFUSE_WRONG_SUBJECT). */
+pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t len,
+                                uint64_t now, pd_err *err);
+pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, size_t len,
+                                    uint64_t now, pd_err *err);
 pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void *reply_ctx,
                                   pd_err *err);
 pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
@@ -95,6 +130,9 @@ uint64_t pd_repl_next_due(const pd_repl *r);
 void pd_repl_leave(pd_repl *r, uint64_t now);
 
 bool pd_repl_ready(const pd_repl *r);
+/* The replica's notifier (notify/notify.h): stats, and flushing the held
+ * notifications when stopping. */
+pd_notifier *pd_repl_notifier(pd_repl *r);
 
 /* ---- persistence (see snapshot.h) ---- */
 /* Describes the snapshot about to be taken (flushes pending ops first). */
@@ -128,6 +166,10 @@ void pd_repl_answer_cluster(const pd_repl *r, pd_str self, uint64_t now, msgpack
 typedef struct {
     uint64_t deltas_sent, deltas_applied, deltas_dup, gaps, syncs_requested, syncs_done,
         syncs_served, nodes_down, notifications, bad_messages;
+    uint64_t refused[PD_REFUSE_COUNT];
+    uint64_t contradictions;    /* a claim below what we applied: re-fetched */
+    uint64_t peers_forgotten;   /* down for the node timeout: left the table */
+    bool clock_ahead;           /* our wall clock is ahead of every live peer's */
 } pd_repl_stats;
 void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st);
 

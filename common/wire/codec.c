@@ -5,15 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-void pd_err_set(pd_err *e, pd_status code, const char *fmt, ...) {
-    if (e == NULL) return;
-    e->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-}
-
 /* CHECKLIST: keep in the order of pd_event_type. */
 static const char *const event_names[PD_EV_COUNT] = {
     "connect", "disconnect", "activity", "idle", "status",
@@ -232,6 +223,11 @@ static pd_status read_event_field(mp_reader *r, pd_str k, pd_event *ev, unsigned
         if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); ev->has_seq = false; ev->seq = 0; return PD_OK; }
         s = read_nonneg(r, err, "seq", &ev->seq);
         ev->has_seq = true;
+        /* Beyond 2^53 a counter is no counter (and JSON clients lose it). */
+        if (s == PD_OK && ev->seq > PD_SEQ_MAX) {
+            pd_err_set(err, PD_EBADVALUE, "seq is above 2^53");
+            s = PD_EBADVALUE;
+        }
     } else if (pd_str_eqc(k, "trace")) {
         /* Optional, for benchmarks: carried into the delta (cluster.md). */
         int64_t t = 0;
@@ -377,6 +373,16 @@ void pd_reply_ok_encode(msgpack_sbuffer *sb) {
     msgpack_pack_true(&pk);
 }
 
+void pd_reply_duplicate_encode(msgpack_sbuffer *sb) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    pd_pack_cstr(&pk, "ok");
+    msgpack_pack_true(&pk);
+    pd_pack_cstr(&pk, "duplicate");
+    msgpack_pack_true(&pk);
+}
+
 void pd_reply_error_encode(msgpack_sbuffer *sb, pd_status code, const char *msg) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
@@ -406,6 +412,8 @@ pd_status pd_reply_decode(const void *buf, size_t len, pd_reply *out) {
         if (pd_str_eqc(k, "ok")) {
             if (!mpr_bool(&r, &out->ok)) return PD_EBADMSGPACK;
             has_ok = true;
+        } else if (pd_str_eqc(k, "duplicate")) {
+            if (!mpr_bool(&r, &out->duplicate)) return PD_EBADMSGPACK;
         } else if (pd_str_eqc(k, "error") || pd_str_eqc(k, "message")) {
             if (!mpr_str(&r, &v)) return PD_EBADMSGPACK;
             if (k.n == 5) copy_str(out->code, sizeof out->code, v);

@@ -28,15 +28,8 @@
 #define PD_QUERY_USERS_MAX 1000 /* users of one `get` */
 #define PD_QUERY_LIMIT_MAX 1000 /* page size of `online` */
 #define PD_CURSOR_MAX 64        /* bytes of an `online` cursor */
-
-/* An error with its detail, filled by decoders. */
-typedef struct {
-    pd_status code;
-    char msg[128];
-} pd_err;
-
-void pd_err_set(pd_err *e, pd_status code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#define PD_SEQ_MAX ((int64_t)1 << 53)   /* largest event `seq` */
+#define PD_SEQ_JUMP_MAX ((int64_t)1 << 32) /* largest step of a server's `seq` */
 
 /* ---- Section 1: connection events -------------------------------------- */
 
@@ -88,12 +81,15 @@ void pd_event_encode(msgpack_sbuffer *sb, const pd_event *ev,
 /* ---- Section 7: request replies ----------------------------------------- */
 
 void pd_reply_ok_encode(msgpack_sbuffer *sb);
+/* {"ok": true, "duplicate": true}: accepted, but ignored as a duplicate. */
+void pd_reply_duplicate_encode(msgpack_sbuffer *sb);
 void pd_reply_error_encode(msgpack_sbuffer *sb, pd_status code, const char *msg);
 
 /* Decodes {"ok": ...}; on a well-formed error reply, *ok is false and err
  * holds the code and message. Returns non-OK only if the reply is malformed. */
 typedef struct {
     bool ok;
+    bool duplicate;             /* "duplicate": true (an ignored event) */
     char code[32];
     char message[160];
 } pd_reply;

@@ -309,12 +309,13 @@ pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err)
 void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 10);
+    msgpack_pack_map(&pk, 11);
     pack_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", hb->node);
     pack_u64(&pk, "inc", hb->inc);
     pack_u64(&pk, "seq", hb->seq);
     pack_u64(&pk, "hlc", hb->hlc);
+    pack_u64(&pk, "wall", hb->wall);
     pack_bool(&pk, "leaving", hb->leaving);
     pack_bool(&pk, "ready", hb->ready);
     pack_u64(&pk, "devices", hb->devices);
@@ -356,6 +357,7 @@ static bool hb_field(mp_reader *r, pd_str k, void *out) {
     if (pd_str_eqc(k, "seq")) { c->seen |= 4; return rd_u64(r, &hb->seq); }
     if (pd_str_eqc(k, "vc")) { c->seen |= 8; return read_vc(r, hb); }
     if (pd_str_eqc(k, "hlc")) return rd_u64(r, &hb->hlc);
+    if (pd_str_eqc(k, "wall")) return rd_u64(r, &hb->wall);
     if (pd_str_eqc(k, "leaving")) return mpr_bool(r, &hb->leaving);
     if (pd_str_eqc(k, "ready")) return mpr_bool(r, &hb->ready);
     if (pd_str_eqc(k, "devices")) return rd_u64(r, &hb->devices);

@@ -10,7 +10,7 @@
 #ifndef PD_CODEC_REPL_H
 #define PD_CODEC_REPL_H
 #include "wire/codec.h"
-#include "model/presence.h"
+#include "wire/op.h"
 
 #define PD_REPL_VERSION 1
 #define PD_VC_MAX 256           /* entries of a heartbeat's vector clock */
@@ -68,11 +68,12 @@ typedef struct {
     uint64_t inc, seq;
 } pd_vc_entry;
 
-/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "leaving", "ready",
- * "devices", "users", "vc": [[node, inc, seq], ...]} */
+/* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "wall", "leaving",
+ * "ready", "devices", "users", "vc": [[node, inc, seq], ...]} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
+    uint64_t wall;              /* sender's wall clock, ms (absent: 0, unknown) */
     bool leaving;
     bool ready;                 /* caught up and announcing (absent: true) */
     uint64_t devices, users;

@@ -1,0 +1,215 @@
+/* notify.c - change notifications (see notify.h): the announcer choice
+ * over a small table of peers (this node's view of who is alive and
+ * ready, now and before the last change), the re-announce scans of the
+ * model, and the coalescing gate in front of the publish callback. */
+#include "notify/notify.h"
+#include <string.h>
+#include "base/alloc.h"
+#include "base/htab.h"
+#include "base/ids.h"
+
+typedef struct {
+    char id[PD_ID_MAX + 1];
+    uint32_t id_n;
+    bool announcing;           /* alive and ready, as the replica last said */
+    bool was_announcing;       /* the same before the last membership change */
+} member;
+
+struct pd_notifier {
+    pd_notify_cfg cfg;
+    char self[PD_ID_MAX + 1];
+    uint32_t self_n;
+    pd_notify_publish_fn publish;
+    void *ud;
+    member *peers;
+    uint32_t npeers;
+    bool announcing;           /* this node is ready */
+    bool stopping;             /* flushed: the gate is bypassed */
+    pd_gate *gate;
+    uint64_t announced;
+};
+
+/* The gate's send function: out to the owner. */
+static void publish(void *ud, const pd_view *v) {
+    pd_notifier *nf = ud;
+    nf->publish(nf->ud, v);
+}
+
+pd_notifier *pd_notifier_new(const pd_notify_cfg *cfg, pd_str self, pd_notify_publish_fn fn,
+                             void *ud) {
+    pd_notifier *nf = NULL;
+    if (self.n > PD_ID_MAX) goto fail;
+    nf = pd_calloc(1, sizeof *nf);
+    if (nf == NULL) goto fail;
+    nf->cfg = *cfg;
+    if (nf->cfg.max_users == 0) nf->cfg.max_users = PD_NOTIFY_MAX_USERS_DEFAULT;
+    memcpy(nf->self, self.p, self.n);
+    nf->self_n = self.n;
+    nf->publish = fn;
+    nf->ud = ud;
+    nf->gate = pd_gate_new(nf->cfg.min_interval_ms, nf->cfg.max_users, publish, nf);
+    if (nf->gate == NULL) goto fail;
+    return nf;
+fail:
+    pd_notifier_free(nf);
+    return NULL;
+}
+
+void pd_notifier_free(pd_notifier *nf) {
+    if (nf == NULL) return;
+    pd_gate_free(nf->gate);
+    pd_free(nf->peers);
+    pd_free(nf);
+}
+
+/* ---- membership ----------------------------------------------------------------- */
+
+static member *find_peer(const pd_notifier *nf, pd_str id) {
+    for (uint32_t i = 0; i < nf->npeers; i++) {
+        member *p = &nf->peers[i];
+        if (p->id_n == id.n && memcmp(p->id, id.p, id.n) == 0) return p;
+    }
+    return NULL;
+}
+
+pd_status pd_notifier_add_peer(pd_notifier *nf, pd_str peer) {
+    if (find_peer(nf, peer) != NULL) return PD_OK;
+    if (peer.n > PD_ID_MAX) return PD_EBADVALUE;
+    member *v = pd_realloc(nf->peers, sizeof *v * (nf->npeers + 1));
+    if (v == NULL) return PD_ENOMEM;
+    nf->peers = v;
+    member *p = &v[nf->npeers++];
+    memset(p, 0, sizeof *p);
+    memcpy(p->id, peer.p, peer.n);
+    p->id_n = peer.n;
+    return PD_OK;
+}
+
+void pd_notifier_remove_peer(pd_notifier *nf, pd_str peer) {
+    member *p = find_peer(nf, peer);
+    if (p == NULL || p->announcing) return;
+    size_t i = (size_t)(p - nf->peers);
+    memmove(p, p + 1, sizeof *p * (nf->npeers - i - 1));
+    nf->npeers--;
+}
+
+/* The set as it is becomes the set as it was. */
+static void remember_membership(pd_notifier *nf) {
+    for (uint32_t i = 0; i < nf->npeers; i++) nf->peers[i].was_announcing = nf->peers[i].announcing;
+}
+
+void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing) {
+    remember_membership(nf);
+    member *p = find_peer(nf, peer);
+    if (p != NULL) p->announcing = announcing;
+}
+
+/* ---- the announcer ----------------------------------------------------------------- */
+
+static uint64_t score(pd_str node, pd_str user) {
+    char buf[2 * PD_ID_MAX + 1];
+    memcpy(buf, node.p, node.n);
+    buf[node.n] = '\n';
+    memcpy(buf + node.n + 1, user.p, user.n);
+    return pd_hash(buf, node.n + 1u + user.n);
+}
+
+/* True if this node announces user's changes; prev: under the set as it
+ * was before the last membership change. */
+static bool announcer(const pd_notifier *nf, pd_str user, bool prev) {
+    uint64_t best = score((pd_str){nf->self, nf->self_n}, user);
+    for (uint32_t i = 0; i < nf->npeers; i++) {
+        const member *p = &nf->peers[i];
+        if (!(prev ? p->was_announcing : p->announcing)) continue;
+        uint64_t s = score((pd_str){p->id, p->id_n}, user);
+        if (s > best || (s == best && strcmp(p->id, nf->self) > 0)) return false;
+    }
+    return true;
+}
+
+bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user) {
+    return announcer(nf, user, false);
+}
+
+/* ---- out: the gate, then the publish callback --------------------------------------- */
+
+static void announce(pd_notifier *nf, const pd_view *v, uint64_t now) {
+    nf->announced++;
+    if (nf->stopping) nf->publish(nf->ud, v);
+    else pd_gate_offer(nf->gate, v, now);
+}
+
+void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now) {
+    if (nf->announcing && announcer(nf, v->user, false)) announce(nf, v, now);
+}
+
+/* ---- re-announcing ------------------------------------------------------------------ */
+
+typedef struct {
+    pd_notifier *nf;
+    int64_t since;
+    bool only_new;      /* only users this node did not announce before */
+    bool not_offline;   /* also users not offline now, whenever they changed */
+    uint64_t now;
+} reannounce_ctx;
+
+static void reannounce_one(void *ud, const pd_view *v) {
+    reannounce_ctx *c = ud;
+    bool recent = v->ts >= c->since || (c->not_offline && v->status != PD_PUB_OFFLINE);
+    if (!recent || !announcer(c->nf, v->user, false)) return;
+    if (c->only_new && announcer(c->nf, v->user, true)) return;
+    announce(c->nf, v, c->now);
+}
+
+/* Announces again the changes made at or after now - window. */
+static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool only_new,
+                       uint64_t now) {
+    reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false, now};
+    pd_model_foreach_view(m, reannounce_one, &c);
+}
+
+void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
+    if (!nf->announcing) return;
+    reannounce(nf, m, nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, now);
+}
+
+void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
+    if (!nf->announcing) return;
+    /* A change stamped a little before the last heartbeat may not have
+     * reached the other side either: one sync interval of margin. */
+    uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
+    reannounce_ctx c = {nf, (int64_t)from, false, true, now};
+    pd_model_foreach_view(m, reannounce_one, &c);
+}
+
+void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now) {
+    nf->announcing = true;
+    remember_membership(nf);
+    /* Changes made while warming up were not announced yet. */
+    reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, now);
+}
+
+void pd_notifier_pause(pd_notifier *nf) { nf->announcing = false; }
+
+bool pd_notifier_announcing(const pd_notifier *nf) { return nf->announcing; }
+
+/* ---- time ------------------------------------------------------------------------- */
+
+void pd_notifier_tick(pd_notifier *nf, uint64_t now) {
+    if (!nf->stopping) pd_gate_tick(nf->gate, now);
+}
+
+uint64_t pd_notifier_next_due(const pd_notifier *nf) {
+    return nf->stopping ? UINT64_MAX : pd_gate_next_due(nf->gate);
+}
+
+void pd_notifier_flush(pd_notifier *nf) {
+    if (nf->stopping) return;
+    pd_gate_flush(nf->gate);
+    nf->stopping = true;
+}
+
+void pd_notifier_stats_get(const pd_notifier *nf, pd_notify_stats *st) {
+    st->announced = nf->announced;
+    pd_gate_stats_get(nf->gate, &st->gate);
+}

@@ -1,0 +1,119 @@
+/* notify.h - change notifications, from a change of the model to the view
+ * handed out for publishing (PROTOCOL.md section 3). One pd_notifier does
+ * the three steps that decide what a node publishes:
+ *
+ * 1. Who announces: each user's changes are announced by one node, the
+ *    highest rendezvous hash of (node, user) among this node and its peers
+ *    that are alive and ready (ties: the larger id). A change of a user
+ *    this node does not announce goes nowhere.
+ * 2. Re-announcing: when the set of announcing nodes changes, the recent
+ *    changes (within node_timeout + 2 sync intervals) of users that are
+ *    newly ours are announced again, in case their previous announcer went
+ *    away before announcing them; when this node becomes ready, every
+ *    change since its warm-up began (less a node timeout) is announced. A
+ *    watcher may see one repeat, never a gap.
+ * 3. Coalescing: what is announced goes through the per-user gate of
+ *    notify_gate.h (PRESENCE_NOTIFY_MIN_INTERVAL_MS), then to the publish
+ *    callback, the one way out.
+ *
+ * The replica (sync/repl.c) owns a notifier and drives it: it tells it the
+ * membership (pd_notifier_add_peer, pd_notifier_set_peer), readiness
+ * (pd_notifier_start, pd_notifier_pause), each change of the model
+ * (pd_notifier_change) and the time (pd_notifier_tick, next_due). The
+ * daemon only publishes what the callback hands it.
+ *
+ * Not thread-safe; one thread owns a notifier. */
+#ifndef PD_NOTIFY_H
+#define PD_NOTIFY_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "base/status.h"
+#include "model/presence.h"
+#include "notify/notify_gate.h"
+#include "wire/codec.h"
+
+/* Users in a coalescing interval at once, at most, when the configuration
+ * says 0: beyond, notifications go out uncoalesced. ~60 bytes each, plus a
+ * held view for those waiting. */
+#define PD_NOTIFY_MAX_USERS_DEFAULT (1u << 18)
+
+typedef struct {
+    uint64_t min_interval_ms;  /* coalescing interval; 0: every view at once */
+    uint32_t max_users;        /* users the gate tracks (0: the default above) */
+    uint64_t sync_interval_ms; /* the replica's: they size the re-announce window */
+    uint64_t node_timeout_ms;
+} pd_notify_cfg;
+
+/* A notification to publish now; v is borrowed for the call. */
+typedef void (*pd_notify_publish_fn)(void *ud, const pd_view *v);
+
+typedef struct {
+    uint64_t announced;        /* views this node announced (before coalescing) */
+    pd_gate_stats gate;        /* what the coalescing gate did with them */
+} pd_notify_stats;
+
+typedef struct pd_notifier pd_notifier;
+
+/* self: this node's id (at most PD_ID_MAX bytes). Starts not announcing
+ * (pd_notifier_start). NULL if out of memory or self is too long. */
+pd_notifier *pd_notifier_new(const pd_notify_cfg *cfg, pd_str self, pd_notify_publish_fn publish,
+                             void *ud);
+/* Frees it; held views are dropped (pd_notifier_flush first to send). */
+void pd_notifier_free(pd_notifier *nf);
+
+/* ---- membership and readiness ---- */
+
+/* Makes room for a peer (not announcing yet); a known one is kept as is.
+ * PD_ENOMEM leaves everything as it was. Call before the peer can ever be
+ * announcing, so that pd_notifier_set_peer needs no memory. */
+pd_status pd_notifier_add_peer(pd_notifier *nf, pd_str peer);
+/* Forgets a peer that is not announcing (the replica forgot it: down for
+ * long); an announcing or unknown one is left alone. */
+void pd_notifier_remove_peer(pd_notifier *nf, pd_str peer);
+/* The announcing set changes: peer is alive and ready (announcing) or not.
+ * The set as it was is kept for the pd_notifier_take_over that follows.
+ * An unknown peer (never added) is taken as not announcing. */
+void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing);
+/* After a pd_notifier_set_peer (and what the model did about it): the
+ * recent changes of users this node announces now and did not before are
+ * announced again. Nothing while this node is not announcing. */
+void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
+
+/* A gap in hearing peer ended (a partition healed, a route came back, a
+ * peer declared down is heard again): while it lasted, the watchers on
+ * each side heard only their side's announcers, so they may have been told
+ * different things (one side took the other's devices for gone). Announces
+ * again the current view of every user this node announces that changed
+ * since `since` (the last time the peer was heard before the gap) or that
+ * is not offline now (the other side may have announced it offline). A
+ * watcher may see a repeat, never a gap; ver orders them. Nothing while
+ * this node is not announcing. */
+void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
+
+/* This node caught up: from now on it announces, starting with every
+ * change since its warm-up began at warm_since (less a node timeout). */
+void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now);
+/* Warming up again (the loop stalled): nothing is announced until
+ * pd_notifier_start. */
+void pd_notifier_pause(pd_notifier *nf);
+bool pd_notifier_announcing(const pd_notifier *nf);
+
+/* ---- changes and time ---- */
+
+/* A change of a user's public view at now (the model's change callback):
+ * announced if this node is ready and announces v->user. v is borrowed. */
+void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
+/* True if this node announces user's changes under the current set. */
+bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user);
+
+/* Publishes the held views whose coalescing interval ended by now. */
+void pd_notifier_tick(pd_notifier *nf, uint64_t now);
+/* When pd_notifier_tick has something to do (UINT64_MAX: nothing). */
+uint64_t pd_notifier_next_due(const pd_notifier *nf);
+/* Stopping: publishes every held view now, and from then on every
+ * announced view at once (uncoalesced). */
+void pd_notifier_flush(pd_notifier *nf);
+
+void pd_notifier_stats_get(const pd_notifier *nf, pd_notify_stats *st);
+
+#endif

@@ -1,0 +1,34 @@
+/* op.h - one change of replicated state, as the model emits and applies it
+ * and as deltas, state transfers and snapshots carry it (encoded by
+ * wire/codec_repl.c; layout in schemas/cluster.md). Its own header so that
+ * the wire code does not depend on the model. */
+#ifndef PD_OP_H
+#define PD_OP_H
+#include <stdint.h>
+#include "base/ids.h"
+#include "wire/ptypes.h"
+
+/* One change of replicated state. Device ops belong to the partition of
+ * their owner (the node that received the connect): only the owner emits
+ * them. Register ops (chosen and custom status) may come from any node and
+ * carry their version: a hybrid logical clock value and the writer's id;
+ * the highest (hlc, writer) wins everywhere. */
+typedef enum { PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM } pd_op_kind;
+
+typedef struct {
+    pd_op_kind kind;
+    pd_str server, conn;            /* device ops */
+    pd_str user, label;             /* ADD; user also for register ops */
+    pd_devstate state;              /* ADD, STATE */
+    int64_t connected_at, last_active;
+    uint64_t hlc;                   /* ADD: the owner's claim; registers: version */
+    pd_str writer;                  /* registers: the node that wrote it */
+    pd_chosen chosen;               /* CHOSEN */
+    pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
+    int64_t expires_at;
+} pd_op;
+
+/* Receives ops in order (the model's op hook, a partition dump). */
+typedef void (*pd_op_fn)(void *ud, const pd_op *op);
+
+#endif

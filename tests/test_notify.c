@@ -1,0 +1,327 @@
+/* test_notify.c - the notifier (notify/notify.h): nothing before it is
+ * ready, the warm-up's changes announced when it starts, one announcer per
+ * user among the announcing nodes, the take-over of only the users that
+ * became ours (within the window), pause, the gate in front of the publish
+ * callback, flushing for a stop, out of memory, and no leaks. The gate's
+ * own rules are in test_notify_gate.c. */
+#include "notify/notify.h"
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include "base/alloc.h"
+
+#define MAX_PUB 4096
+static char published[MAX_PUB][PD_ID_MAX + 1];
+static int npub;
+
+static void on_publish(void *ud, const pd_view *v) {
+    int *calls = ud;
+    (*calls)++;
+    cr_assert_lt(npub, MAX_PUB);
+    snprintf(published[npub++], PD_ID_MAX + 1, "%.*s", (int)v->user.n, v->user.p);
+}
+
+static int count_for(const char *user) {
+    int k = 0;
+    for (int i = 0; i < npub; i++) k += strcmp(published[i], user) == 0;
+    return k;
+}
+
+static const pd_notify_cfg NCFG = {
+    .min_interval_ms = 0, .sync_interval_ms = 100, .node_timeout_ms = 1000};
+
+static pd_notifier *notifier(const pd_notify_cfg *cfg, const char *self, int *calls) {
+    pd_notifier *nf = pd_notifier_new(cfg, pd_str_c(self), on_publish, calls);
+    cr_assert_not_null(nf);
+    return nf;
+}
+
+/* A model whose changes go to the notifier, as the replica wires it. */
+typedef struct {
+    pd_notifier *nf;
+    uint64_t now;
+} wiring;
+
+static void forward(void *ud, const pd_view *v) {
+    wiring *w = ud;
+    pd_notifier_change(w->nf, v, w->now);
+}
+
+static const pd_model_cfg MCFG = {
+    .idle_timeout_ms = 60000, .offline_delay_ms = 500, .server_timeout_ms = 60000};
+
+static void connect_user(pd_model *m, wiring *w, int i, uint64_t now) {
+    char conn[32], user[32];
+    snprintf(conn, sizeof conn, "c%d", i);
+    snprintf(user, sizeof user, "u%d", i);
+    pd_event ev = {.type = PD_EV_CONNECT, .server = PD_STR_LIT("s1"), .conn = pd_str_c(conn),
+                   .user = pd_str_c(user), .device = PD_STR_LIT("web")};
+    pd_apply_result res;
+    pd_err err;
+    w->now = now;
+    cr_assert_eq(pd_model_apply(m, &ev, now, &res, &err), PD_OK, "%s", err.msg);
+}
+
+static pd_view view(const char *user, pd_public st) {
+    return (pd_view){.user = pd_str_c(user), .status = st, .ts = 1};
+}
+
+Test(notify, nothing_before_start_then_the_warm_up_once) {
+    size_t base = pd_alloc_live_bytes();
+    int calls = 0;
+    npub = 0;
+    wiring w = {notifier(&NCFG, "a", &calls), 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
+    cr_assert_not_null(m);
+    for (int i = 0; i < 5; i++) connect_user(m, &w, i, 1000 + (uint64_t)i);
+    cr_expect_eq(calls, 0, "announced while warming up");
+    cr_expect_not(pd_notifier_announcing(w.nf));
+    pd_notifier_start(w.nf, m, 1000, 1300);
+    cr_expect(pd_notifier_announcing(w.nf));
+    cr_expect_eq(calls, 5, "the warm-up's changes: %d announced", calls);
+    for (int i = 0; i < 5; i++) {
+        char u[8];
+        snprintf(u, sizeof u, "u%d", i);
+        cr_expect_eq(count_for(u), 1, "%s", u);
+    }
+    connect_user(m, &w, 5, 1400);
+    cr_expect_eq(calls, 6);
+    cr_expect_eq(count_for("u5"), 1);
+    pd_notify_stats st;
+    pd_notifier_stats_get(w.nf, &st);
+    cr_expect_eq(st.announced, 6);
+    cr_expect_eq(st.gate.sent, 6);
+    pd_model_free(m);
+    pd_notifier_free(w.nf);
+    cr_expect_eq(pd_alloc_live_bytes(), base, "leaked %zd bytes",
+                 (ssize_t)(pd_alloc_live_bytes() - base));
+}
+
+Test(notify, a_warm_up_too_long_ago_is_not_announced) {
+    int calls = 0;
+    npub = 0;
+    wiring w = {notifier(&NCFG, "a", &calls), 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
+    connect_user(m, &w, 0, 1000);
+    connect_user(m, &w, 1, 5000);
+    /* Since 5500 less a node timeout (1000): u1 (5000), not u0 (1000). */
+    pd_notifier_start(w.nf, m, 5500, 6000);
+    cr_expect_eq(calls, 1);
+    cr_expect_eq(count_for("u1"), 1);
+    pd_model_free(m);
+    pd_notifier_free(w.nf);
+}
+
+/* Every user has exactly one announcer among the announcing nodes, and
+ * the users spread over them. */
+Test(notify, one_announcer_per_user) {
+    const char *ids[] = {"n1", "n2", "n3"};
+    pd_notifier *nf[3];
+    int calls = 0;
+    for (int i = 0; i < 3; i++) {
+        nf[i] = notifier(&NCFG, ids[i], &calls);
+        for (int j = 0; j < 3; j++) {
+            if (j == i) continue;
+            cr_assert_eq(pd_notifier_add_peer(nf[i], pd_str_c(ids[j])), PD_OK);
+            pd_notifier_set_peer(nf[i], pd_str_c(ids[j]), true);
+        }
+    }
+    int share[3] = {0};
+    for (int u = 0; u < 600; u++) {
+        char user[16];
+        snprintf(user, sizeof user, "user-%d", u);
+        int k = 0;
+        for (int i = 0; i < 3; i++) {
+            bool mine = pd_notifier_is_announcer(nf[i], pd_str_c(user));
+            k += mine;
+            share[i] += mine;
+        }
+        cr_assert_eq(k, 1, "%s has %d announcers", user, k);
+    }
+    for (int i = 0; i < 3; i++) cr_expect_gt(share[i], 100, "%s announces %d", ids[i], share[i]);
+    /* n3 not ready: n1 and n2 share everything. */
+    for (int i = 0; i < 2; i++) pd_notifier_set_peer(nf[i], PD_STR_LIT("n3"), false);
+    for (int u = 0; u < 600; u++) {
+        char user[16];
+        snprintf(user, sizeof user, "user-%d", u);
+        bool a = pd_notifier_is_announcer(nf[0], pd_str_c(user));
+        bool b = pd_notifier_is_announcer(nf[1], pd_str_c(user));
+        cr_assert(a != b, "%s: n1 %d, n2 %d", user, a, b);
+    }
+    for (int i = 0; i < 3; i++) pd_notifier_free(nf[i]);
+}
+
+/* A peer goes: the recent changes of the users it announced, and only
+ * those, are announced again here; older ones are not. */
+Test(notify, take_over_announces_only_the_new_users_recent_changes) {
+    int calls = 0;
+    npub = 0;
+    wiring w = {notifier(&NCFG, "a", &calls), 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
+    cr_assert_eq(pd_notifier_add_peer(w.nf, PD_STR_LIT("b")), PD_OK);
+    pd_notifier_set_peer(w.nf, PD_STR_LIT("b"), true);
+    pd_notifier_start(w.nf, m, 900, 900);
+    enum { N = 100 };
+    bool was_b[N];
+    int nb = 0;
+    for (int i = 0; i < N; i++) {
+        connect_user(m, &w, i, 1000);
+        char user[8];
+        snprintf(user, sizeof user, "u%d", i);
+        was_b[i] = !pd_notifier_is_announcer(w.nf, pd_str_c(user));
+        nb += was_b[i];
+    }
+    cr_assert_eq(calls, N - nb, "announced %d of a's %d", calls, N - nb);
+    cr_assert_gt(nb, 10);
+    npub = 0;
+    calls = 0;
+    pd_notifier_set_peer(w.nf, PD_STR_LIT("b"), false);
+    pd_notifier_take_over(w.nf, m, 1500);
+    cr_expect_eq(calls, nb, "took over %d, b had %d", calls, nb);
+    for (int i = 0; i < N; i++) {
+        char user[8];
+        snprintf(user, sizeof user, "u%d", i);
+        cr_expect_eq(count_for(user), was_b[i] ? 1 : 0, "%s", user);
+    }
+    /* b back and gone again, long after the changes: nothing is repeated
+     * (the window is node_timeout + 2 sync intervals = 1200 ms). */
+    calls = 0;
+    pd_notifier_set_peer(w.nf, PD_STR_LIT("b"), true);
+    pd_notifier_take_over(w.nf, m, 2300);
+    pd_notifier_set_peer(w.nf, PD_STR_LIT("b"), false);
+    pd_notifier_take_over(w.nf, m, 2300);
+    cr_expect_eq(calls, 0, "%d repeated out of the window", calls);
+    pd_model_free(m);
+    pd_notifier_free(w.nf);
+}
+
+Test(notify, paused_announces_nothing) {
+    int calls = 0;
+    pd_notifier *nf = notifier(&NCFG, "a", &calls);
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), NULL, NULL);
+    pd_notifier_start(nf, m, 0, 0);
+    pd_view v = view("u", PD_PUB_ONLINE);
+    pd_notifier_change(nf, &v, 10);
+    cr_expect_eq(calls, 1);
+    pd_notifier_pause(nf);
+    cr_expect_not(pd_notifier_announcing(nf));
+    pd_notifier_change(nf, &v, 20);
+    cr_expect_eq(calls, 1, "announced while paused");
+    pd_model_free(m);
+    pd_notifier_free(nf);
+}
+
+/* The gate sits between the choice and the publish callback; a flush for
+ * a stop sends what it holds and bypasses it from then on. */
+Test(notify, coalesced_then_flushed_for_a_stop) {
+    size_t base = pd_alloc_live_bytes();
+    int calls = 0;
+    npub = 0;
+    pd_notify_cfg cfg = NCFG;
+    cfg.min_interval_ms = 100;
+    pd_notifier *nf = notifier(&cfg, "a", &calls);
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), NULL, NULL);
+    pd_notifier_start(nf, m, 0, 0);
+    pd_view on = view("u", PD_PUB_ONLINE), away = view("u", PD_PUB_AWAY);
+    pd_notifier_change(nf, &on, 1000);
+    pd_notifier_change(nf, &away, 1010);
+    cr_expect_eq(calls, 1, "the leading edge only");
+    cr_expect_eq(pd_notifier_next_due(nf), 1100);
+    pd_notifier_tick(nf, 1100);
+    cr_expect_eq(calls, 2, "the trailing edge at the interval's end");
+    pd_notifier_change(nf, &on, 1150);
+    cr_expect_eq(calls, 2, "held");
+    pd_notifier_flush(nf);
+    cr_expect_eq(calls, 3, "flushed");
+    cr_expect_eq(pd_notifier_next_due(nf), UINT64_MAX);
+    pd_notifier_change(nf, &away, 1160);
+    cr_expect_eq(calls, 4, "stopping: at once");
+    pd_notify_stats st;
+    pd_notifier_stats_get(nf, &st);
+    cr_expect_eq(st.announced, 4);
+    cr_expect_eq(npub, 4);
+    pd_model_free(m);
+    pd_notifier_free(nf);
+    cr_expect_eq(pd_alloc_live_bytes(), base, "leaked %zd bytes",
+                 (ssize_t)(pd_alloc_live_bytes() - base));
+}
+
+Test(notify, out_of_memory_changes_nothing) {
+    int calls = 0;
+    pd_alloc_fail_after(0);
+    cr_expect_null(pd_notifier_new(&NCFG, PD_STR_LIT("a"), on_publish, &calls));
+    pd_alloc_fail_after(-1);
+    pd_notifier *nf = notifier(&NCFG, "a", &calls);
+    pd_alloc_fail_after(0);
+    cr_expect_eq(pd_notifier_add_peer(nf, PD_STR_LIT("b")), PD_ENOMEM);
+    pd_alloc_fail_after(-1);
+    /* b was never added: taken as not announcing, a announces everyone. */
+    pd_notifier_set_peer(nf, PD_STR_LIT("b"), true);
+    for (int u = 0; u < 50; u++) {
+        char user[16];
+        snprintf(user, sizeof user, "user-%d", u);
+        cr_expect(pd_notifier_is_announcer(nf, pd_str_c(user)), "%s", user);
+    }
+    char longid[PD_ID_MAX + 2];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    cr_expect_eq(pd_notifier_add_peer(nf, pd_str_c(longid)), PD_EBADVALUE);
+    cr_expect_null(pd_notifier_new(&NCFG, pd_str_c(longid), on_publish, &calls));
+    pd_notifier_free(nf);
+}
+
+/* After a gap in hearing a peer: every user this node announces that is
+ * not offline is announced again (the other side may have taken it for
+ * gone), and so is every user that changed since the peer was last heard;
+ * a user offline since before is not, nor a user another node announces. */
+Test(notify, heal_announces_the_online_and_the_recent_again) {
+    int calls = 0;
+    npub = 0;
+    wiring w = {notifier(&NCFG, "a", &calls), 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
+    cr_assert_not_null(m);
+    pd_notifier_start(w.nf, m, 0, 0);
+    for (int i = 0; i < 40; i++) connect_user(m, &w, i, 1000); /* online since long ago */
+    /* u0..u9 leave long before the gap: offline from 1000 + the offline delay on */
+    for (int i = 0; i < 10; i++) {
+        char conn[32];
+        snprintf(conn, sizeof conn, "c%d", i);
+        pd_event ev = {.type = PD_EV_DISCONNECT, .server = PD_STR_LIT("s1"),
+                       .conn = pd_str_c(conn)};
+        pd_apply_result res;
+        pd_err err;
+        w.now = 1100;
+        cr_assert_eq(pd_model_apply(m, &ev, 1100, &res, &err), PD_OK);
+    }
+    w.now = 2000;
+    pd_model_tick(m, 2000);
+    /* u10 leaves during the gap (heard last at 5000, heal at 9000) */
+    pd_event ev = {.type = PD_EV_DISCONNECT, .server = PD_STR_LIT("s1"), .conn = PD_STR_LIT("c10")};
+    pd_apply_result res;
+    pd_err err;
+    w.now = 6000;
+    cr_assert_eq(pd_model_apply(m, &ev, 6000, &res, &err), PD_OK);
+    w.now = 7000;
+    pd_model_tick(m, 7000);
+    cr_assert_eq(pd_notifier_add_peer(w.nf, PD_STR_LIT("b")), PD_OK);
+    pd_notifier_set_peer(w.nf, PD_STR_LIT("b"), true);
+    npub = 0;
+    pd_notifier_heal(w.nf, m, 5000, 9000);
+    for (int i = 0; i < 40; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", i);
+        bool ours = pd_notifier_is_announcer(w.nf, pd_str_c(user));
+        int want = ours && i >= 10 ? 1 : 0; /* online now, or u10: changed in the gap */
+        cr_expect_eq(count_for(user), want, "%s (ours: %d) announced %d times", user, ours,
+                     count_for(user));
+    }
+    int ours = 0;
+    for (int i = 10; i < 40; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", i);
+        ours += pd_notifier_is_announcer(w.nf, pd_str_c(user));
+    }
+    cr_expect(ours > 5 && ours < 25, "the hash should split 30 users roughly in two: %d", ours);
+    pd_model_free(m);
+    pd_notifier_free(w.nf);
+}
