@@ -131,6 +131,8 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .max_devices_per_user = cfg->max_devices_per_user,
         .max_users = cfg->max_users_per_node,
         .max_clock_skew_ms = cfg->max_clock_skew_ms,
+        .activity_resolution_ms = cfg->activity_resolution_ms,
+        .user_retention_ms = cfg->user_retention_ms,
     };
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,

@@ -21,6 +21,7 @@
 /* Subscriptions; the kind travels with each message through the inbox. */
 typedef enum {
     SUB_EVENTS, SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER,
+    SUB_Q_NODE,                     /* P.query.<kind>.<this node>: no queue group */
     SUB_DELTA, SUB_HB, SUB_SYNC_REQ, SUB_SYNC_REPLY,
     SUB_REPLAY,                     /* JetStream replay (persist.c owns it) */
     SUB_STREAM_INFO,                /* replies to persist.c's stream info requests */

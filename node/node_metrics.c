@@ -197,7 +197,8 @@ static void render(pd_node *n, textbuf *b) {
     const uint64_t *dr = n->slow.dropped;
     const struct { const char *kind; uint64_t v; } drops[] = {
         {"events", dr[SUB_EVENTS]},
-        {"queries", dr[SUB_Q_GET] + dr[SUB_Q_DEVICES] + dr[SUB_Q_ONLINE] + dr[SUB_Q_CLUSTER]},
+        {"queries", dr[SUB_Q_GET] + dr[SUB_Q_DEVICES] + dr[SUB_Q_ONLINE] + dr[SUB_Q_CLUSTER] +
+                        dr[SUB_Q_NODE]},
         {"deltas", dr[SUB_DELTA]},
         {"heartbeats", dr[SUB_HB]},
         {"state_transfer", dr[SUB_SYNC_REQ] + dr[SUB_SYNC_REPLY]},

@@ -111,12 +111,13 @@ static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, 
 
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     natsOptions *o = NULL;
-    char events[PD_ID_MAX + 16], sync[PD_ID_MAX + 16];
+    char events[PD_ID_MAX + 16], sync[PD_ID_MAX + 16], query[PD_ID_MAX + 16];
     natsStatus s = make_options(n, &o, err, errlen);
     if (s == NATS_INVALID_ARG && err[0] != '\0') return PD_ECONFIG;
     natsInbox *inbox = NULL;
     snprintf(events, sizeof events, "events.%s", n->cfg.node_id);
     snprintf(sync, sizeof sync, "sync.%s", n->cfg.node_id);
+    snprintf(query, sizeof query, "query.*.%s", n->cfg.node_id);
     if (natsInbox_Create(&inbox) != NATS_OK) {
         snprintf(err, errlen, "cannot create a NATS inbox");
         return PD_EIO;
@@ -138,6 +139,7 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     if (s == NATS_OK) s = subscribe(n, SUB_Q_DEVICES, "query.devices", true);
     if (s == NATS_OK) s = subscribe(n, SUB_Q_ONLINE, "query.online", true);
     if (s == NATS_OK) s = subscribe(n, SUB_Q_CLUSTER, "query.cluster", true);
+    if (s == NATS_OK) s = subscribe(n, SUB_Q_NODE, query, false);
     if (s == NATS_OK) s = subscribe(n, SUB_DELTA, "delta.*", false);
     if (s == NATS_OK) s = subscribe(n, SUB_HB, "hb.*", false);
     if (s == NATS_OK) s = subscribe(n, SUB_SYNC_REQ, sync, false);

@@ -49,6 +49,25 @@ static const pd_query_type query_of[SUB_COUNT] = {
     [SUB_Q_CLUSTER] = PD_Q_CLUSTER,
 };
 
+/* The kind of a per-node query, from its subject P.query.<kind>.<node>
+ * (SUB_COUNT: none of the four). */
+static node_sub_kind node_query_kind(const pd_node *n, const char *subject) {
+    static const struct { const char *name; node_sub_kind kind; } kinds[] = {
+        {"get", SUB_Q_GET}, {"devices", SUB_Q_DEVICES}, {"online", SUB_Q_ONLINE},
+        {"cluster", SUB_Q_CLUSTER},
+    };
+    size_t pre = strlen(n->cfg.subject_prefix);
+    if (subject == NULL || strncmp(subject, n->cfg.subject_prefix, pre) != 0 ||
+        strncmp(subject + pre, ".query.", 7) != 0)
+        return SUB_COUNT;
+    const char *k = subject + pre + 7, *dot = strchr(k, '.');
+    size_t kn = dot ? (size_t)(dot - k) : strlen(k);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (strlen(kinds[i].name) == kn && memcmp(kinds[i].name, k, kn) == 0) return kinds[i].kind;
+    }
+    return SUB_COUNT;
+}
+
 void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     const char *reply = natsMsg_GetReply(msg);
     int len = natsMsg_GetDataLength(msg);
@@ -57,6 +76,14 @@ void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
     pd_status s;
     msgpack_packer pk;
 
+    if (kind == SUB_Q_NODE) kind = node_query_kind(n, natsMsg_GetSubject(msg));
+    if (kind == SUB_COUNT) {
+        pd_err_set(&err, PD_EBADVALUE, "no query on subject %s (get, devices, online, cluster)",
+                   natsMsg_GetSubject(msg));
+        node__bad_input(n, msg, &err);
+        node__reply_error(n, msg, PD_EBADVALUE, err.msg);
+        return;
+    }
     if ((uint64_t)len > n->cfg.max_msg_bytes) {
         pd_err_set(&err, PD_ETOOLARGE, "request is %d bytes; PRESENCE_MAX_MSG_BYTES is %llu",
                    len, (unsigned long long)n->cfg.max_msg_bytes);
@@ -81,6 +108,14 @@ void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
             break;
         default: s = pd_query_answer(n->model, &q, &pk, &err); break;
         }
+    }
+    /* A reply NATS would not carry is refused, not lost on the way. */
+    int64_t max = n->nc ? natsConnection_GetMaxPayload(n->nc) : 0;
+    if (s == PD_OK && max > 0 && n->out.size > (size_t)max) {
+        static const char *const names[PD_Q_COUNT] = {"get", "devices", "online", "cluster"};
+        pd_err_set(&err, PD_ETOOLARGE, "the %s reply is %zu bytes; the NATS max payload is %lld",
+                   names[q.type], n->out.size, (long long)max);
+        s = PD_ETOOLARGE;
     }
     if (s != PD_OK) {
         node__bad_input(n, msg, &err);

@@ -34,6 +34,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
     cr_assert_eq(got->kind, want->kind);
     switch (want->kind) {
     case PD_OP_ADD:
+        expect_str(got->meta, want->meta, "meta");
         expect_str(got->user, want->user, "user");
         expect_str(got->label, want->label, "label");
         cr_expect_eq(got->connected_at, want->connected_at);
@@ -43,6 +44,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         cr_expect_eq(got->last_active, want->last_active);
         /* fall through */
     case PD_OP_REMOVE:
+        if (want->kind == PD_OP_REMOVE) cr_expect_eq(got->at, want->at);
         expect_str(got->server, want->server, "server");
         expect_str(got->conn, want->conn, "conn");
         cr_expect_eq(got->hlc, want->hlc);
@@ -52,8 +54,10 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         expect_str(got->emoji, want->emoji, "emoji");
         cr_expect_eq(got->expires_at, want->expires_at);
         /* fall through */
+    case PD_OP_SEEN:
     case PD_OP_CHOSEN:
         if (want->kind == PD_OP_CHOSEN) cr_expect_eq(got->chosen, want->chosen);
+        if (want->kind != PD_OP_CUSTOM) cr_expect_eq(got->at, want->at);
         expect_str(got->user, want->user, "user");
         expect_str(got->writer, want->writer, "writer");
         cr_expect_eq(got->hlc, want->hlc);
@@ -69,6 +73,13 @@ static const pd_op OPS[] = {
     {.kind = PD_OP_ADD, .server = S("s"), .conn = S("c"), .user = S("u"), .label = S("\xc3\xa9t\xc3\xa9"),
      .state = PD_DEV_ACTIVE, .connected_at = -5, .last_active = 0, .hlc = 0},
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = UINT64_MAX >> 1},
+    {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999},
+    {.kind = PD_OP_ADD, .server = S("s"), .conn = S("c"), .user = S("u"), .label = S("web"),
+     .state = PD_DEV_ACTIVE, .connected_at = 1, .last_active = 2, .hlc = 3,
+     .meta = {"\x81\xa3" "app\xa3" "web", 9}},
+    {.kind = PD_OP_CHOSEN, .user = S("bob"), .chosen = PD_CHOSEN_INVISIBLE, .hlc = 3,
+     .writer = S("node-b"), .at = 1700000000000},
+    {.kind = PD_OP_SEEN, .user = S("dave"), .at = 1700000000001, .hlc = 11, .writer = S("node-a")},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 42,
      .state = PD_DEV_ACTIVE, .last_active = INT64_MAX},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 43,
@@ -431,12 +442,13 @@ Test(codec_repl, op_with_bad_id_refused) {
 }
 
 Test(codec_repl, op_with_wrong_arity_refused) {
-    static const uint8_t arity[] = {9, 4, 6, 5, 7};
-    for (unsigned k = 0; k < 5; k++) {
+    /* Shortest and longest (with the optional last element) of each kind. */
+    static const uint8_t arity[] = {9, 4, 6, 5, 7, 5}, longest[] = {10, 5, 6, 6, 7, 5};
+    for (unsigned k = 0; k < 6; k++) {
         for (int delta = -1; delta <= 1; delta += 2) {
             raw r;
             msgpack_packer pk = raw_packer(&r);
-            uint32_t n = (uint32_t)(arity[k] + delta);
+            uint32_t n = (uint32_t)(delta < 0 ? arity[k] - 1 : longest[k] + 1);
             msgpack_pack_array(&pk, n);
             msgpack_pack_uint8(&pk, (uint8_t)k);
             for (uint32_t i = 1; i < n; i++) pd_pack_cstr(&pk, "x");
@@ -449,7 +461,7 @@ Test(codec_repl, op_with_wrong_arity_refused) {
 }
 
 Test(codec_repl, op_with_unknown_kind_refused) {
-    expect_bad_op("95 05 a1 73 a1 63 01 02", PD_EBADVALUE, "kind 5");
+    expect_bad_op("95 06 a1 73 a1 63 01 02", PD_EBADVALUE, "kind 6");
     expect_bad_op("94 7f a1 73 a1 63 01", PD_EBADVALUE, "kind 127");
     expect_bad_op("94 ff a1 73 a1 63 01", PD_EBADVALUE, "kind -1");
     expect_bad_op("94 a1 30 a1 73 a1 63 01", PD_EBADVALUE, "kind as a string");
@@ -468,6 +480,15 @@ Test(codec_repl, op_with_bad_values_refused) {
                              (int64_t)0, (int64_t)0, (int64_t)-1), PD_EBADVALUE, "negative claim");
     expect_bad_op_raw(op_raw("usuus", (uint64_t)3, "u", (uint64_t)4, (uint64_t)1, "n"),
                       PD_EBADVALUE, "chosen 4");
+    expect_bad_op_raw(op_raw("ussui", (uint64_t)1, "s", "c", (uint64_t)1, (int64_t)0),
+                      PD_EBADVALUE, "REMOVE at 0");
+    expect_bad_op_raw(op_raw("usuusi", (uint64_t)3, "u", (uint64_t)3, (uint64_t)1, "n",
+                             (int64_t)-1), PD_EBADVALUE, "CHOSEN frozen last_seen negative");
+    expect_bad_op_raw(op_raw("usius", (uint64_t)5, "u", (int64_t)0, (uint64_t)1, "n"),
+                      PD_EBADVALUE, "SEEN at 0");
+    expect_bad_op_raw(op_raw("ussssuiius", (uint64_t)0, "s", "c", "u", "web", (uint64_t)0,
+                             (int64_t)0, (int64_t)0, (uint64_t)1, "meta"),
+                      PD_EBADVALUE, "ADD meta not a map");
     expect_bad_op_raw(op_raw("usssius", (uint64_t)4, "u", "t\x01", "", (int64_t)0, (uint64_t)1,
                              "n"), PD_EBADVALUE, "control character in text");
     expect_bad_op_raw(op_raw("usssius", (uint64_t)4, "u", "t", "\xff", (int64_t)0, (uint64_t)1,

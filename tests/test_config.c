@@ -416,7 +416,7 @@ Test(config, every_usage_flag_is_accepted) {
         cr_expect(strstr(err, "unknown option") == NULL, "%s unknown", flag);
         seen++;
     }
-    cr_expect_eq(seen, 36);
+    cr_expect_eq(seen, 38, "%d flags in the help", seen);
     free(text);
 }
 
@@ -469,6 +469,8 @@ Test(config, limits_from_env_and_flags) {
     pd_config_describe(&c, line, sizeof line);
     cr_expect(strstr(line, "max_devices_per_user=3") != NULL, "%s", line);
     cr_expect(strstr(line, "notify_interval=250ms") != NULL, "%s", line);
+    cr_expect(strstr(line, "activity_resolution=30000ms") != NULL, "%s", line);
+    cr_expect(strstr(line, "user_retention=2592000000ms") != NULL, "%s", line);
 }
 
 Test(config, limits_bounds_are_refused_by_name) {

@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "wire/codec.h"
 #include "base/config.h"
+#include "ctl_diff.h"
 #include "ctl_json.h"
 #include "natsauth.h"
 
@@ -24,7 +25,9 @@
 typedef struct {
     const char *nats_url;
     const char *prefix;
-    const char *node;     /* target node of events */
+    const char *node;     /* target node of events (--node or PRESENCE_NODE_ID) */
+    bool node_flag;       /* --node given: queries go to that node only */
+    bool diff;            /* cluster --diff */
     const char *server;   /* socket-server id for connect/disconnect/... */
     bool json;
     int64_t timeout_ms;
@@ -40,11 +43,13 @@ static void usage(FILE *out) {
     fprintf(out,
         "usage: presencectl [options] COMMAND [ARGS]\n"
         "\n"
-        "queries (answered by any node):\n"
+        "queries (answered by any node; with --node ID by that node only):\n"
         "  get USER...                 public presence of users (--viewer USER for a self view)\n"
         "  devices USER                a user's live devices\n"
         "  online [--limit N]          users not offline, all pages\n"
         "  cluster                     the nodes a node knows\n"
+        "  cluster --diff              every node's answers compared: a digest per node, then\n"
+        "                              the users that differ (exit 1 when the nodes differ)\n"
         "  watch [USER|all]            print notifications as they come (--count N to stop)\n"
         "events (sent to --node, as socket server --as):\n"
         "  connect CONN USER [DEVICE]  a new connection (device defaults to 'cli')\n"
@@ -55,7 +60,8 @@ static void usage(FILE *out) {
         "options:\n"
         "  --server URL     NATS server(s) (PRESENCE_NATS_URL, default nats://127.0.0.1:4222)\n"
         "  --prefix P       subject prefix (PRESENCE_SUBJECT_PREFIX, default presence)\n"
-        "  --node ID        node that receives events (PRESENCE_NODE_ID)\n"
+        "  --node ID        node that receives events (PRESENCE_NODE_ID), and that alone\n"
+        "                   answers the queries (P.query.<kind>.<node>) when given here\n"
         "  --as SERVER      socket-server id of events (default presencectl)\n"
         "  --json           machine-readable output\n"
         "  --timeout MS     how long to wait for a reply (default 2000)\n"
@@ -228,9 +234,13 @@ static int query(ctl *c, pd_query_type type, const pd_query *q, const pd_str *us
     static const char *const names[] = {"query.get", "query.devices", "query.online",
                                         "query.cluster"};
     msgpack_sbuffer sb;
+    char subj[200];
+    /* --node: that node's own subject, outside the queue group. */
+    if (c->node_flag) snprintf(subj, sizeof subj, "%s.%s", names[type], c->node);
+    else snprintf(subj, sizeof subj, "%s", names[type]);
     msgpack_sbuffer_init(&sb);
     pd_query_encode(&sb, q, users, n);
-    int rc = request(c, names[type], sb.data, sb.size, out);
+    int rc = request(c, subj, sb.data, sb.size, out);
     msgpack_sbuffer_destroy(&sb);
     if (rc == 0 && (rc = check_error_reply(*out)) != 0) natsMsg_Destroy(*out);
     return rc;
@@ -344,6 +354,7 @@ static int cmd_online(ctl *c) {
 static int cmd_cluster(ctl *c) {
     pd_query q = {.type = PD_Q_CLUSTER};
     natsMsg *m;
+    if (c->diff) return ctl_cluster_diff(c->nc, c->prefix, c->timeout_ms, c->json, stdout);
     int rc = query(c, PD_Q_CLUSTER, &q, NULL, 0, &m);
     if (rc) return rc;
     if (c->json) return print_json_reply(m);
@@ -410,12 +421,13 @@ static int parse_options(ctl *c, int *argc, char **argv, const char **viewer) {
         const char *v = i + 1 < *argc ? argv[i + 1] : NULL;
         bool takes = true;
         if (strcmp(a, "--json") == 0) { c->json = true; takes = false; }
+        else if (strcmp(a, "--diff") == 0) { c->diff = true; takes = false; }
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(stdout); exit(0); }
         else if (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0) { argv[out++] = argv[i]; takes = false; }
         else if (v == NULL) { fprintf(stderr, "presencectl: %s needs a value\n", a); return EXIT_USAGE; }
         else if (strcmp(a, "--server") == 0) c->nats_url = v;
         else if (strcmp(a, "--prefix") == 0) c->prefix = v;
-        else if (strcmp(a, "--node") == 0) c->node = v;
+        else if (strcmp(a, "--node") == 0) { c->node = v; c->node_flag = true; }
         else if (strcmp(a, "--as") == 0) c->server = v;
         else if (strcmp(a, "--emoji") == 0) c->emoji = v;
         else if (strcmp(a, "--viewer") == 0) *viewer = v;
@@ -483,6 +495,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= strcmp(cmd, known[i]) == 0;
     if (!ok) {
         fprintf(stderr, "presencectl: unknown command '%s' (see --help)\n", cmd);
+        return EXIT_USAGE;
+    }
+    if (c.diff && strcmp(cmd, "cluster") != 0) {
+        fprintf(stderr, "presencectl: --diff goes with 'cluster' only\n");
         return EXIT_USAGE;
     }
     if ((rc = connect_nats(&c)) != 0) return rc;

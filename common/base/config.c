@@ -136,6 +136,10 @@ static const cfg_field fields[] = {
      .off = offsetof(pd_config, notify_min_interval_ms), .min = 0, .max = 60000,
      .def_u = 100,
      .meaning = "per user, later changes within this of a notification are coalesced; 0: off"},
+    MS_FIELD("PRESENCE_ACTIVITY_RESOLUTION_MS", activity_resolution_ms, 0, 30000,
+             "step of a device's replicated last_active (activity within one sends nothing); 0: exact"),
+    MS_FIELD("PRESENCE_USER_RETENTION_MS", user_retention_ms, 0, 2592000000ULL,
+             "an offline user with no status of its own is forgotten after this; 0: never"),
     STR_FIELD("PRESENCE_REDIS_PREFIX", CFG_ID, DEF_FIXED, redis_prefix, "presence",
               "first part of Redis keys: PREFIX:snapshot:NODE"),
     MS_FIELD("PRESENCE_STREAM_MAX_AGE_MS", stream_max_age_ms, 1000, 600000,
@@ -806,8 +810,9 @@ void pd_config_describe(const pd_config *c, char *buf, size_t len) {
     if (used + 1 < len)
         snprintf(buf + used, len - used, " max_devices_per_user=%" PRIu64
                  " max_users=%" PRIu64 " max_query_users=%" PRIu64 " notify_interval=%" PRIu64
-                 "ms", c->max_devices_per_user, c->max_users_per_node, c->max_query_users,
-                 c->notify_min_interval_ms);
+                 "ms activity_resolution=%" PRIu64 "ms user_retention=%" PRIu64 "ms",
+                 c->max_devices_per_user, c->max_users_per_node, c->max_query_users,
+                 c->notify_min_interval_ms, c->activity_resolution_ms, c->user_retention_ms);
 }
 
 size_t pd_url_split(const char *list, char *buf, size_t buflen, const char **urls, size_t max) {

@@ -33,6 +33,8 @@ typedef struct pd_config {
     uint64_t max_users_per_node;   /* PRESENCE_MAX_USERS_PER_NODE */
     uint64_t max_query_users;      /* PRESENCE_MAX_QUERY_USERS (get users, online limit) */
     uint64_t notify_min_interval_ms; /* PRESENCE_NOTIFY_MIN_INTERVAL_MS, 0 = off */
+    uint64_t activity_resolution_ms; /* PRESENCE_ACTIVITY_RESOLUTION_MS, 0 = exact */
+    uint64_t user_retention_ms;    /* PRESENCE_USER_RETENTION_MS, 0 = never forget */
     uint64_t test_fail_allocs;     /* PRESENCE_TEST_FAIL_ALLOCS (tests only) */
     uint64_t test_clock_offset_ms; /* PRESENCE_TEST_CLOCK_OFFSET_MS (tests only) */
     uint64_t max_clock_skew_ms;    /* PRESENCE_MAX_CLOCK_SKEW_MS */

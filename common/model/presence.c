@@ -164,19 +164,40 @@ static void server_drop(pd_model *m, pd_server *s) {
     pd_free(s);
 }
 
-/* Fails (changing nothing) only if the idle timer cannot be armed. */
+void pd__seen(pd_user *u, int64_t at, const char *by, uint64_t hlc) {
+    if (at <= 0 || !pd__newer((uint64_t)at, by, (uint64_t)u->seen, u->seen_by)) return;
+    u->seen = at;
+    u->seen_by = by;
+    u->seen_hlc = hlc;
+}
+
+/* now rounded down to PRESENCE_ACTIVITY_RESOLUTION_MS. */
+static int64_t coarse(const pd_model *m, uint64_t now) {
+    uint64_t res = m->cfg.activity_resolution_ms;
+    return (int64_t)(res ? now - now % res : now);
+}
+
+/* Fails (changing nothing) only if the idle timer cannot be armed. The
+ * replicated last_active moves in steps of the activity resolution: an
+ * activity within the current step sends nothing. */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
     if (!pd_timer_armed(&d->idle) &&
         pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)
         return PD_ENOMEM;
-    d->last_active = (int64_t)now;
-    d->user->seen = (int64_t)now;
+    if ((int64_t)now > d->touched) d->touched = (int64_t)now;
+    int64_t la = coarse(m, now);
+    bool raised = la > d->last_active;
+    if (raised) {
+        d->last_active = la;
+        pd__seen(d->user, la, d->node, d->claim);
+    }
     if (d->state != PD_DEV_ACTIVE) {
         d->state = PD_DEV_ACTIVE;
         d->user->nactive++;
         pd__mark_dirty(m, d->user);
-        pd__emit_device(m, PD_OP_STATE, d);
+        raised = true;
     }
+    if (raised) pd__emit_device(m, PD_OP_STATE, d);
     return PD_OK;
 }
 
@@ -192,7 +213,7 @@ void pd__device_set_idle(pd_model *m, pd_device *d) {
 /* A device owned by another node: state as its owner reports it. */
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
     if (last_active > d->last_active) d->last_active = last_active;
-    if (last_active > d->user->seen) d->user->seen = last_active;
+    pd__seen(d->user, last_active, d->node, d->claim);
     if (d->state == st) return;
     d->state = (uint8_t)st;
     if (st == PD_DEV_ACTIVE) d->user->nactive++;
@@ -200,9 +221,13 @@ void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_ac
     pd__mark_dirty(m, d->user);
 }
 
-void pd__device_remove(pd_model *m, pd_device *d, uint64_t now) {
+void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at) {
     pd_user *u = d->user;
-    if (d->node == m->node) pd__emit_device(m, PD_OP_REMOVE, d);
+    if (d->node == m->node) {
+        seen_at = (int64_t)now;
+        pd__emit_remove(m, d, seen_at);
+    }
+    pd__seen(u, seen_at, d->node, d->claim);
     pd_server *s = d->server;
     bool was_active = u->nactive > 0;
     pd_theap_disarm(&m->timers, &d->idle);
@@ -216,7 +241,6 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now) {
     s->ndev--;
     u->ndev--;
     if (d->state == PD_DEV_ACTIVE) u->nactive--;
-    u->seen = (int64_t)now;
     m->ndevices--;
     if (u->ndev == 0) {
         m->live_users--;
@@ -276,9 +300,9 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     pd__mark_dirty(m, u);
     if (local) {
         d->state = PD_DEV_ACTIVE;
-        d->last_active = (int64_t)now;
+        d->last_active = d->touched = (int64_t)now;
         u->nactive++;
-        u->seen = (int64_t)now;
+        pd__seen(u, (int64_t)now, m->node, claim);
         pd__emit_device(m, PD_OP_ADD, d);
     }
     return PD_OK;
@@ -312,7 +336,7 @@ static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status
     pd__ops_unmute(m);
     if (d) {
         pd__emit_device(m, PD_OP_ADD, d);
-        pd__device_remove(m, old, now);
+        pd__device_remove(m, old, now, 0);
     }
     return d;
 }
@@ -331,7 +355,8 @@ static void server_close(pd_model *m, pd_server *s, uint64_t now) {
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
-            if (d->node == m->node && (pass || d->state == PD_DEV_IDLE)) pd__device_remove(m, d, now);
+            if (d->node == m->node && (pass || d->state == PD_DEV_IDLE))
+                pd__device_remove(m, d, now, 0);
         }
     }
     s->watched = 0;
@@ -362,7 +387,7 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
      * it removes, so peers cannot mistake it for the new entry. */
     pd_device *old = d;
     local_add(m, s, ev->conn, ev->user, ev->device, ev->meta, now, &st);
-    if (st == PD_OK && old) pd__device_remove(m, old, now);
+    if (st == PD_OK && old) pd__device_remove(m, old, now, 0);
     return st;
 }
 
@@ -388,7 +413,7 @@ static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t
         else {
             pd_device *old = d;
             d = local_add(m, s, c.conn, c.user, c.device, (pd_str){NULL, 0}, now, &st);
-            if (d && old) pd__device_remove(m, old, now);
+            if (d && old) pd__device_remove(m, old, now, 0);
         }
         if (st != PD_OK) return st;
         d->mark |= MARK_SYNC;
@@ -399,7 +424,7 @@ static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
             if (!(d->mark & MARK_SYNC) && d->node == m->node && (pass || d->state == PD_DEV_IDLE))
-                pd__device_remove(m, d, now);
+                pd__device_remove(m, d, now, 0);
         }
     }
     /* A sync starts the server over: its seq may restart. */
@@ -434,8 +459,9 @@ pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int
     return PD_OK;
 }
 
-void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c) {
-    if (c == PD_CHOSEN_INVISIBLE && u->chosen != PD_CHOSEN_INVISIBLE) u->seen_frozen = u->seen;
+void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c, int64_t frozen) {
+    if (c == PD_CHOSEN_INVISIBLE && frozen > 0) u->seen_frozen = frozen;
+    else if (c == PD_CHOSEN_INVISIBLE && u->chosen != PD_CHOSEN_INVISIBLE) u->seen_frozen = u->seen;
     u->chosen = (uint8_t)c;
     pd__mark_dirty(m, u);
 }
@@ -466,11 +492,14 @@ static pd_status ev_status(pd_model *m, const pd_event *ev, uint64_t now, pd_err
     (void)err;
     pd_user *u = pd__user_get(m, ev->user);
     if (u == NULL) return PD_ENOMEM;
-    pd__chosen_set(m, u, ev->status);
+    pd__chosen_set(m, u, ev->status, 0);
     u->chosen_hlc = pd__hlc_next(m, now);
     u->chosen_by = m->node;
+    /* The frozen last_seen goes with the register: peers that saw the
+     * user's times in another order freeze the same value. */
     pd_op op = {.kind = PD_OP_CHOSEN, .user = ev->user, .chosen = ev->status,
-                .hlc = u->chosen_hlc, .writer = pd_str_c(m->node)};
+                .hlc = u->chosen_hlc, .writer = pd_str_c(m->node),
+                .at = ev->status == PD_CHOSEN_INVISIBLE ? u->seen_frozen : 0};
     pd__emit(m, &op);
     return PD_OK;
 }
@@ -493,7 +522,7 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
     case PD_EV_SYNC: return ev_sync(m, s, ev, now, err);
     case PD_EV_DISCONNECT:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
-        if ((d = claim_local(m, d, now, &st)) != NULL) pd__device_remove(m, d, now);
+        if ((d = claim_local(m, d, now, &st)) != NULL) pd__device_remove(m, d, now, 0);
         return st;
     case PD_EV_ACTIVITY:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
@@ -581,7 +610,7 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     switch (t->kind) {
     case TK_IDLE: {
         pd_device *d = OWNER(t, pd_device, idle);
-        uint64_t due = (uint64_t)d->last_active + m->cfg.idle_timeout_ms;
+        uint64_t due = (uint64_t)d->touched + m->cfg.idle_timeout_ms;
         if (due > now) pd_theap_arm(&m->timers, t, due);
         else pd__device_set_idle(m, d);
         break;

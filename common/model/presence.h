@@ -33,6 +33,12 @@ typedef struct {
     /* A remote HLC more than this ahead of the wall clock is never merged
      * into ours (PRESENCE_MAX_CLOCK_SKEW_MS; 0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
     uint64_t max_clock_skew_ms;
+    /* A device's last_active is replicated at this resolution: activity
+     * within the same step changes nothing (0 = every activity). */
+    uint64_t activity_resolution_ms;
+    /* A user with nothing but a last_seen older than this is forgotten
+     * (0 = never). */
+    uint64_t user_retention_ms;
 } pd_model_cfg;
 
 #define PD_MAX_CLOCK_SKEW_DEFAULT_MS 60000

@@ -27,8 +27,10 @@ struct pd_user {
     pd_device *devs;           /* singly linked through d->unext */
     pd_custom *custom;
     pd_timer grace;            /* offline delay after the last device left */
-    int64_t seen;              /* last connect, activity or disconnect */
-    int64_t seen_frozen;       /* `seen` when the user chose invisible */
+    int64_t seen;              /* last_seen: the highest time replicated for the user */
+    int64_t seen_frozen;       /* `seen` when the user chose invisible (chosen register) */
+    const char *seen_by;       /* writer of `seen` (a device's owner, or a SEEN op's) */
+    uint64_t seen_hlc;         /* HLC of that write */
     int64_t notified_ts;       /* ts of the last notification */
     uint32_t ndev, nactive;
     uint64_t chosen_hlc;       /* version of the chosen-status register */
@@ -67,7 +69,8 @@ struct pd_device {
     const char *node;          /* owner node id, interned by the model */
     uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
     uint8_t *meta;             /* encoded map, length-prefixed (2 bytes) */
-    int64_t connected_at, last_active;
+    int64_t connected_at, last_active; /* replicated; last_active coarsened */
+    int64_t touched;           /* this node's devices: the last activity, exact */
     pd_timer idle;
     uint8_t state;             /* pd_devstate */
     uint8_t mark;              /* MARK_* scratch bits */
@@ -112,7 +115,12 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
  * several devices in one operation remove the idle ones first, so that this
  * is "if any of them was active", whatever their list order; and peers,
  * which replay the REMOVE ops one by one, pass through no other status. */
-void pd__device_remove(pd_model *m, pd_device *d, uint64_t now);
+/* seen_at: the user's last_seen candidate that comes with the removal (a
+ * REMOVE op's time; 0: none). A device of this node is removed at now,
+ * which the REMOVE op it emits carries. */
+void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at);
+/* Raises u's last_seen register to (at, by) if that is newer. */
+void pd__seen(pd_user *u, int64_t at, const char *by, uint64_t hlc);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
 /* This node's devices: with the idle timer. */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now);
@@ -121,7 +129,8 @@ void pd__mark_dirty(pd_model *m, pd_user *u);
 void pd__flush(pd_model *m, uint64_t now);
 void pd__custom_clear(pd_model *m, pd_user *u);
 pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int64_t expires_at);
-void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c);
+/* frozen: the last_seen an invisible user shows (0: freeze the current one). */
+void pd__chosen_set(pd_model *m, pd_user *u, pd_chosen c, int64_t frozen);
 /* Ops made between pd__ops_mute and pd__ops_unmute (they nest) are not
  * emitted: the caller sends what they add up to itself (claim_local), or
  * they restore what the peers were told in an earlier life
@@ -130,6 +139,8 @@ void pd__ops_mute(pd_model *m);
 void pd__ops_unmute(pd_model *m);
 void pd__emit(pd_model *m, const pd_op *op);
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d);
+/* REMOVE of this node's device d, removed at `at`. */
+void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at);
 uint64_t pd__hlc_next(pd_model *m, uint64_t now);
 void pd__hlc_observe(pd_model *m, uint64_t remote, uint64_t now);
 /* True if (a_hlc, a_node) is a newer version than (b_hlc, b_node). */

@@ -93,12 +93,22 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
     op->connected_at = d->connected_at;
     op->last_active = d->last_active;
     op->hlc = d->claim;
+    if (kind == PD_OP_ADD && d->meta)
+        op->meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
 }
 
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     pd_op op;
     if (m->on_op == NULL || m->ops_muted || d->node != m->node) return;
     device_op(d, kind, &op);
+    m->on_op(m->op_ud, &op);
+}
+
+void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
+    pd_op op;
+    if (m->on_op == NULL || d->node != m->node) return;
+    device_op(d, PD_OP_REMOVE, &op);
+    op.at = at;
     m->on_op(m->op_ud, &op);
 }
 
@@ -118,15 +128,16 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         pd__drop_server_if_unused(m, s);
         return PD_OK; /* an older claim: the current owner keeps it */
     }
-    if (d) pd__device_remove(m, d, now); /* announces REMOVE if it was ours */
-    pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, (pd_str){NULL, 0},
-                                  origin, op->hlc, now);
+    if (d) pd__device_remove(m, d, now, 0); /* announces REMOVE if it was ours */
+    pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, op->meta, origin,
+                                  op->hlc, now);
     if (st != PD_OK) {
         pd__drop_server_if_unused(m, s);
         return st;
     }
     d = s->devs;
     d->connected_at = op->connected_at;
+    pd__seen(d->user, op->connected_at, origin, op->hlc);
     pd__device_state(m, d, op->state, op->last_active);
     d->mark &= (uint8_t)~MARK_PARTITION;
     return PD_OK;
@@ -150,9 +161,13 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     if (writer == NULL) return PD_ENOMEM;
     pd_user *u = pd__user_get(m, op->user);
     if (u == NULL) return PD_ENOMEM;
+    if (op->kind == PD_OP_SEEN) {
+        pd__seen(u, op->at, writer, op->hlc);
+        return PD_OK;
+    }
     if (op->kind == PD_OP_CHOSEN) {
         if (!pd__newer(op->hlc, writer, u->chosen_hlc, u->chosen_by)) return PD_OK;
-        pd__chosen_set(m, u, op->chosen);
+        pd__chosen_set(m, u, op->chosen, op->at);
         u->chosen_hlc = op->hlc;
         u->chosen_by = writer;
         return PD_OK;
@@ -181,7 +196,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
             pd_server *s = d->server;
-            pd__device_remove(m, d, now);
+            pd__device_remove(m, d, now, op->at);
             pd__drop_server_if_unused(m, s);
         }
         break;
@@ -248,7 +263,22 @@ static void collect(void *ud, pd_hnode *e) {
     l->v[l->n++] = d;
 }
 
-static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint64_t now) {
+/* A user whose last device left because its owner went down: nobody sent
+ * its REMOVE, so this node writes the time as a SEEN register. Every node
+ * that drops the owner writes one; the latest wins everywhere. */
+static void decide_seen(pd_model *m, pd_user *u, uint64_t now) {
+    uint64_t hlc = pd__hlc_next(m, now);
+    pd__seen(u, (int64_t)now, m->node, hlc);
+    if (u->seen_by != m->node || u->seen != (int64_t)now) return;
+    pd_op op = {.kind = PD_OP_SEEN, .user = {u->id, u->id_n}, .at = (int64_t)now, .hlc = hlc,
+                .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
+}
+
+/* decide: the owner is down (see decide_seen); otherwise a state transfer
+ * said the devices are gone, and their REMOVE times came with it. */
+static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool decide,
+                         uint64_t now) {
     dev_list l = {.owner = owner, .need_mark = marked_only};
     if (owner == NULL || owner == m->node) return;
     scan_devices(m, collect, &l);
@@ -256,7 +286,9 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint6
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
             pd_server *s = l.v[i]->server;
-            pd__device_remove(m, l.v[i], now);
+            pd_user *u = l.v[i]->user;
+            pd__device_remove(m, l.v[i], now, 0);
+            if (decide && u->ndev == 0) decide_seen(m, u, now);
             pd__drop_server_if_unused(m, s);
             l.v[i] = NULL;
         }
@@ -266,11 +298,11 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, uint6
 }
 
 void pd_model_partition_end(pd_model *m, pd_str origin, uint64_t now) {
-    remove_owned(m, pd__intern_find(m, origin), true, now);
+    remove_owned(m, pd__intern_find(m, origin), true, false, now);
 }
 
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now) {
-    remove_owned(m, pd__intern_find(m, owner), false, now);
+    remove_owned(m, pd__intern_find(m, owner), false, true, now);
 }
 
 static void dump_device(void *ud, pd_hnode *e) {
@@ -291,6 +323,16 @@ void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *u
         op.chosen = (pd_chosen)u->chosen;
         op.hlc = u->chosen_hlc;
         op.writer = pd_str_c(u->chosen_by);
+        if (u->chosen == PD_CHOSEN_INVISIBLE) op.at = u->seen_frozen;
+        fn(ud, &op);
+    }
+    if (u->seen_by && (writer == NULL || u->seen_by == writer)) {
+        memset(&op, 0, sizeof op);
+        op.kind = PD_OP_SEEN;
+        op.user = (pd_str){u->id, u->id_n};
+        op.at = u->seen;
+        op.hlc = u->seen_hlc;
+        op.writer = pd_str_c(u->seen_by);
         fn(ud, &op);
     }
     if (u->custom_by && (writer == NULL || u->custom_by == writer)) {
@@ -351,13 +393,15 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     case PD_OP_REMOVE:
         if ((d = owned(m, m->node, op)) != NULL) {
             pd_server *s = d->server;
-            pd__device_remove(m, d, now);
+            /* Removed then, not now: the REMOVE op said when. */
+            pd__device_remove(m, d, op->at > 0 ? (uint64_t)op->at : now, 0);
             pd__drop_server_if_unused(m, s);
         }
         break;
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
-            if (op->last_active > d->last_active) d->last_active = d->user->seen = op->last_active;
+            if (op->last_active > d->last_active) d->last_active = op->last_active;
+            pd__seen(d->user, op->last_active, d->node, d->claim);
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
         }

@@ -104,17 +104,21 @@ uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit
     uint64_t mask = m->users.mask;
     unsigned bits = (unsigned)__builtin_popcountll(mask);
     uint64_t span = bits ? 1ULL << (64 - bits) : 0; /* reversed-hash width of a bucket */
-    uint64_t p = cursor;
+    uint64_t p = cursor, last = 0;
     uint32_t emitted = 0;
     /* Bound the work of one page: empty buckets are cheap but not free. */
     uint64_t budget = (uint64_t)limit * 64 + 1024;
     if (limit == 0) return cursor;
+    /* A full page ends just after its last user, and only if another one
+     * follows: so the cursor depends on the users, not on the table's
+     * size, and every node that holds the same users pages alike. */
     for (;;) {
         uint64_t b = pd_rev64(p) & mask;
         uint32_t n = bucket_items(m, b, p, items, SCAN_BUCKET_MAX);
         for (uint32_t i = 0; i < n; i++) {
-            if (emitted == limit) return items[i].rh;
+            if (emitted == limit) return last + 1; /* items[i].rh > last */
             fn(ud, (pd_str){items[i].u->id, items[i].u->id_n});
+            last = items[i].rh;
             emitted++;
         }
         if (n == SCAN_BUCKET_MAX) { /* a longer chain: resume after the last one */
@@ -125,7 +129,7 @@ uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit
         uint64_t start = pd_rev64(b);
         if (span == 0 || start > UINT64_MAX - span) return 0; /* last bucket: done */
         p = start + span;
-        if (emitted == limit || --budget == 0) return p;
+        if (--budget == 0) return emitted == limit ? last + 1 : p;
     }
 }
 

@@ -18,12 +18,43 @@ static void answer_get(const pd_model *m, const pd_query *q, msgpack_packer *pk)
     }
 }
 
-static void pack_device(void *ud, const pd_device_view *d) { pd_devices_reply_device(ud, d); }
+typedef struct {
+    pd_device_view *v;
+    uint32_t n;
+} dev_list;
 
-static void answer_devices(const pd_model *m, const pd_query *q, msgpack_packer *pk) {
+static void collect_device(void *ud, const pd_device_view *d) {
+    dev_list *l = ud;
+    l->v[l->n++] = *d;
+}
+
+static int str_cmp(pd_str a, pd_str b) {
+    int c = memcmp(a.p, b.p, a.n < b.n ? a.n : b.n);
+    return c ? c : (a.n > b.n) - (a.n < b.n);
+}
+
+static int device_cmp(const void *a, const void *b) {
+    const pd_device_view *x = a, *y = b;
+    int c = str_cmp(x->server, y->server);
+    return c ? c : str_cmp(x->conn, y->conn);
+}
+
+/* Sorted by (server, conn): every node lists a user's devices in the same
+ * order, whatever order it learnt them in. */
+static pd_status answer_devices(const pd_model *m, const pd_query *q, msgpack_packer *pk,
+                                pd_err *err) {
     uint32_t count = pd_model_devices_of(m, q->user, NULL, NULL);
-    pd_devices_reply_begin(pk, q->user, count);
-    pd_model_devices_of(m, q->user, pack_device, pk);
+    dev_list l = {malloc(sizeof *l.v * (count ? count : 1)), 0};
+    if (l.v == NULL) {
+        pd_err_set(err, PD_ENOMEM, "out of memory");
+        return PD_ENOMEM;
+    }
+    pd_model_devices_of(m, q->user, collect_device, &l);
+    qsort(l.v, l.n, sizeof *l.v, device_cmp);
+    pd_devices_reply_begin(pk, q->user, l.n);
+    for (uint32_t i = 0; i < l.n; i++) pd_devices_reply_device(pk, &l.v[i]);
+    free(l.v);
+    return PD_OK;
 }
 
 typedef struct {
@@ -78,7 +109,7 @@ pd_status pd_query_answer(const pd_model *m, const pd_query *q, msgpack_packer *
                           pd_err *err) {
     switch (q->type) {
     case PD_Q_GET: answer_get(m, q, pk); return PD_OK;
-    case PD_Q_DEVICES: answer_devices(m, q, pk); return PD_OK;
+    case PD_Q_DEVICES: return answer_devices(m, q, pk, err);
     case PD_Q_ONLINE: return answer_online(m, q, pk, err);
     default:
         pd_err_set(err, PD_EINTERNAL, "query %d is not answered from the model", (int)q->type);

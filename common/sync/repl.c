@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "notify/notify.h"
 
+#define FORGOTTEN_MAX 16    /* forgotten peers remembered for a heal */
 #define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
 
 typedef struct {
@@ -69,8 +70,14 @@ struct pd_repl {
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
     /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what
-     * changed since heal_since (see on_heartbeat). */
+     * changed since heal_since (see on_heartbeat). Peers forgotten lately,
+     * so that one heard again in the same life still counts as a heal. */
     uint64_t heal_at, heal_since;
+    struct {
+        char id[PD_ID_MAX + 1];
+        uint64_t inc, last_hb;
+    } forgotten[FORGOTTEN_MAX];
+    uint32_t nforgotten;
     pd_repl_stats stats;
     pd_ratelimit refuse_log;
 };
@@ -163,6 +170,10 @@ static void peer_remove(pd_repl *r, uint32_t i) {
     pd_log(PD_LOG_INFO, "node %s forgotten (down for %llu ms)", p->id,
            (unsigned long long)(2 * r->cfg.node_timeout_ms));
     pd_notifier_remove_peer(r->nf, peer_id(p));
+    uint32_t k = r->nforgotten++ % FORGOTTEN_MAX;
+    memcpy(r->forgotten[k].id, p->id, sizeof p->id);
+    r->forgotten[k].inc = p->inc;
+    r->forgotten[k].last_hb = p->last_hb;
     drop_pending(p);
     pd_free(p->hb);
     pd_free(p);
@@ -406,6 +417,20 @@ static void mark_down(pd_repl *r, peer *p, uint64_t now, const char *why) {
     pd_notifier_take_over(r->nf, r->m, now);
 }
 
+/* True if id was forgotten in its life inc (then *last_hb is when it was
+ * last heard, and the record goes). */
+static bool was_forgotten(pd_repl *r, pd_str id, uint64_t inc, uint64_t *last_hb) {
+    uint32_t n = r->nforgotten < FORGOTTEN_MAX ? r->nforgotten : FORGOTTEN_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        if (r->forgotten[i].inc == inc && pd_str_eqc(id, r->forgotten[i].id)) {
+            *last_hb = r->forgotten[i].last_hb;
+            r->forgotten[i].inc = 0;
+            return inc != 0;
+        }
+    }
+    return false;
+}
+
 static void keep_heartbeat(peer *p, const void *buf, size_t len) {
     uint8_t *copy = pd_malloc(len);
     if (copy == NULL) return;
@@ -584,12 +609,16 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         return PD_OK;
     }
     pd_model_hlc_observe(r->m, hb->hlc, now);
-    if (hb->inc > p->inc) new_incarnation(r, p, hb->inc, now);
-    /* Not heard for more than two intervals, or down here: the watchers of
-     * both sides may have been told different things meanwhile (a split,
-     * a broken route: NATS does not keep what it could not deliver). */
-    bool healed = p->heard && (!p->alive || now > p->last_hb + 2 * r->cfg.sync_interval_ms);
+    /* Not heard for more than two intervals, or down here, or forgotten,
+     * in the same life: it went on announcing to the watchers of its side
+     * while we did to ours, and they may have been told different things
+     * (a split, a broken route: NATS does not keep what it could not
+     * deliver). A new life announced nothing while it was gone. */
     uint64_t heard_before = p->last_hb;
+    bool healed = p->heard && hb->inc == p->inc &&
+                  (!p->alive || now > p->last_hb + 2 * r->cfg.sync_interval_ms);
+    if (!p->heard) healed = was_forgotten(r, hb->node, hb->inc, &heard_before);
+    if (hb->inc > p->inc) new_incarnation(r, p, hb->inc, now);
     p->last_hb = now;
     p->heard = true;
     p->behind = hb->wall && hb->wall + skew(r) < now;

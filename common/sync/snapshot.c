@@ -2,7 +2,7 @@
  * snapshot.h for the layout and why a fuzzy snapshot is exact after replay.
  * Body: {"v", "node", "inc", "seq", "hlc", "stream_seq", "taken_at",
  *        "vc": [[node, inc, seq]...], "devices": [[owner, ADD op]...],
- *        "registers": [CHOSEN or CUSTOM op...]} */
+ *        "registers": [CHOSEN, CUSTOM or SEEN op...]} */
 #include "sync/snapshot.h"
 #include <string.h>
 #include "base/alloc.h"
@@ -87,6 +87,8 @@ static void add_device(void *ud, pd_hnode *e) {
         .last_active = d->last_active,
         .hlc = d->claim,
     };
+    if (d->meta)
+        op.meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
     msgpack_pack_array(&s->pk, 2);
     pd_pack_cstr(&s->pk, d->node);
     pd_op_encode(&s->pk, &op);
@@ -172,7 +174,7 @@ static bool read_device(mp_reader *r, pd_snap_device *d) {
 
 static bool read_register(mp_reader *r, pd_op *op) {
     if (!pd_op_read(r, op)) return false;
-    return op->kind == PD_OP_CHOSEN || op->kind == PD_OP_CUSTOM ||
+    return op->kind == PD_OP_CHOSEN || op->kind == PD_OP_CUSTOM || op->kind == PD_OP_SEEN ||
            mpr_fail(r, PD_EBADVALUE, "a register entry is not a register op");
 }
 

@@ -1,19 +1,32 @@
 /* codec_repl.c - deltas, heartbeats and state transfer between nodes (see
  * codec_repl.h and schemas/cluster.md). Ops are compact arrays:
- *   ADD    [0, server, conn, user, label, state, connected_at, last_active, claim]
- *   REMOVE [1, server, conn, claim]
+ *   ADD    [0, server, conn, user, label, state, connected_at, last_active, claim(, meta)]
+ *   REMOVE [1, server, conn, claim(, at)]
  *   STATE  [2, server, conn, claim, state, last_active]
- *   CHOSEN [3, user, chosen, hlc, writer]
- *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer] */
+ *   CHOSEN [3, user, chosen, hlc, writer(, frozen last_seen)]
+ *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer]
+ *   SEEN   [5, user, at, hlc, writer]
+ * The elements in parentheses are optional: an op without them is the one
+ * of earlier nodes. */
 #include "wire/codec_repl.h"
 #include <string.h>
 
-static const uint8_t op_arity[] = {9, 4, 6, 5, 7};
+static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 5};
+/* Arity with the optional last element, if the kind has one. */
+static const uint8_t op_arity_opt[] = {10, 5, 6, 6, 7, 5};
+
+static uint32_t arity_of(const pd_op *op) {
+    bool opt = (op->kind == PD_OP_ADD && op->meta.n > 0) ||
+               (op->kind == PD_OP_REMOVE && op->at > 0) ||
+               (op->kind == PD_OP_CHOSEN && op->at > 0);
+    return opt ? op_arity_opt[op->kind] : op_arity[op->kind];
+}
 
 /* ---- ops ---------------------------------------------------------------------- */
 
 void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
-    msgpack_pack_array(pk, op_arity[op->kind]);
+    uint32_t arity = arity_of(op);
+    msgpack_pack_array(pk, arity);
     msgpack_pack_uint8(pk, (uint8_t)op->kind);
     switch (op->kind) {
     case PD_OP_ADD:
@@ -25,11 +38,13 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         msgpack_pack_int64(pk, op->connected_at);
         msgpack_pack_int64(pk, op->last_active);
         msgpack_pack_uint64(pk, op->hlc);
+        if (arity > op_arity[op->kind]) msgpack_sbuffer_write(pk->data, op->meta.p, op->meta.n);
         break;
     case PD_OP_REMOVE:
         pd_pack_str(pk, op->server);
         pd_pack_str(pk, op->conn);
         msgpack_pack_uint64(pk, op->hlc);
+        if (arity > op_arity[op->kind]) msgpack_pack_int64(pk, op->at);
         break;
     case PD_OP_STATE:
         pd_pack_str(pk, op->server);
@@ -43,12 +58,19 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         msgpack_pack_uint8(pk, (uint8_t)op->chosen);
         msgpack_pack_uint64(pk, op->hlc);
         pd_pack_str(pk, op->writer);
+        if (arity > op_arity[op->kind]) msgpack_pack_int64(pk, op->at);
         break;
     case PD_OP_CUSTOM:
         pd_pack_str(pk, op->user);
         pd_pack_str(pk, op->text);
         pd_pack_str(pk, op->emoji);
         msgpack_pack_int64(pk, op->expires_at);
+        msgpack_pack_uint64(pk, op->hlc);
+        pd_pack_str(pk, op->writer);
+        break;
+    case PD_OP_SEEN:
+        pd_pack_str(pk, op->user);
+        msgpack_pack_int64(pk, op->at);
         msgpack_pack_uint64(pk, op->hlc);
         pd_pack_str(pk, op->writer);
         break;
@@ -85,14 +107,30 @@ static bool rd_small(mp_reader *r, unsigned max, unsigned *v) {
 
 static bool rd_i64(mp_reader *r, int64_t *v) { return mpr_int(r, v); }
 
+/* A time (ms since the epoch): positive. */
+static bool rd_time(mp_reader *r, int64_t *v) {
+    if (!mpr_int(r, v)) return false;
+    return *v > 0 || mpr_fail(r, PD_EBADVALUE, "bad time in op");
+}
+
+/* A connect's meta: a map of at most PD_META_MAX encoded bytes, kept raw. */
+static bool rd_meta(mp_reader *r, pd_str *meta) {
+    if (mpr_peek(r) != MPR_MAP) return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad meta in op");
+    if (!mpr_raw(r, meta)) return false;
+    if (meta->n == 0 || meta->n > PD_META_MAX) return mpr_fail(r, PD_EBADVALUE, "bad meta in op");
+    return true;
+}
+
 /* Reads and validates one op. */
 static bool read_op(mp_reader *r, pd_op *op) {
     uint32_t n;
     unsigned kind = 0, small = 0;
     memset(op, 0, sizeof *op);
-    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_CUSTOM, &kind))
+    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_SEEN, &kind))
         return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad op");
-    if (n != op_arity[kind]) return mpr_fail(r, PD_EBADVALUE, "bad op arity");
+    if (n != op_arity[kind] && n != op_arity_opt[kind])
+        return mpr_fail(r, PD_EBADVALUE, "bad op arity");
+    bool opt = n > op_arity[kind];
     op->kind = (pd_op_kind)kind;
     switch (op->kind) {
     case PD_OP_ADD:
@@ -101,9 +139,10 @@ static bool read_op(mp_reader *r, pd_op *op) {
             !rd_i64(r, &op->connected_at) || !rd_i64(r, &op->last_active) || !rd_u64(r, &op->hlc))
             return false;
         op->state = (pd_devstate)small;
-        return true;
+        return !opt || rd_meta(r, &op->meta);
     case PD_OP_REMOVE:
-        return rd_id(r, &op->server) && rd_id(r, &op->conn) && rd_u64(r, &op->hlc);
+        return rd_id(r, &op->server) && rd_id(r, &op->conn) && rd_u64(r, &op->hlc) &&
+               (!opt || rd_time(r, &op->at));
     case PD_OP_STATE:
         if (!rd_id(r, &op->server) || !rd_id(r, &op->conn) || !rd_u64(r, &op->hlc) ||
             !rd_small(r, PD_DEV_IDLE, &small) || !rd_i64(r, &op->last_active))
@@ -112,7 +151,7 @@ static bool read_op(mp_reader *r, pd_op *op) {
         return true;
     case PD_OP_CHOSEN:
         if (!rd_id(r, &op->user) || !rd_small(r, PD_CHOSEN_INVISIBLE, &small) ||
-            !rd_u64(r, &op->hlc) || !rd_id(r, &op->writer))
+            !rd_u64(r, &op->hlc) || !rd_id(r, &op->writer) || (opt && !rd_time(r, &op->at)))
             return false;
         op->chosen = (pd_chosen)small;
         return true;
@@ -120,6 +159,9 @@ static bool read_op(mp_reader *r, pd_op *op) {
         return rd_id(r, &op->user) && rd_text(r, &op->text, PD_TEXT_MAX, false) &&
                rd_text(r, &op->emoji, PD_EMOJI_MAX, false) && rd_i64(r, &op->expires_at) &&
                rd_u64(r, &op->hlc) && rd_id(r, &op->writer);
+    case PD_OP_SEEN:
+        return rd_id(r, &op->user) && rd_time(r, &op->at) && rd_u64(r, &op->hlc) &&
+               rd_id(r, &op->writer);
     }
     return false;
 }

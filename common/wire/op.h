@@ -12,8 +12,14 @@
  * their owner (the node that received the connect): only the owner emits
  * them. Register ops (chosen and custom status) may come from any node and
  * carry their version: a hybrid logical clock value and the writer's id;
- * the highest (hlc, writer) wins everywhere. */
-typedef enum { PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM } pd_op_kind;
+ * the highest (hlc, writer) wins everywhere. SEEN is a register too, but
+ * ordered by its value: the highest (at, writer) wins, so that last_seen is
+ * the maximum of every time replicated for the user (device ops' times
+ * count as writes by the device's owner). */
+typedef enum {
+    PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM,
+    PD_OP_SEEN,                     /* a user's last_seen: the highest (at, writer) wins */
+} pd_op_kind;
 
 typedef struct {
     pd_op_kind kind;
@@ -26,6 +32,9 @@ typedef struct {
     pd_chosen chosen;               /* CHOSEN */
     pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
     int64_t expires_at;
+    pd_str meta;                    /* ADD: the connect's meta map, raw (n 0: none) */
+    int64_t at;                     /* REMOVE: when (0: not said); SEEN: the last_seen;
+                                     * CHOSEN: the last_seen frozen by invisible (0: not said) */
 } pd_op;
 
 /* Receives ops in order (the model's op hook, a partition dump). */
