@@ -60,7 +60,7 @@ TEST_ONLY_PACKAGES = {"python3-yaml", "gnuplot-nox", "openssl", "valgrind",
                       "golang-github-containernetworking-plugin-dnsname"}
 # What the runtime stage installs: the shared libraries and CA certificates.
 RUNTIME_PACKAGES = {"libnats3.4", "libhiredis0.14", "libmsgpackc2", "libuv1", "libmicrohttpd12",
-                    "ca-certificates"}
+                    "libjansson4", "ca-certificates"}
 
 
 class CheckFailed(Exception):
