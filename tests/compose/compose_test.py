@@ -62,6 +62,10 @@ class Failed(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """A signal or the deadline: never swallowed by poll()'s retries."""
+
+
 def log(msg):
     print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
 
@@ -420,7 +424,8 @@ def main():
         return SKIP
 
     def on_signal(signum, _frame):
-        raise Failed(f"signal {signum}")
+        raise Interrupted(f"signal {signum}" if signum != signal.SIGALRM
+                          else f"the deadline ({args.deadline:.0f} s) passed")
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
         signal.signal(s, on_signal)
     signal.alarm(int(args.deadline))
@@ -445,7 +450,7 @@ def main():
         check_restart_redis(prj)
         check_down(prj)
         ok = True
-    except Failed as e:
+    except (Failed, Interrupted) as e:
         print(f"FAIL compose_test: {e}")
         if prj.up_started:
             prj.dump_logs()
