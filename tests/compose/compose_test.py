@@ -175,8 +175,7 @@ class Project:
             if not Path(f"/proc/{pid}").exists():
                 log(f"removing {PROJECT_PREFIX}{pid}, left by a run that is gone")
                 self.remove_project(f"{PROJECT_PREFIX}{pid}")
-                self.podman("untag", f"localhost/presenced:{PROJECT_PREFIX}{pid}", check=False,
-                            quiet=True)
+                self.untag(f"localhost/presenced:{PROJECT_PREFIX}{pid}")
 
     def teardown(self):
         if self.up_started:
@@ -184,7 +183,12 @@ class Project:
             self.compose("down", "-v", "-t", "10", check=False, timeout=180)
             self.remove_project(self.name)
             self.up_started = False
-        self.podman("untag", self.image, check=False, quiet=True)
+        self.untag(self.image)
+
+    def untag(self, ref):
+        """Drops this name only (`podman untag IMAGE` alone drops them all,
+        the cache anchor localhost/presenced:compose-test among them)."""
+        self.podman("untag", ref, ref, check=False, quiet=True)
 
     def dump_logs(self):
         for s in SERVICES:
@@ -397,16 +401,26 @@ def build_images(prj):
         raise Failed("tests/compose/images.sh failed")
     t = time.monotonic()
     log(f"project image from the Dockerfile: {prj.image}")
+    anchor = "localhost/presenced:compose-test"
+    old = prj.podman("image", "inspect", "--format", "{{.Id}}", anchor, check=False,
+                     quiet=True).stdout.strip()
     # nice: the compiler in the image yields to the tests that ctest runs
     # beside this one (their timing matters, this build's does not).
     p = run(["nice", "-n", "10", "podman", "build", "--pull=never", "--format", "docker",
              "-f", str(ROOT / "Dockerfile"),
-             "-t", prj.image, "-t", "localhost/presenced:compose-test", str(ROOT)],
+             "-t", prj.image, "-t", anchor, str(ROOT)],
             env=prj.env, check=False, timeout=1800)
     if p.returncode != 0:
         sys.stdout.write(p.stdout[-6000:] + p.stderr[-3000:])
         raise Failed("podman build of the Dockerfile failed")
     log(f"project image built in {time.monotonic() - t:.0f} s")
+    # The previous build's image, if this one differs: removed with the
+    # layers only it had (the cmake tree of older sources), so that disk use
+    # does not grow with every change. Refused (and kept) while another run
+    # still uses it under its own tag.
+    new = prj.podman("image", "inspect", "--format", "{{.Id}}", anchor).stdout.strip()
+    if old and old != new:
+        prj.podman("rmi", old, check=False, quiet=True)
 
 
 def main():
@@ -465,7 +479,7 @@ def main():
                   f"  CONTAINERS_CONF={HERE / 'containers.conf'} podman-compose "
                   f"-p {prj.name} -f {ROOT / 'compose.yaml'} down -v\n"
                   f"  podman network rm {prj.name}_default; "
-                  f"podman untag {prj.image}")
+                  f"podman untag {prj.image} {prj.image}")
     log("compose_test " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
 
