@@ -3,7 +3,7 @@
 # are judged by `make bench`, never by a test: bench_quick only checks that
 # the harness starts everything, measures, prints its table and cleans up.
 add_executable(pd-bench bench/pd_bench.c bench/bench_util.c bench/bench_nats.c
-               bench/bench_pd.c)
+               bench/bench_pd.c bench/bench_flood.c)
 target_include_directories(pd-bench PRIVATE bench)
 target_compile_options(pd-bench PRIVATE ${PD_WARNINGS})
 target_link_libraries(pd-bench PRIVATE pdcommon PkgConfig::NATS Threads::Threads)

@@ -77,6 +77,8 @@ int bench_nats_lat(const bench_opts *o);
 int bench_nats_rate(const bench_opts *o);
 int bench_relay(const bench_opts *o);
 int bench_pd_lat(const bench_opts *o);
+/* Event reply p50/p99 alone and during a query flood (bench_flood.c). */
+int bench_flood(const bench_opts *o);
 int bench_load(const bench_opts *o);
 int bench_converge(const bench_opts *o);
 

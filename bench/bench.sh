@@ -8,8 +8,9 @@
 #   bench/bench.sh [--quick] [--build DIR] [--out DIR] [--nodes N] [--phases LIST]
 #                  [--keep]
 #
-# --phases runs only some of baselines,latency,throughput,memory (memory
-# includes recovery); --keep leaves the work directory (logs) behind.
+# --phases runs only some of baselines,latency,flood,throughput,memory
+# (memory includes recovery; flood is the query flood of issue #11);
+# --keep leaves the work directory (logs) behind.
 #
 # Phases, in order: raw NATS baselines (one hop and relay, SendAsap on and
 # off, paced, plus the unpaced one-hop rate); presenced sync latency;
@@ -25,7 +26,7 @@ QUICK=0
 BUILD=$ROOT/build
 OUT=$ROOT/bench/results
 NODES=3
-PHASES=baselines,latency,throughput,memory
+PHASES=baselines,latency,flood,throughput,memory
 KEEP=0
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -227,6 +228,15 @@ phase_latency() {
     done
 }
 
+# Query flood (issue #11): event replies alone, then during 1000-user gets
+# at 3000/s (300/s quick); reported as p50/p99 and the ratio flood/alone.
+phase_flood() {
+    local secs=10 rate=3000
+    [[ $QUICK -eq 1 ]] && { secs=4; rate=300; }
+    log "phase flood: event replies during a query flood ($rate gets/s of 1000 users)"
+    bench flood flood --nodes "$ALL_NODES" --rate "$rate" --secs "$secs" || true
+}
+
 # 3. Throughput: presence-sim at increasing rates, then flat out; a step
 # passes when every event is answered ok, the pace is held, and every node
 # converges (same devices as the oracle, same vector clocks) within 2 s.
@@ -350,12 +360,13 @@ STACK=1
 start_nats
 start_redis
 want baselines && phase_baselines
-if want latency || want throughput; then
+if want latency || want throughput || want flood; then
     for id in $(node_ids "$NODES"); do start_node "$id"; done
     # shellcheck disable=SC2046
     wait_ready $(node_ids "$NODES")
 fi
 want latency && { note_load latency; phase_latency; }
+want flood && { note_load flood; phase_flood; }
 want throughput && { note_load throughput; phase_throughput; }
 want memory && { note_load memory; phase_memory; }
 stop_stack
@@ -364,7 +375,7 @@ log "writing $OUT/latest.json and the plots"
 $LIB report "$RAW" "$OUT" "$([[ $QUICK -eq 1 ]] && echo quick || echo full)" \
     "bench/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick')"
 # A full run into bench/results is the one the README shows.
-if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,latency,throughput,memory ]]; then
+if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,latency,flood,throughput,memory ]]; then
     $LIB readme "$OUT/latest.json" "$ROOT/README.md"
 fi
 [[ $FAILED -eq 0 ]] || { echo "bench.sh: some measurements did not run (see above)" >&2; exit 1; }

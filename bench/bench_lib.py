@@ -172,7 +172,7 @@ def build(raw, mode, command):
     res = {"mode": mode, "command": command, "machine": machine(),
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "baselines": [], "latency": [], "throughput": [], "memory": [], "recovery": [],
-           "rates": [], "load": [], "targets": []}
+           "rates": [], "load": [], "targets": [], "flood": []}
     for r in rows:
         ph = r.pop("phase")
         if ph == "baseline" and r["kind"] == "nats_lat":
@@ -189,6 +189,8 @@ def build(raw, mode, command):
             res["recovery"].append(r)
         elif ph == "load":
             res["load"].append(r)
+        elif ph == "flood":
+            res["flood"].append(r)
         elif ph == "machine":
             res["machine"].update(r)
     return res
@@ -323,6 +325,19 @@ def markdown(res):
                  f"{'yes' if r['converged'] else 'no'} | {lag} | "
                  f"{'yes' if r['passed'] else 'no'} |")
     L.append("")
+    for f in res.get("flood", []):
+        L.append(f"Event replies during a query flood ({f['flood_rate']:.0f} gets/s of 1000 "
+                 f"users, {f['queries_sent']:,} sent; goal: p99 within 3x of alone):")
+        L.append("")
+        L.append("| events | p50 | p99 | max | samples | timeouts |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for k in ("alone", "flood"):
+            s = f[k]
+            L.append(f"| {k} | {fmt_us(s['p50_us'])} | {fmt_us(s['p99_us'])} | "
+                     f"{fmt_us(s['max_us'])} | {s['n']} | {f['timeouts_' + k]} |")
+        L.append(f"| ratio flood/alone | {f['p50_ratio']:.2f}x | {f['p99_ratio']:.2f}x | | | "
+                 f"{verdict(f['p99_ratio'] <= 3)} |")
+        L.append("")
     L.append("| memory | devices | users | RSS before | RSS after | bytes/device (all in) |")
     L.append("| --- | --- | --- | --- | --- | --- |")
     for r in res["memory"]:

@@ -8,6 +8,11 @@
 
 /* At most this long between loop wake-ups with nothing due, ms. */
 #define NODE_MAX_SLEEP_MS 1000
+/* Fair inbox: queries run in slices this long, between which the inbox is
+ * taken again, and one drain works at most this long before the timers
+ * run (heartbeats must leave on time whatever the load), ns. */
+#define NODE_QUERY_SLICE_NS 2000000ull
+#define NODE_DRAIN_BUDGET_NS 20000000ull
 
 static void arm_timer(pd_node *n);
 
@@ -61,30 +66,107 @@ static void send_later(pd_node *n) {
     n->later_len = 0;
 }
 
-/* Handles everything queued, then runs the timers: messages first, so a
- * timer never fires for what the queue already disproves. */
-static void drain_and_tick(pd_node *n) {
+/* Every query subscription lies between the events and the deltas. */
+static bool is_query(int kind) { return kind >= SUB_Q_GET && kind < SUB_DELTA; }
+
+/* Queues a query for its turn; beyond PRESENCE_INBOX_MAX_MSGS waiting it is
+ * dropped and counted (the requester times out and asks again). */
+static void queue_query(pd_node *n, pd_inbox_item it) {
+    if (n->queries.n - n->queries.head >= n->cfg.inbox_max_msgs) {
+        n->queries.shed[it.kind]++;
+        natsMsg_Destroy(it.msg);
+        return;
+    }
+    if (n->queries.head > 0 && n->queries.n == n->queries.cap) {
+        n->queries.n -= n->queries.head;
+        memmove(n->queries.v, n->queries.v + n->queries.head, sizeof *n->queries.v * n->queries.n);
+        n->queries.head = 0;
+    }
+    if (n->queries.n == n->queries.cap) {
+        uint32_t cap = n->queries.cap ? n->queries.cap * 2 : 256;
+        pd_inbox_item *v = realloc(n->queries.v, sizeof *v * cap);
+        if (v == NULL) {
+            n->queries.shed[it.kind]++;
+            natsMsg_Destroy(it.msg);
+            return;
+        }
+        n->queries.v = v;
+        n->queries.cap = cap;
+    }
+    n->queries.v[n->queries.n++] = it;
+}
+
+/* One batch from the inbox, by class: messages between nodes first (a
+ * heartbeat that waits declares a node dead), then events; queries wait
+ * their turn in n->queries. False if the inbox was empty. */
+static bool take_batch(pd_node *n) {
     pd_inbox_item *items;
     uint32_t count;
-    /* Drain until empty: pushes made while we work coalesce into one wake. */
+    pd_inbox_take(&n->inbox, &items, &count);
+    if (count == 0) return false; /* then items is NULL */
+    n->now = pd_now_ms();
+    pd_repl_begin(n->repl, n->now);
+    for (uint32_t i = 0; i < count; i++)
+        if (items[i].kind >= SUB_DELTA) dispatch(n, &items[i]);
+    for (uint32_t i = 0; i < count; i++)
+        if (items[i].kind == SUB_EVENTS) dispatch(n, &items[i]);
+    for (uint32_t i = 0; i < count; i++)
+        if (is_query(items[i].kind)) queue_query(n, items[i]);
+    pd_inbox_release(items);
+    /* One delta per burst: a lone event leaves at once, a flood in large
+     * batches. */
+    pd_repl_flush(n->repl);
+    send_later(n);
+    return true;
+}
+
+/* Answers waiting queries for one slice; false if none waited. */
+static bool run_queries(pd_node *n) {
+    if (n->queries.head == n->queries.n) return false;
+    uint64_t t0 = uv_hrtime();
+    n->now = pd_now_ms();
+    do {
+        dispatch(n, &n->queries.v[n->queries.head++]);
+    } while (n->queries.head < n->queries.n && uv_hrtime() - t0 < NODE_QUERY_SLICE_NS);
+    if (n->queries.head == n->queries.n) n->queries.head = n->queries.n = 0;
+    return true;
+}
+
+void node__queries_free(pd_node *n) {
+    for (uint32_t i = n->queries.head; i < n->queries.n; i++) natsMsg_Destroy(n->queries.v[i].msg);
+    free(n->queries.v);
+    memset(&n->queries.v, 0, sizeof n->queries.v);
+    n->queries.head = n->queries.n = n->queries.cap = 0;
+}
+
+/* Handles what is queued, then runs the timers: messages first, so a timer
+ * never fires for what the queue already disproves. A query flood delays
+ * an event by at most one query slice; a drain that outlasts its budget
+ * lets the timers run and comes back at the next loop turn. */
+static void drain_and_tick(pd_node *n) {
+    uint64_t t0 = uv_hrtime();
+    bool more = false;
     for (;;) {
-        pd_inbox_take(&n->inbox, &items, &count);
-        if (count == 0) break; /* then items is NULL */
-        n->now = pd_now_ms();
-        pd_repl_begin(n->repl, n->now);
-        for (uint32_t i = 0; i < count; i++) dispatch(n, &items[i]);
-        pd_inbox_release(items);
-        /* One delta per burst: a lone event leaves at once, a flood in
-         * large batches. */
-        pd_repl_flush(n->repl);
-        send_later(n);
+        bool took = take_batch(n);
+        bool ran = run_queries(n);
+        if (!took && !ran) break;
+        if (uv_hrtime() - t0 > NODE_DRAIN_BUDGET_NS) {
+            more = true;
+            break;
+        }
     }
+    /* Over budget, queries may wait, but not events and messages between
+     * nodes: what arrived meanwhile is applied before the timers run, so
+     * that no timer fires for what the queue disproves (a socket server's
+     * heartbeat waiting behind the budget would let it time out). */
+    if (more) take_batch(n);
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
     node__persist_tick(n);
     node__slow_tick(n);
     node__update_metrics(n, false);
     arm_timer(n);
+    if (more) uv_async_send(&n->wake);
 }
 
 static void on_wake(uv_async_t *h) { drain_and_tick(h->data); }
@@ -133,6 +215,7 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
         .max_clock_skew_ms = cfg->max_clock_skew_ms,
         .activity_resolution_ms = cfg->activity_resolution_ms,
         .user_retention_ms = cfg->user_retention_ms,
+        .sync_parts_timeout_ms = cfg->sync_parts_timeout_ms,
     };
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,
@@ -197,6 +280,7 @@ void pd_node_close(pd_node *n) {
     pd_metrics_stop(&n->metrics);
     /* A clean stop (SIGTERM) leaves a last snapshot behind. */
     node__persist_stop(n, n->exit_code == 0);
+    node__queries_free(n); /* while nats.c can still free messages */
     node__nats_close(n);  /* no more pushes after this */
     if (n->loop_ready) {
         uv_walk(&n->loop, close_handle, NULL);

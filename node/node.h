@@ -30,6 +30,7 @@ typedef enum {
 
 typedef struct {
     uint64_t events[PD_EV_COUNT];   /* applied, by type */
+    uint64_t batches;               /* batch messages handled */
     uint64_t duplicates;            /* ignored by seq */
     uint64_t errors[PD_STATUS_COUNT];
     uint64_t queries[PD_Q_COUNT];
@@ -78,6 +79,11 @@ struct pd_node {
         bool resync_pending;
         pd_ratelimit log;
     } slow;
+    struct {                        /* queries waiting their turn (node.c) */
+        pd_inbox_item *v;
+        uint32_t head, n, cap;
+        uint64_t shed[SUB_COUNT];   /* dropped: PRESENCE_INBOX_MAX_MSGS were waiting */
+    } queries;
     /* ok-replies of this batch, sent after its delta: [u16 subject length,
      * subject, u32 payload length, payload]... */
     uint8_t *later;
@@ -90,6 +96,9 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
 /* Runs the loop until SIGTERM/SIGINT; returns the process exit code. */
 int pd_node_run(pd_node *n);
 void pd_node_close(pd_node *n);
+
+/* node.c: drops the queries still waiting (before closing NATS). */
+void node__queries_free(pd_node *n);
 
 /* node_nats.c */
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);

@@ -47,7 +47,7 @@ static const char *kind_name(int kind) {
 static uint64_t dropped_total(pd_node *n, const uint64_t *inbox, int kind) {
     int64_t nats = 0;
     if (n->subs[kind] && natsSubscription_GetDropped(n->subs[kind], &nats) != NATS_OK) nats = 0;
-    return inbox[kind] + (nats > 0 ? (uint64_t)nats : 0);
+    return inbox[kind] + n->queries.shed[kind] + (nats > 0 ? (uint64_t)nats : 0);
 }
 
 static void report(pd_node *n, const uint64_t *fresh) {

@@ -13,5 +13,8 @@ for name in $PD_NATS_SERVERS redis $PD_NODES sim; do
 done
 if pd_alive "$PD_STATE/nats1.pid"; then
     echo
-    "$PD_BUILD/presencectl" --server "$PD_NATS_URL" cluster || true
+    # shellcheck disable=SC1090
+    [ -f "$PD_STATE/nats-auth.env" ] && . "$PD_STATE/nats-auth.env"
+    PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=${PRESENCE_NATS_PASS_ADMIN:-} \
+        "$PD_BUILD/presencectl" --server "$PD_NATS_URL" cluster || true
 fi

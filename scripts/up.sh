@@ -7,8 +7,13 @@ set -euo pipefail
 source "$(dirname "$0")/cluster-env.sh"
 
 mkdir -p "$PD_STATE/redis"
-ctl() { "$PD_BUILD/presencectl" --server "$PD_NATS_URL" "$@"; }
 mkdir -p "$PD_STATE"
+
+# NATS runs with authentication (docs/security.md): the per-role users and
+# permissions of deploy/nats-accounts.conf (nodes n1..n3, their socket
+# servers, watchers, admin), passwords made once per state dir.
+source "$(dirname "$0")/nats-auth.sh"
+ctl() { pd_as_admin "$PD_BUILD/presencectl" --server "$PD_NATS_URL" "$@"; }
 
 # A three-server NATS cluster with JetStream, routes on loopback.
 i=0
@@ -24,6 +29,7 @@ server_name: $name
 listen: 127.0.0.1:$port
 max_payload: 1MB
 jetstream { store_dir: "$PD_STATE/$name" }
+include ./nats-accounts.conf
 cluster {
     name: presence-local
     listen: 127.0.0.1:$route
@@ -57,6 +63,7 @@ for id in $PD_NODES; do
     fi
     echo "starting presenced $id"
     PRESENCE_NODE_ID=$id PRESENCE_NATS_URL=$PD_NATS_URL PRESENCE_REDIS_URL=$PD_REDIS_URL \
+    PRESENCE_NATS_USER=$id PRESENCE_NATS_PASSWORD=$(pd_node_password "$id") \
     PRESENCE_OFFLINE_DELAY_MS=${PRESENCE_OFFLINE_DELAY_MS:-5000} \
     PRESENCE_SYNC_INTERVAL_MS=${PRESENCE_SYNC_INTERVAL_MS:-1000} \
     PRESENCE_SNAPSHOT_INTERVAL_MS=${PRESENCE_SNAPSHOT_INTERVAL_MS:-5000} \
@@ -68,7 +75,8 @@ for id in $PD_NODES; do
         { echo "node $id did not join: see $PD_STATE/$id.log" >&2; exit 1; }
 done
 nodes=$(echo $PD_NODES | wc -w)
-pd_wait 20 bash -c "[ \$('$PD_BUILD/presencectl' --server $PD_NATS_URL --json cluster |
+pd_wait 20 bash -c "[ \$(PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=$PRESENCE_NATS_PASS_ADMIN \
+    '$PD_BUILD/presencectl' --server $PD_NATS_URL --json cluster |
     grep -o '\"alive\":true' | wc -l) -ge $nodes ]" ||
     { echo "the nodes did not see each other: see $PD_STATE/*.log" >&2; exit 1; }
 
@@ -82,7 +90,8 @@ echo "# every query is answered by whichever node of the queue group is first;"
 echo "# all of them see alice, connected through $first:"
 for i in 1 2 3; do run get alice; done
 run devices alice
-timeout 2 "$PD_BUILD/presencectl" --server "$PD_NATS_URL" watch alice \
+PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=$PRESENCE_NATS_PASS_ADMIN \
+    timeout 2 "$PD_BUILD/presencectl" --server "$PD_NATS_URL" watch alice \
     >"$PD_STATE/demo-watch.txt" 2>/dev/null &
 watcher=$!
 sleep 0.3
@@ -97,6 +106,7 @@ if pd_alive "$PD_STATE/sim.pid"; then
     echo "presence-sim already running (pid $(cat "$PD_STATE/sim.pid"))"
 elif [ -x "$PD_BUILD/presence-sim" ]; then
     echo "== a small simulated workload: 3 socket servers, 200 users, 20 events/s"
+    PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=$PRESENCE_NATS_PASS_ADMIN \
     nohup "$PD_BUILD/presence-sim" --nats "$PD_NATS_URL" --nodes "$(echo $PD_NODES | tr ' ' ,)" \
         --servers 3 --users 200 --rate 20 --quiet </dev/null >"$PD_STATE/sim.log" 2>&1 &
     echo $! >"$PD_STATE/sim.pid"
@@ -105,6 +115,7 @@ fi
 cat <<TXT
 == try it yourself:
   export PATH=$PD_BUILD:\$PATH PRESENCE_NATS_URL=$PD_NATS_URL
+  export PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=\$(sed -n 's/^PRESENCE_NATS_PASS_ADMIN=//p' $PD_STATE/nats-auth.env)
   presencectl watch all                        # notifications, one line each (Ctrl-C to stop)
   presencectl --node $first connect c2 bob mobile
   presencectl --node $first idle c2            # bob is away, on every node

@@ -227,6 +227,8 @@ def upsh_presenced_env(settings):
         m = re.match(r"^\s*export\s+(PRESENCE_[A-Z0-9_]+)=(\S*)", line)
         if m:
             found[m.group(1)] = literal_default(m.group(2))
+        # A command substitution is one word, whatever it holds.
+        line = re.sub(r"\$\([^()]*\)", "CMDSUBST", line)
         try:
             tokens = shlex.split(line, comments=True)
         except ValueError:

@@ -10,6 +10,7 @@
  * so ASKS answers in a row must all show it (a node none of them came from
  * has a chance below 0.1%). */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include "harness.h"
@@ -358,4 +359,172 @@ Test(adversary, impossible_event_seq_is_refused_and_duplicates_say_so) {
     rep = seq_event("c4", 6);
     cr_assert(rep.ok && !rep.duplicate, "the server's next event was swallowed");
     cr_assert(H_POLL(devices_everywhere("u-seq", 2), 5000), "c1 and c4 are not both seen");
+}
+
+/* ---- finding 5: made-up nodes that say they are ready ---------------------------------- */
+
+#define FAKES 20
+static volatile bool fakes_run;
+
+static void *fake_ready_nodes(void *arg) {
+    natsConnection *c = arg;
+    static pd_heartbeat hb;
+    char id[16], subj[48];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint64_t inc = (uint64_t)h_wall_ms();
+    while (fakes_run) {
+        for (int k = 0; k < FAKES; k++) {
+            snprintf(id, sizeof id, "fake%02d", k);
+            snprintf(subj, sizeof subj, "presence.hb.%s", id);
+            hb = (pd_heartbeat){.node = pd_str_c(id), .inc = inc, .ready = true, .nvc = 1,
+                                .wall = (uint64_t)h_wall_ms()};
+            hb.vc[0] = (pd_vc_entry){pd_str_c(id), inc, 0};
+            msgpack_sbuffer_clear(&sb);
+            pd_heartbeat_encode(&sb, &hb);
+            natsConnection_Publish(c, subj, sb.data, (int)sb.size);
+        }
+        natsConnection_Flush(c);
+        h_sleep_ms(SYNC_MS);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return NULL;
+}
+
+Test(adversary, made_up_ready_nodes_do_not_swallow_notifications) {
+    enum { USERS = 30 };
+    cluster_up(NULL);
+    natsConnection *fc = h_connect(&ns);
+    pthread_t t;
+    fakes_run = true;
+    cr_assert_eq(pthread_create(&t, NULL, fake_ready_nodes, fc), 0);
+    h_sleep_ms(5 * SYNC_MS); /* the fakes are heard, several rounds */
+    char user[32], conn[32];
+    for (int k = 0; k < USERS; k++) {
+        snprintf(user, sizeof user, "u-ann-%d", k);
+        snprintf(conn, sizeof conn, "c-ann-%d", k);
+        send_ok(ids[k % NNODES], h_ev_connect("s-ann", conn, user, "web"));
+    }
+    int missing = -1;
+    bool all = H_POLL(({
+        missing = 0;
+        for (int k = 0; k < USERS; k++) {
+            snprintf(user, sizeof user, "u-ann-%d", k);
+            missing += h_watch_count_status(w, user, PD_PUB_ONLINE) == 0;
+        }
+        missing == 0;
+    }), 3000);
+    fakes_run = false;
+    pthread_join(t, NULL);
+    natsConnection_Destroy(fc);
+    cr_assert(all, "%d of %d users were never announced online", missing, USERS);
+    real_connect_seen(0, "u-ann-after");
+}
+
+/* ---- finding 10: a flood of large queries ------------------------------------------------ */
+
+static volatile bool flood_run;
+static volatile long flood_sent;
+
+/* 1000-id gets, 3000 a second (the finding's flood); the replies go to a
+ * subject nobody reads. */
+static void *query_flood(void *arg) {
+    natsConnection *c = arg;
+    static char names[1000][16];
+    pd_str ids1000[1000];
+    msgpack_sbuffer sb;
+    pd_query q = {.type = PD_Q_GET};
+    for (int i = 0; i < 1000; i++) {
+        snprintf(names[i], sizeof names[i], "flood-%d", i);
+        ids1000[i] = pd_str_c(names[i]);
+    }
+    msgpack_sbuffer_init(&sb);
+    pd_query_encode(&sb, &q, ids1000, 1000);
+    while (flood_run) {
+        natsConnection_PublishRequest(c, "presence.query.get", "_flood.nobody", sb.data,
+                                      (int)sb.size);
+        if (++flood_sent % 30 == 0) {
+            natsConnection_Flush(c);
+            h_sleep_ms(10);
+        }
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return NULL;
+}
+
+Test(adversary, events_are_answered_during_a_query_flood) {
+    cluster_up(NULL);
+    natsConnection *fc = h_connect(&ns);
+    pthread_t t;
+    flood_run = true;
+    cr_assert_eq(pthread_create(&t, NULL, query_flood, fc), 0);
+    h_sleep_ms(1000); /* a backlog builds up */
+    int slow = 0;
+    char conn[32], user[32];
+    for (int k = 0; k < 20 && slow == 0; k++) {
+        msgpack_sbuffer sb;
+        snprintf(conn, sizeof conn, "c-fl-%d", k);
+        snprintf(user, sizeof user, "u-fl-%d", k);
+        pd_event ev = h_ev_connect("s-fl", conn, user, "web");
+        msgpack_sbuffer_init(&sb);
+        pd_event_encode(&sb, &ev, NULL, 0);
+        char subj[64];
+        snprintf(subj, sizeof subj, "presence.events.%s", ids[k % NNODES]);
+        natsMsg *m = h_request_ms(nc, subj, sb.data, sb.size, 1000);
+        msgpack_sbuffer_destroy(&sb);
+        slow += m == NULL;
+        natsMsg_Destroy(m);
+        h_sleep_ms(50);
+    }
+    flood_run = false;
+    pthread_join(t, NULL);
+    natsConnection_Destroy(fc);
+    cr_assert_eq(slow, 0, "an event was not answered within 1 s during the flood (%ld queries "
+                 "sent)", (long)flood_sent);
+    for (int i = 0; i < NNODES; i++)
+        cr_assert_eq(metric(i, "presenced_nodes_down_total"), 0, "%s saw a node down", ids[i]);
+    /* The backlog of queries drains (FIFO among queries), then all agree. */
+    const char *last = "u-fl-19";
+    pd_view v;
+    cr_assert(H_POLL(h_get_many(nc, &last, 1, &v, NULL, 2000), 30000),
+              "queries are not answered again after the flood (%ld sent)", (long)flood_sent);
+    real_connect_seen(0, "u-fl-after");
+}
+
+/* ---- finding 4: a flood of state-transfer requests ------------------------------------- */
+
+static void sync_requests(const char *asker, int count) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (int k = 0; k < count; k++) {
+        pd_sync_req q = {pd_str_c(asker), pd_str_c("n1"), (uint64_t)k + 1};
+        msgpack_sbuffer_clear(&sb);
+        pd_sync_req_encode(&sb, &q);
+        cr_assert_eq(natsConnection_PublishRequest(nc, "presence.sync.n1", "_sync.nobody",
+                                                   sb.data, (int)sb.size), NATS_OK);
+    }
+    cr_assert_eq(natsConnection_Flush(nc), NATS_OK);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(adversary, state_transfer_requests_are_limited) {
+    cluster_up(NULL);
+    for (int k = 0; k < 50; k++) {
+        char user[32], conn[32];
+        snprintf(user, sizeof user, "u-part-%d", k);
+        snprintf(conn, sizeof conn, "c-part-%d", k);
+        send_ok("n1", h_ev_connect("s-part", conn, user, "web"));
+    }
+    double served0 = metric(0, "presenced_catchups_served_total");
+    sync_requests("stranger", 200);   /* not a peer */
+    sync_requests("n2", 200);         /* a peer's name, far too often */
+    cr_assert(H_POLL(refused(0, "not_a_peer") >= 200 && refused(0, "sync_rate") >= 150, 5000),
+              "the requests were not refused (not_a_peer %g, sync_rate %g)",
+              refused(0, "not_a_peer"), refused(0, "sync_rate"));
+    double served = metric(0, "presenced_catchups_served_total") - served0;
+    cr_assert(served <= 50, "%g transfers served to one requester in a burst", served);
+    cr_assert(h_cluster_all_alive(nc, ids, NNODES, ASKS), "a node was declared down");
+    for (int i = 0; i < NNODES; i++)
+        cr_assert_eq(metric(i, "presenced_nodes_down_total"), 0, "%s saw a node down", ids[i]);
+    real_connect_seen(2, "u-after-sync");
 }

@@ -212,12 +212,15 @@ static inline size_t sim_eligible(const sim *s, size_t k) {
 
 /* Prints ops as " ADD(s0/c1 u2 claim=...)" and so on. */
 static inline void sim_trace_ops(const pd_ops *ops) {
-    static const char *const K[] = {"ADD", "REMOVE", "STATE", "CHOSEN", "CUSTOM"};
+    static const char *const K[] = {"ADD", "REMOVE", "STATE", "CHOSEN", "CUSTOM", "SYNCED"};
     pd_ops_iter it;
     pd_op op;
     pd_ops_iter_init(&it, ops);
     while (pd_ops_next(&it, &op)) {
-        if (op.kind <= PD_OP_STATE)
+        if (op.kind == PD_OP_SYNCED)
+            fprintf(stderr, " SYNCED(%.*s hlc=%llu)", (int)op.server.n, op.server.p,
+                    (unsigned long long)op.hlc);
+        else if (op.kind <= PD_OP_STATE)
             fprintf(stderr, " %s(%.*s/%.*s %.*s st=%d hlc=%llu)", K[op.kind], (int)op.server.n,
                     op.server.p, (int)op.conn.n, op.conn.p, (int)op.user.n, op.user.p ? op.user.p : "",
                     op.state, (unsigned long long)op.hlc);

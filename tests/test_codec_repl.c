@@ -62,6 +62,11 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         expect_str(got->writer, want->writer, "writer");
         cr_expect_eq(got->hlc, want->hlc);
         break;
+    case PD_OP_SYNCED:
+        expect_str(got->server, want->server, "server");
+        expect_str(got->writer, want->writer, "writer");
+        cr_expect_eq(got->hlc, want->hlc);
+        break;
     }
 }
 
@@ -84,6 +89,8 @@ static const pd_op OPS[] = {
      .state = PD_DEV_ACTIVE, .last_active = INT64_MAX},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 43,
      .state = PD_DEV_IDLE, .last_active = INT64_MIN},
+    {.kind = PD_OP_SYNCED, .server = S("srv-3"), .hlc = UINT64_C(1700000000999) << 16,
+     .writer = S("node-b")},
     {.kind = PD_OP_CHOSEN, .user = S("bob"), .chosen = PD_CHOSEN_AUTO, .hlc = 1,
      .writer = S("node-a")},
     {.kind = PD_OP_CHOSEN, .user = S("bob"), .chosen = PD_CHOSEN_INVISIBLE, .hlc = 2,

@@ -416,7 +416,7 @@ Test(config, every_usage_flag_is_accepted) {
         cr_expect(strstr(err, "unknown option") == NULL, "%s unknown", flag);
         seen++;
     }
-    cr_expect_eq(seen, 38, "%d flags in the help", seen);
+    cr_expect_eq(seen, 40, "%d flags in the help", seen);
     free(text);
 }
 
@@ -452,12 +452,15 @@ Test(config, limits_defaults) {
     cr_expect_eq(c.max_users_per_node, 5000000);
     cr_expect_eq(c.max_query_users, 1000);
     cr_expect_eq(c.notify_min_interval_ms, 100);
+    cr_expect_eq(c.max_batch, 1000);
+    cr_expect_eq(c.sync_parts_timeout_ms, 30000);
 }
 
 Test(config, limits_from_env_and_flags) {
     pd_config c;
     char *envp[] = {"PRESENCE_MAX_DEVICES_PER_USER=3", "PRESENCE_MAX_USERS_PER_NODE=10",
                     "PRESENCE_MAX_QUERY_USERS=5", "PRESENCE_NOTIFY_MIN_INTERVAL_MS=0",
+                    "PRESENCE_MAX_BATCH=20", "PRESENCE_SYNC_PARTS_TIMEOUT_MS=500",
                     "PRESENCE_NODE_ID=n1", NULL};
     char *argv[] = {"presenced", "--max-query-users", "7", "--notify-min-interval-ms=250", NULL};
     cr_assert_eq(load(&c, envp, argv), PD_OK, "%s", err);
@@ -471,6 +474,9 @@ Test(config, limits_from_env_and_flags) {
     cr_expect(strstr(line, "notify_interval=250ms") != NULL, "%s", line);
     cr_expect(strstr(line, "activity_resolution=30000ms") != NULL, "%s", line);
     cr_expect(strstr(line, "user_retention=2592000000ms") != NULL, "%s", line);
+    cr_expect_eq(c.max_batch, 20);
+    cr_expect_eq(c.sync_parts_timeout_ms, 500);
+    cr_expect(strstr(line, "max_batch=20 sync_parts_timeout=500ms") != NULL, "%s", line);
 }
 
 Test(config, limits_bounds_are_refused_by_name) {

@@ -2,9 +2,11 @@
  * ready, the warm-up's changes announced when it starts, one announcer per
  * user among the announcing nodes, the take-over of only the users that
  * became ours (within the window), pause, the gate in front of the publish
- * callback, flushing for a stop, out of memory, and no leaks. The gate's
- * own rules are in test_notify_gate.c. */
+ * callback, flushing for a stop, out of memory, no leaks, and a replica
+ * driving its notifier (clock, tick, next_due). The gate's own rules are
+ * in test_notify_gate.c. */
 #include "notify/notify.h"
+#include "sync/repl.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -324,4 +326,48 @@ Test(notify, heal_announces_the_online_and_the_recent_again) {
     cr_expect(ours > 5 && ours < 25, "the hash should split 30 users roughly in two: %d", ours);
     pd_model_free(m);
     pd_notifier_free(w.nf);
+}
+
+/* The replica drives its notifier: changes reach io.publish through the
+ * gate, pd_repl_next_due includes the held view's deadline and
+ * pd_repl_tick sends it; nothing before the replica is ready. */
+static void repl_publish(void *ud, const pd_view *v) { on_publish(ud, v); }
+
+static void repl_event(pd_repl *r, pd_event ev, uint64_t now) {
+    pd_apply_result res;
+    pd_err err;
+    cr_assert_eq(pd_repl_local(r, &ev, now, &res, &err), PD_OK, "%s", err.msg);
+}
+
+Test(notify, the_replica_drives_the_gate) {
+    int calls = 0;
+    npub = 0;
+    pd_repl_cfg cfg = {.sync_interval_ms = 100, .node_timeout_ms = 300, .inc = 1,
+                       .max_msg_bytes = 4096, .notify_min_interval_ms = 100};
+    pd_repl_io io = {.publish = repl_publish, .ud = &calls};
+    pd_repl *r = pd_repl_new(&cfg, &MCFG, PD_STR_LIT("n1"), &io, 1000);
+    cr_assert_not_null(r);
+    pd_event on = {.type = PD_EV_CONNECT, .server = PD_STR_LIT("s1"), .conn = PD_STR_LIT("c1"),
+                   .user = PD_STR_LIT("u1"), .device = PD_STR_LIT("web")};
+    pd_event away = {.type = PD_EV_STATUS, .user = PD_STR_LIT("u1"), .status = PD_CHOSEN_AWAY};
+    pd_event busy = {.type = PD_EV_STATUS, .user = PD_STR_LIT("u1"), .status = PD_CHOSEN_BUSY};
+    repl_event(r, on, 1010);
+    cr_expect_eq(calls, 0, "published while warming up");
+    pd_repl_tick(r, 1200); /* two sync intervals: ready, the warm-up announced */
+    cr_assert(pd_repl_ready(r));
+    cr_expect_eq(calls, 1);
+    repl_event(r, away, 1210);
+    cr_expect_eq(calls, 1, "held: within the interval of the warm-up's notification");
+    cr_expect_leq(pd_repl_next_due(r), 1300, "the held view's deadline");
+    pd_repl_tick(r, 1300);
+    cr_expect_eq(calls, 2, "sent at the interval's end");
+    repl_event(r, busy, 1310);
+    cr_expect_eq(calls, 2, "held again");
+    pd_notifier_flush(pd_repl_notifier(r));
+    cr_expect_eq(calls, 3, "flushed for a stop");
+    pd_repl_stats st;
+    pd_repl_stats_get(r, &st);
+    cr_expect_eq(st.notifications, 3, "announced");
+    cr_expect_eq(count_for("u1"), 3);
+    pd_repl_free(r);
 }

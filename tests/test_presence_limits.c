@@ -133,20 +133,34 @@ Test(limits, users_per_node) {
     model_free(m, &rec, base);
 }
 
-/* A sync reports the connections a server has: never refused for a limit
- * (refusing it whole would leave every user of the server wrong). The
- * limits still hold for the connects that follow. */
-Test(limits, sync_is_never_refused_by_a_limit) {
+/* A sync reports the connections a server has: never refused whole for a
+ * limit (that would leave every user of the server wrong), nor for the
+ * user limit at all; an entry that would push its user over the device
+ * limit is refused alone and listed (pd_model_refusals), the rest applies.
+ * The limits still hold for the connects that follow. */
+Test(limits, sync_refuses_only_the_entries_over_the_device_limit) {
     pd_model *m = limited();
     msgpack_sbuffer sb1, sb2;
+    pd_apply_result res;
+    pd_err err = {0};
+    const pd_refusal *r;
     apply_ok(m, ev_connect("s2", "k1", "amy"), 10);
-    apply_ok(m, ev_sync(&sb1, "s1", "c1:amy c2:amy c3:bo c4:cy c5:dee"), 20);
-    cr_expect_eq(view_of(m, "amy", "amy").devices, 3, "over the device limit through a sync");
-    cr_expect_eq(stats(m).refused_devices + stats(m).refused_users, 0);
+    pd_event ev = ev_sync(&sb1, "s1", "c1:amy c2:amy c3:bo c4:cy c5:dee");
+    cr_assert_eq(pd_model_apply(m, &ev, 20, &res, &err), PD_OK);
+    cr_expect_eq(res, PD_PARTIAL);
+    cr_assert_eq(pd_model_refusals(m, &r), 1);
+    cr_expect(pd_str_eqc(r[0].conn, "c2"), "refused %.*s", (int)r[0].conn.n, r[0].conn.p);
+    cr_expect_eq(r[0].code, PD_ETOOLARGE);
+    cr_expect(strstr(r[0].message, "PRESENCE_MAX_DEVICES_PER_USER") != NULL, "%s", r[0].message);
+    cr_expect_eq(view_of(m, "amy", "amy").devices, 2, "k1 and c1, not c2");
+    cr_expect_eq(view_of(m, "dee", "dee").devices, 1, "the user limit (3) does not refuse a sync");
+    cr_expect_eq(stats(m).refused_devices, 1);
+    cr_expect_eq(stats(m).refused_users, 0);
     refused(m, ev_connect("s1", "c6", "amy"), "PRESENCE_MAX_DEVICES_PER_USER");
     refused(m, ev_connect("s1", "c7", "eve"), "PRESENCE_MAX_USERS_PER_NODE");
-    /* A later sync that drops amy's extra device is fine too. */
+    /* A later sync within the limits is whole again. */
     apply_ok(m, ev_sync(&sb2, "s1", "c1:amy c3:bo"), 30);
+    cr_expect_eq(pd_model_refusals(m, &r), 0);
     cr_expect_eq(view_of(m, "amy", "amy").devices, 2);
     msgpack_sbuffer_destroy(&sb1);
     msgpack_sbuffer_destroy(&sb2);

@@ -776,3 +776,34 @@ Test(snapshot, snapshot_of_another_node_is_refused) {
     free(snap);
     world_free(&w);
 }
+
+/* A snapshot whose clock is more than PRESENCE_MAX_CLOCK_SKEW_MS ahead (a
+ * node that ran with its clock in the future, a forged one with a good
+ * checksum) is refused whole: taken, it would cut the node off after its
+ * first op (issue #11, finding 1). */
+Test(snapshot, snapshot_from_the_future_is_refused) {
+    static world w;
+    uint8_t *snap;
+    size_t len;
+    pd_snap_info info;
+    pd_err err = {PD_OK, ""};
+    sample_snapshot(&w, &snap, &len);
+    uint64_t past = w.now - 2 * PD_MAX_CLOCK_SKEW_DEFAULT_MS;
+    pd_repl_cfg cfg = {.sync_interval_ms = 100, .node_timeout_ms = 300, .inc = past,
+                       .max_msg_bytes = 4096};
+    pd_repl *r = pd_repl_new(&cfg, &MCFG, pd_str_c("n1"), &(pd_repl_io){0}, past);
+    uint64_t hlc = pd_model_hlc(pd_repl_model(r));
+    cr_assert_eq(pd_repl_restore(r, snap, len, past, &info, &err), PD_EBADVALUE);
+    cr_assert(strstr(err.msg, "snapshot clock is more than") != NULL, "%s", err.msg);
+    cr_assert_eq(pd_model_hlc(pd_repl_model(r)), hlc, "the refused snapshot moved the clock");
+    pd_model_stats st;
+    pd_model_stats_get(pd_repl_model(r), &st);
+    cr_assert_eq(st.devices + st.users, 0);
+    pd_repl_free(r);
+    /* The same snapshot restores at its own time. */
+    r = pd_repl_new(&cfg, &MCFG, pd_str_c("n1"), &(pd_repl_io){0}, w.now);
+    cr_assert_eq(pd_repl_restore(r, snap, len, w.now, &info, &err), PD_OK, "%s", err.msg);
+    pd_repl_free(r);
+    free(snap);
+    world_free(&w);
+}

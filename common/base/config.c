@@ -132,6 +132,11 @@ static const cfg_field fields[] = {
     {.env = "PRESENCE_MAX_QUERY_USERS", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, max_query_users), .min = 1, .max = 1000, .def_u = 1000,
      .meaning = "users in one get request and largest online limit (1-1000)"},
+    {.env = "PRESENCE_MAX_BATCH", .kind = CFG_COUNT, .def = DEF_FIXED,
+     .off = offsetof(pd_config, max_batch), .min = 1, .max = 100000, .def_u = 1000,
+     .meaning = "events in one batch message; a longer batch is refused with too_large"},
+    MS_FIELD("PRESENCE_SYNC_PARTS_TIMEOUT_MS", sync_parts_timeout_ms, 1, 30000,
+             "an unfinished sync in parts is dropped this long after its last part"),
     {.env = "PRESENCE_NOTIFY_MIN_INTERVAL_MS", .kind = CFG_MS, .def = DEF_FIXED,
      .off = offsetof(pd_config, notify_min_interval_ms), .min = 0, .max = 60000,
      .def_u = 100,
@@ -810,9 +815,11 @@ void pd_config_describe(const pd_config *c, char *buf, size_t len) {
     if (used + 1 < len)
         snprintf(buf + used, len - used, " max_devices_per_user=%" PRIu64
                  " max_users=%" PRIu64 " max_query_users=%" PRIu64 " notify_interval=%" PRIu64
-                 "ms activity_resolution=%" PRIu64 "ms user_retention=%" PRIu64 "ms",
+                 "ms activity_resolution=%" PRIu64 "ms user_retention=%" PRIu64
+                 "ms max_batch=%" PRIu64 " sync_parts_timeout=%" PRIu64 "ms",
                  c->max_devices_per_user, c->max_users_per_node, c->max_query_users,
-                 c->notify_min_interval_ms, c->activity_resolution_ms, c->user_retention_ms);
+                 c->notify_min_interval_ms, c->activity_resolution_ms, c->user_retention_ms,
+                 c->max_batch, c->sync_parts_timeout_ms);
 }
 
 size_t pd_url_split(const char *list, char *buf, size_t buflen, const char **urls, size_t max) {

@@ -35,6 +35,8 @@ typedef struct pd_config {
     uint64_t notify_min_interval_ms; /* PRESENCE_NOTIFY_MIN_INTERVAL_MS, 0 = off */
     uint64_t activity_resolution_ms; /* PRESENCE_ACTIVITY_RESOLUTION_MS, 0 = exact */
     uint64_t user_retention_ms;    /* PRESENCE_USER_RETENTION_MS, 0 = never forget */
+    uint64_t max_batch;            /* PRESENCE_MAX_BATCH: events of one batch */
+    uint64_t sync_parts_timeout_ms; /* PRESENCE_SYNC_PARTS_TIMEOUT_MS */
     uint64_t test_fail_allocs;     /* PRESENCE_TEST_FAIL_ALLOCS (tests only) */
     uint64_t test_clock_offset_ms; /* PRESENCE_TEST_CLOCK_OFFSET_MS (tests only) */
     uint64_t max_clock_skew_ms;    /* PRESENCE_MAX_CLOCK_SKEW_MS */

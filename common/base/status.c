@@ -17,6 +17,7 @@ static const char *const names[PD_STATUS_COUNT] = {
     [PD_ENOMEM] = "out of memory",
     [PD_EIO] = "i/o error",
     [PD_ECONFIG] = "bad configuration",
+    [PD_EPARTIAL] = "applied in part",
 };
 
 static const char *const codes[PD_STATUS_COUNT] = {
@@ -32,6 +33,7 @@ static const char *const codes[PD_STATUS_COUNT] = {
     [PD_ENOMEM] = "internal",
     [PD_EIO] = "internal",
     [PD_ECONFIG] = "internal",
+    [PD_EPARTIAL] = "partial",
 };
 
 const char *pd_status_str(pd_status s) {

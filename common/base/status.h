@@ -19,6 +19,7 @@ typedef enum {
     PD_ENOMEM,        /* allocation failed (reported as `internal`) */
     PD_EIO,           /* a network or file operation failed (`internal`) */
     PD_ECONFIG,       /* a setting is invalid */
+    PD_EPARTIAL,      /* a batch or sync applied in part: see its `failed` list */
     PD_STATUS_COUNT
 } pd_status;
 

@@ -308,8 +308,8 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     return PD_OK;
 }
 
-static pd_device *local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
-                            pd_str meta, uint64_t now, pd_status *st) {
+pd_device *pd__local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                         pd_str meta, uint64_t now, pd_status *st) {
     *st = pd__device_add(m, s, conn, user, label, meta, m->node, pd__hlc_next(m, now), now);
     return *st == PD_OK ? s->devs : NULL; /* added first in the server's list */
 }
@@ -317,7 +317,7 @@ static pd_device *local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user,
 /* An event from a socket server about a device another node owns (the
  * server moved here without a sync): this node claims it first, so that
  * only the owner ever changes a device. */
-static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *st) {
+pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *st) {
     *st = PD_OK;
     if (d->node == m->node) return d;
     char conn[PD_ID_MAX], user[PD_ID_MAX], label[PD_DEVICE_MAX];
@@ -331,7 +331,7 @@ static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status
      * active then a STATE saying idle would flap its user on them. */
     pd__ops_mute(m);
     /* Add before removing: a failed add then leaves everything as it was. */
-    d = local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
+    d = pd__local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
     if (d && state == PD_DEV_IDLE) pd__device_set_idle(m, d);
     pd__ops_unmute(m);
     if (d) {
@@ -345,7 +345,7 @@ static pd_device *claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status
  * if the server went to another node and came back, that node's newer
  * claim may still be on its way, and would take the device from us (and
  * lose it when that node times the server out). A new claim outranks it. */
-static void renew_claim(pd_model *m, pd_device *d, uint64_t now) {
+void pd__renew_claim(pd_model *m, pd_device *d, uint64_t now) {
     d->claim = pd__hlc_next(m, now);
     pd__emit_device(m, PD_OP_ADD, d);
 }
@@ -362,12 +362,13 @@ static void server_close(pd_model *m, pd_server *s, uint64_t now) {
     s->watched = 0;
     s->has_seq = 0;
     pd_theap_disarm(&m->timers, &s->timeout);
+    pd__sync_run_free(m, s);
     pd__drop_server_if_unused(m, s);
 }
 
 /* Forgets a server that has no devices, no seq and no heartbeat watch. */
 void pd__drop_server_if_unused(pd_model *m, pd_server *s) {
-    if (s->ndev == 0 && !s->watched && !s->has_seq) server_drop(m, s);
+    if (s->ndev == 0 && !s->watched && !s->has_seq && s->run == NULL) server_drop(m, s);
 }
 
 /* ---- events ------------------------------------------------------------------- */
@@ -386,50 +387,10 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
      * never passes through an empty device list. A REMOVE names the claim
      * it removes, so peers cannot mistake it for the new entry. */
     pd_device *old = d;
-    local_add(m, s, ev->conn, ev->user, ev->device, ev->meta, now, &st);
+    d = pd__local_add(m, s, ev->conn, ev->user, ev->device, ev->meta, now, &st);
+    if (d && s->run) d->mark |= MARK_SYNC; /* newer than the chunked sync: it stays */
     if (st == PD_OK && old) pd__device_remove(m, old, now, 0);
     return st;
-}
-
-static pd_status ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now,
-                         pd_err *err) {
-    pd_sync_iter it;
-    pd_sync_conn c;
-    pd_status st = PD_OK;
-    /* No limit here: a sync reports connections that exist, and refusing
-     * it would leave every user of the server wrong (presence_limits.c). */
-    (void)err;
-    for (pd_device *d = s->devs; d; d = d->snext) d->mark &= (uint8_t)~MARK_SYNC;
-    pd_sync_iter_init(&it, ev);
-    while (pd_sync_iter_next(&it, &c)) {
-        pd_device *d = pd__device_find(m, s, c.conn);
-        /* The label too: a conn id the server reused may still name a stale
-         * entry (its remove not applied yet), which must not lend its label. */
-        bool same = d && d->user->id_n == c.user.n &&
-                    memcmp(d->user->id, c.user.p, c.user.n) == 0 && d->label_n == c.device.n &&
-                    memcmp(d->buf + d->conn_n, c.device.p, c.device.n) == 0;
-        if (same && d->node != m->node) d = claim_local(m, d, now, &st);
-        else if (same) renew_claim(m, d, now);
-        else {
-            pd_device *old = d;
-            d = local_add(m, s, c.conn, c.user, c.device, (pd_str){NULL, 0}, now, &st);
-            if (d && old) pd__device_remove(m, old, now, 0);
-        }
-        if (st != PD_OK) return st;
-        d->mark |= MARK_SYNC;
-    }
-    /* Only this node's entries: a device another node still owns is that
-     * node's to remove (its own server timeout or shutdown). */
-    for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
-        for (pd_device *d = s->devs, *next; d; d = next) {
-            next = d->snext;
-            if (!(d->mark & MARK_SYNC) && d->node == m->node && (pass || d->state == PD_DEV_IDLE))
-                pd__device_remove(m, d, now, 0);
-        }
-    }
-    /* A sync starts the server over: its seq may restart. */
-    s->has_seq = 0;
-    return PD_OK;
 }
 
 /* Sets the custom status register's value (text "" clears it). */
@@ -519,18 +480,18 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
     pd_status st = PD_OK;
     switch (ev->type) {
     case PD_EV_CONNECT: return ev_connect(m, s, ev, now, err);
-    case PD_EV_SYNC: return ev_sync(m, s, ev, now, err);
+    case PD_EV_SYNC: return pd__ev_sync(m, s, ev, now, err);
     case PD_EV_DISCONNECT:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
-        if ((d = claim_local(m, d, now, &st)) != NULL) pd__device_remove(m, d, now, 0);
+        if ((d = pd__claim_local(m, d, now, &st)) != NULL) pd__device_remove(m, d, now, 0);
         return st;
     case PD_EV_ACTIVITY:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
-        if ((d = claim_local(m, d, now, &st)) == NULL) return st;
+        if ((d = pd__claim_local(m, d, now, &st)) == NULL) return st;
         return pd__device_set_active(m, d, now);
     case PD_EV_IDLE:
         if ((d = conn_lookup(m, s, ev, err)) == NULL) return PD_EUNKNOWNCONN;
-        if ((d = claim_local(m, d, now, &st)) == NULL) return st;
+        if ((d = pd__claim_local(m, d, now, &st)) == NULL) return st;
         pd__device_set_idle(m, d);
         return PD_OK;
     case PD_EV_HEARTBEAT:
@@ -557,6 +518,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
     pd_status st = PD_OK;
     pd_server *s = ev->server.n ? server_find(m, ev->server) : NULL;
     *res = PD_APPLIED;
+    m->nrefusals = 0;
     /* Any message from a known server is a sign of life, even a duplicate
      * or a refused one. */
     if (s) server_alive(m, s, now);
@@ -600,6 +562,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
     }
     if (st == PD_ENOMEM) pd_err_set(err, PD_ENOMEM, "out of memory");
     else if (st != PD_OK && err->code != st) pd_err_set(err, st, "%s", pd_status_str(st));
+    if (st == PD_OK && m->nrefusals) *res = PD_PARTIAL;
     pd__flush(m, now);
     return st;
 }
@@ -627,6 +590,9 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
         pd__mark_dirty(m, u);
         break;
     }
+    case TK_SYNC:
+        pd__sync_run_expire(m, OWNER(t, pd_sync_run, expiry));
+        break;
     case TK_SERVER: {
         pd_server *s = OWNER(t, pd_server, timeout);
         uint64_t due = (uint64_t)s->last_msg + m->cfg.server_timeout_ms;
@@ -647,6 +613,11 @@ void pd_model_tick(pd_model *m, uint64_t now) {
 
 uint64_t pd_model_next_due(const pd_model *m) { return pd_theap_next(&m->timers); }
 
+uint32_t pd_model_refusals(const pd_model *m, const pd_refusal **out) {
+    *out = m->refusals;
+    return m->nrefusals;
+}
+
 /* ---- life cycle -------------------------------------------------------------------- */
 
 pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud) {
@@ -666,8 +637,9 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
     return m;
 }
 
-static void free_entry(void *ud, pd_hnode *e) {
+static void free_server(void *ud, pd_hnode *e) {
     (void)ud;
+    pd_free(((pd_server *)e)->run);
     pd_free(e);
 }
 
@@ -695,8 +667,9 @@ void pd_model_free(pd_model *m) {
     pd_theap_free(&m->timers);
     free_table(&m->devices, free_device);
     free_table(&m->users, free_user);
-    free_table(&m->servers, free_entry);
+    free_table(&m->servers, free_server);
     pd_free(m->dirty);
+    pd_free(m->refusals);
     for (uint32_t i = 0; i < m->nnodes; i++) pd_free(m->nodes[i]);
     pd_free(m);
 }

@@ -39,6 +39,7 @@ typedef struct {
     /* A user with nothing but a last_seen older than this is forgotten
      * (0 = never). */
     uint64_t user_retention_ms;
+    uint64_t sync_parts_timeout_ms; /* an unfinished chunked sync is dropped (0: 30 s) */
 } pd_model_cfg;
 
 #define PD_MAX_CLOCK_SKEW_DEFAULT_MS 60000
@@ -46,6 +47,14 @@ typedef struct {
 /* True if hlc (ms << 16 | counter) reads more than skew_ms ahead of the
  * wall clock now (ms since the epoch). Never overflows. */
 bool pd_hlc_ahead(uint64_t hlc, uint64_t now, uint64_t skew_ms);
+
+/* One sync entry refused by pd_model_apply (a partial sync). conn points
+ * into the applied event's buffer; message is the model's. */
+typedef struct {
+    pd_str conn;
+    pd_status code;
+    char message[128];
+} pd_refusal;
 
 /* Called once per change of a user's public presence or custom status (the
  * view others see), after the operation is complete. v is borrowed. */
@@ -58,14 +67,19 @@ void pd_model_free(pd_model *m);
  * snapshot); a hint: out of memory leaves them growing one step at a time. */
 void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices);
 
-/* Outcome of applying an event. */
-typedef enum { PD_APPLIED, PD_DUPLICATE } pd_apply_result;
+/* Outcome of applying an event. PD_PARTIAL: a sync applied but for the
+ * entries listed by pd_model_refusals. */
+typedef enum { PD_APPLIED, PD_DUPLICATE, PD_PARTIAL } pd_apply_result;
 
 /* Applies one decoded event at time now. On error nothing changed and err
  * says why (unknown_conn, bad_value for a custom status already expired,
  * too_large for a limit of pd_model_cfg, internal for out of memory). */
 pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
                          pd_apply_result *res, pd_err *err);
+
+/* The sync entries the last pd_model_apply refused (res PD_PARTIAL); valid
+ * until the next call that changes the model. */
+uint32_t pd_model_refusals(const pd_model *m, const pd_refusal **out);
 
 /* Fires every timer due at or before now. */
 void pd_model_tick(pd_model *m, uint64_t now);

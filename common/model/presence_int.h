@@ -7,7 +7,7 @@
 #include "model/presence.h"
 #include "base/timerheap.h"
 
-enum { TK_IDLE = 1, TK_GRACE, TK_CUSTOM, TK_SERVER };
+enum { TK_IDLE = 1, TK_GRACE, TK_CUSTOM, TK_SERVER, TK_SYNC };
 
 typedef struct pd_user pd_user;
 
@@ -48,7 +48,19 @@ struct pd_user {
 
 enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8 };
 
-typedef struct pd_server {
+typedef struct pd_server pd_server;
+
+/* A chunked sync under way (presence_sync.c): the parts received so far
+ * marked their devices MARK_SYNC; the last part removes the rest. */
+typedef struct pd_sync_run {
+    pd_timer expiry;           /* PRESENCE_SYNC_PARTS_TIMEOUT_MS after the last part */
+    pd_server *server;
+    uint32_t parts, got;       /* parts 1..got applied */
+    uint8_t id_n;
+    char id[PD_ID_MAX];
+} pd_sync_run;
+
+struct pd_server {
     pd_hnode h;
     pd_device *devs;           /* doubly linked through d->sprev/snext */
     pd_timer timeout;
@@ -57,8 +69,9 @@ typedef struct pd_server {
     uint32_t ndev;
     uint8_t has_seq, watched;  /* watched: sent a heartbeat */
     uint8_t id_n;
+    pd_sync_run *run;          /* a chunked sync under way, or NULL */
     char id[];
-} pd_server;
+};
 
 struct pd_device {
     pd_hnode h;                /* table keyed by (server, conn) */
@@ -101,6 +114,8 @@ struct pd_model {
     uint64_t live_users;       /* users with at least one live device */
     uint64_t changes;
     uint64_t refused_devices, refused_users; /* presence_limits.c */
+    pd_refusal *refusals;      /* the last pd_model_apply's refused sync entries */
+    uint32_t nrefusals, refusals_cap;
 };
 
 pd_user *pd__user_find(const pd_model *m, pd_str id);
@@ -155,7 +170,21 @@ const char *pd__intern_find(const pd_model *m, pd_str node);
 /* presence_limits.c: checks of the local entry point, made before an
  * event changes anything; too_large (counted, err filled) or PD_OK. */
 pd_status pd__limit_connect(pd_model *m, const pd_server *s, const pd_event *ev, pd_err *err);
+/* A sync entry would give its user one more device than
+ * max_devices_per_user: too_large (counted, err filled) or PD_OK. */
+pd_status pd__limit_sync_entry(pd_model *m, const pd_user *u, pd_str user, pd_err *err);
 pd_public pd__user_status(const pd_user *u, bool self);
+/* presence_sync.c: the sync event, whole or in parts, and server moves. */
+pd_status pd__ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now, pd_err *err);
+void pd__sync_run_free(pd_model *m, pd_server *s);
+void pd__sync_run_expire(pd_model *m, pd_sync_run *run);
+/* Applies a SYNCED op of origin (see presence_sync.c). */
+void pd__apply_synced(pd_model *m, const char *origin, const pd_op *op, uint64_t now);
+/* presence.c helpers used by presence_sync.c. */
+pd_device *pd__local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
+                         pd_str meta, uint64_t now, pd_status *st);
+pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *st);
+void pd__renew_claim(pd_model *m, pd_device *d, uint64_t now);
 void pd__user_view(const pd_user *u, bool self, pd_view *out);
 
 #endif

@@ -12,10 +12,12 @@
  * give no user a device). Ops from peers, state transfers and restores
  * never pass here: a limit never makes two nodes hold different state.
  *
- * Only connect is limited, not sync: a sync is the server's list of the
+ * A whole sync is never refused: a sync is the server's list of the
  * connections it has, and refusing it whole because one user is over a
  * limit (lowered since, or reached by concurrent connects on two nodes)
- * would leave every user of that server wrong, on every retry of it. */
+ * would leave every user of that server wrong, on every retry of it. Its
+ * entries that would push a user over max_devices_per_user are refused
+ * one by one instead (pd__limit_sync_entry), listed in a partial reply. */
 #include "model/presence_int.h"
 
 static pd_status refuse_devices(pd_model *m, pd_err *err, pd_str user, uint64_t would) {
@@ -55,4 +57,15 @@ pd_status pd__limit_connect(pd_model *m, const pd_server *s, const pd_event *ev,
     if (would <= m->cfg.max_devices_per_user) return PD_OK;
     if (would == u->ndev) return PD_OK; /* no more than now: never refuse a replacement */
     return refuse_devices(m, err, ev->user, would);
+}
+
+/* A sync entry is refused one by one (the rest of the sync applies): a
+ * sync reports connections that exist, but a user over
+ * PRESENCE_MAX_DEVICES_PER_USER must not be made so silently. The user
+ * limit (max_users) does not apply to syncs, as explained above. */
+pd_status pd__limit_sync_entry(pd_model *m, const pd_user *u, pd_str user, pd_err *err) {
+    if (u == NULL || m->cfg.max_devices_per_user == 0 ||
+        (uint64_t)u->ndev + 1u <= m->cfg.max_devices_per_user)
+        return PD_OK;
+    return refuse_devices(m, err, user, (uint64_t)u->ndev + 1u);
 }

@@ -204,6 +204,9 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
         if (origin != m->node && (d = owned(m, origin, op)) != NULL)
             pd__device_state(m, d, op->state, op->last_active);
         break;
+    case PD_OP_SYNCED:
+        if (origin != m->node) pd__apply_synced(m, origin, op, now);
+        break;
     default:
         st = apply_register(m, op, now);
         break;
@@ -405,6 +408,9 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
         }
+        break;
+    case PD_OP_SYNCED:
+        pd__apply_synced(m, m->node, op, now);
         break;
     default:
         st = apply_register(m, op, now);

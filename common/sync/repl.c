@@ -46,6 +46,7 @@ typedef struct {
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
     uint64_t left_inc, distrust_inc;
+    uint64_t alive_since;       /* when it last came up */
     uint64_t served_window;     /* state transfers served to it: window start */
     uint32_t served_n;          /* ... and how many in that window */
 } peer;
@@ -58,6 +59,7 @@ struct pd_repl {
     peer **peers;
     uint32_t npeers;
     uint64_t seq;               /* deltas sent by this incarnation */
+    uint64_t seq_hb, seq_round; /* our seq at the last heartbeat, and at the one before */
     uint64_t last_req;          /* sync requests numbered so far */
     msgpack_sbuffer ops;        /* ops waiting for the next delta */
     uint32_t nops;
@@ -211,12 +213,14 @@ static void hold(peer *p, uint64_t seq, const void *buf, size_t len) {
 
 static bool is_ready(const pd_repl *r) { return pd_notifier_announcing(r->nf); }
 
-/* The model's change callback: the notifier decides and publishes. */
+/* The notifier's publish callback: out through the replica's io. */
 static void publish_notification(void *ud, const pd_view *v) {
     pd_repl *r = ud;
     if (r->io.publish) r->io.publish(r->io.ud, v);
 }
 
+/* The model's change callback: the notifier decides, at the time of the
+ * call in progress. */
 static void on_change(void *ud, const pd_view *v) {
     pd_repl *r = ud;
     pd_notifier_change(r->nf, v, r->now);
@@ -570,6 +574,21 @@ static bool hb_leaving(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now
     return false;
 }
 
+/* Saying `ready` is not enough to take users from the announcer hash: a
+ * peer counts as announcing once it has been alive for a heartbeat round
+ * and its heartbeat shows our incarnation applied up to where we were a
+ * round ago (it really follows us). A made-up node that only says `ready`
+ * never does. Once counted, it stays so while it says `ready` and is
+ * alive: a peer lagging under load does not flap the announcing set. */
+static bool earns_ready(const pd_repl *r, const peer *p, const pd_heartbeat *hb, uint64_t now) {
+    if (!p->alive || now < p->alive_since + r->cfg.sync_interval_ms) return false;
+    for (uint32_t k = 0; k < hb->nvc; k++) {
+        if (pd_str_eqc(hb->vc[k].node, r->self))
+            return hb->vc[k].inc == r->cfg.inc && hb->vc[k].seq >= r->seq_round;
+    }
+    return false;
+}
+
 /* A node becomes a peer only by a valid heartbeat of its own, on its own
  * subject; ids inside vector clocks are never admitted. */
 pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, size_t len,
@@ -627,10 +646,12 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         pd_free(hb);
         return PD_OK;
     }
-    if (!p->alive || p->ready != hb->ready) {
+    if (!p->alive) p->alive_since = now;
+    bool announcing = hb->ready && ((p->alive && p->ready) || earns_ready(r, p, hb, now));
+    if (!p->alive || p->ready != announcing) {
         /* The set of announcing nodes changes: take over what is ours now. */
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
-        set_membership(r, p, true, hb->ready);
+        set_membership(r, p, true, announcing);
         pd_notifier_take_over(r->nf, r->m, now);
     }
     if (healed) {
@@ -657,6 +678,8 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     hb->node = S(r->self);
     hb->inc = r->cfg.inc;
     hb->seq = r->seq;
+    r->seq_round = r->seq_hb;
+    r->seq_hb = r->seq;
     hb->hlc = pd_model_hlc(r->m);
     hb->wall = now;
     hb->leaving = leaving;

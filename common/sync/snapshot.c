@@ -40,11 +40,6 @@ static void close_array(pd_snap *s) {
     put_be((uint8_t *)s->sb.data + s->count_at, s->count, 4);
 }
 
-static void pack_u64(msgpack_packer *pk, const char *k, uint64_t v) {
-    pd_pack_cstr(pk, k);
-    msgpack_pack_uint64(pk, v);
-}
-
 pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info) {
     (void)m;
     pd_snap *s = pd_calloc(1, sizeof *s);
@@ -54,21 +49,15 @@ pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info) {
     msgpack_sbuffer_write(&s->sb, room, sizeof room); /* header, written at the end */
     msgpack_packer_init(&s->pk, &s->sb, msgpack_sbuffer_write);
     msgpack_pack_map(&s->pk, 10);
-    pack_u64(&s->pk, "v", PD_SNAP_VERSION);
+    pd_pack_kv_u64(&s->pk, "v", PD_SNAP_VERSION);
     pd_pack_kv_str(&s->pk, "node", info->node);
-    pack_u64(&s->pk, "inc", info->inc);
-    pack_u64(&s->pk, "seq", info->seq);
-    pack_u64(&s->pk, "hlc", info->hlc);
-    pack_u64(&s->pk, "stream_seq", info->stream_seq);
-    pack_u64(&s->pk, "taken_at", info->taken_at);
+    pd_pack_kv_u64(&s->pk, "inc", info->inc);
+    pd_pack_kv_u64(&s->pk, "seq", info->seq);
+    pd_pack_kv_u64(&s->pk, "hlc", info->hlc);
+    pd_pack_kv_u64(&s->pk, "stream_seq", info->stream_seq);
+    pd_pack_kv_u64(&s->pk, "taken_at", info->taken_at);
     pd_pack_cstr(&s->pk, "vc");
-    msgpack_pack_array(&s->pk, info->nvc);
-    for (uint32_t i = 0; i < info->nvc; i++) {
-        msgpack_pack_array(&s->pk, 3);
-        pd_pack_str(&s->pk, info->vc[i].node);
-        msgpack_pack_uint64(&s->pk, info->vc[i].inc);
-        msgpack_pack_uint64(&s->pk, info->vc[i].seq);
-    }
+    pd_vc_encode(&s->pk, info->vc, info->nvc);
     open_array(s, "devices");
     return s;
 }
@@ -142,28 +131,6 @@ void pd_snap_abort(pd_snap *s) {
 
 /* ---- reading -------------------------------------------------------------------- */
 
-static bool rd_u64(mp_reader *r, uint64_t *v) {
-    int64_t x = 0;
-    if (!mpr_int(r, &x)) return false;
-    if (x < 0) return mpr_fail(r, PD_EBADVALUE, "negative number");
-    *v = (uint64_t)x;
-    return true;
-}
-
-static bool read_vc(mp_reader *r, pd_snap_info *info) {
-    uint32_t n, k;
-    if (!mpr_array(r, &n)) return false;
-    if (n > PD_VC_MAX) return mpr_fail(r, PD_ETOOLARGE, "vector clock too long");
-    for (uint32_t i = 0; i < n; i++) {
-        pd_vc_entry *e = &info->vc[i];
-        if (!mpr_array(r, &k) || k != 3 || !mpr_str(r, &e->node) ||
-            !pd_id_valid(e->node.p, e->node.n) || !rd_u64(r, &e->inc) || !rd_u64(r, &e->seq))
-            return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad vector clock entry");
-    }
-    info->nvc = n;
-    return true;
-}
-
 static bool read_device(mp_reader *r, pd_snap_device *d) {
     uint32_t k;
     if (!mpr_array(r, &k) || k != 2 || !mpr_str(r, &d->owner) ||
@@ -178,51 +145,75 @@ static bool read_register(mp_reader *r, pd_op *op) {
            mpr_fail(r, PD_EBADVALUE, "a register entry is not a register op");
 }
 
-/* Validates an array of entries, leaving *at positioned on its first. */
-static bool read_list(mp_reader *r, mp_reader *at, uint32_t *n, bool devices) {
-    pd_str raw;
-    mp_reader sub;
-    if (!mpr_raw(r, &raw)) return false;
-    mpr_init(&sub, raw.p, raw.n);
-    if (!mpr_array(&sub, n)) return mpr_fail(r, sub.err, sub.why);
-    *at = sub;
-    for (uint32_t i = 0; i < *n; i++) {
-        pd_snap_device d;
-        bool ok = devices ? read_device(&sub, &d) : read_register(&sub, &d.op);
-        if (!ok) return mpr_fail(r, sub.err, sub.why);
-    }
-    return true;
+static bool check_device(mp_reader *r, void *ud) {
+    pd_snap_device d;
+    (void)ud;
+    return read_device(r, &d);
 }
 
-static bool body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_reader *rd,
-                       unsigned *seen) {
+static bool check_register(mp_reader *r, void *ud) {
+    pd_op op;
+    (void)ud;
+    return read_register(r, &op);
+}
+
+/* Required fields of the body. */
+enum {
+    SF_V = 1 << 0, SF_NODE = 1 << 1, SF_INC = 1 << 2, SF_SEQ = 1 << 3, SF_VC = 1 << 4,
+    SF_DEVICES = 1 << 5, SF_REGISTERS = 1 << 6,
+};
+static const char *const body_fields[] = {"v", "node", "inc", "seq", "vc", "devices", "registers"};
+#define SF_ALL (SF_V | SF_NODE | SF_INC | SF_SEQ | SF_VC | SF_DEVICES | SF_REGISTERS)
+
+static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_reader *rd,
+                            unsigned *seen, pd_err *err) {
+    pd_str raw;
+    uint64_t v = 0;
+    bool ok;
     if (pd_str_eqc(k, "v")) {
-        uint64_t v = 0;
-        *seen |= 1;
-        return rd_u64(r, &v) && (v == PD_SNAP_VERSION || mpr_fail(r, PD_EBADVALUE, "bad version"));
+        *seen |= SF_V;
+        ok = pd_rd_u64(r, &v) && (v == PD_SNAP_VERSION || mpr_fail(r, PD_EBADVALUE, "bad version"));
+    } else if (pd_str_eqc(k, "node")) { /* an id: it may be echoed in a refusal */
+        *seen |= SF_NODE;
+        ok = pd_rd_id(r, &info->node);
+    } else if (pd_str_eqc(k, "inc")) { *seen |= SF_INC; ok = pd_rd_u64(r, &info->inc); }
+    else if (pd_str_eqc(k, "seq")) { *seen |= SF_SEQ; ok = pd_rd_u64(r, &info->seq); }
+    else if (pd_str_eqc(k, "vc")) { *seen |= SF_VC; ok = pd_vc_read(r, info->vc, &info->nvc); }
+    else if (pd_str_eqc(k, "devices")) {
+        *seen |= SF_DEVICES;
+        ok = pd_rd_array(r, &raw, &rd->ndevs, check_device, NULL, &rd->devs);
+    } else if (pd_str_eqc(k, "registers")) {
+        *seen |= SF_REGISTERS;
+        ok = pd_rd_array(r, &raw, &rd->nregs, check_register, NULL, &rd->regs);
+    } else if (pd_str_eqc(k, "hlc")) ok = pd_rd_u64(r, &info->hlc);
+    else if (pd_str_eqc(k, "stream_seq")) ok = pd_rd_u64(r, &info->stream_seq);
+    else if (pd_str_eqc(k, "taken_at")) ok = pd_rd_u64(r, &info->taken_at);
+    else ok = mpr_skip(r);
+    return ok ? PD_OK : pd_rd_err(r, err);
+}
+
+/* The body after the header: a map of the fields above, nothing after. */
+static pd_status read_body(mp_reader *r, pd_snap_info *info, pd_snap_reader *rd, pd_err *err) {
+    uint32_t n;
+    unsigned seen = 0;
+    pd_status s;
+    if (!mpr_map(r, &n)) return pd_rd_err(r, err);
+    for (uint32_t i = 0; i < n; i++) {
+        pd_str k;
+        if (!pd_read_key(r, &k)) return pd_rd_err(r, err);
+        if ((s = body_field(r, k, info, rd, &seen, err)) != PD_OK) return s;
     }
-    if (pd_str_eqc(k, "node")) { /* an id: it may be echoed in a refusal */
-        *seen |= 2;
-        return mpr_str(r, &info->node) &&
-               (pd_id_valid(info->node.p, info->node.n) || mpr_fail(r, PD_EBADID, "bad node id"));
+    if (mpr_remaining(r) != 0) {
+        pd_err_set(err, PD_EBADMSGPACK, "trailing bytes");
+        return PD_EBADMSGPACK;
     }
-    if (pd_str_eqc(k, "inc")) { *seen |= 4; return rd_u64(r, &info->inc); }
-    if (pd_str_eqc(k, "seq")) { *seen |= 8; return rd_u64(r, &info->seq); }
-    if (pd_str_eqc(k, "vc")) { *seen |= 16; return read_vc(r, info); }
-    if (pd_str_eqc(k, "devices")) { *seen |= 32; return read_list(r, &rd->devs, &rd->ndevs, true); }
-    if (pd_str_eqc(k, "registers")) { *seen |= 64; return read_list(r, &rd->regs, &rd->nregs, false); }
-    if (pd_str_eqc(k, "hlc")) return rd_u64(r, &info->hlc);
-    if (pd_str_eqc(k, "stream_seq")) return rd_u64(r, &info->stream_seq);
-    if (pd_str_eqc(k, "taken_at")) return rd_u64(r, &info->taken_at);
-    return mpr_skip(r);
+    return pd_fields_missing(seen, SF_ALL, body_fields, 7, "snapshot", err);
 }
 
 pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_reader *rd,
                        pd_err *err) {
     const uint8_t *p = buf;
     mp_reader r;
-    uint32_t n;
-    unsigned seen = 0;
     memset(info, 0, offsetof(pd_snap_info, vc));
     memset(rd, 0, sizeof *rd);
     if (len < PD_SNAP_HEADER || memcmp(p, "PDSNAP", 6) != 0 || p[6] != 0) {
@@ -245,18 +236,10 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
         return PD_EBADVALUE;
     }
     mpr_init(&r, p + PD_SNAP_HEADER, (size_t)body);
-    bool ok = mpr_map(&r, &n);
-    for (uint32_t i = 0; ok && i < n; i++) {
-        pd_str k;
-        ok = pd_read_key(&r, &k) && body_field(&r, k, info, rd, &seen);
-    }
-    if (ok && mpr_remaining(&r) != 0) ok = mpr_fail(&r, PD_EBADMSGPACK, "trailing bytes");
-    if (ok && seen != 127) ok = mpr_fail(&r, PD_EMISSING, "snapshot lacks a field");
-    if (!ok) {
-        pd_err_set(err, r.err ? r.err : PD_EBADVALUE, "bad snapshot body: %s", r.why);
-        return err->code;
-    }
-    return PD_OK;
+    pd_err why = {PD_OK, ""};
+    pd_status s = read_body(&r, info, rd, &why);
+    if (s != PD_OK) pd_err_set(err, s, "bad snapshot body: %s", why.msg);
+    return s;
 }
 
 bool pd_snap_next_device(pd_snap_reader *rd, pd_snap_device *d) {

@@ -7,7 +7,7 @@
  * the model can apply without further checks. Arrays (sync conns, get users)
  * are validated whole at decode time and then walked with an iterator.
  * Encoding writes with msgpack-c's packer into a msgpack_sbuffer owned by
- * the caller.
+ * the caller. The style and the shared readers and packers: codec_util.h.
  *
  * CHECKLIST: new message or field? Update the decoder and the encoder here,
  * the schemas/ pages, and the round-trip cases in tests/test_codec.c. */
@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "base/ids.h"
+#include "wire/codec_util.h"
 #include "wire/mpread.h"
 #include "wire/ptypes.h"
 #include "base/status.h"
@@ -30,6 +31,7 @@
 #define PD_CURSOR_MAX 64        /* bytes of an `online` cursor */
 #define PD_SEQ_MAX ((int64_t)1 << 53)   /* largest event `seq` */
 #define PD_SEQ_JUMP_MAX ((int64_t)1 << 32) /* largest step of a server's `seq` */
+#define PD_SYNC_PARTS_MAX 100000 /* parts of one chunked sync */
 
 /* ---- Section 1: connection events -------------------------------------- */
 
@@ -53,6 +55,8 @@ typedef struct {
     int64_t expires_at;     /* 0 = never */
     pd_str conns;           /* raw encoded array of sync entries */
     uint32_t nconns;
+    pd_str sync_id;         /* chunked sync: n == 0 for a sync in one message */
+    uint32_t part, parts;   /* chunked sync: 1 <= part <= parts (both 1 when whole) */
     bool has_ts, has_seq, has_trace;
     int64_t ts;
     int64_t seq;
@@ -78,6 +82,26 @@ bool pd_sync_iter_next(pd_sync_iter *it, pd_sync_conn *out);
 void pd_event_encode(msgpack_sbuffer *sb, const pd_event *ev,
                      const pd_sync_conn *sync, uint32_t n);
 
+/* ---- batches of events (schemas/events.md#batch) ------------------------ */
+
+/* A decoded batch: the raw encoded events, each still to be decoded (and
+ * refused on its own) by pd_event_decode. Slices point into the input. */
+typedef struct {
+    pd_str events;          /* raw encoded array */
+    uint32_t n;
+} pd_batch;
+
+/* True if buf is a map whose `type` is "batch" (nothing else validated). */
+bool pd_batch_is(const void *buf, size_t len);
+/* Decodes {"type": "batch", "events": [map, ...]} with at most max events.
+ * Each element must be a map; its content is checked when it is applied. */
+pd_status pd_batch_decode(const void *buf, size_t len, uint32_t max, pd_batch *b, pd_err *err);
+void pd_batch_iter_init(mp_reader *it, const pd_batch *b);
+/* The next raw event of a decoded batch (false at the end). */
+bool pd_batch_next(mp_reader *it, pd_str *raw);
+/* Encodes a batch of n already encoded events. */
+void pd_batch_encode(msgpack_sbuffer *sb, const pd_str *events, uint32_t n);
+
 /* ---- Section 7: request replies ----------------------------------------- */
 
 void pd_reply_ok_encode(msgpack_sbuffer *sb);
@@ -85,15 +109,39 @@ void pd_reply_ok_encode(msgpack_sbuffer *sb);
 void pd_reply_duplicate_encode(msgpack_sbuffer *sb);
 void pd_reply_error_encode(msgpack_sbuffer *sb, pd_status code, const char *msg);
 
+/* One refused item of a partial reply: a batch's event (i >= 0, conn.n ==
+ * 0) or a sync's connection (conn.n > 0, i < 0). */
+typedef struct {
+    int64_t i;
+    pd_str conn;
+    pd_status code;
+    pd_str message;
+} pd_failure;
+
+/* {"ok": false, "error": "partial", "message": msg, "failed": [...]}. */
+void pd_reply_partial_encode(msgpack_sbuffer *sb, const char *msg, const pd_failure *f,
+                             uint32_t n);
+
 /* Decodes {"ok": ...}; on a well-formed error reply, *ok is false and err
- * holds the code and message. Returns non-OK only if the reply is malformed. */
+ * holds the code and message; a partial reply's `failed` array is kept
+ * raw in `failed` (a slice of buf) for pd_reply_next_failed. Returns non-OK
+ * only if the reply is malformed. */
 typedef struct {
     bool ok;
     bool duplicate;             /* "duplicate": true (an ignored event) */
     char code[32];
     char message[160];
+    pd_str failed;          /* raw encoded array, n == 0 when absent */
+    uint32_t nfailed;
 } pd_reply;
 pd_status pd_reply_decode(const void *buf, size_t len, pd_reply *out);
+/* Walks a decoded reply's failures: init it on rep->failed, then next.
+ * f->code is the status named by the entry's `error` (PD_EINTERNAL when
+ * unknown); slices point into the reply's buffer. */
+void pd_reply_failed_iter(mp_reader *it, const pd_reply *rep);
+bool pd_reply_next_failed(mp_reader *it, pd_failure *f);
+/* The status of a wire error code ("too_large"); PD_EINTERNAL if unknown. */
+pd_status pd_status_from_code(pd_str code);
 
 /* ---- Section 3 and 4: public views --------------------------------------- */
 
@@ -171,14 +219,5 @@ typedef struct {
 
 void pd_cluster_reply_begin(msgpack_packer *pk, pd_str self, uint32_t n);
 void pd_cluster_reply_node(msgpack_packer *pk, const pd_node_view *nv);
-
-/* Small packer helpers shared by encoders. */
-void pd_pack_str(msgpack_packer *pk, pd_str s);
-void pd_pack_cstr(msgpack_packer *pk, const char *s);
-void pd_pack_kv_str(msgpack_packer *pk, const char *k, pd_str v);
-void pd_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v);
-
-/* Reads a map key; used by decoders walking maps. */
-bool pd_read_key(mp_reader *r, pd_str *key);
 
 #endif

@@ -3,20 +3,20 @@
 #include "wire/codec.h"
 #include <string.h>
 
-static pd_status reader_err(mp_reader *r, pd_err *err) {
-    pd_err_set(err, r->err, "%s", r->why);
-    return r->err;
-}
-
 /* ---- requests --------------------------------------------------------------- */
+
+/* Required fields, by query type. */
+enum { QF_USERS = 1 << 0, QF_USER = 1 << 1 };
+#define QF_COUNT 2
+static const char *const query_fields[QF_COUNT] = {"users", "user"};
+static const unsigned query_required[PD_Q_COUNT] = {
+    [PD_Q_GET] = QF_USERS,
+    [PD_Q_DEVICES] = QF_USER,
+};
 
 static pd_status read_query_id(mp_reader *r, pd_err *err, const char *field, pd_str *out) {
     if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); out->n = 0; return PD_OK; }
-    if (!mpr_str(r, out)) {
-        if (r->err == PD_EBADVALUE) pd_err_set(err, PD_EBADVALUE, "field '%s' must be a string", field);
-        else reader_err(r, err);
-        return err->code;
-    }
+    if (!mpr_str(r, out)) return pd_rd_field_err(r, err, field, "a string");
     if (!pd_id_valid(out->p, out->n)) {
         pd_err_set(err, PD_EBADID, "field '%s' is not a valid id", field);
         return PD_EBADID;
@@ -28,7 +28,7 @@ static pd_status read_users(mp_reader *r, pd_query *q, pd_err *err) {
     pd_str raw;
     mp_reader sub;
     uint32_t n;
-    if (!mpr_raw(r, &raw)) return reader_err(r, err);
+    if (!mpr_raw(r, &raw)) return pd_rd_err(r, err);
     mpr_init(&sub, raw.p, raw.n);
     if (!mpr_array(&sub, &n)) {
         pd_err_set(err, PD_EBADVALUE, "field 'users' must be an array of ids");
@@ -56,23 +56,20 @@ static pd_status read_users(mp_reader *r, pd_query *q, pd_err *err) {
 static pd_status read_query_field(mp_reader *r, pd_str k, pd_query *q, unsigned *seen,
                                   pd_err *err) {
     if (q->type == PD_Q_GET && pd_str_eqc(k, "users")) {
-        *seen |= 1;
+        *seen |= QF_USERS;
         return read_users(r, q, err);
     }
     if (q->type == PD_Q_GET && pd_str_eqc(k, "viewer"))
         return read_query_id(r, err, "viewer", &q->viewer);
     if (q->type == PD_Q_DEVICES && pd_str_eqc(k, "user")) {
-        *seen |= 1;
         pd_status s = read_query_id(r, err, "user", &q->user);
-        if (s == PD_OK && q->user.n == 0) *seen &= ~1u;
+        /* nil is absent, also after a first value */
+        if (s == PD_OK) *seen = q->user.n > 0 ? *seen | QF_USER : *seen & ~(unsigned)QF_USER;
         return s;
     }
     if (q->type == PD_Q_ONLINE && pd_str_eqc(k, "cursor")) {
         if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); return PD_OK; }
-        if (!mpr_str(r, &q->cursor)) {
-            pd_err_set(err, r->err, r->err == PD_EBADVALUE ? "field 'cursor' must be a string" : "%s", r->why);
-            return err->code;
-        }
+        if (!mpr_str(r, &q->cursor)) return pd_rd_field_err(r, err, "cursor", "a string");
         if (q->cursor.n > PD_CURSOR_MAX) {
             pd_err_set(err, PD_ETOOLARGE, "field 'cursor' is longer than %d bytes", PD_CURSOR_MAX);
             return PD_ETOOLARGE;
@@ -82,10 +79,7 @@ static pd_status read_query_field(mp_reader *r, pd_str k, pd_query *q, unsigned 
     if (q->type == PD_Q_ONLINE && pd_str_eqc(k, "limit")) {
         int64_t v;
         if (mpr_peek(r) == MPR_NIL) { mpr_nil(r); return PD_OK; }
-        if (!mpr_int(r, &v)) {
-            pd_err_set(err, r->err, r->err == PD_EBADVALUE ? "field 'limit' must be an integer" : "%s", r->why);
-            return err->code;
-        }
+        if (!mpr_int(r, &v)) return pd_rd_field_err(r, err, "limit", "an integer");
         if (v < 1) {
             pd_err_set(err, PD_EBADVALUE, "field 'limit' must be at least 1");
             return PD_EBADVALUE;
@@ -97,7 +91,7 @@ static pd_status read_query_field(mp_reader *r, pd_str k, pd_query *q, unsigned 
         q->limit = (uint32_t)v;
         return PD_OK;
     }
-    return mpr_skip(r) ? PD_OK : reader_err(r, err);
+    return mpr_skip(r) ? PD_OK : pd_rd_err(r, err);
 }
 
 pd_status pd_query_decode(pd_query_type type, const void *buf, size_t len, pd_query *q,
@@ -114,11 +108,11 @@ pd_status pd_query_decode(pd_query_type type, const void *buf, size_t len, pd_qu
             pd_err_set(err, PD_EBADMSGPACK, "request must be a MessagePack map");
             return PD_EBADMSGPACK;
         }
-        if (!mpr_map(&r, &n)) return reader_err(&r, err);
+        if (!mpr_map(&r, &n)) return pd_rd_err(&r, err);
     }
     for (uint32_t i = 0; i < n; i++) {
         pd_str k;
-        if (!pd_read_key(&r, &k)) return reader_err(&r, err);
+        if (!pd_read_key(&r, &k)) return pd_rd_err(&r, err);
         pd_status s = read_query_field(&r, k, q, &seen, err);
         if (s != PD_OK) return s;
     }
@@ -126,11 +120,8 @@ pd_status pd_query_decode(pd_query_type type, const void *buf, size_t len, pd_qu
         pd_err_set(err, PD_EBADMSGPACK, "trailing bytes after the request");
         return PD_EBADMSGPACK;
     }
-    if ((type == PD_Q_GET || type == PD_Q_DEVICES) && !(seen & 1)) {
-        pd_err_set(err, PD_EMISSING, "request lacks field '%s'", type == PD_Q_GET ? "users" : "user");
-        return PD_EMISSING;
-    }
-    return PD_OK;
+    unsigned required = (unsigned)type < PD_Q_COUNT ? query_required[type] : 0;
+    return pd_fields_missing(seen, required, query_fields, QF_COUNT, "request", err);
 }
 
 void pd_query_users_iter(const pd_query *q, mp_reader *it) {

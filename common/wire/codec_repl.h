@@ -68,6 +68,12 @@ typedef struct {
     uint64_t inc, seq;
 } pd_vc_entry;
 
+/* A vector clock as heartbeats and snapshots carry it: [[node, inc, seq]...]. */
+void pd_vc_encode(msgpack_packer *pk, const pd_vc_entry *vc, uint32_t n);
+/* Reads one into vc (room for PD_VC_MAX entries); false: the reader holds
+ * why (too long: PD_ETOOLARGE, a bad node id: PD_EBADID). */
+bool pd_vc_read(mp_reader *r, pd_vc_entry *vc, uint32_t *nvc);
+
 /* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "wall", "leaving",
  * "ready", "devices", "users", "vc": [[node, inc, seq], ...]} */
 typedef struct {

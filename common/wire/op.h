@@ -19,15 +19,20 @@
 typedef enum {
     PD_OP_ADD, PD_OP_REMOVE, PD_OP_STATE, PD_OP_CHOSEN, PD_OP_CUSTOM,
     PD_OP_SEEN,                     /* a user's last_seen: the highest (at, writer) wins */
+    /* server synced at hlc by the origin: every other node's device of that
+     * server with an older claim leaves (a server that moved; see
+     * common/model/presence_sync.c) */
+    PD_OP_SYNCED,
 } pd_op_kind;
 
 typedef struct {
     pd_op_kind kind;
-    pd_str server, conn;            /* device ops */
+    pd_str server, conn;            /* device ops; server also SYNCED */
     pd_str user, label;             /* ADD; user also for register ops */
     pd_devstate state;              /* ADD, STATE */
     int64_t connected_at, last_active;
-    uint64_t hlc;                   /* ADD: the owner's claim; registers: version */
+    uint64_t hlc;                   /* ADD: the owner's claim; registers: version;
+                                     * SYNCED: when the sync completed */
     pd_str writer;                  /* registers: the node that wrote it */
     pd_chosen chosen;               /* CHOSEN */
     pd_str text, emoji;             /* CUSTOM ("" text: cleared) */

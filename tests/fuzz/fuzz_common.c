@@ -413,10 +413,24 @@ void fz_prime(pd_repl *r, uint64_t now) {
     msgpack_packer_init(&pk, &ops, msgpack_sbuffer_write);
     pd_op_encode(&pk, &add);
     pd_op_encode(&pk, &chosen);
+    /* Peers are admitted by their own heartbeats, before any delta. */
+    memset(&hb, 0, sizeof hb);
+    hb = (pd_heartbeat){.node = S(FZ_PEER), .inc = FZ_PEER_INC, .seq = 0, .hlc = FZ_HLC,
+                        .ready = true, .nvc = 1};
+    hb.vc[0] = (pd_vc_entry){S(FZ_PEER), FZ_PEER_INC, 0};
+    pd_heartbeat_encode(&sb, &hb);
+    must(pd_repl_on_heartbeat(r, sb.data, sb.size, now, &err), &err, "first heartbeat");
+    hb = (pd_heartbeat){.node = S(FZ_SYNCING), .inc = FZ_SYNCING_INC, .seq = 0, .hlc = FZ_HLC,
+                        .ready = true, .nvc = 1};
+    hb.vc[0] = (pd_vc_entry){S(FZ_SYNCING), FZ_SYNCING_INC, 0};
+    msgpack_sbuffer_clear(&sb);
+    pd_heartbeat_encode(&sb, &hb);
+    must(pd_repl_on_heartbeat(r, sb.data, sb.size, now, &err), &err, "syncing heartbeat");
+
+    msgpack_sbuffer_clear(&sb);
     pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC, 1, ops.data, ops.size, 2);
     must(pd_repl_on_delta(r, sb.data, sb.size, now, &err), &err, "delta");
 
-    memset(&hb, 0, sizeof hb);
     hb = (pd_heartbeat){.node = S(FZ_PEER), .inc = FZ_PEER_INC, .seq = 1, .hlc = FZ_HLC + 2,
                         .ready = true, .devices = 1, .users = 1, .nvc = 1};
     hb.vc[0] = (pd_vc_entry){S(FZ_PEER), FZ_PEER_INC, 1};

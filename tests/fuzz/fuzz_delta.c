@@ -14,7 +14,9 @@
  * - everything the replica sends in answer (deltas, heartbeats, sync
  *   requests and parts, notifications) decodes;
  * - after each message and as timers fire, the model agrees with itself;
- * - replaying the same delta twice changes nothing the second time. */
+ * - replaying the same delta twice changes nothing the second time;
+ * - no input moves the local HLC beyond the wall clock + the skew bound
+ *   (PRESENCE_MAX_CLOCK_SKEW_MS), however far ahead its clocks are. */
 #include <string.h>
 #include "fuzz_common.h"
 #include "sync/repl.h"
@@ -27,8 +29,11 @@ static void check_ops(const pd_ops *ops, const uint8_t *data, size_t size) {
     FZ_CHECK(fz_within(ops->raw, data, size), "ops outside the input");
     pd_ops_iter_init(&it, ops);
     while (pd_ops_next(&it, &op)) {
-        FZ_CHECK(op.kind <= PD_OP_CUSTOM, "op kind %d", (int)op.kind);
-        if (op.kind <= PD_OP_STATE)
+        FZ_CHECK(op.kind <= PD_OP_SYNCED, "op kind %d", (int)op.kind);
+        if (op.kind == PD_OP_SYNCED)
+            FZ_CHECK(pd_id_valid(op.server.p, op.server.n) && pd_id_valid(op.writer.p, op.writer.n),
+                     "synced op with a bad id");
+        else if (op.kind <= PD_OP_STATE)
             FZ_CHECK(pd_id_valid(op.server.p, op.server.n) && pd_id_valid(op.conn.p, op.conn.n),
                      "device op with a bad id");
         else
@@ -134,6 +139,13 @@ static pd_status h_part(pd_repl *r, const uint8_t *b, size_t n, uint64_t now, pd
     return pd_repl_on_sync_part(r, b, n, now, e);
 }
 
+/* The clock rule: whatever came in, our HLC reads at most the bound
+ * ahead of now. */
+static void check_clock(const pd_model *m, uint64_t now, const char *what) {
+    FZ_CHECK(!pd_hlc_ahead(pd_model_hlc(m), now, PD_MAX_CLOCK_SKEW_DEFAULT_MS),
+             "a %s moved the HLC beyond the wall clock + bound", what);
+}
+
 static void handlers(const uint8_t *data, size_t size) {
     static const handler_fn fns[] = {h_delta, h_hb, h_req, h_part};
     static const char *const names[] = {"delta", "heartbeat", "sync request", "sync part"};
@@ -155,6 +167,7 @@ static void handlers(const uint8_t *data, size_t size) {
                      names[i], err.msg);
         }
         fz_check_model(m);
+        check_clock(m, now, names[i]);
         pd_repl_tick(r, now);
         pd_repl_flush(r);
         fz_check_model(m);
@@ -183,6 +196,7 @@ static void replay(const uint8_t *data, size_t size) {
         FZ_CHECK(fz_model_digest(m) == once, "replaying a delta twice changed the model");
     }
     fz_check_model(m);
+    check_clock(m, FZ_NOW, "replayed delta");
     pd_repl_restore_done(r);
     fz_check_model(m);
     pd_repl_free(r);

@@ -203,6 +203,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FZ_CHECK(s == PD_OK, "restore accepted what pd_snap_open refused");
     }
     fz_check_model(pd_repl_model(r));
+    FZ_CHECK(!pd_hlc_ahead(pd_model_hlc(pd_repl_model(r)), FZ_NOW + 100,
+                           PD_MAX_CLOCK_SKEW_DEFAULT_MS),
+             "a snapshot moved the HLC beyond the wall clock + bound");
     pd_repl_free(r);
 
     if (rs == PD_OK) fixpoint(buf, len);
