@@ -34,7 +34,8 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPD_TESTS=OFF \
 # Collect the programs; presence-sim only if this tree builds it.
 RUN mkdir -p /out \
  && cp build/presenced build/presencectl /out/ \
- && if [ -x build/presence-sim ]; then cp build/presence-sim /out/; fi
+ && if [ -x build/presence-sim ]; then cp build/presence-sim /out/; fi \
+ && if [ -x build/presence-dash ]; then cp build/presence-dash /out/; fi
 
 # ---- runtime stage -----------------------------------------------------------
 FROM debian:bookworm-slim
@@ -51,6 +52,8 @@ RUN groupadd --system --gid 10001 presenced \
         --home-dir /nonexistent --shell /usr/sbin/nologin presenced
 
 COPY --from=build /out/ /usr/local/bin/
+# presence-dash's page (its PRESENCE_DASH_WEB in compose.yaml).
+COPY --from=build /src/dash/web/ /usr/local/share/presence-dash/web/
 
 USER presenced:presenced
 

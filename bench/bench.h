@@ -80,6 +80,7 @@ int bench_pd_lat(const bench_opts *o);
 /* Event reply p50/p99 alone and during a query flood (bench_flood.c). */
 int bench_flood(const bench_opts *o);
 int bench_load(const bench_opts *o);
+int bench_churn(const bench_opts *o);
 int bench_converge(const bench_opts *o);
 
 #endif

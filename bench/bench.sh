@@ -8,14 +8,15 @@
 #   bench/bench.sh [--quick] [--build DIR] [--out DIR] [--nodes N] [--phases LIST]
 #                  [--keep]
 #
-# --phases runs only some of baselines,latency,flood,throughput,memory
-# (memory includes recovery; flood is the query flood of issue #11);
-# --keep leaves the work directory (logs) behind.
+# --phases runs only some of baselines,latency,flood,throughput,memory,churn
+# (memory includes recovery; flood is the query flood of issue #11, churn
+# the forgetting of issue #13); --keep leaves the work directory behind.
 #
 # Phases, in order: raw NATS baselines (one hop and relay, SendAsap on and
 # off, paced, plus the unpaced one-hop rate); presenced sync latency;
 # throughput (presence-sim, increasing rates); memory (RSS per device and
-# per user); recovery (restart with a snapshot, then from the stream only).
+# per user); recovery (restart with a snapshot, then from the stream only);
+# churn (CHURN_USERS distinct users, 2M, through a short user retention).
 # --quick runs every phase small, in well under a minute: it checks the
 # harness, not the numbers. Exit status: 0 when every phase produced its
 # results (whatever the numbers), 1 when the harness itself failed.
@@ -26,7 +27,7 @@ QUICK=0
 BUILD=$ROOT/build
 OUT=$ROOT/bench/results
 NODES=3
-PHASES=baselines,latency,flood,throughput,memory
+PHASES=baselines,latency,flood,throughput,memory,churn
 KEEP=0
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -190,12 +191,16 @@ if [[ $QUICK -eq 1 ]]; then
     PD_SECS=1; PD_USERS=2000
     TP_SECS=1; TP_RATES=(5000 0); TP_USERS=5000
     MEM_SIZES=(10000); MEM_CLUSTER=0
+    CHURN_USERS=${CHURN_USERS:-20000}
 else
     LAT_SECS=(5 3 2); LAT_RATES=(1000 10000 50000); RATE_COUNT=2000000
     PD_SECS=5; PD_USERS=10000
     TP_SECS=3; TP_RATES=(10000 20000 40000 80000 160000 320000 0); TP_USERS=100000
     MEM_SIZES=(100000 1000000); MEM_CLUSTER=1
+    CHURN_USERS=${CHURN_USERS:-2000000}
 fi
+CHURN_ROUNDS=4
+CHURN_RETENTION_MS=${CHURN_RETENTION_MS:-3000}
 ALL_NODES=$(csv $(node_ids "$NODES"))
 
 # 1. Raw NATS: the limit presenced is divided by.
@@ -336,6 +341,33 @@ phase_memory() {
     fi
 }
 
+# Churn (issue 13): CHURN_USERS distinct users (env; 2M by default, 20k
+# with --quick) connect and leave in CHURN_ROUNDS rounds against one node
+# with a short PRESENCE_USER_RETENTION_MS; RSS after each round and after
+# its retention. Flat "after" figures: forgetting gives the memory back.
+phase_churn() {
+    local per=$((CHURN_USERS / CHURN_ROUNDS)) r0 k peak after held rounds='' saved
+    log "  churn: $CHURN_USERS users in $CHURN_ROUNDS rounds, retention ${CHURN_RETENTION_MS} ms"
+    stop_stack
+    saved=("${NODE_ENV[@]}")
+    NODE_ENV+=(PRESENCE_USER_RETENTION_MS="$CHURN_RETENTION_MS" PRESENCE_OFFLINE_DELAY_MS=200)
+    start_stack 1
+    NODE_ENV=("${saved[@]}")
+    sleep 0.3
+    r0=$(rss_kb "${NODE_PID[n1]}")
+    for ((k = 1; k <= CHURN_ROUNDS; k++)); do
+        "$BUILD/pd-bench" churn --url "$NATS_URL" --nodes n1 --count "$per" --mode "r$k" \
+            >>"$WORK/churn.log" || { FAILED=1; return 1; }
+        peak=$(rss_kb "${NODE_PID[n1]}")
+        sleep $(((CHURN_RETENTION_MS + 200) / 1000 + 2))
+        after=$(rss_kb "${NODE_PID[n1]}")
+        held=$($LIB users0 "$("$BUILD/presencectl" --server "$NATS_URL" --json cluster)")
+        log "    round $k: RSS $((peak / 1024)) MiB after it, $((after / 1024)) MiB after the retention, $held users held"
+        rounds+="$peak:$after:$held,"
+    done
+    record churn "$($LIB churn "$r0" "$per" "$CHURN_RETENTION_MS" "$rounds")"
+}
+
 want() { [[ ,$PHASES, == *,$1,* ]]; }
 
 # Other work on this machine skews every figure (2 cores): a full run first
@@ -369,13 +401,14 @@ want latency && { note_load latency; phase_latency; }
 want flood && { note_load flood; phase_flood; }
 want throughput && { note_load throughput; phase_throughput; }
 want memory && { note_load memory; phase_memory; }
+want churn && { note_load churn; phase_churn; }
 stop_stack
 note_load end
 log "writing $OUT/latest.json and the plots"
 $LIB report "$RAW" "$OUT" "$([[ $QUICK -eq 1 ]] && echo quick || echo full)" \
     "bench/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick')"
 # A full run into bench/results is the one the README shows.
-if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,latency,flood,throughput,memory ]]; then
+if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,latency,flood,throughput,memory,churn ]]; then
     $LIB readme "$OUT/latest.json" "$ROOT/README.md"
 fi
 [[ $FAILED -eq 0 ]] || { echo "bench.sh: some measurements did not run (see above)" >&2; exit 1; }

@@ -36,6 +36,21 @@ def cmd_devices0(line):
     print(nodes[0].get("devices", 0))
 
 
+def cmd_users0(line):
+    nodes = json.loads(line).get("nodes") or [{}]
+    print(nodes[0].get("users", -1))
+
+
+def cmd_churn(start, per_round, retention, rounds_csv):
+    """The churn record: rounds_csv is 'peak:after:held,...' in KiB, KiB, users."""
+    rounds = [tuple(int(x) for x in r.split(":")) for r in rounds_csv.split(",") if r]
+    print(json.dumps({"kind": "churn", "nodes": 1, "rounds": len(rounds),
+                      "users_per_round": int(per_round), "users": int(per_round) * len(rounds),
+                      "retention_ms": int(retention), "rss_start_kb": int(start),
+                      "rss_round_kb": [r[0] for r in rounds], "rss_after_kb": [r[1] for r in rounds],
+                      "users_held": [r[2] for r in rounds]}))
+
+
 def cmd_now_ms():
     print(int(time.time() * 1000))
 
@@ -172,7 +187,7 @@ def build(raw, mode, command):
     res = {"mode": mode, "command": command, "machine": machine(),
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "baselines": [], "latency": [], "throughput": [], "memory": [], "recovery": [],
-           "rates": [], "load": [], "targets": [], "flood": []}
+           "rates": [], "load": [], "churn": [], "targets": [], "flood": []}
     for r in rows:
         ph = r.pop("phase")
         if ph == "baseline" and r["kind"] == "nats_lat":
@@ -187,6 +202,8 @@ def build(raw, mode, command):
             res["memory"].append(r)
         elif ph == "recovery":
             res["recovery"].append(r)
+        elif ph == "churn":
+            res["churn"].append(r)
         elif ph == "load":
             res["load"].append(r)
         elif ph == "flood":
@@ -348,6 +365,21 @@ def markdown(res):
     for c in memory_costs(res):
         L.append(f"| solved at {c['devices']:,} | | | | | device {c['device_b']:.0f} B, "
                  f"user {c['user_b']:.0f} B |")
+    for r in res.get("churn", []):
+        L.append("")
+        L.append(f"Churn on one node: {r['rounds']} rounds of {r['users_per_round']:,} new "
+                 f"users each connecting and leaving ({r['users']:,} in all; "
+                 f"`PRESENCE_USER_RETENTION_MS`={r['retention_ms']}). RSS right after each "
+                 f"round and after its retention:")
+        L.append("")
+        L.append("| round | users seen so far | RSS after the round | RSS after the retention | "
+                 "users held |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for k, (peak, after, held) in enumerate(zip(r["rss_round_kb"], r["rss_after_kb"],
+                                                    r["users_held"])):
+            L.append(f"| {k + 1} | {(k + 1) * r['users_per_round']:,} | {peak / 1024:.1f} MiB | "
+                     f"{after / 1024:.1f} MiB | {held:,} |")
+        L.append(f"| start | 0 | {r['rss_start_kb'] / 1024:.1f} MiB | | |")
     L.append("")
     L.append("Recovery of one node: stopped (SIGTERM: final snapshot; or SIGKILL and the "
              "snapshot deleted: stream only), restarted; times from its exec and its log.")
@@ -472,7 +504,8 @@ def cmd_readme(latest, readme):
 
 def main():
     cmds = {"ports": cmd_ports, "free-port": cmd_free_port, "field": cmd_field,
-            "now-ms": cmd_now_ms, "devices0": cmd_devices0, "redis-out": cmd_redis_out, "nats-out": cmd_nats_out,
+            "now-ms": cmd_now_ms, "devices0": cmd_devices0, "users0": cmd_users0,
+            "churn": cmd_churn, "redis-out": cmd_redis_out, "nats-out": cmd_nats_out,
             "merge-tp": cmd_merge_tp, "tp-passed": cmd_tp_passed, "recovery": cmd_recovery,
             "report": cmd_report, "render": cmd_render,
             "readme": cmd_readme}

@@ -378,6 +378,50 @@ int bench_load(const bench_opts *o) {
     return ok ? 0 : 1;
 }
 
+/* ---- churn ---------------------------------------------------------------------------------- */
+
+/* --count distinct users (ids tagged with --mode, so that each run's are
+ * new) each connect one device and leave at once: what anonymous or guest
+ * ids do to a node over months, in seconds. The retention forgets them. */
+int bench_churn(const bench_opts *o) {
+    uint64_t d = o->count;
+    const char *tag = o->mode ? o->mode : "c";
+    char conn[48], server[64], buser[32];
+    msgpack_sbuffer sb;
+    bool ok = true;
+    natsConnection *nc = bench_connect(o->url, o->asap, "pd-bench-churn");
+    if (nc == NULL) return 1;
+    msgpack_sbuffer_init(&sb);
+    snprintf(buser, sizeof buser, "churn-barrier");
+    bench_progress("churn: %llu distinct users over %u node(s)", (unsigned long long)d, o->nnodes);
+    uint64_t t0 = bench_mono_ns(), next_progress = t0 + 1000000000u;
+    for (uint64_t i = 0; i < d && ok; i++) {
+        uint32_t j = (uint32_t)(i % o->nnodes);
+        snprintf(conn, sizeof conn, "g.%s.%llu", tag, (unsigned long long)i);
+        snprintf(server, sizeof server, "cs-%s", o->nodes[j]);
+        pd_event ev = {.type = PD_EV_CONNECT, .server = pd_str_c(server), .conn = pd_str_c(conn),
+                       .user = pd_str_c(conn), .device = pd_str_c("web")};
+        pub_event(nc, &sb, o->prefix, o->nodes[j], &ev);
+        ev = (pd_event){.type = PD_EV_DISCONNECT, .server = pd_str_c(server),
+                        .conn = pd_str_c(conn)};
+        pub_event(nc, &sb, o->prefix, o->nodes[j], &ev);
+        if ((i + 1) % (BARRIER_EVERY / 2) == 0) ok = barrier_all(nc, o, buser);
+        if (bench_mono_ns() >= next_progress) {
+            bench_progress("  %llu/%llu users", (unsigned long long)i + 1, (unsigned long long)d);
+            next_progress += 1000000000u;
+        }
+    }
+    if (ok) ok = barrier_all(nc, o, buser);
+    double secs = (double)(bench_mono_ns() - t0) / 1e9;
+    msgpack_sbuffer_destroy(&sb);
+    bench_close(nc);
+    nats_CloseAndWait(2000);
+    printf("{\"kind\":\"churn\",\"ok\":%s,\"users\":%llu,\"nodes\":%u,\"secs\":%.3f,"
+           "\"users_per_s\":%.0f}\n",
+           ok ? "true" : "false", (unsigned long long)d, o->nnodes, secs, (double)d / secs);
+    return ok ? 0 : 1;
+}
+
 /* ---- converge ------------------------------------------------------------------------------- */
 
 typedef struct {

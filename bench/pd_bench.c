@@ -19,11 +19,11 @@ typedef struct {
 static const opt_def opts[] = {
     {"--url", O_STR, F(url), "NATS URL (default nats://127.0.0.1:4222)"},
     {"--prefix", O_STR, F(prefix), "presence subject prefix, or the subject base of nats-*"},
-    {"--mode", O_STR, F(mode), "nats-lat: onehop or relay"},
+    {"--mode", O_STR, F(mode), "nats-lat: onehop or relay; churn: tag of the user ids"},
     {"--nodes", O_STR, F(nodes_arg), "node ids, comma-separated (default n1)"},
     {"--rate", O_DBL, F(rate), "messages or events per second"},
     {"--secs", O_DBL, F(secs), "seconds of paced sending"},
-    {"--count", O_U64, F(count), "nats-rate: messages; load, converge: devices"},
+    {"--count", O_U64, F(count), "nats-rate: messages; load, converge: devices; churn: users"},
     {"--size", O_U32, F(size), "payload bytes (default: a traced status event's size)"},
     {"--subs", O_U32, F(subs), "relay: subscribers behind the relay (default 2)"},
     {"--users", O_U32, F(users), "pd-lat: users (default 10000); load: users (default count)"},
@@ -34,7 +34,7 @@ static const opt_def opts[] = {
 #define NOPTS (sizeof opts / sizeof opts[0])
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood [options]\n\n"
+    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood|churn [options]\n\n"
                "One measurement per run: progress on stderr, one JSON object on stdout.\n"
                "bench/bench.sh starts the servers and runs these in order.\n\noptions:\n");
     for (size_t i = 0; i < NOPTS; i++) fprintf(f, "  %-14s %s\n", opts[i].name, opts[i].help);
@@ -99,6 +99,7 @@ int main(int argc, char **argv) {
         {"nats-lat", bench_nats_lat}, {"nats-rate", bench_nats_rate}, {"relay", bench_relay},
         {"pd-lat", bench_pd_lat},     {"load", bench_load},           {"converge", bench_converge},
         {"flood", bench_flood},
+        {"churn", bench_churn},
     };
     bench_opts o;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

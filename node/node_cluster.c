@@ -75,6 +75,18 @@ static void traced(void *ud, const pd_delta *d) {
     if (k) node__trace_report(ud, ids, k);
 }
 
+/* The heartbeat's counters for presence-dash (schemas/cluster.md). */
+static void heartbeat_extra(void *ud, pd_heartbeat *hb) {
+    pd_node *n = ud;
+    pd_persist_stats ps;
+    hb->events = 0;
+    for (int i = 0; i < PD_EV_COUNT; i++) hb->events += n->stats.events[i];
+    hb->notifications = n->stats.notifications;
+    node__persist_stats(n, &ps);
+    hb->snapshot_at = ps.last_snapshot_at;
+    hb->nservers = pd_model_servers(n->model, hb->servers, PD_HB_SERVERS_MAX);
+}
+
 const pd_repl_io node__repl_io = {
     .send_delta = send_delta,
     .send_heartbeat = send_heartbeat,
@@ -82,4 +94,5 @@ const pd_repl_io node__repl_io = {
     .send_sync_part = send_sync_part,
     .publish = node__publish_notification,
     .traced = traced,
+    .heartbeat_extra = heartbeat_extra,
 };

@@ -123,6 +123,12 @@ static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         out(b, "presenced_limit_rejections_total{limit=\"%s\"} %" PRIu64 "\n", rows[i].name,
             rows[i].v);
+    counter(b, "presenced_users_forgotten_total",
+            "offline users with nothing else forgotten after PRESENCE_USER_RETENTION_MS",
+            ms->forgotten_users);
+    counter(b, "presenced_servers_forgotten_total",
+            "silent socket servers forgotten with their seq after PRESENCE_USER_RETENTION_MS",
+            ms->forgotten_servers);
     pd_notify_stats ns;
     pd_notifier_stats_get(pd_repl_notifier(n->repl), &ns);
     const pd_gate_stats gs = ns.gate;

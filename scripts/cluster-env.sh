@@ -9,6 +9,8 @@ PD_BUILD=${PD_BUILD:-$PD_ROOT/build}
 PD_NATS_PORT=${PD_NATS_PORT:-14222}
 PD_ROUTE_PORT=${PD_ROUTE_PORT:-$((PD_NATS_PORT + 2000))}
 PD_REDIS_PORT=${PD_REDIS_PORT:-16379}
+# presence-dash's page (docs/dashboard.md).
+PD_DASH_ADDR=${PD_DASH_ADDR:-127.0.0.1:8080}
 PD_NODES=${PD_NODES:-"n1 n2 n3"}
 PD_NATS_SERVERS="nats1 nats2 nats3"
 PD_NATS_URL="nats://127.0.0.1:$PD_NATS_PORT,nats://127.0.0.1:$((PD_NATS_PORT + 1)),nats://127.0.0.1:$((PD_NATS_PORT + 2))"

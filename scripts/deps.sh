@@ -12,6 +12,7 @@ PACKAGES=(
     clang libclang-rt-14-dev
     libssl-dev openssl
     valgrind
+    chromium fonts-dejavu-core nodejs
     # compose.yaml and the Dockerfile run for real in make test
     # (tests/compose/): podman with runc (crun refuses these machines'
     # cgroups), CNI's dnsname plugin (service names between containers),
@@ -33,7 +34,20 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
+# npm packages of the browser test (tests/browser: playwright-core, from
+# its package-lock.json), once Node.js is there.
+npm_deps() {
+    local dir; dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+    if command -v npm >/dev/null 2>&1 && [[ ! -f "$dir/node_modules/playwright-core/package.json" ]]; then
+        echo "deps.sh: npm ci in tests/browser (playwright-core)" >&2
+        npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error ||
+            echo "deps.sh: npm ci failed; the browser test will try again" >&2
+    fi
+    return 0
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+    npm_deps
     exit 0
 fi
 
@@ -42,6 +56,7 @@ if [[ $(id -u) -eq 0 ]]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
+    npm_deps
     exit 0
 fi
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# down.sh - stops what up.sh started, by the pids it recorded: nodes first
+# down.sh - stops what up.sh started, by the pids it recorded: the
+# dashboard and nodes first
 # (SIGTERM, then SIGKILL after 10 s), then redis-server and nats-server.
 set -uo pipefail
 source "$(dirname "$0")/cluster-env.sh"
@@ -20,6 +21,7 @@ stop() {
     rm -f "$pidfile"
 }
 
+[ -f "$PD_STATE/dash.pid" ] && stop presence-dash "$PD_STATE/dash.pid"
 for id in $PD_NODES; do stop "presenced $id" "$PD_STATE/$id.pid"; done
 [ -f "$PD_STATE/sim.pid" ] && stop presence-sim "$PD_STATE/sim.pid"
 stop redis-server "$PD_STATE/redis.pid"

@@ -8,12 +8,12 @@
 # below can hand them to clients. The accounts file names the nodes n1, n2,
 # n3: other PD_NODES need their own blocks there.
 pd_auth_env=$PD_STATE/nats-auth.env
-if [ ! -f "$pd_auth_env" ]; then
-    (umask 077
-     for role in N1 N2 N3 SOCKETS_N1 SOCKETS_N2 SOCKETS_N3 ADMIN; do
+# A role missing from an older state dir's file gets its password too.
+(umask 077
+ for role in N1 N2 N3 SOCKETS_N1 SOCKETS_N2 SOCKETS_N3 ADMIN DASHBOARD; do
+     grep -q "^PRESENCE_NATS_PASS_$role=" "$pd_auth_env" 2>/dev/null ||
          echo "PRESENCE_NATS_PASS_$role=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-     done >"$pd_auth_env")
-fi
+ done >>"$pd_auth_env")
 if [ ! -f "$PD_STATE/keys/watcher.pub" ]; then
     (umask 077; mkdir -p "$PD_STATE/keys"
      python3 "$PD_ROOT/tests/secmaterial.py" "$PD_STATE/keys" >/dev/null)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # up.sh - starts a local presence cluster as plain processes: a nats-server
-# with JetStream, a redis-server and three presenced nodes, all on loopback
-# with their state under .state/, then shows presence moving through it.
+# with JetStream, a redis-server, three presenced nodes and the web
+# dashboard presence-dash (PD_DASH_ADDR, default 127.0.0.1:8080), all on
+# loopback with their state under .state/, then shows presence moving
+# through it and prints the dashboard's URL.
 # `make down` (scripts/down.sh) stops everything this started, by pid.
 set -euo pipefail
 source "$(dirname "$0")/cluster-env.sh"
@@ -80,6 +82,22 @@ pd_wait 20 bash -c "[ \$(PRESENCE_NATS_USER=admin PRESENCE_NATS_PASSWORD=$PRESEN
     grep -o '\"alive\":true' | wc -l) -ge $nodes ]" ||
     { echo "the nodes did not see each other: see $PD_STATE/*.log" >&2; exit 1; }
 
+# The web dashboard (docs/dashboard.md), with the nodes' timing settings.
+if pd_alive "$PD_STATE/dash.pid"; then
+    echo "presence-dash already running (pid $(cat "$PD_STATE/dash.pid"))"
+elif [ -x "$PD_BUILD/presence-dash" ]; then
+    echo "starting presence-dash on $PD_DASH_ADDR"
+    : >"$PD_STATE/dash.log"
+    PRESENCE_NATS_URL=$PD_NATS_URL PRESENCE_DASH_ADDR=$PD_DASH_ADDR \
+    PRESENCE_NATS_USER=dashboard PRESENCE_NATS_PASSWORD=$PRESENCE_NATS_PASS_DASHBOARD \
+    PRESENCE_SYNC_INTERVAL_MS=${PRESENCE_SYNC_INTERVAL_MS:-1000} \
+        nohup "$PD_BUILD/presence-dash" </dev/null >>"$PD_STATE/dash.log" 2>&1 &
+    echo $! >"$PD_STATE/dash.pid"
+    pd_wait 10 grep -q "serving http" "$PD_STATE/dash.log" ||
+        { echo "presence-dash did not start: see $PD_STATE/dash.log" >&2; exit 1; }
+fi
+dash_url=$(grep -o 'http://[^ ]*' "$PD_STATE/dash.log" 2>/dev/null | tail -1 || true)
+
 echo
 echo "== the cluster is up. A short demonstration:"
 set -- $PD_NODES
@@ -128,3 +146,5 @@ cat <<TXT
   make status                                  # what runs, and the cluster as a node sees it
 Logs and state: $PD_STATE    Stop everything: make down
 TXT
+[ -n "$dash_url" ] && echo "== the dashboard (live cluster in a browser): $dash_url"
+exit 0

@@ -51,6 +51,20 @@ add_test(NAME redis_wedge
                  --bin-dir $<TARGET_FILE_DIR:presenced>)
 set_tests_properties(redis_wedge PROPERTIES LABELS integration TIMEOUT 240)
 
+# presence-dash in headless Chromium (tests/browser/dash_e2e.mjs): three
+# nodes, the page, a notification, a lookup, a node killed, a screenshot
+# (<build>/dashboard.png). Skipped (77) only where /usr/bin/chromium is
+# missing; playwright-core from tests/browser/package-lock.json.
+add_test(NAME dash_browser
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/browser/run.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(dash_browser PROPERTIES LABELS integration TIMEOUT 240 SKIP_RETURN_CODE 77)
+
+# presence-dash against garbage on the subjects it reads and hostile HTTP
+# (tests/dash_hostile.py): it keeps serving, shows nothing false, exits 0.
+add_test(NAME dash_hostile
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/dash_hostile.py ${CMAKE_BINARY_DIR})
+set_tests_properties(dash_hostile PROPERTIES LABELS integration TIMEOUT 120)
+
 # Real network partitions (tests/partition/): three network namespaces,
 # links cut and healed for real; a minority split, a three-way split and a
 # flapping link, each ending with every answer and every watcher's last

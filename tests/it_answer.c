@@ -29,7 +29,7 @@ static h_nats ns;
 static h_redis rs;
 static h_node nodes[NNODES];
 static natsConnection *nc;
-static const char *env[12];
+static const char *env[16];
 
 static void setup(void) {
     memset(nodes, 0, sizeof nodes);
@@ -426,4 +426,115 @@ Test(answer, devices_larger_than_the_max_payload_refused_and_bad_kind) {
     natsConnection_Destroy(c);
     h_node_stop_clean(&nodes[0]);
     h_nats_stop(&small);
+}
+
+/* ---- forgetting ---------------------------------------------------------------------------- */
+
+/* Node i's own entry of its cluster reply: users (and devices). */
+static int64_t node_users(int i, int64_t *devices) {
+    size_t n = 0;
+    char *r = ask(i, "cluster", NULL, &n);
+    mp_reader rd;
+    uint32_t m, k, e;
+    pd_str key;
+    int64_t u = -1;
+    mpr_init(&rd, r, n);
+    bool ok = r && mpr_map(&rd, &m);
+    for (uint32_t j = 0; ok && j < m; j++) {
+        ok = pd_read_key(&rd, &key);
+        if (ok && pd_str_eqc(key, "nodes") && mpr_array(&rd, &k) && k > 0 && mpr_map(&rd, &e)) {
+            for (uint32_t f = 0; ok && f < e; f++) {
+                ok = pd_read_key(&rd, &key);
+                if (ok && pd_str_eqc(key, "users")) ok = mpr_int(&rd, &u);
+                else if (ok && pd_str_eqc(key, "devices")) ok = mpr_int(&rd, devices);
+                else if (ok) ok = mpr_skip(&rd);
+            }
+            break;
+        } else if (ok) ok = mpr_skip(&rd);
+    }
+    free(r);
+    return u;
+}
+
+static bool users_everywhere(int64_t want) {
+    for (int i = 0; i < NNODES; i++) {
+        int64_t d = -1;
+        if (node_users(i, &d) != want || d != 0) return false;
+    }
+    return true;
+}
+
+#define CHURN 10000
+
+Test(answer, offline_users_are_forgotten_everywhere_and_stay_forgotten, .timeout = 120) {
+    env[1] = "PRESENCE_NODE_TIMEOUT_MS=3000"; /* the churn loads the machine */
+    env[9] = "PRESENCE_USER_RETENTION_MS=2000";
+    env[10] = "PRESENCE_METRICS_ADDR=127.0.0.1:0";
+    env[11] = NULL;
+    for (int i = 0; i < NNODES; i++) h_node_start(&nodes[i], &ns, ids[i], env);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, NNODES, 6), 5000), "nodes do not see each other");
+    /* Two users who keep something of their own, through a third node. */
+    send_ok(0, h_ev_connect("ws-n1", "keep-1", "keep.custom", "web"));
+    send_ok(1, h_ev_connect("ws-n2", "keep-2", "keep.busy", "web"));
+    send_ok(2, h_ev_custom("keep.custom", "on leave", "", 0));
+    send_ok(2, h_ev_status("keep.busy", PD_CHOSEN_BUSY));
+    send_ok(0, h_ev_conn(PD_EV_DISCONNECT, "ws-n1", "keep-1"));
+    send_ok(1, h_ev_conn(PD_EV_DISCONNECT, "ws-n2", "keep-2"));
+    /* 10k guests connect and leave, through the three nodes. */
+    char user[32], server[32];
+    for (int k = 0; k < CHURN; k++) {
+        int i = k % NNODES;
+        snprintf(user, sizeof user, "guest.%d", k);
+        snprintf(server, sizeof server, "ws-%s", ids[i]);
+        pd_event ev = h_ev_connect(server, user, user, "web");
+        h_event_pub(nc, ids[i], &ev);
+        ev = h_ev_conn(PD_EV_DISCONNECT, server, user);
+        h_event_pub(nc, ids[i], &ev);
+    }
+    /* A request after them: each node has applied its share. */
+    for (int i = 0; i < NNODES; i++) send_ok(i, h_ev_status("marker", PD_CHOSEN_BUSY));
+    int64_t d = -1;
+    /* After the retention: only the two keepers and the marker, everywhere. */
+    cr_assert(H_POLL(users_everywhere(3), 15000), "n1 %lld n2 %lld n3 %lld users",
+              (long long)node_users(0, &d), (long long)node_users(1, &d),
+              (long long)node_users(2, &d));
+    pd_view v;
+    char text[H_TEXT_CAP];
+    cr_assert(h_get(nc, "keep.custom", NULL, &v, text, sizeof text));
+    cr_expect_str_eq(text, "on leave");
+    cr_assert(h_get(nc, "keep.busy", "keep.busy", &v, text, sizeof text));
+    cr_expect(v.last_seen > 0, "a kept user keeps its last_seen");
+    cr_assert(h_get(nc, "guest.7", NULL, &v, text, sizeof text));
+    cr_expect(v.status == PD_PUB_OFFLINE && v.last_seen == 0, "a forgotten guest: never seen");
+    /* Each node forgot the guests (not: never had them). A node may miss
+     * another's delta under this load and get its partition by transfer,
+     * without the guests already forgotten there: at least its own. */
+    for (int i = 0; i < NNODES; i++) {
+        static char body[65536];
+        double forgotten = 0;
+        int port = h_metrics_port(nodes[i].log);
+        cr_assert(port > 0 && h_http_get(port, "/metrics", body, sizeof body) == 200);
+        cr_expect(h_metric_sample(body, "presenced_users_forgotten_total", &forgotten));
+        cr_expect_geq(forgotten, CHURN / NNODES, "%s forgot %.0f users", ids[i], forgotten);
+    }
+
+    /* A restart (its snapshot and stream still hold the guests' ops) does
+     * not bring them back: within a few ticks of its restore it holds what
+     * the others hold, and keeps holding it. */
+    h_sleep_ms(400); /* a snapshot after the forgetting */
+    int st = h_node_stop(&nodes[1], SIGKILL);
+    cr_assert(WIFSIGNALED(st));
+    long from = h_log_size(nodes[1].log);
+    h_node_restart(&nodes[1], &ns, env);
+    cr_assert(H_POLL(h_log_contains_from(nodes[1].log, from, "restore done"), 10000));
+    cr_assert(H_POLL(users_everywhere(3), 5000), "after the restart: n2 %lld users",
+              (long long)node_users(1, &d));
+    for (int k = 0; k < 5; k++) {
+        h_sleep_ms(2 * SYNC_MS);
+        cr_expect(users_everywhere(3), "the guests came back: n1 %lld n2 %lld n3 %lld",
+                  (long long)node_users(0, &d), (long long)node_users(1, &d),
+                  (long long)node_users(2, &d));
+    }
+    cr_assert(h_get(nc, "keep.custom", NULL, &v, text, sizeof text));
+    cr_expect_str_eq(text, "on leave");
 }

@@ -213,7 +213,8 @@ static const char *server_env[12];
 
 /* The secrets deploy/nats-accounts.conf takes from the environment. */
 static void deploy_env(void) {
-    const char *names[] = {"N1", "N2", "N3", "SOCKETS_N1", "SOCKETS_N2", "SOCKETS_N3", "ADMIN"};
+    const char *names[] = {"N1", "N2", "N3", "SOCKETS_N1", "SOCKETS_N2", "SOCKETS_N3", "ADMIN",
+                           "DASHBOARD"};
     int k = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(env_store[k], sizeof env_store[k], "PRESENCE_NATS_PASS_%s=pw-%s", names[i],
@@ -370,6 +371,30 @@ Test(security, deploy_roles_allow_the_cluster_and_refuse_the_rest) {
     cr_expect(H_POLL(refused(&e_watch, "Subscription", "presence.delta.>"), 3000), "%s",
               e_watch.text);
     natsSubscription_Destroy(ws2);
+
+    /* presence-dash's role: heartbeats and queries, no events, no deltas. */
+    errlog e_dash;
+    natsConnection *dash = must_connect(ns.url, AUTH_USER, "dashboard", "pw-DASHBOARD", &e_dash);
+    natsSubscription *hbs = NULL;
+    cr_assert_eq(natsConnection_SubscribeSync(&hbs, dash, "presence.hb.*"), NATS_OK);
+    natsConnection_Flush(dash);
+    m = NULL;
+    cr_expect_eq(natsSubscription_NextMsg(&m, hbs, 5000), NATS_OK, "dashboard: no heartbeat");
+    natsMsg_Destroy(m);
+    /* polled: under a loaded machine one query may time out */
+    cr_expect(H_POLL(user_has_devices(dash, "alice", 1), 5000), "the dashboard cannot query");
+    natsConnection_PublishString(dash, "presence.events.n1", "x");
+    natsConnection_Flush(dash);
+    cr_expect(H_POLL(refused(&e_dash, "Publish", "presence.events.n1"), 3000), "%s", e_dash.text);
+    natsSubscription *ds2 = NULL;
+    natsConnection_SubscribeSync(&ds2, dash, "presence.delta.>");
+    natsConnection_Flush(dash);
+    cr_expect(H_POLL(refused(&e_dash, "Subscription", "presence.delta.>"), 3000), "%s",
+              e_dash.text);
+    natsConnection_Close(dash);
+    natsSubscription_Destroy(ds2);
+    natsSubscription_Destroy(hbs);
+    natsConnection_Destroy(dash);
 
     /* A node's credentials do not let it speak as another node. */
     errlog e_node;

@@ -351,6 +351,84 @@ Test(codec_repl, heartbeat_without_ready_reads_as_ready) {
     free(got);
 }
 
+/* The dashboard's counters: round-trip when set, absent (and read as 0)
+ * when 0, so a heartbeat without them is byte for byte the older one. */
+Test(codec_repl, heartbeat_dashboard_counters) {
+    pd_heartbeat *want = hb_new(2), *got = calloc(1, sizeof *got);
+    pd_err err = {PD_OK, ""};
+    msg plain = hb_msg(want);
+    want->events = 12345;
+    want->notifications = 77;
+    want->snapshot_at = 1700000000123;
+    msg m = hb_msg(want);
+    cr_assert_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(got->events, 12345);
+    cr_expect_eq(got->notifications, 77);
+    cr_expect_eq(got->snapshot_at, 1700000000123);
+    cr_expect_eq(got->devices, want->devices);
+    cr_assert_eq(got->nvc, 2);
+    cr_assert_eq(pd_heartbeat_decode(plain.b, plain.n, got, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(got->events, 0);
+    cr_expect_eq(got->notifications, 0);
+    cr_expect_eq(got->snapshot_at, 0);
+    want->events = want->notifications = want->snapshot_at = 0;
+    msg again = hb_msg(want);
+    cr_expect_eq(again.n, plain.n, "zero counters add no keys");
+    cr_expect(memcmp(again.b, plain.b, plain.n) == 0);
+    msg_free(&m);
+    msg_free(&plain);
+    msg_free(&again);
+    free(want);
+    free(got);
+}
+
+/* The socket servers of a heartbeat: round-trip, and too many refused. */
+Test(codec_repl, heartbeat_servers) {
+    pd_heartbeat *want = hb_new(1), *got = calloc(1, sizeof *got);
+    pd_err err = {PD_OK, ""};
+    want->nservers = 2;
+    want->servers[0] = (pd_server_view){pd_str_c("ws-1"), 3, 1700000000000, true};
+    want->servers[1] = (pd_server_view){pd_str_c("ws-2"), 0, 1700000000500, false};
+    msg m = hb_msg(want);
+    cr_assert_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK, "%s", err.msg);
+    cr_assert_eq(got->nservers, 2);
+    for (uint32_t i = 0; i < 2; i++) {
+        expect_str(got->servers[i].id, want->servers[i].id, "server id");
+        cr_expect_eq(got->servers[i].devices, want->servers[i].devices);
+        cr_expect_eq(got->servers[i].last_msg, want->servers[i].last_msg);
+        cr_expect_eq(got->servers[i].watched, want->servers[i].watched);
+    }
+    msg_free(&m);
+    /* 65 entries, one too many; an entry of 3 elements; a bad server id */
+    raw big;
+    msgpack_packer pk = raw_packer(&big);
+    msgpack_pack_array(&pk, PD_HB_SERVERS_MAX + 1);
+    for (int i = 0; i <= PD_HB_SERVERS_MAX; i++) {
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_str_with_body(&pk, "ws", 2);
+        msgpack_pack_uint32(&pk, 1);
+        msgpack_pack_int64(&pk, 1);
+        msgpack_pack_false(&pk);
+    }
+    m = map_set(hb_msg(want), "servers", &big);
+    cr_expect_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_ETOOLARGE, "%s", err.msg);
+    msg_free(&m);
+    raw three = raw_hex("91 93 a2 77 73 01 01");
+    m = map_set(hb_msg(want), "servers", &three);
+    cr_expect_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_EBADVALUE, "%s", err.msg);
+    msg_free(&m);
+    raw badid = raw_hex("91 94 a3 61 2e 2e 01 01 c2");
+    m = map_set(hb_msg(want), "servers", &badid);
+    cr_expect_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_EBADID, "%s", err.msg);
+    msg_free(&m);
+    m = map_set(hb_msg(want), "servers", NULL);
+    cr_expect_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK);
+    cr_expect_eq(got->nservers, 0, "absent: none");
+    msg_free(&m);
+    free(want);
+    free(got);
+}
+
 /* A node from before `req` sends none and echoes none: read as 0. */
 Test(codec_repl, sync_messages_without_req_are_read_as_zero) {
     static const pd_sync_part sp = {.origin = S("node-a"), .known = true, .last = true,

@@ -135,6 +135,35 @@ Test(htab, growth_keeps_every_entry) {
     free(v);
 }
 
+Test(htab, shrinks_when_emptied_and_keeps_the_rest) {
+    enum { N = 20000 };
+    pd_htab t;
+    cr_assert_eq(pd_htab_init(&t, item_hash), PD_OK);
+    uint64_t initial = t.mask + 1;
+    item *v = make_items(N);
+    for (uint32_t i = 0; i < N; i++) pd_htab_insert(&t, &v[i].h, key_hash(v[i].key));
+    uint64_t full = t.mask + 1;
+    /* Down to 100 entries: the table follows, and every survivor is found. */
+    for (uint32_t i = 100; i < N; i++) {
+        pd_htab_remove(&t, &v[i].h, key_hash(v[i].key));
+        cr_assert(t.n >= (t.mask + 1) / 4 || t.mask + 1 == initial,
+                  "%zu entries in %llu buckets: less than a quarter full", t.n,
+                  (unsigned long long)(t.mask + 1));
+    }
+    cr_expect_lt(t.mask + 1, full / 32, "shrunk from %llu to %llu buckets",
+                 (unsigned long long)full, (unsigned long long)(t.mask + 1));
+    cr_expect_leq(t.mask + 1, 4 * 100, "a quarter full at least");
+    for (uint32_t i = 0; i < 100; i++) cr_assert_eq(find(&t, v[i].key, key_hash(v[i].key)), &v[i]);
+    for (uint32_t i = 0; i < 100; i++) pd_htab_remove(&t, &v[i].h, key_hash(v[i].key));
+    cr_expect_eq(t.n, 0u);
+    cr_expect_eq(t.mask + 1, initial, "empty: back to its initial size");
+    /* And it grows again as before. */
+    for (uint32_t i = 0; i < N; i++) pd_htab_insert(&t, &v[i].h, key_hash(v[i].key));
+    for (uint32_t i = 0; i < N; i++) cr_assert_eq(find(&t, v[i].key, key_hash(v[i].key)), &v[i]);
+    pd_htab_free(&t);
+    free(v);
+}
+
 Test(htab, failed_growth_keeps_entries) {
     pd_htab t;
     cr_assert_eq(pd_htab_init(&t, item_hash), PD_OK);

@@ -15,7 +15,7 @@ fail() { echo "FAIL: $*"; echo "0 passed, 1 failed"; exit 1; }
 for attempt in 1 2 3; do
     base=$((20000 + (RANDOM % 7000)))
     export PD_STATE=$state PD_BUILD=$build PD_NATS_PORT=$base PD_ROUTE_PORT=$((base + 1000)) \
-           PD_REDIS_PORT=$((base + 500))
+           PD_REDIS_PORT=$((base + 500)) PD_DASH_ADDR=127.0.0.1:$((base + 700))
     if timeout 180 bash "$root/scripts/up.sh" >"$state/up.out" 2>&1; then break; fi
     bash "$root/scripts/down.sh" >/dev/null 2>&1
     if [ "$attempt" -eq 3 ] || ! grep -q "address already in use" "$state"/*.log 2>/dev/null; then
@@ -27,7 +27,9 @@ for attempt in 1 2 3; do
 done
 grep -q "got 1 notification" "$state/up.out" || { cat "$state/up.out"; fail "the tour did not show one notification"; }
 pids=$(for f in "$state"/*.pid; do [ -f "$f" ] && echo "$(cat "$f")"; done)
-[ "$(echo $pids | wc -w)" -eq 8 ] || fail "up.sh recorded $(echo $pids | wc -w) pids, expected 8 (3 NATS, Redis, 3 nodes, simulator)"
+[ "$(echo $pids | wc -w)" -eq 9 ] || fail "up.sh recorded $(echo $pids | wc -w) pids, expected 9 (3 NATS, Redis, 3 nodes, simulator, presence-dash)"
+grep -q "the dashboard .*: http://127.0.0.1:$((base + 700))/" "$state/up.out" ||
+    { cat "$state/up.out"; fail "up.sh did not print the dashboard's URL"; }
 timeout 120 bash "$root/scripts/down.sh" >"$state/down.out" 2>&1 || fail "scripts/down.sh failed"
 for pid in $pids; do
     # A zombie (stopped, not yet reaped by a container's init) is gone.

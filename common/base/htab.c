@@ -59,6 +59,11 @@ void pd_htab_remove(pd_htab *t, pd_hnode *e, uint64_t h) {
     *p = e->next;
     e->next = NULL;
     t->n--;
+    /* Shrinks when a quarter full: half full after, so that growing again
+     * takes as many inserts as the table holds (no flapping). A failed
+     * shrink leaves it sparser. */
+    uint64_t size = t->mask + 1;
+    if (size > HTAB_INITIAL && t->n < size / 4) rehash(t, size / 2);
 }
 
 

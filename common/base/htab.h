@@ -37,6 +37,9 @@ void pd_htab_insert(pd_htab *t, pd_hnode *e, uint64_t h);
 /* Grows the table at once to hold n entries without growing again (a bulk
  * load: one rehash instead of one per doubling). Out of memory: unchanged. */
 void pd_htab_reserve(pd_htab *t, uint64_t n);
+/* Unlinks e (whose hash is h); shrinks the table by half when it is a
+ * quarter full, down to its initial size, so that emptied tables give
+ * their memory back. Not while a pd_htab_scan callback runs. */
 void pd_htab_remove(pd_htab *t, pd_hnode *e, uint64_t h);
 
 /* Reverses the bits of v (the scan cursor's order). */

@@ -95,10 +95,51 @@ static uint32_t public_custom(const pd_user *u) {
     return u->custom_gen;
 }
 
+/* ---- forgetting (PRESENCE_USER_RETENTION_MS) ------------------------------ */
+
+/* Nothing left of u but its last_seen: no device (nor the offline delay),
+ * chosen status auto, no custom status. All replicated, so every node
+ * decides alike; each forgets at last_seen + retention by its own clock. */
+static bool user_forgettable(const pd_user *u) {
+    return u->ndev == 0 && !(u->flags & UF_GRACE) && u->chosen == PD_CHOSEN_AUTO &&
+           u->custom == NULL;
+}
+
+static uint64_t retention_due(const pd_model *m, const pd_user *u) {
+    return (u->seen > 0 ? (uint64_t)u->seen : 0) + m->cfg.user_retention_ms;
+}
+
+/* After a change of u: a forgettable user waits for its retention on the
+ * grace timer, free once the offline delay is over. */
+static void retention_arm(pd_model *m, pd_user *u, uint64_t now) {
+    if (m->cfg.user_retention_ms == 0 || (u->flags & UF_GRACE)) return;
+    if (!user_forgettable(u)) {
+        pd_theap_disarm(&m->timers, &u->grace);
+        return;
+    }
+    uint64_t due = retention_due(m, u);
+    /* Out of memory: forgotten at its next change instead. */
+    pd_theap_arm(&m->timers, &u->grace, due > now ? due : now);
+}
+
+/* The retention timer fired: forget u if it is still forgettable. A user
+ * changed in this very operation (dirty) waits for the flush to re-arm. */
+static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
+    if (!user_forgettable(u) || m->cfg.user_retention_ms == 0 || (u->flags & UF_DIRTY)) return;
+    if (retention_due(m, u) > now) {
+        pd_theap_arm(&m->timers, &u->grace, retention_due(m, u));
+        return;
+    }
+    pd_htab_remove(&m->users, &u->h, pd_hash(u->id, u->id_n));
+    m->forgotten_users++;
+    pd_free(u);
+}
+
 void pd__flush(pd_model *m, uint64_t now) {
     for (uint32_t i = 0; i < m->ndirty; i++) {
         pd_user *u = m->dirty[i];
         u->flags &= (uint8_t)~UF_DIRTY;
+        retention_arm(m, u, now);
         pd_public st = pd__user_status(u, false);
         uint32_t cu = public_custom(u);
         if (st == u->pub_status && cu == u->pub_custom) continue;
@@ -495,8 +536,10 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
         pd__device_set_idle(m, d);
         return PD_OK;
     case PD_EV_HEARTBEAT:
-        /* Armed here so that a watched server always has its timeout. */
-        if (!pd_timer_armed(&s->timeout) &&
+        /* Armed here so that a watched server always has its timeout; the
+         * first heartbeat also moves a retention timer (an unwatched
+         * server's) to the timeout. */
+        if ((!s->watched || !pd_timer_armed(&s->timeout)) &&
             pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.server_timeout_ms) != PD_OK)
             return PD_ENOMEM;
         s->watched = 1;
@@ -504,6 +547,15 @@ static pd_status apply_server_event(pd_model *m, pd_server *s, const pd_event *e
     default:
         return PD_OK;
     }
+}
+
+/* A server without devices or heartbeats keeps only its seq: forgotten
+ * after the retention of silence (its timer, unused while unwatched). */
+static void server_retention_arm(pd_model *m, pd_server *s, uint64_t now) {
+    if (m->cfg.user_retention_ms == 0 || s->ndev > 0 || s->watched || !s->has_seq ||
+        pd_timer_armed(&s->timeout))
+        return;
+    pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.user_retention_ms);
 }
 
 /* Records that a server spoke: liveness, and its timeout once watched. */
@@ -556,6 +608,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
                 s->last_seq = ev->seq;
                 s->has_seq = 1;
             }
+            server_retention_arm(m, s, now);
         } else if (s) {
             pd__drop_server_if_unused(m, s);
         }
@@ -578,8 +631,12 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
         else pd__device_set_idle(m, d);
         break;
     }
-    case TK_GRACE: {
+    case TK_GRACE: { /* the offline delay, then the retention (see retention_arm) */
         pd_user *u = OWNER(t, pd_user, grace);
+        if (!(u->flags & UF_GRACE)) {
+            user_expire(m, u, now);
+            break;
+        }
         u->flags &= (uint8_t)~UF_GRACE;
         pd__mark_dirty(m, u);
         break;
@@ -595,6 +652,18 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
         break;
     case TK_SERVER: {
         pd_server *s = OWNER(t, pd_server, timeout);
+        if (!s->watched) { /* the retention of its seq (see server_retention_arm) */
+            uint64_t due = (uint64_t)s->last_msg + m->cfg.user_retention_ms;
+            if (s->ndev > 0 || m->cfg.user_retention_ms == 0) break;
+            if (due > now) {
+                pd_theap_arm(&m->timers, t, due);
+                break;
+            }
+            s->has_seq = 0;
+            m->forgotten_servers++;
+            pd__drop_server_if_unused(m, s);
+            break;
+        }
         uint64_t due = (uint64_t)s->last_msg + m->cfg.server_timeout_ms;
         if (due > now) pd_theap_arm(&m->timers, t, due);
         else server_close(m, s, now);
@@ -682,6 +751,27 @@ void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->changes = m->changes;
     st->refused_devices = m->refused_devices;
     st->refused_users = m->refused_users;
+    st->forgotten_users = m->forgotten_users;
+    st->forgotten_servers = m->forgotten_servers;
+}
+
+typedef struct {
+    pd_server_view *out;
+    uint32_t n, max;
+} servers_ctx;
+
+static void visit_server(void *ud, pd_hnode *e) {
+    servers_ctx *c = ud;
+    const pd_server *s = (const pd_server *)e; /* h is its first member */
+    if (s->last_msg == 0 || c->n == c->max) return;
+    c->out[c->n++] = (pd_server_view){{s->id, s->id_n}, s->ndev, s->last_msg, s->watched != 0};
+}
+
+uint32_t pd_model_servers(const pd_model *m, pd_server_view *out, uint32_t max) {
+    servers_ctx c = {out, 0, max};
+    uint64_t cur = 0;
+    do cur = pd_htab_scan(&m->servers, cur, visit_server, &c); while (cur != 0 && c.n < max);
+    return c.n;
 }
 
 void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices) {

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include "wire/codec.h"
 #include "wire/op.h"
+#include "wire/codec_repl.h"
 #include "base/status.h"
 
 typedef struct pd_model pd_model;
@@ -151,7 +152,15 @@ typedef struct {
     uint64_t changes;   /* local changes applied (events that changed state) */
     uint64_t refused_devices;  /* events refused by max_devices_per_user */
     uint64_t refused_users;    /* events refused by max_users */
+    uint64_t forgotten_users;  /* users forgotten after PRESENCE_USER_RETENTION_MS */
+    uint64_t forgotten_servers; /* servers forgotten with their seq, likewise */
 } pd_model_stats;
 void pd_model_stats_get(const pd_model *m, pd_model_stats *st);
+
+/* Fills out with at most max of the servers that have sent this node an
+ * event and are still known (a server timed out or shut down is gone);
+ * returns how many it wrote. The ids are borrowed from the model: valid
+ * until it next changes. */
+uint32_t pd_model_servers(const pd_model *m, pd_server_view *out, uint32_t max);
 
 #endif

@@ -26,7 +26,8 @@ struct pd_user {
     pd_hnode h;
     pd_device *devs;           /* singly linked through d->unext */
     pd_custom *custom;
-    pd_timer grace;            /* offline delay after the last device left */
+    pd_timer grace;            /* offline delay after the last device left (UF_GRACE),
+                                * then the retention (see retention_arm) */
     int64_t seen;              /* last_seen: the highest time replicated for the user */
     int64_t seen_frozen;       /* `seen` when the user chose invisible (chosen register) */
     const char *seen_by;       /* writer of `seen` (a device's owner, or a SEEN op's) */
@@ -116,6 +117,7 @@ struct pd_model {
     uint64_t refused_devices, refused_users; /* presence_limits.c */
     pd_refusal *refusals;      /* the last pd_model_apply's refused sync entries */
     uint32_t nrefusals, refusals_cap;
+    uint64_t forgotten_users, forgotten_servers; /* PRESENCE_USER_RETENTION_MS */
 };
 
 pd_user *pd__user_find(const pd_model *m, pd_str id);

@@ -106,7 +106,7 @@ void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
 
 void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
     pd_op op;
-    if (m->on_op == NULL || d->node != m->node) return;
+    if (m->on_op == NULL || m->ops_muted || d->node != m->node) return;
     device_op(d, PD_OP_REMOVE, &op);
     op.at = at;
     m->on_op(m->op_ud, &op);
@@ -163,6 +163,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     if (u == NULL) return PD_ENOMEM;
     if (op->kind == PD_OP_SEEN) {
         pd__seen(u, op->at, writer, op->hlc);
+        pd__mark_dirty(m, u); /* its retention may move */
         return PD_OK;
     }
     if (op->kind == PD_OP_CHOSEN) {

@@ -691,6 +691,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
         const peer *p = r->peers[i];
         if (p->inc) hb->vc[hb->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
     }
+    if (r->io.heartbeat_extra) r->io.heartbeat_extra(r->io.ud, hb);
     msgpack_sbuffer_clear(&r->out);
     pd_heartbeat_encode(&r->out, hb);
     pd_free(hb);

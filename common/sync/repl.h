@@ -51,6 +51,9 @@ typedef struct {
      * were just applied here (d is borrowed). Never called when nobody
      * traces. Last, so positional initializers stay valid. */
     void (*traced)(void *ud, const pd_delta *d);
+    /* Optional: fills the heartbeat's dashboard counters (events,
+     * notifications, snapshot_at) just before it is sent. */
+    void (*heartbeat_extra)(void *ud, pd_heartbeat *hb);
 } pd_repl_io;
 
 typedef struct {

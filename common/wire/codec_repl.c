@@ -335,13 +335,30 @@ pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err)
 void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 11);
+    /* The dashboard's keys only when set: older heartbeats stay byte for byte. */
+    msgpack_pack_map(&pk, 11 + (hb->events != 0) + (hb->notifications != 0) +
+                              (hb->snapshot_at != 0) + (hb->nservers != 0));
     pd_pack_kv_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", hb->node);
     pd_pack_kv_u64(&pk, "inc", hb->inc);
     pd_pack_kv_u64(&pk, "seq", hb->seq);
     pd_pack_kv_u64(&pk, "hlc", hb->hlc);
     pd_pack_kv_u64(&pk, "wall", hb->wall);
+    if (hb->events) pd_pack_kv_u64(&pk, "events", hb->events);
+    if (hb->notifications) pd_pack_kv_u64(&pk, "notifications", hb->notifications);
+    if (hb->snapshot_at) pd_pack_kv_u64(&pk, "snapshot_at", hb->snapshot_at);
+    if (hb->nservers) {
+        pd_pack_cstr(&pk, "servers");
+        msgpack_pack_array(&pk, hb->nservers);
+        for (uint32_t i = 0; i < hb->nservers; i++) {
+            msgpack_pack_array(&pk, 4);
+            pd_pack_str(&pk, hb->servers[i].id);
+            msgpack_pack_uint32(&pk, hb->servers[i].devices);
+            msgpack_pack_int64(&pk, hb->servers[i].last_msg);
+            if (hb->servers[i].watched) msgpack_pack_true(&pk);
+            else msgpack_pack_false(&pk);
+        }
+    }
     pd_pack_kv_bool(&pk, "leaving", hb->leaving);
     pd_pack_kv_bool(&pk, "ready", hb->ready);
     pd_pack_kv_u64(&pk, "devices", hb->devices);
@@ -377,6 +394,25 @@ bool pd_vc_read(mp_reader *r, pd_vc_entry *vc, uint32_t *nvc) {
     return true;
 }
 
+static bool read_servers(mp_reader *r, pd_heartbeat *hb) {
+    uint32_t n, k;
+    uint64_t devices = 0;
+    if (!mpr_array(r, &n)) return false;
+    if (n > PD_HB_SERVERS_MAX) return mpr_fail(r, PD_ETOOLARGE, "too many servers");
+    for (uint32_t i = 0; i < n; i++) {
+        pd_server_view *s = &hb->servers[i];
+        if (!mpr_array(r, &k)) return false;
+        if (k != 4) return mpr_fail(r, PD_EBADVALUE, "bad server entry");
+        if (!pd_rd_id(r, &s->id) || !pd_rd_u64(r, &devices) || !mpr_int(r, &s->last_msg) ||
+            !mpr_bool(r, &s->watched))
+            return false;
+        if (devices > UINT32_MAX) return mpr_fail(r, PD_EBADVALUE, "value out of range");
+        s->devices = (uint32_t)devices;
+    }
+    hb->nservers = n;
+    return true;
+}
+
 /* Required fields of a heartbeat. */
 enum { HF_NODE = 1 << 0, HF_INC = 1 << 1, HF_SEQ = 1 << 2, HF_VC = 1 << 3 };
 static const char *const hb_fields[] = {"node", "inc", "seq", "vc"};
@@ -395,6 +431,10 @@ static pd_status hb_field(mp_reader *r, pd_str k, void *out, unsigned *seen, pd_
     else if (pd_str_eqc(k, "ready")) ok = mpr_bool(r, &hb->ready);
     else if (pd_str_eqc(k, "devices")) ok = pd_rd_u64(r, &hb->devices);
     else if (pd_str_eqc(k, "users")) ok = pd_rd_u64(r, &hb->users);
+    else if (pd_str_eqc(k, "events")) ok = pd_rd_u64(r, &hb->events);
+    else if (pd_str_eqc(k, "notifications")) ok = pd_rd_u64(r, &hb->notifications);
+    else if (pd_str_eqc(k, "snapshot_at")) ok = pd_rd_u64(r, &hb->snapshot_at);
+    else if (pd_str_eqc(k, "servers")) ok = read_servers(r, hb);
     else ok = mpr_skip(r);
     return field_done(r, ok, err);
 }

@@ -15,6 +15,7 @@
 #define PD_REPL_VERSION 1
 #define PD_VC_MAX 256           /* entries of a heartbeat's vector clock */
 #define PD_TRACE_MAX 256        /* trace ids of one delta (benchmarks only) */
+#define PD_HB_SERVERS_MAX 64    /* socket servers listed in one heartbeat */
 
 /* A list of encoded ops inside a message, validated at decode time. */
 typedef struct {
@@ -73,9 +74,18 @@ void pd_vc_encode(msgpack_packer *pk, const pd_vc_entry *vc, uint32_t n);
 /* Reads one into vc (room for PD_VC_MAX entries); false: the reader holds
  * why (too long: PD_ETOOLARGE, a bad node id: PD_EBADID). */
 bool pd_vc_read(mp_reader *r, pd_vc_entry *vc, uint32_t *nvc);
+/* A socket server that has sent a node events, as its heartbeat lists it
+ * (for dashboards). */
+typedef struct {
+    pd_str id;
+    uint32_t devices;          /* its live devices in the node's view */
+    int64_t last_msg;          /* when its last event came (ms, node clock) */
+    bool watched;              /* it sends heartbeats, so it has a timeout */
+} pd_server_view;
 
 /* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "wall", "leaving",
- * "ready", "devices", "users", "vc": [[node, inc, seq], ...]} */
+ * "ready", "devices", "users", "vc": [[node, inc, seq], ...], and, only when
+ * not 0, "events", "notifications", "snapshot_at", "servers" (dashboards)} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
@@ -83,6 +93,13 @@ typedef struct {
     bool leaving;
     bool ready;                 /* caught up and announcing (absent: true) */
     uint64_t devices, users;
+    /* Counters of this incarnation and the last snapshot's wall-clock time
+     * (ms; 0 = none): encoded only when not 0, read by presence-dash. */
+    uint64_t events, notifications, snapshot_at;
+    /* The socket servers that send it events, at most PD_HB_SERVERS_MAX
+     * (encoded only when there are some): [[id, devices, last_msg, watched]] */
+    uint32_t nservers;
+    pd_server_view servers[PD_HB_SERVERS_MAX];
     uint32_t nvc;
     pd_vc_entry vc[PD_VC_MAX];
 } pd_heartbeat;

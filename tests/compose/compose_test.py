@@ -51,10 +51,10 @@ SKIP = 77
 PROJECT_PREFIX = "pdcompose"
 NODES = ["n1", "n2", "n3"]
 NATS = ["nats1", "nats2", "nats3"]
-SERVICES = NATS + ["redis"] + NODES + ["prometheus"]
+SERVICES = NATS + ["redis"] + NODES + ["prometheus", "dash"]
 PORT_VARS = ["PD_COMPOSE_NATS1_PORT", "PD_COMPOSE_NATS2_PORT", "PD_COMPOSE_NATS3_PORT",
              "PD_COMPOSE_N1_METRICS_PORT", "PD_COMPOSE_N2_METRICS_PORT",
-             "PD_COMPOSE_N3_METRICS_PORT", "PD_COMPOSE_PROMETHEUS_PORT"]
+             "PD_COMPOSE_N3_METRICS_PORT", "PD_COMPOSE_PROMETHEUS_PORT", "PD_COMPOSE_DASH_PORT"]
 T0 = time.monotonic()
 
 
@@ -280,6 +280,16 @@ def check_prometheus(prj):
     log(f"ok: Prometheus scrapes {', '.join(up)}")
 
 
+def check_dash(prj):
+    url = f"http://127.0.0.1:{prj.ports['PD_COMPOSE_DASH_PORT']}/"
+
+    def page():
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200 and b"<html" in r.read().lower()
+    poll("the dashboard's page on its published port", page, 60, every=1)
+    log("ok: the dashboard serves its page on its published port")
+
+
 def check_user_everywhere(prj):
     prj.ctl("--node", "n1", "--as", "compose-test", "connect", "c1", "alice", "web")
     poll("alice's device in every node's own metrics", lambda: every_node_sees(prj, 1, 1), 30)
@@ -458,6 +468,7 @@ def main():
         check_up(prj)
         check_health(prj)
         check_prometheus(prj)
+        check_dash(prj)
         check_user_everywhere(prj)
         check_watcher(prj)
         check_kill_node(prj)

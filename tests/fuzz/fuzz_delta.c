@@ -41,6 +41,10 @@ static void check_ops(const pd_ops *ops, const uint8_t *data, size_t size) {
                      "register op with a bad id");
         if (op.kind == PD_OP_CUSTOM)
             FZ_CHECK(op.text.n <= PD_TEXT_MAX && op.emoji.n <= PD_EMOJI_MAX, "custom op sizes");
+        if (op.kind == PD_OP_ADD)
+            FZ_CHECK(op.meta.n <= PD_META_MAX && (op.meta.n == 0 || fz_within(op.meta, data, size)),
+                     "add op meta");
+        if (op.kind == PD_OP_SEEN) FZ_CHECK(op.at > 0, "seen op time %lld", (long long)op.at);
     }
 }
 

@@ -133,8 +133,10 @@ static const pd_op OPS[] = {
      .writer = S(FZ_PEER)},
     {.kind = PD_OP_CUSTOM, .user = S("zed"), .text = S("brb"), .emoji = S(":coffee:"),
      .expires_at = (int64_t)FZ_NOW + 800, .hlc = FZ_HLC + 900000, .writer = S(FZ_PEER)},
+    {.kind = PD_OP_SEEN, .user = S("zed"), .at = (int64_t)FZ_NOW + 7, .hlc = FZ_HLC + 900001,
+     .writer = S(FZ_PEER)},
 };
-static const char *const OP_NAMES[] = {"add", "remove", "state", "chosen", "custom"};
+static const char *const OP_NAMES[] = {"add", "remove", "state", "chosen", "custom", "seen"};
 
 static void ops_of(msgpack_sbuffer *ops, int first, int n) {
     msgpack_packer pk;
@@ -149,21 +151,22 @@ static void gen_repl(void) {
     static pd_heartbeat hb;
     msgpack_sbuffer_init(&sb);
     msgpack_sbuffer_init(&ops);
-    for (int i = 0; i < 5; i++) {
+    enum { NOPS = (int)(sizeof OPS / sizeof OPS[0]) };
+    for (int i = 0; i < NOPS; i++) {
         ops_of(&ops, i, 1);
         pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC, 2, ops.data, ops.size, 1);
         snprintf(name, sizeof name, "delta-%s", OP_NAMES[i]);
         write_sb("fuzz_delta", name, &sb);
     }
     uint64_t trace[] = {7, 8};
-    ops_of(&ops, 0, 5);
-    pd_delta_encode_traced(&sb, S(FZ_PEER), FZ_PEER_INC, 2, ops.data, ops.size, 5, trace, 2);
+    ops_of(&ops, 0, NOPS);
+    pd_delta_encode_traced(&sb, S(FZ_PEER), FZ_PEER_INC, 2, ops.data, ops.size, NOPS, trace, 2);
     write_sb("fuzz_delta", "delta-all-traced", &sb);
-    pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC, 1, ops.data, ops.size, 5);
+    pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC, 1, ops.data, ops.size, NOPS);
     write_sb("fuzz_delta", "delta-duplicate", &sb);
-    pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC + 1, 1, ops.data, ops.size, 5);
+    pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC + 1, 1, ops.data, ops.size, NOPS);
     write_sb("fuzz_delta", "delta-new-incarnation", &sb);
-    pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC, 4, ops.data, ops.size, 5);
+    pd_delta_encode(&sb, S(FZ_PEER), FZ_PEER_INC, 4, ops.data, ops.size, NOPS);
     write_sb("fuzz_delta", "delta-gap", &sb);
     ops_of(&ops, 0, 1);
     pd_delta_encode(&sb, S(FZ_SELF), 6, 1, ops.data, ops.size, 1);
