@@ -14,6 +14,9 @@
 #   make chaos      60 s of load under random faults, then every node against
 #                   the oracle (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
 #   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each, clang build in build-fuzz/
+#   make install    binaries, man pages, bash completions, the systemd unit:
+#                   PREFIX (/usr/local), DESTDIR (staging root), BUILD_DIR (build)
+#   make reset      clear the local cluster's presence (down, state removed, up)
 #   make compose-test compose.yaml and the Dockerfile, run with podman and
 #                   podman-compose and checked from the host (docs/compose.md)
 #   make clean      remove the build trees
@@ -30,6 +33,7 @@ ASAN_ENV := PD_SEED=$(PD_SEED) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all deps build test test-tsan up down status bench bench-quick bench-check clean
+.PHONY: install reset
 .PHONY: fuzz
 .PHONY: chaos
 .PHONY: compose-test
@@ -62,11 +66,25 @@ test-tsan: deps
 	$(ASAN_ENV) $(TSAN_ENV) PD_PRESENCED_BIN=$(CURDIR)/build-tsan/presenced \
 	    ctest --test-dir build-asan --output-on-failure -j2 -L integration
 
+# make install PREFIX=/usr DESTDIR=/tmp/stage: presenced in sbin/, the tools
+# in bin/, man pages, bash completions, lib/systemd/system/presenced.service
+# (ExecStart names the installed binary). BUILD_DIR=<dir> installs another
+# build tree as it is (the test of this target does).
+PREFIX ?= /usr/local
+BUILD_DIR ?= build
+install: $(if $(filter build,$(BUILD_DIR)),build)
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD_DIR) --prefix "$(PREFIX)"
+
 up: build
 	bash scripts/up.sh
 
 down:
 	bash scripts/down.sh
+
+# make reset: down, and the state removed (JetStream, snapshots, logs);
+# `make reset up` starts afresh.
+reset:
+	bash scripts/reset.sh
 
 status:
 	@if [ -f scripts/status.sh ]; then bash scripts/status.sh; \

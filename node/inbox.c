@@ -16,6 +16,13 @@ void pd_inbox_limit(pd_inbox *ib, uint64_t max_msgs, uint64_t max_bytes, uint32_
     pthread_mutex_unlock(&ib->mu);
 }
 
+void pd_inbox_depth(pd_inbox *ib, uint64_t *msgs, uint64_t *bytes) {
+    pthread_mutex_lock(&ib->mu);
+    *msgs = ib->n;
+    *bytes = ib->bytes;
+    pthread_mutex_unlock(&ib->mu);
+}
+
 void pd_inbox_dropped(pd_inbox *ib, uint64_t *out) {
     pthread_mutex_lock(&ib->mu);
     memcpy(out, ib->dropped, sizeof ib->dropped);

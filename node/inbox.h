@@ -43,6 +43,9 @@ pd_status pd_inbox_init(pd_inbox *ib);
 /* Bounds the queue: messages and payload bytes (0 = no bound); kinds in
  * the `exempt` bit mask are always queued. */
 void pd_inbox_limit(pd_inbox *ib, uint64_t max_msgs, uint64_t max_bytes, uint32_t exempt);
+/* The queue's depth now: messages and payload bytes waiting for the loop
+ * (the consumer may have taken a batch it is still handling). */
+void pd_inbox_depth(pd_inbox *ib, uint64_t *msgs, uint64_t *bytes);
 /* Copies the drop counters (PD_INBOX_KINDS of them) into out. */
 void pd_inbox_dropped(pd_inbox *ib, uint64_t *out);
 /* Destroys the queued messages and drops every later push (a handler of

@@ -6,6 +6,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/clock.h"
+
+static struct MHD_Response *text(const char *msg) {
+    return MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_MUST_COPY);
+}
+
+/* /healthz and /readyz (see metrics.h). */
+static struct MHD_Response *probe(pd_metrics *m, bool ready_probe, unsigned *status) {
+    char msg[160];
+    pthread_mutex_lock(&m->mu);
+    uint64_t now = pd_mono_ms(), beat = m->beat_ms;
+    bool stalled = beat == 0 || now > beat + PD_METRICS_STALL_MS;
+    if (stalled)
+        snprintf(msg, sizeof msg, "not alive: the loop has not turned for %llu ms\n",
+                 (unsigned long long)(beat ? now - beat : 0));
+    else if (ready_probe && m->not_ready[0])
+        snprintf(msg, sizeof msg, "not ready: %s\n", m->not_ready);
+    else
+        snprintf(msg, sizeof msg, "ok\n");
+    pthread_mutex_unlock(&m->mu);
+    *status = strncmp(msg, "ok", 2) == 0 ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+    return text(msg);
+}
 
 static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
@@ -21,8 +44,12 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
         static const char msg[] = "method not allowed\n";
         r = MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
+    } else if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
+        r = probe(m, url[1] == 'r', &status);
+    } else if (strcmp(url, "/") == 0) {
+        r = text("presenced: /metrics (Prometheus), /healthz (alive), /readyz (ready)\n");
     } else if (strcmp(url, "/metrics") != 0) {
-        static const char msg[] = "not found: try /metrics\n";
+        static const char msg[] = "not found: try /metrics, /healthz or /readyz\n";
         r = MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
         status = MHD_HTTP_NOT_FOUND;
     } else {
@@ -81,6 +108,14 @@ void pd_metrics_set(pd_metrics *m, char *text, size_t len) {
     free(m->text);
     m->text = text;
     m->len = len;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void pd_metrics_set_health(pd_metrics *m, uint64_t mono_ms, const char *not_ready) {
+    if (m->d == NULL) return;
+    pthread_mutex_lock(&m->mu);
+    m->beat_ms = mono_ms;
+    snprintf(m->not_ready, sizeof m->not_ready, "%s", not_ready ? not_ready : "");
     pthread_mutex_unlock(&m->mu);
 }
 

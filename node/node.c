@@ -3,6 +3,7 @@
 #include "node.h"
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "base/alloc.h"
 #include "base/clock.h"
 
@@ -16,13 +17,29 @@
 
 static void arm_timer(pd_node *n);
 
+uint64_t node__mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void dispatch(pd_node *n, pd_inbox_item *it) {
     if (it->kind == SUB_DELTA && node__persist_hold(n, it->msg)) return; /* kept for later */
-    if (it->kind == SUB_REPLAY) node__persist_replay_msg(n, it->msg);
-    else if (it->kind == SUB_STREAM_INFO) node__persist_stream_info(n, it->msg);
-    else if (it->kind == SUB_EVENTS) node__handle_event(n, it->msg);
-    else if (it->kind >= SUB_DELTA) node__handle_cluster(n, (node_sub_kind)it->kind, it->msg);
-    else node__handle_query(n, (node_sub_kind)it->kind, it->msg);
+    if (it->kind == SUB_REPLAY) {
+        node__persist_replay_msg(n, it->msg);
+    } else if (it->kind == SUB_STREAM_INFO) {
+        node__persist_stream_info(n, it->msg);
+    } else if (it->kind == SUB_EVENTS) {
+        uint64_t t0 = node__mono_us();
+        node__handle_event(n, it->msg);
+        pd_hist_observe_us(&n->stats.event_latency, node__mono_us() - t0);
+    } else if (it->kind >= SUB_DELTA) {
+        node__handle_cluster(n, (node_sub_kind)it->kind, it->msg);
+    } else {
+        uint64_t t0 = node__mono_us();
+        node__handle_query(n, (node_sub_kind)it->kind, it->msg);
+        pd_hist_observe_us(&n->stats.query_latency, node__mono_us() - t0);
+    }
     natsMsg_Destroy(it->msg);
 }
 
@@ -191,7 +208,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     pd_notifier_flush(pd_repl_notifier(n->repl));
     /* Tell the peers at once rather than let them wait for the timeout. */
     pd_repl_leave(n->repl, pd_now_ms());
-    if (n->nc) natsConnection_FlushTimeout(n->nc, 1000);
+    if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
     uv_stop(&n->loop);
 }
 
@@ -244,8 +261,6 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
     uv_signal_init(&n->loop, &n->sigterm);
     uv_signal_init(&n->loop, &n->sigint);
     n->wake.data = n->timer.data = n->sigterm.data = n->sigint.data = n;
-    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&n->sigint, on_signal, SIGINT);
     if (cfg->metrics_addr[0]) {
         pd_status s = pd_metrics_start(&n->metrics, cfg->metrics_addr, err, errlen);
         if (s != PD_OK) return s;
@@ -266,6 +281,12 @@ int pd_node_run(pd_node *n) {
         pd_log(PD_LOG_WARN, "PRESENCE_TEST_FAIL_ALLOCS: every model allocation will fail");
         pd_alloc_fail_after(0);
     }
+    /* Only now: until the loop runs, SIGTERM and SIGINT keep their default
+     * action, so a node still starting (connecting, restoring, waiting for
+     * a JetStream that has no leader yet) ends at once instead of after
+     * those waits. It has announced nothing yet. */
+    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&n->sigint, on_signal, SIGINT);
     arm_timer(n);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     return n->exit_code;

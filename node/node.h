@@ -11,6 +11,7 @@
 #include <uv.h>
 #include "wire/codec.h"
 #include "base/config.h"
+#include "base/hist.h"
 #include "inbox.h"
 #include "base/log.h"
 #include "metrics.h"
@@ -38,6 +39,9 @@ typedef struct {
     uint64_t publish_errors;
     uint64_t refused_msg_bytes;     /* PRESENCE_MAX_MSG_BYTES breaches */
     uint64_t refused_query_users;   /* get users / online limit above the limits */
+    /* Latencies (node_metrics.c): handling an event, answering a query, a
+     * change until its notification leaves, a peer's delta until applied. */
+    pd_hist event_latency, query_latency, notify_latency, apply_latency;
 } node_stats;
 
 typedef struct pd_node pd_node;
@@ -73,6 +77,7 @@ struct pd_node {
     pd_metrics metrics;             /* idle unless PRESENCE_METRICS_ADDR is set */
     uint64_t metrics_at;
     uint64_t nats_reconnects;       /* written by nats.c's thread: atomics */
+    bool nats_closing;              /* atomics: we close NATS; its callbacks stay quiet */
     struct {                        /* node_slow.c */
         uint64_t dropped[SUB_COUNT];  /* by subscription: inbox + nats.c */
         uint64_t next_check, first_drop, last_drop, resyncs;
@@ -103,6 +108,9 @@ void node__queries_free(pd_node *n);
 /* node_nats.c */
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);
 void node__nats_close(pd_node *n);
+/* True while the NATS connection is up (not connecting, reconnecting or
+ * closed): flushing or JetStream requests would only wait for a timeout. */
+bool node__nats_up(const pd_node *n);
 /* Publishes the scratch buffer n->out to subject (a reply or a notification). */
 void node__publish(pd_node *n, const char *subject);
 void node__publish_bytes(pd_node *n, const char *subject, const void *buf, size_t len);
@@ -125,6 +133,9 @@ void node__handle_cluster(pd_node *n, node_sub_kind kind, natsMsg *msg);
 /* Publishes P.trace.<node>: these traced events are applied here, now. */
 void node__trace_report(pd_node *n, const uint64_t *ids, uint32_t count);
 extern const pd_repl_io node__repl_io;
+
+/* Monotonic microseconds, for the latency histograms. */
+uint64_t node__mono_us(void);
 
 /* node_metrics.c: refreshes the metrics text (at most every 250 ms). */
 void node__update_metrics(pd_node *n, bool force);

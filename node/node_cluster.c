@@ -75,6 +75,14 @@ static void traced(void *ud, const pd_delta *d) {
     if (k) node__trace_report(ud, ids, k);
 }
 
+/* A peer's delta applied: from its sending (the peer's clock) to now. */
+static void applied(void *ud, uint64_t at, uint64_t now) {
+    pd_node *n = ud;
+    (void)now; /* the batch's time; the apply itself has taken a while since */
+    uint64_t t = pd_now_ms();
+    if (at != 0) pd_hist_observe_us(&n->stats.apply_latency, t > at ? (t - at) * 1000u : 0);
+}
+
 /* The heartbeat's counters for presence-dash (schemas/cluster.md). */
 static void heartbeat_extra(void *ud, pd_heartbeat *hb) {
     pd_node *n = ud;
@@ -94,5 +102,6 @@ const pd_repl_io node__repl_io = {
     .send_sync_part = send_sync_part,
     .publish = node__publish_notification,
     .traced = traced,
+    .applied = applied,
     .heartbeat_extra = heartbeat_extra,
 };

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/clock.h"
 
 /* Decodes and applies one event (alone or one of a batch). On error, err
  * says why and nothing changed. */
@@ -160,4 +161,9 @@ void node__publish_notification(void *ud, const pd_view *v) {
              v->user.p);
     node__publish(n, n->subj);
     n->stats.notifications++;
+    /* From the change (its ts, this node's or the origin's wall clock) to
+     * now: the coalescing interval and the way from another node included. */
+    uint64_t now = pd_now_ms();
+    if (v->ts > 0 && now >= (uint64_t)v->ts)
+        pd_hist_observe_us(&n->stats.notify_latency, (now - (uint64_t)v->ts) * 1000u);
 }

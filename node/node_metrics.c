@@ -1,11 +1,21 @@
 /* node_metrics.c - renders the node's counters in Prometheus text format
  * for the metrics endpoint (see metrics.h). Runs on the loop thread, at
- * most every NODE_METRICS_EVERY_MS. */
+ * most every NODE_METRICS_EVERY_MS. Conventions: times in seconds (names
+ * end in _seconds), counters in _total, latencies as histograms, and the
+ * standard process_* family of the Prometheus client libraries.
+ *
+ * CHECKLIST: a new metric? A line in docs/operating.md's table and its name
+ * in tests/it_metrics.c. */
+#include <dirent.h>
 #include <inttypes.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/clock.h"
+#include "base/version.h"
 #include "node.h"
 
 #define NODE_METRICS_EVERY_MS 250
@@ -49,6 +59,90 @@ static void gauge(textbuf *b, const char *name, const char *help, int64_t v) {
     out(b, "%s %" PRId64 "\n", name, v);
 }
 
+static void gauge_f(textbuf *b, const char *name, const char *type, const char *help, double v) {
+    family(b, name, type, help);
+    out(b, "%s %.6f\n", name, v);
+}
+
+static void histogram(textbuf *b, const char *name, const char *help, const pd_hist *h) {
+    family(b, name, "histogram", help);
+    for (int i = 0; i < PD_HIST_BUCKETS; i++)
+        out(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, pd_hist_bounds[i],
+            pd_hist_cumulative(h, i));
+    out(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name,
+        h->count, name, (double)h->sum_us / 1e6, name, h->count);
+}
+
+static void render_latency(pd_node *n, textbuf *b) {
+    histogram(b, "presenced_event_handling_seconds",
+              "time to decode, check and apply one connection event", &n->stats.event_latency);
+    histogram(b, "presenced_query_answering_seconds", "time to answer one query",
+              &n->stats.query_latency);
+    histogram(b, "presenced_notification_latency_seconds",
+              "from a change (its ts) until its notification is published, coalescing included",
+              &n->stats.notify_latency);
+    histogram(b, "presenced_sync_apply_latency_seconds",
+              "from a peer sending a delta (its clock) until this node applied it",
+              &n->stats.apply_latency);
+}
+
+/* The process_* family of the Prometheus client libraries, from /proc. */
+static void render_process(textbuf *b) {
+    char buf[1024];
+    double ticks = (double)sysconf(_SC_CLK_TCK), page = (double)sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[got] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name, which may hold spaces */
+    unsigned long long utime, stime, start, vsize, rss;
+    if (p != NULL && ticks > 0 &&
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+               "%*d %*d %llu %llu %llu", &utime, &stime, &start, &vsize, &rss) == 5) {
+        double btime = 0;
+        FILE *s = fopen("/proc/stat", "r");
+        char line[256];
+        while (s && fgets(line, sizeof line, s))
+            if (sscanf(line, "btime %lf", &btime) == 1) break;
+        if (s) fclose(s);
+        gauge_f(b, "process_cpu_seconds_total", "counter", "user and system CPU time spent",
+                (double)(utime + stime) / ticks);
+        gauge_f(b, "process_start_time_seconds", "gauge", "start time since the epoch",
+                btime + (double)start / ticks);
+        gauge_f(b, "process_virtual_memory_bytes", "gauge", "virtual memory size", (double)vsize);
+        gauge_f(b, "process_resident_memory_bytes", "gauge", "resident memory size",
+                (double)rss * page);
+    }
+    int64_t fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) fds += e->d_name[0] != '.';
+    if (d) {
+        closedir(d);
+        gauge(b, "process_open_fds", "open file descriptors", fds - 1); /* less opendir's */
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        gauge(b, "process_max_fds", "the limit of open file descriptors", (int64_t)rl.rlim_cur);
+}
+
+/* What waits, and what the node is: inbox depth, users by status, version. */
+static void render_state(pd_node *n, textbuf *b, const pd_model_stats *ms) {
+    uint64_t msgs, bytes;
+    pd_inbox_depth(&n->inbox, &msgs, &bytes);
+    gauge(b, "presenced_inbox_messages", "messages waiting for the loop (PRESENCE_INBOX_MAX_MSGS)",
+          (int64_t)msgs);
+    gauge(b, "presenced_inbox_bytes", "payload bytes waiting for the loop (PRESENCE_INBOX_MAX_BYTES)",
+          (int64_t)bytes);
+    family(b, "presenced_users_by_status", "gauge",
+           "users this node holds state for, by the public status others see");
+    static const pd_public shown[] = {PD_PUB_ONLINE, PD_PUB_AWAY, PD_PUB_BUSY, PD_PUB_OFFLINE};
+    for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++)
+        out(b, "presenced_users_by_status{status=\"%s\"} %" PRIu64 "\n",
+            pd_public_name(shown[i]), ms->by_status[shown[i]]);
+    family(b, "presenced_build_info", "gauge", "always 1; the version in a label");
+    out(b, "presenced_build_info{version=\"%s\"} 1\n", PD_VERSION);
+}
+
 /* The answering node's entry comes first: its vector clock says what this
  * node has applied of each peer, kept here for the peers' rows. */
 typedef struct {
@@ -88,16 +182,16 @@ static void peer_metric(void *ud, const pd_node_view *nv) {
     if (c->pass == 1)
         out(c->b, "presenced_replication_lag_deltas{peer=\"%.*s\"} %" PRIu64 "\n", n, p,
             theirs > ours ? theirs - ours : 0);
-    if (c->pass == 2)
-        out(c->b, "presenced_peer_heartbeat_age_ms{peer=\"%.*s\"} %" PRId64 "\n", n, p,
-            nv->last_heartbeat);
+    if (c->pass == 2 && nv->last_heartbeat >= 0) /* -1: known only from others' clocks */
+        out(c->b, "presenced_peer_heartbeat_age_seconds{peer=\"%.*s\"} %.3f\n", n, p,
+            (double)nv->last_heartbeat / 1000.0);
 }
 
 static void render_peers(pd_node *n, textbuf *b) {
     static const char *const names[][2] = {
         {"presenced_peer_alive", "1 if the peer is up in this node's view"},
         {"presenced_replication_lag_deltas", "deltas the peer has sent that this node has not applied (as of its last heartbeat)"},
-        {"presenced_peer_heartbeat_age_ms", "time since the peer's last heartbeat"},
+        {"presenced_peer_heartbeat_age_seconds", "time since the peer's last heartbeat"},
     };
     for (int pass = 0; pass < 3; pass++) {
         peer_ctx *c = calloc(1, sizeof *c);
@@ -139,6 +233,29 @@ static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
           "of their interval", (int64_t)gs.pending);
     counter(b, "presenced_notifications_uncoalesced_total",
             "notifications sent at once because the coalescing table was full", gs.overflow);
+}
+
+/* Uptime, snapshots (Redis) and the replay (JetStream). */
+static void render_persist(pd_node *n, textbuf *b) {
+    gauge_f(b, "presenced_uptime_seconds", "gauge", "time since start",
+            (double)(n->now - n->started_at) / 1000.0);
+    pd_persist_stats ps;
+    node__persist_stats(n, &ps);
+    counter(b, "presenced_snapshots_total", "snapshots written to Redis", ps.snapshots);
+    counter(b, "presenced_snapshot_failures_total", "snapshots that could not be written",
+            ps.snapshot_failures);
+    family(b, "presenced_snapshot_age_seconds", "gauge",
+           "time since the last snapshot was written (no sample before the first)");
+    if (ps.last_snapshot_at)
+        out(b, "presenced_snapshot_age_seconds %.3f\n",
+            (double)(n->now - ps.last_snapshot_at) / 1000.0);
+    gauge_f(b, "presenced_snapshot_duration_seconds", "gauge",
+            "time the last snapshot took, build and write", (double)ps.last_snapshot_ms / 1000.0);
+    gauge(b, "presenced_snapshot_bytes", "size of the last snapshot", (int64_t)ps.last_snapshot_bytes);
+    gauge(b, "presenced_redis_up", "1 while the Redis connection for snapshots is up", ps.redis_up);
+    gauge(b, "presenced_replaying", "1 while replaying the delta stream at start", ps.replaying);
+    counter(b, "presenced_replayed_deltas_total", "deltas replayed from JetStream at start",
+            ps.replayed_deltas);
 }
 
 static void render(pd_node *n, textbuf *b) {
@@ -217,27 +334,22 @@ static void render(pd_node *n, textbuf *b) {
             drops[k].v);
     counter(b, "presenced_resyncs_for_drops_total",
             "resyncs asked of the socket servers because events were dropped", n->slow.resyncs);
-    gauge(b, "presenced_uptime_ms", "time since start", (int64_t)(n->now - n->started_at));
-    pd_persist_stats ps;
-    node__persist_stats(n, &ps);
-    counter(b, "presenced_snapshots_total", "snapshots written to Redis", ps.snapshots);
-    counter(b, "presenced_snapshot_failures_total", "snapshots that could not be written",
-            ps.snapshot_failures);
-    gauge(b, "presenced_snapshot_age_ms", "time since the last snapshot was written (-1: none yet)",
-          ps.last_snapshot_at ? (int64_t)(n->now - ps.last_snapshot_at) : -1);
-    gauge(b, "presenced_snapshot_duration_ms", "time the last snapshot took, build and write",
-          (int64_t)ps.last_snapshot_ms);
-    gauge(b, "presenced_snapshot_bytes", "size of the last snapshot", (int64_t)ps.last_snapshot_bytes);
-    gauge(b, "presenced_redis_up", "1 while the Redis connection for snapshots is up", ps.redis_up);
-    gauge(b, "presenced_replaying", "1 while replaying the delta stream at start", ps.replaying);
-    counter(b, "presenced_replayed_deltas_total", "deltas replayed from JetStream at start",
-            ps.replayed_deltas);
+    render_latency(n, b);
+    render_state(n, b, &ms);
+    render_process(b);
+    render_persist(n, b);
 }
 
 void node__update_metrics(pd_node *n, bool force) {
     if (n->metrics.d == NULL) return;
     if (!force && n->now < n->metrics_at + NODE_METRICS_EVERY_MS) return;
     n->metrics_at = n->now;
+    const char *not_ready = NULL;
+    if (n->nc == NULL || natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
+        not_ready = "NATS is not connected";
+    else if (!pd_repl_ready(n->repl))
+        not_ready = "catching up (restoring or listening to the peers)";
+    pd_metrics_set_health(&n->metrics, pd_mono_ms(), not_ready);
     textbuf b = {0};
     render(n, &b);
     if (b.failed) {

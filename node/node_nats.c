@@ -19,8 +19,9 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
 }
 
 static void on_disconnected(natsConnection *nc, void *closure) {
+    pd_node *n = closure;
     (void)nc;
-    (void)closure;
+    if (__atomic_load_n(&n->nats_closing, __ATOMIC_ACQUIRE)) return; /* our own close */
     pd_log(PD_LOG_WARN, "disconnected from NATS; reconnecting");
 }
 
@@ -53,7 +54,8 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
 static void on_closed(natsConnection *nc, void *closure) {
     const char *text = NULL;
     natsStatus s = natsConnection_GetLastError(nc, &text);
-    (void)closure;
+    pd_node *n = closure;
+    if (__atomic_load_n(&n->nats_closing, __ATOMIC_ACQUIRE)) return; /* our own close */
     if (s != NATS_OK)
         pd_log(PD_LOG_ERROR, "NATS connection closed: %s%s%s; the servers refused this node "
                "(check the PRESENCE_NATS_* credentials and TLS settings; the NATS server's "
@@ -151,12 +153,18 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     return PD_OK;
 }
 
+bool node__nats_up(const pd_node *n) {
+    return n->nc != NULL && natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
 void node__nats_close(pd_node *n) {
     for (int i = 0; i < SUB_COUNT; i++) {
         if (n->subs[i]) natsSubscription_Unsubscribe(n->subs[i]);
     }
+    __atomic_store_n(&n->nats_closing, true, __ATOMIC_RELEASE);
     if (n->nc) {
-        natsConnection_FlushTimeout(n->nc, 1000);
+        /* Disconnected: nothing can leave, and a flush would only wait. */
+        if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
         natsConnection_Close(n->nc);
     }
     for (int i = 0; i < SUB_COUNT; i++) {

@@ -27,7 +27,15 @@ void node__persist_start(pd_node *n) {
     pd_repl_restore_begin(n->repl);
     persist__restore(n);
     bool replay_ok = false;
-    if (natsConnection_JetStream(&ps->js, n->nc, NULL) == NATS_OK && persist__ensure_stream(n)) {
+    /* Without NATS, the stream requests would each wait for their timeout
+     * (seconds, retried) before the loop runs, and SIGTERM with them: do
+     * without the replay at once; the peers and the socket servers' resync
+     * fill in, as when the stream cannot be reached. */
+    if (!node__nats_up(n))
+        pd_log(PD_LOG_WARN, "NATS not connected at start: no replay of %s; the peers fill in",
+               STREAM_NAME);
+    else if (natsConnection_JetStream(&ps->js, n->nc, NULL) == NATS_OK &&
+             persist__ensure_stream(n)) {
         replay_ok = persist__start_replay(n);
         persist__subscribe_info(n);
     }

@@ -51,6 +51,13 @@ add_test(NAME redis_wedge
                  --bin-dir $<TARGET_FILE_DIR:presenced>)
 set_tests_properties(redis_wedge PROPERTIES LABELS integration TIMEOUT 240)
 
+# make install DESTDIR=... PREFIX=/usr of this build tree: binaries, man
+# pages, bash completions, systemd unit (tests/install_check.sh).
+add_test(NAME install_check
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/install_check.sh ${CMAKE_BINARY_DIR}
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(install_check PROPERTIES LABELS unit TIMEOUT 120)
+
 # presence-dash in headless Chromium (tests/browser/dash_e2e.mjs): three
 # nodes, the page, a notification, a lookup, a node killed, a screenshot
 # (<build>/dashboard.png). Skipped (77) only where /usr/bin/chromium is

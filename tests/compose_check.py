@@ -414,11 +414,16 @@ def check_upsh_env_in_compose(ctx):
         env = service_env(doc["services"][name])
         # Credentials: up.sh makes NATS accounts with passwords of its own
         # run; compose's NATS servers (deploy/nats-server.conf) have none.
-        missing = [v for v in upsh if v not in env and v not in NATS_AUTH_SETTINGS]
+        # up.sh gives each node its own loopback metrics port (PD_METRICS_PORT+k);
+        # in compose each container has its own address (see
+        # check_compose_operations for compose's metrics).
+        missing = [v for v in upsh if v not in env and v not in NATS_AUTH_SETTINGS
+                   and v != "PRESENCE_METRICS_ADDR"]
         if missing:
             fail(f"compose.yaml: {name} lacks {missing}, which scripts/up.sh passes to presenced")
         for var, dflt in upsh.items():
-            if var in ("PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_URL"):
+            if var in ("PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_URL",
+                       "PRESENCE_METRICS_ADDR") or var not in env:
                 continue  # addresses differ between loopback and containers
             if var in NATS_AUTH_SETTINGS:
                 continue  # see above

@@ -349,6 +349,11 @@ bool h_node_running(h_node *nd) {
     return true;
 }
 
+const char *h_presenced_bin(void) {
+    const char *bin = getenv("PD_PRESENCED_BIN");
+    return bin && *bin ? bin : PRESENCED_BIN;
+}
+
 int h_node_stop(h_node *nd, int sig) {
     int st = -1;
     if (nd->pid <= 0) return -1;

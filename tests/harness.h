@@ -221,6 +221,8 @@ void h_env_free(char **envp);
  * child is killed if the test process dies, and with the test's other
  * processes at exit. */
 pid_t h_spawn(char *const argv[], char **envp, int out_fd, int err_fd);
+/* The presenced binary under test ($PD_PRESENCED_BIN or the one built). */
+const char *h_presenced_bin(void);
 
 /* ---- secured servers (it_security.c) ---- */
 

@@ -141,6 +141,7 @@ static void real_heartbeat(const char *node, pd_heartbeat *out) {
     /* The decoded strings point into m: keep only the numbers. */
     out->node = pd_str_c(node);
     out->nvc = 0;
+    out->nservers = 0;
     natsMsg_Destroy(m);
     natsSubscription_Unsubscribe(sub);
     natsSubscription_Destroy(sub);

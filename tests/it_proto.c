@@ -355,3 +355,74 @@ Test(proto, sync_over_the_device_limit_is_partial) {
     cr_assert_eq(devices_of("u5"), 1, "the rest applied");
     msgpack_sbuffer_destroy(&sb);
 }
+
+/* ---- ver: a race-free watch --------------------------------------------------- */
+
+/* The public status of status event i of the cycle below. */
+static const pd_chosen CYCLE[] = {PD_CHOSEN_BUSY, PD_CHOSEN_AWAY, PD_CHOSEN_AUTO};
+static const pd_public CYCLE_PUB[] = {PD_PUB_BUSY, PD_PUB_AWAY, PD_PUB_ONLINE};
+#define CHANGES 1000
+
+static int cycle_index(int status) {
+    for (int k = 0; k < 3; k++) if ((int)CYCLE_PUB[k] == status) return k;
+    return -1;
+}
+
+/* A watcher subscribes while the user changes status 1000 times, then asks
+ * get; keeping only notifications with a ver above the get's gives every
+ * later state once, in order, ending at the truth. */
+Test(proto, watch_started_mid_burst_is_gap_free_and_duplicate_free) {
+    static const char *const ids[] = {"n1", "n2"};
+    static const char *const env_watch[] = {
+        "PRESENCE_SYNC_INTERVAL_MS=" STR(SYNC_MS), "PRESENCE_NOTIFY_MIN_INTERVAL_MS=0",
+        "PRESENCE_IDLE_TIMEOUT_MS=600000", NULL,
+    };
+    h_node_start(&nodes[0], &ns, "n1", env_watch);
+    h_node_start(&nodes[1], &ns, "n2", env_watch);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, 2, 4), 10000));
+    send_ok("n1", h_ev_connect("s1", "c1", "w", "web"));
+    natsConnection *wc = h_connect(&ns);
+    natsSubscription *sub = NULL;
+    pd_view got = {0};
+    for (int i = 0; i < CHANGES; i++) {
+        pd_event ev = h_ev_status("w", CYCLE[i % 3]);
+        if (i == CHANGES / 3) { /* the watch starts in the middle */
+            cr_assert_eq(natsConnection_SubscribeSync(&sub, wc, "presence.user.w"), NATS_OK);
+            cr_assert_eq(natsConnection_Flush(wc), NATS_OK);
+            cr_assert(h_get(nc, "w", NULL, &got, NULL, 0));
+        }
+        h_event_pub(nc, "n1", &ev);
+    }
+    int want_last = (int)CYCLE_PUB[(CHANGES - 1) % 3];
+    int expect = cycle_index((int)got.status);
+    cr_assert_geq(expect, 0, "the get shows a state of the cycle: %d", (int)got.status);
+    uint64_t last_ver = got.ver;
+    int kept = 0, last_status = (int)got.status;
+    natsMsg *m = NULL;
+    while (natsSubscription_NextMsg(&m, sub, 5000) == NATS_OK) {
+        pd_view v;
+        pd_err err;
+        cr_assert_eq(pd_notification_decode(natsMsg_GetData(m),
+                                            (size_t)natsMsg_GetDataLength(m), &v, &err), PD_OK);
+        if (v.ver > got.ver) {
+            cr_assert_gt(v.ver, last_ver, "a duplicate or an older state after %d", kept);
+            expect = (expect + 1) % 3;
+            cr_assert_eq((int)v.status, (int)CYCLE_PUB[expect], "a gap after %d kept", kept);
+            last_ver = v.ver;
+            last_status = (int)v.status;
+            kept++;
+        }
+        natsMsg_Destroy(m);
+        if (last_status == want_last && kept > 0) {
+            pd_view now;
+            cr_assert(h_get(nc, "w", NULL, &now, NULL, 0));
+            if (now.ver == last_ver) break; /* the truth: nothing newer is coming */
+        }
+    }
+    cr_log_info("get at ver %llu, then %d notifications kept", (unsigned long long)got.ver, kept);
+    cr_assert_eq(last_status, want_last, "ends at the truth");
+    cr_assert_gt(kept, 0);
+    natsConnection_Close(wc); /* before the subscription (nats.c#637) */
+    natsSubscription_Destroy(sub);
+    natsConnection_Destroy(wc);
+}

@@ -173,6 +173,7 @@ static inline pd_model_stats stats(const pd_model *m) {
 
 typedef struct {
     uint64_t users, devices, timers;
+    uint64_t by_status[PD_PUB_INVISIBLE + 1];
 } walk;
 
 static const char *ctx = ""; /* names the case in check_model failures */
@@ -206,6 +207,7 @@ static inline void check_user(void *ud, pd_hnode *e) {
               u->pub_custom == (shown ? u->custom_gen : 0u),
               "%s: %.*s has an unannounced change", ctx, idn, u->id);
     w->users++;
+    w->by_status[u->pub_status]++;
     w->devices += nd;
     w->timers += na + grace;
 }
@@ -230,6 +232,9 @@ static inline void check_model(const pd_model *m) {
     do c = pd_htab_scan(&m->users, c, check_user, &w); while (c);
     do c = pd_htab_scan(&m->servers, c, check_server, &w); while (c);
     cr_assert_eq(w.users, m->users.n);
+    for (int st = 0; st <= PD_PUB_INVISIBLE; st++)
+        cr_assert_eq(w.by_status[st], m->by_status[st], "%s: users by status %s", ctx,
+                     pd_public_name((pd_public)st));
     cr_assert_eq(w.devices, m->ndevices);
     cr_assert_eq(m->devices.n, m->ndevices);
     cr_assert_eq(w.timers, (uint64_t)pd_theap_count(&m->timers), "%s: every timer has an owner", ctx);

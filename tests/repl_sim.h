@@ -212,7 +212,7 @@ static inline size_t sim_eligible(const sim *s, size_t k) {
 
 /* Prints ops as " ADD(s0/c1 u2 claim=...)" and so on. */
 static inline void sim_trace_ops(const pd_ops *ops) {
-    static const char *const K[] = {"ADD", "REMOVE", "STATE", "CHOSEN", "CUSTOM", "SYNCED"};
+    static const char *const K[] = {"ADD", "REMOVE", "STATE", "CHOSEN", "CUSTOM", "SEEN", "SYNCED"};
     pd_ops_iter it;
     pd_op op;
     pd_ops_iter_init(&it, ops);

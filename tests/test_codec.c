@@ -337,7 +337,7 @@ Test(codec_reply, unknown_keys_ignored_long_fields_truncated) {
 }
 
 static const char *const view_keys[] = {
-    "user", "status", "text", "emoji", "expires_at", "last_seen",
+    "user", "status", "text", "emoji", "expires_at", "last_seen", "ver",
 };
 
 /* Checks that the map at r has exactly the view keys plus `last`. */
@@ -347,14 +347,14 @@ static void expect_view_keys(const void *p, size_t n, const char *last) {
     unsigned seen = 0;
     mpr_init(&r, p, n);
     cr_assert(mpr_map(&r, &c));
-    cr_expect_eq(c, 7);
+    cr_expect_eq(c, 8);
     for (uint32_t i = 0; i < c; i++) {
         pd_str k;
         cr_assert(mpr_str(&r, &k) && mpr_skip(&r));
-        for (unsigned j = 0; j < 6; j++) if (pd_str_eqc(k, view_keys[j])) seen |= 1u << j;
-        if (pd_str_eqc(k, last)) seen |= 1u << 6;
+        for (unsigned j = 0; j < 7; j++) if (pd_str_eqc(k, view_keys[j])) seen |= 1u << j;
+        if (pd_str_eqc(k, last)) seen |= 1u << 7;
     }
-    cr_expect_eq(seen, 0x7f, "keys seen %#x", seen);
+    cr_expect_eq(seen, 0xff, "keys seen %#x", seen);
 }
 
 Test(codec_notification, roundtrip_all_fields) {
@@ -362,6 +362,7 @@ Test(codec_notification, roundtrip_all_fields) {
         .user = S("alice"), .status = PD_PUB_BUSY, .text = S("in a meeting"),
         .emoji = S("\xf0\x9f\x93\x85"), .expires_at = 1893456000000LL,
         .last_seen = 1700000000000LL, .ts = 1700000000456LL,
+        .ver = UINT64_C(1700000000456) << 16 | 3,
     };
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -378,6 +379,7 @@ Test(codec_notification, roundtrip_all_fields) {
     cr_expect_eq(got.expires_at, v.expires_at);
     cr_expect_eq(got.last_seen, v.last_seen);
     cr_expect_eq(got.ts, v.ts);
+    cr_expect_eq(got.ver, v.ver);
     msg_free(&m);
     msgpack_sbuffer_destroy(&sb);
 }

@@ -45,6 +45,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         /* fall through */
     case PD_OP_REMOVE:
         if (want->kind == PD_OP_REMOVE) cr_expect_eq(got->at, want->at);
+        if (want->kind != PD_OP_ADD) cr_expect_eq(got->ver, want->ver);
         expect_str(got->server, want->server, "server");
         expect_str(got->conn, want->conn, "conn");
         cr_expect_eq(got->hlc, want->hlc);
@@ -79,6 +80,11 @@ static const pd_op OPS[] = {
      .state = PD_DEV_ACTIVE, .connected_at = -5, .last_active = 0, .hlc = 0},
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = UINT64_MAX >> 1},
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999},
+    {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999,
+     .ver = UINT64_C(1700000000999) << 16 | 2},
+    {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .ver = 6},
+    {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 44,
+     .state = PD_DEV_IDLE, .last_active = 9, .ver = 45},
     {.kind = PD_OP_ADD, .server = S("s"), .conn = S("c"), .user = S("u"), .label = S("web"),
      .state = PD_DEV_ACTIVE, .connected_at = 1, .last_active = 2, .hlc = 3,
      .meta = {"\x81\xa3" "app\xa3" "web", 9}},
@@ -257,6 +263,39 @@ Test(codec_repl, delta_roundtrip_every_op_kind) {
     cr_expect_eq(d.seq, 77u);
     expect_ops(&d.ops, OPS, NOPS);
     msg_free(&m);
+}
+
+Test(codec_repl, delta_at_roundtrip_and_absent_is_zero) {
+    msgpack_sbuffer o, sb;
+    pack_ops(&o, OPS, NOPS);
+    msgpack_sbuffer_init(&sb);
+    uint64_t trace[] = {5};
+    pd_delta_encode_at(&sb, pd_str_c("node-a"), 1, 2, o.data, o.size, NOPS, trace, 1,
+                       1700000360004u);
+    pd_delta d;
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(d.at, 1700000360004u);
+    cr_expect_eq(d.ntrace, 1u);
+    expect_ops(&d.ops, OPS, NOPS);
+    msgpack_sbuffer_clear(&sb);
+    pd_delta_encode_at(&sb, pd_str_c("node-a"), 1, 2, o.data, o.size, NOPS, NULL, 0, 0);
+    cr_assert_eq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(d.at, 0u);
+    /* "at" must be a u64 like every other number here. */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    pd_pack_cstr(&pk, "v"), msgpack_pack_uint64(&pk, 1);
+    pd_pack_cstr(&pk, "node"), pd_pack_cstr(&pk, "n");
+    pd_pack_cstr(&pk, "inc"), msgpack_pack_uint64(&pk, 1);
+    pd_pack_cstr(&pk, "seq"), msgpack_pack_uint64(&pk, 1);
+    pd_pack_cstr(&pk, "ops"), msgpack_pack_array(&pk, 0);
+    pd_pack_cstr(&pk, "at"), pd_pack_cstr(&pk, "soon");
+    cr_expect_neq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK);
+    msgpack_sbuffer_destroy(&o);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 Test(codec_repl, delta_each_op_alone_and_empty) {
@@ -528,8 +567,8 @@ Test(codec_repl, op_with_bad_id_refused) {
 
 Test(codec_repl, op_with_wrong_arity_refused) {
     /* Shortest and longest (with the optional last element) of each kind. */
-    static const uint8_t arity[] = {9, 4, 6, 5, 7, 5}, longest[] = {10, 5, 6, 6, 7, 5};
-    for (unsigned k = 0; k < 6; k++) {
+    static const uint8_t arity[] = {9, 4, 6, 5, 7, 5, 4}, longest[] = {10, 6, 7, 6, 7, 5, 4};
+    for (unsigned k = 0; k < 7; k++) {
         for (int delta = -1; delta <= 1; delta += 2) {
             raw r;
             msgpack_packer pk = raw_packer(&r);
@@ -546,7 +585,7 @@ Test(codec_repl, op_with_wrong_arity_refused) {
 }
 
 Test(codec_repl, op_with_unknown_kind_refused) {
-    expect_bad_op("95 06 a1 73 a1 63 01 02", PD_EBADVALUE, "kind 6");
+    expect_bad_op("95 07 a1 73 a1 63 01 02", PD_EBADVALUE, "kind 7");
     expect_bad_op("94 7f a1 73 a1 63 01", PD_EBADVALUE, "kind 127");
     expect_bad_op("94 ff a1 73 a1 63 01", PD_EBADVALUE, "kind -1");
     expect_bad_op("94 a1 30 a1 73 a1 63 01", PD_EBADVALUE, "kind as a string");

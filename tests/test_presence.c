@@ -328,6 +328,28 @@ Test(presence, invisible_views_depend_on_the_viewer) {
     model_free(m, &r, base);
 }
 
+Test(presence, users_are_counted_by_public_status) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model *m = model_new(&CFG, &r);
+    apply_ok(m, ev_connect("s1", "c1", "a"), 0);
+    apply_ok(m, ev_connect("s1", "c2", "b"), 0);
+    apply_ok(m, ev_status("b", PD_CHOSEN_BUSY), 1);
+    apply_ok(m, ev_connect("s1", "c3", "c"), 2);
+    apply_ok(m, ev_conn(PD_EV_IDLE, "s1", "c3"), 3);
+    apply_ok(m, ev_status("d", PD_CHOSEN_AWAY), 4); /* no device: offline */
+    apply_ok(m, ev_connect("s1", "c5", "e"), 5);
+    apply_ok(m, ev_status("e", PD_CHOSEN_INVISIBLE), 6); /* offline to the others */
+    pd_model_stats st = stats(m);
+    cr_expect_eq(st.by_status[PD_PUB_ONLINE], 1u);
+    cr_expect_eq(st.by_status[PD_PUB_BUSY], 1u);
+    cr_expect_eq(st.by_status[PD_PUB_AWAY], 1u);
+    cr_expect_eq(st.by_status[PD_PUB_OFFLINE], 2u);
+    cr_expect_eq(st.by_status[PD_PUB_INVISIBLE], 0u);
+    check_model(m);
+    model_free(m, &r, base);
+}
+
 Test(presence, status_and_custom_create_unknown_users) {
     size_t base = pd_alloc_live_bytes();
     recorder r;

@@ -75,7 +75,8 @@ wait_for 120 grep -q "announcing changes" "$dir/node.log" ||
     >"$dir/sim.json" 2>"$dir/sim.log" ||
     { echo "valgrind_smoke: presence-sim failed: $(cat "$dir/sim.json")" >&2; exit 1; }
 
-ctl() { "$ctl_bin" --server "$nats_url" --node n1 --timeout 10000 "$@"; }
+# The node for events by PRESENCE_NODE_ID: --node belongs to the event commands only.
+ctl() { PRESENCE_NODE_ID=n1 "$ctl_bin" --server "$nats_url" --timeout 10000 "$@"; }
 ctl --as vg-srv connect vg-c1 alice web >/dev/null
 ctl --as vg-srv idle vg-c1 >/dev/null
 ctl status alice busy >/dev/null

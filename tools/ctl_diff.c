@@ -5,7 +5,9 @@
  * that is up for its own cluster entry (users, devices) and its online
  * users (all pages). The union of those users, sorted, is asked of every
  * node with `get` (in batches) and `devices` (one per user); each node's
- * answers are hashed in that order into its digest (FNV-1a 64). Equal
+ * answers are hashed in that order into its digest (FNV-1a 64; a get
+ * entry with its `ver` set to 0, as a rebuilt node may number the same
+ * state lower: schemas/notifications.md, "ver"). Equal
  * digests and equal users/devices counts mean the nodes agree; otherwise
  * the users whose answers differ are listed, with each node's answer.
  * Exit 0 when the nodes agree, 1 when they differ or one does not answer.
@@ -37,6 +39,8 @@ typedef struct {
     natsConnection *nc;
     const char *prefix;
     int64_t timeout_ms;
+    bool json;                  /* errors as one JSON document on out */
+    FILE *out;
     diff_node nodes[DIFF_NODES_MAX];
     uint32_t nnodes;
     diff_user *users;
@@ -51,20 +55,36 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n) {
 
 /* A request to P.<kind>.<node> (node NULL: the queue group). The reply,
  * when not an error reply, is the caller's to destroy. */
+/* An error, once: {"ok":false,...} on out with --json, else on stderr. */
+static void diff_fail(const diff_ctx *c, const char *code, const char *msg) {
+    if (!c->json) {
+        fprintf(stderr, "presencectl: %s\n", msg);
+        return;
+    }
+    fputs("{\"ok\":false,\"code\":", c->out);
+    ctl_json_cstr(c->out, code);
+    fputs(",\"message\":", c->out);
+    ctl_json_cstr(c->out, msg);
+    fputs("}\n", c->out);
+}
+
 static natsMsg *ask(diff_ctx *c, const char *kind, const char *node, const void *data,
                     size_t len) {
+    char msg[700];
     char subj[400];
     natsMsg *m = NULL;
     pd_reply rep;
     if (node) snprintf(subj, sizeof subj, "%s.query.%s.%s", c->prefix, kind, node);
     else snprintf(subj, sizeof subj, "%s.query.%s", c->prefix, kind);
     if (natsConnection_Request(&m, c->nc, subj, data, (int)len, c->timeout_ms) != NATS_OK) {
-        fprintf(stderr, "presencectl: no answer on %s\n", subj);
+        snprintf(msg, sizeof msg, "no answer on %s", subj);
+        diff_fail(c, "no_answer", msg);
         return NULL;
     }
     if (pd_reply_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &rep) == PD_OK &&
         !rep.ok) {
-        fprintf(stderr, "presencectl: %s refused: %s: %s\n", subj, rep.code, rep.message);
+        snprintf(msg, sizeof msg, "%s refused: %s: %s", subj, rep.code, rep.message);
+        diff_fail(c, rep.code, msg);
         natsMsg_Destroy(m);
         return NULL;
     }
@@ -213,14 +233,28 @@ static bool hash_get(diff_ctx *c, uint32_t ni, size_t from, size_t n) {
     if (m == NULL) return false;
     mp_reader r;
     uint32_t mn, k = 0;
-    pd_str key, raw;
+    pd_str key;
     mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
     bool ok = mpr_map(&r, &mn) && mn == 1 && pd_read_key(&r, &key) && mpr_array(&r, &k) &&
               k == n;
+    /* Each entry re-encoded with ver 0: a node rebuilt from its snapshot
+     * may give a smaller ver for the same state (schemas/notifications.md,
+     * "ver", limits); the state is what must agree. */
+    msgpack_sbuffer one;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&one);
+    msgpack_packer_init(&pk, &one, msgpack_sbuffer_write);
     for (uint32_t i = 0; ok && i < k; i++) {
-        ok = mpr_raw(&r, &raw);
-        if (ok) c->users[from + i].h[ni] = fnv(0xcbf29ce484222325ULL, raw.p, raw.n);
+        pd_view v;
+        pd_err err;
+        ok = pd_view_decode(&r, &v, &err) == PD_OK;
+        if (!ok) break;
+        v.ver = 0;
+        msgpack_sbuffer_clear(&one);
+        pd_get_reply_user(&pk, &v);
+        c->users[from + i].h[ni] = fnv(0xcbf29ce484222325ULL, one.data, one.size);
     }
+    msgpack_sbuffer_destroy(&one);
     natsMsg_Destroy(m);
     return ok;
 }
@@ -305,7 +339,13 @@ int ctl_cluster_diff(natsConnection *nc, const char *prefix, int64_t timeout_ms,
     c->nc = nc;
     c->prefix = prefix;
     c->timeout_ms = timeout_ms;
-    if (!gather(c) || c->nnodes == 0) goto done;
+    c->json = json;
+    c->out = out;
+    if (!gather(c)) goto done;
+    if (c->nnodes == 0) {
+        diff_fail(c, "no_answer", "no node is up to compare");
+        goto done;
+    }
     bool same = true;
     size_t ndiff = 0;
     for (uint32_t i = 1; i < c->nnodes; i++) {

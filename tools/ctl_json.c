@@ -2,7 +2,28 @@
 #include "ctl_json.h"
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
+#include "base/clock.h"
 #include "wire/codec.h"
+
+size_t ctl_json_escape(char *dst, size_t cap, pd_str s) {
+    size_t o = 0;
+    if (cap < 3) return 0;
+    dst[o++] = '"';
+    for (uint32_t i = 0; i < s.n && o + 8 < cap; i++) {
+        unsigned char ch = (unsigned char)s.p[i];
+        if (ch == '"' || ch == '\\') {
+            dst[o++] = '\\';
+            dst[o++] = (char)ch;
+        } else if (ch < 0x20) {
+            o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", ch);
+        } else {
+            dst[o++] = (char)ch;
+        }
+    }
+    dst[o++] = '"';
+    return o;
+}
 
 static void json_str(FILE *out, pd_str s) {
     fputc('"', out);
@@ -13,6 +34,25 @@ static void json_str(FILE *out, pd_str s) {
         else fputc(ch, out);
     }
     fputc('"', out);
+}
+
+void ctl_json_cstr(FILE *out, const char *s) {
+    json_str(out, pd_str_c(s));
+}
+
+/* The wire's heartbeat age as the time it stands for. */
+static void heartbeat_time(FILE *out, int64_t age_ms) {
+    if (age_ms < 0) {
+        fputs("null", out);
+        return;
+    }
+    int64_t at = (int64_t)pd_now_ms() - age_ms;
+    time_t t = (time_t)(at / 1000);
+    struct tm tm;
+    char buf[40];
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    fprintf(out, "\"%s.%03dZ\"", buf, (int)(at % 1000));
 }
 
 static int value(FILE *out, mp_reader *r, int depth) {
@@ -49,7 +89,13 @@ static int value(FILE *out, mp_reader *r, int depth) {
             if (!pd_read_key(r, &s)) return -1;
             json_str(out, s);
             fputc(':', out);
-            if (value(out, r, depth + 1)) return -1;
+            int64_t age;
+            if (pd_str_eqc(s, "last_heartbeat") && mpr_peek(r) == MPR_INT) {
+                if (!mpr_int(r, &age)) return -1;
+                heartbeat_time(out, age);
+            } else if (value(out, r, depth + 1)) {
+                return -1;
+            }
         }
         fputc('}', out);
         return 0;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/version.h"
 #include "sim.h"
 
 #define SIM_BURST 256 /* most load events sent between two looks at the clock */
@@ -325,10 +326,11 @@ static void sim_teardown(sim *s) {
 
 int main(int argc, char **argv) {
     static sim s;
-    bool help;
-    int rc = sim_opts_parse(&s.opt, argc - 1, argv + 1, &help);
-    if (rc || help) {
+    bool help, version;
+    int rc = sim_opts_parse(&s.opt, argc, argv, &help, &version);
+    if (rc || help || version) {
         if (help) sim_opts_usage(stdout);
+        else if (version) printf("presence-sim %s\n", PD_VERSION);
         return rc;
     }
     const char *what = NULL;

@@ -7,77 +7,63 @@
  * answer, 2 bad usage, 3 NATS unreachable. */
 #include <inttypes.h>
 #include <nats/nats.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "base/alloc.h"
 #include "base/clock.h"
-#include "wire/codec.h"
 #include "base/config.h"
+#include "base/version.h"
+#include "config_files.h"
+#include "cli_file.h"
 #include "ctl_diff.h"
 #include "ctl_json.h"
+#include "ctl_opts.h"
 #include "natsauth.h"
+#include "wire/codec.h"
 
 #define EXIT_REFUSED 1
 #define EXIT_USAGE 2
 #define EXIT_NATS 3
 
 typedef struct {
-    const char *nats_url;
     const char *prefix;
     const char *node;     /* target node of events (--node or PRESENCE_NODE_ID) */
     bool node_flag;       /* --node given: queries go to that node only */
     bool diff;            /* cluster --diff */
     const char *server;   /* socket-server id for connect/disconnect/... */
+    const char *viewer;
     bool json;
     int64_t timeout_ms;
     int64_t limit;
     int64_t count;        /* watch: stop after this many */
     const char *emoji;
     int64_t expires_in_ms;
-    pd_config auth;       /* the PRESENCE_NATS_* credentials and TLS files */
+    pd_config auth;       /* nats_url and the PRESENCE_NATS_* credentials and TLS files */
     natsConnection *nc;
 } ctl;
 
-static void usage(FILE *out) {
-    fprintf(out,
-        "usage: presencectl [options] COMMAND [ARGS]\n"
-        "\n"
-        "queries (answered by any node; with --node ID by that node only):\n"
-        "  get USER...                 public presence of users (--viewer USER for a self view)\n"
-        "  devices USER                a user's live devices\n"
-        "  online [--limit N]          users not offline, all pages\n"
-        "  cluster                     the nodes a node knows\n"
-        "  cluster --diff              every node's answers compared: a digest per node, then\n"
-        "                              the users that differ (exit 1 when the nodes differ)\n"
-        "  watch [USER|all]            print notifications as they come (--count N to stop)\n"
-        "events (sent to --node, as socket server --as):\n"
-        "  connect CONN USER [DEVICE]  a new connection (device defaults to 'cli')\n"
-        "  disconnect CONN | activity CONN | idle CONN\n"
-        "  status USER auto|away|busy|invisible\n"
-        "  custom USER TEXT [--emoji E] [--expires 10m]   TEXT \"\" clears\n"
-        "\n"
-        "options:\n"
-        "  --server URL     NATS server(s) (PRESENCE_NATS_URL, default nats://127.0.0.1:4222)\n"
-        "  --prefix P       subject prefix (PRESENCE_SUBJECT_PREFIX, default presence)\n"
-        "  --node ID        node that receives events (PRESENCE_NODE_ID), and that alone\n"
-        "                   answers the queries (P.query.<kind>.<node>) when given here\n"
-        "  --as SERVER      socket-server id of events (default presencectl)\n"
-        "  --json           machine-readable output\n"
-        "  --timeout MS     how long to wait for a reply (default 2000)\n"
-        "\n"
-        "NATS credentials and TLS (the node's settings; secrets only from the environment):\n"
-        "  --user NAME      PRESENCE_NATS_USER, with PRESENCE_NATS_PASSWORD in the environment\n"
-        "  --creds FILE     PRESENCE_NATS_CREDS_FILE: user JWT and NKey seed\n"
-        "  --nkey FILE      PRESENCE_NATS_NKEY_SEED_FILE: a user NKey seed\n"
-        "  --tls-ca FILE    PRESENCE_NATS_TLS_CA: CA that signed the server's certificate\n"
-        "  --tls-cert FILE  PRESENCE_NATS_TLS_CERT, --tls-key FILE PRESENCE_NATS_TLS_KEY\n"
-        "  (PRESENCE_NATS_TOKEN: a token instead)\n");
-}
-
-static const char *env_or(const char *name, const char *dflt) {
-    const char *v = getenv(name);
-    return v && *v ? v : dflt;
+/* Prints an error once: {"ok":false,"code":...,"message":...} on stdout
+ * with --json, "presencectl: message" on stderr otherwise. Returns rc. */
+__attribute__((format(printf, 4, 5)))
+static int fail(const ctl *c, int rc, const char *code, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!c->json) {
+        fprintf(stderr, "presencectl: %s\n", msg);
+        return rc;
+    }
+    fputs("{\"ok\":false,\"code\":", stdout);
+    ctl_json_cstr(stdout, code);
+    fputs(",\"message\":", stdout);
+    ctl_json_cstr(stdout, msg);
+    fputs("}\n", stdout);
+    return rc;
 }
 
 /* Parses "500ms", "30s", "10m", "2h" or plain milliseconds. */
@@ -98,11 +84,9 @@ static int connect_nats(ctl *c) {
     natsOptions *o = NULL;
     char urlbuf[1024];
     const char *urls[32];
-    size_t nurls = pd_url_split(c->nats_url, urlbuf, sizeof urlbuf, urls, 32);
-    if (nurls == 0) {
-        fprintf(stderr, "presencectl: bad NATS URL list '%s'\n", c->nats_url);
-        return EXIT_USAGE;
-    }
+    size_t nurls = pd_url_split(c->auth.nats_url, urlbuf, sizeof urlbuf, urls, 32);
+    if (nurls == 0) return fail(c, EXIT_USAGE, "usage", "--server: no URL in '%s'",
+                                c->auth.nats_url);
     natsOptions_Create(&o);
     natsOptions_SetServers(o, urls, (int)nurls);
     natsOptions_SetSendAsap(o, true);
@@ -111,16 +95,13 @@ static int connect_nats(ctl *c) {
     char err[512];
     if (pd_natsauth_apply(o, &c->auth, err, sizeof err) != PD_OK) {
         natsOptions_Destroy(o);
-        fprintf(stderr, "presencectl: %s\n", err);
-        return EXIT_USAGE;
+        return fail(c, EXIT_USAGE, "usage", "%s", err);
     }
     natsStatus s = natsConnection_Connect(&c->nc, o);
     natsOptions_Destroy(o);
-    if (s != NATS_OK) {
-        fprintf(stderr, "presencectl: cannot reach NATS at %s: %s\n", c->nats_url,
-                natsStatus_GetText(s));
-        return EXIT_NATS;
-    }
+    if (s != NATS_OK)
+        return fail(c, EXIT_NATS, "nats_unreachable", "cannot reach NATS at %s: %s",
+                    c->auth.nats_url, natsStatus_GetText(s));
     return 0;
 }
 
@@ -129,26 +110,21 @@ static int request(ctl *c, const char *suffix, const void *data, size_t len, nat
     char subj[300];
     snprintf(subj, sizeof subj, "%s.%s", c->prefix, suffix);
     natsStatus s = natsConnection_Request(out, c->nc, subj, data, (int)len, c->timeout_ms);
-    if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT) {
-        fprintf(stderr, "presencectl: no node answered on %s (%s)\n", subj,
-                s == NATS_TIMEOUT ? "timeout" : "no responders");
-        return EXIT_REFUSED;
-    }
-    if (s != NATS_OK) {
-        fprintf(stderr, "presencectl: request on %s failed: %s\n", subj, natsStatus_GetText(s));
-        return EXIT_NATS;
-    }
+    if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT)
+        return fail(c, EXIT_REFUSED, "no_answer", "no node answered on %s (%s)", subj,
+                    s == NATS_TIMEOUT ? "timeout" : "no responders");
+    if (s != NATS_OK)
+        return fail(c, EXIT_NATS, "nats_error", "request on %s failed: %s", subj,
+                    natsStatus_GetText(s));
     return 0;
 }
 
 /* An error reply ({"ok": false, ...}) becomes a message and exit 1. */
-static int check_error_reply(natsMsg *m) {
+static int check_error_reply(const ctl *c, natsMsg *m) {
     pd_reply rep;
     if (pd_reply_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &rep) == PD_OK &&
-        !rep.ok) {
-        fprintf(stderr, "presencectl: refused: %s: %s\n", rep.code, rep.message);
-        return EXIT_REFUSED;
-    }
+        !rep.ok)
+        return fail(c, EXIT_REFUSED, rep.code, "refused: %s: %s", rep.code, rep.message);
     return 0;
 }
 
@@ -156,26 +132,24 @@ static int send_event(ctl *c, const pd_event *ev) {
     msgpack_sbuffer sb;
     natsMsg *m = NULL;
     char suffix[200];
-    if (c->node == NULL) {
-        fprintf(stderr, "presencectl: events need a node: --node ID or PRESENCE_NODE_ID\n");
-        return EXIT_USAGE;
-    }
+    if (c->node == NULL)
+        return fail(c, EXIT_USAGE, "usage", "events need a node: --node ID or PRESENCE_NODE_ID");
     msgpack_sbuffer_init(&sb);
     pd_event_encode(&sb, ev, NULL, 0);
     snprintf(suffix, sizeof suffix, "events.%s", c->node);
     int rc = request(c, suffix, sb.data, sb.size, &m);
     msgpack_sbuffer_destroy(&sb);
     if (rc) return rc;
-    rc = check_error_reply(m);
+    rc = check_error_reply(c, m);
     if (rc == 0) printf(c->json ? "{\"ok\":true}\n" : "ok\n");
     natsMsg_Destroy(m);
     return rc;
 }
 
-static bool valid_id(const char *what, const char *s) {
+static bool valid_id(const ctl *c, const char *what, const char *s) {
     if (pd_id_valid(s, strlen(s))) return true;
-    fprintf(stderr, "presencectl: bad %s id '%s' (1-128 bytes of [A-Za-z0-9._:@=+-], "
-                    "no leading, trailing or doubled '.')\n", what, s);
+    fail(c, EXIT_USAGE, "usage", "bad %s id '%.200s' (1-128 bytes of [A-Za-z0-9._:@=+-], "
+         "no leading, trailing or doubled '.')", what, s);
     return false;
 }
 
@@ -190,16 +164,15 @@ static int cmd_event(ctl *c, const char *cmd, int argc, char **argv) {
         ev.conn = pd_str_c(argv[0]);
         ev.user = pd_str_c(argv[1]);
         ev.device = pd_str_c(argc == 3 ? argv[2] : "cli");
-        if (!valid_id("conn", argv[0]) || !valid_id("user", argv[1])) return EXIT_USAGE;
+        if (!valid_id(c, "conn", argv[0]) || !valid_id(c, "user", argv[1])) return EXIT_USAGE;
     } else if (strcmp(cmd, "status") == 0) {
         if (argc != 2) return EXIT_USAGE;
         ev.type = PD_EV_STATUS;
         ev.user = pd_str_c(argv[0]);
-        if (!valid_id("user", argv[0])) return EXIT_USAGE;
-        if (!pd_chosen_parse(pd_str_c(argv[1]), &ev.status)) {
-            fprintf(stderr, "presencectl: status must be auto, away, busy or invisible\n");
-            return EXIT_USAGE;
-        }
+        if (!valid_id(c, "user", argv[0])) return EXIT_USAGE;
+        if (!pd_chosen_parse(pd_str_c(argv[1]), &ev.status))
+            return fail(c, EXIT_USAGE, "usage", "status: '%.200s' is not auto, away, busy or "
+                        "invisible", argv[1]);
     } else if (strcmp(cmd, "custom") == 0) {
         if (argc != 2) return EXIT_USAGE;
         ev.type = PD_EV_CUSTOM;
@@ -207,13 +180,13 @@ static int cmd_event(ctl *c, const char *cmd, int argc, char **argv) {
         ev.text = pd_str_c(argv[1]);
         if (c->emoji) ev.emoji = pd_str_c(c->emoji);
         if (c->expires_in_ms) ev.expires_at = ev.ts + c->expires_in_ms;
-        if (!valid_id("user", argv[0])) return EXIT_USAGE;
+        if (!valid_id(c, "user", argv[0])) return EXIT_USAGE;
     } else {
         if (argc != 1) return EXIT_USAGE;
         ev.type = strcmp(cmd, "disconnect") == 0 ? PD_EV_DISCONNECT
                 : strcmp(cmd, "activity") == 0 ? PD_EV_ACTIVITY : PD_EV_IDLE;
         ev.conn = pd_str_c(argv[0]);
-        if (!valid_id("conn", argv[0])) return EXIT_USAGE;
+        if (!valid_id(c, "conn", argv[0])) return EXIT_USAGE;
     }
     return send_event(c, &ev);
 }
@@ -242,29 +215,33 @@ static int query(ctl *c, pd_query_type type, const pd_query *q, const pd_str *us
     pd_query_encode(&sb, q, users, n);
     int rc = request(c, subj, sb.data, sb.size, out);
     msgpack_sbuffer_destroy(&sb);
-    if (rc == 0 && (rc = check_error_reply(*out)) != 0) natsMsg_Destroy(*out);
+    if (rc == 0 && (rc = check_error_reply(c, *out)) != 0) natsMsg_Destroy(*out);
     return rc;
 }
 
-static int print_json_reply(natsMsg *m) {
+static int print_json_reply(const ctl *c, natsMsg *m) {
     int rc = ctl_json_print(stdout, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
     natsMsg_Destroy(m);
-    return rc ? EXIT_REFUSED : 0;
+    return rc ? fail(c, EXIT_REFUSED, "bad_reply", "the reply is not valid MessagePack") : 0;
 }
 
-static int cmd_get(ctl *c, int argc, char **argv, const char *viewer) {
+static int cmd_get(ctl *c, int argc, char **argv) {
+    const char *viewer = c->viewer;
     pd_str users[PD_QUERY_USERS_MAX];
     pd_query q = {.type = PD_Q_GET};
     natsMsg *m;
     if (argc < 1 || argc > PD_QUERY_USERS_MAX) return EXIT_USAGE;
     for (int i = 0; i < argc; i++) {
-        if (!valid_id("user", argv[i])) return EXIT_USAGE;
+        if (!valid_id(c, "user", argv[i])) return EXIT_USAGE;
         users[i] = pd_str_c(argv[i]);
     }
-    if (viewer) q.viewer = pd_str_c(viewer);
+    if (viewer) {
+        if (!valid_id(c, "viewer", viewer)) return EXIT_USAGE;
+        q.viewer = pd_str_c(viewer);
+    }
     int rc = query(c, PD_Q_GET, &q, users, (uint32_t)argc, &m);
     if (rc) return rc;
-    if (c->json) return print_json_reply(m);
+    if (c->json) return print_json_reply(c, m);
     mp_reader r;
     uint32_t n, k;
     pd_str key;
@@ -293,11 +270,11 @@ static int cmd_devices(ctl *c, int argc, char **argv) {
     pd_query q = {.type = PD_Q_DEVICES};
     natsMsg *m;
     if (argc != 1) return EXIT_USAGE;
-    if (!valid_id("user", argv[0])) return EXIT_USAGE;
+    if (!valid_id(c, "user", argv[0])) return EXIT_USAGE;
     q.user = pd_str_c(argv[0]);
     int rc = query(c, PD_Q_DEVICES, &q, NULL, 0, &m);
     if (rc) return rc;
-    if (c->json) return print_json_reply(m);
+    if (c->json) return print_json_reply(c, m);
     mp_reader r;
     uint32_t n, k = 0;
     pd_str key, s;
@@ -322,23 +299,46 @@ static int cmd_devices(ctl *c, int argc, char **argv) {
     return 0;
 }
 
+/* A growing text buffer: the users of every page, as JSON strings. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} ctl_buf;
+
+static bool buf_add(ctl_buf *b, pd_str s) {
+    size_t need = b->n + 6 * (size_t)s.n + 4;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < need) cap *= 2;
+        char *p = pd_realloc(b->p, cap);
+        if (p == NULL) return false;
+        b->p = p;
+        b->cap = cap;
+    }
+    if (b->n) b->p[b->n++] = ',';
+    b->n += ctl_json_escape(b->p + b->n, b->cap - b->n, s);
+    return true;
+}
+
+/* Every page, then one document ({"users":[...]}) with --json. */
 static int cmd_online(ctl *c) {
     char cursor[PD_CURSOR_MAX + 1] = "";
     int64_t total = 0;
+    ctl_buf all = {0};
+    int rc = 0;
     do {
         pd_query q = {.type = PD_Q_ONLINE, .limit = (uint32_t)c->limit, .cursor = pd_str_c(cursor)};
         natsMsg *m;
-        int rc = query(c, PD_Q_ONLINE, &q, NULL, 0, &m);
-        if (rc) return rc;
+        if ((rc = query(c, PD_Q_ONLINE, &q, NULL, 0, &m)) != 0) break;
         mp_reader r;
         uint32_t n, k = 0;
         pd_str key, s;
         cursor[0] = '\0';
         mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
-        if (c->json) ctl_json_print(stdout, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
         if (mpr_map(&r, &n) && pd_read_key(&r, &key) && mpr_array(&r, &k)) {
             for (uint32_t i = 0; i < k && mpr_str(&r, &s); i++, total++) {
                 if (!c->json) printf("%.*s\n", (int)s.n, s.p);
+                else if (!buf_add(&all, s)) rc = fail(c, EXIT_REFUSED, "internal", "out of memory");
             }
             if (n == 2 && pd_read_key(&r, &key) && mpr_str(&r, &s) && s.n <= PD_CURSOR_MAX) {
                 memcpy(cursor, s.p, s.n);
@@ -346,9 +346,14 @@ static int cmd_online(ctl *c) {
             }
         }
         natsMsg_Destroy(m);
-    } while (cursor[0]);
-    if (!c->json) fprintf(stderr, "%" PRId64 " online\n", total);
-    return 0;
+    } while (cursor[0] && rc == 0);
+    if (rc == 0 && c->json)
+        printf("{\"users\":[%.*s],\"count\":%" PRId64 "}\n", (int)all.n, all.p ? all.p : "",
+               total);
+    else if (rc == 0)
+        fprintf(stderr, "%" PRId64 " online\n", total);
+    pd_free(all.p);
+    return rc;
 }
 
 static int cmd_cluster(ctl *c) {
@@ -357,7 +362,7 @@ static int cmd_cluster(ctl *c) {
     if (c->diff) return ctl_cluster_diff(c->nc, c->prefix, c->timeout_ms, c->json, stdout);
     int rc = query(c, PD_Q_CLUSTER, &q, NULL, 0, &m);
     if (rc) return rc;
-    if (c->json) return print_json_reply(m);
+    if (c->json) return print_json_reply(c, m);
     rc = ctl_print_cluster(stdout, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
     natsMsg_Destroy(m);
     return rc ? EXIT_REFUSED : 0;
@@ -369,9 +374,10 @@ static int cmd_watch(ctl *c, int argc, char **argv) {
     const char *who = argc > 0 ? argv[0] : "all";
     if (argc > 1) return EXIT_USAGE;
     if (strcmp(who, "all") == 0) snprintf(subj, sizeof subj, "%s.user.>", c->prefix);
-    else if (valid_id("user", who)) snprintf(subj, sizeof subj, "%s.user.%s", c->prefix, who);
+    else if (valid_id(c, "user", who)) snprintf(subj, sizeof subj, "%s.user.%s", c->prefix, who);
     else return EXIT_USAGE;
-    if (natsConnection_SubscribeSync(&sub, c->nc, subj) != NATS_OK) return EXIT_NATS;
+    if (natsConnection_SubscribeSync(&sub, c->nc, subj) != NATS_OK)
+        return fail(c, EXIT_NATS, "nats_error", "cannot subscribe to %s", subj);
     natsConnection_Flush(c->nc);
     fprintf(stderr, "watching %s\n", subj);
     for (int64_t seen = 0; c->count == 0 || seen < c->count;) {
@@ -390,8 +396,10 @@ static int cmd_watch(ctl *c, int argc, char **argv) {
                                        &err) == PD_OK) {
                 fmt_time(v.ts, ts, sizeof ts);
                 fmt_time(v.last_seen, seen_s, sizeof seen_s);
-                printf("%s %-24.*s %-9s custom=\"%.*s\" last_seen=%s\n", ts, (int)v.user.n,
-                       v.user.p, pd_public_name(v.status), (int)v.text.n, v.text.p, seen_s);
+                printf("%s %-24.*s %-9s custom=\"%.*s%s%.*s\" last_seen=%s\n", ts,
+                       (int)v.user.n, v.user.p, pd_public_name(v.status), (int)v.emoji.n,
+                       v.emoji.p, v.emoji.n && v.text.n ? " " : "", (int)v.text.n, v.text.p,
+                       seen_s);
             }
         }
         fflush(stdout);
@@ -401,115 +409,153 @@ static int cmd_watch(ctl *c, int argc, char **argv) {
     return 0;
 }
 
-/* The setting behind a credentials flag, or NULL. */
-static const char *auth_flag(const char *a) {
-    static const char *const map[][2] = {
-        {"--user", "PRESENCE_NATS_USER"},         {"--creds", "PRESENCE_NATS_CREDS_FILE"},
-        {"--nkey", "PRESENCE_NATS_NKEY_SEED_FILE"}, {"--tls-ca", "PRESENCE_NATS_TLS_CA"},
-        {"--tls-cert", "PRESENCE_NATS_TLS_CERT"}, {"--tls-key", "PRESENCE_NATS_TLS_KEY"},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(a, map[i][0]) == 0) return map[i][1];
-    return NULL;
+/* A PRESENCE_NATS_* setting given by an option: checked as presenced
+ * checks it, the message naming the option. */
+static int set_setting(ctl *c, const char *opt, const char *env, const char *v) {
+    char err[512];
+    if (pd_config_set(&c->auth, env, v, err, sizeof err) == PD_OK) return 0;
+    size_t n = strlen(env);
+    const char *why = strncmp(err, env, n) == 0 && err[n] == ':' ? err + n + 1 : err;
+    return fail(c, EXIT_USAGE, "usage", "--%s:%s", opt, why);
 }
 
-/* Options may appear anywhere; they are removed from argv. */
-static int parse_options(ctl *c, int *argc, char **argv, const char **viewer) {
-    int out = 0;
-    for (int i = 0; i < *argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < *argc ? argv[i + 1] : NULL;
-        bool takes = true;
-        if (strcmp(a, "--json") == 0) { c->json = true; takes = false; }
-        else if (strcmp(a, "--diff") == 0) { c->diff = true; takes = false; }
-        else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(stdout); exit(0); }
-        else if (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0) { argv[out++] = argv[i]; takes = false; }
-        else if (v == NULL) { fprintf(stderr, "presencectl: %s needs a value\n", a); return EXIT_USAGE; }
-        else if (strcmp(a, "--server") == 0) c->nats_url = v;
-        else if (strcmp(a, "--prefix") == 0) c->prefix = v;
-        else if (strcmp(a, "--node") == 0) { c->node = v; c->node_flag = true; }
-        else if (strcmp(a, "--as") == 0) c->server = v;
-        else if (strcmp(a, "--emoji") == 0) c->emoji = v;
-        else if (strcmp(a, "--viewer") == 0) *viewer = v;
-        else if (auth_flag(a) != NULL) {
-            char err[512];
-            if (pd_config_set(&c->auth, auth_flag(a), v, err, sizeof err) != PD_OK) {
-                fprintf(stderr, "presencectl: %s\n", err);
-                return EXIT_USAGE;
-            }
-        }
-        else if (strcmp(a, "--expires") == 0) {
-            if (!parse_duration(v, &c->expires_in_ms)) { fprintf(stderr, "presencectl: bad duration '%s'\n", v); return EXIT_USAGE; }
-        } else if (strcmp(a, "--timeout") == 0) {
-            if (!parse_duration(v, &c->timeout_ms) || c->timeout_ms == 0) { fprintf(stderr, "presencectl: bad timeout '%s'\n", v); return EXIT_USAGE; }
-        } else if (strcmp(a, "--limit") == 0 || strcmp(a, "--count") == 0) {
-            char *end;
-            long long n = strtoll(v, &end, 10);
-            bool lim = a[2] == 'l';
-            if (*end || n < (lim ? 1 : 0) || (lim && n > PD_QUERY_LIMIT_MAX)) {
-                fprintf(stderr, "presencectl: bad %s '%s'\n", a, v);
-                return EXIT_USAGE;
-            }
-            *(lim ? &c->limit : &c->count) = n;
-        } else { fprintf(stderr, "presencectl: unknown option %s\n", a); return EXIT_USAGE; }
-        if (takes) i++;
-    }
-    *argc = out;
+static int set_number(const ctl *c, const char *opt, const char *v, int64_t lo, int64_t hi,
+                      const char *why_hi, int64_t *out) {
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end != '\0')
+        return fail(c, EXIT_USAGE, "usage", "--%s: '%.200s' is not a whole number", opt, v);
+    if (n < lo) return fail(c, EXIT_USAGE, "usage", "--%s: %lld is below the minimum %" PRId64,
+                            opt, n, lo);
+    if (n > hi)
+        return fail(c, EXIT_USAGE, "usage", "--%s: %lld is above the maximum %" PRId64 "%s",
+                    opt, n, hi, why_hi);
+    *out = n;
     return 0;
 }
 
+/* One option of the command line (its row o, its value v). */
+static int apply_opt(ctl *c, const pd_cli_opt *o, const char *v) {
+    const char *n = o->name;
+    if (strcmp(n, "server") == 0) return set_setting(c, n, "PRESENCE_NATS_URL", v);
+    if (o->env != NULL && strncmp(o->env, "PRESENCE_NATS_", 14) == 0)
+        return set_setting(c, n, o->env, v);
+    if (strcmp(n, "prefix") == 0) c->prefix = v;
+    else if (strcmp(n, "node") == 0) c->node = v, c->node_flag = true;
+    else if (strcmp(n, "diff") == 0) c->diff = true;
+    else if (strcmp(n, "as") == 0) c->server = v;
+    else if (strcmp(n, "viewer") == 0) c->viewer = v;
+    else if (strcmp(n, "emoji") == 0) c->emoji = v;
+    else if (strcmp(n, "limit") == 0)
+        return set_number(c, n, v, 1, PD_QUERY_LIMIT_MAX, " (the largest page of online)",
+                          &c->limit);
+    else if (strcmp(n, "count") == 0)
+        return set_number(c, n, v, 0, INT64_MAX, "", &c->count);
+    else if (strcmp(n, "expires") == 0 || strcmp(n, "timeout") == 0) {
+        int64_t *dst = n[0] == 'e' ? &c->expires_in_ms : &c->timeout_ms;
+        if (!parse_duration(v, dst) || *dst <= 0 || *dst > INT32_MAX)
+            return fail(c, EXIT_USAGE, "usage", "--%s: '%.200s' is not a duration above 0 "
+                        "(500ms, 30s, 10m, 2h; at most 24 days)", n, v);
+    }
+    return 0;
+}
+
+/* Everything after the command line is read: ids, credentials, files. */
+static int check_settings(ctl *c) {
+    char err[512];
+    if (!valid_id(c, "prefix", c->prefix) || !valid_id(c, "server (--as)", c->server) ||
+        (c->node != NULL && !valid_id(c, "node", c->node)))
+        return EXIT_USAGE;
+    if (pd_config_check_auth(&c->auth, err, sizeof err) != PD_OK ||
+        pd_config_check_files(&c->auth, 0, NULL, err, sizeof err) != PD_OK)
+        return fail(c, EXIT_USAGE, "usage", "%s", err);
+    return 0;
+}
+
+static int dispatch(ctl *c, int cmd, int argc, char **argv) {
+    switch (cmd) {
+    case CTL_GET: return cmd_get(c, argc, argv);
+    case CTL_DEVICES: return cmd_devices(c, argc, argv);
+    case CTL_ONLINE: return cmd_online(c);
+    case CTL_CLUSTER: return cmd_cluster(c);
+    case CTL_WATCH: return cmd_watch(c, argc, argv);
+    default: return cmd_event(c, ctl_cli.cmds[cmd].name, argc, argv);
+    }
+}
+
+/* --json anywhere before "--": known before the parser's first error. */
+static bool wants_json(int argc, char **argv) {
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--json") == 0) return true;
+    return false;
+}
+
+/* Reads the command line into c; *cmd is the command's row. Returns 0, -1
+ * after printing help or the version, or an exit code after an error. */
+static int parse(ctl *c, int argc, char **argv, pd_cli_args *a, int *cmd) {
+    char err[512];
+    pd_status ps = pd_cli_parse(&ctl_cli, argc, argv, a, err, sizeof err);
+    int nops = argc - a->first_operand;
+    char **ops = argv + a->first_operand;
+    const pd_cli_cmd *cc = nops > 0 ? pd_cli_find_cmd(&ctl_cli, ops[0]) : NULL;
+    if (pd_cli_has(&ctl_cli, a, "help")) {
+        pd_cli_usage(PD_CLI_FILE(stdout), &ctl_cli, cc);
+        return -1;
+    }
+    if (pd_cli_has(&ctl_cli, a, "version")) {
+        if (c->json) printf("{\"program\":\"presencectl\",\"version\":\"%s\"}\n", PD_VERSION);
+        else printf("presencectl %s\n", PD_VERSION);
+        return -1;
+    }
+    if (ps != PD_OK) return fail(c, EXIT_USAGE, "usage", "%s", err);
+    if (nops == 0) return fail(c, EXIT_USAGE, "usage", "no command given (see --help)");
+    if (cc == NULL)
+        return fail(c, EXIT_USAGE, "usage", "unknown command '%.200s' (see --help)", ops[0]);
+    if (nops - 1 < cc->min_args || nops - 1 > cc->max_args) {
+        char want[48];
+        if (cc->min_args == cc->max_args)
+            snprintf(want, sizeof want, "%d argument%s", cc->min_args, cc->min_args == 1 ? "" : "s");
+        else
+            snprintf(want, sizeof want, "%d to %d arguments", cc->min_args, cc->max_args);
+        return fail(c, EXIT_USAGE, "usage", "%s takes %s%s%s%s, not %d (see presencectl %s "
+                    "--help)", cc->name, want, cc->args[0] ? " (" : "", cc->args,
+                    cc->args[0] ? ")" : "", nops - 1, cc->name);
+    }
+    if (pd_cli_check_scope(&ctl_cli, a, cc, err, sizeof err) != PD_OK)
+        return fail(c, EXIT_USAGE, "usage", "%s", err);
+    for (size_t i = 0; i < a->nhits; i++) {
+        int rc = apply_opt(c, &ctl_cli.opts[a->hits[i].opt], a->hits[i].val);
+        if (rc) return rc;
+    }
+    *cmd = (int)(cc - ctl_cli.cmds);
+    return check_settings(c);
+}
+
 int main(int argc, char **argv) {
+    const char *prefix = getenv("PRESENCE_SUBJECT_PREFIX");
     ctl c = {
-        .nats_url = env_or("PRESENCE_NATS_URL", "nats://127.0.0.1:4222"),
-        .prefix = env_or("PRESENCE_SUBJECT_PREFIX", "presence"),
+        .prefix = prefix && *prefix ? prefix : "presence",
         .node = getenv("PRESENCE_NODE_ID"),
         .server = "presencectl",
+        .json = wants_json(argc, argv),
         .timeout_ms = 2000,
         .limit = 0, /* online: the node's largest page unless --limit */
     };
-    const char *viewer = NULL;
-    int n = argc - 1;
-    char **args = argv + 1;
     char err[512];
-    if (pd_config_load_env_prefix(&c.auth, "PRESENCE_NATS_", NULL, err, sizeof err) != PD_OK) {
-        fprintf(stderr, "presencectl: %s\n", err);
-        return EXIT_USAGE;
+    int cmd = -1, rc;
+    pd_cli_args a = {.hits = pd_calloc((size_t)argc + 1, sizeof *a.hits)};
+    if (a.hits == NULL) return fail(&c, EXIT_USAGE, "internal", "out of memory");
+    if (c.node != NULL && c.node[0] == '\0') c.node = NULL;
+    if (pd_config_load_env_prefix(&c.auth, "PRESENCE_NATS_", NULL, err, sizeof err) != PD_OK)
+        rc = fail(&c, EXIT_USAGE, "usage", "%s", err);
+    else
+        rc = parse(&c, argc, argv, &a, &cmd);
+    if (rc == 0 && (rc = connect_nats(&c)) == 0) {
+        int first = a.first_operand + 1;
+        rc = dispatch(&c, cmd, argc - first, argv + first);
     }
-    int rc = parse_options(&c, &n, args, &viewer);
-    if (rc) return rc;
-    /* --server wins over PRESENCE_NATS_URL: TLS follows the URLs in use. */
-    snprintf(c.auth.nats_url, sizeof c.auth.nats_url, "%s", c.nats_url);
-    if (pd_config_check_auth(&c.auth, err, sizeof err) != PD_OK) {
-        fprintf(stderr, "presencectl: %s\n", err);
-        return EXIT_USAGE;
-    }
-    if (n < 1) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
-    if (!valid_id("server", c.server) || (c.node && !valid_id("node", c.node))) return EXIT_USAGE;
-    const char *cmd = args[0];
-    static const char *const known[] = {"get", "devices", "online", "cluster", "watch", "connect",
-                                        "disconnect", "activity", "idle", "status", "custom"};
-    bool ok = false;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= strcmp(cmd, known[i]) == 0;
-    if (!ok) {
-        fprintf(stderr, "presencectl: unknown command '%s' (see --help)\n", cmd);
-        return EXIT_USAGE;
-    }
-    if (c.diff && strcmp(cmd, "cluster") != 0) {
-        fprintf(stderr, "presencectl: --diff goes with 'cluster' only\n");
-        return EXIT_USAGE;
-    }
-    if ((rc = connect_nats(&c)) != 0) return rc;
-    if (strcmp(cmd, "get") == 0) rc = cmd_get(&c, n - 1, args + 1, viewer);
-    else if (strcmp(cmd, "devices") == 0) rc = cmd_devices(&c, n - 1, args + 1);
-    else if (strcmp(cmd, "online") == 0) rc = n == 1 ? cmd_online(&c) : EXIT_USAGE;
-    else if (strcmp(cmd, "cluster") == 0) rc = n == 1 ? cmd_cluster(&c) : EXIT_USAGE;
-    else if (strcmp(cmd, "watch") == 0) rc = cmd_watch(&c, n - 1, args + 1);
-    else rc = cmd_event(&c, cmd, n - 1, args + 1);
-    if (rc == EXIT_USAGE) fprintf(stderr, "presencectl: bad arguments for '%s' (see --help)\n", cmd);
+    pd_free(a.hits);
     natsConnection_Destroy(c.nc);
     nats_Close();
-    return rc;
+    return rc < 0 ? 0 : rc;
 }

@@ -55,11 +55,15 @@ typedef struct {
     bool shutdown_at_end, json, dump_users, quiet;
 } sim_opts;
 
-/* Parses argv (options only) over defaults taken from the environment.
- * Returns 0, or SIM_EXIT_USAGE after printing why on stderr; --help prints
- * the usage and sets *help. */
-int sim_opts_parse(sim_opts *o, int argc, char **argv, bool *help);
+/* Parses argv (argv[0] the program, then options only) with the shared
+ * parser (base/cli.h) over defaults taken from the environment. Returns 0,
+ * or SIM_EXIT_USAGE after printing why on stderr; --help and --version set
+ * *help and *version (nothing else is checked then). */
+int sim_opts_parse(sim_opts *o, int argc, char **argv, bool *help, bool *version);
 void sim_opts_usage(FILE *out);
+/* The option table as the shared parser's (for the man page). */
+struct pd_cli;
+const struct pd_cli *sim_opts_cli(void);
 
 /* Reply bookkeeping, written by the reply callback under mu. */
 typedef struct {

@@ -13,6 +13,7 @@
 #include <string.h>
 #include "base/alloc.h"
 #include "base/config.h"
+#include "config_files.h"
 #include "natsauth.h"
 #include "sim.h"
 
@@ -185,6 +186,7 @@ static natsStatus apply_auth(sim *s, natsOptions *o, const char **what) {
         /* --nats wins over PRESENCE_NATS_URL: TLS follows the URLs in use. */
         snprintf(c->nats_url, sizeof c->nats_url, "%s", s->opt.nats_url);
         if (pd_config_check_auth(c, err, sizeof err) == PD_OK &&
+            pd_config_check_files(c, 0, NULL, err, sizeof err) == PD_OK &&
             pd_natsauth_apply(o, c, err, sizeof err) == PD_OK)
             st = NATS_OK;
     }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include "base/cli.h"
+#include "cli_file.h"
 #include "sim.h"
 
 typedef enum { OPT_STR, OPT_U32, OPT_U64, OPT_DBL, OPT_TIME, OPT_FLAG, OPT_MIX } opt_kind;
@@ -26,52 +28,52 @@ typedef struct {
 #define F(field) offsetof(sim_opts, field)
 
 static const opt_def opts[] = {
-    {"--nats", OPT_STR, F(nats_url), 0, 0, "URL",
+    {"nats", OPT_STR, F(nats_url), 0, 0, "URL",
      "NATS server(s) (PRESENCE_NATS_URL, default nats://127.0.0.1:4222)"},
-    {"--server", OPT_STR, F(nats_url), 0, 0, "URL", "same as --nats (presencectl's name)"},
-    {"--prefix", OPT_STR, F(prefix), 0, 0, "P",
+    {"server", OPT_STR, F(nats_url), 0, 0, "URL", "same as --nats (presencectl's name)"},
+    {"prefix", OPT_STR, F(prefix), 0, 0, "P",
      "subject prefix (PRESENCE_SUBJECT_PREFIX, default presence)"},
-    {"--nodes", OPT_STR, F(nodes_arg), 0, 0, "N1,N2",
+    {"nodes", OPT_STR, F(nodes_arg), 0, 0, "N1,N2",
      "nodes the servers attach to, round-robin (default PRESENCE_NODE_ID, else n1)"},
-    {"--servers", OPT_U32, F(servers), 1, SIM_SERVERS_MAX, "S",
+    {"servers", OPT_U32, F(servers), 1, SIM_SERVERS_MAX, "S",
      "socket servers <server-prefix>-0 .. -<S-1> (default 4)"},
-    {"--users", OPT_U32, F(users), 1, 10000000, "U",
+    {"users", OPT_U32, F(users), 1, 10000000, "U",
      "users <user-prefix>0 .. <U-1> (default 1000)"},
-    {"--devices", OPT_U32, F(devices), 1, 16, "D",
+    {"devices", OPT_U32, F(devices), 1, 16, "D",
      "devices per user at most, labelled web, mobile, desktop, web... (default 3)"},
-    {"--rate", OPT_DBL, F(rate), 0, 1e7, "N",
+    {"rate", OPT_DBL, F(rate), 0, 1e7, "N",
      "load events per second, 0 = flat out (default 1000)"},
-    {"--duration", OPT_TIME, F(duration_ms), 0, 0, "SECONDS",
+    {"duration", OPT_TIME, F(duration_ms), 0, 0, "SECONDS",
      "stop the load after this long (also 500ms, 2m, 1h)"},
-    {"--events", OPT_U64, F(events), 1, 1e15, "N",
+    {"events", OPT_U64, F(events), 1, 1e15, "N",
      "stop the load after N events (without --duration or --events: run until SIGINT)"},
-    {"--seed", OPT_U64, F(seed), 0, 1.8e19, "N", "random seed (default 1)"},
-    {"--heartbeat-ms", OPT_U32, F(heartbeat_ms), 0, 3600000, "MS",
+    {"seed", OPT_U64, F(seed), 0, 1.8e19, "N", "random seed (default 1)"},
+    {"heartbeat-ms", OPT_U32, F(heartbeat_ms), 0, 3600000, "MS",
      "heartbeat period of every server, 0 = none (default 1000)"},
-    {"--storm-at", OPT_TIME, F(storm_at_ms), 0, 0, "SECONDS",
+    {"storm-at", OPT_TIME, F(storm_at_ms), 0, 0, "SECONDS",
      "reconnect storm: at this time disconnect, then reconnect, many devices at once"},
-    {"--storm-fraction", OPT_DBL, F(storm_fraction), 0, 1, "F",
+    {"storm-fraction", OPT_DBL, F(storm_fraction), 0, 1, "F",
      "share of the live devices the storm reconnects (default 0.5)"},
-    {"--crash-at", OPT_TIME, F(crash_at_ms), 0, 0, "SECONDS",
+    {"crash-at", OPT_TIME, F(crash_at_ms), 0, 0, "SECONDS",
      "server crash: at this time one server stops sending anything, heartbeats too"},
-    {"--crash-server", OPT_U32, F(crash_server), 0, SIM_SERVERS_MAX - 1, "K",
+    {"crash-server", OPT_U32, F(crash_server), 0, SIM_SERVERS_MAX - 1, "K",
      "index of the server that crashes (default 0)"},
-    {"--mix", OPT_MIX, 0, 0, 0, "KIND=W,...",
+    {"mix", OPT_MIX, 0, 0, 0, "KIND=W,...",
      "load mix weights, e.g. status=0,custom=20 (defaults: connect=30 disconnect=20\n"
      "                           activity=30 idle=10 status=5 custom=5)"},
-    {"--max-inflight", OPT_U32, F(max_inflight), 1, 10000000, "N",
+    {"max-inflight", OPT_U32, F(max_inflight), 1, 10000000, "N",
      "pause the load while N requests await replies (default 10000)"},
-    {"--drain", OPT_TIME, F(drain_ms), 0, 0, "SECONDS",
+    {"drain", OPT_TIME, F(drain_ms), 0, 0, "SECONDS",
      "how long to wait for the last replies (default 5)"},
-    {"--shutdown-at-end", OPT_FLAG, F(shutdown_at_end), 0, 0, NULL,
+    {"shutdown-at-end", OPT_FLAG, F(shutdown_at_end), 0, 0, NULL,
      "send shutdown for every server at the end (default: leave connections up)"},
-    {"--json", OPT_FLAG, F(json), 0, 0, NULL, "summary as one JSON object on stdout"},
-    {"--dump-users", OPT_FLAG, F(dump_users), 0, 0, NULL,
+    {"json", OPT_FLAG, F(json), 0, 0, NULL, "summary as one JSON object on stdout"},
+    {"dump-users", OPT_FLAG, F(dump_users), 0, 0, NULL,
      "the summary adds each user's device count (JSON: user_devices)"},
-    {"--quiet", OPT_FLAG, F(quiet), 0, 0, NULL, "no progress lines on stderr"},
-    {"--server-prefix", OPT_STR, F(server_prefix), 0, 0, "ID",
+    {"quiet", OPT_FLAG, F(quiet), 0, 0, NULL, "no progress lines on stderr"},
+    {"server-prefix", OPT_STR, F(server_prefix), 0, 0, "ID",
      "server ids are ID-<k> (default sim)"},
-    {"--user-prefix", OPT_STR, F(user_prefix), 0, 0, "ID", "user ids are ID<i> (default u)"},
+    {"user-prefix", OPT_STR, F(user_prefix), 0, 0, "ID", "user ids are ID<i> (default u)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -79,24 +81,35 @@ static const char *const mix_names[SIM_MIX_COUNT] = {
     "connect", "disconnect", "activity", "idle", "status", "custom",
 };
 
+/* The shared parser's view of opts[] (base/cli.h), then --help and
+ * --version. */
+static pd_cli_opt cli_opts[NOPTS + 2];
+
+const pd_cli *sim_opts_cli(void) {
+    static pd_cli cli;
+    for (size_t i = 0; i < NOPTS; i++)
+        cli_opts[i] = (pd_cli_opt){.name = opts[i].name, .arg = opts[i].arg,
+                                   .help = opts[i].help};
+    cli_opts[NOPTS] = (pd_cli_opt){.name = "help", .short_name = 'h', .help = "this text"};
+    cli_opts[NOPTS + 1] = (pd_cli_opt){.name = "version", .help = "print the version and exit"};
+    cli = (pd_cli){
+        .prog = "presence-sim",
+        .summary = "simulated socket servers for load and oracle checks",
+        .description =
+            "Simulates socket servers speaking the presence contract: connects, disconnects,\n"
+            "activity, idle, status and custom events at a target rate, heartbeats, answers\n"
+            "to P.resync.<node>, and an oracle of the live connections to compare a node with.",
+        .footer = "Exit codes: 0 every event answered ok, 1 errors or unanswered requests,\n"
+                  "2 bad usage, 3 NATS unreachable.\n",
+        .man_section = 1,
+        .opts = cli_opts,
+        .nopts = NOPTS + 2,
+    };
+    return &cli;
+}
+
 void sim_opts_usage(FILE *out) {
-    fprintf(out,
-        "usage: presence-sim [options]\n"
-        "\n"
-        "Simulates socket servers speaking the presence contract: connects, disconnects,\n"
-        "activity, idle, status and custom events at a target rate, heartbeats, answers\n"
-        "to P.resync.<node>, and an oracle of the live connections to compare a node with.\n"
-        "Exit codes: 0 every event answered ok, 1 errors or unanswered requests,\n"
-        "2 bad usage, 3 NATS unreachable.\n"
-        "\n"
-        "options:\n");
-    for (size_t i = 0; i < NOPTS; i++) {
-        char head[40];
-        snprintf(head, sizeof head, "%s%s%s", opts[i].name, opts[i].arg ? " " : "",
-                 opts[i].arg ? opts[i].arg : "");
-        fprintf(out, "  %-24s %s\n", head, opts[i].help);
-    }
-    fprintf(out, "  %-24s %s\n", "--help", "this text");
+    pd_cli_usage(PD_CLI_FILE(out), sim_opts_cli(), NULL);
 }
 
 static const char *env_or(const char *name, const char *dflt) {
@@ -219,42 +232,37 @@ static int check(sim_opts *o) {
     return SIM_EXIT_USAGE;
 }
 
-int sim_opts_parse(sim_opts *o, int argc, char **argv, bool *help) {
+int sim_opts_parse(sim_opts *o, int argc, char **argv, bool *help, bool *version) {
+    char err[256];
+    const pd_cli *cli = sim_opts_cli();
+    pd_cli_args a = {.hits = calloc((size_t)argc + 1, sizeof *a.hits)};
+    int rc = SIM_EXIT_USAGE;
     set_defaults(o);
-    *help = false;
-    for (int i = 0; i < argc; i++) {
-        char name[64];
-        const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            *help = true;
-            return 0;
+    *help = *version = false;
+    if (a.hits == NULL) return SIM_EXIT_USAGE;
+    pd_status ps = pd_cli_parse(cli, argc, argv, &a, err, sizeof err);
+    *help = pd_cli_has(cli, &a, "help");
+    *version = pd_cli_has(cli, &a, "version");
+    if (*help || *version) {
+        rc = 0;
+    } else if (ps != PD_OK) {
+        fprintf(stderr, "presence-sim: %s\n", err);
+    } else if (a.first_operand < argc) {
+        fprintf(stderr, "presence-sim: '%s': unexpected argument (see --help)\n",
+                argv[a.first_operand]);
+    } else {
+        rc = 0;
+        for (size_t i = 0; i < a.nhits && rc == 0; i++) {
+            const opt_def *d = &opts[a.hits[i].opt];
+            const char *v = a.hits[i].val;
+            if (d->kind == OPT_FLAG) *(bool *)((char *)o + d->off) = true;
+            else if (!set_value(o, d, v)) {
+                fprintf(stderr, "presence-sim: --%s: bad value '%s' (see --help)\n", d->name, v);
+                rc = SIM_EXIT_USAGE;
+            }
         }
-        /* "--name value" or "--name=value". */
-        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
-        const opt_def *d = NULL;
-        for (size_t k = 0; k < NOPTS && d == NULL; k++) {
-            if (strcmp(name, opts[k].name) == 0) d = &opts[k];
-        }
-        if (d == NULL) {
-            fprintf(stderr, "presence-sim: unknown option %s (see --help)\n", a);
-            return SIM_EXIT_USAGE;
-        }
-        if (d->kind == OPT_FLAG) {
-            if (eq) goto bad;
-            *(bool *)((char *)o + d->off) = true;
-            continue;
-        }
-        if (eq) v = eq + 1;
-        else if (i + 1 < argc) v = argv[++i];
-        else {
-            fprintf(stderr, "presence-sim: %s needs a value\n", name);
-            return SIM_EXIT_USAGE;
-        }
-        if (!set_value(o, d, v)) goto bad;
-        continue;
-    bad:
-        fprintf(stderr, "presence-sim: bad value for %s: '%s' (see --help)\n", name, v ? v : "");
-        return SIM_EXIT_USAGE;
+        if (rc == 0) rc = check(o);
     }
-    return check(o);
+    free(a.hits);
+    return rc;
 }

@@ -10,9 +10,9 @@
  * filled in for the settings that no source gave. */
 #include "base/config.h"
 #include "base/log.h"
+#include "base/alloc.h"
+#include "base/cli.h"
 #include <errno.h>
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -30,7 +30,7 @@ typedef enum {
     CFG_LEVEL,      /* int PD_LOG_* */
     CFG_TEXT,       /* char[cap]: printable text, "" = not set */
     CFG_SECRET,     /* like CFG_TEXT, but never echoed in a message */
-    CFG_FILE        /* char[cap]: path of a readable file, "" = not set */
+    CFG_FILE        /* char[cap]: path of a file, "" = not set (read in node/) */
 } cfg_kind;
 
 typedef enum {
@@ -317,20 +317,6 @@ static bool text_ok(const char *val) {
     return true;
 }
 
-/* "" (not set) or the path of a regular file this process can read. */
-static pd_status check_file(const char *src, const char *val, char *err, size_t errlen) {
-    struct stat st;
-    if (val[0] == '\0') return PD_OK;
-    int fd = open(val, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return fail(err, errlen, "%s: cannot read '%.200s': %s", src, val, strerror(errno));
-    int rc = fstat(fd, &st);
-    close(fd);
-    if (rc != 0 || !S_ISREG(st.st_mode))
-        return fail(err, errlen, "%s: '%.200s' is not a regular file", src, val);
-    return PD_OK;
-}
-
 static pd_status check_string(const cfg_field *f, const char *src,
                               const char *val, char *err, size_t errlen) {
     size_t n = strlen(val);
@@ -362,8 +348,11 @@ static pd_status check_string(const cfg_field *f, const char *src,
         if (text_ok(val)) return PD_OK;
         return fail(err, errlen, "%s: the value has spaces or control characters "
                     "(not shown: it is a secret)", src);
-    case CFG_FILE:
-        return check_file(src, val, err, errlen);
+    case CFG_FILE: /* readable? node/config_files.c checks (common/ does no I/O) */
+        for (const unsigned char *q = (const unsigned char *)val; *q != '\0'; q++)
+            if (*q < 0x20 || *q == 0x7f)
+                return fail(err, errlen, "%s: the path has control characters", src);
+        return PD_OK;
     default:
         return fail(err, errlen, "%s: internal error: not a string", src);
     }
@@ -477,50 +466,81 @@ static pd_status load_env(pd_config *c, bool *given, char **envp,
     return PD_OK;
 }
 
-/* True if argv[i] is a known flag in "--flag VALUE" form whose value is
- * argv[i + 1]. A following argument that starts with "--" is another flag,
- * never a value (give such a value as --flag=VALUE). */
-static bool takes_next(int argc, char **argv, int i) {
-    const char *a = argv[i];
-    if (strncmp(a, "--", 2) != 0 || strchr(a, '=') != NULL) return false;
-    if (field_by_flag(a + 2, strlen(a + 2)) == NULL) return false;
-    return i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0;
-}
-
-/* Look for --help, -h and --version in flag positions. */
-static void scan_help(pd_config *c, int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            c->help = true;
-        else if (strcmp(argv[i], "--version") == 0)
-            c->version = true;
-        else if (takes_next(argc, argv, i))
-            i++;
+static const char *arg_name(cfg_kind k) {
+    switch (k) {
+    case CFG_MS: return "MS";
+    case CFG_BYTES: return "BYTES";
+    case CFG_COUNT: return "N";
+    case CFG_ID: return "ID";
+    case CFG_NATS_URLS: return "URLS";
+    case CFG_REDIS_URL: return "URL";
+    case CFG_ADDR: return "HOST:PORT";
+    case CFG_LEVEL: return "LEVEL";
+    case CFG_TEXT: return "NAME";
+    case CFG_SECRET: return "SECRET";
+    case CFG_FILE: return "FILE";
     }
+    return "VALUE";
 }
 
-static pd_status load_flags(pd_config *c, bool *given, int argc,
-                            char **argv, char *err, size_t errlen) {
-    char name[FLAG_MAX];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0 || a[2] == '\0')
-            return fail(err, errlen, "'%.200s': unexpected argument "
-                        "(settings are given as --name VALUE; see --help)", a);
-        const char *eq = strchr(a + 2, '=');
-        size_t n = eq != NULL ? (size_t)(eq - (a + 2)) : strlen(a + 2);
-        const cfg_field *f = field_by_flag(a + 2, n);
-        if (f == NULL)
-            return fail(err, errlen, "--%.*s: unknown option (see --help)",
-                        (int)(n > 200 ? 200 : n), a + 2);
+static void default_text(const cfg_field *f, char *buf, size_t len) {
+    if (f->def == DEF_SYNC_X3) snprintf(buf, len, "3 x sync interval");
+    else if (f->def == DEF_HOSTNAME) snprintf(buf, len, "host name");
+    else if (f->kind == CFG_LEVEL)
+        snprintf(buf, len, "%s", pd_log_level_name((int)f->def_u));
+    else if (f->kind == CFG_MS || f->kind == CFG_BYTES || f->kind == CFG_COUNT)
+        snprintf(buf, len, "%" PRIu64, f->def_u);
+    else snprintf(buf, len, "%s", f->def_s[0] ? f->def_s : "(off)");
+}
+
+/* The settings as options of the shared parser (base/cli.h), in the order
+ * of `fields`, then --help and --version. */
+void pd_config_cli_build(pd_config_cli *t) {
+    size_t k = 0;
+    memset(t, 0, sizeof *t);
+    for (size_t i = 0; i < FIELD_COUNT && k < PD_CONFIG_CLI_MAX - 2; i++, k++) {
+        const cfg_field *f = &fields[i];
+        char name[FLAG_MAX];
         flag_name(f, name, sizeof name);
-        const char *val;
-        if (eq != NULL) val = eq + 1;
-        else if (takes_next(argc, argv, i)) val = argv[++i];
-        else return fail(err, errlen, "%s: missing value", name);
-        pd_status s = field_apply(c, f, name, val, err, errlen);
+        snprintf(t->names[k], sizeof t->names[k], "%s", name + 2);
+        default_text(f, t->defs[k], sizeof t->defs[k]);
+        t->opts[k] = (pd_cli_opt){.name = t->names[k], .arg = arg_name(f->kind), .env = f->env,
+                                  .def = t->defs[k], .help = f->meaning};
+    }
+    t->opts[k++] = (pd_cli_opt){.name = "help", .short_name = 'h',
+                                .help = "print this help and exit"};
+    t->opts[k++] = (pd_cli_opt){.name = "version", .help = "print the version and exit"};
+    t->cli = (pd_cli){
+        .prog = "presenced",
+        .summary = "a node of the distributed user-presence service",
+        .description =
+            "presenced keeps the presence of users (online, away, busy, offline, custom "
+            "status) from the connection events of socket servers, answers queries and "
+            "announces changes over NATS, replicates its state to the other nodes and "
+            "snapshots it to Redis.\n"
+            "Each setting is a flag or the environment variable beside it; flags win. "
+            "An invalid value stops the node; it never falls back to the default.",
+        .footer = "Exit status: 0 after a clean stop (SIGTERM, SIGINT), 1 if the node could "
+                  "not start or failed, 2 for a bad setting.\n"
+                  "Endpoints with PRESENCE_METRICS_ADDR: /metrics (Prometheus), "
+                  "/healthz (alive), /readyz (caught up and ready).\n",
+        .man_section = 8,
+        .opts = t->opts,
+        .nopts = k,
+    };
+}
+
+/* Applies the flags found by the parser, in argv order (the last wins). */
+static pd_status load_flags(pd_config *c, bool *given, const pd_config_cli *t,
+                            const pd_cli_args *a, char *err, size_t errlen) {
+    for (size_t i = 0; i < a->nhits; i++) {
+        size_t row = a->hits[i].opt;
+        if (row >= FIELD_COUNT) continue; /* --help, --version */
+        char name[FLAG_MAX + 2];
+        snprintf(name, sizeof name, "--%s", t->names[row]);
+        pd_status s = field_apply(c, &fields[row], name, a->hits[i].val, err, errlen);
         if (s != PD_OK) return s;
-        given[f - fields] = true;
+        given[row] = true;
     }
     return PD_OK;
 }
@@ -544,6 +564,20 @@ static const char *src_name(const char *env, int argc, char **argv, char *buf, s
         if (strncmp(argv[i], buf, n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '='))
             return buf;
     return env;
+}
+
+const char *pd_config_source_name(const char *env, int argc, char **argv, char *buf,
+                                  size_t len) {
+    return src_name(env, argc, argv, buf, len);
+}
+
+size_t pd_config_file_settings(const pd_config *c, pd_config_file *out, size_t max) {
+    size_t n = 0;
+    for (size_t i = 0; i < FIELD_COUNT && n < max; i++) {
+        if (fields[i].kind != CFG_FILE) continue;
+        out[n++] = (pd_config_file){fields[i].env, (const char *)c + fields[i].off};
+    }
+    return n;
 }
 
 /* "a: needs b" or "a and b: ..." with a given first, named as given. */
@@ -700,62 +734,52 @@ int pd_config_redis_target(const pd_config *c, pd_redis_target *t) {
 pd_status pd_config_load(pd_config *c, int argc, char **argv, char **envp,
                          char *err, size_t errlen) {
     bool given[FIELD_COUNT] = {false};
-    pd_status s;
-    if (err != NULL && errlen > 0) err[0] = '\0';
+    pd_config_cli *t = pd_calloc(1, sizeof *t);
+    pd_cli_args a = {.hits = pd_calloc((size_t)argc + 1, sizeof *a.hits)};
+    char perr[256];
+    pd_status s = fail(err, errlen, "out of memory");
     pd_config_defaults(c);
-    scan_help(c, argc, argv);
-    if (c->help || c->version) return PD_OK;
-    if ((s = load_env(c, given, envp, err, errlen)) != PD_OK) return s;
-    if ((s = load_flags(c, given, argc, argv, err, errlen)) != PD_OK)
-        return s;
-    if ((s = check_auth(c, argc, argv, err, errlen)) != PD_OK) return s;
-    return apply_derived(c, given, true, err, errlen);
-}
-
-static const char *arg_name(cfg_kind k) {
-    switch (k) {
-    case CFG_MS: return "MS";
-    case CFG_BYTES: return "BYTES";
-    case CFG_COUNT: return "N";
-    case CFG_ID: return "ID";
-    case CFG_NATS_URLS: return "URLS";
-    case CFG_REDIS_URL: return "URL";
-    case CFG_ADDR: return "HOST:PORT";
-    case CFG_LEVEL: return "LEVEL";
-    case CFG_TEXT: return "NAME";
-    case CFG_SECRET: return "SECRET";
-    case CFG_FILE: return "FILE";
+    if (t == NULL || a.hits == NULL) goto done;
+    if (err != NULL && errlen > 0) err[0] = '\0';
+    pd_config_cli_build(t);
+    pd_status ps = pd_cli_parse(&t->cli, argc, argv, &a, perr, sizeof perr);
+    c->help = pd_cli_has(&t->cli, &a, "help");
+    c->version = pd_cli_has(&t->cli, &a, "version");
+    s = PD_OK;
+    if (c->help || c->version) goto done;
+    if (ps != PD_OK) {
+        s = fail(err, errlen, "%s", perr);
+    } else if (a.dashdash || a.first_operand < argc) {
+        s = fail(err, errlen, "'%.200s': unexpected argument (settings are given as --name "
+                 "VALUE; see --help)", a.first_operand < argc ? argv[a.first_operand] : "--");
+    } else if ((s = load_env(c, given, envp, err, errlen)) == PD_OK &&
+               (s = load_flags(c, given, t, &a, err, errlen)) == PD_OK &&
+               (s = check_auth(c, argc, argv, err, errlen)) == PD_OK) {
+        s = apply_derived(c, given, true, err, errlen);
     }
-    return "VALUE";
+done:
+    pd_free(a.hits);
+    pd_free(t);
+    return s;
 }
 
-static void default_text(const cfg_field *f, char *buf, size_t len) {
-    if (f->def == DEF_SYNC_X3) snprintf(buf, len, "3 x sync interval");
-    else if (f->def == DEF_HOSTNAME) snprintf(buf, len, "host name");
-    else if (f->kind == CFG_LEVEL)
-        snprintf(buf, len, "%s", pd_log_level_name((int)f->def_u));
-    else if (f->kind == CFG_MS || f->kind == CFG_BYTES || f->kind == CFG_COUNT)
-        snprintf(buf, len, "%" PRIu64, f->def_u);
-    else snprintf(buf, len, "%s", f->def_s[0] ? f->def_s : "(off)");
-}
-
-void pd_config_usage(FILE *out, const char *prog) {
+void pd_config_usage(const pd_cli_out *out, const char *prog) {
     char flag[FLAG_MAX + 16], name[FLAG_MAX], def[64];
-    fprintf(out, "Usage: %s [--setting VALUE | --setting=VALUE]...\n\n"
+    pd_cli_printf(out, "Usage: %s [--setting VALUE | --setting=VALUE]...\n\n"
             "Each setting is a flag or the environment variable beside it; "
             "flags win.\nAn invalid value stops the node; it never falls "
             "back to the default.\n\n", prog != NULL ? prog : "presenced");
-    fprintf(out, "  %-27s %-31s %-23s %s\n", "flag", "variable", "default",
+    pd_cli_printf(out, "  %-27s %-31s %-23s %s\n", "flag", "variable", "default",
             "meaning");
     for (size_t i = 0; i < FIELD_COUNT; i++) {
         const cfg_field *f = &fields[i];
         flag_name(f, name, sizeof name);
         snprintf(flag, sizeof flag, "%s %s", name, arg_name(f->kind));
         default_text(f, def, sizeof def);
-        fprintf(out, "  %-27s %-31s %-23s %s\n", flag, f->env, def,
+        pd_cli_printf(out, "  %-27s %-31s %-23s %s\n", flag, f->env, def,
                 f->meaning);
     }
-    fprintf(out, "  %-27s %s\n  %-27s %s\n", "-h, --help",
+    pd_cli_printf(out, "  %-27s %s\n  %-27s %s\n", "-h, --help",
             "print this help and exit", "--version",
             "print the version and exit");
 }

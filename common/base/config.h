@@ -6,6 +6,7 @@
  * names the setting: it is never replaced by the default. */
 #ifndef PD_CONFIG_H
 #define PD_CONFIG_H
+#include "base/cli.h"
 #include "base/ids.h"
 #include "base/status.h"
 #include <stdbool.h>
@@ -76,6 +77,10 @@ void pd_config_defaults(pd_config *c);
  * read the process environment with getenv. The node and server timeouts
  * default to 3 x the final sync interval unless set explicitly.
  *
+ * Flags are read by the shared parser (base/cli.h): --name VALUE or
+ * --name=VALUE, exact names only. File settings are checked for form only;
+ * node/ checks that the files are readable (pd_config_check_files).
+ *
  * If --help/-h or --version appears, the matching bool is set and PD_OK is
  * returned at once, without checking the other settings (c then holds the
  * defaults). On a bad value, an unknown flag or a flag without a value,
@@ -85,9 +90,39 @@ void pd_config_defaults(pd_config *c);
 pd_status pd_config_load(pd_config *c, int argc, char **argv, char **envp,
                          char *err, size_t errlen);
 
+/* The settings as the option table of the shared parser (base/cli.h): one
+ * row per setting (its flag, variable, default and meaning), then --help
+ * and --version. For pd_config_load and the man page generator. */
+#define PD_CONFIG_CLI_MAX 64
+typedef struct pd_config_cli {
+    pd_cli cli;
+    pd_cli_opt opts[PD_CONFIG_CLI_MAX];
+    char names[PD_CONFIG_CLI_MAX][64];
+    char defs[PD_CONFIG_CLI_MAX][64];
+} pd_config_cli;
+void pd_config_cli_build(pd_config_cli *t);
+
+/* A file setting (NKey seed, creds, TLS CA, certificate, key): its
+ * variable and its value in a config ("" = not set). */
+typedef struct pd_config_file {
+    const char *env;
+    const char *path;
+} pd_config_file;
+
+/* Fills out with the file settings of c (at most max); returns how many.
+ * common/ does no file I/O: node/config_files.c checks that they are
+ * readable (pd_config_check_files). */
+size_t pd_config_file_settings(const pd_config *c, pd_config_file *out, size_t max);
+
+/* The name under which the setting env was given: its flag ("--nats-tls-ca")
+ * if argv (argc entries, may be 0/NULL) has it, else env. buf holds the flag. */
+const char *pd_config_source_name(const char *env, int argc, char **argv, char *buf,
+                                  size_t len);
+
 /* Print the --help text: one line per setting with its flag, variable,
- * default and meaning. prog is argv[0] (NULL means "presenced"). */
-void pd_config_usage(FILE *out, const char *prog);
+ * default and meaning, through out (common/ does no I/O). prog is argv[0]
+ * (NULL means "presenced"). */
+void pd_config_usage(const pd_cli_out *out, const char *prog);
 
 /* One line for the start log: "node=n1 nats=... idle=300000ms ...".
  * User names and passwords in URLs are shown as "***". */

@@ -73,6 +73,7 @@ pd_user *pd__user_get(pd_model *m, pd_str id) {
     u->id_n = (uint8_t)id.n;
     u->grace.kind = TK_GRACE;
     u->pub_status = PD_PUB_OFFLINE;
+    m->by_status[PD_PUB_OFFLINE]++;
     pd_htab_insert(&m->users, &u->h, pd_hash(id.p, id.n));
     return u;
 }
@@ -143,6 +144,8 @@ void pd__flush(pd_model *m, uint64_t now) {
         pd_public st = pd__user_status(u, false);
         uint32_t cu = public_custom(u);
         if (st == u->pub_status && cu == u->pub_custom) continue;
+        m->by_status[u->pub_status]--;
+        m->by_status[st]++;
         u->pub_status = (uint8_t)st;
         u->pub_custom = cu;
         m->changes++;
@@ -160,6 +163,7 @@ void pd__flush(pd_model *m, uint64_t now) {
 
 /* The last device left: keep the former presence for the offline delay. */
 static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint64_t now) {
+    u->gone_ver = pd__user_ver(u);
     u->flags &= (uint8_t)~UF_HELD_ACTIVE;
     if (was_active) u->flags |= UF_HELD_ACTIVE;
     if (m->cfg.offline_delay_ms == 0 ||
@@ -571,6 +575,7 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
     pd_server *s = ev->server.n ? server_find(m, ev->server) : NULL;
     *res = PD_APPLIED;
     m->nrefusals = 0;
+    m->now = now;
     /* Any message from a known server is a sign of life, even a duplicate
      * or a refused one. */
     if (s) server_alive(m, s, now);
@@ -638,11 +643,17 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
             break;
         }
         u->flags &= (uint8_t)~UF_GRACE;
+        /* The offline delay ends at the same ver on every node: the ver of
+         * the removal that started it, plus the delay on the HLC's scale. */
+        uint64_t v = u->gone_ver + (m->cfg.offline_delay_ms << 16);
+        if (v > u->timer_ver) u->timer_ver = v;
+        pd__hlc_observe(m, v, m->now);
         pd__mark_dirty(m, u);
         break;
     }
     case TK_CUSTOM: {
         pd_user *u = OWNER(t, pd_custom, expiry)->user;
+        pd__expiry_ver(m, u, u->custom->expires_at);
         pd__custom_clear(m, u);
         pd__mark_dirty(m, u);
         break;
@@ -674,8 +685,15 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     }
 }
 
+void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at) {
+    uint64_t v = (uint64_t)expires_at << 16;
+    if (v > u->timer_ver) u->timer_ver = v;
+    pd__hlc_observe(m, v, m->now);
+}
+
 void pd_model_tick(pd_model *m, uint64_t now) {
     pd_timer *t;
+    m->now = now;
     while ((t = pd_theap_pop_due(&m->timers, now)) != NULL) fire(m, t, now);
     pd__flush(m, now);
 }
@@ -751,6 +769,7 @@ void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->changes = m->changes;
     st->refused_devices = m->refused_devices;
     st->refused_users = m->refused_users;
+    memcpy(st->by_status, m->by_status, sizeof st->by_status);
     st->forgotten_users = m->forgotten_users;
     st->forgotten_servers = m->forgotten_servers;
 }

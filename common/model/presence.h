@@ -152,6 +152,7 @@ typedef struct {
     uint64_t changes;   /* local changes applied (events that changed state) */
     uint64_t refused_devices;  /* events refused by max_devices_per_user */
     uint64_t refused_users;    /* events refused by max_users */
+    uint64_t by_status[PD_PUB_INVISIBLE + 1]; /* users by public status (pd_public) */
     uint64_t forgotten_users;  /* users forgotten after PRESENCE_USER_RETENTION_MS */
     uint64_t forgotten_servers; /* servers forgotten with their seq, likewise */
 } pd_model_stats;

@@ -36,6 +36,9 @@ struct pd_user {
     uint32_t ndev, nactive;
     uint64_t chosen_hlc;       /* version of the chosen-status register */
     uint64_t custom_hlc;       /* version of the custom-status register */
+    uint64_t dev_ver;          /* largest HLC of a write to the user's devices */
+    uint64_t gone_ver;         /* the user's ver when their last device left */
+    uint64_t timer_ver;        /* ver of timer transitions (offline, custom expiry) */
     const char *chosen_by;     /* writer node of each (interned; NULL: never) */
     const char *custom_by;
     uint32_t custom_gen;       /* bumped on every custom status change */
@@ -106,6 +109,9 @@ struct pd_model {
     char *nodes[PD_MODEL_NODES_MAX]; /* interned node ids */
     uint32_t nnodes;
     uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
+    uint64_t now;              /* time of the operation under way */
+    uint64_t remove_at;        /* not 0: the version of the REMOVEs being made (a
+                                * write elsewhere decided them: same ver everywhere) */
     pd_op_fn on_op;
     void *op_ud;
     uint32_t ops_muted;        /* > 0: ops are not emitted (pd__ops_mute) */
@@ -114,6 +120,7 @@ struct pd_model {
     uint64_t ndevices;
     uint64_t live_users;       /* users with at least one live device */
     uint64_t changes;
+    uint64_t by_status[PD_PUB_INVISIBLE + 1]; /* users by pub_status (never removed) */
     uint64_t refused_devices, refused_users; /* presence_limits.c */
     pd_refusal *refusals;      /* the last pd_model_apply's refused sync entries */
     uint32_t nrefusals, refusals_cap;
@@ -176,6 +183,14 @@ pd_status pd__limit_connect(pd_model *m, const pd_server *s, const pd_event *ev,
  * max_devices_per_user: too_large (counted, err filled) or PD_OK. */
 pd_status pd__limit_sync_entry(pd_model *m, const pd_user *u, pd_str user, pd_err *err);
 pd_public pd__user_status(const pd_user *u, bool self);
+/* The user's ver (schemas/notifications.md): the one place it is computed.
+ * CHECKLIST: a new replicated write to a user's public state raises one of
+ * the terms here (its HLC), or adds its own. */
+uint64_t pd__user_ver(const pd_user *u);
+/* A write with version at touched u's devices. */
+void pd__dev_ver_raise(pd_user *u, uint64_t at);
+/* A custom status that expired at expires_at: a ver every node gives it. */
+void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at);
 /* presence_sync.c: the sync event, whole or in parts, and server moves. */
 pd_status pd__ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now, pd_err *err);
 void pd__sync_run_free(pd_model *m, pd_server *s);

@@ -97,18 +97,35 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
         op->meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
 }
 
+/* The version of a write of this node to one of its devices: ADD's is its
+ * claim, REMOVE's and STATE's a new HLC (the op's `ver`), or, for a
+ * REMOVE another write decided, that write's (remove_at). It raises the
+ * user's ver. */
+static uint64_t device_write_ver(pd_model *m, pd_op_kind kind, const pd_device *d) {
+    uint64_t v = kind == PD_OP_ADD ? d->claim
+               : kind == PD_OP_REMOVE && m->remove_at ? m->remove_at : pd__hlc_next(m, m->now);
+    pd__dev_ver_raise(d->user, v);
+    return v;
+}
+
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     pd_op op;
-    if (m->on_op == NULL || m->ops_muted || d->node != m->node) return;
+    if (d->node != m->node) return;
+    uint64_t v = device_write_ver(m, kind, d);
+    if (m->on_op == NULL || m->ops_muted) return;
     device_op(d, kind, &op);
+    if (kind != PD_OP_ADD) op.ver = v;
     m->on_op(m->op_ud, &op);
 }
 
 void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
     pd_op op;
-    if (m->on_op == NULL || m->ops_muted || d->node != m->node) return;
+    if (d->node != m->node) return;
+    uint64_t v = device_write_ver(m, PD_OP_REMOVE, d);
+    if (m->on_op == NULL || m->ops_muted) return;
     device_op(d, PD_OP_REMOVE, &op);
     op.at = at;
+    op.ver = v;
     m->on_op(m->op_ud, &op);
 }
 
@@ -128,7 +145,12 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         pd__drop_server_if_unused(m, s);
         return PD_OK; /* an older claim: the current owner keeps it */
     }
-    if (d) pd__device_remove(m, d, now, 0); /* announces REMOVE if it was ours */
+    if (d) { /* announces REMOVE if it was ours, at the winner's claim */
+        pd__dev_ver_raise(d->user, op->hlc);
+        m->remove_at = op->hlc;
+        pd__device_remove(m, d, now, 0);
+        m->remove_at = 0;
+    }
     pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, op->meta, origin,
                                   op->hlc, now);
     if (st != PD_OK) {
@@ -136,6 +158,7 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         return st;
     }
     d = s->devs;
+    pd__dev_ver_raise(d->user, op->hlc);
     d->connected_at = op->connected_at;
     pd__seen(d->user, op->connected_at, origin, op->hlc);
     pd__device_state(m, d, op->state, op->last_active);
@@ -179,6 +202,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     pd_status st = pd__custom_set(m, u, expired ? (pd_str){NULL, 0} : op->text, op->emoji,
                                   op->expires_at);
     if (st != PD_OK) return st;
+    if (expired) pd__expiry_ver(m, u, op->expires_at);
     u->custom_hlc = op->hlc;
     u->custom_by = writer;
     return PD_OK;
@@ -189,7 +213,9 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     pd_status st = PD_OK;
     pd_device *d;
     if (origin == NULL) return PD_ENOMEM;
+    m->now = now;
     pd__hlc_observe(m, op->hlc, now);
+    pd__hlc_observe(m, op->ver, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = origin == m->node ? PD_OK : apply_add(m, origin, op, now);
@@ -197,13 +223,17 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
             pd_server *s = d->server;
+            pd__dev_ver_raise(d->user, op->ver ? op->ver : pd__user_ver(d->user) + 1);
             pd__device_remove(m, d, now, op->at);
             pd__drop_server_if_unused(m, s);
         }
         break;
     case PD_OP_STATE:
-        if (origin != m->node && (d = owned(m, origin, op)) != NULL)
+        if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
+            if (op->ver) pd__dev_ver_raise(d->user, op->ver);
+            else if (d->state != op->state) pd__dev_ver_raise(d->user, pd__user_ver(d->user) + 1);
             pd__device_state(m, d, op->state, op->last_active);
+        }
         break;
     case PD_OP_SYNCED:
         if (origin != m->node) pd__apply_synced(m, origin, op, now);
@@ -286,11 +316,15 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool 
     dev_list l = {.owner = owner, .need_mark = marked_only};
     if (owner == NULL || owner == m->node) return;
     scan_devices(m, collect, &l);
+    m->now = now;
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
             pd_server *s = l.v[i]->server;
             pd_user *u = l.v[i]->user;
+            /* No write names this removal (a node down, a transfer): every
+             * node that removes the same device raises the same ver. */
+            pd__dev_ver_raise(u, pd__user_ver(u) + 1);
             pd__device_remove(m, l.v[i], now, 0);
             if (decide && u->ndev == 0) decide_seen(m, u, now);
             pd__drop_server_if_unused(m, s);
@@ -385,7 +419,9 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     pd_status st = PD_OK;
     pd_device *d;
     pd__ops_mute(m); /* restoring: nothing to tell the peers yet */
+    m->now = now;
     pd__hlc_observe(m, op->hlc, now);
+    pd__hlc_observe(m, op->ver, now);
     switch (op->kind) {
     case PD_OP_ADD:
         st = apply_add(m, m->node, op, now);

@@ -133,15 +133,18 @@ static pd_status sync_entry(pd_model *m, pd_server *s, const pd_sync_conn *c, ui
 /* The last part: what no part listed leaves, ours and (a server that
  * moved here) other nodes', and the peers learn that the server synced. */
 static void sync_complete(pd_model *m, pd_server *s, uint64_t now) {
+    uint64_t h = pd__hlc_next(m, now);
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
-            if (!(d->mark & MARK_SYNC) && (pass || d->state == PD_DEV_IDLE))
+            if (!(d->mark & MARK_SYNC) && (pass || d->state == PD_DEV_IDLE)) {
+                if (d->node != m->node) pd__dev_ver_raise(d->user, h); /* as the peers will */
                 pd__device_remove(m, d, now, 0);
+            }
         }
     }
     pd__sync_run_free(m, s);
-    pd_op op = {.kind = PD_OP_SYNCED, .server = {s->id, s->id_n}, .hlc = pd__hlc_next(m, now),
+    pd_op op = {.kind = PD_OP_SYNCED, .server = {s->id, s->id_n}, .hlc = h,
                 .writer = pd_str_c(m->node)};
     pd__emit(m, &op);
 }
@@ -180,6 +183,7 @@ pd_status pd__ev_sync(pd_model *m, pd_server *s, const pd_event *ev_in, uint64_t
 
 void pd__apply_synced(pd_model *m, const char *origin, const pd_op *op, uint64_t now) {
     pd_server *s = NULL;
+    m->now = now;
     for (pd_hnode *e = pd_htab_bucket(&m->servers, pd_hash(op->server.p, op->server.n)); e;
          e = e->next) {
         pd_server *x = (pd_server *)e;
@@ -189,8 +193,12 @@ void pd__apply_synced(pd_model *m, const char *origin, const pd_op *op, uint64_t
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
-            if (d->node != origin && d->claim < op->hlc && (pass || d->state == PD_DEV_IDLE))
-                pd__device_remove(m, d, now, 0); /* a REMOVE of ours goes to the peers */
+            if (d->node != origin && d->claim < op->hlc && (pass || d->state == PD_DEV_IDLE)) {
+                pd__dev_ver_raise(d->user, op->hlc);
+                m->remove_at = op->hlc; /* a REMOVE of ours goes to the peers, at h */
+                pd__device_remove(m, d, now, 0);
+                m->remove_at = 0;
+            }
         }
     }
     pd__drop_server_if_unused(m, s);

@@ -28,6 +28,20 @@ void pd__user_view(const pd_user *u, bool self, pd_view *out) {
     out->last_seen = hidden ? u->seen_frozen : u->seen;
     out->devices = hidden ? 0 : u->ndev;
     out->ts = u->notified_ts;
+    out->ver = pd__user_ver(u);
+}
+
+uint64_t pd__user_ver(const pd_user *u) {
+    uint64_t v = u->dev_ver;
+    if (u->chosen_hlc > v) v = u->chosen_hlc;
+    if (u->custom_hlc > v) v = u->custom_hlc;
+    if (u->timer_ver > v) v = u->timer_ver;
+    if (u->seen_hlc > v) v = u->seen_hlc; /* last_seen, a register of its own */
+    return v;
+}
+
+void pd__dev_ver_raise(pd_user *u, uint64_t at) {
+    if (at > u->dev_ver) u->dev_ver = at;
 }
 
 bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out) {

@@ -97,12 +97,15 @@ static uint64_t mix(uint64_t h, uint64_t x) {
     return h ^ (x + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
 }
 
-/* What a watcher sees of a view, ts aside. */
+/* What a watcher sees of a view, ts aside. ver counts: a watcher that
+ * read an intermediate state through `get` (A, B, A held) needs the last A
+ * to move past B (schemas/notifications.md, "ver"). */
 static uint64_t fingerprint(const pd_view *v) {
     uint64_t h = pd_hash(v->text.p, v->text.n);
     h = mix(h, pd_hash(v->emoji.p, v->emoji.n));
     h = mix(h, (uint64_t)v->status);
     h = mix(h, (uint64_t)v->expires_at);
+    h = mix(h, v->ver);
     return mix(h, (uint64_t)v->last_seen);
 }
 

@@ -65,6 +65,7 @@ struct pd_repl {
     uint32_t nops;
     uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
     uint32_t ntrace;
+    uint64_t batch_now;         /* wall clock of the batch (pd_repl_begin): a delta's "at" */
     msgpack_sbuffer out;
     pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
     uint64_t now;               /* the time of the call in progress (for nf) */
@@ -255,8 +256,8 @@ void pd_repl_flush(pd_repl *r) {
      * that every node reports it. */
     if (r->nops == 0 && r->ntrace == 0) return;
     msgpack_sbuffer_clear(&r->out);
-    pd_delta_encode_traced(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
-                           r->nops, r->trace, r->ntrace);
+    pd_delta_encode_at(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
+                       r->nops, r->trace, r->ntrace, r->batch_now);
     msgpack_sbuffer_clear(&r->ops);
     r->nops = 0;
     r->ntrace = 0;
@@ -407,6 +408,8 @@ pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t
     if (apply_delta(r, p, &d, now) != PD_OK) {
         hold(p, d.seq, buf, len);
         request_sync(r, p, d.node, now);
+    } else if (r->io.applied != NULL) {
+        r->io.applied(r->io.ud, d.at, now);
     }
     return PD_OK;
 }
@@ -857,6 +860,7 @@ static void check_ready(pd_repl *r, uint64_t now) {
 }
 
 void pd_repl_begin(pd_repl *r, uint64_t now) {
+    r->batch_now = now;
     /* A loop that did not run for a long while (SIGSTOP, swap) must not
      * take peers' silence for death, nor announce from a stale view: it
      * warms up again while the backlog comes in. */
@@ -986,6 +990,7 @@ void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st) {
 
 pd_status pd_repl_local(pd_repl *r, const pd_event *ev, uint64_t now, pd_apply_result *res,
                         pd_err *err) {
+    r->batch_now = now;
     r->now = now; /* the changes it makes are announced at now */
     return pd_model_apply(r->m, ev, now, res, err);
 }

@@ -51,6 +51,9 @@ typedef struct {
      * were just applied here (d is borrowed). Never called when nobody
      * traces. Last, so positional initializers stay valid. */
     void (*traced)(void *ud, const pd_delta *d);
+    /* Optional (metrics): a peer's delta sent at its wall-clock time `at`
+     * (ms, 0 if it did not say) was just applied here at `now`. */
+    void (*applied)(void *ud, uint64_t at, uint64_t now);
     /* Optional: fills the heartbeat's dashboard counters (events,
      * notifications, snapshot_at) just before it is sent. */
     void (*heartbeat_extra)(void *ud, pd_heartbeat *hb);

@@ -155,6 +155,7 @@ typedef struct {
     int64_t last_seen;
     int64_t ts;             /* notifications only */
     uint32_t devices;       /* get replies only */
+    uint64_t ver;           /* orders the user's public states (notifications.md) */
 } pd_view;
 
 void pd_notification_encode(msgpack_sbuffer *sb, const pd_view *v);

@@ -165,7 +165,7 @@ void pd_query_encode(msgpack_sbuffer *sb, const pd_query *q, const pd_str *users
 /* ---- views: notifications and get replies ------------------------------------ */
 
 static void pack_view(msgpack_packer *pk, const pd_view *v, bool notification) {
-    msgpack_pack_map(pk, 7);
+    msgpack_pack_map(pk, 8);
     pd_pack_kv_str(pk, "user", v->user);
     pd_pack_kv_str(pk, "status", pd_str_c(pd_public_name(v->status)));
     pd_pack_kv_str(pk, "text", v->text);
@@ -174,6 +174,8 @@ static void pack_view(msgpack_packer *pk, const pd_view *v, bool notification) {
     pd_pack_kv_int(pk, "last_seen", v->last_seen);
     if (notification) pd_pack_kv_int(pk, "ts", v->ts);
     else pd_pack_kv_int(pk, "devices", v->devices);
+    pd_pack_cstr(pk, "ver");
+    msgpack_pack_uint64(pk, v->ver);
 }
 
 void pd_notification_encode(msgpack_sbuffer *sb, const pd_view *v) {
@@ -204,6 +206,7 @@ pd_status pd_view_decode(mp_reader *r, pd_view *v, pd_err *err) {
         else if (pd_str_eqc(k, "last_seen")) { ok = mpr_int(r, &x); v->last_seen = x; }
         else if (pd_str_eqc(k, "ts")) { ok = mpr_int(r, &x); v->ts = x; }
         else if (pd_str_eqc(k, "devices")) { ok = mpr_int(r, &x) && x >= 0; v->devices = (uint32_t)x; }
+        else if (pd_str_eqc(k, "ver")) { ok = mpr_int(r, &x) && x >= 0; v->ver = (uint64_t)x; }
         else ok = mpr_skip(r);
         if (!ok) return bad_view(err, "bad field");
     }

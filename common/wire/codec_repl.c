@@ -1,8 +1,8 @@
 /* codec_repl.c - deltas, heartbeats and state transfer between nodes (see
  * codec_repl.h and schemas/cluster.md). Ops are compact arrays:
  *   ADD    [0, server, conn, user, label, state, connected_at, last_active, claim(, meta)]
- *   REMOVE [1, server, conn, claim(, at)]
- *   STATE  [2, server, conn, claim, state, last_active]
+ *   REMOVE [1, server, conn, claim(, at(, ver)))]
+ *   STATE  [2, server, conn, claim, state, last_active(, ver)]
  *   CHOSEN [3, user, chosen, hlc, writer(, frozen last_seen)]
  *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer]
  *   SEEN   [5, user, at, hlc, writer]
@@ -13,12 +13,15 @@
 #include <string.h>
 
 static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 5, 4};
-/* Arity with the optional last element, if the kind has one. */
-static const uint8_t op_arity_opt[] = {10, 5, 6, 6, 7, 5, 4};
+/* Arity with the optional elements, if the kind has some (REMOVE has two:
+ * at, then ver; a REMOVE with ver writes at too, 0 when not said). */
+static const uint8_t op_arity_opt[] = {10, 6, 7, 6, 7, 5, 4};
 
 static uint32_t arity_of(const pd_op *op) {
+    if (op->kind == PD_OP_REMOVE)
+        return op->ver > 0 ? 6u : op->at > 0 ? 5u : 4u;
     bool opt = (op->kind == PD_OP_ADD && op->meta.n > 0) ||
-               (op->kind == PD_OP_REMOVE && op->at > 0) ||
+               (op->kind == PD_OP_STATE && op->ver > 0) ||
                (op->kind == PD_OP_CHOSEN && op->at > 0);
     return opt ? op_arity_opt[op->kind] : op_arity[op->kind];
 }
@@ -46,6 +49,7 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         pd_pack_str(pk, op->conn);
         msgpack_pack_uint64(pk, op->hlc);
         if (arity > op_arity[op->kind]) msgpack_pack_int64(pk, op->at);
+        if (arity > op_arity[op->kind] + 1u) msgpack_pack_uint64(pk, op->ver);
         break;
     case PD_OP_STATE:
         pd_pack_str(pk, op->server);
@@ -53,6 +57,7 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         msgpack_pack_uint64(pk, op->hlc);
         msgpack_pack_uint8(pk, (uint8_t)op->state);
         msgpack_pack_int64(pk, op->last_active);
+        if (arity > op_arity[op->kind]) msgpack_pack_uint64(pk, op->ver);
         break;
     case PD_OP_CHOSEN:
         pd_pack_str(pk, op->user);
@@ -120,7 +125,8 @@ static bool read_op(mp_reader *r, pd_op *op) {
     memset(op, 0, sizeof *op);
     if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_SYNCED, &kind))
         return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad op");
-    if (n != op_arity[kind] && n != op_arity_opt[kind])
+    bool remove_at = kind == PD_OP_REMOVE && n == op_arity[kind] + 1u; /* at, no ver */
+    if (n != op_arity[kind] && n != op_arity_opt[kind] && !remove_at)
         return mpr_fail(r, PD_EBADVALUE, "bad op arity");
     bool opt = n > op_arity[kind];
     op->kind = (pd_op_kind)kind;
@@ -134,11 +140,16 @@ static bool read_op(mp_reader *r, pd_op *op) {
         op->state = (pd_devstate)small;
         return !opt || rd_meta(r, &op->meta);
     case PD_OP_REMOVE:
-        return pd_rd_id(r, &op->server) && pd_rd_id(r, &op->conn) && pd_rd_u64(r, &op->hlc) &&
-               (!opt || rd_time(r, &op->at));
+        if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_u64(r, &op->hlc)) return false;
+        if (n == 5u) return rd_time(r, &op->at);
+        if (n == 6u) /* with ver, at may be 0: not said */
+            return rd_i64(r, &op->at) && (op->at >= 0 || mpr_fail(r, PD_EBADVALUE, "bad time in op")) &&
+                   pd_rd_u64(r, &op->ver);
+        return true;
     case PD_OP_STATE:
         if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_u64(r, &op->hlc) ||
-            !rd_small(r, PD_DEV_IDLE, &small) || !rd_i64(r, &op->last_active))
+            !rd_small(r, PD_DEV_IDLE, &small) || !rd_i64(r, &op->last_active) ||
+            (opt && !pd_rd_u64(r, &op->ver)))
             return false;
         op->state = (pd_devstate)small;
         return true;
@@ -255,9 +266,15 @@ static void pack_ids(msgpack_packer *pk, const char *k, const uint64_t *ids, uin
 void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
                             const void *ops_buf, size_t ops_len, uint32_t nops,
                             const uint64_t *trace, uint32_t ntrace) {
+    pd_delta_encode_at(sb, node, inc, seq, ops_buf, ops_len, nops, trace, ntrace, 0);
+}
+
+void pd_delta_encode_at(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                        const void *ops_buf, size_t ops_len, uint32_t nops,
+                        const uint64_t *trace, uint32_t ntrace, uint64_t at) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, ntrace ? 6 : 5);
+    msgpack_pack_map(&pk, 5u + (ntrace ? 1u : 0u) + (at ? 1u : 0u));
     pd_pack_kv_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", node);
     pd_pack_kv_u64(&pk, "inc", inc);
@@ -266,6 +283,7 @@ void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint
     msgpack_pack_array(&pk, nops);
     if (ops_len) msgpack_sbuffer_write(sb, ops_buf, ops_len);
     if (ntrace) pack_ids(&pk, "trace", trace, ntrace);
+    if (at) pd_pack_kv_u64(&pk, "at", at);
 }
 
 void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
@@ -321,6 +339,7 @@ static pd_status delta_field(mp_reader *r, pd_str k, void *out, unsigned *seen, 
     else if (pd_str_eqc(k, "seq")) { *seen |= DF_SEQ; ok = pd_rd_u64(r, &d->seq); }
     else if (pd_str_eqc(k, "ops")) { *seen |= DF_OPS; ok = read_ops(r, &d->ops); }
     else if (pd_str_eqc(k, "trace")) ok = read_trace(r, &d->trace, &d->ntrace);
+    else if (pd_str_eqc(k, "at")) ok = pd_rd_u64(r, &d->at);
     else ok = mpr_skip(r);
     return field_done(r, ok, err);
 }

@@ -44,6 +44,7 @@ typedef struct {
     pd_ops ops;
     pd_str trace;               /* encoded array of u64 trace ids; n == 0 when absent */
     uint32_t ntrace;
+    uint64_t at;                /* sender's wall clock when sent, ms; 0 when absent */
 } pd_delta;
 
 /* Writes a delta whose ops are already encoded back to back in ops_buf. */
@@ -54,6 +55,12 @@ void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t se
 void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
                             const void *ops_buf, size_t ops_len, uint32_t nops,
                             const uint64_t *trace, uint32_t ntrace);
+/* The same, with "at": the sender's wall clock (ms) as it sends the delta,
+ * for the receivers' apply latency (presenced_sync_apply_seconds); at 0
+ * writes no "at" (exactly pd_delta_encode_traced). */
+void pd_delta_encode_at(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                        const void *ops_buf, size_t ops_len, uint32_t nops,
+                        const uint64_t *trace, uint32_t ntrace, uint64_t at);
 pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err);
 /* Copies at most cap trace ids of a decoded delta into out; returns how many. */
 uint32_t pd_delta_trace_ids(const pd_delta *d, uint64_t *out, uint32_t cap);

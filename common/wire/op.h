@@ -33,6 +33,8 @@ typedef struct {
     int64_t connected_at, last_active;
     uint64_t hlc;                   /* ADD: the owner's claim; registers: version;
                                      * SYNCED: when the sync completed */
+    uint64_t ver;                   /* REMOVE, STATE: the HLC of this write (its user's
+                                     * `ver`, notifications.md); 0 from earlier nodes */
     pd_str writer;                  /* registers: the node that wrote it */
     pd_chosen chosen;               /* CHOSEN */
     pd_str text, emoji;             /* CUSTOM ("" text: cleared) */
