@@ -278,8 +278,10 @@ def stub_targets(res):
         rt = ratio(v, b)
         t.append({"measure": f"throughput vs the stub, events into "
                              f"{'every node' if into == 'cluster' else 'one node'}",
-                  "value": "none passed" if v is None else f"{v:,} ev/s",
-                  "baseline": "stub: none passed" if b is None else f"stub {b:,} ev/s",
+                  "value": ("not run" if not res["throughput"] else "none passed")
+                  if v is None else f"{v:,} ev/s",
+                  "baseline": ("stub: not run" if not stp else "stub: none passed")
+                  if b is None else f"stub {b:,} ev/s",
                   "ratio": None if rt is None else round(rt, 3),
                   "target": "≥ 0.7×" if into == "cluster" else "(per node)",
                   "met": (rt >= 0.7 if rt is not None else None) if into == "cluster" else None})
