@@ -150,13 +150,13 @@ static pd_public public_of(const pd_event *ev) {
     }
 }
 
-/* One event: its op, its notification, its trace report. */
-static void apply_one(stub *s, const void *data, size_t len, uint64_t now) {
+/* One event: its op, its notification, its trace report. False (err set)
+ * if it does not decode. */
+static bool apply_one(stub *s, const void *data, size_t len, uint64_t now, pd_err *err) {
     pd_event ev;
-    pd_err err = {PD_OK, ""};
-    if (pd_event_decode(data, len, &ev, &err) != PD_OK) {
+    if (pd_event_decode(data, len, &ev, err) != PD_OK) {
         s->bad++;
-        return;
+        return false;
     }
     s->events++;
     add_op(s, &ev, now);
@@ -172,6 +172,7 @@ static void apply_one(stub *s, const void *data, size_t len, uint64_t now) {
         s->trace[s->ntrace++] = ev.trace;
         trace_report(s, &ev.trace, 1);
     }
+    return true;
 }
 
 /* Queues the ok reply for after the burst's delta: [u16 len][subject]. */
@@ -198,22 +199,32 @@ static void send_later(stub *s) {
     msgpack_sbuffer_clear(&s->later);
 }
 
+/* Bad input gets the node's error reply at once (node__reply_error). */
+static void reply_error(stub *s, const char *reply, const pd_err *err) {
+    if (reply == NULL || reply[0] == '\0') return;
+    msgpack_sbuffer_clear(&s->out);
+    pd_reply_error_encode(&s->out, err->code, err->msg);
+    publish(s, reply, s->out.data, s->out.size);
+}
+
 static void handle_event(stub *s, natsMsg *m, uint64_t now) {
     const char *data = natsMsg_GetData(m), *reply = natsMsg_GetReply(m);
     size_t len = (size_t)natsMsg_GetDataLength(m);
+    pd_err err = {PD_OK, ""};
     if (pd_batch_is(data, len)) {
         pd_batch b;
-        pd_err err = {PD_OK, ""};
         mp_reader it;
         pd_str raw;
         if (pd_batch_decode(data, len, STUB_MAX_BATCH, &b, &err) != PD_OK) {
             s->bad++;
+            reply_error(s, reply, &err);
             return;
         }
         pd_batch_iter_init(&it, &b);
-        while (pd_batch_next(&it, &raw)) apply_one(s, raw.p, raw.n, now);
-    } else {
-        apply_one(s, data, len, now);
+        while (pd_batch_next(&it, &raw)) apply_one(s, raw.p, raw.n, now, &err);
+    } else if (!apply_one(s, data, len, now, &err)) {
+        reply_error(s, reply, &err);
+        return;
     }
     if (reply) reply_later(s, reply);
 }
