@@ -524,12 +524,18 @@ def plots(res, out):
         for into, name in (("node", "presenced into n1"), ("cluster", "presenced into every node")):
             ok = [r["achieved"] for r in res["throughput"] if r["into"] == into and r["passed"]]
             f.write(f'"{name}" {max(ok) if ok else 0}\n')
-    nbars = len(res["rates"]) + 2
+        nstub = 0
+        for into, name in (("node", "stub into s1"), ("cluster", "stub into every stub")):
+            b = best_passed(res.get("stub_throughput", []), into)
+            if b is not None:
+                f.write(f'"{name}" {b}\n')
+                nstub += 1
+    nbars = len(res["rates"]) + 2 + nstub
     gp += [f'set output "{os.path.join(out, "throughput.png")}"',
            'set terminal pngcairo size 1000,520 font ",10"',
            'unset logscale', 'set style fill solid 0.8 border -1', 'set boxwidth 0.6',
            'set ylabel "per second"', 'set xlabel ""', 'set grid ytics', 'set key top right',
-           'set title "Highest sustained rate vs the raw NATS one-hop rate (same run)"',
+           'set title "Highest sustained rate vs the raw NATS one-hop rate and the stub (same run)"',
            f'set xrange [-0.6:{nbars - 0.4}]', 'set yrange [0:*]', 'set format y "%.0s%c"',
            f'plot "{tp}" using 0:2:xtic(1) with boxes lc rgb "#4477aa" notitle, '
            f'{best * 0.5} with lines dt 2 lw 2 lc rgb "red" title "50% of the best one-hop rate"']
