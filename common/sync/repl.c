@@ -368,9 +368,13 @@ static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t no
     }
     if (d->seq != p->seq + 1) {
         r->stats.gaps++;
-        /* Lost deltas: a route broke (NATS keeps nothing it could not
-         * deliver), so notifications of that time may be lost too. */
-        schedule_heal(r, now > r->cfg.node_timeout_ms ? now - r->cfg.node_timeout_ms : 0, now);
+        /* Lost deltas of an origin we were following: a route broke (NATS
+         * keeps nothing it could not deliver), so notifications of that
+         * time may be lost too. A late start (nothing applied yet) is not
+         * a break. */
+        if (p->seq > 0)
+            schedule_heal(r, now > r->cfg.node_timeout_ms ? now - r->cfg.node_timeout_ms : 0,
+                          now);
         return PD_EINTERNAL; /* the caller holds it back and repairs */
     }
     apply_ops(r, d->node, &d->ops, now);
