@@ -362,9 +362,9 @@ Test(cluster, late_node_gets_full_state) {
     pd_view v[3];
     char text[3][H_TEXT_CAP];
     h_cluster c;
-    cr_assert(H_POLL(h_cluster_get(nc, &c, 250), 3000), "n3 does not answer");
+    cr_assert(H_POLL(h_cluster_get(nc, &c, 500), 8000), "n3 does not answer");
     cr_assert_str_eq(c.node, "n3");
-    cr_assert(H_POLL(h_get_many(nc, users, 3, v, text, 250), 3000), "n3 does not answer");
+    cr_assert(H_POLL(h_get_many(nc, users, 3, v, text, 500), 8000), "n3 does not answer");
     h_node_resume(&nodes[0]);
     h_node_resume(&nodes[1]);
     for (int i = 0; i < 3; i++) {

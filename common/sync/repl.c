@@ -1,102 +1,11 @@
-/* repl.c - replication between nodes (see repl.h for the design). */
-#include "sync/repl.h"
-#include "sync/snapshot.h"
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include "base/alloc.h"
-#include "base/log.h"
-#include "notify/notify.h"
+/* repl.c - replication between nodes (see repl.h for the design): peers,
+ * deltas in and out, heartbeats, time and life cycle. State transfer is in
+ * repl_transfer.c, restarts in repl_restore.c (repl_int.h). */
+#include "sync/repl_int.h"
 
-#define FORGOTTEN_MAX 16    /* forgotten peers remembered for a heal */
-#define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
-/* State transfers served in slices (io.reply_keep): hash buckets per
- * slice, and transfers in progress at once. */
-#define SERVE_BUCKETS 256
-#define SERVING_MAX 16
-
-typedef struct {
-    uint64_t seq;
-    size_t len;
-    uint8_t *buf;
-} held;
-
-typedef struct {
-    char id[PD_ID_MAX + 1];
-    uint32_t id_n;
-    uint64_t inc, seq;          /* applied from this origin */
-    uint64_t last_hb;           /* when its last heartbeat came */
-    bool heard, alive, ready;   /* ready: caught up and announcing */
-    uint8_t *hb;                /* its last heartbeat, for the cluster view */
-    size_t hb_len;
-    /* A heartbeat said some node applied more of this origin than we have:
-     * usually deltas still on their way, so we wait a little (claim_grace)
-     * before asking for a transfer. */
-    uint64_t claim_seq, claim_at;
-    char claim_from[PD_ID_MAX + 1];
-    bool syncing, sync_ignore;
-    uint64_t sync_req;          /* our number for the transfer in progress */
-    uint32_t sync_part;         /* next part expected */
-    uint64_t sync_started;
-    held *pending;
-    uint32_t npending;
-    bool overflow;
-    bool behind;                /* its wall clock is behind ours by more than the bound */
-    /* Its own heartbeat showed less than we applied of it (same
-     * incarnation): at the second such heartbeat in a row, re-fetch. */
-    bool contradicted, force_sync;
-    /* The incarnation that said it is leaving; one that then heartbeats
-     * again was not (a forged or replayed `leaving`): no `leaving` of that
-     * incarnation is believed any more (distrust_inc). */
-    uint64_t left_inc, distrust_inc;
-    uint64_t served_window;     /* state transfers served to it: window start */
-    uint32_t served_n;          /* ... and how many in that window */
-} peer;
-
-struct pd_repl {
-    pd_repl_cfg cfg;
-    pd_repl_io io;
-    pd_model *m;
-    char self[PD_ID_MAX + 1];
-    peer **peers;
-    uint32_t npeers;
-    uint64_t seq;               /* deltas sent by this incarnation */
-    uint64_t last_req;          /* sync requests numbered so far */
-    msgpack_sbuffer ops;        /* ops waiting for the next delta */
-    uint32_t nops;
-    uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
-    uint32_t ntrace;
-    uint64_t batch_now;         /* wall clock of the batch (pd_repl_begin): a delta's "at" */
-    msgpack_sbuffer out;
-    pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
-    uint64_t now;               /* the time of the call in progress (for nf) */
-    uint64_t started, last_hb_sent, last_tick;
-    uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
-    bool restoring;             /* from the first restored op to pd_repl_restore_done */
-    /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what
-     * changed since heal_since (see on_heartbeat). Peers forgotten lately,
-     * so that one heard again in the same life still counts as a heal. */
-    uint64_t heal_at, heal_since;
-    struct {
-        char id[PD_ID_MAX + 1];
-        uint64_t inc, last_hb;
-    } forgotten[FORGOTTEN_MAX];
-    uint32_t nforgotten;
-    pd_repl_stats stats;
-    pd_ratelimit refuse_log;
-    struct serving *serving[SERVING_MAX]; /* transfers served in slices */
-    uint32_t nserving;
-};
-
-static pd_str S(const char *s) { return pd_str_c(s); }
-static pd_str peer_id(const peer *p) { return (pd_str){p->id, p->id_n}; }
-static uint64_t sync_timeout(const pd_repl *r) { return 3 * r->cfg.sync_interval_ms + 1000; }
 
 /* ---- refusals and the clock bound ------------------------------------------ */
 
-/* State transfers served per requester per sync interval. */
-#define SERVE_PER_INTERVAL 4
 
 static const char *const refuse_names[PD_REFUSE_COUNT] = {
     "clock_ahead", "incarnation_ahead", "wrong_subject", "not_a_peer", "peer_table_full",
@@ -107,19 +16,19 @@ const char *pd_refuse_name(pd_refuse why) {
     return why < PD_REFUSE_COUNT ? refuse_names[why] : "unknown";
 }
 
-static uint64_t skew(const pd_repl *r) {
+uint64_t repl__skew(const pd_repl *r) {
     return r->cfg.max_clock_skew_ms ? r->cfg.max_clock_skew_ms : PD_MAX_CLOCK_SKEW_DEFAULT_MS;
 }
 
 /* A wall-clock reading (ms) too far ahead of ours to believe. */
-static bool ms_ahead(const pd_repl *r, uint64_t ms, uint64_t now) {
-    return ms > now && ms - now > skew(r);
+bool repl__ms_ahead(const pd_repl *r, uint64_t ms, uint64_t now) {
+    return ms > now && ms - now > repl__skew(r);
 }
 
 /* Counts and logs (rate-limited) a message dropped unapplied; PD_OK: it was
  * well-formed, only not believed. */
 __attribute__((format(printf, 4, 5)))
-static pd_status refuse(pd_repl *r, pd_refuse why, uint64_t now, const char *fmt, ...) {
+pd_status repl__refuse(pd_repl *r, pd_refuse why, uint64_t now, const char *fmt, ...) {
     char msg[200];
     uint32_t suppressed = 0;
     va_list ap;
@@ -134,27 +43,27 @@ static pd_status refuse(pd_repl *r, pd_refuse why, uint64_t now, const char *fmt
 }
 
 /* True if an op of the list carries an HLC beyond the bound. */
-static bool ops_ahead(const pd_repl *r, const pd_ops *ops, uint64_t now) {
+bool repl__ops_ahead(const pd_repl *r, const pd_ops *ops, uint64_t now) {
     pd_ops_iter it;
     pd_op op;
     pd_ops_iter_init(&it, ops);
     while (pd_ops_next(&it, &op)) {
-        if (pd_hlc_ahead(op.hlc, now, skew(r))) return true;
+        if (pd_hlc_ahead(op.hlc, now, repl__skew(r))) return true;
     }
     return false;
 }
 
 /* ---- peers ------------------------------------------------------------------ */
 
-static peer *peer_find(const pd_repl *r, pd_str id) {
+peer *repl__peer_find(const pd_repl *r, pd_str id) {
     for (uint32_t i = 0; i < r->npeers; i++) {
         if (pd_str_eq(peer_id(r->peers[i]), id)) return r->peers[i];
     }
     return NULL;
 }
 
-static peer *peer_get(pd_repl *r, pd_str id) {
-    peer *p = peer_find(r, id);
+peer *repl__peer_get(pd_repl *r, pd_str id) {
+    peer *p = repl__peer_find(r, id);
     if (p || r->npeers >= PD_VC_MAX - 1) return p;
     /* The notifier must know every peer before it can be announcing. */
     if (pd_notifier_add_peer(r->nf, id) != PD_OK) return NULL;
@@ -244,7 +153,7 @@ static void on_op(void *ud, const pd_op *op);
 
 /* The dump of our own partition gives ADD and register ops: both leave
  * as ops of the new incarnation. */
-static void on_op_dump(void *ud, const pd_op *op) { on_op(ud, op); }
+void repl__on_op_dump(void *ud, const pd_op *op) { on_op(ud, op); }
 
 static void on_op(void *ud, const pd_op *op) {
     pd_repl *r = ud;
@@ -285,7 +194,7 @@ static void request_sync(pd_repl *r, peer *origin, pd_str from, uint64_t now) {
     if (r->io.send_sync_request) r->io.send_sync_request(r->io.ud, from, r->out.data, r->out.size);
 }
 
-static void apply_ops(pd_repl *r, pd_str origin, const pd_ops *ops, uint64_t now) {
+void repl__apply_ops(pd_repl *r, pd_str origin, const pd_ops *ops, uint64_t now) {
     pd_ops_iter it;
     pd_op op;
     pd_ops_iter_init(&it, ops);
@@ -300,7 +209,6 @@ static int cmp_held(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now);
 
 /* After a transfer: the held-back deltas that follow it, in order. */
 static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
@@ -315,7 +223,7 @@ static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
         pd_delta d;
         pd_err err;
         if (pd_delta_decode(v[i].buf, v[i].len, &d, &err) == PD_OK && d.inc == p->inc)
-            apply_delta(r, p, &d, now);
+            repl__apply_delta(r, p, &d, now);
         pd_free(v[i].buf);
     }
     pd_free(v);
@@ -331,7 +239,7 @@ static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
 }
 
-static void end_sync(pd_repl *r, peer *p, uint64_t now) {
+void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
     p->syncing = false;
     replay_pending(r, p, now);
 }
@@ -347,7 +255,7 @@ static void forget_partition(pd_repl *r, peer *p, uint64_t now) {
     drop_pending(p);
 }
 
-static void new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
+void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     if (p->inc != 0) {
         pd_log(PD_LOG_INFO, "node %s restarted (incarnation %llu): dropping its old devices",
                p->id, (unsigned long long)inc);
@@ -359,7 +267,7 @@ static void new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     p->contradicted = p->force_sync = false;
 }
 
-static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
+pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
     if (d->seq <= p->seq) {
         r->stats.deltas_dup++;
         /* Its ops came first by a state transfer: applied by now too. */
@@ -377,7 +285,7 @@ static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t no
                           now);
         return PD_EINTERNAL; /* the caller holds it back and repairs */
     }
-    apply_ops(r, d->node, &d->ops, now);
+    repl__apply_ops(r, d->node, &d->ops, now);
     p->seq = d->seq;
     r->stats.deltas_applied++;
     if (d->ntrace && r->io.traced) r->io.traced(r->io.ud, d);
@@ -406,26 +314,26 @@ pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t
         return s;
     }
     if (from.p && !pd_str_eq(from, d.node))
-        return refuse(r, PD_REFUSE_WRONG_SUBJECT, now, "delta of %.*s on the subject of %.*s",
+        return repl__refuse(r, PD_REFUSE_WRONG_SUBJECT, now, "delta of %.*s on the subject of %.*s",
                       (int)d.node.n, d.node.p, (int)from.n, from.p);
     if (pd_str_eqc(d.node, r->self)) return PD_OK;
-    if (ms_ahead(r, d.inc, now))
-        return refuse(r, PD_REFUSE_INC_AHEAD, now, "delta of %.*s: incarnation %llu is ahead "
+    if (repl__ms_ahead(r, d.inc, now))
+        return repl__refuse(r, PD_REFUSE_INC_AHEAD, now, "delta of %.*s: incarnation %llu is ahead "
                       "of our clock", (int)d.node.n, d.node.p, (unsigned long long)d.inc);
-    if (ops_ahead(r, &d.ops, now))
-        return refuse(r, PD_REFUSE_CLOCK_AHEAD, now, "delta of %.*s: an op's clock is ahead "
+    if (repl__ops_ahead(r, &d.ops, now))
+        return repl__refuse(r, PD_REFUSE_CLOCK_AHEAD, now, "delta of %.*s: an op's clock is ahead "
                       "of ours", (int)d.node.n, d.node.p);
-    peer *p = peer_find(r, d.node);
+    peer *p = repl__peer_find(r, d.node);
     if (p == NULL || !p->alive)
-        return refuse(r, PD_REFUSE_NOT_A_PEER, now, "delta of %.*s, not a live peer here",
+        return repl__refuse(r, PD_REFUSE_NOT_A_PEER, now, "delta of %.*s, not a live peer here",
                       (int)d.node.n, d.node.p);
     if (d.inc < p->inc) return PD_OK; /* from an incarnation already replaced */
-    if (d.inc > p->inc) new_incarnation(r, p, d.inc, now);
+    if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, now);
     if (p->syncing) {
         hold(p, d.seq, buf, len);
         return PD_OK;
     }
-    if (apply_delta(r, p, &d, now) != PD_OK) {
+    if (repl__apply_delta(r, p, &d, now) != PD_OK) {
         hold(p, d.seq, buf, len);
         request_sync(r, p, d.node, now);
     } else if (r->io.applied != NULL) {
@@ -496,7 +404,7 @@ static void catch_up_from(pd_repl *r, const pd_heartbeat *hb, uint64_t now) {
     for (uint32_t i = 0; i < hb->nvc; i++) {
         const pd_vc_entry *e = &hb->vc[i];
         if (pd_str_eqc(e->node, r->self) || e->inc == 0) continue;
-        peer *q = peer_find(r, e->node); /* never admitted from here */
+        peer *q = repl__peer_find(r, e->node); /* never admitted from here */
         if (q == NULL || q->syncing || !q->alive) continue;
         bool is_sender = pd_str_eq(e->node, hb->node);
         /* An incarnation is believed only from the node itself. */
@@ -504,7 +412,7 @@ static void catch_up_from(pd_repl *r, const pd_heartbeat *hb, uint64_t now) {
         if (is_sender && contradicts(r, q, e, hb->node, now)) continue;
         if (e->inc < q->inc || (e->inc == q->inc && e->seq <= q->seq)) continue;
         if (e->inc > q->inc) {
-            new_incarnation(r, q, e->inc, now);
+            repl__new_incarnation(r, q, e->inc, now);
             request_sync(r, q, hb->node, now); /* nothing of it is on its way */
             continue;
         }
@@ -549,10 +457,10 @@ pd_status pd_repl_on_heartbeat(pd_repl *r, const void *buf, size_t len, uint64_t
 static const char *hb_doubt(const pd_repl *r, const pd_heartbeat *hb, uint64_t now,
                             pd_refuse *why) {
     *why = PD_REFUSE_INC_AHEAD;
-    if (ms_ahead(r, hb->inc, now)) return "incarnation";
+    if (repl__ms_ahead(r, hb->inc, now)) return "incarnation";
     *why = PD_REFUSE_CLOCK_AHEAD;
-    if (pd_hlc_ahead(hb->hlc, now, skew(r))) return "HLC";
-    if (ms_ahead(r, hb->wall, now)) return "wall clock";
+    if (pd_hlc_ahead(hb->hlc, now, repl__skew(r))) return "HLC";
+    if (repl__ms_ahead(r, hb->wall, now)) return "wall clock";
     return NULL;
 }
 
@@ -569,7 +477,7 @@ static void check_own_clock(pd_repl *r) {
     if (ahead && !r->stats.clock_ahead)
         pd_log(PD_LOG_ERROR, "this node's wall clock is more than %llu ms ahead of every peer's: "
                "they refuse its messages until it is corrected (check NTP)",
-               (unsigned long long)skew(r));
+               (unsigned long long)repl__skew(r));
     else if (!ahead && r->stats.clock_ahead)
         pd_log(PD_LOG_INFO, "this node's wall clock agrees with its peers' again");
     r->stats.clock_ahead = ahead;
@@ -626,20 +534,20 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         return s;
     }
     if (from.p && !pd_str_eq(from, hb->node)) {
-        s = refuse(r, PD_REFUSE_WRONG_SUBJECT, now, "heartbeat of %.*s on the subject of %.*s",
+        s = repl__refuse(r, PD_REFUSE_WRONG_SUBJECT, now, "heartbeat of %.*s on the subject of %.*s",
                    (int)hb->node.n, hb->node.p, (int)from.n, from.p);
         pd_free(hb);
         return s;
     }
     if ((doubt = hb_doubt(r, hb, now, &why)) != NULL) {
-        s = refuse(r, why, now, "heartbeat of %.*s: its %s is more than %llu ms ahead of ours",
-                   (int)hb->node.n, hb->node.p, doubt, (unsigned long long)skew(r));
+        s = repl__refuse(r, why, now, "heartbeat of %.*s: its %s is more than %llu ms ahead of ours",
+                   (int)hb->node.n, hb->node.p, doubt, (unsigned long long)repl__skew(r));
         pd_free(hb);
         return s;
     }
-    peer *p = peer_get(r, hb->node);
+    peer *p = repl__peer_get(r, hb->node);
     if (p == NULL) {
-        s = refuse(r, PD_REFUSE_PEER_TABLE_FULL, now, "heartbeat of %.*s: no room for a peer",
+        s = repl__refuse(r, PD_REFUSE_PEER_TABLE_FULL, now, "heartbeat of %.*s: no room for a peer",
                    (int)hb->node.n, hb->node.p);
         pd_free(hb);
         return s;
@@ -658,10 +566,10 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     uint64_t heard_before = p->last_hb;
     bool healed = p->heard && hb->inc == p->inc && !p->alive;
     if (!p->heard) healed = was_forgotten(r, hb->node, hb->inc, &heard_before);
-    if (hb->inc > p->inc) new_incarnation(r, p, hb->inc, now);
+    if (hb->inc > p->inc) repl__new_incarnation(r, p, hb->inc, now);
     p->last_hb = now;
     p->heard = true;
-    p->behind = hb->wall && hb->wall + skew(r) < now;
+    p->behind = hb->wall && hb->wall + repl__skew(r) < now;
     keep_heartbeat(p, buf, len);
     if (hb_leaving(r, p, hb, now)) {
         pd_free(hb);
@@ -718,223 +626,6 @@ void pd_repl_leave(pd_repl *r, uint64_t now) {
     send_heartbeat(r, true, now);
 }
 
-/* ---- state transfer: serving and receiving ---------------------------------------- */
-
-typedef struct {
-    pd_repl *r;
-    void *reply_ctx;
-    pd_sync_part hdr;
-    msgpack_sbuffer ops;
-    uint32_t nops;
-} serve_ctx;
-
-static void send_part(serve_ctx *c, bool last) {
-    pd_repl *r = c->r;
-    c->hdr.last = last;
-    msgpack_sbuffer_clear(&r->out);
-    pd_sync_part_encode(&r->out, &c->hdr, c->ops.data, c->ops.size, c->nops);
-    if (r->io.send_sync_part) r->io.send_sync_part(r->io.ud, c->reply_ctx, r->out.data, r->out.size);
-    c->hdr.part++;
-    msgpack_sbuffer_clear(&c->ops);
-    c->nops = 0;
-}
-
-static void serve_op(void *ud, const pd_op *op) {
-    serve_ctx *c = ud;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &c->ops, msgpack_sbuffer_write);
-    pd_op_encode(&pk, op);
-    c->nops++;
-    if (c->ops.size >= c->r->cfg.max_msg_bytes / 2) send_part(c, false);
-}
-
-/* A transfer served in slices: a few hash buckets per pd_repl_tick, its
- * parts sent as they fill. One per requester and origin (a newer request
- * replaces it). The dump may see changes made meanwhile or not; the
- * requester replays the deltas after hdr.seq, which repair either way. */
-typedef struct serving {
-    serve_ctx c;                /* c.reply_ctx is the kept handle */
-    char asker[PD_ID_MAX + 1], origin[PD_ID_MAX + 1];
-    pd_dump_cursor cur;
-} serving;
-
-static void serving_free(pd_repl *r, uint32_t i) {
-    serving *sv = r->serving[i];
-    if (r->io.reply_free) r->io.reply_free(r->io.ud, sv->c.reply_ctx);
-    msgpack_sbuffer_destroy(&sv->c.ops);
-    pd_free(sv);
-    r->serving[i] = r->serving[--r->nserving];
-}
-
-/* Starts serving q in slices; false if it cannot (then serve at once). */
-static bool serve_later(pd_repl *r, const pd_sync_req *q, const pd_sync_part *hdr,
-                        void *reply_ctx) {
-    if (r->io.reply_keep == NULL) return false;
-    for (uint32_t i = 0; i < r->nserving; i++) {
-        serving *o = r->serving[i];
-        if (pd_str_eqc(q->node, o->asker) && pd_str_eqc(q->origin, o->origin)) {
-            serving_free(r, i);
-            break;
-        }
-    }
-    if (r->nserving == SERVING_MAX) return false;
-    serving *sv = pd_calloc(1, sizeof *sv);
-    void *kept = sv ? r->io.reply_keep(r->io.ud, reply_ctx) : NULL;
-    if (kept == NULL) {
-        pd_free(sv);
-        return false;
-    }
-    memcpy(sv->asker, q->node.p, q->node.n);
-    memcpy(sv->origin, q->origin.p, q->origin.n);
-    sv->c = (serve_ctx){.r = r, .reply_ctx = kept, .hdr = *hdr};
-    sv->c.hdr.origin = pd_str_c(sv->origin);
-    msgpack_sbuffer_init(&sv->c.ops);
-    r->serving[r->nserving++] = sv;
-    return true;
-}
-
-/* One slice of each transfer being served. A peer's partition that is
- * replaced meanwhile (new incarnation, down, being fetched) is abandoned:
- * the requester times out and asks again. */
-static void serve_step(pd_repl *r) {
-    for (uint32_t i = 0; i < r->nserving;) {
-        serving *sv = r->serving[i];
-        pd_str origin = pd_str_c(sv->origin);
-        bool own = pd_str_eqc(origin, r->self);
-        const peer *p = own ? NULL : peer_find(r, origin);
-        if (!own && (p == NULL || p->inc != sv->c.hdr.inc || p->syncing || !p->alive)) {
-            serving_free(r, i);
-            continue;
-        }
-        if (pd_model_partition_dump_step(r->m, origin, &sv->cur, SERVE_BUCKETS, serve_op,
-                                         &sv->c)) {
-            send_part(&sv->c, true);
-            serving_free(r, i);
-            continue;
-        }
-        i++;
-    }
-}
-
-uint32_t pd_repl_serving(const pd_repl *r) { return r->nserving; }
-
-void pd_repl_serving_drop(pd_repl *r) {
-    while (r->nserving) serving_free(r, r->nserving - 1);
-}
-
-/* A state transfer costs a whole partition: served only to a live peer,
- * at most SERVE_PER_INTERVAL per requester per sync interval. */
-static bool may_serve(pd_repl *r, const pd_sync_req *q) {
-    uint64_t now = r->now;
-    peer *asker = peer_find(r, q->node);
-    if (asker == NULL || !asker->alive) {
-        refuse(r, PD_REFUSE_NOT_A_PEER, now, "state transfer asked by %.*s, not a live peer here",
-               (int)q->node.n, q->node.p);
-        return false;
-    }
-    if (now >= asker->served_window + r->cfg.sync_interval_ms || now < asker->served_window) {
-        asker->served_window = now;
-        asker->served_n = 0;
-    }
-    if (asker->served_n >= SERVE_PER_INTERVAL) {
-        refuse(r, PD_REFUSE_SYNC_RATE, now, "state transfer asked by %s: more than %d in one "
-               "sync interval", asker->id, SERVE_PER_INTERVAL);
-        return false;
-    }
-    asker->served_n++;
-    return true;
-}
-
-pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void *reply_ctx,
-                                  pd_err *err) {
-    pd_sync_req q;
-    pd_status s = pd_sync_req_decode(buf, len, &q, err);
-    if (s != PD_OK) {
-        r->stats.bad_messages++;
-        return s;
-    }
-    serve_ctx c = {.r = r, .reply_ctx = reply_ctx};
-    c.hdr.origin = q.origin;
-    c.hdr.req = q.req;
-    msgpack_sbuffer_init(&c.ops);
-    if (!may_serve(r, &q)) {
-        /* Answered "unknown", which costs nothing: a real peer that asked
-         * before its first heartbeat got here asks again at the next one. */
-        send_part(&c, true);
-        msgpack_sbuffer_destroy(&c.ops);
-        return PD_OK;
-    }
-    pd_repl_flush(r); /* our own seq must cover every op in the dump */
-    if (pd_str_eqc(q.origin, r->self)) {
-        /* Restoring: our partition is not what we will announce yet (see
-         * restore_own_op); the requester ignores "unknown" and asks again. */
-        c.hdr.known = !r->restoring;
-        c.hdr.inc = r->cfg.inc;
-        c.hdr.seq = r->seq;
-    } else {
-        const peer *p = peer_find(r, q.origin);
-        c.hdr.known = p && p->inc && !p->syncing;
-        c.hdr.inc = c.hdr.known ? p->inc : 0;
-        c.hdr.seq = c.hdr.known ? p->seq : 0;
-    }
-    r->stats.syncs_served++;
-    if (c.hdr.known && serve_later(r, &q, &c.hdr, reply_ctx)) {
-        msgpack_sbuffer_destroy(&c.ops);
-        serve_step(r); /* a small partition is done at once */
-        return PD_OK;
-    }
-    if (c.hdr.known) pd_model_partition_dump(r->m, q.origin, serve_op, &c);
-    send_part(&c, true);
-    msgpack_sbuffer_destroy(&c.ops);
-    return PD_OK;
-}
-
-pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t now,
-                               pd_err *err) {
-    r->now = now;
-    pd_sync_part sp;
-    pd_status s = pd_sync_part_decode(buf, len, &sp, err);
-    if (s != PD_OK) {
-        r->stats.bad_messages++;
-        return s;
-    }
-    peer *p = peer_find(r, sp.origin);
-    /* Stale: a late reply to an earlier request (timed out) must not mix its
-     * parts with the reply to the retry, which may be cut elsewhere. */
-    if (p == NULL || !p->syncing || sp.part != p->sync_part || (sp.req && sp.req != p->sync_req))
-        return PD_OK;
-    if (sp.part == 0) {
-        /* Unknown there, from an older incarnation, or behind what we have:
-         * nothing to take from this answer. */
-        p->sync_ignore = !sp.known || sp.inc < p->inc ||
-                         (sp.inc == p->inc && sp.seq < p->seq && !p->force_sync) ||
-                         ms_ahead(r, sp.inc, now);
-        if (!p->sync_ignore) {
-            if (sp.inc > p->inc) new_incarnation(r, p, sp.inc, now);
-            p->syncing = true; /* new_incarnation may have cleared it */
-            pd_model_partition_begin(r->m, sp.origin);
-        }
-    }
-    p->sync_part++;
-    if (!p->sync_ignore && ops_ahead(r, &sp.ops, now)) {
-        /* Half applied: the next transfer starts the partition over. */
-        refuse(r, PD_REFUSE_CLOCK_AHEAD, now, "state transfer of %s: an op's clock is ahead "
-               "of ours", p->id);
-        end_sync(r, p, now);
-        return PD_OK;
-    }
-    if (!p->sync_ignore) apply_ops(r, sp.origin, &sp.ops, now);
-    if (!sp.last) return PD_OK;
-    if (!p->sync_ignore) {
-        pd_model_partition_end(r->m, sp.origin, now);
-        p->seq = sp.seq;
-        p->force_sync = false;
-        r->stats.syncs_done++;
-    }
-    end_sync(r, p, now);
-    return PD_OK;
-}
-
 /* ---- time ------------------------------------------------------------------------- */
 
 static void check_ready(pd_repl *r, uint64_t now) {
@@ -968,7 +659,7 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
 void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_repl_begin(r, now);
     pd_model_tick(r->m, now);
-    serve_step(r);
+    repl__serve_step(r);
     check_claims(r, now);
     check_ready(r, now);
     for (uint32_t i = 0; i < r->npeers; i++) {
@@ -976,7 +667,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
         if (p->alive && now > p->last_hb + r->cfg.node_timeout_ms) mark_down(r, p, now, "silent");
         if (p->syncing && now > p->sync_started + sync_timeout(r)) {
             pd_log(PD_LOG_WARN, "state transfer of %s timed out; will retry", p->id);
-            end_sync(r, p, now);
+            repl__end_sync(r, p, now);
         }
     }
     /* Down for twice the node timeout: forgotten, so that made-up or
@@ -1125,148 +816,3 @@ uint32_t pd_repl_nodes(const pd_repl *r, uint64_t now, pd_node_fn fn, void *ud) 
     return 1 + r->npeers;
 }
 
-/* ---- persistence: snapshot, restore, replay ------------------------------------ */
-
-void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
-    pd_repl_flush(r); /* our seq must cover every op the snapshot holds */
-    info->node = S(r->self);
-    info->inc = r->cfg.inc;
-    info->seq = r->seq;
-    info->hlc = pd_model_hlc(r->m);
-    info->stream_seq = 0; /* not known here: replay from the start of the stream */
-    info->taken_at = now;
-    info->nvc = 0;
-    for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
-        const peer *p = r->peers[i];
-        if (p->inc && !p->syncing && p->alive)
-            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
-    }
-}
-
-/* A peer learned from the snapshot or the stream, not heard in this life:
- * watched from now on like any peer, so that one that never speaks again
- * is down after the node timeout and its devices leave (else they would
- * stay forever: only a live peer can fall silent). */
-static void watch_restored(peer *p, uint64_t now) {
-    if (p->heard || p->alive) return;
-    p->alive = true;
-    p->last_hb = now;
-}
-
-/* Our own devices from the snapshot and the stream go straight into the
- * model, without telling the peers (replayed ops are not sent). Until the
- * restore is done, a state transfer of our partition is refused (answered
- * "unknown"): it could hand out a device that a later replayed op takes
- * away without a word, which the peer would keep for good. And the node
- * is not ready (announces nothing) until then, so that a replay that
- * outlasts the warm-up is not announced change by change. Live events of
- * this life apply meanwhile as usual; a replayed op of an older life never
- * takes a newer entry of the same connection (the claim names the entry),
- * and new claims outrank the old ones (the HLC observes them). */
-static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
-    r->restoring = true;
-    if (pd_hlc_ahead(op->hlc, now, skew(r))) {
-        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
-        return;
-    }
-    pd_model_hlc_observe(r->m, op->hlc, now);
-    pd_model_apply_own_op(r->m, op, now);
-}
-
-void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
-
-pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
-                          pd_snap_info *info, pd_err *err) {
-    r->now = now;
-    pd_snap_reader rd;
-    pd_snap_device d;
-    pd_op op;
-    pd_status s = pd_snap_open(buf, len, info, &rd, err);
-    if (s != PD_OK) return s;
-    if (!pd_str_eqc(info->node, r->self)) {
-        pd_err_set(err, PD_EBADVALUE, "snapshot of node %.*s, not of %s", (int)info->node.n,
-                   info->node.p, r->self);
-        return PD_EBADVALUE;
-    }
-    /* A clock from the future (a node that ran ahead, a forged snapshot)
-     * would cut this node off after its first op: refused whole. */
-    if (pd_hlc_ahead(info->hlc, now, skew(r)) || ms_ahead(r, info->inc, now)) {
-        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
-        pd_err_set(err, PD_EBADVALUE, "snapshot clock is more than %llu ms ahead of ours",
-                   (unsigned long long)skew(r));
-        return PD_EBADVALUE;
-    }
-    pd_model_hlc_observe(r->m, info->hlc, now);
-    /* Users: at most one per device, plus those kept for their registers. */
-    pd_model_reserve(r->m, (uint64_t)rd.ndevs + rd.nregs, rd.ndevs);
-    while (pd_snap_next_device(&rd, &d)) {
-        if (pd_str_eqc(d.owner, r->self)) restore_own_op(r, &d.op, now);
-        else if (!pd_hlc_ahead(d.op.hlc, now, skew(r))) pd_model_apply_op(r->m, d.owner, &d.op, now);
-    }
-    while (pd_snap_next_register(&rd, &op)) {
-        if (!pd_hlc_ahead(op.hlc, now, skew(r))) pd_model_apply_op(r->m, op.writer, &op, now);
-    }
-    for (uint32_t i = 0; i < info->nvc; i++) {
-        if (pd_str_eqc(info->vc[i].node, r->self)) continue; /* never a peer of itself */
-        if (ms_ahead(r, info->vc[i].inc, now)) continue;
-        peer *p = peer_get(r, info->vc[i].node);
-        if (p == NULL) continue;
-        p->inc = info->vc[i].inc;
-        p->seq = info->vc[i].seq;
-        watch_restored(p, now);
-    }
-    r->rest_inc = info->inc;
-    r->rest_seq = info->seq;
-    r->restoring = true;
-    return PD_OK;
-}
-
-pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
-                               pd_err *err) {
-    r->now = now;
-    pd_delta d;
-    pd_ops_iter it;
-    pd_op op;
-    pd_status s = pd_delta_decode(buf, len, &d, err);
-    if (s != PD_OK) return s;
-    if (pd_str_eqc(d.node, r->self)) {
-        /* Our own earlier lives: the snapshot's from where the snapshot
-         * stopped, and every later one (a life that wrote no snapshot)
-         * whole; older ones are in the snapshot, and this life has nothing
-         * to replay. Without a snapshot, every life in the stream. */
-        if (d.inc < r->rest_inc || d.inc >= r->cfg.inc) return PD_OK;
-        if (d.inc > r->rest_inc) {
-            r->rest_inc = d.inc;
-            r->rest_seq = 0;
-        }
-        if (d.seq <= r->rest_seq) return PD_OK;
-        r->rest_seq = d.seq;
-        if (ops_ahead(r, &d.ops, now)) {
-            r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
-            return PD_OK;
-        }
-        pd_ops_iter_init(&it, &d.ops);
-        while (pd_ops_next(&it, &op)) restore_own_op(r, &op, now);
-        return PD_OK;
-    }
-    if (ms_ahead(r, d.inc, now) || ops_ahead(r, &d.ops, now)) {
-        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
-        return PD_OK;
-    }
-    peer *p = peer_get(r, d.node);
-    if (p == NULL || d.inc < p->inc) return PD_OK;
-    if (d.inc > p->inc) new_incarnation(r, p, d.inc, now);
-    watch_restored(p, now);
-    /* A gap (the stream no longer has it): skipped here, repaired by state
-     * transfer once the peer's heartbeat shows we are behind. */
-    if (d.seq == p->seq + 1) apply_delta(r, p, &d, now);
-    return PD_OK;
-}
-
-void pd_repl_restore_done(pd_repl *r) {
-    r->restoring = false;
-    /* Our devices, back from the snapshot and the stream, start our new
-     * incarnation: peers drop the old one's at once and take these. */
-    pd_model_partition_dump(r->m, S(r->self), on_op_dump, r);
-    pd_repl_flush(r);
-}

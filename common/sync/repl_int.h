@@ -1,0 +1,122 @@
+/* repl_int.h - what the parts of the replica share: its state and the
+ * calls between its files. Not part of the interface (sync/repl.h is).
+ *
+ *   repl.c           peers, deltas in and out, heartbeats, time, life cycle
+ *   repl_transfer.c  state transfer: serving a partition (in slices) and
+ *                    receiving one
+ *   repl_restore.c   a restart: snapshot info, restore, replay of the stream */
+#ifndef PD_REPL_INT_H
+#define PD_REPL_INT_H
+#include "sync/repl.h"
+#include "sync/snapshot.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "base/alloc.h"
+#include "base/log.h"
+#include "notify/notify.h"
+
+#define FORGOTTEN_MAX 16    /* forgotten peers remembered for a heal */
+#define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
+/* State transfers served in slices (io.reply_keep): hash buckets per
+ * slice, and transfers in progress at once. */
+#define SERVE_BUCKETS 256
+#define SERVING_MAX 16
+/* State transfers served per requester per sync interval. */
+#define SERVE_PER_INTERVAL 4
+
+typedef struct {
+    uint64_t seq;
+    size_t len;
+    uint8_t *buf;
+} held;
+
+typedef struct {
+    char id[PD_ID_MAX + 1];
+    uint32_t id_n;
+    uint64_t inc, seq;          /* applied from this origin */
+    uint64_t last_hb;           /* when its last heartbeat came */
+    bool heard, alive, ready;   /* ready: caught up and announcing */
+    uint8_t *hb;                /* its last heartbeat, for the cluster view */
+    size_t hb_len;
+    /* A heartbeat said some node applied more of this origin than we have:
+     * usually deltas still on their way, so we wait a little (claim_grace)
+     * before asking for a transfer. */
+    uint64_t claim_seq, claim_at;
+    char claim_from[PD_ID_MAX + 1];
+    bool syncing, sync_ignore;
+    uint64_t sync_req;          /* our number for the transfer in progress */
+    uint32_t sync_part;         /* next part expected */
+    uint64_t sync_started;
+    held *pending;
+    uint32_t npending;
+    bool overflow;
+    bool behind;                /* its wall clock is behind ours by more than the bound */
+    /* Its own heartbeat showed less than we applied of it (same
+     * incarnation): at the second such heartbeat in a row, re-fetch. */
+    bool contradicted, force_sync;
+    /* The incarnation that said it is leaving; one that then heartbeats
+     * again was not (a forged or replayed `leaving`): no `leaving` of that
+     * incarnation is believed any more (distrust_inc). */
+    uint64_t left_inc, distrust_inc;
+    uint64_t served_window;     /* state transfers served to it: window start */
+    uint32_t served_n;          /* ... and how many in that window */
+} peer;
+
+struct pd_repl {
+    pd_repl_cfg cfg;
+    pd_repl_io io;
+    pd_model *m;
+    char self[PD_ID_MAX + 1];
+    peer **peers;
+    uint32_t npeers;
+    uint64_t seq;               /* deltas sent by this incarnation */
+    uint64_t last_req;          /* sync requests numbered so far */
+    msgpack_sbuffer ops;        /* ops waiting for the next delta */
+    uint32_t nops;
+    uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
+    uint32_t ntrace;
+    uint64_t batch_now;         /* wall clock of the batch (pd_repl_begin): a delta's "at" */
+    msgpack_sbuffer out;
+    pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
+    uint64_t now;               /* the time of the call in progress (for nf) */
+    uint64_t started, last_hb_sent, last_tick;
+    uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
+    bool restoring;             /* from the first restored op to pd_repl_restore_done */
+    /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what
+     * changed since heal_since (see on_heartbeat). Peers forgotten lately,
+     * so that one heard again in the same life still counts as a heal. */
+    uint64_t heal_at, heal_since;
+    struct {
+        char id[PD_ID_MAX + 1];
+        uint64_t inc, last_hb;
+    } forgotten[FORGOTTEN_MAX];
+    uint32_t nforgotten;
+    pd_repl_stats stats;
+    pd_ratelimit refuse_log;
+    struct serving *serving[SERVING_MAX]; /* transfers served in slices */
+    uint32_t nserving;
+};
+
+
+static inline pd_str S(const char *s) { return pd_str_c(s); }
+static inline pd_str peer_id(const peer *p) { return (pd_str){p->id, p->id_n}; }
+static inline uint64_t sync_timeout(const pd_repl *r) { return 3 * r->cfg.sync_interval_ms + 1000; }
+
+uint64_t repl__skew(const pd_repl *r);
+bool repl__ms_ahead(const pd_repl *r, uint64_t ms, uint64_t now);
+pd_status repl__refuse(pd_repl *r, pd_refuse why, uint64_t now, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+bool repl__ops_ahead(const pd_repl *r, const pd_ops *ops, uint64_t now);
+peer *repl__peer_find(const pd_repl *r, pd_str id);
+peer *repl__peer_get(pd_repl *r, pd_str id);
+void repl__apply_ops(pd_repl *r, pd_str origin, const pd_ops *ops, uint64_t now);
+void repl__end_sync(pd_repl *r, peer *p, uint64_t now);
+void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now);
+pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now);
+void repl__serve_step(pd_repl *r);
+/* A partition dump sent as this node's ops (the restore's end). */
+void repl__on_op_dump(void *ud, const pd_op *op);
+
+#endif

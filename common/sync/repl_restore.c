@@ -1,0 +1,151 @@
+/* repl_restore.c - a restart: what a snapshot records, restoring one,
+ * replaying the stream after it, and sending the restored devices as the
+ * new incarnation's (see repl.h and snapshot.h). */
+#include "sync/repl_int.h"
+
+/* ---- persistence: snapshot, restore, replay ------------------------------------ */
+
+void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
+    pd_repl_flush(r); /* our seq must cover every op the snapshot holds */
+    info->node = S(r->self);
+    info->inc = r->cfg.inc;
+    info->seq = r->seq;
+    info->hlc = pd_model_hlc(r->m);
+    info->stream_seq = 0; /* not known here: replay from the start of the stream */
+    info->taken_at = now;
+    info->nvc = 0;
+    for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
+        const peer *p = r->peers[i];
+        if (p->inc && !p->syncing && p->alive)
+            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
+    }
+}
+
+/* A peer learned from the snapshot or the stream, not heard in this life:
+ * watched from now on like any peer, so that one that never speaks again
+ * is down after the node timeout and its devices leave (else they would
+ * stay forever: only a live peer can fall silent). */
+static void watch_restored(peer *p, uint64_t now) {
+    if (p->heard || p->alive) return;
+    p->alive = true;
+    p->last_hb = now;
+}
+
+/* Our own devices from the snapshot and the stream go straight into the
+ * model, without telling the peers (replayed ops are not sent). Until the
+ * restore is done, a state transfer of our partition is refused (answered
+ * "unknown"): it could hand out a device that a later replayed op takes
+ * away without a word, which the peer would keep for good. And the node
+ * is not ready (announces nothing) until then, so that a replay that
+ * outlasts the warm-up is not announced change by change. Live events of
+ * this life apply meanwhile as usual; a replayed op of an older life never
+ * takes a newer entry of the same connection (the claim names the entry),
+ * and new claims outrank the old ones (the HLC observes them). */
+static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
+    r->restoring = true;
+    if (pd_hlc_ahead(op->hlc, now, repl__skew(r))) {
+        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+        return;
+    }
+    pd_model_hlc_observe(r->m, op->hlc, now);
+    pd_model_apply_own_op(r->m, op, now);
+}
+
+void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
+
+pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                          pd_snap_info *info, pd_err *err) {
+    r->now = now;
+    pd_snap_reader rd;
+    pd_snap_device d;
+    pd_op op;
+    pd_status s = pd_snap_open(buf, len, info, &rd, err);
+    if (s != PD_OK) return s;
+    if (!pd_str_eqc(info->node, r->self)) {
+        pd_err_set(err, PD_EBADVALUE, "snapshot of node %.*s, not of %s", (int)info->node.n,
+                   info->node.p, r->self);
+        return PD_EBADVALUE;
+    }
+    /* A clock from the future (a node that ran ahead, a forged snapshot)
+     * would cut this node off after its first op: refused whole. */
+    if (pd_hlc_ahead(info->hlc, now, repl__skew(r)) || repl__ms_ahead(r, info->inc, now)) {
+        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+        pd_err_set(err, PD_EBADVALUE, "snapshot clock is more than %llu ms ahead of ours",
+                   (unsigned long long)repl__skew(r));
+        return PD_EBADVALUE;
+    }
+    pd_model_hlc_observe(r->m, info->hlc, now);
+    /* Users: at most one per device, plus those kept for their registers. */
+    pd_model_reserve(r->m, (uint64_t)rd.ndevs + rd.nregs, rd.ndevs);
+    while (pd_snap_next_device(&rd, &d)) {
+        if (pd_str_eqc(d.owner, r->self)) restore_own_op(r, &d.op, now);
+        else if (!pd_hlc_ahead(d.op.hlc, now, repl__skew(r))) pd_model_apply_op(r->m, d.owner, &d.op, now);
+    }
+    while (pd_snap_next_register(&rd, &op)) {
+        if (!pd_hlc_ahead(op.hlc, now, repl__skew(r))) pd_model_apply_op(r->m, op.writer, &op, now);
+    }
+    for (uint32_t i = 0; i < info->nvc; i++) {
+        if (pd_str_eqc(info->vc[i].node, r->self)) continue; /* never a peer of itself */
+        if (repl__ms_ahead(r, info->vc[i].inc, now)) continue;
+        peer *p = repl__peer_get(r, info->vc[i].node);
+        if (p == NULL) continue;
+        p->inc = info->vc[i].inc;
+        p->seq = info->vc[i].seq;
+        watch_restored(p, now);
+    }
+    r->rest_inc = info->inc;
+    r->rest_seq = info->seq;
+    r->restoring = true;
+    return PD_OK;
+}
+
+pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_err *err) {
+    r->now = now;
+    pd_delta d;
+    pd_ops_iter it;
+    pd_op op;
+    pd_status s = pd_delta_decode(buf, len, &d, err);
+    if (s != PD_OK) return s;
+    if (pd_str_eqc(d.node, r->self)) {
+        /* Our own earlier lives: the snapshot's from where the snapshot
+         * stopped, and every later one (a life that wrote no snapshot)
+         * whole; older ones are in the snapshot, and this life has nothing
+         * to replay. Without a snapshot, every life in the stream. */
+        if (d.inc < r->rest_inc || d.inc >= r->cfg.inc) return PD_OK;
+        if (d.inc > r->rest_inc) {
+            r->rest_inc = d.inc;
+            r->rest_seq = 0;
+        }
+        if (d.seq <= r->rest_seq) return PD_OK;
+        r->rest_seq = d.seq;
+        if (repl__ops_ahead(r, &d.ops, now)) {
+            r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+            return PD_OK;
+        }
+        pd_ops_iter_init(&it, &d.ops);
+        while (pd_ops_next(&it, &op)) restore_own_op(r, &op, now);
+        return PD_OK;
+    }
+    if (repl__ms_ahead(r, d.inc, now) || repl__ops_ahead(r, &d.ops, now)) {
+        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+        return PD_OK;
+    }
+    peer *p = repl__peer_get(r, d.node);
+    if (p == NULL || d.inc < p->inc) return PD_OK;
+    if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, now);
+    watch_restored(p, now);
+    /* A gap (the stream no longer has it): skipped here, repaired by state
+     * transfer once the peer's heartbeat shows we are behind. */
+    if (d.seq == p->seq + 1) repl__apply_delta(r, p, &d, now);
+    return PD_OK;
+}
+
+void pd_repl_restore_done(pd_repl *r) {
+    r->restoring = false;
+    /* Our devices, back from the snapshot and the stream, start our new
+     * incarnation: peers drop the old one's at once and take these. */
+    pd_model_partition_dump(r->m, S(r->self), repl__on_op_dump, r);
+    pd_repl_flush(r);
+}
+
