@@ -621,6 +621,8 @@ static natsStatus nats_setup(presence_client *c, const presence_opts *o)
         s = natsOptions_SetMaxReconnect(no, -1);
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(no, true);
+    if (s == NATS_OK) /* a watch has one subscription per user: no thread each */
+        s = natsOptions_UseGlobalMessageDelivery(no, true);
     if (s == NATS_OK)
         s = natsConnection_Connect(&c->nc, no);
     if (s == NATS_OK)
@@ -785,4 +787,19 @@ PL_API void presence_get_stats(presence_client *c, presence_stats *out)
     pthread_mutex_lock(&c->mu);
     *out = c->st;
     pthread_mutex_unlock(&c->mu);
+}
+
+void *pl_conn(presence_client *c)
+{
+    return c->nc;
+}
+
+const char *pl_prefix(presence_client *c)
+{
+    return c->prefix;
+}
+
+unsigned pl_timeout_ms(presence_client *c)
+{
+    return c->timeout_ms;
 }

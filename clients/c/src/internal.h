@@ -39,4 +39,9 @@ typedef struct {
  * failure of a partial reply calls fn(ctx, i, error, message). */
 bool pl_parse_reply(const void *data, size_t len, pl_reply *r,
                     void (*fn)(void *ctx, int64_t i, const char *err, const char *msg), void *ctx);
+/* The client's NATS connection (natsConnection *), subject prefix and
+ * request timeout, for watch.c. */
+void *pl_conn(presence_client *c);
+const char *pl_prefix(presence_client *c);
+unsigned pl_timeout_ms(presence_client *c);
 #endif

@@ -131,6 +131,35 @@ typedef struct {
 } presence_stats;
 void presence_get_stats(presence_client *c, presence_stats *out);
 
+/* ---- watching users (apps that show presence) ----
+ * presence_watch_new subscribes to the users' notifications, then asks
+ * `get` for them, reports each user's state with initial = true, and then
+ * reports every later change, dropping each notification whose `ver` is
+ * not newer than the state already reported: no gap, no duplicate. fn runs
+ * on a nats.c thread, one call at a time per watch; it must not call
+ * presence_watch_free. The presence_state and its strings live only during
+ * the call. */
+typedef struct {
+    const char *user;
+    const char *status;    /* "offline", "online", "away" or "busy" (public view) */
+    const char *text;      /* custom status, "" when none */
+    const char *emoji;
+    uint64_t expires_at;
+    uint64_t last_seen;
+    uint64_t ver;
+    bool initial;          /* true: from the get, false: a change */
+} presence_state;
+typedef void (*presence_watch_fn)(void *ud, const presence_state *st);
+typedef struct presence_watch presence_watch;
+
+/* Watches users[0..n) (1..1000 valid ids). Returns NULL with err set on
+ * failure (no subscription, or the get unanswered within the request
+ * timeout). The caller frees the watch (before the client). */
+presence_watch *presence_watch_new(presence_client *c, const char *const *users, size_t n,
+                                   presence_watch_fn fn, void *ud, char *err, size_t errlen);
+/* Unsubscribes and frees; no fn call is running or starts after it. */
+void presence_watch_free(presence_watch *w);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,7 @@
 #include <msgpack.h>
 #include <nats/nats.h>
 #include <presence/presence.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -50,8 +51,9 @@ static void nap(int ms)
 
 static natsConnection *nc;
 
-/* get of one user from node: its `devices` (-1 when no answer). */
-static int devices_of(const char *node, const char *user)
+/* get of one user from node: its `devices` (-1 when no answer), and its
+ * `ver` and `status` when ver/status are not NULL. */
+static int query_user(const char *node, const char *user, uint64_t *ver, char *status)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -62,7 +64,10 @@ static int devices_of(const char *node, const char *user)
     msgpack_pack_array(&pk, 1);
     msgpack_pack_str_with_body(&pk, user, strlen(user));
     char subj[64];
-    snprintf(subj, sizeof subj, "presence.query.get.%s", node);
+    if (node)
+        snprintf(subj, sizeof subj, "presence.query.get.%s", node);
+    else
+        snprintf(subj, sizeof subj, "presence.query.get");
     natsMsg *m = NULL;
     int devices = -1;
     natsStatus rs = natsConnection_Request(&m, nc, subj, sb.data, (int)sb.size, 2000);
@@ -78,9 +83,19 @@ static int devices_of(const char *node, const char *user)
             msgpack_object e = u.data.via.map.ptr[0].val.via.array.ptr[0];
             for (uint32_t i = 0; e.type == MSGPACK_OBJECT_MAP && i < e.via.map.size; i++) {
                 msgpack_object k = e.via.map.ptr[i].key;
+                msgpack_object v = e.via.map.ptr[i].val;
                 if (k.type == MSGPACK_OBJECT_STR && k.via.str.size == 7 &&
                     memcmp(k.via.str.ptr, "devices", 7) == 0)
-                    devices = (int)e.via.map.ptr[i].val.via.u64;
+                    devices = (int)v.via.u64;
+                if (ver && k.type == MSGPACK_OBJECT_STR && k.via.str.size == 3 &&
+                    memcmp(k.via.str.ptr, "ver", 3) == 0)
+                    *ver = v.via.u64;
+                if (status && k.type == MSGPACK_OBJECT_STR && k.via.str.size == 6 &&
+                    memcmp(k.via.str.ptr, "status", 6) == 0 && v.type == MSGPACK_OBJECT_STR &&
+                    v.via.str.size < 16) {
+                    memcpy(status, v.via.str.ptr, v.via.str.size);
+                    status[v.via.str.size] = '\0';
+                }
             }
         }
         msgpack_unpacked_destroy(&u);
@@ -88,6 +103,11 @@ static int devices_of(const char *node, const char *user)
     natsMsg_Destroy(m);
     msgpack_sbuffer_destroy(&sb);
     return devices;
+}
+
+static int devices_of(const char *node, const char *user)
+{
+    return query_user(node, user, NULL, NULL);
 }
 
 /* ---- results of events ---- */
@@ -217,6 +237,95 @@ static void check_resync(void)
     CHECK(POLL(devices_of("n1", "r1") == 0, 10000), "shutdown ends the server's conns");
 }
 
+
+/* ---- watch ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int initial, changes, out_of_order;
+    uint64_t last_ver;
+    char last_status[16];
+} seen;
+
+static void on_state(void *ud, const presence_state *st)
+{
+    seen *s = ud;
+    pthread_mutex_lock(&s->mu);
+    if (st->initial)
+        s->initial++;
+    if (strcmp(st->user, "w1") != 0) { /* w-nobody: never seen, ver 0 */
+        if (!st->initial || st->ver != 0 || strcmp(st->status, "offline") != 0)
+            s->out_of_order++;
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    if (!st->initial)
+        s->changes++;
+    if (st->ver <= s->last_ver || (st->initial && s->changes))
+        s->out_of_order++;
+    s->last_ver = st->ver;
+    snprintf(s->last_status, sizeof s->last_status, "%s", st->status);
+    pthread_mutex_unlock(&s->mu);
+}
+
+typedef struct {
+    presence_client *c;
+    atomic_int sent;
+} flipper;
+
+static void *flip(void *arg)
+{
+    flipper *f = arg;
+    for (int i = 0; i < 300; i++) {
+        presence_status(f->c, "w1", i % 2 ? "busy" : "auto", NULL, NULL);
+        atomic_fetch_add(&f->sent, 1);
+        nap(2);
+    }
+    return NULL;
+}
+
+static bool watch_settled(seen *s, const char *want_status, uint64_t want_ver)
+{
+    pthread_mutex_lock(&s->mu);
+    bool ok = !strcmp(s->last_status, want_status) && s->last_ver == want_ver;
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+/* A watch that starts while w1 flips status ends at the truth, every
+ * reported state newer than the one before (no duplicate), the initial one
+ * first and once. */
+static void check_watch(void)
+{
+    presence_client *c = client("pl-watch", N1, 1, NULL, NULL, 2);
+    presence_connect(c, "k1", "w1", "web", NULL, 0, NULL, NULL);
+    CHECK(presence_flush(c, 5000) == PRESENCE_OK, "flush");
+    flipper f = {.c = c};
+    pthread_t t;
+    pthread_create(&t, NULL, flip, &f);
+    CHECK(POLL(f.sent >= 100, 10000), "the flips started");
+    seen s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    const char *users[] = {"w1", "w-nobody"};
+    char err[200] = "";
+    presence_watch *w = presence_watch_new(c, users, 2, on_state, &s, err, sizeof err);
+    CHECK(w != NULL, "presence_watch_new: %s", err);
+    pthread_join(t, NULL);
+    CHECK(presence_flush(c, 5000) == PRESENCE_OK, "flush");
+    uint64_t ver = 0;
+    char status[16] = "";
+    bool settled = POLL((query_user(NULL, "w1", &ver, status) == 1 && !strcmp(status, "busy") &&
+                         watch_settled(&s, "busy", ver)), 10000);
+    pthread_mutex_lock(&s.mu);
+    CHECK(settled, "watch ends at the truth: watch %s ver %llu, get %s ver %llu", s.last_status,
+          (unsigned long long)s.last_ver, status, (unsigned long long)ver);
+    CHECK(s.initial == 2 && s.out_of_order == 0 && s.changes >= 1,
+          "initial %d (want 2), changes %d, out of order %d", s.initial, s.changes,
+          s.out_of_order);
+    pthread_mutex_unlock(&s.mu);
+    presence_watch_free(w);
+    presence_client_free(c, true, 2000);
+}
+
 /* n1 is killed: the client fails over to n2 with a full sync; a conn that
  * closed meanwhile is no ghost anywhere. */
 static void check_failover(pid_t n1)
@@ -263,6 +372,7 @@ int main(int argc, char **argv)
         check_basic();
         check_batch();
         check_resync();
+        check_watch();
         check_failover((pid_t)atoi(argv[2]));
     }
     natsConnection_Destroy(nc);
