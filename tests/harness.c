@@ -182,15 +182,26 @@ static bool read_port(const char *dir, char *url, size_t cap) {
 }
 
 /* nats-server on port with its store in ns->dir. */
-static void nats_spawn(h_nats *ns, const char *port) {
+/* nats-server on port with its store in ns->dir; false if it exited
+ * first (its port taken meanwhile: another test on the machine). */
+static bool nats_try(h_nats *ns, const char *port) {
     char store[300], log[300];
     snprintf(store, sizeof store, "%s/js", ns->dir);
     snprintf(log, sizeof log, "%s/nats.log", ns->dir);
     char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", (char *)port, "-js", "-sd", store,
                     "--ports_file_dir", ns->dir, NULL};
     ns->pid = spawn(argv, NULL, log);
-    bool ok = H_POLL(read_port(ns->dir, ns->url, sizeof ns->url), 10000);
-    cr_assert(ok, "nats-server did not start (see %s)", log);
+    bool ok = H_POLL(read_port(ns->dir, ns->url, sizeof ns->url) ||
+                     waitpid(ns->pid, NULL, WNOHANG) == ns->pid, 10000);
+    if (ok && read_port(ns->dir, ns->url, sizeof ns->url)) return true;
+    untrack(ns->pid);
+    ns->pid = 0;
+    return false;
+}
+
+static void nats_spawn(h_nats *ns, const char *port) {
+    cr_assert(nats_try(ns, port), "nats-server did not start on %s (see %s/nats.log)", port,
+              ns->dir);
 }
 
 void h_nats_start(h_nats *ns) {
@@ -198,8 +209,11 @@ void h_nats_start(h_nats *ns) {
     snprintf(ns->dir, sizeof ns->dir, "/tmp/pd-it-XXXXXX");
     cr_assert(mkdtemp(ns->dir) != NULL, "mkdtemp: %s", strerror(errno));
     char port[16];
-    snprintf(port, sizeof port, "%d", h_free_port());
-    nats_spawn(ns, port);
+    for (int tries = 0; tries < 3; tries++) {
+        snprintf(port, sizeof port, "%d", h_free_port());
+        if (nats_try(ns, port)) return;
+    }
+    cr_assert_fail("nats-server did not start (see %s/nats.log)", ns->dir);
 }
 
 void h_nats_stop(h_nats *ns) {

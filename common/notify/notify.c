@@ -158,7 +158,16 @@ static void reannounce_one(void *ud, const pd_view *v) {
     bool recent = v->ts >= c->since || (c->not_offline && v->status != PD_PUB_OFFLINE);
     if (!recent || !announcer(c->nf, v->user, false)) return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
-    announce(c->nf, v, c->now);
+    if (!c->not_offline) {
+        announce(c->nf, v, c->now);
+        return;
+    }
+    /* After a heal the view is said again as of now: what the other side
+     * announced meanwhile (and a route may still deliver late) carries an
+     * older ts, so a watcher keeping the newest ts per user ends here. */
+    pd_view fresh = *v;
+    if (fresh.ts < (int64_t)c->now) fresh.ts = (int64_t)c->now;
+    announce(c->nf, &fresh, c->now);
 }
 
 /* Announces again the changes made at or after now - window. */

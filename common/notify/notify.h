@@ -85,9 +85,12 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
  * different things (one side took the other's devices for gone). Announces
  * again the current view of every user this node announces that changed
  * since `since` (the last time the peer was heard before the gap) or that
- * is not offline now (the other side may have announced it offline). A
- * watcher may see a repeat, never a gap; ver orders them. Nothing while
- * this node is not announcing. */
+ * is not offline now (the other side may have announced it offline),
+ * with ts = now: a statement about the present that supersedes what either
+ * side said during the gap (a route may still deliver an old one late; a
+ * watcher keeps the newest ts per user, as the contract says). A watcher
+ * may see a repeat, never a gap. Nothing while this node is not
+ * announcing. */
 void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
 
 /* This node caught up: from now on it announces, starting with every

@@ -17,7 +17,8 @@ interval (and a margin for this shared machine), that:
   - every side's `get` of every user gives the truth (online for a user
     with an open connection, offline otherwise) and `devices` lists each
     open connection exactly once;
-  - every watcher's last notification for every user equals the truth.
+  - every watcher's last notification for every user (the newest by ts,
+    as the contract tells watchers to keep) equals the truth.
 It reports the offline notifications the split caused for users who stayed
 connected (and for flap, the notifications per user), and fails on a
 wrong end state. Exit 77 (skipped) where namespaces cannot be made.
@@ -60,6 +61,8 @@ class Side:
         self.last = {}        # user -> last notified public status
         self.count = {}       # user -> notifications
         self.offline = {}     # user -> offline notifications
+        self.ts = {}          # user -> newest ts seen
+        self.stale = 0        # notifications older than one seen before
         self.nc.subscribe(PREFIX + ".user.>", self.on_note)
         self.nc.flush()
 
@@ -69,8 +72,15 @@ class Side:
         except WireError:
             return
         u = v.get("user")
-        self.last[u] = v.get("status")
         self.count[u] = self.count.get(u, 0) + 1
+        # As the contract tells watchers: ts only grows for a user, so one
+        # older than the newest seen is stale (a route delivering late).
+        ts = v.get("ts") or 0
+        if ts < self.ts.get(u, 0):
+            self.stale += 1
+            return
+        self.ts[u] = ts
+        self.last[u] = v.get("status")
         if v.get("status") == "offline":
             self.offline[u] = self.offline.get(u, 0) + 1
 
@@ -336,6 +346,7 @@ def main():
         try:
             w.start()
             report[name] = SCENARIOS[name](w)
+            report[name]["stale_dropped"] = {s.i: s.stale for s in w.sides}
             print("partition %s: ok %s" % (name, json.dumps(report[name])), flush=True)
         except (Fail, WireError, OSError) as e:
             if not isinstance(e, Fail):
