@@ -52,7 +52,7 @@ struct presence_client {
     int64_t q_first_ms;
     pl_batch *inflight;
     uint64_t next_batch, seq, sync_no;
-    bool need_sync, failover, stop, flush_now;
+    bool need_sync, syncing, failover, stop, flush_now;
     int64_t hb_due;
     presence_stats st;
 };
@@ -447,9 +447,15 @@ static void *worker(void *arg)
         if (c->need_sync) {
             size_t node = c->cur;
             c->need_sync = false;
+            c->syncing = true;
             pthread_mutex_unlock(&c->mu);
             bool ok = pl_do_sync(c, node);
             pthread_mutex_lock(&c->mu);
+            c->syncing = false;
+            if (ok && now_ms() >= c->hb_due) { /* the first heartbeat follows the sync */
+                queue_heartbeat(c);
+                c->hb_due = now_ms() + c->hb_ms;
+            }
             if (!ok && !c->stop) {
                 if (c->cur == node)
                     fail_over(c);
@@ -689,7 +695,7 @@ PL_API presence_client *presence_client_new(const presence_opts *o, char *err, s
 
 static bool drained(presence_client *c)
 {
-    return c->qn == 0 && c->inflight == NULL && !c->need_sync;
+    return c->qn == 0 && c->inflight == NULL && !c->need_sync && !c->syncing;
 }
 
 PL_API presence_rc presence_flush(presence_client *c, unsigned timeout_ms)
