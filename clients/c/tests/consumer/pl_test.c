@@ -364,7 +364,8 @@ int main(int argc, char **argv)
         return 2;
     }
     setenv("PL_URL", argv[1], 1);
-    if (natsConnection_ConnectTo(&nc, argv[1]) != NATS_OK) {
+    /* nats-server was just started: wait until it listens */
+    if (!POLL(natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK, 20000)) {
         fprintf(stderr, "cannot connect to %s\n", argv[1]);
         return 1;
     }
