@@ -438,8 +438,6 @@ static void *worker(void *arg)
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         int64_t now = now_ms();
-        if (c->qn == 0)
-            c->flush_now = false;
         if (c->failover || timed_out(c, now)) {
             fail_over(c);
             continue;
@@ -471,8 +469,6 @@ static void *worker(void *arg)
         if (c->qn && (c->flush_now || c->qn >= c->batch_max ||
                       now - c->q_first_ms >= (int64_t)c->delay_ms)) {
             send_batch(c);
-            if (c->qn == 0)
-                c->flush_now = false;
             continue;
         }
         int64_t next = c->hb_due;
@@ -715,6 +711,9 @@ PL_API presence_rc presence_flush(presence_client *c, unsigned timeout_ms)
     while (!drained(c) && rc != ETIMEDOUT)
         rc = pthread_cond_timedwait(&c->idle, &c->mu, &ts);
     bool done = drained(c);
+    if (done) /* cleared here, not by the worker: a flush asked before the
+               * worker queued anything (the first heartbeat) must hold */
+        c->flush_now = false;
     pthread_mutex_unlock(&c->mu);
     return done ? PRESENCE_OK : PRESENCE_ETIMEOUT;
 }

@@ -193,7 +193,8 @@ static void check_basic(void)
 static void check_batch(void)
 {
     conn_set s = {0, 1000, "b"};
-    presence_client *c = client("pl-batch", N1, 1, list_conns, &s, 400);
+    /* a delay far longer than queueing takes: the batch is cut at batch_max */
+    presence_client *c = client("pl-batch", N1, 1, list_conns, &s, 60000);
     CHECK(presence_flush(c, 10000) == PRESENCE_OK, "initial sync");
     CHECK(POLL(devices_of("n1", "b0") == 4, 5000), "the initial sync connected b0's 4 devices");
     presence_stats before, after;
@@ -312,6 +313,8 @@ static void check_watch(void)
     presence_watch *w = presence_watch_new(c, users, 2, on_state, &s, err, sizeof err);
     CHECK(w != NULL, "presence_watch_new: %s", err);
     pthread_join(t, NULL);
+    /* made after the watch's get was answered: it must come as a change */
+    presence_custom(c, "w1", "done", NULL, 0, NULL, NULL);
     CHECK(presence_flush(c, 5000) == PRESENCE_OK, "flush");
     uint64_t ver = 0;
     char status[16] = "";
