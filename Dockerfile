@@ -1,7 +1,7 @@
 # Dockerfile - presenced, presencectl (and presence-sim once that target
-# exists) on Debian 12. Untested here: the build machine has no Docker
-# engine; tests/compose_check.py checks this file against the Makefile and
-# scripts/deps.sh instead.
+# exists) on Debian 12. Built and run in `make test` with Debian's podman
+# (tests/compose/run.sh, docs/compose.md); tests/compose_check.py checks
+# this file against the Makefile and scripts/deps.sh.
 #
 #   docker build -t presenced:local .
 #   docker run --rm -e PRESENCE_NODE_ID=n1 \
@@ -15,11 +15,12 @@
 FROM debian:bookworm-slim AS build
 
 # The build dependencies that scripts/deps.sh checks, minus the servers
-# (nats-server, redis-server) and test-only tools.
+# (nats-server, redis-server) and test-only tools (libcriterion-dev among
+# them: PD_TESTS=OFF builds no test, and it would pull in Boost's headers).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         cmake make gcc pkg-config \
-        libnats-dev libhiredis-dev libmsgpack-dev libcriterion-dev libuv1-dev libmicrohttpd-dev libjansson-dev \
+        libnats-dev libhiredis-dev libmsgpack-dev libuv1-dev libmicrohttpd-dev libjansson-dev \
         libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
@@ -61,12 +62,14 @@ USER presenced:presenced
 STOPSIGNAL SIGTERM
 
 # Healthy when the cluster, asked through $PRESENCE_NATS_URL, answers and
-# sees THIS node (PRESENCE_NODE_ID, default the host name) alive. A starting
-# node listens for one sync interval before it heartbeats: hence the grace.
+# sees THIS node (PRESENCE_NODE_ID, default the host name) alive: a row of
+# the `presencectl cluster` table with this id first and "yes" second (the
+# table, not JSON text, whose key order is free). A starting node listens
+# for one sync interval before it heartbeats: hence the grace.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD presencectl --server "${PRESENCE_NATS_URL:-nats://127.0.0.1:4222}" \
-            --timeout 2000 --json cluster \
-        | grep -Fq "\"node\":\"${PRESENCE_NODE_ID:-$(cat /proc/sys/kernel/hostname)}\",\"alive\":true" \
-        || exit 1
+            --timeout 2000 cluster \
+        | awk -v id="${PRESENCE_NODE_ID:-$(cat /proc/sys/kernel/hostname)}" \
+              '$1 == id && $2 == "yes" { ok = 1 } END { exit !ok }'
 
 ENTRYPOINT ["presenced"]

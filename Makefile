@@ -17,6 +17,8 @@
 #   make install    binaries, man pages, bash completions, the systemd unit:
 #                   PREFIX (/usr/local), DESTDIR (staging root), BUILD_DIR (build)
 #   make reset      clear the local cluster's presence (down, state removed, up)
+#   make compose-test compose.yaml and the Dockerfile, run with podman and
+#                   podman-compose and checked from the host (docs/compose.md)
 #   make clean      remove the build trees
 
 JOBS ?= 2
@@ -34,6 +36,7 @@ TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 .PHONY: install reset
 .PHONY: fuzz
 .PHONY: chaos
+.PHONY: compose-test
 
 all: build
 
@@ -115,6 +118,14 @@ FUZZ_SECONDS ?= 600
 FUZZ_TEST_SECONDS ?= 20
 fuzz: deps
 	bash tests/fuzz/run.sh --seconds $(FUZZ_SECONDS)
+
+# compose.yaml for real (tests/compose/compose_test.py, docs/compose.md):
+# local images (cached), the project image from the Dockerfile, podman-compose
+# up, checks through the published ports, down -v. make test runs it too
+# (ctest compose_test). COMPOSE_ARGS="--keep" leaves a failed run up.
+COMPOSE_ARGS ?=
+compose-test: build
+	python3 tests/compose/compose_test.py --ctl build/presencectl $(COMPOSE_ARGS)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -9,6 +9,8 @@
  *              -> the watcher's notification
  *   load       connects D devices of U users as fast as the nodes take them
  *   converge   waits until every node holds D devices and the same clocks
+ *   stub-node  a node's NATS work without its model: the same-pattern baseline
+ *   stub-converge  waits until every stub node received the others' deltas
  *
  * Times that cross processes are CLOCK_REALTIME nanoseconds: the nodes
  * report their apply time on that clock (P.trace.<node>, schemas/cluster.md). */
@@ -82,5 +84,9 @@ int bench_flood(const bench_opts *o);
 int bench_load(const bench_opts *o);
 int bench_churn(const bench_opts *o);
 int bench_converge(const bench_opts *o);
+/* The same-pattern stub node of issue 15 (bench_stub.c): runs until SIGTERM. */
+int bench_stub_node(const bench_opts *o);
+/* Waits until every stub received every delta the other stubs sent. */
+int bench_stub_converge(const bench_opts *o);
 
 #endif

@@ -8,12 +8,14 @@
 #   bench/bench.sh [--quick] [--build DIR] [--out DIR] [--nodes N] [--phases LIST]
 #                  [--keep]
 #
-# --phases runs only some of baselines,latency,flood,throughput,memory,churn
-# (memory includes recovery; flood is the query flood of issue #11, churn
-# the forgetting of issue #13); --keep leaves the work directory behind.
+# --phases runs only some of baselines,stub,latency,flood,throughput,memory,
+# churn (memory includes recovery; stub is the same-pattern baseline of
+# issue #15, flood the query flood of issue #11, churn the forgetting of
+# issue #13); --keep leaves the work directory behind.
 #
 # Phases, in order: raw NATS baselines (one hop and relay, SendAsap on and
-# off, paced, plus the unpaced one-hop rate); presenced sync latency;
+# off, paced, plus the unpaced one-hop rate); the same-pattern stub nodes
+# (latency and throughput, driven as presenced is); presenced sync latency;
 # throughput (presence-sim, increasing rates); memory (RSS per device and
 # per user); recovery (restart with a snapshot, then from the stream only);
 # churn (CHURN_USERS distinct users, 2M, through a short user retention).
@@ -27,7 +29,7 @@ QUICK=0
 BUILD=$ROOT/build
 OUT=$ROOT/bench/results
 NODES=3
-PHASES=baselines,latency,flood,throughput,memory,churn
+PHASES=baselines,stub,latency,flood,throughput,memory,churn
 KEEP=0
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -37,7 +39,7 @@ while [[ $# -gt 0 ]]; do
         --nodes) NODES=$2; shift ;;
         --phases) PHASES=$2; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -249,27 +251,30 @@ phase_flood() {
 # timeout), so the nodes must end with what they held before plus the
 # step's live devices.
 TP_STEP=0
+# What a step drives and how it checks convergence: presenced's nodes, or
+# the stub nodes of phase_stub (whose "converged" is: every stub received
+# every delta the others sent).
+TP_RECORD=throughput TP_ALL='' TP_CONVERGE=converge
 throughput_run() { # label nodes-csv rate
-    local label=$1 nodes=$2 rate=$3 sim rc=0 devices conv base
+    local label=$1 nodes=$2 rate=$3 sim rc=0 devices conv base all=${TP_ALL:-$ALL_NODES}
     TP_STEP=$((TP_STEP + 1))
-    base=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes "$ALL_NODES" --timeout 10) ||
+    base=$("$BUILD/pd-bench" "$TP_CONVERGE" --url "$NATS_URL" --nodes "$all" --timeout 10) ||
         { echo "bench.sh: the cluster did not settle before the step" >&2; FAILED=1; return 1; }
     sim=$("$BUILD/presence-sim" --nats "$NATS_URL" --nodes "$nodes" --servers 12 \
         --users "$TP_USERS" --rate "$rate" --duration "$TP_SECS" --heartbeat-ms 0 \
         --server-prefix "tp$TP_STEP" --drain 20 --json --quiet) || rc=$?
     [[ -z $sim ]] && { FAILED=1; return 1; }
     devices=$(($($LIB field devices "$sim") + $($LIB devices0 "$base")))
-    conv=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes "$ALL_NODES" \
+    conv=$("$BUILD/pd-bench" "$TP_CONVERGE" --url "$NATS_URL" --nodes "$all" \
         --count "$devices" --timeout 5) || true
-    record throughput "$($LIB merge-tp "$label" "$rate" "$TP_SECS" "$rc" "$sim" "$conv")"
+    record "$TP_RECORD" "$($LIB merge-tp "$label" "$rate" "$TP_SECS" "$rc" "$sim" "$conv")"
     $LIB tp-passed "$(tail -n 1 "$RAW")"
 }
 
-phase_throughput() {
+throughput_ladder() { # all-nodes-csv first-node
     local label nodes r
-    log "phase 3/5: throughput (presence-sim, ${TP_SECS}s per step)"
     for label in node cluster; do
-        if [[ $label == node ]]; then nodes=n1; else nodes=$ALL_NODES; fi
+        if [[ $label == node ]]; then nodes=$2; else nodes=$1; fi
         for r in "${TP_RATES[@]}"; do
             log "  into $nodes at $([[ $r == 0 ]] && echo 'full speed' || echo "$r events/s")"
             if ! throughput_run "$label" "$nodes" "$r"; then
@@ -279,6 +284,48 @@ phase_throughput() {
             fi
         done
     done
+}
+
+phase_throughput() {
+    log "phase 3/5: throughput (presence-sim, ${TP_SECS}s per step)"
+    throughput_ladder "$ALL_NODES" n1
+}
+
+# The same-pattern baseline (issue 15): NODES stub nodes (pd-bench
+# stub-node: a node's NATS work per event, no model; bench/README.md) on
+# a nats-server of their own, whose PRESENCE_DELTAS they create with the
+# node's settings; driven exactly as the latency and throughput phases
+# drive presenced (pd-lat at the same rates, the presence-sim ladder).
+phase_stub() {
+    local saved_url=$NATS_URL saved_mon=$NATS_MON saved_pid=$NATS_PID i r every stubs
+    local -a spids=()
+    log "phase stub: the same-pattern baseline, $NODES stub nodes"
+    STACK=$((STACK + 1))
+    start_nats
+    for ((i = 1; i <= NODES; i++)); do
+        "$BUILD/pd-bench" stub-node --nodes "s$i" --url "$NATS_URL" >"$WORK/stub$i.log" 2>&1 &
+        spids+=("$!"); PIDS+=("$!")
+    done
+    for ((i = 1; i <= NODES; i++)); do
+        wait_for 20 grep -q "ready" "$WORK/stub$i.log" ||
+            { echo "stub node s$i did not start (see $WORK/stub$i.log)" >&2; FAILED=1; }
+    done
+    stubs=$(csv $(for ((i = 1; i <= NODES; i++)); do printf 's%d ' "$i"; done))
+    if [[ $FAILED -eq 0 ]]; then
+        for i in "${!LAT_RATES[@]}"; do
+            r=${LAT_RATES[i]}
+            every=$((r / 1000)); [[ $every -lt 1 ]] && every=1
+            log "  stub latency, $r events/s (one in $every traced)"
+            bench stub pd-lat --nodes "$stubs" --rate "$r" --secs "$PD_SECS" \
+                --users "$PD_USERS" --trace-every "$every" || true
+        done
+        TP_RECORD=stub_tp TP_ALL=$stubs TP_CONVERGE=stub-converge
+        throughput_ladder "$stubs" s1
+        TP_RECORD=throughput TP_ALL='' TP_CONVERGE=converge
+    fi
+    for ((i = ${#spids[@]} - 1; i >= 0; i--)); do stop_pid "${spids[i]}"; done
+    stop_pid "$NATS_PID"
+    NATS_URL=$saved_url NATS_MON=$saved_mon NATS_PID=$saved_pid
 }
 
 # 4 + 5. Memory of one node at each size (1 and 3 devices per user), then
@@ -392,6 +439,7 @@ STACK=1
 start_nats
 start_redis
 want baselines && phase_baselines
+want stub && { note_load stub; phase_stub; }
 if want latency || want throughput || want flood; then
     for id in $(node_ids "$NODES"); do start_node "$id"; done
     # shellcheck disable=SC2046
@@ -407,8 +455,8 @@ note_load end
 log "writing $OUT/latest.json and the plots"
 $LIB report "$RAW" "$OUT" "$([[ $QUICK -eq 1 ]] && echo quick || echo full)" \
     "bench/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick')"
-# A full run into bench/results is the one the README shows.
-if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,latency,flood,throughput,memory,churn ]]; then
-    $LIB readme "$OUT/latest.json" "$ROOT/README.md"
+# A full run into bench/results is the one bench/README.md shows.
+if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,stub,latency,flood,throughput,memory,churn ]]; then
+    $LIB readme "$OUT/latest.json" "$ROOT/bench/README.md"
 fi
 [[ $FAILED -eq 0 ]] || { echo "bench.sh: some measurements did not run (see above)" >&2; exit 1; }

@@ -187,7 +187,8 @@ def build(raw, mode, command):
     res = {"mode": mode, "command": command, "machine": machine(),
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "baselines": [], "latency": [], "throughput": [], "memory": [], "recovery": [],
-           "rates": [], "load": [], "churn": [], "targets": [], "flood": []}
+           "rates": [], "load": [], "churn": [], "targets": [], "flood": [],
+           "stub_latency": [], "stub_throughput": []}
     for r in rows:
         ph = r.pop("phase")
         if ph == "baseline" and r["kind"] == "nats_lat":
@@ -208,6 +209,10 @@ def build(raw, mode, command):
             res["load"].append(r)
         elif ph == "flood":
             res["flood"].append(r)
+        elif ph == "stub":
+            res["stub_latency"].append(r)
+        elif ph == "stub_tp":
+            res["stub_throughput"].append(r)
         elif ph == "machine":
             res["machine"].update(r)
     return res
@@ -238,6 +243,7 @@ def targets(res):
                   "ratio": None if rt is None else round(rt, 3),
                   "target": "≥ 0.5×" if into == "cluster" else "(per node)",
                   "met": (rt is not None and rt >= 0.5) if into == "cluster" else None})
+    t += stub_targets(res)
     mem = memory_costs(res)
     if mem:
         big = mem[-1]
@@ -251,6 +257,44 @@ def targets(res):
         t.append({"measure": f"recovery of {big['devices']:,} devices (snapshot + replay)",
                   "value": f"{big['total_ms']} ms", "baseline": "",
                   "ratio": None, "target": "< 1000 ms", "met": big["total_ms"] < 1000})
+    return t
+
+
+def best_passed(rows, into):
+    return max([r["achieved"] for r in rows if r["into"] == into and r["passed"]], default=None)
+
+
+def stub_targets(res):
+    """presenced against the same-pattern stub (issue 15): the best passed
+    throughput step of each (same ladder, same driver), and the sync
+    latency to every node at each paced rate both ran."""
+    t = []
+    stp, slat = res.get("stub_throughput", []), res.get("stub_latency", [])
+    if not stp and not slat:
+        return t
+    for into in ("cluster", "node"):
+        v = best_passed(res["throughput"], into)
+        b = best_passed(stp, into)
+        rt = ratio(v, b)
+        t.append({"measure": f"throughput vs the stub, events into "
+                             f"{'every node' if into == 'cluster' else 'one node'}",
+                  "value": ("not run" if not res["throughput"] else "none passed")
+                  if v is None else f"{v:,} ev/s",
+                  "baseline": ("stub: not run" if not stp else "stub: none passed")
+                  if b is None else f"stub {b:,} ev/s",
+                  "ratio": None if rt is None else round(rt, 3),
+                  "target": "≥ 0.7×" if into == "cluster" else "(per node)",
+                  "met": (rt >= 0.7 if rt is not None else None) if into == "cluster" else None})
+    for rate in sorted({r["rate"] for r in slat}):
+        pd, st = find(res["latency"], rate=rate), find(slat, rate=rate)
+        for q in ("p50_us", "p99_us"):
+            a = pd["applied_all"][q] if pd and pd["applied_all"]["n"] else None
+            b = st["applied_all"][q] if st and st["applied_all"]["n"] else None
+            rt = ratio(a, b)
+            t.append({"measure": f"sync {q[:-3]} to every node at {rate_label(rate)} vs the stub",
+                      "value": fmt_us(a), "baseline": f"stub {fmt_us(b)}",
+                      "ratio": None if rt is None else round(rt, 2), "target": "(report)",
+                      "met": None})
     return t
 
 
@@ -342,6 +386,7 @@ def markdown(res):
                  f"{'yes' if r['converged'] else 'no'} | {lag} | "
                  f"{'yes' if r['passed'] else 'no'} |")
     L.append("")
+    stub_markdown(res, L)
     for f in res.get("flood", []):
         L.append(f"Event replies during a query flood ({f['flood_rate']:.0f} gets/s of 1000 "
                  f"users, {f['queries_sent']:,} sent; goal: p99 within 3x of alone):")
@@ -398,6 +443,37 @@ def markdown(res):
     return "\n".join(L) + "\n"
 
 
+def stub_markdown(res, L):
+    """The same-pattern stub's own figures (bench/README.md, "Same-pattern
+    baseline")."""
+    slat, stp = res.get("stub_latency", []), res.get("stub_throughput", [])
+    if not slat and not stp:
+        return
+    L.append("Same-pattern stub (stub nodes doing a node's NATS work per event, no model; "
+             "same drivers and pacing):")
+    L.append("")
+    L.append("| stub | rate | p50 | p99 | p99.9 | max | samples | lost |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for p in slat:
+        for key, name, lost in (("applied_all", "every stub got it", "lost_trace"),
+                                ("notify", "watcher notified", "lost_notify")):
+            s = p[key]
+            L.append(f"| {name} | {rate_label(p['rate'])} | {fmt_us(s['p50_us'])} | "
+                     f"{fmt_us(s['p99_us'])} | {fmt_us(s['p999_us'])} | {fmt_us(s['max_us'])} | "
+                     f"{s['n']} | {p[lost]} |")
+    L.append("")
+    L.append("| stub: events into | offered/s | achieved/s | errors | deltas all in | lag | passed |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in stp:
+        off = "full speed" if r["offered"] == 0 else f"{r['offered']:,.0f}"
+        lag = "-" if r["lag_ms"] is None else f"{r['lag_ms']:.0f} ms"
+        L.append(f"| {'s1' if r['into'] == 'node' else 'every stub'} | {off} | "
+                 f"{r['achieved']:,} | {r['errors'] + r['unanswered']} | "
+                 f"{'yes' if r['converged'] else 'no'} | {lag} | "
+                 f"{'yes' if r['passed'] else 'no'} |")
+    L.append("")
+
+
 def plots(res, out):
     try:
         subprocess.run(["gnuplot", "--version"], capture_output=True, check=True)
@@ -448,12 +524,18 @@ def plots(res, out):
         for into, name in (("node", "presenced into n1"), ("cluster", "presenced into every node")):
             ok = [r["achieved"] for r in res["throughput"] if r["into"] == into and r["passed"]]
             f.write(f'"{name}" {max(ok) if ok else 0}\n')
-    nbars = len(res["rates"]) + 2
+        nstub = 0
+        for into, name in (("node", "stub into s1"), ("cluster", "stub into every stub")):
+            b = best_passed(res.get("stub_throughput", []), into)
+            if b is not None:
+                f.write(f'"{name}" {b}\n')
+                nstub += 1
+    nbars = len(res["rates"]) + 2 + nstub
     gp += [f'set output "{os.path.join(out, "throughput.png")}"',
            'set terminal pngcairo size 1000,520 font ",10"',
            'unset logscale', 'set style fill solid 0.8 border -1', 'set boxwidth 0.6',
            'set ylabel "per second"', 'set xlabel ""', 'set grid ytics', 'set key top right',
-           'set title "Highest sustained rate vs the raw NATS one-hop rate (same run)"',
+           'set title "Highest sustained rate vs the raw NATS one-hop rate and the stub (same run)"',
            f'set xrange [-0.6:{nbars - 0.4}]', 'set yrange [0:*]', 'set format y "%.0s%c"',
            f'plot "{tp}" using 0:2:xtic(1) with boxes lc rgb "#4477aa" notitle, '
            f'{best * 0.5} with lines dt 2 lw 2 lc rgb "red" title "50% of the best one-hop rate"']
@@ -490,7 +572,7 @@ def finish(res, out):
 
 
 def cmd_readme(latest, readme):
-    """Puts the table of latest.json between the bench markers of README.md."""
+    """Puts the table of latest.json between the bench markers of bench/README.md."""
     md = json.load(open(latest))["markdown"]
     text = open(readme).read()
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -34,7 +34,7 @@ static const opt_def opts[] = {
 #define NOPTS (sizeof opts / sizeof opts[0])
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood|churn [options]\n\n"
+    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood|churn|stub-node|stub-converge [options]\n\n"
                "One measurement per run: progress on stderr, one JSON object on stdout.\n"
                "bench/bench.sh starts the servers and runs these in order.\n\noptions:\n");
     for (size_t i = 0; i < NOPTS; i++) fprintf(f, "  %-14s %s\n", opts[i].name, opts[i].help);
@@ -100,6 +100,7 @@ int main(int argc, char **argv) {
         {"pd-lat", bench_pd_lat},     {"load", bench_load},           {"converge", bench_converge},
         {"flood", bench_flood},
         {"churn", bench_churn},
+        {"stub-node", bench_stub_node}, {"stub-converge", bench_stub_converge},
     };
     bench_opts o;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

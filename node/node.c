@@ -302,6 +302,7 @@ void pd_node_close(pd_node *n) {
     /* A clean stop (SIGTERM) leaves a last snapshot behind. */
     node__persist_stop(n, n->exit_code == 0);
     node__queries_free(n); /* while nats.c can still free messages */
+    if (n->repl) pd_repl_serving_drop(n->repl);
     node__nats_close(n);  /* no more pushes after this */
     if (n->loop_ready) {
         uv_walk(&n->loop, close_handle, NULL);

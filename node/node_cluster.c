@@ -60,6 +60,22 @@ static void send_sync_part(void *ud, void *reply_ctx, const void *buf, size_t le
     if (reply && reply[0]) node__publish_bytes(n, reply, buf, len);
 }
 
+/* A transfer served in slices outlives its request message: what it
+ * keeps is a message of ours carrying the same reply subject. */
+static void *reply_keep(void *ud, void *reply_ctx) {
+    natsMsg *kept = NULL;
+    const char *reply = natsMsg_GetReply(reply_ctx);
+    (void)ud;
+    if (reply == NULL || reply[0] == '\0') return NULL;
+    if (natsMsg_Create(&kept, reply, reply, NULL, 0) != NATS_OK) return NULL;
+    return kept;
+}
+
+static void reply_free(void *ud, void *kept) {
+    (void)ud;
+    natsMsg_Destroy(kept);
+}
+
 void node__trace_report(pd_node *n, const uint64_t *ids, uint32_t count) {
     char subj[PD_ID_MAX * 2 + 16];
     uint64_t at = pd_now_ns();
@@ -103,5 +119,7 @@ const pd_repl_io node__repl_io = {
     .publish = node__publish_notification,
     .traced = traced,
     .applied = applied,
+    .reply_keep = reply_keep,
+    .reply_free = reply_free,
     .heartbeat_extra = heartbeat_extra,
 };

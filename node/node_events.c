@@ -1,4 +1,4 @@
-/* node_events.c - connection events (PROTOCOL.md section 1), alone or in
+/* node_events.c - connection events (docs/protocol.md section 1), alone or in
  * a batch, and change notifications (section 3): decode, apply through the
  * replica, reply (ok, an error, or partial with the refused items); and
  * publish the notifications the replica's notifier hands out (which node

@@ -204,7 +204,8 @@ static void render_peers(pd_node *n, textbuf *b) {
     }
 }
 
-/* Limits (README "Limits"): refusals by limit, and notification coalescing. */
+/* Limits (docs/protocol.md section 8, "Limits"): refusals by limit, and
+ * notification coalescing. */
 static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
     family(b, "presenced_limit_rejections_total", "counter",
            "events and queries refused with too_large by a limit, by limit");
@@ -328,7 +329,7 @@ static void render(pd_node *n, textbuf *b) {
     };
     family(b, "presenced_dropped_messages_total", "counter",
            "messages dropped while falling behind (inbox bounds, NATS pending limits); "
-           "each kind is repaired (README Failure modes)");
+           "each kind is repaired (docs/failure-modes.md)");
     for (size_t k = 0; k < sizeof drops / sizeof drops[0]; k++)
         out(b, "presenced_dropped_messages_total{kind=\"%s\"} %" PRIu64 "\n", drops[k].kind,
             drops[k].v);

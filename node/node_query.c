@@ -1,4 +1,4 @@
-/* node_query.c - queries of PROTOCOL.md section 4, answered from this
+/* node_query.c - queries of docs/protocol.md section 4, answered from this
  * node's view: get, devices, online (paged by an opaque cursor) and
  * cluster. PRESENCE_MAX_QUERY_USERS bounds the users of a get and the
  * limit of an online page (the codec enforces the protocol's 1000). */

@@ -1,5 +1,5 @@
 /* persist.h - the node's persistence: its snapshot in Redis and the delta
- * stream in JetStream (PROTOCOL.md sections 5 and 6).
+ * stream in JetStream (docs/protocol.md sections 5 and 6).
  *
  * At start (before the loop runs; blocking is fine then): load and verify
  * the snapshot, make sure the stream PRESENCE_DELTAS exists, and start an

@@ -13,6 +13,11 @@ PACKAGES=(
     libssl-dev openssl
     valgrind
     chromium fonts-dejavu-core nodejs
+    # compose.yaml and the Dockerfile run for real in make test
+    # (tests/compose/): podman with runc (crun refuses these machines'
+    # cgroups), CNI's dnsname plugin (service names between containers),
+    # debootstrap for the base image.
+    podman podman-compose runc debootstrap golang-github-containernetworking-plugin-dnsname
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -82,3 +82,18 @@ add_test(NAME it_partition
                  --bin-dir $<TARGET_FILE_DIR:presenced>)
 set_tests_properties(it_partition PROPERTIES LABELS integration TIMEOUT 400
                      SKIP_RETURN_CODE 77)
+
+# compose.yaml and the Dockerfile run for real with Debian's podman and
+# podman-compose (tests/compose/compose_test.py, docs/compose.md): images
+# built locally (cached between runs), the cluster checked from the host
+# through the published ports, torn down whatever happens. Skipped, with the
+# reason, where podman cannot run (not root, podman missing). Its own label:
+# it uses no host-built presenced, so make test-tsan (-L integration) leaves
+# it out. COST: the longest test on a fresh machine (the first image build),
+# so ctest starts it first.
+add_test(NAME compose_test
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/compose/compose_test.py
+                 --ctl $<TARGET_FILE:presencectl> --deadline 1380
+         WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(compose_test PROPERTIES LABELS compose TIMEOUT 1500
+                     SKIP_RETURN_CODE 77 COST 10000)

@@ -17,7 +17,14 @@ they agree with the rest of the tree:
     Makefile's `build` target, its build stage installs the packages of
     scripts/deps.sh (minus the servers and test-only tools) and its runtime
     stage only runtime libraries;
-  * deploy/presenced.env.example lists every setting of `presenced --help`.
+  * deploy/presenced.env.example lists every setting of `presenced --help`;
+  * the nodes keep the delta stream on every NATS server, Redis keeps /data
+    in a named volume, each node publishes its metrics port and
+    deploy/prometheus.yml scrapes all of them, host ports are published on
+    loopback through ${VAR:-PORT} (movable), node health checks match no
+    JSON text.
+
+tests/compose/compose_test.py runs the same files for real with podman.
 
 Usage: compose_check.py PATH/TO/presenced
 Prints one line per check and "N passed, M failed" last; exits 1 if any
@@ -42,12 +49,19 @@ NATS_SERVICES = ["nats1", "nats2", "nats3"]
 NODE_SERVICES = ["n1", "n2", "n3"]
 REQUIRED_SERVICES = NATS_SERVICES + ["redis"] + NODE_SERVICES
 NODE_REQUIRED_ENV = ["PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_URL"]
+# What up.sh may pass that compose.yaml need not: NATS credentials.
+NATS_AUTH_SETTINGS = {"PRESENCE_NATS_USER", "PRESENCE_NATS_PASSWORD", "PRESENCE_NATS_TOKEN",
+                      "PRESENCE_NATS_NKEY_SEED_FILE", "PRESENCE_NATS_CREDS_FILE"}
 
 # Packages of scripts/deps.sh that the image's build stage does not need:
 # the servers run in their own containers, the rest are test-only tools.
 TEST_ONLY_PACKAGES = {"python3-yaml", "gnuplot-nox", "openssl", "valgrind",
-                      "clang", "libclang-rt-14-dev",
-                      "chromium", "fonts-dejavu-core", "nodejs"}  # tests, fuzzing, benchmarks, browser
+                      "clang", "libclang-rt-14-dev",  # tests, fuzzing and benchmarks only
+                      "chromium", "fonts-dejavu-core", "nodejs",  # the browser test
+                      "libcriterion-dev",  # the C tests (PD_TESTS=OFF in the image)
+                      # the compose test (tests/compose/): containers on the host
+                      "podman", "podman-compose", "runc", "debootstrap",
+                      "golang-github-containernetworking-plugin-dnsname"}
 # What the runtime stage installs: the shared libraries and CA certificates.
 RUNTIME_PACKAGES = {"libnats3.4", "libhiredis0.14", "libmsgpackc2", "libuv1", "libmicrohttpd12",
                     "libjansson4", "ca-certificates"}
@@ -317,6 +331,69 @@ def check_compose_node_env(ctx):
     return "n1..n3 set PRESENCE_NODE_ID, PRESENCE_NATS_URL (3 servers), PRESENCE_REDIS_URL"
 
 
+def check_compose_operations(ctx):
+    """What running the cluster in containers needs (the defects found by
+    running it, tests/compose/): the delta stream on every NATS server,
+    Redis' data in a volume, one metrics port per node, scraped by the
+    Prometheus service, and host ports that can be moved."""
+    _, doc = ctx["compose"]
+    services = doc["services"]
+    for name in NODE_SERVICES:
+        env = service_env(services[name])
+        if env.get("PRESENCE_STREAM_REPLICAS") != str(len(NATS_SERVICES)):
+            fail(f"compose.yaml: {name} sets PRESENCE_STREAM_REPLICAS="
+                 f"{env.get('PRESENCE_STREAM_REPLICAS')!r}, expected {len(NATS_SERVICES)} "
+                 f"(one copy per NATS server)")
+    redis_vols = [str(v) for v in services["redis"].get("volumes") or []]
+    named = [v.split(":")[0] for v in redis_vols if re.match(r"^[A-Za-z0-9][\w.-]*:/data(:|$)", v)]
+    if not named or named[0] not in (doc.get("volumes") or {}):
+        fail(f"compose.yaml: redis keeps /data in no declared named volume ({redis_vols})")
+    metrics = {}
+    for name in NODE_SERVICES:
+        addr = service_env(services[name]).get("PRESENCE_METRICS_ADDR", "")
+        m = re.fullmatch(r"0\.0\.0\.0:(\d+)", addr)
+        if not m:
+            fail(f"compose.yaml: {name} sets PRESENCE_METRICS_ADDR={addr!r}; "
+                 f"expected 0.0.0.0:PORT (reachable by Prometheus)")
+        metrics[name] = m.group(1)
+        ports = [str(p) for p in services[name].get("ports") or []]
+        if not any(p.endswith(":" + m.group(1)) for p in ports):
+            fail(f"compose.yaml: {name} does not publish its metrics port {m.group(1)}")
+    published = []
+    for name, svc in services.items():
+        for p in svc.get("ports") or []:
+            m = re.fullmatch(r"127\.0\.0\.1:\$\{([A-Z0-9_]+):-(\d+)\}:\d+", str(p))
+            if not m:
+                fail(f"compose.yaml: {name} publishes {p!r}; expected "
+                     f"127.0.0.1:${{VAR:-PORT}}:PORT (loopback, movable)")
+            published.append(m.group(2))
+    if len(published) != len(set(published)):
+        fail(f"compose.yaml: a host port is published twice: {published}")
+    prom = services.get("prometheus")
+    if not prom:
+        fail("compose.yaml has no prometheus service")
+    confs = [str(v).split(":")[0] for v in prom.get("volumes") or []
+             if str(v).split(":")[1:2] == ["/etc/prometheus/prometheus.yml"]]
+    if not confs:
+        fail("compose.yaml: prometheus mounts no /etc/prometheus/prometheus.yml")
+    try:
+        pconf = yaml.safe_load(read(confs[0].removeprefix("./")))
+        targets = {t for job in pconf["scrape_configs"]
+                   for sc in job.get("static_configs", []) for t in sc["targets"]}
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        fail(f"{confs[0]}: no scrape_configs/static_configs/targets: {e}")
+    want = {f"{n}:{port}" for n, port in metrics.items()}
+    if not want <= targets:
+        fail(f"{confs[0]} does not scrape {sorted(want - targets)}")
+    for name in NODE_SERVICES:
+        test = (services[name].get("healthcheck") or {}).get("test")
+        text = " ".join(test) if isinstance(test, list) else str(test)
+        if "--json" in text:
+            fail(f"compose.yaml: {name}'s health check matches JSON text (key order is free)")
+    return (f"stream replicas {len(NATS_SERVICES)}, redis volume {named[0]}, metrics "
+            f"{', '.join(sorted(want))} scraped by prometheus, {len(published)} movable host ports")
+
+
 def check_compose_known_settings(ctx):
     text, _ = ctx["compose"]
     used = sorted(set(re.findall(r"PRESENCE_[A-Z0-9_]+", text)))
@@ -335,19 +412,25 @@ def check_upsh_env_in_compose(ctx):
         fail("scripts/up.sh passes no PRESENCE_* variable to presenced?")
     for name in NODE_SERVICES:
         env = service_env(doc["services"][name])
+        # Credentials: up.sh makes NATS accounts with passwords of its own
+        # run; compose's NATS servers (deploy/nats-server.conf) have none.
         # up.sh gives each node its own loopback metrics port (PD_METRICS_PORT+k);
-        # in compose each container has its own address, and whether it
-        # serves metrics is compose's choice (its Prometheus service).
-        missing = [v for v in upsh if v not in env and v != "PRESENCE_METRICS_ADDR"]
+        # in compose each container has its own address (see
+        # check_compose_operations for compose's metrics).
+        missing = [v for v in upsh if v not in env and v not in NATS_AUTH_SETTINGS
+                   and v != "PRESENCE_METRICS_ADDR"]
         if missing:
             fail(f"compose.yaml: {name} lacks {missing}, which scripts/up.sh passes to presenced")
         for var, dflt in upsh.items():
             if var in ("PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_URL",
                        "PRESENCE_METRICS_ADDR") or var not in env:
                 continue  # addresses differ between loopback and containers
+            if var in NATS_AUTH_SETTINGS:
+                continue  # see above
             if dflt is not None and env[var] != dflt:
                 fail(f"compose.yaml: {name} sets {var}={env[var]}, scripts/up.sh uses {dflt}")
-    return f"up.sh's {', '.join(sorted(upsh))} set on n1..n3"
+    shared = sorted(set(upsh) - NATS_AUTH_SETTINGS)
+    return f"up.sh's {', '.join(shared)} set on n1..n3 (NATS credentials: up.sh's own)"
 
 
 def check_dockerfile_cmake(ctx):
@@ -432,6 +515,7 @@ CHECKS = [
     ("compose services", check_compose_services),
     ("compose health checks and order", check_compose_health),
     ("compose node environment", check_compose_node_env),
+    ("compose operations", check_compose_operations),
     ("compose settings known to presenced", check_compose_known_settings),
     ("up.sh settings in compose", check_upsh_env_in_compose),
     ("Dockerfile cmake options", check_dockerfile_cmake),

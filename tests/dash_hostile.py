@@ -44,8 +44,8 @@ def until(what, fn, secs):
             v = fn()
             if v:
                 return v
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not up yet, or no nodes frame yet
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {secs} s waiting for {what}")
         time.sleep(0.05)

@@ -1,4 +1,4 @@
-/* it_cluster.c - three presenced nodes on one nats-server (PROTOCOL.md
+/* it_cluster.c - three presenced nodes on one nats-server (docs/protocol.md
  * sections 3-5, schemas/cluster.md): changes made on any node reach every
  * node, concurrent writes end the same everywhere, a change that only the
  * merge of two nodes' events produces is announced once, a killed or a
@@ -17,7 +17,7 @@
  * come: every node applies a delta within that time, and a duplicate would
  * be published as it does), then changes one sentinel user per node, each
  * chosen so that the node is its announcer (the rendezvous hash of
- * common/repl.c) and sent through it, and waits for the three
+ * common/sync/repl.c) and sent through it, and waits for the three
  * notifications. */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -129,7 +129,7 @@ static bool agree_status(const char *user, int *st) {
     return true;
 }
 
-/* The announcer rule of common/repl.c: the highest pd_hash of
+/* The announcer rule of common/sync/repl.c: the highest pd_hash of
  * "<node>\n<user>" among live nodes, ties to the larger node id. */
 static uint64_t score(const char *node, const char *user) {
     char buf[2 * PD_ID_MAX + 2];

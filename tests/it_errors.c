@@ -1,4 +1,4 @@
-/* it_errors.c - every error code of PROTOCOL.md section 7 as a request
+/* it_errors.c - every error code of docs/protocol.md section 7 as a request
  * reply from a real presenced, that bad input changes nothing, and that a
  * plain publish of bad input is counted, logged and dropped. */
 #include <criterion/criterion.h>

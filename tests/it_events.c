@@ -1,4 +1,4 @@
-/* it_events.c - every event type of PROTOCOL.md section 1 through a real
+/* it_events.c - every event type of docs/protocol.md section 1 through a real
  * nats-server and a real presenced, checked through queries. */
 #include <criterion/criterion.h>
 #include <string.h>

@@ -1,8 +1,9 @@
-/* it_limits.c - the limits of a real presenced (README "Limits"): devices
- * per user, users per node, message size, query size, each refused with
- * too_large and a message naming its setting, changing nothing, counted in
- * presenced_limit_rejections_total; and the coalescing of notifications of
- * a flapping user (PRESENCE_NOTIFY_MIN_INTERVAL_MS): few, in ts order,
+/* it_limits.c - the limits of a real presenced (docs/protocol.md section
+ * 8, "Limits"): devices per user, users per node, message size, query
+ * size, each refused with too_large and a message naming its setting,
+ * changing nothing, counted in presenced_limit_rejections_total; and the
+ * coalescing of notifications of a flapping user
+ * (PRESENCE_NOTIFY_MIN_INTERVAL_MS): few, in ts order,
  * the last one the final state. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>

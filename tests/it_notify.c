@@ -1,4 +1,4 @@
-/* it_notify.c - change notifications (PROTOCOL.md section 3) from a real
+/* it_notify.c - change notifications (docs/protocol.md section 3) from a real
  * presenced, counted by a watcher on presence.user.>: exactly one per
  * change, none for what others cannot see, none for a reconnect inside the
  * offline delay, and ts strictly growing per user.

@@ -1,5 +1,5 @@
 /* it_persist.c - persistence with a real nats-server (JetStream) and a real
- * redis-server (PROTOCOL.md sections 5 and 6, schemas/snapshot.md): nodes
+ * redis-server (docs/protocol.md sections 5 and 6, schemas/snapshot.md): nodes
  * killed with SIGKILL under the steady load of presence-sim and restarted
  * within and after the node timeout, the whole cluster killed and
  * restarted, Redis and nats-server restarted under load, and corrupt

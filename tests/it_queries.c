@@ -1,4 +1,4 @@
-/* it_queries.c - the queries of PROTOCOL.md section 4 through a real
+/* it_queries.c - the queries of docs/protocol.md section 4 through a real
  * nats-server and presenced: get (public and self view), devices, online
  * (paged) and cluster. */
 #include <criterion/criterion.h>

@@ -1,4 +1,4 @@
-/* it_slow.c - a node that falls behind (README "Failure modes", node_slow.c)
+/* it_slow.c - a node that falls behind (docs/failure-modes.md, node_slow.c)
  * with a real nats-server: its inbox is bounded to 16 messages here, so a
  * flood overruns it. The node must notice (log, metric), and repair what it
  * dropped: lost events through its socket servers' resync, lost deltas

@@ -1,4 +1,4 @@
-/* test_presence.c - the presence model (presence.h) against PROTOCOL.md
+/* test_presence.c - the presence model (presence.h) against docs/protocol.md
  * sections 2 and 3.
  *
  * Design: the rules are exercised as a table of scenarios (SCENARIOS below),

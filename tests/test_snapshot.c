@@ -1,5 +1,5 @@
-/* test_snapshot.c - snapshots (common/snapshot.c) and the persistence side
- * of replication (common/repl.c: pd_repl_snapshot_info, pd_repl_restore,
+/* test_snapshot.c - snapshots (common/sync/snapshot.c) and the persistence side
+ * of replication (common/sync/repl.c: pd_repl_snapshot_info, pd_repl_restore,
  * pd_repl_replay_delta, pd_repl_restore_done), with no Redis and no NATS.
  *
  * The world: replicas of two nodes, n1 (whose snapshot is taken and which

@@ -1,5 +1,5 @@
 /* presence_sim.c - presence-sim: simulated socket servers that speak the
- * presence contract (PROTOCOL.md section 1) to one or more nodes, for load
+ * presence contract (docs/protocol.md section 1) to one or more nodes, for load
  * tests and for checking that a node's state matches the truth.
  *
  * S servers <server-prefix>-<k> are attached round-robin to the given nodes;
@@ -12,8 +12,8 @@
  * connections, so a healthy node answers every request ok.
  *
  * One thread owns everything here; clocks are read once per loop turn
- * (STYLE.md habits 6 and 7). Exit codes: 0 all ok, 1 errors or unanswered
- * requests, 2 bad usage, 3 NATS unreachable (or lost during the run). */
+ * (CONTRIBUTING.md, "One loop thread owns the state"). Exit codes: 0 all
+ * ok, 1 errors or unanswered requests, 2 bad usage, 3 NATS unreachable (or lost during the run). */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,8 @@
 /* sim_opts.c - presence-sim's options: one table gives each option's name,
  * kind, field, bounds and help line, so parsing, checking and --help cannot
- * drift apart (STYLE.md habit 8). Defaults come from the environment as in
- * presencectl (PRESENCE_NATS_URL, PRESENCE_SUBJECT_PREFIX, PRESENCE_NODE_ID).
+ * drift apart (CONTRIBUTING.md, "Table-driven configuration"). Defaults
+ * come from the environment as in presencectl (PRESENCE_NATS_URL,
+ * PRESENCE_SUBJECT_PREFIX, PRESENCE_NODE_ID).
  *
  * CHECKLIST: new option? A row in opts[], its default in set_defaults(),
  * any rule between options in check(), and the field in sim.h. */

@@ -3,8 +3,9 @@
  * pd_now_ms is wall-clock time (CLOCK_REALTIME): for timestamps that leave
  * the process (events, logs, snapshots). pd_mono_ms is CLOCK_MONOTONIC: for
  * timeouts and intervals, which must not jump when the wall clock is set.
- * Loop code reads a clock once per tick and passes the value down (STYLE.md
- * habit 7); these are the only places that ask the kernel. */
+ * Loop code reads a clock once per tick and passes the value down
+ * (CONTRIBUTING.md, "One loop thread owns the state"); these are the only
+ * places that ask the kernel. */
 #ifndef PD_CLOCK_H
 #define PD_CLOCK_H
 #include <stdint.h>

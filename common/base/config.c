@@ -120,7 +120,7 @@ static const cfg_field fields[] = {
      .def_u = 1048576,
      .meaning = "larger messages are rejected with too_large"},
     /* Limits: each breach is refused with too_large and counted in
-     * presenced_limit_rejections_total (README "Limits"). */
+     * presenced_limit_rejections_total (docs/protocol.md section 8, "Limits"). */
     {.env = "PRESENCE_MAX_DEVICES_PER_USER", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, max_devices_per_user), .min = 1, .max = 1000000,
      .def_u = 100,
@@ -156,7 +156,7 @@ static const cfg_field fields[] = {
     {.env = "PRESENCE_STREAM_REPLICAS", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, stream_replicas), .min = 1, .max = 5, .def_u = 1,
      .meaning = "copies JetStream keeps of the delta stream (1-5)"},
-    /* Falling behind (README "Failure modes"): what waits for the loop. */
+    /* Falling behind (docs/failure-modes.md): what waits for the loop. */
     {.env = "PRESENCE_INBOX_MAX_MSGS", .kind = CFG_COUNT, .def = DEF_FIXED,
      .off = offsetof(pd_config, inbox_max_msgs), .min = 16, .max = 100000000,
      .def_u = 1000000,

@@ -1,4 +1,4 @@
-/* config.h - the settings of presenced (PROTOCOL.md section 8).
+/* config.h - the settings of presenced (docs/protocol.md section 8).
  *
  * Every setting has an environment variable PRESENCE_X_Y and a flag --x-y
  * (also --x-y=VALUE); flags win over the environment, and both win over the
@@ -20,7 +20,7 @@
 
 /* CHECKLIST: new setting? Add the field here, a row to `fields` in config.c
  * (which gives it its variable, flag, usage line and checks), a term to
- * pd_config_describe, PROTOCOL.md section 8 and tests/test_config.c. */
+ * pd_config_describe, docs/protocol.md section 8 and tests/test_config.c. */
 typedef struct pd_config {
     uint64_t idle_timeout_ms;      /* PRESENCE_IDLE_TIMEOUT_MS */
     uint64_t offline_delay_ms;     /* PRESENCE_OFFLINE_DELAY_MS */
@@ -29,7 +29,8 @@ typedef struct pd_config {
     uint64_t server_timeout_ms;    /* PRESENCE_SERVER_TIMEOUT_MS */
     uint64_t snapshot_interval_ms; /* PRESENCE_SNAPSHOT_INTERVAL_MS */
     uint64_t max_msg_bytes;        /* PRESENCE_MAX_MSG_BYTES */
-    /* Limits (README "Limits"): refused with too_large, counted in a metric. */
+    /* Limits (docs/protocol.md section 8, "Limits"): refused with
+     * too_large, counted in a metric. */
     uint64_t max_devices_per_user; /* PRESENCE_MAX_DEVICES_PER_USER */
     uint64_t max_users_per_node;   /* PRESENCE_MAX_USERS_PER_NODE */
     uint64_t max_query_users;      /* PRESENCE_MAX_QUERY_USERS (get users, online limit) */

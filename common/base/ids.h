@@ -1,4 +1,4 @@
-/* ids.h - identifier rules of PROTOCOL.md ("Identifiers") and string slices.
+/* ids.h - identifier rules of docs/protocol.md ("Identifiers") and string slices.
  *
  * user, conn, server and node ids are 1-128 bytes of [A-Za-z0-9._:@=+-] with
  * no leading, trailing or doubled '.', so that an id never becomes a NATS

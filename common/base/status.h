@@ -1,7 +1,7 @@
 /* status.h - the one status type of presenced.
  *
  * Every fallible function returns a pd_status. The protocol error codes of
- * PROTOCOL.md section 7 are statuses too, so a decode error travels from the
+ * docs/protocol.md section 7 are statuses too, so a decode error travels from the
  * codec to the reply without translation tables in between. */
 #ifndef PD_STATUS_H
 #define PD_STATUS_H
@@ -26,7 +26,7 @@ typedef enum {
 /* Human-readable name of a status, for logs. Never NULL. */
 const char *pd_status_str(pd_status s);
 
-/* The wire error code of PROTOCOL.md section 7 ("bad_msgpack", ...).
+/* The wire error code of docs/protocol.md section 7 ("bad_msgpack", ...).
  * Statuses with no code of their own map to "internal". */
 const char *pd_status_code(pd_status s);
 

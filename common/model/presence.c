@@ -210,7 +210,13 @@ static void server_drop(pd_model *m, pd_server *s) {
 }
 
 void pd__seen(pd_user *u, int64_t at, const char *by, uint64_t hlc) {
-    if (at <= 0 || !pd__newer((uint64_t)at, by, (uint64_t)u->seen, u->seen_by)) return;
+    if (at <= 0) return;
+    /* (at, writer), then the hlc: a total order, so that the register ends
+     * the same whatever order equal times arrive in (two devices of one
+     * owner removed at the same ms, restored in hash order). */
+    bool tie = at == u->seen && by && u->seen_by && strcmp(by, u->seen_by) == 0;
+    if (tie ? hlc <= u->seen_hlc : !pd__newer((uint64_t)at, by, (uint64_t)u->seen, u->seen_by))
+        return;
     u->seen = at;
     u->seen_by = by;
     u->seen_hlc = hlc;

@@ -1,4 +1,4 @@
-/* presence.h - the presence model of one node (PROTOCOL.md section 2).
+/* presence.h - the presence model of one node (docs/protocol.md section 2).
  *
  * Users, their devices (one per socket connection, keyed by server + conn),
  * the socket servers that own the connections, chosen and custom status,
@@ -110,6 +110,16 @@ void pd_model_partition_end(pd_model *m, pd_str origin, uint64_t now);
 /* Emits origin's partition as ops: ADD for each device it owns, and the
  * registers it wrote that still win. */
 void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud);
+/* The same in slices of at most `buckets` hash buckets, between which the
+ * model may change: start with a zeroed cursor; true when done. An entry
+ * may come twice (the table grew), a change made meanwhile may or may not
+ * be in it: the requester replays the deltas after the dump's seq. */
+typedef struct {
+    uint8_t phase;              /* 0: devices, 1: registers, 2: done */
+    uint64_t at;                /* the hash table's scan cursor */
+} pd_dump_cursor;
+bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_cursor *cur,
+                                  uint32_t buckets, pd_op_fn fn, void *ud);
 /* Every device owned by owner leaves (node down, or a new incarnation); the
  * offline delay applies to their users as for a disconnect. */
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);

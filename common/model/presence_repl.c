@@ -401,6 +401,18 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
     do cur = pd_htab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
 }
 
+bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_cursor *cur,
+                                  uint32_t buckets, pd_op_fn fn, void *ud) {
+    part_ctx c = {.owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
+    if (c.owner == NULL) return true;
+    for (uint32_t k = 0; k < buckets && cur->phase < 2; k++) {
+        const pd_htab *t = cur->phase == 0 ? &m->devices : &m->users;
+        cur->at = pd_htab_scan(t, cur->at, cur->phase == 0 ? dump_device : dump_registers, &c);
+        if (cur->at == 0) cur->phase++;
+    }
+    return cur->phase >= 2;
+}
+
 static void count_owned(void *ud, pd_hnode *e) {
     part_ctx *c = ud;
     if (((pd_device *)e)->node == c->owner) c->count++;

@@ -1,5 +1,5 @@
 /* presence_view.c - what viewers see: the public status rules of
- * PROTOCOL.md section 2, views for notifications and `get`, the device list
+ * docs/protocol.md section 2, views for notifications and `get`, the device list
  * and the paged scan of online users. */
 #include "model/presence_int.h"
 #include <string.h>

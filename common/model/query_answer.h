@@ -1,4 +1,4 @@
-/* query_answer.h - the answers to get, devices and online (PROTOCOL.md
+/* query_answer.h - the answers to get, devices and online (docs/protocol.md
  * section 4) from a model, packed as their replies. The node
  * (node_query.c) and the query fuzzer both answer through it, so what is
  * fuzzed is what answers. The cluster query is answered from the replica

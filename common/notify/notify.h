@@ -1,5 +1,5 @@
 /* notify.h - change notifications, from a change of the model to the view
- * handed out for publishing (PROTOCOL.md section 3). One pd_notifier does
+ * handed out for publishing (docs/protocol.md section 3). One pd_notifier does
  * the three steps that decide what a node publishes:
  *
  * 1. Who announces: each user's changes are announced by one node, the

@@ -11,6 +11,10 @@
 
 #define FORGOTTEN_MAX 16    /* forgotten peers remembered for a heal */
 #define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
+/* State transfers served in slices (io.reply_keep): hash buckets per
+ * slice, and transfers in progress at once. */
+#define SERVE_BUCKETS 256
+#define SERVING_MAX 16
 
 typedef struct {
     uint64_t seq;
@@ -46,7 +50,6 @@ typedef struct {
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
     uint64_t left_inc, distrust_inc;
-    uint64_t alive_since;       /* when it last came up */
     uint64_t served_window;     /* state transfers served to it: window start */
     uint32_t served_n;          /* ... and how many in that window */
 } peer;
@@ -59,7 +62,6 @@ struct pd_repl {
     peer **peers;
     uint32_t npeers;
     uint64_t seq;               /* deltas sent by this incarnation */
-    uint64_t seq_hb, seq_round; /* our seq at the last heartbeat, and at the one before */
     uint64_t last_req;          /* sync requests numbered so far */
     msgpack_sbuffer ops;        /* ops waiting for the next delta */
     uint32_t nops;
@@ -83,6 +85,8 @@ struct pd_repl {
     uint32_t nforgotten;
     pd_repl_stats stats;
     pd_ratelimit refuse_log;
+    struct serving *serving[SERVING_MAX]; /* transfers served in slices */
+    uint32_t nserving;
 };
 
 static pd_str S(const char *s) { return pd_str_c(s); }
@@ -318,6 +322,15 @@ static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
     if (overflow && !p->syncing && p->alive) request_sync(r, p, peer_id(p), now);
 }
 
+/* Re-announce, two sync intervals from now, what changed since `since`
+ * and every user not offline (pd_notifier_heal): the other side may not
+ * have heard us yet, and until it does it still announces from its side's
+ * view (its timers for our users fire), now to everyone. */
+static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
+    if (r->heal_at == 0 || since < r->heal_since) r->heal_since = since;
+    r->heal_at = now + 2 * r->cfg.sync_interval_ms;
+}
+
 static void end_sync(pd_repl *r, peer *p, uint64_t now) {
     p->syncing = false;
     replay_pending(r, p, now);
@@ -355,6 +368,13 @@ static pd_status apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t no
     }
     if (d->seq != p->seq + 1) {
         r->stats.gaps++;
+        /* Lost deltas of an origin we were following: a route broke (NATS
+         * keeps nothing it could not deliver), so notifications of that
+         * time may be lost too. A late start (nothing applied yet) is not
+         * a break. */
+        if (p->seq > 0)
+            schedule_heal(r, now > r->cfg.node_timeout_ms ? now - r->cfg.node_timeout_ms : 0,
+                          now);
         return PD_EINTERNAL; /* the caller holds it back and repairs */
     }
     apply_ops(r, d->node, &d->ops, now);
@@ -578,16 +598,14 @@ static bool hb_leaving(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now
 }
 
 /* Saying `ready` is not enough to take users from the announcer hash: a
- * peer counts as announcing once it has been alive for a heartbeat round
- * and its heartbeat shows our incarnation applied up to where we were a
- * round ago (it really follows us). A made-up node that only says `ready`
- * never does. Once counted, it stays so while it says `ready` and is
- * alive: a peer lagging under load does not flap the announcing set. */
-static bool earns_ready(const pd_repl *r, const peer *p, const pd_heartbeat *hb, uint64_t now) {
-    if (!p->alive || now < p->alive_since + r->cfg.sync_interval_ms) return false;
+ * peer counts as announcing once its heartbeat also shows that it follows
+ * this incarnation of ours (our entry in its vector clock). A real node
+ * says `ready` only after its warm-up, by which time it has heard us; a
+ * made-up node that only says `ready` never counts. Once counted, it stays
+ * so while it says `ready` and is alive. */
+static bool earns_ready(const pd_repl *r, const pd_heartbeat *hb) {
     for (uint32_t k = 0; k < hb->nvc; k++) {
-        if (pd_str_eqc(hb->vc[k].node, r->self))
-            return hb->vc[k].inc == r->cfg.inc && hb->vc[k].seq >= r->seq_round;
+        if (pd_str_eqc(hb->vc[k].node, r->self)) return hb->vc[k].inc == r->cfg.inc;
     }
     return false;
 }
@@ -631,14 +649,14 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         return PD_OK;
     }
     pd_model_hlc_observe(r->m, hb->hlc, now);
-    /* Not heard for more than two intervals, or down here, or forgotten,
-     * in the same life: it went on announcing to the watchers of its side
-     * while we did to ours, and they may have been told different things
-     * (a split, a broken route: NATS does not keep what it could not
-     * deliver). A new life announced nothing while it was gone. */
+    /* Down here, or forgotten, in the same life: it went on announcing to
+     * the watchers of its side while we did to ours, and they may have been
+     * told different things (a split). A shorter break shows as lost
+     * deltas (apply_delta). A new life announced nothing while it was
+     * gone. A mere late heartbeat (a loaded machine) is no heal: watchers
+     * would get repeats for nothing. */
     uint64_t heard_before = p->last_hb;
-    bool healed = p->heard && hb->inc == p->inc &&
-                  (!p->alive || now > p->last_hb + 2 * r->cfg.sync_interval_ms);
+    bool healed = p->heard && hb->inc == p->inc && !p->alive;
     if (!p->heard) healed = was_forgotten(r, hb->node, hb->inc, &heard_before);
     if (hb->inc > p->inc) new_incarnation(r, p, hb->inc, now);
     p->last_hb = now;
@@ -649,8 +667,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         pd_free(hb);
         return PD_OK;
     }
-    if (!p->alive) p->alive_since = now;
-    bool announcing = hb->ready && ((p->alive && p->ready) || earns_ready(r, p, hb, now));
+    bool announcing = hb->ready && ((p->alive && p->ready) || earns_ready(r, hb));
     if (!p->alive || p->ready != announcing) {
         /* The set of announcing nodes changes: take over what is ours now. */
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
@@ -658,13 +675,9 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         pd_notifier_take_over(r->nf, r->m, now);
     }
     if (healed) {
-        /* Not at once: the other side may not have heard us yet, and until
-         * it does it still announces from its side's view (its timers for
-         * our users fire), now to everyone. Two intervals later it has. */
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
                "differ", p->id, (unsigned long long)(now - heard_before));
-        if (r->heal_at == 0 || heard_before < r->heal_since) r->heal_since = heard_before;
-        r->heal_at = now + 2 * r->cfg.sync_interval_ms;
+        schedule_heal(r, heard_before, now);
     }
     catch_up_from(r, hb, now);
     check_own_clock(r);
@@ -681,8 +694,6 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     hb->node = S(r->self);
     hb->inc = r->cfg.inc;
     hb->seq = r->seq;
-    r->seq_round = r->seq_hb;
-    r->seq_hb = r->seq;
     hb->hlc = pd_model_hlc(r->m);
     hb->wall = now;
     hb->leaving = leaving;
@@ -735,6 +746,80 @@ static void serve_op(void *ud, const pd_op *op) {
     pd_op_encode(&pk, op);
     c->nops++;
     if (c->ops.size >= c->r->cfg.max_msg_bytes / 2) send_part(c, false);
+}
+
+/* A transfer served in slices: a few hash buckets per pd_repl_tick, its
+ * parts sent as they fill. One per requester and origin (a newer request
+ * replaces it). The dump may see changes made meanwhile or not; the
+ * requester replays the deltas after hdr.seq, which repair either way. */
+typedef struct serving {
+    serve_ctx c;                /* c.reply_ctx is the kept handle */
+    char asker[PD_ID_MAX + 1], origin[PD_ID_MAX + 1];
+    pd_dump_cursor cur;
+} serving;
+
+static void serving_free(pd_repl *r, uint32_t i) {
+    serving *sv = r->serving[i];
+    if (r->io.reply_free) r->io.reply_free(r->io.ud, sv->c.reply_ctx);
+    msgpack_sbuffer_destroy(&sv->c.ops);
+    pd_free(sv);
+    r->serving[i] = r->serving[--r->nserving];
+}
+
+/* Starts serving q in slices; false if it cannot (then serve at once). */
+static bool serve_later(pd_repl *r, const pd_sync_req *q, const pd_sync_part *hdr,
+                        void *reply_ctx) {
+    if (r->io.reply_keep == NULL) return false;
+    for (uint32_t i = 0; i < r->nserving; i++) {
+        serving *o = r->serving[i];
+        if (pd_str_eqc(q->node, o->asker) && pd_str_eqc(q->origin, o->origin)) {
+            serving_free(r, i);
+            break;
+        }
+    }
+    if (r->nserving == SERVING_MAX) return false;
+    serving *sv = pd_calloc(1, sizeof *sv);
+    void *kept = sv ? r->io.reply_keep(r->io.ud, reply_ctx) : NULL;
+    if (kept == NULL) {
+        pd_free(sv);
+        return false;
+    }
+    memcpy(sv->asker, q->node.p, q->node.n);
+    memcpy(sv->origin, q->origin.p, q->origin.n);
+    sv->c = (serve_ctx){.r = r, .reply_ctx = kept, .hdr = *hdr};
+    sv->c.hdr.origin = pd_str_c(sv->origin);
+    msgpack_sbuffer_init(&sv->c.ops);
+    r->serving[r->nserving++] = sv;
+    return true;
+}
+
+/* One slice of each transfer being served. A peer's partition that is
+ * replaced meanwhile (new incarnation, down, being fetched) is abandoned:
+ * the requester times out and asks again. */
+static void serve_step(pd_repl *r) {
+    for (uint32_t i = 0; i < r->nserving;) {
+        serving *sv = r->serving[i];
+        pd_str origin = pd_str_c(sv->origin);
+        bool own = pd_str_eqc(origin, r->self);
+        const peer *p = own ? NULL : peer_find(r, origin);
+        if (!own && (p == NULL || p->inc != sv->c.hdr.inc || p->syncing || !p->alive)) {
+            serving_free(r, i);
+            continue;
+        }
+        if (pd_model_partition_dump_step(r->m, origin, &sv->cur, SERVE_BUCKETS, serve_op,
+                                         &sv->c)) {
+            send_part(&sv->c, true);
+            serving_free(r, i);
+            continue;
+        }
+        i++;
+    }
+}
+
+uint32_t pd_repl_serving(const pd_repl *r) { return r->nserving; }
+
+void pd_repl_serving_drop(pd_repl *r) {
+    while (r->nserving) serving_free(r, r->nserving - 1);
 }
 
 /* A state transfer costs a whole partition: served only to a live peer,
@@ -792,10 +877,15 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
         c.hdr.inc = c.hdr.known ? p->inc : 0;
         c.hdr.seq = c.hdr.known ? p->seq : 0;
     }
+    r->stats.syncs_served++;
+    if (c.hdr.known && serve_later(r, &q, &c.hdr, reply_ctx)) {
+        msgpack_sbuffer_destroy(&c.ops);
+        serve_step(r); /* a small partition is done at once */
+        return PD_OK;
+    }
     if (c.hdr.known) pd_model_partition_dump(r->m, q.origin, serve_op, &c);
     send_part(&c, true);
     msgpack_sbuffer_destroy(&c.ops);
-    r->stats.syncs_served++;
     return PD_OK;
 }
 
@@ -878,6 +968,7 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
 void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_repl_begin(r, now);
     pd_model_tick(r->m, now);
+    serve_step(r);
     check_claims(r, now);
     check_ready(r, now);
     for (uint32_t i = 0; i < r->npeers; i++) {
@@ -920,6 +1011,7 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
         hb = r->started + 2 * r->cfg.sync_interval_ms;
     if (hb < due) due = hb;
     if (r->heal_at && r->heal_at < due) due = r->heal_at;
+    if (r->nserving) due = 0; /* the next slice, at the next loop turn */
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
         uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1
@@ -964,6 +1056,7 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
 
 void pd_repl_free(pd_repl *r) {
     if (r == NULL) return;
+    pd_repl_serving_drop(r);
     for (uint32_t i = 0; i < r->npeers; i++) {
         drop_pending(r->peers[i]);
         pd_free(r->peers[i]->hb);

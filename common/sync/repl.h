@@ -1,4 +1,4 @@
-/* repl.h - replication between presence nodes (PROTOCOL.md sections 2-5):
+/* repl.h - replication between presence nodes (docs/protocol.md sections 2-5):
  * deltas, per-origin ordering and gap repair, heartbeats with the vector
  * clock (anti-entropy), state transfer, failure detection, and the choice
  * of the one node that announces each user's changes.
@@ -54,6 +54,13 @@ typedef struct {
     /* Optional (metrics): a peer's delta sent at its wall-clock time `at`
      * (ms, 0 if it did not say) was just applied here at `now`. */
     void (*applied)(void *ud, uint64_t at, uint64_t now);
+    /* Optional: keeps a reply_ctx beyond the pd_repl_on_sync_request call
+     * (returns a handle send_sync_part accepts, NULL if it cannot) and
+     * frees a kept one. With them, a state transfer is served in slices
+     * from pd_repl_tick, so that a large partition never stalls the loop;
+     * without them, at once. */
+    void *(*reply_keep)(void *ud, void *reply_ctx);
+    void (*reply_free)(void *ud, void *kept);
     /* Optional: fills the heartbeat's dashboard counters (events,
      * notifications, snapshot_at) just before it is sent. */
     void (*heartbeat_extra)(void *ud, pd_heartbeat *hb);
@@ -131,6 +138,10 @@ void pd_repl_begin(pd_repl *r, uint64_t now);
  * never fires for what the queue already disproves (a server heartbeat). */
 void pd_repl_tick(pd_repl *r, uint64_t now);
 uint64_t pd_repl_next_due(const pd_repl *r);
+/* State transfers being served in slices (io.reply_keep) right now. */
+uint32_t pd_repl_serving(const pd_repl *r);
+/* Abandons them, freeing their kept replies (before the I/O goes away). */
+void pd_repl_serving_drop(pd_repl *r);
 /* Says goodbye: a heartbeat with leaving set, so peers need not wait for
  * the timeout. */
 void pd_repl_leave(pd_repl *r, uint64_t now);

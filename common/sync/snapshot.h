@@ -1,4 +1,4 @@
-/* snapshot.h - a node's snapshot (PROTOCOL.md section 6): its whole view,
+/* snapshot.h - a node's snapshot (docs/protocol.md section 6): its whole view,
  * the vector clock it corresponds to, and a checksum; layout documented in
  * schemas/snapshot.md.
  *

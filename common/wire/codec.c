@@ -1,4 +1,4 @@
-/* codec.c - the events of PROTOCOL.md section 1, plus the ok/error replies
+/* codec.c - the events of docs/protocol.md section 1, plus the ok/error replies
  * of section 7. Queries and views: codec_query.c; the readers, packers and
  * error helpers every codec shares: codec_util.c. */
 #include "wire/codec.h"

@@ -1,5 +1,5 @@
 /* codec.h - MessagePack encoding and decoding of every message of the
- * contract (PROTOCOL.md sections 1, 3, 4 and 7).
+ * contract (docs/protocol.md sections 1, 3, 4 and 7).
  *
  * Decoding reads with the bounds-checked mp_reader: nothing is allocated,
  * strings come back as slices of the input (valid while the input is), and

@@ -1,4 +1,4 @@
-/* codec_query.c - queries of PROTOCOL.md section 4, their replies, and the
+/* codec_query.c - queries of docs/protocol.md section 4, their replies, and the
  * public view shared by notifications (section 3) and `get` replies. */
 #include "wire/codec.h"
 #include <string.h>

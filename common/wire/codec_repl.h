@@ -1,4 +1,4 @@
-/* codec_repl.h - the messages between presence nodes (PROTOCOL.md section
+/* codec_repl.h - the messages between presence nodes (docs/protocol.md section
  * 5): deltas, heartbeats and state transfer. Their layout is ours; it is
  * documented in schemas/cluster.md and versioned by `v`.
  *

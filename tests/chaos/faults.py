@@ -6,8 +6,8 @@ one node fault and one server fault run at a time, so the system can be
 expected to converge once they end.
 
 After a nats-server restart the driver does what a socket server should
-do after its own reconnect and what presence-sim does not (README, "it
-asks for those syncs itself" in tests/it_persist.c): once presence-sim is
+do after its own reconnect and what presence-sim does not (as
+tests/it_persist.c does: "The test asks for those syncs"): once presence-sim is
 connected again, it publishes P.resync.<node> for every node. That is the
 only help it gives; a node's own SIGKILL, SIGSTOP or Redis loss gets none
 beyond what the node asks for itself."""

@@ -1,5 +1,5 @@
 """pdwire.py - the wire formats the chaos driver speaks, in Python 3
-standard library only: MessagePack (the subset PROTOCOL.md uses), a minimal
+standard library only: MessagePack (the subset docs/protocol.md uses), a minimal
 blocking NATS client (publish, subscribe, request), a minimal Redis client
 (GET) and the snapshot reader of schemas/snapshot.md (enough to count each
 user's devices in one node's view).

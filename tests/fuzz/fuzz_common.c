@@ -298,8 +298,10 @@ pd_repl *fz_repl_new_limited(const char *self, fz_sent *sent, uint64_t now,
                                .max_users = max_users};
     const pd_repl_cfg cfg = {.sync_interval_ms = 1000, .node_timeout_ms = 3000, .inc = 7,
                              .max_msg_bytes = 4096};
-    const pd_repl_io io = {io_delta, io_heartbeat, io_sync_request, io_sync_part, io_notify,
-                           sent, NULL};
+    /* No reply_keep: transfers are served at once, inside the handler. */
+    const pd_repl_io io = {.send_delta = io_delta, .send_heartbeat = io_heartbeat,
+                           .send_sync_request = io_sync_request, .send_sync_part = io_sync_part,
+                           .publish = io_notify, .ud = sent};
     if (sent) memset(sent, 0, sizeof *sent);
     fz_quiet();
     pd_repl *r = pd_repl_new(&cfg, &mcfg, pd_str_c(self), &io, now);

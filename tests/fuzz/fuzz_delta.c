@@ -1,6 +1,6 @@
-/* fuzz_delta.c - libFuzzer target: the messages between nodes (PROTOCOL.md
- * section 5, common/codec_repl.c) and the replica that applies them
- * (common/repl.c): deltas, heartbeats, sync requests and sync parts.
+/* fuzz_delta.c - libFuzzer target: the messages between nodes (docs/protocol.md
+ * section 5, common/wire/codec_repl.c) and the replica that applies them
+ * (common/sync/repl.c): deltas, heartbeats, sync requests and sync parts.
  *
  * Input: one message; it goes through all four decoders, then through the
  * four handlers of a populated replica primed by fz_prime() (a peer whose

@@ -1,4 +1,4 @@
-/* fuzz_event.c - libFuzzer target: connection events (PROTOCOL.md section
+/* fuzz_event.c - libFuzzer target: connection events (docs/protocol.md section
  * 1) from a socket server, decoded and applied to a node's model.
  *
  * Input: one message as it would arrive on P.events.<node>.

@@ -1,5 +1,5 @@
-/* fuzz_query.c - libFuzzer target: the query path (PROTOCOL.md section 4):
- * decoding each query kind (common/codec_query.c), answering it from a
+/* fuzz_query.c - libFuzzer target: the query path (docs/protocol.md section 4):
+ * decoding each query kind (common/wire/codec_query.c), answering it from a
  * populated node's model as node/node_query.c does, and encoding the reply.
  *
  * Input: one request payload; it is decoded as each of the four kinds
@@ -116,7 +116,7 @@ static void round_trip(const pd_query *q) {
     msgpack_sbuffer_destroy(&b);
 }
 
-/* ---- answers (common/query_answer.c, as the node) --------------------------------------- */
+/* ---- answers (common/model/query_answer.c, as the node) --------------------------------- */
 
 typedef struct {
     pd_str users[PD_QUERY_LIMIT_MAX + 64];

@@ -1,5 +1,5 @@
 /* fuzz_snapshot.c - libFuzzer target: reading a snapshot from Redis
- * (common/snapshot.c) and restoring it into a node (pd_repl_restore).
+ * (common/sync/snapshot.c) and restoring it into a node (pd_repl_restore).
  *
  * Input: one mode byte, then the bytes. Mode bit 0 clear: the bytes are
  * the whole value as stored in Redis (header, checksum, body). Bit 0 set:
