@@ -508,8 +508,22 @@ bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *ou
     return ok;
 }
 
+static char query_node[PD_ID_MAX + 1]; /* h_query_node: "" = the queue group */
+
+void h_query_node(const char *node) {
+    snprintf(query_node, sizeof query_node, "%s", node ? node : "");
+}
+
+/* The subject of a query of kind: the queue group's, or one node's. */
+static const char *query_subject(const char *kind, char *buf, size_t cap) {
+    if (query_node[0]) snprintf(buf, cap, "presence.query.%s.%s", kind, query_node);
+    else snprintf(buf, cap, "presence.query.%s", kind);
+    return buf;
+}
+
 bool h_get_many(natsConnection *nc, const char *const *users, int n, pd_view *out,
                 char (*text)[H_TEXT_CAP], int64_t timeout_ms) {
+    char subj[PD_ID_MAX + 32];
     msgpack_sbuffer sb;
     pd_query q = {.type = PD_Q_GET};
     pd_str *ids = calloc((size_t)n + 1, sizeof *ids);
@@ -518,7 +532,8 @@ bool h_get_many(natsConnection *nc, const char *const *users, int n, pd_view *ou
     msgpack_sbuffer_init(&sb);
     pd_query_encode(&sb, &q, ids, (uint32_t)n);
     free(ids);
-    natsMsg *m = h_request_ms(nc, "presence.query.get", sb.data, sb.size, timeout_ms);
+    natsMsg *m = h_request_ms(nc, query_subject("get", subj, sizeof subj), sb.data, sb.size,
+                              timeout_ms);
     msgpack_sbuffer_destroy(&sb);
     if (m == NULL) return false;
     mp_reader r;
@@ -613,7 +628,9 @@ static bool read_cluster(mp_reader *r, h_cluster *out) {
 }
 
 bool h_cluster_get(natsConnection *nc, h_cluster *out, int64_t timeout_ms) {
-    natsMsg *m = h_request_ms(nc, "presence.query.cluster", "\x80", 1, timeout_ms);
+    char subj[PD_ID_MAX + 32];
+    natsMsg *m = h_request_ms(nc, query_subject("cluster", subj, sizeof subj), "\x80", 1,
+                              timeout_ms);
     mp_reader r;
     if (m == NULL) return false;
     mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));

@@ -169,6 +169,9 @@ typedef struct {
 
 /* Asks P.query.cluster; false on timeout or a malformed reply. */
 bool h_cluster_get(natsConnection *nc, h_cluster *out, int64_t timeout_ms);
+/* h_get_many and h_cluster_get ask node alone (P.query.<kind>.<node>) until
+ * called again with NULL (the queue group, the default). */
+void h_query_node(const char *node);
 /* The entry of node in c, or NULL. */
 const h_cluster_node *h_cluster_find(const h_cluster *c, const char *node);
 /* True if `asks` cluster replies in a row (whichever node answers) list
