@@ -9,10 +9,12 @@
 # n3: other PD_NODES need their own blocks there.
 pd_auth_env=$PD_STATE/nats-auth.env
 # A role missing from an older state dir's file gets its password too.
+# Each starts with a letter: nats-server reads a $VAR that starts with a
+# digit as a number and refuses the file.
 (umask 077
  for role in N1 N2 N3 SOCKETS_N1 SOCKETS_N2 SOCKETS_N3 ADMIN DASHBOARD; do
      grep -q "^PRESENCE_NATS_PASS_$role=" "$pd_auth_env" 2>/dev/null ||
-         echo "PRESENCE_NATS_PASS_$role=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+         echo "PRESENCE_NATS_PASS_$role=p$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
  done >>"$pd_auth_env")
 if [ ! -f "$PD_STATE/keys/watcher.pub" ]; then
     (umask 077; mkdir -p "$PD_STATE/keys"
