@@ -96,8 +96,9 @@ async function main() {
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
     await page.goto(url);
-    await page.waitForFunction(() => document.querySelectorAll('#nodes .card[data-state="up"]').length === 3,
-      null, { timeout: 20000 });
+    // A locator wait, not waitForFunction: the page's Content-Security-Policy
+    // forbids eval, which Playwright's function waits need once they poll.
+    await page.locator('#nodes .card[data-state="up"]').nth(2).waitFor({ timeout: 20000 });
     check(await page.locator('#nodes .card').count() === 3, 'three node cards, all up');
     check((await page.locator('#conn').getAttribute('data-conn')) === 'live', 'the stream is live');
 
