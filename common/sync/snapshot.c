@@ -9,6 +9,7 @@
 #include "model/presence_int.h"
 
 struct pd_snap {
+    const pd_model *m;          /* the one being written (its interned ids) */
     msgpack_sbuffer sb;
     msgpack_packer pk;
     int phase;                  /* 0 devices, 1 users, 2 done */
@@ -76,10 +77,9 @@ static void add_device(void *ud, pd_hnode *e) {
         .last_active = d->last_active,
         .hlc = d->claim,
     };
-    if (d->meta)
-        op.meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
+    op.meta = pd__dev_meta(d);
     msgpack_pack_array(&s->pk, 2);
-    pd_pack_cstr(&s->pk, d->node);
+    pd_pack_cstr(&s->pk, pd__dev_node(s->m, d));
     pd_op_encode(&s->pk, &op);
     s->count++;
 }
@@ -91,10 +91,11 @@ static void add_register_op(void *ud, const pd_op *op) {
 }
 
 static void add_registers(void *ud, pd_hnode *e) {
-    pd__register_ops((const pd_user *)e, NULL, add_register_op, ud);
+    pd__register_ops(((pd_snap *)ud)->m, (const pd_user *)e, NULL, add_register_op, ud);
 }
 
 bool pd_snap_step(pd_snap *s, const pd_model *m, uint32_t buckets) {
+    s->m = m;
     while (buckets-- > 0 && s->phase < 2) {
         const pd_htab *t = s->phase == 0 ? &m->devices : &m->users;
         s->cursor = pd_htab_scan(t, s->cursor, s->phase == 0 ? add_device : add_registers, s);
