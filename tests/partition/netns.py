@@ -51,6 +51,16 @@ def ip(*args, ns=None, check=True):
     return p
 
 
+def kill_inside(ns):
+    """SIGKILL to every process of namespace ns."""
+    p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    for pid in p.stdout.split():
+        try:
+            os.kill(int(pid), 9)
+        except (OSError, ValueError):
+            pass
+
+
 def sysctl(ns, key, value):
     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "%s=%s" % (key, value)],
                    capture_output=True, check=True)
@@ -116,6 +126,7 @@ class Topology:
         for line in p.stdout.splitlines():
             name = (line.split() or [""])[0]
             if stale(name):
+                kill_inside(name)   # what the killed test left running there
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
         p = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
         for line in p.stdout.splitlines():
@@ -175,12 +186,7 @@ class Topology:
             return
         self.created = False
         for ns in self.ns:
-            p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-            for pid in p.stdout.split():
-                try:
-                    os.kill(int(pid), 9)
-                except (OSError, ValueError):
-                    pass
+            kill_inside(ns)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         for i in range(self.n):
             for kind in "vn":
