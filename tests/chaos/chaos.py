@@ -15,6 +15,10 @@ ends it stops injecting and lets every fault recover; then it stops the
 load, waits for the cluster to converge (polling, with a deadline), and
 compares every node's view with the oracle (compare.py).
 
+With --watch (opt-in: it fails today, see watch.py) a watcher per
+nats-server follows P.user.> through the run, and each user's last
+notification must equal what `get` says at the end.
+
 Prints a table and one JSON line: events sent, faults by kind (and why
 partitions did not run, where they did not), users lost, ghosts, divergent
 nodes and time to converge. Namespaces, links and processes are removed at
@@ -42,6 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import compare  # noqa: E402
 import pdwire  # noqa: E402
+import watch  # noqa: E402
 from cluster import Cluster, ClusterError, wait_for  # noqa: E402
 from faults import Injector, wait_all_up  # noqa: E402
 import netns  # noqa: E402  (tests/partition/netns.py)
@@ -71,6 +76,8 @@ class Run:
         self.timeline = open(os.path.join(self.dir, "chaos.log"), "w")
         self.c = Cluster(self.dir, args.bin_dir, args.presenced, SETTINGS, topo)
         self.problems = []
+        self.watchers = []
+        self.heard_bad = []
 
     def log(self, text):
         line = "%8.2f %s" % (time.monotonic() - self.t0, text)
@@ -129,6 +136,7 @@ class Run:
         if not self.all_alive(30):
             raise ClusterError("the nodes do not see each other")
         a = self.args
+        self.watchers = watch.start(self.c) if a.watch else []
         self.c.sim_start(6, a.rate, a.seed,
                          ["--users", str(a.users), "--heartbeat-ms", "500", "--drain", "2",
                           "--json", "--dump-users", "--quiet"])
@@ -246,6 +254,21 @@ class Run:
             self.problems.append("statuses differ from the oracle after the offline delay")
         return bad
 
+    def check_heard(self, oracle):
+        """--watch: every watcher's last notification of every user is what
+        a get says now (polled for a few seconds: the last ones may still
+        be on their way)."""
+        if not self.watchers:
+            return
+        self.heard_bad = watch.check(self.watchers, self.nats, sorted(oracle), 10)
+        if self.heard_bad:
+            self.problems.append("watchers last heard something else than get says for %d "
+                                 "users, e.g. %s" % (len({b[1] for b in self.heard_bad}),
+                                                     self.heard_bad[:4]))
+            for u in sorted({b[1] for b in self.heard_bad})[:5]:
+                self.log("heard of %s (at, ver, ts, status): %s"
+                         % (u, watch.history(self.watchers, u)))
+
     def check_nodes(self, oracle, after_ms):
         """{node: mismatches} from each node's snapshot taken after after_ms."""
         out = {}
@@ -260,6 +283,8 @@ class Run:
         return out
 
     def finish(self):
+        for w in self.watchers:
+            w.stop()
         codes = self.c.stop_all()
         for nid, code in codes.items():
             if code != 0:
@@ -307,6 +332,16 @@ def report(run, summary, inj, conv, query_bad, status_bad, node_bad):
             ("oracle devices", res["oracle_devices"])]
     rows += [("faults: " + k, v) for k, v in inj.counts.items()]
     rows += [("partitions", run.partitions)]
+    if run.watchers:
+        w_ok = [w for w in run.watchers if not w.broken]
+        res["watchers"] = {w.wname: {"notifications": w.count, "broken": w.broken}
+                           for w in run.watchers}
+        res["heard_wrong"] = len({b[1] for b in run.heard_bad})
+        rows += [("notifications heard", " ".join("%s:%d" % (w.wname, w.count)
+                                                 for w in run.watchers)),
+                 ("watchers checked", "%d of %d (the others' server restarted)"
+                  % (len(w_ok), len(run.watchers))),
+                 ("last heard wrong (users)", res["heard_wrong"])]
     rows += [("resyncs asked by driver", inj.driver_resyncs),
              ("users lost", len(lost)), ("ghosts", len(ghosts)),
              ("divergent nodes", "%d %s" % (len(divergent), " ".join(divergent))),
@@ -357,6 +392,9 @@ def main():
     ap.add_argument("--converge-timeout", type=float, default=30.0,
                     help="seconds the cluster has to converge after the load (default 30)")
     ap.add_argument("--verbose", action="store_true", help="the timeline on stderr")
+    ap.add_argument("--watch", action="store_true",
+                    help="also watch P.user.> on every server and check that each user's last "
+                    "notification is what get says at the end")
     ap.add_argument("--no-partitions", action="store_true",
                     help="no network namespaces and no partition faults, even as root")
     ap.add_argument("--no-driver-resync", action="store_true",
@@ -396,6 +434,7 @@ def main():
         conv, query_bad = run.converge(oracle, summary["devices"])
         if conv is not None:
             status_bad = run.check_status(oracle)
+            run.check_heard(oracle)
         node_bad = run.check_nodes(oracle, int(time.time() * 1000))
     except ClusterError as e:
         run.problems.append("setup/fault handling: %s" % e)
