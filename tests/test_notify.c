@@ -347,6 +347,7 @@ Test(notify, the_replica_drives_the_gate) {
     pd_repl_io io = {.publish = repl_publish, .ud = &calls};
     pd_repl *r = pd_repl_new(&cfg, &MCFG, PD_STR_LIT("n1"), &io, 1000);
     cr_assert_not_null(r);
+    pd_repl_tick(r, 1000); /* the first heartbeat: the warm-up counts from it */
     pd_event on = {.type = PD_EV_CONNECT, .server = PD_STR_LIT("s1"), .conn = PD_STR_LIT("c1"),
                    .user = PD_STR_LIT("u1"), .device = PD_STR_LIT("web")};
     pd_event away = {.type = PD_EV_STATUS, .user = PD_STR_LIT("u1"), .status = PD_CHOSEN_AWAY};
