@@ -737,6 +737,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     /* Heartbeats start at once, ready or not: peers must not take a node
      * that is catching up for dead; they leave it out of the announcers. */
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
+    pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
     if (r->heal_at && now >= r->heal_at) {
         pd_notifier_heal(r->nf, r->m, r->heal_since, now);
         r->heal_at = 0;
@@ -755,7 +756,8 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     if (!is_ready(r) && !r->restoring && warm_end(r) < hb) hb = warm_end(r);
     if (hb < due) due = hb;
     if (r->heal_at && r->heal_at < due) due = r->heal_at;
-    if (r->nserving) due = 0; /* the next slice, at the next loop turn */
+    /* The next slice (of a transfer served, of a heal), at the next loop turn. */
+    if (r->nserving || pd_notifier_healing(r->nf)) due = 0;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
         uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1
