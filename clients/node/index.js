@@ -411,20 +411,21 @@ export class PresenceClient {
   }
 
   async _listEntries() {
-    let list = [];
+    const entries = [];
+    let bad = 0;
     try {
-      if (this._list) list = (await this._list()) ?? [];
-    } catch (e) {
+      const list = this._list ? (await this._list()) ?? [] : [];
+      for (const x of list) {
+        if (!x || !isId(x.conn) || !isId(x.user) || !isId(x.device)) {
+          bad++;
+          continue;
+        }
+        entries.push(enc.encode({ conn: x.conn, user: x.user, device: x.device }));
+      }
+    } catch (e) { // the caller's listConns failed (or returned no iterable)
       throw Object.assign(new Error('listConns failed'), { listing: true, cause: e });
     }
-    const entries = [];
-    for (const x of list) {
-      if (!x || !isId(x.conn) || !isId(x.user) || !isId(x.device)) {
-        this._onError(new PresenceError('bad_argument', 'listConns: an entry without conn, user and device was left out'));
-        continue;
-      }
-      entries.push(enc.encode({ conn: x.conn, user: x.user, device: x.device }));
-    }
+    if (bad) this._onError(new PresenceError('bad_argument', `listConns: ${bad} entries without conn, user and device were left out`));
     return entries;
   }
 
@@ -621,7 +622,7 @@ export class Watch {
       this.stop();
       throw e;
     }
-    c._watches.add(this);
+    if (!this._stopped) c._watches.add(this);
   }
 
   _note(data) {

@@ -166,3 +166,15 @@ void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud) {
     uint64_t cur = 0;
     do cur = pd_htab_scan(&m->users, cur, visit_view, &c); while (cur != 0);
 }
+
+bool pd_model_foreach_view_step(const pd_model *m, uint64_t *cursor, uint32_t buckets,
+                                pd_view_fn fn, void *ud) {
+    view_ctx c = {fn, ud};
+    uint64_t cur = *cursor;
+    for (uint32_t i = 0; i < buckets; i++) {
+        cur = pd_htab_scan(&m->users, cur, visit_view, &c);
+        if (cur == 0) break;
+    }
+    *cursor = cur;
+    return cur == 0;
+}
