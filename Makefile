@@ -11,8 +11,9 @@
 #   make bench-quick the same, small (under a minute), results in build/bench-quick
 #   make bench-check a quick run compared with bench/results/latest.json: fails
 #                   when a ratio dropped by more than 30 % (bench/bench_check.py)
-#   make chaos      60 s of load under random faults, then every node against
-#                   the oracle (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
+#   make chaos      60 s of load under random faults (network partitions too, as
+#                   root), then every node against the oracle
+#                   (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
 #   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each, clang build in build-fuzz/
 #   make install    binaries, man pages, bash completions, the systemd unit:
 #                   PREFIX (/usr/local), DESTDIR (staging root), BUILD_DIR (build)
@@ -109,7 +110,9 @@ bench-check: build
 
 # The chaos test (tests/chaos/chaos.py) on the release build: 60 s of load
 # on three nodes, three nats-servers and Redis under random faults, then
-# every node against the oracle. A random seed unless given; it is printed:
+# every node against the oracle. As root each nats-server + node pair runs in
+# a network namespace of its own and partitions are among the faults
+# (--no-partitions: loopback only). A random seed unless given; it is printed:
 #   make chaos CHAOS_ARGS="--seed 7 --keep --verbose"
 # make test runs a 20 s version (ctest chaos_short).
 CHAOS_ARGS ?=
