@@ -66,6 +66,16 @@ add_test(NAME dash_browser
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/browser/run.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(dash_browser PROPERTIES LABELS integration TIMEOUT 240 SKIP_RETURN_CODE 77)
 
+# @presenced/client (clients/node) against a real cluster: types and
+# exports, a batch with bad events, a 100k-connection sync in parts, a
+# server moving between nodes, a watch during 1000 changes, failover after
+# SIGKILL (clients/node/test/run.sh; npm ci from its package-lock.json).
+# Skipped (77) only where node or npm is missing. PD_PRESENCED_BIN (make
+# test-tsan) swaps the node binary.
+add_test(NAME node_client
+         COMMAND bash ${CMAKE_SOURCE_DIR}/clients/node/test/run.sh ${CMAKE_BINARY_DIR} client)
+set_tests_properties(node_client PROPERTIES LABELS integration TIMEOUT 240 SKIP_RETURN_CODE 77)
+
 # presence-dash against garbage on the subjects it reads and hostile HTTP
 # (tests/dash_hostile.py): it keeps serving, shows nothing false, exits 0.
 add_test(NAME dash_hostile
