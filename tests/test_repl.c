@@ -362,8 +362,9 @@ Test(repl, silent_ready_node_is_left_out_of_the_announcers) {
     status_of(&w, u, PD_CHOSEN_BUSY);
     status_of(&w, u, PD_CHOSEN_AWAY);
     cr_expect_eq(notes_of(&w, USER[u], PD_PUB_AWAY), away0, "announced though the fake had it");
-    /* Rounds: the fake's heartbeats show no notification published. */
-    for (int round = 0; round < 4; round++) {
+    /* Rounds past the node timeout: the fake's heartbeats show no
+     * notification published. */
+    for (int round = 0; round < 6; round++) {
         s->now += s->cfg.sync_interval_ms;
         sim_tick_all(s);
         fake_heartbeat(&w, fake, inc);

@@ -566,31 +566,39 @@ static void check_ready(pd_repl *r, uint64_t now);
 
 /* Announcing falls back to the next node when the chosen one is not heard
  * announcing: a peer that says `ready` (even one that follows us) but owes
- * OWED_MIN changes or more, the first of them two sync intervals (and a
- * coalescing interval) ago, while the notification count of its
- * heartbeats has not moved since, publishes nothing: a made-up node, or
- * one that cannot publish. Its incarnation leaves the announcer set here,
- * and the users it had are taken over, with their recent changes
- * announced again (pd_notifier_take_over). Every node counts the same
- * changes against it, so all leave it out at about the same time. A real
- * node publishes what it owes within that bound and is never left out. */
+ * OWED_MIN changes or more, the first of them a node timeout ago, while the notification count of its heartbeats has not
+ * moved since, publishes nothing: a made-up node, or one that cannot
+ * publish. It leaves the announcer set here (muted_inc), and the users it
+ * had are taken over with their changes of the last node timeout + 2 sync
+ * intervals announced again (pd_notifier_take_over), which covers what it
+ * swallowed. Every node counts the same changes against it, so all leave
+ * it out at about the same time. The bound is wide (a real node publishes
+ * what it owes as soon as it applies the change, and its next heartbeat
+ * says so); should a real node still be left out (a long stall), the next
+ * heartbeat whose count moved brings it back. Decided before the
+ * heartbeat's membership update, which applies it. */
 static void check_announcing(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now) {
     if (!p->ann_known || hb->notifications != p->ann) {
+        if (p->ann_known && p->muted_inc == p->inc) {
+            pd_log(PD_LOG_INFO, "node %s is heard announcing again", p->id);
+            p->muted_inc = 0;
+        }
         p->ann = hb->notifications;
         p->ann_known = true;
         p->owed = 0;
         return;
     }
-    uint64_t bound = 2 * r->cfg.sync_interval_ms + r->cfg.notify_min_interval_ms;
-    if (!p->ready || p->owed < OWED_MIN || now < p->owed_since + bound) return;
+    /* Within the take-over's window (node timeout + 2 sync intervals) once
+     * the heartbeat that shows it has come. */
+    uint64_t bound = r->cfg.node_timeout_ms;
+    if (!p->ready || p->muted_inc == p->inc || p->owed < OWED_MIN || now < p->owed_since + bound)
+        return;
     pd_log(PD_LOG_WARN, "node %s says it is ready but published nothing of the %u changes it "
            "announces here since %llu ms: announcing its users from the other nodes",
            p->id, p->owed, (unsigned long long)(now - p->owed_since));
     r->stats.announcers_muted++;
     p->muted_inc = p->inc;
     p->owed = 0;
-    set_membership(r, p, true, false);
-    pd_notifier_take_over(r->nf, r->m, now);
 }
 
 /* A node becomes a peer only by a valid heartbeat of its own, on its own
@@ -655,6 +663,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         pd_free(hb);
         return PD_OK;
     }
+    check_announcing(r, p, hb, now);
     bool announcing = hb->ready && p->muted_inc != p->inc &&
                       ((p->alive && p->ready) || earns_ready(p));
     if (!p->alive || p->ready != announcing) {
@@ -663,7 +672,6 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         set_membership(r, p, true, announcing);
         pd_notifier_take_over(r->nf, r->m, now);
     }
-    check_announcing(r, p, hb, now);
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
                "differ", p->id, (unsigned long long)(now - heard_before));
