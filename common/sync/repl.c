@@ -256,6 +256,7 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
     p->syncing = false;
     p->synced_at = now;
     replay_pending(r, p, now);
+    repl__fresh_check(p);
 }
 
 /* ---- deltas in -------------------------------------------------------------------- */
@@ -364,6 +365,7 @@ pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t
     if (p == NULL || !p->alive)
         return repl__refuse(r, PD_REFUSE_NOT_A_PEER, now, "delta of %.*s, not a live peer here",
                       (int)d.node.n, d.node.p);
+    p->last_heard = now;
     if (d.inc < p->inc) return PD_OK; /* from an incarnation already replaced */
     if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, now);
     if (p->syncing) {
@@ -374,8 +376,9 @@ pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t
     if (repl__apply_delta(r, p, &d, now) != PD_OK) {
         hold(p, d.seq, buf, len);
         request_sync(r, p, d.node, now);
-    } else if (r->io.applied != NULL) {
-        r->io.applied(r->io.ud, d.at, now);
+    } else {
+        repl__fresh_delta(p, now);
+        if (r->io.applied != NULL) r->io.applied(r->io.ud, d.at, now);
     }
     return PD_OK;
 }
@@ -663,6 +666,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         pd_free(hb);
         return PD_OK;
     }
+    repl__fresh_heartbeat(p, hb->inc, hb->seq, now);
     check_announcing(r, p, hb, now);
     bool announcing = hb->ready && p->muted_inc != p->inc &&
                       ((p->alive && p->ready) || earns_ready(p));

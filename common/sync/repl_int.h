@@ -4,7 +4,9 @@
  *   repl.c           peers, deltas in and out, heartbeats, time, life cycle
  *   repl_transfer.c  state transfer: serving a partition (in slices) and
  *                    receiving one
- *   repl_restore.c   a restart: snapshot info, restore, replay of the stream */
+ *   repl_restore.c   a restart: snapshot info, restore, replay of the stream
+ *   repl_fresh.c     how fresh the view is: as_of and stale peers
+ *   repl_answer.c    the cluster query's answer */
 #ifndef PD_REPL_INT_H
 #define PD_REPL_INT_H
 #include "sync/repl.h"
@@ -39,6 +41,11 @@ typedef struct {
     uint32_t id_n;
     uint64_t inc, seq;          /* applied from this origin */
     uint64_t last_hb;           /* when its last heartbeat came */
+    /* Freshness (pd_repl_freshness): when its last message (heartbeat or
+     * delta) came; the time of its last message after which we held all
+     * it had sent (its `as_of` here); a heartbeat that showed more than we
+     * held, waiting for the deltas or the transfer (behind_at 0: none). */
+    uint64_t last_heard, fresh_at, behind_at, behind_seq;
     bool heard, alive, ready;   /* ready: caught up and announcing */
     bool follows;               /* its last heartbeat holds our current incarnation */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
@@ -137,6 +144,11 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now);
 void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now);
 pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now);
 void repl__serve_step(pd_repl *r);
+/* Freshness: a heartbeat (claiming seq of inc) or an in-order delta from
+ * p arrived at now; a transfer of p ended (repl_fresh.c). */
+void repl__fresh_heartbeat(peer *p, uint64_t inc, uint64_t seq, uint64_t now);
+void repl__fresh_delta(peer *p, uint64_t now);
+void repl__fresh_check(peer *p);
 /* A partition dump sent as this node's ops (the restore's end). */
 void repl__on_op_dump(void *ud, const pd_op *op);
 
