@@ -346,7 +346,19 @@ Test(adversary, incarnation_from_the_future_is_refused) {
 /* ---- finding 3: repeated `leaving` heartbeats with a node's real incarnation -------------- */
 
 Test(adversary, forged_leaving_announces_nobody_offline) {
-    cluster_up(NULL);
+    /* The one `leaving` believed drops n2's devices; they must come back
+     * (state transfer) within the offline delay: 2 s, not fast_env's 300 ms,
+     * which a loaded machine can miss. The forgeries last 2 s, the check
+     * comes 0.5 s later: past the delay either way. */
+    static const char *const env[] = {
+        "PRESENCE_SYNC_INTERVAL_MS=" STR(SYNC_MS), "PRESENCE_NODE_TIMEOUT_MS=" STR(NODE_TIMEOUT_MS),
+        "PRESENCE_OFFLINE_DELAY_MS=2000", "PRESENCE_IDLE_TIMEOUT_MS=60000",
+        "PRESENCE_NOTIFY_MIN_INTERVAL_MS=0", "PRESENCE_METRICS_ADDR=127.0.0.1:0", NULL,
+    };
+    for (int i = 0; i < NNODES; i++) h_node_start(&nodes[i], &ns, ids[i], env);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, NNODES, ASKS), 5000),
+              "the three nodes do not all see each other");
+    w = h_watch_start(&ns, NULL);
     send_ok("n2", h_ev_connect("s2", "c-stay", "u-stay", "web"));
     cr_assert(H_POLL(devices_everywhere("u-stay", 1), 5000));
     static pd_heartbeat hbuf;
