@@ -130,7 +130,19 @@ static bool is_ready(const pd_repl *r) { return pd_notifier_announcing(r->nf); }
 /* The notifier's publish callback: out through the replica's io. */
 static void publish_notification(void *ud, const pd_view *v) {
     pd_repl *r = ud;
+    r->published++;
     if (r->io.publish) r->io.publish(r->io.ud, v);
+}
+
+/* A change that a peer announces: it owes a notification, which its next
+ * heartbeats' count should show (check_announcing). */
+static void owe(pd_repl *r, pd_str user) {
+    pd_str who;
+    pd_notifier_announcer_of(r->nf, user, &who);
+    if (pd_str_eqc(who, r->self)) return;
+    peer *p = repl__peer_find(r, who);
+    if (p == NULL || !p->ready) return;
+    if (p->owed++ == 0) p->owed_since = r->now;
 }
 
 /* The model's change callback: the notifier decides, at the time of the
@@ -138,6 +150,7 @@ static void publish_notification(void *ud, const pd_view *v) {
 static void on_change(void *ud, const pd_view *v) {
     pd_repl *r = ud;
     pd_notifier_change(r->nf, v, r->now);
+    if (is_ready(r)) owe(r, v->user);
 }
 
 /* p's part in the announcing set (alive and ready) changes. */
@@ -266,6 +279,8 @@ void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     p->inc = inc;
     p->seq = 0;
     p->hb_seq = 0;
+    p->ann_known = false;
+    p->owed = 0;
     p->claim_at = p->claim_seq = 0;
     p->contradicted = p->force_sync = false;
 }
@@ -552,6 +567,43 @@ static bool earns_ready(const peer *p) { return p->follows; }
 
 static void check_ready(pd_repl *r, uint64_t now);
 
+/* Announcing falls back to the next node when the chosen one is not heard
+ * announcing: a peer that says `ready` (even one that follows us) but owes
+ * OWED_MIN changes or more, the first of them a node timeout ago, while the notification count of its heartbeats has not
+ * moved since, publishes nothing: a made-up node, or one that cannot
+ * publish. It leaves the announcer set here (muted_inc), and the users it
+ * had are taken over with their changes of the last node timeout + 2 sync
+ * intervals announced again (pd_notifier_take_over), which covers what it
+ * swallowed. Every node counts the same changes against it, so all leave
+ * it out at about the same time. The bound is wide (a real node publishes
+ * what it owes as soon as it applies the change, and its next heartbeat
+ * says so); should a real node still be left out (a long stall), the next
+ * heartbeat whose count moved brings it back. Decided before the
+ * heartbeat's membership update, which applies it. */
+static void check_announcing(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now) {
+    if (!p->ann_known || hb->notifications != p->ann) {
+        if (p->ann_known && p->muted_inc == p->inc) {
+            pd_log(PD_LOG_INFO, "node %s is heard announcing again", p->id);
+            p->muted_inc = 0;
+        }
+        p->ann = hb->notifications;
+        p->ann_known = true;
+        p->owed = 0;
+        return;
+    }
+    /* Within the take-over's window (node timeout + 2 sync intervals) once
+     * the heartbeat that shows it has come. */
+    uint64_t bound = r->cfg.node_timeout_ms;
+    if (!p->ready || p->muted_inc == p->inc || p->owed < OWED_MIN || now < p->owed_since + bound)
+        return;
+    pd_log(PD_LOG_WARN, "node %s says it is ready but published nothing of the %u changes it "
+           "announces here since %llu ms: announcing its users from the other nodes",
+           p->id, p->owed, (unsigned long long)(now - p->owed_since));
+    r->stats.announcers_muted++;
+    p->muted_inc = p->inc;
+    p->owed = 0;
+}
+
 /* A node becomes a peer only by a valid heartbeat of its own, on its own
  * subject; ids inside vector clocks are never admitted. */
 pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, size_t len,
@@ -615,7 +667,9 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         return PD_OK;
     }
     repl__fresh_heartbeat(p, hb->inc, hb->seq, now);
-    bool announcing = hb->ready && ((p->alive && p->ready) || earns_ready(p));
+    check_announcing(r, p, hb, now);
+    bool announcing = hb->ready && p->muted_inc != p->inc &&
+                      ((p->alive && p->ready) || earns_ready(p));
     if (!p->alive || p->ready != announcing) {
         /* The set of announcing nodes changes: take over what is ours now. */
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
@@ -648,6 +702,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     hb->wall = now;
     hb->leaving = leaving;
     hb->ready = is_ready(r);
+    hb->notifications = r->published; /* io.heartbeat_extra may say the same */
     hb->devices = st.devices;
     hb->users = st.users;
     hb->vc[hb->nvc++] = (pd_vc_entry){S(r->self), r->cfg.inc, r->seq};

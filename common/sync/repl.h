@@ -195,6 +195,7 @@ typedef struct {
     uint64_t refused[PD_REFUSE_COUNT];
     uint64_t contradictions;    /* a claim below what we applied: re-fetched */
     uint64_t peers_forgotten;   /* down for the node timeout: left the table */
+    uint64_t announcers_muted;  /* peers left out of the announcers: not heard announcing */
     bool clock_ahead;           /* our wall clock is ahead of every live peer's */
 } pd_repl_stats;
 void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st);

@@ -27,6 +27,8 @@
 #define SERVING_MAX 16
 /* State transfers served per requester per sync interval. */
 #define SERVE_PER_INTERVAL 4
+/* Changes a peer must owe, unannounced, before it is taken for silent. */
+#define OWED_MIN 3
 
 typedef struct {
     uint64_t seq;
@@ -69,6 +71,14 @@ typedef struct {
      * its own that we hold as applied although it was sent after that
      * heartbeat is a count we were lied to about (on_delta). */
     uint64_t hb_seq, synced_at;
+    /* Is it heard announcing? Its heartbeats carry how many notifications
+     * it published (ann); changes it was the announcer of here since that
+     * count last moved (owed, the first at owed_since). An incarnation
+     * that owes several and whose count does not move leaves the
+     * announcer set (muted_inc). */
+    uint64_t ann, owed_since, muted_inc;
+    uint32_t owed;
+    bool ann_known;
     /* The incarnation that said it is leaving; one that then heartbeats
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
@@ -110,6 +120,7 @@ struct pd_repl {
         uint64_t inc, last_hb;
     } forgotten[FORGOTTEN_MAX];
     uint32_t nforgotten;
+    uint64_t published;         /* notifications handed to io.publish */
     pd_repl_stats stats;
     pd_ratelimit refuse_log;
     struct serving *serving[SERVING_MAX]; /* transfers served in slices */
