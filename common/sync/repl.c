@@ -538,7 +538,8 @@ static void dropped_us(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now
             pd_log(PD_LOG_INFO, "node %s dropped our devices (it took us for down): announcing "
                    "again once it has them back", p->id);
             p->dropped_us = true;
-        } else if (p->dropped_us && e->seq >= r->seq) {
+            p->dropped_seq = r->seq;
+        } else if (p->dropped_us && e->seq >= p->dropped_seq) {
             p->dropped_us = false;
             schedule_heal(r, now > down_after(r) ? now - down_after(r) : 0, now);
         }
@@ -687,7 +688,10 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
     if (r->last_tick && now > r->last_tick + r->cfg.node_timeout_ms / 2 + r->cfg.sync_interval_ms) {
         pd_log(PD_LOG_WARN, "loop stalled for %llu ms: catching up before announcing",
                (unsigned long long)(now - r->last_tick));
-        for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->last_hb = now;
+        for (uint32_t i = 0; i < r->npeers; i++) {
+            r->peers[i]->last_hb = now;
+            r->peers[i]->suspected = false; /* the silence was ours */
+        }
         pd_notifier_pause(r->nf);
         r->started = now;
     }

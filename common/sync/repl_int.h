@@ -50,7 +50,8 @@ typedef struct {
      * ours): a lower one later means it dropped our devices, taking us for
      * down while we did not take it so (a one-way or flapping link). */
     uint64_t shown_self_seq;
-    bool dropped_us;            /* ... and has not shown all of them again yet */
+    bool dropped_us;            /* ... and has not shown all of them again yet, */
+    uint64_t dropped_seq;       /* ... that is, our count when we noticed */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
     /* A heartbeat said some node applied more of this origin than we have:
