@@ -52,6 +52,7 @@ typedef struct {
     uint64_t shown_self_seq;
     bool dropped_us;            /* ... and has not shown all of them again yet, */
     uint64_t dropped_seq;       /* ... that is, our count when we noticed */
+    bool follows;               /* its last heartbeat holds our current incarnation */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
     /* A heartbeat said some node applied more of this origin than we have:
@@ -70,6 +71,11 @@ typedef struct {
     /* Its own heartbeat showed less than we applied of it (same
      * incarnation): at the second such heartbeat in a row, re-fetch. */
     bool contradicted, force_sync;
+    /* The deltas of this incarnation its own last heartbeat's vector clock
+     * says it had sent, and when a transfer of it last ended: a delta of
+     * its own that we hold as applied although it was sent after that
+     * heartbeat is a count we were lied to about (on_delta). */
+    uint64_t hb_seq, synced_at;
     /* The incarnation that said it is leaving; one that then heartbeats
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
@@ -96,6 +102,10 @@ struct pd_repl {
     pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
     uint64_t now;               /* the time of the call in progress (for nf) */
     uint64_t started, last_hb_sent, last_tick;
+    /* When this warm-up's first heartbeat went out (0: not yet): peers can
+     * only follow us from then, so the warm-up is counted from it, not from
+     * the start (which may be long before: connecting, a slow start). */
+    uint64_t listening_since;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
     /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what

@@ -121,15 +121,11 @@ class World:
     def start(self):
         t = self.topo
         t.create()
-        routes = ", ".join("nats-route://%s:6222" % t.net_addr(j) for j in range(3))
         for i in range(3):
             store = os.path.join(self.dir, "js%d" % i)
             conf = os.path.join(self.dir, "nats%d.conf" % i)
             with open(conf, "w") as f:
-                f.write("server_name: s%d\nlisten: 0.0.0.0:4222\nhttp: 0.0.0.0:8222\n"
-                        "jetstream { store_dir: \"%s\" }\n"
-                        "cluster {\n  name: part\n  listen: %s:6222\n  routes: [ %s ]\n}\n"
-                        % (i, store, t.net_addr(i), routes))
+                f.write(t.nats_conf(i, "s%d" % i, "part", store))
             p = Proc("nats%d" % i, t.argv(i, ["nats-server", "-c", conf]),
                      os.path.join(self.dir, "nats%d.log" % i))
             p.start()
