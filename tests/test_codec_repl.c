@@ -45,6 +45,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         /* fall through */
     case PD_OP_REMOVE:
         if (want->kind == PD_OP_REMOVE) cr_expect_eq(got->at, want->at);
+        if (want->kind == PD_OP_REMOVE) expect_str(got->user, want->user, "user");
         if (want->kind != PD_OP_ADD) cr_expect_eq(got->ver, want->ver);
         expect_str(got->server, want->server, "server");
         expect_str(got->conn, want->conn, "conn");
@@ -56,6 +57,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         cr_expect_eq(got->expires_at, want->expires_at);
         /* fall through */
     case PD_OP_SEEN:
+    case PD_OP_VER:
     case PD_OP_CHOSEN:
         if (want->kind == PD_OP_CHOSEN) cr_expect_eq(got->chosen, want->chosen);
         if (want->kind != PD_OP_CUSTOM) cr_expect_eq(got->at, want->at);
@@ -83,6 +85,8 @@ static const pd_op OPS[] = {
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999,
      .ver = UINT64_C(1700000000999) << 16 | 2},
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .ver = 6},
+    {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999,
+     .ver = 7, .user = S("alice@x.org")},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 44,
      .state = PD_DEV_IDLE, .last_active = 9, .ver = 45},
     {.kind = PD_OP_ADD, .server = S("s"), .conn = S("c"), .user = S("u"), .label = S("web"),
@@ -91,6 +95,8 @@ static const pd_op OPS[] = {
     {.kind = PD_OP_CHOSEN, .user = S("bob"), .chosen = PD_CHOSEN_INVISIBLE, .hlc = 3,
      .writer = S("node-b"), .at = 1700000000000},
     {.kind = PD_OP_SEEN, .user = S("dave"), .at = 1700000000001, .hlc = 11, .writer = S("node-a")},
+    {.kind = PD_OP_VER, .user = S("dave"), .hlc = UINT64_C(1700000000002) << 16 | 5,
+     .writer = S("node-b")},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 42,
      .state = PD_DEV_ACTIVE, .last_active = INT64_MAX},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 43,

@@ -2,7 +2,7 @@
  * snapshot.h for the layout and why a fuzzy snapshot is exact after replay.
  * Body: {"v", "node", "inc", "seq", "hlc", "stream_seq", "taken_at",
  *        "vc": [[node, inc, seq]...], "devices": [[owner, ADD op]...],
- *        "registers": [CHOSEN, CUSTOM or SEEN op...]} */
+ *        "registers": [CHOSEN, CUSTOM, SEEN or (version 2) VER op...]} */
 #include "sync/snapshot.h"
 #include <string.h>
 #include "base/alloc.h"
@@ -139,9 +139,11 @@ static bool read_device(mp_reader *r, pd_snap_device *d) {
     return d->op.kind == PD_OP_ADD || mpr_fail(r, PD_EBADVALUE, "a device entry is not an ADD");
 }
 
-static bool read_register(mp_reader *r, pd_op *op) {
+/* A VER op only in a snapshot of version 2 or later (ver2). */
+static bool read_register(mp_reader *r, pd_op *op, bool ver2) {
     if (!pd_op_read(r, op)) return false;
     return op->kind == PD_OP_CHOSEN || op->kind == PD_OP_CUSTOM || op->kind == PD_OP_SEEN ||
+           (op->kind == PD_OP_VER && ver2) ||
            mpr_fail(r, PD_EBADVALUE, "a register entry is not a register op");
 }
 
@@ -153,8 +155,7 @@ static bool check_device(mp_reader *r, void *ud) {
 
 static bool check_register(mp_reader *r, void *ud) {
     pd_op op;
-    (void)ud;
-    return read_register(r, &op);
+    return read_register(r, &op, *(const uint32_t *)ud >= 2);
 }
 
 /* Required fields of the body. */
@@ -172,7 +173,8 @@ static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_
     bool ok;
     if (pd_str_eqc(k, "v")) {
         *seen |= SF_V;
-        ok = pd_rd_u64(r, &v) && (v == PD_SNAP_VERSION || mpr_fail(r, PD_EBADVALUE, "bad version"));
+        ok = pd_rd_u64(r, &v) &&
+             (v == info->version || mpr_fail(r, PD_EBADVALUE, "body version is not the header's"));
     } else if (pd_str_eqc(k, "node")) { /* an id: it may be echoed in a refusal */
         *seen |= SF_NODE;
         ok = pd_rd_id(r, &info->node);
@@ -184,7 +186,7 @@ static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_
         ok = pd_rd_array(r, &raw, &rd->ndevs, check_device, NULL, &rd->devs);
     } else if (pd_str_eqc(k, "registers")) {
         *seen |= SF_REGISTERS;
-        ok = pd_rd_array(r, &raw, &rd->nregs, check_register, NULL, &rd->regs);
+        ok = pd_rd_array(r, &raw, &rd->nregs, check_register, &info->version, &rd->regs);
     } else if (pd_str_eqc(k, "hlc")) ok = pd_rd_u64(r, &info->hlc);
     else if (pd_str_eqc(k, "stream_seq")) ok = pd_rd_u64(r, &info->stream_seq);
     else if (pd_str_eqc(k, "taken_at")) ok = pd_rd_u64(r, &info->taken_at);
@@ -220,11 +222,12 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
         pd_err_set(err, PD_EBADVALUE, "not a presenced snapshot");
         return PD_EBADVALUE;
     }
-    if (p[7] != PD_SNAP_VERSION) {
-        pd_err_set(err, PD_EBADVALUE, "snapshot version %u, this node reads %u", p[7],
-                   PD_SNAP_VERSION);
+    if (p[7] < PD_SNAP_VERSION_MIN || p[7] > PD_SNAP_VERSION) {
+        pd_err_set(err, PD_EBADVALUE, "snapshot version %u, this node reads %u to %u", p[7],
+                   PD_SNAP_VERSION_MIN, PD_SNAP_VERSION);
         return PD_EBADVALUE;
     }
+    info->version = p[7];
     uint64_t body = get_be(p + 8, 8);
     if (body != len - PD_SNAP_HEADER) {
         pd_err_set(err, PD_EBADVALUE, "snapshot truncated: %zu of %llu bytes",
@@ -235,6 +238,7 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
         pd_err_set(err, PD_EBADVALUE, "snapshot checksum mismatch");
         return PD_EBADVALUE;
     }
+    rd->version = info->version;
     mpr_init(&r, p + PD_SNAP_HEADER, (size_t)body);
     pd_err why = {PD_OK, ""};
     pd_status s = read_body(&r, info, rd, &why);
@@ -251,5 +255,5 @@ bool pd_snap_next_device(pd_snap_reader *rd, pd_snap_device *d) {
 bool pd_snap_next_register(pd_snap_reader *rd, pd_op *op) {
     if (rd->nregs == 0) return false;
     rd->nregs--;
-    return read_register(&rd->regs, op);
+    return read_register(&rd->regs, op, rd->version >= 2);
 }

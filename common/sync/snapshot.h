@@ -20,7 +20,11 @@
 #include "wire/codec_repl.h"
 #include "model/presence.h"
 
-#define PD_SNAP_VERSION 1
+/* Version 2 adds VER ops (a user's ver floor) to "registers". Version 1
+ * (no VER ops: the restored node learns the floors from the stream and
+ * its peers' state transfers only) still loads. */
+#define PD_SNAP_VERSION 2
+#define PD_SNAP_VERSION_MIN 1
 #define PD_SNAP_HEADER 24
 
 typedef struct {
@@ -29,6 +33,7 @@ typedef struct {
     uint64_t hlc;
     uint64_t stream_seq;        /* JetStream sequence replay may start after */
     uint64_t taken_at;          /* ms since the epoch */
+    uint32_t version;           /* the format it was written in (header and body agree) */
     uint32_t nvc;
     pd_vc_entry vc[PD_VC_MAX];  /* what it had applied of every origin */
 } pd_snap_info;
@@ -53,6 +58,7 @@ typedef struct {
 typedef struct {
     mp_reader devs, regs;
     uint32_t ndevs, nregs;
+    uint32_t version;           /* the snapshot's format */
 } pd_snap_reader;
 
 /* Checks magic, version, length and checksum, and validates the whole
