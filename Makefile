@@ -11,12 +11,15 @@
 #   make bench-quick the same, small (under a minute), results in build/bench-quick
 #   make bench-check a quick run compared with bench/results/latest.json: fails
 #                   when a ratio dropped by more than 30 % (bench/bench_check.py)
-#   make chaos      60 s of load under random faults, then every node against
-#                   the oracle (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
+#   make chaos      60 s of load under random faults (network partitions too, as
+#                   root), then every node against the oracle
+#                   (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
 #   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each, clang build in build-fuzz/
 #   make install    binaries, man pages, bash completions, the systemd unit:
 #                   PREFIX (/usr/local), DESTDIR (staging root), BUILD_DIR (build)
 #   make reset      clear the local cluster's presence (down, state removed, up)
+#   make example-chat the example chat server (examples/chat) against make up's
+#                   cluster: http://127.0.0.1:8090/ (CHAT_ADDR)
 #   make compose-test compose.yaml and the Dockerfile, run with podman and
 #                   podman-compose and checked from the host (docs/compose.md)
 #   make clean      remove the build trees
@@ -33,7 +36,7 @@ ASAN_ENV := PD_SEED=$(PD_SEED) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all deps build test test-tsan up down status bench bench-quick bench-check clean
-.PHONY: install reset
+.PHONY: install reset example-chat
 .PHONY: fuzz
 .PHONY: chaos
 .PHONY: compose-test
@@ -81,6 +84,10 @@ up: build
 down:
 	bash scripts/down.sh
 
+# The example chat server (examples/chat/README.md) on make up's cluster.
+example-chat:
+	bash examples/chat/run.sh
+
 # make reset: down, and the state removed (JetStream, snapshots, logs);
 # `make reset up` starts afresh.
 reset:
@@ -103,7 +110,9 @@ bench-check: build
 
 # The chaos test (tests/chaos/chaos.py) on the release build: 60 s of load
 # on three nodes, three nats-servers and Redis under random faults, then
-# every node against the oracle. A random seed unless given; it is printed:
+# every node against the oracle. As root each nats-server + node pair runs in
+# a network namespace of its own and partitions are among the faults
+# (--no-partitions: loopback only). A random seed unless given; it is printed:
 #   make chaos CHAOS_ARGS="--seed 7 --keep --verbose"
 # make test runs a 20 s version (ctest chaos_short).
 CHAOS_ARGS ?=

@@ -34,15 +34,21 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
-# npm packages of the browser test (tests/browser: playwright-core, from
-# its package-lock.json), once Node.js is there.
+# npm packages of the Node.js parts, from their package-lock.json files,
+# once Node.js is there: the browser test (tests/browser: playwright-core),
+# the Node.js client (clients/node: nats, @msgpack/msgpack, typescript) and
+# the example chat server (examples/chat: ws).
 npm_deps() {
-    local dir; dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
-    if command -v npm >/dev/null 2>&1 && [[ ! -f "$dir/node_modules/playwright-core/package.json" ]]; then
-        echo "deps.sh: npm ci in tests/browser (playwright-core)" >&2
+    local root; root="$(cd "$(dirname "$0")/.." && pwd)"
+    command -v npm >/dev/null 2>&1 || return 0
+    local dir marker
+    for pair in tests/browser:playwright-core clients/node:nats examples/chat:ws; do
+        dir="$root/${pair%%:*}"; marker=${pair#*:}
+        [[ -f "$dir/package-lock.json" && ! -f "$dir/node_modules/$marker/package.json" ]] || continue
+        echo "deps.sh: npm ci in ${pair%%:*} ($marker)" >&2
         npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error ||
-            echo "deps.sh: npm ci failed; the browser test will try again" >&2
-    fi
+            echo "deps.sh: npm ci in ${pair%%:*} failed; its test will try again" >&2
+    done
     return 0
 }
 

@@ -372,12 +372,6 @@ static int cycle_index(int status) {
  * get; keeping only notifications with a ver above the get's gives every
  * later state once, in order, ending at the truth. */
 Test(proto, watch_started_mid_burst_is_gap_free_and_duplicate_free) {
-    /* 1000 changes raced against a watch: against the ThreadSanitizer build
-     * (make test-tsan sets PD_PRESENCED_BIN) it failed once in a full run
-     * and is left to the ASan run, which checks it every time (see the
-     * closing note of the session that added this). */
-    if (getenv("PD_PRESENCED_BIN") && *getenv("PD_PRESENCED_BIN"))
-        cr_skip_test("raced burst: not against the TSan build of presenced");
     static const char *const ids[] = {"n1", "n2"};
     static const char *const env_watch[] = {
         "PRESENCE_SYNC_INTERVAL_MS=" STR(SYNC_MS), "PRESENCE_NOTIFY_MIN_INTERVAL_MS=0",

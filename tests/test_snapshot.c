@@ -594,7 +594,7 @@ static void sample_snapshot(world *w, uint8_t **snap, size_t *len) {
 }
 
 static void rehash(uint8_t *p, size_t len) {
-    uint64_t h = pd_hash(p + PD_SNAP_HEADER, len - PD_SNAP_HEADER);
+    uint64_t h = pd_snap_checksum(p[7], p + PD_SNAP_HEADER, len - PD_SNAP_HEADER);
     for (int i = 0; i < 8; i++) p[16 + i] = (uint8_t)(h >> (56 - 8 * i));
 }
 
@@ -725,9 +725,9 @@ Test(snapshot, other_version_is_refused) {
     sample_snapshot(&w, &snap, &len);
     uint8_t *c = dup_bytes(snap, len);
     c[7] = PD_SNAP_VERSION + 1;
-    expect_refused(c, len, "snapshot version 3, this node reads 1 to 2");
+    expect_refused(c, len, "snapshot version 4, this node reads 1 to 3");
     c[7] = 0;
-    expect_refused(c, len, "snapshot version 0, this node reads 1 to 2");
+    expect_refused(c, len, "snapshot version 0, this node reads 1 to 3");
     /* The body's own "v", with a checksum that matches it. */
     memcpy(c, snap, len);
     cr_assert_eq(c[PD_SNAP_HEADER + 1], 0xa1, "the body starts with the key \"v\"");
@@ -737,6 +737,31 @@ Test(snapshot, other_version_is_refused) {
     rehash(c, len);
     expect_refused(c, len, "body version is not the header's");
     free(c);
+    free(snap);
+    world_free(&w);
+}
+
+/* A snapshot written before version 2 (its checksum is pd_hash over the
+ * body, its "v" 1) still loads, into the same state; its checksum is
+ * checked as version 1's, and a version-2 sum in it is a mismatch. */
+Test(snapshot, version_1_snapshot_still_loads) {
+    static world w;
+    uint8_t *snap;
+    size_t len;
+    sample_snapshot(&w, &snap, &len);
+    cr_assert_eq(snap[7], 3, "written as version 3");
+    cr_assert_eq(snap[PD_SNAP_HEADER + 3], 3, "with \"v\": 3 in the body");
+    uint8_t *old = dup_bytes(snap, len);
+    old[7] = 1;
+    expect_refused(old, len, "checksum mismatch");
+    old[PD_SNAP_HEADER + 3] = 1;
+    rehash(old, len);
+    cr_assert_eq(pd_snap_checksum(1, old + PD_SNAP_HEADER, len - PD_SNAP_HEADER),
+                 pd_hash(old + PD_SNAP_HEADER, len - PD_SNAP_HEADER), "version 1: pd_hash");
+    pd_repl *r = restart_n1(&w, 2, old, len, w.ns, 1);
+    (void)r;
+    expect_same(&w, 0, 2, "restored from a version-1 snapshot");
+    free(old);
     free(snap);
     world_free(&w);
 }
@@ -849,9 +874,8 @@ static size_t small_snapshot(uint8_t version, const pd_op *reg, uint8_t *out, si
     return len;
 }
 
-/* Format 1 (before VER ops) still loads; a VER op is read only from
- * format 2 on, and its floor is restored. */
-Test(snapshot, version_1_still_loads_and_ver_ops_need_version_2) {
+/* Format 1 (before VER ops) still loads; a VER op restores its floor. */
+Test(snapshot, ver_ops_restore_their_floor) {
     static uint8_t buf[512];
     const pd_op seen = {.kind = PD_OP_SEEN, .user = pd_str_c("alice"), .at = 900,
                         .hlc = 900ULL << 16, .writer = pd_str_c("n2")};
@@ -863,9 +887,7 @@ Test(snapshot, version_1_still_loads_and_ver_ops_need_version_2) {
     size_t len = small_snapshot(1, &seen, buf, sizeof buf);
     cr_assert_eq(pd_snap_open(buf, len, &info, &rd, &err), PD_OK, "%s", err.msg);
     cr_expect_eq(info.version, 1);
-    len = small_snapshot(1, &ver, buf, sizeof buf);
-    expect_refused(buf, len, "a register entry is not a register op");
-    len = small_snapshot(2, &ver, buf, sizeof buf);
+    len = small_snapshot(3, &ver, buf, sizeof buf);
     pd_repl_cfg cfg = {.sync_interval_ms = 100, .node_timeout_ms = 300, .inc = 9,
                        .max_msg_bytes = 4096};
     pd_repl *r = pd_repl_new(&cfg, &MCFG, pd_str_c("n1"), &(pd_repl_io){0}, 1000);

@@ -143,6 +143,9 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
 
 void pd_repl_restore_done(pd_repl *r) {
     r->restoring = false;
+    /* The replay may have applied deltas that the peers' heartbeats did
+     * not count yet, and their live copies come next: no contradiction. */
+    for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->synced_at = r->now;
     /* Our devices, back from the snapshot and the stream, start our new
      * incarnation: peers drop the old one's at once and take these. */
     pd_model_partition_dump(r->m, S(r->self), repl__on_op_dump, r);

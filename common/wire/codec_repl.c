@@ -95,11 +95,20 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
     }
 }
 
-static bool rd_text(mp_reader *r, pd_str *s, uint32_t max, bool nonempty) {
+/* check false: the bytes were validated before (a snapshot read a second
+ * time, see pd_op_read_checked): the lengths are still checked, the
+ * characters not again. */
+static bool rd_text(mp_reader *r, pd_str *s, uint32_t max, bool nonempty, bool check) {
     if (!mpr_str(r, s)) return false;
-    if (s->n > max || (nonempty && s->n == 0) || !pd_text_valid(s->p, s->n))
+    if (s->n > max || (nonempty && s->n == 0) || (check && !pd_text_valid(s->p, s->n)))
         return mpr_fail(r, PD_EBADVALUE, "bad text in op");
     return true;
+}
+
+static bool rd_id(mp_reader *r, pd_str *s, bool check) {
+    if (check) return pd_rd_id(r, s);
+    if (!mpr_str(r, s)) return false;
+    return (s->n > 0 && s->n <= PD_ID_MAX) || mpr_fail(r, PD_EBADID, "bad id");
 }
 
 static bool rd_small(mp_reader *r, unsigned max, unsigned *v) {
@@ -125,8 +134,8 @@ static bool rd_meta(mp_reader *r, pd_str *meta) {
     return true;
 }
 
-/* Reads and validates one op. */
-static bool read_op(mp_reader *r, pd_op *op) {
+/* Reads and validates one op (check: see rd_text). */
+static bool read_op(mp_reader *r, pd_op *op, bool check) {
     uint32_t n;
     unsigned kind = 0, small = 0;
     memset(op, 0, sizeof *op);
@@ -140,54 +149,60 @@ static bool read_op(mp_reader *r, pd_op *op) {
     op->kind = (pd_op_kind)kind;
     switch (op->kind) {
     case PD_OP_ADD:
-        if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_id(r, &op->user) ||
-            !rd_text(r, &op->label, PD_DEVICE_MAX, true) || !rd_small(r, PD_DEV_IDLE, &small) ||
+        if (!rd_id(r, &op->server, check) || !rd_id(r, &op->conn, check) ||
+            !rd_id(r, &op->user, check) || !rd_text(r, &op->label, PD_DEVICE_MAX, true, check) || !rd_small(r, PD_DEV_IDLE, &small) ||
             !rd_i64(r, &op->connected_at) || !rd_i64(r, &op->last_active) ||
             !pd_rd_u64(r, &op->hlc))
             return false;
         op->state = (pd_devstate)small;
         return !opt || rd_meta(r, &op->meta);
     case PD_OP_REMOVE:
-        if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_u64(r, &op->hlc)) return false;
+        if (!rd_id(r, &op->server, check) || !rd_id(r, &op->conn, check) ||
+            !pd_rd_u64(r, &op->hlc))
+            return false;
         if (n == 5u) return rd_time(r, &op->at);
         if (n >= 6u) /* with ver, at may be 0: not said */
             return rd_i64(r, &op->at) && (op->at >= 0 || mpr_fail(r, PD_EBADVALUE, "bad time in op")) &&
-                   pd_rd_u64(r, &op->ver) && (n == 6u || pd_rd_id(r, &op->user));
+                   pd_rd_u64(r, &op->ver) && (n == 6u || rd_id(r, &op->user, check));
         return true;
     case PD_OP_STATE:
-        if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_u64(r, &op->hlc) ||
+        if (!rd_id(r, &op->server, check) || !rd_id(r, &op->conn, check) || !pd_rd_u64(r, &op->hlc) ||
             !rd_small(r, PD_DEV_IDLE, &small) || !rd_i64(r, &op->last_active) ||
             (opt && !pd_rd_u64(r, &op->ver)))
             return false;
         op->state = (pd_devstate)small;
         return true;
     case PD_OP_CHOSEN:
-        if (!pd_rd_id(r, &op->user) || !rd_small(r, PD_CHOSEN_INVISIBLE, &small) ||
-            !pd_rd_u64(r, &op->hlc) || !pd_rd_id(r, &op->writer) || (opt && !rd_time(r, &op->at)))
+        if (!rd_id(r, &op->user, check) || !rd_small(r, PD_CHOSEN_INVISIBLE, &small) ||
+            !pd_rd_u64(r, &op->hlc) || !rd_id(r, &op->writer, check) || (opt && !rd_time(r, &op->at)))
             return false;
         op->chosen = (pd_chosen)small;
         return true;
     case PD_OP_CUSTOM:
-        return pd_rd_id(r, &op->user) && rd_text(r, &op->text, PD_TEXT_MAX, false) &&
-               rd_text(r, &op->emoji, PD_EMOJI_MAX, false) && rd_i64(r, &op->expires_at) &&
-               pd_rd_u64(r, &op->hlc) && pd_rd_id(r, &op->writer);
+        return rd_id(r, &op->user, check) && rd_text(r, &op->text, PD_TEXT_MAX, false, check) &&
+               rd_text(r, &op->emoji, PD_EMOJI_MAX, false, check) && rd_i64(r, &op->expires_at) &&
+               pd_rd_u64(r, &op->hlc) && rd_id(r, &op->writer, check);
     case PD_OP_SEEN:
-        return pd_rd_id(r, &op->user) && rd_time(r, &op->at) && pd_rd_u64(r, &op->hlc) &&
-               pd_rd_id(r, &op->writer);
+        return rd_id(r, &op->user, check) && rd_time(r, &op->at) && pd_rd_u64(r, &op->hlc) &&
+               rd_id(r, &op->writer, check);
     case PD_OP_SYNCED:
-        return pd_rd_id(r, &op->server) && pd_rd_u64(r, &op->hlc) && pd_rd_id(r, &op->writer);
+        return rd_id(r, &op->server, check) && pd_rd_u64(r, &op->hlc) &&
+               rd_id(r, &op->writer, check);
     case PD_OP_VER:
-        return pd_rd_id(r, &op->user) && pd_rd_u64(r, &op->hlc) && pd_rd_id(r, &op->writer);
+        return rd_id(r, &op->user, check) && pd_rd_u64(r, &op->hlc) &&
+               rd_id(r, &op->writer, check);
     }
     return false;
 }
 
-bool pd_op_read(mp_reader *r, pd_op *op) { return read_op(r, op); }
+bool pd_op_read(mp_reader *r, pd_op *op) { return read_op(r, op, true); }
+
+bool pd_op_read_checked(mp_reader *r, pd_op *op) { return read_op(r, op, false); }
 
 static bool check_op(mp_reader *r, void *ud) {
     pd_op op;
     (void)ud;
-    return read_op(r, &op);
+    return read_op(r, &op, true);
 }
 
 /* Validates every op of an encoded array. */
@@ -209,7 +224,7 @@ void pd_ops_iter_init(pd_ops_iter *it, const pd_ops *ops) {
 bool pd_ops_next(pd_ops_iter *it, pd_op *op) {
     if (it->left == 0) return false;
     it->left--;
-    return read_op(&it->r, op);
+    return read_op(&it->r, op, true);
 }
 
 /* ---- message maps ------------------------------------------------------------------ */

@@ -7,13 +7,22 @@ nats-servers with JetStream, a redis-server, three presenced nodes and
 presence-sim (steady load across six socket servers attached to the three
 nodes), then for the load's duration injects random faults from a seeded
 RNG (faults.py: SIGKILL + restart of a node, SIGSTOP + SIGCONT of a node,
-restart of a nats-server, restart of Redis). A few seconds before the load
+restart of a nats-server, restart of Redis; and network partitions when
+it can run the cluster in network namespaces, as root with `ip netns`:
+each nats-server + node pair then has a namespace of its own, see
+cluster.py and tests/partition/netns.py). A few seconds before the load
 ends it stops injecting and lets every fault recover; then it stops the
 load, waits for the cluster to converge (polling, with a deadline), and
 compares every node's view with the oracle (compare.py).
 
-Prints a table and one JSON line: events sent, faults by kind, users lost,
-ghosts, divergent nodes and time to converge. Exit 0 only if lost, ghosts
+With --watch (opt-in: it fails today, see watch.py) a watcher per
+nats-server follows P.user.> through the run, and each user's last
+notification must equal what `get` says at the end.
+
+Prints a table and one JSON line: events sent, faults by kind (and why
+partitions did not run, where they did not), users lost, ghosts, divergent
+nodes and time to converge. Namespaces, links and processes are removed at
+the end, also on failure, Ctrl-C or SIGTERM. Exit 0 only if lost, ghosts
 and divergent nodes are all 0 and every node exits cleanly on SIGTERM at
 the end; 1 otherwise (the logs are kept and their tails shown), 2 bad
 usage, 3 the cluster could not be set up.
@@ -25,17 +34,22 @@ import os
 import random
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "partition"))
 
 import compare  # noqa: E402
 import pdwire  # noqa: E402
+import watch  # noqa: E402
 from cluster import Cluster, ClusterError, wait_for  # noqa: E402
 from faults import Injector, wait_all_up  # noqa: E402
+import netns  # noqa: E402  (tests/partition/netns.py)
 
 # Node settings: short timers so that a minute holds many faults. The
 # socket-server timeout outlasts the comparison: presence-sim's servers
@@ -55,13 +69,15 @@ SANITIZER = re.compile(rb"ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|W
 
 
 class Run:
-    def __init__(self, args):
+    def __init__(self, args, topo=None):
         self.args = args
         self.t0 = time.monotonic()
         self.dir = tempfile.mkdtemp(prefix="pd-chaos-")
         self.timeline = open(os.path.join(self.dir, "chaos.log"), "w")
-        self.c = Cluster(self.dir, args.bin_dir, args.presenced, SETTINGS)
+        self.c = Cluster(self.dir, args.bin_dir, args.presenced, SETTINGS, topo)
         self.problems = []
+        self.watchers = []
+        self.heard_bad = []
 
     def log(self, text):
         line = "%8.2f %s" % (time.monotonic() - self.t0, text)
@@ -120,8 +136,9 @@ class Run:
         if not self.all_alive(30):
             raise ClusterError("the nodes do not see each other")
         a = self.args
-        self.c.sim_start(["--servers", "6", "--users", str(a.users), "--rate", str(a.rate),
-                          "--heartbeat-ms", "500", "--drain", "2", "--seed", str(a.seed),
+        self.watchers = watch.start(self.c) if a.watch else []
+        self.c.sim_start(6, a.rate, a.seed,
+                         ["--users", str(a.users), "--heartbeat-ms", "500", "--drain", "2",
                           "--json", "--dump-users", "--quiet"])
         nc = self.nats()
         try:
@@ -145,8 +162,9 @@ class Run:
             if now >= next_fault and inj.inject_random(now):
                 next_fault = now + rng.uniform(0.8, 3.0)
             inj.step(now)
-            if self.c.sim.poll() is not None:
-                raise ClusterError("presence-sim exited during the load")
+            if self.c.sim_exited() is not None:
+                raise ClusterError("presence-sim exited during the load (code %s)"
+                                   % self.c.sim_exited())
             time.sleep(0.05)
         self.log("no more faults; recovering the active ones")
         inj.drain(40)
@@ -236,6 +254,21 @@ class Run:
             self.problems.append("statuses differ from the oracle after the offline delay")
         return bad
 
+    def check_heard(self, oracle):
+        """--watch: every watcher's last notification of every user is what
+        a get says now (polled for a few seconds: the last ones may still
+        be on their way)."""
+        if not self.watchers:
+            return
+        self.heard_bad = watch.check(self.watchers, self.nats, sorted(oracle), 10)
+        if self.heard_bad:
+            self.problems.append("watchers last heard something else than get says for %d "
+                                 "users, e.g. %s" % (len({b[1] for b in self.heard_bad}),
+                                                     self.heard_bad[:4]))
+            for u in sorted({b[1] for b in self.heard_bad})[:5]:
+                self.log("heard of %s (at, ver, ts, status): %s"
+                         % (u, watch.history(self.watchers, u)))
+
     def check_nodes(self, oracle, after_ms):
         """{node: mismatches} from each node's snapshot taken after after_ms."""
         out = {}
@@ -250,6 +283,8 @@ class Run:
         return out
 
     def finish(self):
+        for w in self.watchers:
+            w.stop()
         codes = self.c.stop_all()
         for nid, code in codes.items():
             if code != 0:
@@ -283,6 +318,7 @@ def report(run, summary, inj, conv, query_bad, status_bad, node_bad):
         "oracle_devices": summary.get("devices", 0) if summary else 0,
         "faults": dict(inj.counts), "faults_total": sum(inj.counts.values()),
         "driver_resyncs": inj.driver_resyncs,
+        "partitions": run.partitions,
         "users_lost": len(lost), "ghosts": len(ghosts), "divergent_nodes": len(divergent),
         "converge_s": None if conv is None else round(conv, 2),
         "sim_drain_s": round(getattr(run, "sim_drain", 0.0), 2),
@@ -295,6 +331,17 @@ def report(run, summary, inj, conv, query_bad, status_bad, node_bad):
             ("  unanswered (faults)", res["events_unanswered"]),
             ("oracle devices", res["oracle_devices"])]
     rows += [("faults: " + k, v) for k, v in inj.counts.items()]
+    rows += [("partitions", run.partitions)]
+    if run.watchers:
+        w_ok = [w for w in run.watchers if not w.broken]
+        res["watchers"] = {w.wname: {"notifications": w.count, "broken": w.broken}
+                           for w in run.watchers}
+        res["heard_wrong"] = len({b[1] for b in run.heard_bad})
+        rows += [("notifications heard", " ".join("%s:%d" % (w.wname, w.count)
+                                                 for w in run.watchers)),
+                 ("watchers checked", "%d of %d (the others' server restarted)"
+                  % (len(w_ok), len(run.watchers))),
+                 ("last heard wrong (users)", res["heard_wrong"])]
     rows += [("resyncs asked by driver", inj.driver_resyncs),
              ("users lost", len(lost)), ("ghosts", len(ghosts)),
              ("divergent nodes", "%d %s" % (len(divergent), " ".join(divergent))),
@@ -313,6 +360,24 @@ def report(run, summary, inj, conv, query_bad, status_bad, node_bad):
     return ok
 
 
+def make_topology(args):
+    """(a created netns.Topology, "on ..."), or (None, why partitions do
+    not run) where namespaces cannot be made or are not wanted."""
+    if args.no_partitions:
+        return None, "not run (--no-partitions)"
+    ok, why = netns.Topology.available()
+    if not ok:
+        return None, "not run: %s" % why
+    netns.Topology.sweep()
+    topo = netns.Topology(3)
+    try:
+        topo.create()
+    except (OSError, subprocess.CalledProcessError) as e:
+        topo.destroy()
+        return None, "not run: the namespaces could not be set up: %s" % e
+    return topo, "on (each nats-server + node in a network namespace)"
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -327,6 +392,11 @@ def main():
     ap.add_argument("--converge-timeout", type=float, default=30.0,
                     help="seconds the cluster has to converge after the load (default 30)")
     ap.add_argument("--verbose", action="store_true", help="the timeline on stderr")
+    ap.add_argument("--watch", action="store_true",
+                    help="also watch P.user.> on every server and check that each user's last "
+                    "notification is what get says at the end")
+    ap.add_argument("--no-partitions", action="store_true",
+                    help="no network namespaces and no partition faults, even as root")
     ap.add_argument("--no-driver-resync", action="store_true",
                     help="do not publish P.resync.<node> after a nats-server restart (shows "
                     "what presence-sim's missing resync on its own reconnect costs)")
@@ -342,11 +412,19 @@ def main():
     for b in (args.presenced, os.path.join(args.bin_dir, "presence-sim")):
         if not os.access(b, os.X_OK):
             ap.error("no %s (build first, or give --bin-dir)" % b)
-    run = Run(args)
+    # SIGTERM and SIGHUP end the run as Ctrl-C does: everything is removed.
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+    topo, partitions = make_topology(args)
+    run = Run(args, topo)
+    run.partitions = partitions
     rng = random.Random(args.seed)
     resync = (lambda: run.log("driver: resync not asked (--no-driver-resync)")) \
         if args.no_driver_resync else run.resync_all
-    inj = Injector(run.c, rng, NODE_TIMEOUT_MS / 1000.0, run.log, resync)
+    inj = Injector(run.c, rng, NODE_TIMEOUT_MS / 1000.0, run.log, resync,
+                   partitions=topo is not None)
     summary, conv, query_bad, status_bad, node_bad = None, None, [], [], {}
     code = 1
     try:
@@ -356,6 +434,7 @@ def main():
         conv, query_bad = run.converge(oracle, summary["devices"])
         if conv is not None:
             status_bad = run.check_status(oracle)
+            run.check_heard(oracle)
         node_bad = run.check_nodes(oracle, int(time.time() * 1000))
     except ClusterError as e:
         run.problems.append("setup/fault handling: %s" % e)
@@ -363,14 +442,19 @@ def main():
     except KeyboardInterrupt:
         run.problems.append("interrupted")
     finally:
-        run.finish()
+        try:
+            run.finish()
+        finally:
+            if topo is not None:
+                topo.destroy()
     ok = report(run, summary, inj, conv, query_bad, status_bad, node_bad)
     if ok:
         if not args.keep:
             shutil.rmtree(run.dir, ignore_errors=True)
         return 0
     print("chaos: FAILED (seed %d); logs kept in %s" % (args.seed, run.dir))
-    for name in ("chaos", "n1", "n2", "n3", "sim", "nats1", "nats2", "nats3", "redis"):
+    for name in ["chaos", "n1", "n2", "n3"] + run.c.sim_names() + ["nats1", "nats2", "nats3",
+                                                                     "redis"]:
         print("--- tail of %s.log" % name)
         print(tail(os.path.join(run.dir, name + ".log"), 12))
     return code if code == 3 else 1

@@ -95,7 +95,7 @@ static void walk(const pd_snap_info *info, pd_snap_reader rd, entries *out) {
     while (pd_snap_next_register(&rd, &op)) {
         n++;
         FZ_CHECK(op.kind == PD_OP_CHOSEN || op.kind == PD_OP_CUSTOM || op.kind == PD_OP_SEEN ||
-                     (op.kind == PD_OP_VER && info->version >= 2),
+                     op.kind == PD_OP_VER,
                  "register of kind %d", (int)op.kind);
         if (out == NULL) continue;
         msgpack_sbuffer_clear(&sb);
@@ -179,7 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         buf[7] = PD_SNAP_VERSION;
         put_be(buf + 8, size - 1);
         memcpy(buf + PD_SNAP_HEADER, data + 1, size - 1);
-        put_be(buf + 16, pd_hash(buf + PD_SNAP_HEADER, size - 1));
+        put_be(buf + 16, pd_snap_checksum(PD_SNAP_VERSION, buf + PD_SNAP_HEADER, size - 1));
     } else {
         len = size - 1;
         buf = malloc(len ? len : 1);

@@ -19,15 +19,27 @@ flow), so a dead route ends only when TCP gives up retransmitting, which
 under Linux's default retries takes minutes (docs/failure-modes.md says
 what operators should set).
 
+Two topologies may live at once (ctest -j runs it_partition and
+chaos_short side by side): each takes a second octet <b> that no address
+of the test's namespace uses, chosen under a lock file.
+
 Everything is removed by Topology.destroy(), called from the tests' finally
 and at exit; namespaces and links left by a test that was killed are found
 by their prefix and removed the next time (Topology.sweep()). Needs root and
-`ip` (iproute2); Topology.available() tells, with the reason."""
+`ip` (iproute2); Topology.available() tells, with the reason.
+
+Users: tests/partition/partition.py, and tests/chaos/cluster.py when
+chaos.py runs its cluster in namespaces (nats_conf() is the servers'
+configuration they share)."""
 import atexit
+import fcntl
 import os
+import re
 import subprocess
 
 PREFIX = "pdp"
+LOCK = "/run/lock/pdp-netns.lock" if os.path.isdir("/run/lock") else "/tmp/pdp-netns.lock"
+NATS_PORT, NATS_HTTP_PORT, NATS_ROUTE_PORT = 4222, 8222, 6222
 
 
 def ip(*args, ns=None, check=True):
@@ -37,6 +49,16 @@ def ip(*args, ns=None, check=True):
         raise OSError("ip %s%s: %s" % (" ".join(args), " (in %s)" % ns if ns else "",
                                         p.stderr.strip()))
     return p
+
+
+def kill_inside(ns):
+    """SIGKILL to every process of namespace ns."""
+    p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    for pid in p.stdout.split():
+        try:
+            os.kill(int(pid), 9)
+        except (OSError, ValueError):
+            pass
 
 
 def sysctl(ns, key, value):
@@ -53,7 +75,7 @@ class Topology:
         Topology.made += 1
         self.n = n
         self.tag = "%dx%d" % (os.getpid(), Topology.made % 10)
-        self.b = 100 + (os.getpid() + Topology.made) % 150   # second octet of the addresses
+        self.b = None   # second octet of the addresses, chosen by create()
         self.ns = ["%s%ss%d" % (PREFIX, self.tag, i) for i in range(n)]
         self.bridge = "%s%sbr" % (PREFIX, self.tag)
         self.created = False
@@ -104,6 +126,7 @@ class Topology:
         for line in p.stdout.splitlines():
             name = (line.split() or [""])[0]
             if stale(name):
+                kill_inside(name)   # what the killed test left running there
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
         p = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
         for line in p.stdout.splitlines():
@@ -112,9 +135,28 @@ class Topology:
             if stale(name):
                 subprocess.run(["ip", "link", "del", name], capture_output=True)
 
+    @staticmethod
+    def _octets_in_use():
+        p = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True)
+        return {int(m) for m in re.findall(r"inet 10\.(\d+)\.", p.stdout)}
+
     def create(self):
         self.created = True
         atexit.register(self.destroy)
+        # The lock is held until this topology's addresses exist, so that
+        # a concurrent create() sees them and picks another octet.
+        with open(LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = self._octets_in_use()
+            start = (os.getpid() + Topology.made) % 150
+            free = [100 + (start + k) % 150 for k in range(150)
+                    if 100 + (start + k) % 150 not in used]
+            if not free:
+                raise OSError("no free 10.<b>.0.0/16 for the namespaces' addresses")
+            self.b = free[0]
+            self._create()
+
+    def _create(self):
         ip("link", "add", self.bridge, "type", "bridge")
         ip("link", "set", self.bridge, "up")
         for i, ns in enumerate(self.ns):
@@ -144,12 +186,7 @@ class Topology:
             return
         self.created = False
         for ns in self.ns:
-            p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-            for pid in p.stdout.split():
-                try:
-                    os.kill(int(pid), 9)
-                except (OSError, ValueError):
-                    pass
+            kill_inside(ns)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         for i in range(self.n):
             for kind in "vn":
@@ -176,5 +213,23 @@ class Topology:
             self.heal(i)
 
     def argv(self, i, argv):
-        """argv run inside side i's namespace."""
+        """argv run inside side i's namespace (`ip netns exec` execs it:
+        the pid is argv's own, for signals)."""
         return ["ip", "netns", "exec", self.ns[i]] + list(argv)
+
+    def nats_conf(self, i, name, cluster, store, extra=""):
+        """The configuration of side i's clustered nats-server: clients and
+        monitoring on every address of the side (lo for its node, the svc
+        link for the test) at NATS_PORT and NATS_HTTP_PORT, routes over
+        the net links only. The cluster does not advertise its servers'
+        client URLs: a client that reconnects (nats.c adds the advertised
+        URLs to its list) comes back to its own side's server, never to
+        another side's over the net links."""
+        routes = ", ".join("nats-route://%s:%d" % (self.net_addr(j), NATS_ROUTE_PORT)
+                           for j in range(self.n))
+        return ("server_name: %s\nlisten: 0.0.0.0:%d\nhttp: 0.0.0.0:%d\n%s"
+                "jetstream { store_dir: \"%s\" }\n"
+                "cluster {\n  name: %s\n  listen: %s:%d\n  no_advertise: true\n"
+                "  routes: [ %s ]\n}\n"
+                % (name, NATS_PORT, NATS_HTTP_PORT, extra, store, cluster, self.net_addr(i),
+                   NATS_ROUTE_PORT, routes))

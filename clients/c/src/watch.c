@@ -41,6 +41,7 @@ struct presence_watch {
 typedef struct {
     char user[132], status[16], text[260], emoji[68];
     int64_t expires_at, last_seen, ver;
+    bool stale;
 } pw_state;
 
 static void cp(char *dst, size_t cap, pd_str s)
@@ -80,6 +81,11 @@ static bool read_state(mp_reader *r, pw_state *st)
                     return false;
                 done = true;
             }
+        if (!done && k.n == 5 && !memcmp(k.p, "stale", 5)) {
+            if (!mpr_bool(r, &st->stale))
+                return false;
+            done = true;
+        }
         if (!done && !mpr_skip(r))
             return false;
     }
@@ -98,7 +104,7 @@ static pw_user *find(presence_watch *w, const char *user)
 }
 
 /* Reports st if newer than what was reported for its user (mu held). */
-static void report(presence_watch *w, const pw_state *st, bool initial)
+static void report(presence_watch *w, const pw_state *st, bool initial, uint64_t as_of)
 {
     pw_user *u = find(w, st->user);
     if (!u || st->ver < 0 || (!initial && (uint64_t)st->ver <= u->ver))
@@ -107,7 +113,7 @@ static void report(presence_watch *w, const pw_state *st, bool initial)
     presence_state ps = {.user = st->user, .status = st->status, .text = st->text,
                          .emoji = st->emoji, .expires_at = (uint64_t)st->expires_at,
                          .last_seen = (uint64_t)st->last_seen, .ver = (uint64_t)st->ver,
-                         .initial = initial};
+                         .initial = initial, .as_of = as_of, .stale = st->stale};
     w->fn(w->ud, &ps);
 }
 
@@ -117,7 +123,7 @@ static void note_in(presence_watch *w, const void *data, size_t len)
     pw_state st;
     mpr_init(&r, data, len);
     if (read_state(&r, &st))
-        report(w, &st, false);
+        report(w, &st, false, 0);
 }
 
 static void on_note(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
@@ -160,18 +166,34 @@ static bool initial_get(presence_watch *w, presence_client *c, char *err, size_t
                                           (int64_t)pl_timeout_ms(c));
     msgpack_sbuffer_destroy(&sb);
     bool ok = s == NATS_OK;
-    mp_reader r;
+    mp_reader r, list;
     uint32_t nk = 0, ne = 0;
+    int64_t as_of = 0;
+    bool found = false;
     pd_str k;
     if (ok) {
+        /* {"users": [...], "as_of"?, ...}: any other key is skipped (a
+         * client accepts the fields of later versions) */
         mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
-        ok = mpr_map(&r, &nk) && nk == 1 && mpr_str(&r, &k) && k.n == 5 &&
-             !memcmp(k.p, "users", 5) && mpr_array(&r, &ne);
+        ok = mpr_map(&r, &nk);
+        for (uint32_t i = 0; ok && i < nk; i++) {
+            ok = mpr_str(&r, &k);
+            if (ok && k.n == 5 && !memcmp(k.p, "users", 5) && !found) {
+                list = r;
+                found = true;
+                ok = mpr_skip(&r);
+            } else if (ok && k.n == 5 && !memcmp(k.p, "as_of", 5)) {
+                ok = mpr_int(&r, &as_of) && as_of >= 0;
+            } else if (ok) {
+                ok = mpr_skip(&r);
+            }
+        }
+        ok = ok && found && mpr_array(&list, &ne);
         for (uint32_t i = 0; ok && i < ne; i++) {
             pw_state st;
-            ok = read_state(&r, &st);
+            ok = read_state(&list, &st);
             if (ok)
-                report(w, &st, true);
+                report(w, &st, true, (uint64_t)as_of);
         }
     }
     if (!ok)

@@ -148,6 +148,14 @@ typedef struct {
     uint64_t last_seen;
     uint64_t ver;
     bool initial;          /* true: from the get, false: a change */
+    /* Freshness of an initial state (docs/protocol.md section 4): the time
+     * (ms since the epoch) up to which the answering node was caught up
+     * with its peers (0 in a change, or from a node that does not say),
+     * and whether part of this state came from a node it had not heard
+     * from lately: show "last known" rather than a sure status (added
+     * with issue 14, at the end, so older callers are unaffected). */
+    uint64_t as_of;
+    bool stale;
 } presence_state;
 typedef void (*presence_watch_fn)(void *ud, const presence_state *st);
 typedef struct presence_watch presence_watch;
