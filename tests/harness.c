@@ -479,6 +479,12 @@ void h_event_pub(natsConnection *nc, const char *node, const pd_event *ev) {
 
 bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
            char *text_buf, size_t text_cap) {
+    return h_get_fresh(nc, user, viewer, out, text_buf, text_cap, NULL);
+}
+
+bool h_get_fresh(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
+                 char *text_buf, size_t text_cap, uint64_t *as_of) {
+    pd_reply_fresh f = {0};
     msgpack_sbuffer sb;
     pd_query q = {.type = PD_Q_GET, .viewer = S(viewer)};
     pd_str u = pd_str_c(user);
@@ -492,9 +498,10 @@ bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *ou
     pd_err err;
     bool ok = false;
     if (pd_reply_top_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "users", &r,
-                            &k, NULL, NULL, &err) == PD_OK &&
+                            &k, NULL, &f, &err) == PD_OK &&
         k == 1 && pd_view_decode(&r, out, &err) == PD_OK) {
         ok = true;
+        if (as_of) *as_of = f.as_of;
         if (text_buf) {
             size_t c = out->text.n < text_cap - 1 ? out->text.n : text_cap - 1;
             memcpy(text_buf, out->text.p, c);

@@ -389,7 +389,14 @@ Test(proto, watch_started_mid_burst_is_gap_free_and_duplicate_free) {
         if (i == CHANGES / 3) { /* the watch starts in the middle */
             cr_assert_eq(natsConnection_SubscribeSync(&sub, wc, "presence.user.w"), NATS_OK);
             cr_assert_eq(natsConnection_Flush(wc), NATS_OK);
-            cr_assert(h_get(nc, "w", NULL, &got, NULL, 0));
+            /* The get must be as fresh as the subscription (the recipe of
+             * schemas/notifications.md): a node that lags the announcer
+             * would show a state older than notifications published
+             * before the subscription was in place (a gap). */
+            uint64_t subscribed = (uint64_t)h_wall_ms(), as_of = 0;
+            cr_assert(H_POLL(h_get_fresh(nc, "w", NULL, &got, NULL, 0, &as_of) &&
+                             as_of >= subscribed, 10000),
+                      "no get as fresh as the subscription (as_of %llu)", (unsigned long long)as_of);
         }
         h_event_pub(nc, "n1", &ev);
     }

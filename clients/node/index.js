@@ -116,6 +116,11 @@ function toState(m, initial) {
 }
 
 const isId = (s) => typeof s === 'string' && s.length > 0;
+// An id that goes into a subject (node, subject prefix, watched user): the
+// protocol's rule (docs/protocol.md, Identifiers), so that it can never be
+// a NATS wildcard or an empty token.
+const SUBJECT_ID = /^[A-Za-z0-9_:@=+-](?:[A-Za-z0-9._:@=+-]*[A-Za-z0-9_:@=+-])?$/;
+const isSubjectId = (s) => typeof s === 'string' && Buffer.byteLength(s) <= 128 && SUBJECT_ID.test(s) && !s.includes('..');
 const badArg = (what) => Promise.reject(new PresenceError('bad_argument', what));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -132,12 +137,14 @@ function isNoAnswer(err) {
 export async function createClient(opts = {}) {
   const watcher = opts.nodes === undefined && opts.serverId === undefined;
   if (!watcher) { // a socket server; without both, a client that only watches and queries
-    if (!Array.isArray(opts.nodes) || opts.nodes.length === 0 || !opts.nodes.every(isId))
-      throw new PresenceError('bad_argument', 'nodes: at least one node id is required');
+    if (!Array.isArray(opts.nodes) || opts.nodes.length === 0 || !opts.nodes.every(isSubjectId))
+      throw new PresenceError('bad_argument', 'nodes: at least one node id (1-128 of A-Z a-z 0-9 . _ : @ = + -) is required');
     if (!isId(opts.serverId)) throw new PresenceError('bad_argument', 'serverId is required');
   }
   if (opts.listConns !== undefined && typeof opts.listConns !== 'function')
     throw new PresenceError('bad_argument', 'listConns must be a function');
+  if (opts.subjectPrefix !== undefined && !isSubjectId(opts.subjectPrefix))
+    throw new PresenceError('bad_argument', 'subjectPrefix must be an id (1-128 of A-Z a-z 0-9 . _ : @ = + -)');
   for (const k of ['batchMax', 'batchDelayMs', 'heartbeatMs', 'requestTimeoutMs', 'syncPartBytes'])
     if (opts[k] !== undefined && !(Number.isInteger(opts[k]) && opts[k] > 0))
       throw new PresenceError('bad_argument', `${k} must be a positive integer`);
@@ -177,6 +184,7 @@ export class PresenceClient {
     this._nextBatch = 0;
     this._seq = 0;
     this._syncNo = 0;
+    this._restarts = 0;
     this._needSync = this.nodes.length > 0;
     this._syncing = false;
     this._stopped = false;
@@ -199,6 +207,7 @@ export class PresenceClient {
           this._pump();
         }
       }, Math.max(1, Math.floor(this._hbMs / 2)));
+    this._hbTimer.unref(); // the NATS connection is what keeps a process alive
     }
     await this.nc.flush();
     this._pump();
@@ -289,6 +298,7 @@ export class PresenceClient {
       this._timer = null;
       this._pump(true);
     }, wait);
+    this._timer.unref();
   }
 
   /** Sends what is due; `due` when the oldest event has waited long enough. */
@@ -384,6 +394,12 @@ export class PresenceClient {
     let ok = false;
     try {
       ok = await this._doSync(node);
+      if (ok === 'restart') { // the node lost the sync under way: part 1 again
+        this._syncing = false;
+        this._needSync = true;
+        this._pump();
+        return;
+      }
     } catch (e) {
       if (e && e.listing) { // the caller's listConns failed: not the node's fault
         this._onError(e.cause);
@@ -457,12 +473,21 @@ export class PresenceClient {
       }
       this._stats.syncParts++;
       const r = parseReply(m.data);
+      if (r && !r.ok && r.error === 'bad_value' && p > 0 && this._restarts < 3) {
+        // "no such sync under way": the node restarted, or the parts took
+        // longer than PRESENCE_SYNC_PARTS_TIMEOUT_MS; start again from part
+        // 1 (docs/integrating.md), at most three times in a row.
+        this._restarts++;
+        this._onError(new PresenceError(r.error, `sync part ${p + 1}/${cuts.length} refused, starting the sync again: ${r.message}`));
+        return 'restart';
+      }
       if (r && !r.ok) {
         const failed = r.failed.map((f) => ({ conn: str(f.conn), error: str(f.error), message: str(f.message) }));
         this._onError(new PresenceError(r.error, `sync part ${p + 1}/${cuts.length}: ${r.message}`, { failed }));
       }
     }
     this._stats.syncsDone++;
+    this._restarts = 0;
     return true;
   }
 
@@ -580,8 +605,8 @@ export class PresenceClient {
   async watch(users, onState) {
     if (typeof onState !== 'function') throw new PresenceError('bad_argument', 'onState must be a function');
     if (!Array.isArray(users) || users.length === 0 || users.length > 1000 ||
-        !users.every((u) => isId(u) && Buffer.byteLength(u) <= 128))
-      throw new PresenceError('bad_argument', 'users must be 1..1000 ids of 1..128 bytes');
+        !users.every(isSubjectId))
+      throw new PresenceError('bad_argument', 'users must be 1..1000 ids (1-128 of A-Z a-z 0-9 . _ : @ = + -)');
     if (this._stopped || this._closing) throw new PresenceError('closed', 'the client is closed');
     const w = new Watch(this, [...new Set(users)], onState);
     await w._start();

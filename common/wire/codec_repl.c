@@ -29,8 +29,73 @@ static uint32_t arity_of(const pd_op *op) {
 
 /* ---- ops ---------------------------------------------------------------------- */
 
+/* ADD ops written straight into the sbuffer behind pk (every packer of
+ * ops here writes to one: see the meta below) when it has room for the
+ * largest encoding: a restart republishes a million of them, and a
+ * snapshot holds as many, where msgpack-c's packer makes a call and a
+ * capacity check per field. The bytes are the ones msgpack-c writes (the
+ * same smallest encodings; test_codec_repl compares them). */
+static uint8_t *put_u(uint8_t *p, uint64_t v) {
+    if (v < 128) { *p++ = (uint8_t)v; return p; }
+    if (v >= (1ull << 32)) { /* times and HLCs: the common case */
+        uint64_t be = v;
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_BIG_ENDIAN__
+        be = __builtin_bswap64(v);
+#endif
+        *p++ = 0xcf;
+        memcpy(p, &be, 8);
+        return p + 8;
+    }
+    int n = v < (1ull << 8) ? 1 : v < (1ull << 16) ? 2 : 4;
+    *p++ = n == 1 ? 0xcc : n == 2 ? 0xcd : 0xce;
+    for (int i = n - 1; i >= 0; i--) *p++ = (uint8_t)(v >> (8 * i));
+    return p;
+}
+
+static uint8_t *put_i(uint8_t *p, int64_t v) {
+    if (v >= -32) return v < 0 ? (*p++ = (uint8_t)v, p) : put_u(p, (uint64_t)v);
+    int n = v >= -(1ll << 7) ? 1 : v >= -(1ll << 15) ? 2 : v >= -(1ll << 31) ? 4 : 8;
+    *p++ = n == 1 ? 0xd0 : n == 2 ? 0xd1 : n == 4 ? 0xd2 : 0xd3;
+    for (int i = n - 1; i >= 0; i--) *p++ = (uint8_t)((uint64_t)v >> (8 * i));
+    return p;
+}
+
+static uint8_t *put_s(uint8_t *p, pd_str s) { /* ids and labels: under 256 bytes */
+    if (s.n < 32) *p++ = (uint8_t)(0xa0 | s.n);
+    else { *p++ = 0xd9; *p++ = (uint8_t)s.n; }
+    if (s.n) memcpy(p, s.p, s.n);
+    return p + s.n;
+}
+
+static bool encode_add_direct(msgpack_packer *pk, const pd_op *op, uint32_t arity) {
+    msgpack_sbuffer *sb = pk->data;
+    size_t need = 2 + 4 * 2 + 2 + 3 * 9 + (size_t)op->server.n + op->conn.n + op->user.n +
+                  op->label.n + op->meta.n;
+    if (op->server.n > 255 || op->conn.n > 255 || op->user.n > 255 || op->label.n > 255 ||
+        sb->alloc - sb->size < need)
+        return false;
+    uint8_t *p = (uint8_t *)sb->data + sb->size;
+    *p++ = (uint8_t)(0x90 | arity);
+    *p++ = (uint8_t)PD_OP_ADD;
+    p = put_s(p, op->server);
+    p = put_s(p, op->conn);
+    p = put_s(p, op->user);
+    p = put_s(p, op->label);
+    p = put_u(p, (uint8_t)op->state);
+    p = put_i(p, op->connected_at);
+    p = put_i(p, op->last_active);
+    p = put_u(p, op->hlc);
+    if (arity > op_arity[PD_OP_ADD]) {
+        memcpy(p, op->meta.p, op->meta.n);
+        p += op->meta.n;
+    }
+    sb->size = (size_t)(p - (uint8_t *)sb->data);
+    return true;
+}
+
 void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
     uint32_t arity = arity_of(op);
+    if (op->kind == PD_OP_ADD && encode_add_direct(pk, op, arity)) return;
     msgpack_pack_array(pk, arity);
     msgpack_pack_uint8(pk, (uint8_t)op->kind);
     switch (op->kind) {

@@ -83,7 +83,7 @@ wss.on('connection', (ws, req) => {
     return;
   }
   const conn = `${serverId}.${++nextConn}`;
-  const s = { ws, user, device, watch: null, lastActivity: Date.now() };
+  const s = { ws, user, device, watch: null, watchGen: 0, lastActivity: Date.now() };
   sockets.set(conn, s);
   pc.connect(conn, user, device).then(
     () => send(ws, { type: 'hello', user, conn }),
@@ -104,6 +104,7 @@ wss.on('connection', (ws, req) => {
     switch (m && m.type) {
     case 'watch': {
       const users = Array.isArray(m.users) ? m.users.filter((u) => typeof u === 'string' && ID.test(u)).slice(0, 1000) : [];
+      const gen = ++s.watchGen; // the latest request wins
       if (s.watch) s.watch.stop();
       s.watch = null;
       if (!users.length) return;
@@ -112,7 +113,7 @@ wss.on('connection', (ws, req) => {
           type: 'presence', user: st.user, status: st.status, text: st.text, emoji: st.emoji,
           lastSeen: st.lastSeen, initial: st.initial,
         }));
-        if (sockets.get(conn) === s && s.ws.readyState === s.ws.OPEN && !s.watch) s.watch = w;
+        if (sockets.get(conn) === s && gen === s.watchGen) s.watch = w;
         else w.stop(); // the tab closed, or asked again, meanwhile
       } catch (e) {
         report(ws, 'watch')(e);

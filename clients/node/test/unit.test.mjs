@@ -127,3 +127,38 @@ test('listConns throwing is reported, is no failover, and the sync is tried agai
   assert.deepEqual(sync.msg.conns, [{ conn: 'c1', user: 'u', device: 'web' }]);
   await pc.close({ shutdown: false });
 });
+
+test('a part refused as "no such sync under way" starts the sync again from part 1', async () => {
+  let refused = 0;
+  const nc = fakeNc((subj, m) => {
+    if (m.type === 'sync' && m.part === 2 && refused++ === 0)
+      return { ok: false, error: 'bad_value', message: 'part: no such sync under way' };
+    return OK;
+  });
+  const conns = Array.from({ length: 600 }, (_, i) => ({ conn: `c${i}`, user: `u${i}`, device: 'web' }));
+  const errors = [];
+  const pc = await createClient({ nc, nodes: ['n1'], serverId: 's5', listConns: () => conns, syncPartBytes: 4096,
+    onError: (e) => errors.push(e) });
+  await pc.flush(10000);
+  const parts = nc.sent.filter((x) => x.msg.type === 'sync').map((x) => [x.msg.sync_id, x.msg.part]);
+  const n = parts.at(-1)[1];
+  assert.deepEqual(parts.map((p) => p[1]), [1, 2, ...Array.from({ length: n }, (_, i) => i + 1)]);
+  assert.notEqual(parts[0][0], parts.at(-1)[0], 'a new sync_id');
+  assert.equal(pc.stats().syncsDone, 1);
+  assert.equal(pc.stats().failovers, 0);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 'bad_value');
+  await pc.close({ shutdown: false });
+});
+
+test('ids that would make a wildcard or an empty subject token are refused', async () => {
+  const nc = fakeNc(() => OK);
+  for (const nodes of [['n*'], ['>'], ['a..b'], ['.n1'], ['']])
+    await assert.rejects(createClient({ nc, nodes, serverId: 's' }), { code: 'bad_argument' }, JSON.stringify(nodes));
+  await assert.rejects(createClient({ nc, subjectPrefix: 'p.>' }), { code: 'bad_argument' });
+  const pc = await createClient({ nc });
+  for (const users of [['a*b'], ['x.>'], [], ['a b']])
+    await assert.rejects(pc.watch(users, () => {}), { code: 'bad_argument' }, JSON.stringify(users));
+  assert.equal(nc.subs.filter((s) => s.subject.startsWith('presence.user.')).length, 0, 'nothing subscribed');
+  await pc.close();
+});

@@ -74,6 +74,8 @@ test('bob watching alice sees her online, then offline once her tab closes', asy
       return true;
     }, 15000);
     const bob = await tab('bob');
+    // Asked twice at once: the later list wins (a tab that changed its mind).
+    bob.send(JSON.stringify({ type: 'watch', users: ['carol'] }));
     bob.send(JSON.stringify({ type: 'watch', users: ['alice'] }));
     await until('bob sees alice online', () =>
       bob.got.filter((m) => m.type === 'presence' && m.user === 'alice').at(-1)?.status === 'online', 15000);

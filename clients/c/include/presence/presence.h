@@ -133,7 +133,10 @@ void presence_get_stats(presence_client *c, presence_stats *out);
 
 /* ---- watching users (apps that show presence) ----
  * presence_watch_new subscribes to the users' notifications, then asks
- * `get` for them, reports each user's state with initial = true, and then
+ * `get` for them (again, within the request timeout, until the answer's
+ * `as_of` is at least the time the subscriptions were in place: a lagging
+ * node's older answer would leave a gap), reports each user's state with
+ * initial = true, and then
  * reports every later change, dropping each notification whose `ver` is
  * not newer than the state already reported: no gap, no duplicate. fn runs
  * on a nats.c thread, one call at a time per watch; it must not call
