@@ -398,6 +398,68 @@ Test(repl, silent_ready_node_is_left_out_of_the_announcers) {
     world_free(&w);
 }
 
+/* A write that only some nodes hold, by a life of its writer that lost
+ * it (killed before its snapshot and the stream had it): n2 sets u2 away,
+ * n1 alone hears it, and n2 restarts without it. A state transfer of the
+ * new n2 has only what the new life wrote, so n1 must pass the old life's
+ * register on itself, or n1 shows u2 away and the others online forever
+ * (the chaos run of seed 1: same ver everywhere, the status differs). */
+Test(repl, register_of_a_lost_life_reaches_every_node) {
+    world w;
+    three_nodes_with_devices(&w);
+    sim *s = &w.s;
+    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u2"), .status = PD_CHOSEN_AWAY};
+    world_event(&w, 2, &ev);
+    sim_flush_all(s);
+    sim_drop_matching(s, 2, 0, M_DELTA);
+    sim_deliver_all(s);
+    cr_assert_eq(public_view(&w, 1, "u2").status, PD_PUB_AWAY);
+    cr_assert_eq(public_view(&w, 0, "u2").status, PD_PUB_ONLINE, "n0 missed the write");
+    sim_restart(s, 2);
+    send_sync(&w, 2, 2);
+    for (int round = 0; round < 6; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_flush_all(s);
+        sim_deliver_all(s);
+    }
+    cr_assert(pd_repl_ready(s->r[2]), "the new n2 is ready");
+    for (int i = 0; i < NREP; i++)
+        cr_expect_eq(public_view(&w, i, "u2").status, PD_PUB_AWAY, "%s has the newest write",
+                     NODE[i]);
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
+/* The same write, and its writer never comes back: n0 learns it from n1
+ * before either takes n2 for down (n1's heartbeat shows more of n2 than
+ * n0 applied: n0 fetches n2's partition from n1, registers included). */
+Test(repl, register_of_a_node_gone_for_good_reaches_every_node) {
+    world w;
+    three_nodes_with_devices(&w);
+    sim *s = &w.s;
+    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u2"), .status = PD_CHOSEN_BUSY};
+    world_event(&w, 2, &ev);
+    sim_flush_all(s);
+    sim_drop_matching(s, 2, 0, M_DELTA);
+    sim_deliver_all(s);
+    s->cut[2] = s->frozen[2] = true;
+    for (int round = 0; round < 10; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_flush_all(s);
+        sim_deliver_all(s);
+    }
+    for (int i = 0; i < 2; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_eq(st.nodes_down, 1u, "%s took n2 for down", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "u2").status, PD_PUB_BUSY, "%s has the newest write",
+                     NODE[i]);
+    }
+    world_free(&w);
+}
+
 Test(repl, restarted_node_that_does_not_come_back_goes_offline) {
     world w;
     three_nodes_with_devices(&w);

@@ -110,6 +110,13 @@ void pd_model_partition_end(pd_model *m, pd_str origin, uint64_t now);
 /* Emits origin's partition as ops: ADD for each device it owns, and the
  * registers it wrote that still win. */
 void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud);
+/* Emits the registers writer wrote that still win here, and nothing else
+ * (none for this node's own id). A node passes them on when a new life
+ * of the writer follows it: a write that reached only some nodes before
+ * its writer lost it (killed before its snapshot and the stream kept it)
+ * is in no later dump of the writer's own, and would stay on those nodes
+ * alone. */
+void pd_model_registers_dump(const pd_model *m, pd_str writer, pd_op_fn fn, void *ud);
 /* The same in slices of at most `buckets` hash buckets, between which the
  * model may change: start with a zeroed cursor; true when done. An entry
  * may come twice (the table grew), a change made meanwhile may or may not

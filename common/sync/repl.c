@@ -261,6 +261,19 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
 
 /* ---- deltas in -------------------------------------------------------------------- */
 
+/* Registers are last-writer-wins, and travel in their writer's deltas and
+ * state transfers only. A write that reached only some nodes before its
+ * writer lost it (killed before its snapshot and the stream kept it, its
+ * delta delivered live to some) is in no later dump of the writer's own:
+ * the nodes holding it pass it on, as ops of theirs that name the writer,
+ * when a life of the writer that we did not know is ready and follows
+ * our deltas (its heartbeat names our incarnation:
+ * it applies what we send from then on; before that it could refuse it
+ * as from no live peer). A repeat changes nothing anywhere. */
+static void pass_on_registers(pd_repl *r, const peer *p) {
+    pd_model_registers_dump(r->m, peer_id(p), repl__on_op_dump, r);
+}
+
 /* Forgets what origin p owned (down, or replaced by a new incarnation). */
 static void forget_partition(pd_repl *r, peer *p, uint64_t now) {
     pd_model_drop_owner(r->m, peer_id(p), now);
@@ -285,6 +298,7 @@ void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     p->contradicted = p->force_sync = false;
     p->shown_self_seq = 0;
     p->dropped_us = false;
+    p->regs_owed = true; /* see pass_on_registers */
 }
 
 pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
@@ -692,6 +706,10 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     p->heard = true;
     p->behind = hb->wall && hb->wall + repl__skew(r) < now;
     p->follows = follows_us(r, hb);
+    if (p->follows && hb->ready && p->regs_owed) {
+        p->regs_owed = false;
+        pass_on_registers(r, p);
+    }
     for (uint32_t k = 0; k < hb->nvc; k++) {
         if (pd_str_eq(hb->vc[k].node, hb->node) && hb->vc[k].inc == p->inc)
             p->hb_seq = hb->vc[k].seq;

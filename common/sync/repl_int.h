@@ -55,6 +55,8 @@ typedef struct {
     bool dropped_us;            /* ... and has not shown all of them again yet, */
     uint64_t dropped_seq;       /* ... that is, our count when we noticed */
     bool follows;               /* its last heartbeat holds our current incarnation */
+    bool regs_owed;             /* a life we did not know: pass on the registers
+                                 * it wrote once it follows us (pass_on_registers) */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
     /* A heartbeat said some node applied more of this origin than we have:
