@@ -215,11 +215,17 @@ Test(answer_model, users_with_nothing_left_are_forgotten_after_the_retention) {
     cr_expect(pd_model_view(m, S("back"), S(NULL), &v));
     pd_model_tick(m, 5100);
     cr_expect_not(pd_model_view(m, S("back"), S(NULL), &v));
-    /* Clearing what kept them starts their retention from their last_seen. */
+    /* Clearing what kept them starts their retention from that write
+     * (later than their last_seen at 1200): the write must outlive its
+     * way to every node, as forgetting drops it. */
     apply_ok(m, ev_custom("custom", "", "", 0), 6000);
     apply_ok(m, ev_status("busy", PD_CHOSEN_AUTO), 6000);
     pd_model_tick(m, 6000);
-    cr_expect_eq(stats(m).users, 0u, "last seen at 1200: already past");
+    cr_expect_eq(stats(m).users, 2u, "not at once, though last seen at 1200");
+    pd_model_tick(m, 7999);
+    cr_expect_eq(stats(m).users, 2u, "not before the write + retention");
+    pd_model_tick(m, 8000);
+    cr_expect_eq(stats(m).users, 0u);
     cr_expect_eq(stats(m).forgotten_users, 4u);
     cr_expect_eq(stats(m).timers, 0u);
     model_free(m, &r, base);

@@ -460,6 +460,57 @@ Test(repl, register_of_a_node_gone_for_good_reaches_every_node) {
     world_free(&w);
 }
 
+/* The chaos run of seed 1: u3, who never had a device, is set away
+ * through n2, then (n2 stopped, taken for down by n0 and n1, resumed)
+ * back to auto, a delta n0 and n1 refuse (not a live peer). Nothing is
+ * left of u3 on n2 then but that write; were it forgotten at once (no
+ * last_seen to count the retention from), n2's partition, fetched when
+ * n0 and n1 hear it again, would not have it, and u3 would stay away on
+ * n0 and n1 and be online on n2 once a device comes. */
+Test(repl, a_write_that_makes_a_user_forgettable_reaches_every_node) {
+    pd_model_cfg cfg = MCFG_QUIET;
+    cfg.user_retention_ms = 100000;
+    world w;
+    world_init(&w, case_seed("repl-fixed", 0), &cfg, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u3"), .status = PD_CHOSEN_AWAY};
+    world_event(&w, 2, &ev);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    s->cut[2] = s->frozen[2] = true;
+    for (int round = 0; round < 8; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_flush_all(s);
+        sim_deliver_all(s);
+    }
+    for (int i = 0; i < 2; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_eq(st.nodes_down, 1u, "%s took n2 for down", NODE[i]);
+    }
+    s->cut[2] = s->frozen[2] = false;
+    ev.status = PD_CHOSEN_AUTO;
+    world_event(&w, 2, &ev);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    for (int round = 0; round < 8; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_flush_all(s);
+        sim_deliver_all(s);
+    }
+    connect_at(&w, 0, "c0", 3);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    for (int i = 0; i < NREP; i++)
+        cr_expect_eq(public_view(&w, i, "u3").status, PD_PUB_ONLINE, "%s has the newest write",
+                     NODE[i]);
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
 Test(repl, restarted_node_that_does_not_come_back_goes_offline) {
     world w;
     three_nodes_with_devices(&w);

@@ -110,8 +110,18 @@ static bool user_forgettable(const pd_user *u) {
            u->custom == NULL;
 }
 
+/* From last_seen, or from the last write of the chosen or custom status
+ * (or the custom status's expiry) if later: the write that made u
+ * forgettable (back to auto, cleared) must outlive its way to every
+ * node. Forgotten at once, it would be in no later state transfer of its
+ * writer, and a node that missed its op (refused while it took the writer
+ * for down) would keep the register it replaced for good. */
 static uint64_t retention_due(const pd_model *m, const pd_user *u) {
-    return (u->seen > 0 ? (uint64_t)u->seen : 0) + m->cfg.user_retention_ms;
+    uint64_t t = u->seen > 0 ? (uint64_t)u->seen : 0;
+    uint64_t w = (u->chosen_hlc > u->custom_hlc ? u->chosen_hlc : u->custom_hlc) >> 16;
+    if (w > t) t = w;
+    if (u->expired_at > 0 && (uint64_t)u->expired_at > t) t = (uint64_t)u->expired_at;
+    return t + m->cfg.user_retention_ms;
 }
 
 /* After a change of u: a forgettable user waits for its retention on the
