@@ -630,10 +630,10 @@ void pd_repl_leave(pd_repl *r, uint64_t now) {
 
 static void check_ready(pd_repl *r, uint64_t now) {
     /* Two heartbeat periods: every live peer has spoken at least once. */
-    if (is_ready(r) || r->restoring || now < r->started + 2 * r->cfg.sync_interval_ms) return;
+    if (is_ready(r) || r->restoring || now < r->warm_from + 2 * r->cfg.sync_interval_ms) return;
     bool syncing = false;
     for (uint32_t i = 0; i < r->npeers; i++) syncing |= r->peers[i]->syncing;
-    if (syncing && now < r->started + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
+    if (syncing && now < r->warm_from + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
     pd_log(PD_LOG_INFO, "caught up with %u known node(s): announcing changes", r->npeers);
     /* Changes made while warming up were not announced yet. */
     pd_notifier_start(r->nf, r->m, r->started, now);
@@ -650,7 +650,7 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
                (unsigned long long)(now - r->last_tick));
         for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->last_hb = now;
         pd_notifier_pause(r->nf);
-        r->started = now;
+        r->started = r->warm_from = now;
     }
     r->last_tick = now;
     r->now = now;
@@ -698,8 +698,8 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     uint64_t hb = r->last_hb_sent + r->cfg.sync_interval_ms;
     /* The warm-up's end, unless a restore holds it back (then it is due
      * when the restore is done, not now, over and over). */
-    if (!is_ready(r) && !r->restoring && r->started + 2 * r->cfg.sync_interval_ms < hb)
-        hb = r->started + 2 * r->cfg.sync_interval_ms;
+    if (!is_ready(r) && !r->restoring && r->warm_from + 2 * r->cfg.sync_interval_ms < hb)
+        hb = r->warm_from + 2 * r->cfg.sync_interval_ms;
     if (hb < due) due = hb;
     if (r->heal_at && r->heal_at < due) due = r->heal_at;
     if (r->nserving) due = 0; /* the next slice, at the next loop turn */
@@ -729,7 +729,7 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
     if (r->cfg.max_msg_bytes < 4096) r->cfg.max_msg_bytes = 4096;
     r->io = *io;
     memcpy(r->self, node.p, node.n);
-    r->started = r->now = now;
+    r->started = r->warm_from = r->now = now;
     r->refuse_log = (pd_ratelimit)PD_RATELIMIT_INIT(10, 10000);
     msgpack_sbuffer_init(&r->ops);
     msgpack_sbuffer_init(&r->out);

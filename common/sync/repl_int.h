@@ -82,6 +82,11 @@ struct pd_repl {
     pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
     uint64_t now;               /* the time of the call in progress (for nf) */
     uint64_t started, last_hb_sent, last_tick;
+    /* The warm-up counts from here: the start, the end of the restore (a
+     * long one must not eat it: peers' state transfers and the socket
+     * servers' resync come after it), or the end of a stall. `started`
+     * stays the start of what is re-announced when ready. */
+    uint64_t warm_from;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
     /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what

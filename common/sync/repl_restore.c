@@ -141,8 +141,10 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
     return PD_OK;
 }
 
-void pd_repl_restore_done(pd_repl *r) {
+void pd_repl_restore_done(pd_repl *r, uint64_t now) {
     r->restoring = false;
+    r->now = now;
+    if (now > r->warm_from) r->warm_from = now; /* see repl.h */
     /* Our devices, back from the snapshot and the stream, start our new
      * incarnation: peers drop the old one's at once and take these. */
     pd_model_partition_dump(r->m, S(r->self), repl__on_op_dump, r);
