@@ -27,7 +27,8 @@ struct pd_user {
     pd_device *devs;           /* singly linked through d->unext */
     pd_custom *custom;
     pd_timer grace;            /* offline delay after the last device left (UF_GRACE),
-                                * then the retention (see retention_arm) */
+                                * a return's ver (UF_BACK), then the retention (see
+                                * retention_arm) */
     int64_t seen;              /* last_seen: the highest time replicated for the user */
     int64_t seen_frozen;       /* `seen` when the user chose invisible (chosen register) */
     const char *seen_by;       /* writer of `seen` (a device's owner, or a SEEN op's) */
@@ -37,8 +38,13 @@ struct pd_user {
     uint64_t chosen_hlc;       /* version of the chosen-status register */
     uint64_t custom_hlc;       /* version of the custom-status register */
     uint64_t dev_ver;          /* largest HLC of a write to the user's devices */
-    uint64_t gone_ver;         /* the user's ver when their last device left */
-    uint64_t timer_ver;        /* ver of timer transitions (offline, custom expiry) */
+    uint64_t off_ver;          /* ver of the offline state the offline delay ended in
+                                * (0: it did not end since the last device left) */
+    uint64_t back_ver;         /* UF_BACK: the ver a return within the offline delay
+                                * takes when the delay would have ended (see
+                                * user_regained_device) */
+    uint64_t timer_ver;        /* ver of timer transitions (offline, custom expiry, a
+                                * return after the offline state) */
     const char *chosen_by;     /* writer node of each (interned; NULL: never) */
     const char *custom_by;
     uint32_t custom_gen;       /* bumped on every custom status change */
@@ -50,7 +56,13 @@ struct pd_user {
     char id[];
 };
 
-enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8 };
+/* UF_BACK: a device came back within the offline delay; the grace timer
+ * still runs, to raise the user's ver to back_ver when the delay would have
+ * ended (user_regained_device). UF_LEFT_NOW: the last device left in the
+ * operation under way (cleared by pd__flush): a device added in the same
+ * operation replaces it, and nobody saw the user leave. */
+enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8, UF_BACK = 16,
+       UF_LEFT_NOW = 32 };
 
 typedef struct pd_server pd_server;
 

@@ -145,6 +145,9 @@ void pd_repl_restore_done(pd_repl *r, uint64_t now) {
     r->restoring = false;
     r->now = now;
     if (now > r->warm_from) r->warm_from = now; /* see repl.h */
+    /* Offline delays running when the snapshot was taken: back from
+     * last_seen (a snapshot does not keep them). */
+    pd_model_restore_delays(r->m, now);
     /* Our devices, back from the snapshot and the stream, start our new
      * incarnation: peers drop the old one's at once and take these. */
     pd_model_partition_dump(r->m, S(r->self), repl__on_op_dump, r);
