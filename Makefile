@@ -18,6 +18,8 @@
 #   make install    binaries, man pages, bash completions, the systemd unit:
 #                   PREFIX (/usr/local), DESTDIR (staging root), BUILD_DIR (build)
 #   make reset      clear the local cluster's presence (down, state removed, up)
+#   make example-chat the example chat server (examples/chat) against make up's
+#                   cluster: http://127.0.0.1:8090/ (CHAT_ADDR)
 #   make compose-test compose.yaml and the Dockerfile, run with podman and
 #                   podman-compose and checked from the host (docs/compose.md)
 #   make clean      remove the build trees
@@ -34,7 +36,7 @@ ASAN_ENV := PD_SEED=$(PD_SEED) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all deps build test test-tsan up down status bench bench-quick bench-check clean
-.PHONY: install reset
+.PHONY: install reset example-chat
 .PHONY: fuzz
 .PHONY: chaos
 .PHONY: compose-test
@@ -81,6 +83,10 @@ up: build
 
 down:
 	bash scripts/down.sh
+
+# The example chat server (examples/chat/README.md) on make up's cluster.
+example-chat:
+	bash examples/chat/run.sh
 
 # make reset: down, and the state removed (JetStream, snapshots, logs);
 # `make reset up` starts afresh.

@@ -3,7 +3,8 @@
 # are judged by `make bench`, never by a test: bench_quick only checks that
 # the harness starts everything, measures, prints its table and cleans up.
 add_executable(pd-bench bench/pd_bench.c bench/bench_util.c bench/bench_nats.c
-               bench/bench_pd.c bench/bench_flood.c bench/bench_stub.c node/inbox.c)
+               bench/bench_pd.c bench/bench_flood.c bench/bench_stub.c bench/bench_model.c
+               node/inbox.c)
 # node/inbox.c: the stub node hands messages to its loop exactly as presenced does.
 target_include_directories(pd-bench PRIVATE bench node)
 target_compile_options(pd-bench PRIVATE ${PD_WARNINGS})

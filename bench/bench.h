@@ -11,6 +11,8 @@
  *   converge   waits until every node holds D devices and the same clocks
  *   stub-node  a node's NATS work without its model: the same-pattern baseline
  *   stub-converge  waits until every stub node received the others' deltas
+ *   model      the model alone, no network: heap and RSS per device, snapshot,
+ *              restore and republish times (bench_model.c)
  *
  * Times that cross processes are CLOCK_REALTIME nanoseconds: the nodes
  * report their apply time on that clock (P.trace.<node>, schemas/cluster.md). */
@@ -78,6 +80,7 @@ uint32_t bench_event_size(void);
 int bench_nats_lat(const bench_opts *o);
 int bench_nats_rate(const bench_opts *o);
 int bench_relay(const bench_opts *o);
+int bench_model(const bench_opts *o);
 int bench_pd_lat(const bench_opts *o);
 /* Event reply p50/p99 alone and during a query flood (bench_flood.c). */
 int bench_flood(const bench_opts *o);

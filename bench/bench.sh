@@ -201,6 +201,12 @@ else
     MEM_SIZES=(100000 1000000); MEM_CLUSTER=1
     CHURN_USERS=${CHURN_USERS:-2000000}
 fi
+# BENCH_MEM_SIZES (devices, space-separated) and BENCH_MEM_CLUSTER (0: no
+# run of every node) narrow the memory phase, e.g. BENCH_MEM_SIZES=1000000
+# BENCH_MEM_CLUSTER=0 bench/bench.sh --phases memory --out /tmp/m.
+# shellcheck disable=SC2206
+[[ -n ${BENCH_MEM_SIZES:-} ]] && MEM_SIZES=($BENCH_MEM_SIZES)
+MEM_CLUSTER=${BENCH_MEM_CLUSTER:-$MEM_CLUSTER}
 CHURN_ROUNDS=4
 CHURN_RETENTION_MS=${CHURN_RETENTION_MS:-3000}
 ALL_NODES=$(csv $(node_ids "$NODES"))

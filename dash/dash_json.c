@@ -183,13 +183,29 @@ json_t *dash_user_json(const char *user, const void *pub, size_t pub_len, const 
     if (d != NULL && !json_is_array(list))
         json_array_append_new(errors, json_string("devices: reply without a device list"));
     json_object_set_new(o, "devices", json_is_array(list) ? json_incref(list) : json_null());
+    /* How fresh the devices answer is (docs/protocol.md section 4): null
+     * from a node that does not say. */
+    json_t *as_of = json_object_get(d, "as_of");
+    json_object_set_new(o, "as_of", json_is_integer(as_of) ? json_incref(as_of) : json_null());
+    json_object_set_new(o, "stale", json_boolean(json_is_true(json_object_get(d, "stale"))));
     json_decref(d);
     json_object_set_new(o, "errors", errors);
     return o;
 }
 
+/* The same answer, freshness aside (`as_of` and `stale` are each node's
+ * own by nature). */
 static bool same(pd_str a, pd_str b) {
-    return a.p && b.p && a.n == b.n && memcmp(a.p, b.p, a.n) == 0;
+    msgpack_sbuffer x, y;
+    if (a.p == NULL || b.p == NULL) return false;
+    msgpack_sbuffer_init(&x);
+    msgpack_sbuffer_init(&y);
+    pd_reply_strip_fresh(a.p, a.n, &x);
+    pd_reply_strip_fresh(b.p, b.n, &y);
+    bool eq = x.size == y.size && (x.size == 0 || memcmp(x.data, y.data, x.size) == 0);
+    msgpack_sbuffer_destroy(&x);
+    msgpack_sbuffer_destroy(&y);
+    return eq;
 }
 
 json_t *dash_agreement_json(const char *const *nodes, const pd_str *get, const pd_str *dev,

@@ -36,9 +36,10 @@ json_t *dash_mp_json(const void *buf, size_t len, pd_err *err);
 json_t *dash_note_json(const void *buf, size_t len, uint64_t at_ms, pd_err *err);
 
 /* The reply of a user lookup: {"user", "public", "own", "devices",
- * "errors"}: public and own are the single entry of a P.query.get reply
- * without and with viewer = user, devices the list of a P.query.devices
- * reply. A reply that is NULL (not answered), an error reply or malformed
+ * "as_of", "stale", "errors"}: public and own are the single entry of a
+ * P.query.get reply without and with viewer = user (with its `stale` when
+ * true), devices the list of a P.query.devices reply, as_of and stale that
+ * reply's freshness (as_of null when it has none). A reply that is NULL (not answered), an error reply or malformed
  * leaves its field null and adds a line to errors. Never NULL except out
  * of memory. */
 json_t *dash_user_json(const char *user, const void *pub, size_t pub_len, const void *own,
@@ -47,8 +48,8 @@ json_t *dash_user_json(const char *user, const void *pub, size_t pub_len, const 
 /* Whether the nodes agree on a user: {"agree", "nodes": [{"node",
  * "answer"}]}. For node i, get[i] and dev[i] are its replies (P.query.get
  * with viewer = the user, P.query.devices, asked of that node; NULL: no
- * answer). Nodes whose two replies are byte for byte the same get the same
- * answer number (1, 2, ...; 0: no answer); agree is true when every node
+ * answer). Nodes whose two replies are byte for byte the same, `as_of` and
+ * `stale` aside, get the same answer number (1, 2, ...; 0: no answer); agree is true when every node
  * answered and all got 1, false when two answers differ, null otherwise. */
 json_t *dash_agreement_json(const char *const *nodes, const pd_str *get, const pd_str *dev,
                             size_t n);

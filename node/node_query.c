@@ -106,7 +106,13 @@ void node__handle_query(pd_node *n, node_sub_kind kind, natsMsg *msg) {
         case PD_Q_CLUSTER:
             pd_repl_answer_cluster(n->repl, pd_str_c(n->cfg.node_id), n->now, &pk);
             break;
-        default: s = pd_query_answer(n->model, &q, &pk, &err); break;
+        default: {
+            pd_str stale[PD_VC_MAX];
+            pd_freshness fr = {0, stale, 0};
+            fr.nstale = pd_repl_freshness(n->repl, n->now, stale, PD_VC_MAX, &fr.as_of);
+            s = pd_query_answer(n->model, &q, &fr, &pk, &err);
+            break;
+        }
         }
     }
     /* A reply NATS would not carry is refused, not lost on the way. */

@@ -152,14 +152,6 @@ start_nodes() {
         '$PD_BUILD/presencectl' --server $PD_NATS_URL --json cluster |
         grep -o '\"alive\":true' | wc -l) -ge $nodes ]" ||
         { echo "the nodes are ready but do not see each other: see $PD_STATE/n*.log" >&2; exit 1; }
-    # A node counts a peer that just joined among the announcers only once
-    # that peer's heartbeat shows it heard this node (docs/design.md), one
-    # sync interval later; a change made before may be announced twice (the
-    # repeat the contract allows while a node joins). The demo waits that
-    # out: two heartbeat rounds, by the nodes' own interval.
-    if [ -n "$started" ]; then
-        sleep "$(awk "BEGIN { print 2 * ${PRESENCE_SYNC_INTERVAL_MS:-1000} / 1000 }")"
-    fi
 }
 
 # The web dashboard (docs/dashboard.md), with the nodes' timing settings.

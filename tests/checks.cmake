@@ -78,6 +78,13 @@ add_test(NAME node_client
          COMMAND bash ${CMAKE_SOURCE_DIR}/clients/node/test/run.sh ${CMAKE_BINARY_DIR} client)
 set_tests_properties(node_client PROPERTIES LABELS integration TIMEOUT 240 SKIP_RETURN_CODE 77)
 
+# The example chat server (examples/chat/server.js) against a real cluster,
+# scripted through two WebSocket clients: bob sees alice online, then
+# offline once her tab closes (the same runner; npm ci in examples/chat).
+add_test(NAME example_chat
+         COMMAND bash ${CMAKE_SOURCE_DIR}/clients/node/test/run.sh ${CMAKE_BINARY_DIR} chat)
+set_tests_properties(example_chat PROPERTIES LABELS integration TIMEOUT 180 SKIP_RETURN_CODE 77)
+
 # presence-dash against garbage on the subjects it reads and hostile HTTP
 # (tests/dash_hostile.py): it keeps serving, shows nothing false, exits 0.
 add_test(NAME dash_hostile

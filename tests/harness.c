@@ -479,6 +479,12 @@ void h_event_pub(natsConnection *nc, const char *node, const pd_event *ev) {
 
 bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
            char *text_buf, size_t text_cap) {
+    return h_get_fresh(nc, user, viewer, out, text_buf, text_cap, NULL);
+}
+
+bool h_get_fresh(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
+                 char *text_buf, size_t text_cap, uint64_t *as_of) {
+    pd_reply_fresh f = {0};
     msgpack_sbuffer sb;
     pd_query q = {.type = PD_Q_GET, .viewer = S(viewer)};
     pd_str u = pd_str_c(user);
@@ -488,14 +494,14 @@ bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *ou
     msgpack_sbuffer_destroy(&sb);
     if (m == NULL) return false;
     mp_reader r;
-    uint32_t n, k;
-    pd_str key;
+    uint32_t k;
     pd_err err;
     bool ok = false;
-    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
-    if (mpr_map(&r, &n) && n == 1 && pd_read_key(&r, &key) && pd_str_eqc(key, "users") &&
-        mpr_array(&r, &k) && k == 1 && pd_view_decode(&r, out, &err) == PD_OK) {
+    if (pd_reply_top_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "users", &r,
+                            &k, NULL, &f, &err) == PD_OK &&
+        k == 1 && pd_view_decode(&r, out, &err) == PD_OK) {
         ok = true;
+        if (as_of) *as_of = f.as_of;
         if (text_buf) {
             size_t c = out->text.n < text_cap - 1 ? out->text.n : text_cap - 1;
             memcpy(text_buf, out->text.p, c);
@@ -537,13 +543,12 @@ bool h_get_many(natsConnection *nc, const char *const *users, int n, pd_view *ou
     msgpack_sbuffer_destroy(&sb);
     if (m == NULL) return false;
     mp_reader r;
-    uint32_t nm, k;
-    pd_str key;
+    uint32_t k;
     pd_err err;
     bool ok = false;
-    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
-    if (mpr_map(&r, &nm) && nm == 1 && pd_read_key(&r, &key) && pd_str_eqc(key, "users") &&
-        mpr_array(&r, &k) && k == (uint32_t)n) {
+    if (pd_reply_top_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "users", &r,
+                            &k, NULL, NULL, &err) == PD_OK &&
+        k == (uint32_t)n) {
         ok = true;
         for (int i = 0; i < n && ok; i++) {
             ok = pd_view_decode(&r, &out[i], &err) == PD_OK &&

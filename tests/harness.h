@@ -139,6 +139,9 @@ pd_event h_ev_server(pd_event_type t, const char *server);
 /* Public view of one user through P.query.get (viewer may be NULL). */
 bool h_get(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
            char *text_buf, size_t text_cap);
+/* The same, with the reply's `as_of` in *as_of. */
+bool h_get_fresh(natsConnection *nc, const char *user, const char *viewer, pd_view *out,
+                 char *text_buf, size_t text_cap, uint64_t *as_of);
 
 /* Public views of n users through one P.query.get answered within
  * timeout_ms (false on timeout or a malformed reply). The string fields of

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include "harness.h"
+#include "base/clock.h"
 
 #ifndef PRESENCECTL_BIN
 #error "PRESENCECTL_BIN must name the presencectl binary under test"
@@ -83,32 +84,39 @@ static char *ask(int node, const char *kind, const msgpack_sbuffer *q, size_t *l
 
 static char users[NUSERS][16];
 
-/* A get reply with every entry's `ver` set to 0, re-encoded (malloc'd; the
- * input is freed). ver is equal across nodes that applied the same writes,
- * but a node rebuilt from its snapshot does not know the versions of past
- * removals (schemas/notifications.md, "ver", limits): the views, not their
- * versions, must agree here. */
-static char *get_without_ver(char *r, size_t *len) {
+/* A reply without its freshness (as_of, stale: each node's own, by
+ * nature) and, for get, with every entry's `ver` set to 0, re-encoded
+ * (malloc'd; the input is freed). ver is equal across nodes that applied
+ * the same writes, but a node rebuilt from its snapshot does not know the
+ * versions of past removals (schemas/notifications.md, "ver", limits):
+ * the views, not their versions, must agree here. */
+static char *comparable(char *r, size_t *len, bool get) {
     mp_reader rd;
-    uint32_t m, k;
-    pd_str key;
+    uint32_t k;
     pd_err err;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     if (r == NULL) return NULL;
-    mpr_init(&rd, r, *len);
-    if (!mpr_map(&rd, &m) || m != 1 || !pd_read_key(&rd, &key) || !mpr_array(&rd, &k)) return r;
     msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pd_get_reply_begin(&pk, k);
-    for (uint32_t i = 0; i < k; i++) {
-        pd_view v;
-        if (pd_view_decode(&rd, &v, &err) != PD_OK) {
-            msgpack_sbuffer_destroy(&sb);
-            return r;
+    if (!get) {
+        pd_reply_strip_fresh(r, *len, &sb);
+    } else if (pd_reply_top_decode(r, *len, "users", &rd, &k, NULL, NULL, &err) == PD_OK) {
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        pd_get_reply_begin(&pk, k, NULL);
+        for (uint32_t i = 0; i < k; i++) {
+            pd_view v;
+            if (pd_view_decode(&rd, &v, &err) != PD_OK) {
+                msgpack_sbuffer_destroy(&sb);
+                return r;
+            }
+            v.ver = 0;
+            v.stale = false;
+            pd_get_reply_user(&pk, &v);
         }
-        v.ver = 0;
-        pd_get_reply_user(&pk, &v);
+        pd_get_reply_end(&pk, NULL);
+    } else {
+        msgpack_sbuffer_destroy(&sb);
+        return r;
     }
     char *out = malloc(sb.size ? sb.size : 1);
     memcpy(out, sb.data, sb.size);
@@ -123,14 +131,15 @@ static char *get_without_ver(char *r, size_t *len) {
 static bool same_everywhere(const char *kind, const msgpack_sbuffer *q, char *why, size_t cap) {
     size_t n0 = 0;
     bool get = strcmp(kind, "get") == 0;
+    bool fresh = get || strcmp(kind, "devices") == 0;
     char *first = ask(0, kind, q, &n0);
-    if (get) first = get_without_ver(first, &n0);
+    if (fresh) first = comparable(first, &n0, get);
     bool same = first != NULL;
     if (!same) snprintf(why, cap, "%s: no answer from %s", kind, ids[0]);
     for (int i = 1; same && i < NNODES; i++) {
         size_t n = 0;
         char *r = ask(i, kind, q, &n);
-        if (get) r = get_without_ver(r, &n);
+        if (fresh) r = comparable(r, &n, get);
         same = r != NULL && n == n0 && memcmp(r, first, n) == 0;
         if (!same) snprintf(why, cap, "%s: %s and %s differ", kind, ids[0], ids[i]);
         free(r);
@@ -376,10 +385,15 @@ static void fake_reply(natsConnection *c, natsSubscription *sub, natsMsg *m, voi
         pd_view v = {.user = pd_str_c("alice"), .status = fb ? PD_PUB_OFFLINE : PD_PUB_ONLINE,
                      .text = pd_str_c(""), .emoji = pd_str_c(""), .last_seen = 5,
                      .devices = fb ? 0 : 1};
-        pd_get_reply_begin(&pk, 1);
+        pd_reply_fresh f = {fb ? 2000 : 1000, false};
+        pd_get_reply_begin(&pk, 1, &f);
         pd_get_reply_user(&pk, &v);
+        pd_get_reply_end(&pk, &f);
     } else {
-        pd_devices_reply_begin(&pk, pd_str_c("alice"), 0);
+        /* as_of and stale differ between nodes by nature: never a difference */
+        pd_reply_fresh f = {fb ? 2000 : 1000, fb};
+        pd_devices_reply_begin(&pk, pd_str_c("alice"), 0, &f);
+        pd_devices_reply_end(&pk, &f);
     }
     natsConnection_Publish(c, natsMsg_GetReply(m), sb.data, (int)sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -412,6 +426,92 @@ Test(answer, cluster_diff_lists_what_differs) {
     for (int i = 0; i < 3; i++) natsSubscription_Unsubscribe(subs[i]);
     natsConnection_Flush(nc);
     for (int i = 0; i < 3; i++) natsSubscription_Destroy(subs[i]);
+}
+
+/* ---- freshness: as_of and stale (issue 14) ---------------------------------------------------- */
+
+typedef struct {
+    bool ok, stale[2], dev_stale;
+    uint64_t as_of, dev_as_of;
+    uint32_t devices;
+} fresh_answer;
+
+/* n1's get of {sa, sb} and devices of sa, with their freshness. */
+static fresh_answer ask_fresh(const char *sa, const char *sb) {
+    fresh_answer fa = {0};
+    pd_str two[2] = {pd_str_c(sa), pd_str_c(sb)};
+    pd_query g = {.type = PD_Q_GET}, d = {.type = PD_Q_DEVICES, .user = two[0]};
+    msgpack_sbuffer q;
+    size_t n = 0;
+    mp_reader items;
+    uint32_t k = 0;
+    pd_reply_fresh f;
+    pd_err err;
+    msgpack_sbuffer_init(&q);
+    pd_query_encode(&q, &g, two, 2);
+    char *r = ask(0, "get", &q, &n);
+    fa.ok = r && pd_reply_top_decode(r, n, "users", &items, &k, NULL, &f, &err) == PD_OK && k == 2;
+    for (uint32_t i = 0; fa.ok && i < 2; i++) {
+        pd_view v;
+        fa.ok = pd_view_decode(&items, &v, &err) == PD_OK;
+        fa.stale[i] = v.stale;
+    }
+    fa.as_of = f.as_of;
+    free(r);
+    msgpack_sbuffer_clear(&q);
+    pd_query_encode(&q, &d, NULL, 0);
+    r = ask(0, "devices", &q, &n);
+    fa.ok = fa.ok && r &&
+            pd_reply_top_decode(r, n, "devices", &items, &fa.devices, NULL, &f, &err) == PD_OK;
+    fa.dev_as_of = f.as_of;
+    fa.dev_stale = f.stale;
+    free(r);
+    msgpack_sbuffer_destroy(&q);
+    return fa;
+}
+
+/* n3 stopped (SIGSTOP) for longer than one sync interval but less than the
+ * node timeout: n1 keeps n3's devices, says their users are stale and
+ * others not, and its as_of stops at n3's last heartbeat; once n3 runs
+ * again, both clear. */
+Test(answer, a_stopped_peer_makes_its_users_stale_until_it_runs_again) {
+    const char *env2[16];
+    int k = 0;
+    for (; env[k]; k++)
+        env2[k] = strncmp(env[k], "PRESENCE_NODE_TIMEOUT_MS=", 25) == 0
+                      ? "PRESENCE_NODE_TIMEOUT_MS=30000" : env[k];
+    env2[k] = NULL;
+    for (int i = 0; i < NNODES; i++) h_node_start(&nodes[i], &ns, ids[i], env2);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, NNODES, 6), 5000), "nodes do not see each other");
+    send_ok(2, h_ev_connect("ws-n3", "ca", "on-n3", "web"));
+    send_ok(0, h_ev_connect("ws-n1", "cb", "on-n1", "web"));
+    fresh_answer fa = {0};
+    cr_assert(H_POLL((fa = ask_fresh("on-n3", "on-n1")).ok && fa.devices == 1, 5000),
+              "n1 does not hold on-n3's device");
+    uint64_t t0 = pd_now_ms();
+    cr_expect(!fa.stale[0] && !fa.stale[1] && !fa.dev_stale, "nothing is stale while all run");
+    cr_expect(fa.as_of > t0 - 60000 && fa.as_of <= t0 + 1000, "as_of %llu is about now (%llu)",
+              (unsigned long long)fa.as_of, (unsigned long long)t0);
+
+    h_node_pause(&nodes[2]);
+    cr_assert(H_POLL((fa = ask_fresh("on-n3", "on-n1")).ok && fa.stale[0], 10000),
+              "on-n3 never stale");
+    cr_expect(!fa.stale[1], "on-n1's devices are all on a node heard from");
+    cr_expect(fa.dev_stale && fa.devices == 1, "devices: still listed, and stale");
+    uint64_t frozen = fa.as_of;
+    /* Nothing comes from n3 while it is stopped: as_of cannot move. */
+    h_sleep_ms(4 * SYNC_MS);
+    fa = ask_fresh("on-n3", "on-n1");
+    cr_assert(fa.ok && fa.stale[0]);
+    cr_expect_eq(fa.as_of, frozen, "as_of moved while n3 was stopped");
+    cr_expect_eq(fa.dev_as_of, frozen);
+
+    h_node_resume(&nodes[2]);
+    cr_assert(H_POLL((fa = ask_fresh("on-n3", "on-n1")).ok && !fa.stale[0] && !fa.dev_stale &&
+                         fa.as_of > frozen, 10000),
+              "still stale after n3 ran again (as_of %llu, frozen at %llu)",
+              (unsigned long long)fa.as_of, (unsigned long long)frozen);
+    cr_expect_eq(fa.devices, 1u, "on-n3 kept its device throughout");
 }
 
 /* ---- refusals --------------------------------------------------------------------------------- */

@@ -242,13 +242,6 @@ Test(cluster, concurrent_status_writes_agree) {
 }
 
 Test(cluster, merge_only_change_announced_once) {
-    /* An exact count of notifications right after the cluster formed: a
-     * timing claim (peers count each other as announcers a heartbeat after
-     * joining). Against the several-times-slower ThreadSanitizer build
-     * (make test-tsan sets PD_PRESENCED_BIN) a repeat slipped in once; the
-     * ASan run checks it. */
-    if (getenv("PD_PRESENCED_BIN") && *getenv("PD_PRESENCED_BIN"))
-        cr_skip_test("exact count right after start: not against the TSan build");
     cluster_up(NNODES, fast_env);
     sentinels_up();
     send_ok("n1", h_ev_connect("s1", "m1", "mu", "web"));
@@ -387,13 +380,6 @@ Test(cluster, late_node_gets_full_state) {
 }
 
 Test(cluster, two_hundred_users_one_notification_each) {
-    /* An exact count of notifications right after the cluster formed: a
-     * timing claim (peers count each other as announcers a heartbeat after
-     * joining). Against the several-times-slower ThreadSanitizer build
-     * (make test-tsan sets PD_PRESENCED_BIN) a repeat slipped in once; the
-     * ASan run checks it. */
-    if (getenv("PD_PRESENCED_BIN") && *getenv("PD_PRESENCED_BIN"))
-        cr_skip_test("exact count right after start: not against the TSan build");
     enum { N = 200 };
     static char names[N][16];
     want wv[N];

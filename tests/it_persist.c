@@ -488,7 +488,7 @@ Test(persist, corrupt_snapshots_are_refused_and_recovered_from) {
     } rounds[] = {
         {"snapshot refused (snapshot checksum mismatch)", 0},
         {"snapshot refused (snapshot truncated", 1},
-        {"snapshot refused (snapshot version 2, this node reads 1)", 2},
+        {"snapshot refused (snapshot version 3, this node reads 1 to 2)", 2},
     };
     char key[64];
     snprintf(key, sizeof key, "presence:snapshot:%s", ids[1]);

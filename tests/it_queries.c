@@ -64,7 +64,7 @@ Test(queries, get_many_users_public_and_self) {
     pd_view v;
     pd_err err;
     natsMsg *m = query("get", &q, users, 3, &r);
-    cr_assert(mpr_map(&r, &n) && n == 1);
+    cr_assert(mpr_map(&r, &n) && n == 2, "users and as_of");
     expect_key(&r, "users");
     cr_assert(mpr_array(&r, &n) && n == 3);
     cr_assert_eq(pd_view_decode(&r, &v, &err), PD_OK);
@@ -75,11 +75,15 @@ Test(queries, get_many_users_public_and_self) {
               "an invisible user looks offline to others, devices hidden");
     cr_assert_eq(pd_view_decode(&r, &v, &err), PD_OK);
     cr_assert(pd_str_eqc(v.user, "nobody") && v.status == PD_PUB_OFFLINE && v.last_seen == 0);
+    int64_t as_of;
+    expect_key(&r, "as_of");
+    cr_assert(mpr_int(&r, &as_of) && as_of > 1600000000000LL, "as_of is a wall-clock time");
+    cr_assert(!v.stale, "alone, nothing is stale");
     natsMsg_Destroy(m);
 
     q.viewer = pd_str_c("ben");
     m = query("get", &q, &users[1], 1, &r);
-    cr_assert(mpr_map(&r, &n) && n == 1);
+    cr_assert(mpr_map(&r, &n) && n == 2);
     expect_key(&r, "users");
     cr_assert(mpr_array(&r, &n) && n == 1);
     cr_assert_eq(pd_view_decode(&r, &v, &err), PD_OK);
@@ -98,7 +102,7 @@ Test(queries, devices_lists_every_field) {
     pd_str s;
     pd_err err;
     natsMsg *m = query("devices", &q, NULL, 0, &r);
-    cr_assert(mpr_map(&r, &n) && n == 2);
+    cr_assert(mpr_map(&r, &n) && n == 3, "user, devices and as_of (no stale: alone)");
     expect_key(&r, "user");
     cr_assert(mpr_str(&r, &s) && pd_str_eqc(s, "cat"));
     expect_key(&r, "devices");
@@ -121,6 +125,10 @@ Test(queries, devices_lists_every_field) {
         }
     }
     cr_assert(idle == 1 && active == 1);
+    int64_t as_of;
+    expect_key(&r, "as_of");
+    cr_assert(mpr_int(&r, &as_of) && as_of > 1600000000000LL);
+    cr_assert_eq(mpr_remaining(&r), 0);
     natsMsg_Destroy(m);
 }
 

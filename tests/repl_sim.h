@@ -362,6 +362,8 @@ static inline void sim_flush_all(sim *s) {
 /* Start: every replica ticks past its warm-up, heartbeats flow, and all
  * are ready and know each other as alive. */
 static inline void sim_warm_up(sim *s) {
+    sim_tick_all(s); /* the first heartbeats: the warm-up counts from them */
+    sim_deliver_all(s);
     for (int round = 0; round < 2; round++) {
         s->now += s->cfg.sync_interval_ms;
         sim_tick_all(s);

@@ -51,11 +51,11 @@ static void answers(const pd_model *m, const char *user, msgpack_sbuffer *out) {
     cr_assert_eq(pd_query_decode(PD_Q_GET, q.data, q.size, &g, &err), PD_OK, "%s", err.msg);
     msgpack_sbuffer_clear(out);
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-    cr_assert_eq(pd_query_answer(m, &g, &pk, &err), PD_OK);
+    cr_assert_eq(pd_query_answer(m, &g, NULL, &pk, &err), PD_OK);
     gs = g;
     gs.viewer = u;
-    cr_assert_eq(pd_query_answer(m, &gs, &pk, &err), PD_OK);
-    cr_assert_eq(pd_query_answer(m, &d, &pk, &err), PD_OK);
+    cr_assert_eq(pd_query_answer(m, &gs, NULL, &pk, &err), PD_OK);
+    cr_assert_eq(pd_query_answer(m, &d, NULL, &pk, &err), PD_OK);
     msgpack_sbuffer_destroy(&q);
 }
 

@@ -536,8 +536,9 @@ Test(codec_query, get_reply_decoded_with_view_decode) {
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pd_get_reply_begin(&pk, 2);
+    pd_get_reply_begin(&pk, 2, NULL);
     for (int i = 0; i < 2; i++) pd_get_reply_user(&pk, &views[i]);
+    pd_get_reply_end(&pk, NULL);
     msg m = msg_sb(&sb);
     mp_reader r;
     uint32_t n;
@@ -567,6 +568,218 @@ Test(codec_query, get_reply_decoded_with_view_decode) {
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Freshness (issue 14): `as_of` after the list, `stale` only when true,
+ * last in its map; the literal bytes are those of schemas/queries.md. */
+Test(codec_query, get_reply_with_as_of_and_stale) {
+    pd_view views[2] = {
+        {.user = S("al"), .status = PD_PUB_ONLINE, .text = S(""), .emoji = S(""),
+         .last_seen = 5, .devices = 1, .ver = 7, .stale = true},
+        {.user = S("bo"), .status = PD_PUB_OFFLINE, .text = S(""), .emoji = S(""),
+         .stale = true}, /* the writer packs what it is given */
+    };
+    pd_reply_fresh f = {1700000000000ULL, true}; /* a get reply has no top-level stale */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pd_get_reply_begin(&pk, 1, &f);
+    pd_get_reply_user(&pk, &views[0]);
+    pd_get_reply_end(&pk, &f);
+    raw want = raw_hex("82 a5 75 73 65 72 73 91 89 a4 75 73 65 72 a2 61 6c a6 73 74 61 74 75 73"
+                       " a6 6f 6e 6c 69 6e 65 a4 74 65 78 74 a0 a5 65 6d 6f 6a 69 a0 aa 65 78 70"
+                       " 69 72 65 73 5f 61 74 00 a9 6c 61 73 74 5f 73 65 65 6e 05 a7 64 65 76 69"
+                       " 63 65 73 01 a3 76 65 72 07 a5 73 74 61 6c 65 c3 a5 61 73 5f 6f 66 cf 00"
+                       " 00 01 8b cf e5 68 00");
+    cr_assert_eq(sb.size, want.n);
+    cr_expect_eq(memcmp(sb.data, want.b, want.n), 0, "bytes differ from schemas/queries.md");
+
+    mp_reader items;
+    uint32_t n = 0;
+    pd_reply_fresh got;
+    pd_err err;
+    cr_assert_eq(pd_reply_top_decode(sb.data, sb.size, "users", &items, &n, NULL, &got, &err),
+                 PD_OK, "%s", err.msg);
+    cr_expect_eq(n, 1);
+    cr_expect_eq(got.as_of, 1700000000000ULL);
+    cr_expect(!got.stale);
+    pd_view v;
+    cr_assert_eq(pd_view_decode(&items, &v, &err), PD_OK, "%s", err.msg);
+    cr_expect(v.stale && v.devices == 1 && v.ver == 7);
+
+    /* stale false: the key is left out; notifications never carry it */
+    msgpack_sbuffer_clear(&sb);
+    views[0].stale = false;
+    pd_get_reply_user(&pk, &views[0]);
+    cr_expect_eq(map_count(sb.data, sb.size), 8);
+    msgpack_sbuffer_clear(&sb);
+    pd_notification_encode(&sb, &views[1]);
+    cr_expect_eq(map_count(sb.data, sb.size), 8, "no stale in a notification");
+    cr_assert_eq(pd_notification_decode(sb.data, sb.size, &v, &err), PD_OK);
+    cr_expect(!v.stale);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(codec_query, devices_reply_with_as_of_and_stale) {
+    pd_reply_fresh f = {42, true};
+    pd_device_view d = {.conn = S("c"), .server = S("s"), .node = S("n"), .device = S("web"),
+                        .state = PD_DEV_ACTIVE, .connected_at = 1, .last_active = 2};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pd_devices_reply_begin(&pk, pd_str_c("al"), 1, &f);
+    pd_devices_reply_device(&pk, &d);
+    pd_devices_reply_end(&pk, &f);
+    cr_expect_eq(map_count(sb.data, sb.size), 4);
+    mp_reader items;
+    uint32_t n = 0;
+    pd_str user = {0};
+    pd_reply_fresh got;
+    pd_err err;
+    cr_assert_eq(pd_reply_top_decode(sb.data, sb.size, "devices", &items, &n, &user, &got, &err),
+                 PD_OK, "%s", err.msg);
+    cr_expect(n == 1 && pd_str_eqc(user, "al") && got.as_of == 42 && got.stale);
+    pd_device_view dv;
+    cr_assert_eq(pd_device_view_decode(&items, &dv, &err), PD_OK, "%s", err.msg);
+    cr_expect(pd_str_eqc(dv.conn, "c"));
+
+    /* stripped of its freshness, it is the reply written without any */
+    msgpack_sbuffer plain, stripped;
+    msgpack_sbuffer_init(&plain);
+    msgpack_sbuffer_init(&stripped);
+    msgpack_packer_init(&pk, &plain, msgpack_sbuffer_write);
+    pd_devices_reply_begin(&pk, pd_str_c("al"), 1, NULL);
+    pd_devices_reply_device(&pk, &d);
+    pd_devices_reply_end(&pk, NULL);
+    pd_reply_strip_fresh(sb.data, sb.size, &stripped);
+    cr_expect(stripped.size == plain.size && memcmp(stripped.data, plain.data, plain.size) == 0);
+    f.stale = false;
+    f.as_of = 43;
+    msgpack_sbuffer_clear(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pd_devices_reply_begin(&pk, pd_str_c("al"), 1, &f);
+    pd_devices_reply_device(&pk, &d);
+    pd_devices_reply_end(&pk, &f);
+    cr_expect_eq(map_count(sb.data, sb.size), 3, "stale only when true");
+    msgpack_sbuffer_destroy(&plain);
+    msgpack_sbuffer_destroy(&stripped);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(codec_query, strip_fresh_of_a_get_reply) {
+    pd_view v = {.user = S("al"), .status = PD_PUB_ONLINE, .text = S(""), .emoji = S(""),
+                 .devices = 1, .stale = true};
+    pd_reply_fresh f = {99, false};
+    msgpack_sbuffer a, b, out;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&a);
+    msgpack_sbuffer_init(&b);
+    msgpack_sbuffer_init(&out);
+    msgpack_packer_init(&pk, &a, msgpack_sbuffer_write);
+    pd_get_reply_begin(&pk, 1, &f);
+    pd_get_reply_user(&pk, &v);
+    pd_get_reply_end(&pk, &f);
+    v.stale = false;
+    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
+    pd_get_reply_begin(&pk, 1, NULL);
+    pd_get_reply_user(&pk, &v);
+    pd_get_reply_end(&pk, NULL);
+    pd_reply_strip_fresh(a.data, a.size, &out);
+    cr_expect(out.size == b.size && memcmp(out.data, b.data, b.size) == 0);
+    /* not a reply: copied as it is, bytes and all */
+    msgpack_sbuffer_clear(&out);
+    pd_reply_strip_fresh("\x81\xc0\x01", 3, &out);
+    cr_expect(out.size == 3 && memcmp(out.data, "\x81\xc0\x01", 3) == 0);
+    msgpack_sbuffer_destroy(&a);
+    msgpack_sbuffer_destroy(&b);
+    msgpack_sbuffer_destroy(&out);
+}
+
+Test(codec_query, reply_top_refused_cases) {
+    static const struct { const char *hex, *why; pd_status want; } cases[] = {
+        {"91 90", "not a map", PD_EBADVALUE},
+        {"81 a5 61 73 5f 6f 66 01", "no users", PD_EMISSING},
+        {"82 a5 75 73 65 72 73 90 a5 61 73 5f 6f 66 ff", "negative as_of", PD_EBADVALUE},
+        {"82 a5 75 73 65 72 73 90 a5 61 73 5f 6f 66 a1 31", "as_of a string", PD_EBADVALUE},
+        {"82 a5 75 73 65 72 73 90 a5 73 74 61 6c 65 01", "stale not a bool", PD_EBADVALUE},
+        {"81 a5 75 73 65 72 73 90 c0", "trailing bytes", PD_EBADVALUE},
+        {"81 a5 75 73 65 72 73 c0", "users not an array", PD_EMISSING},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        msg m = msg_hex(cases[i].hex);
+        mp_reader items;
+        uint32_t n;
+        pd_reply_fresh f = {7, true};
+        pd_err err = {PD_OK, ""};
+        pd_status s = pd_reply_top_decode(m.b, m.n, "users", &items, &n, NULL, &f, &err);
+        cr_expect_neq(s, PD_OK, "%s: accepted", cases[i].why);
+        cr_expect(f.as_of == 7 && f.stale, "%s: a refused reply changed f", cases[i].why);
+        msg_free(&m);
+    }
+    /* unknown keys, before and after the list, are skipped */
+    msg m = msg_hex("83 a3 6e 65 77 81 a1 78 90 a5 75 73 65 72 73 90 a5 6c 61 74 65 72 c3");
+    mp_reader items;
+    uint32_t n = 9;
+    pd_err err;
+    cr_expect_eq(pd_reply_top_decode(m.b, m.n, "users", &items, &n, NULL, NULL, &err), PD_OK,
+                 "%s", err.msg);
+    cr_expect_eq(n, 0);
+    msg_free(&m);
+}
+
+/* The examples of schemas/queries.md, written by the encoders. */
+Test(codec_query, schema_examples_of_get_and_devices_replies) {
+    pd_view views[2] = {
+        {.user = S("alice"), .status = PD_PUB_BUSY, .text = S("On holiday"),
+         .emoji = S("\xf0\x9f\x8c\xb4"), .expires_at = 1700604800000LL,
+         .last_seen = 1700000360000LL, .devices = 2, .ver = 111411223593091073ULL, .stale = true},
+        {.user = S("bob"), .status = PD_PUB_OFFLINE, .text = S(""), .emoji = S("")},
+    };
+    raw meta = raw_hex("82 a3 61 70 70 a3 77 65 62 a7 76 65 72 73 69 6f 6e a5 35 2e 32 2e 30");
+    pd_device_view devs[2] = {
+        {.conn = S("c-42"), .server = S("ws-1"), .node = S("node-a"), .device = S("web"),
+         .state = PD_DEV_ACTIVE, .connected_at = 1700000000000LL, .last_active = 1700000300000LL,
+         .meta = {(const char *)meta.b, (uint32_t)meta.n}},
+        {.conn = S("m-7"), .server = S("ws-2"), .node = S("node-a"), .device = S("mobile"),
+         .state = PD_DEV_IDLE, .connected_at = 1699990000000LL, .last_active = 1699990500000LL},
+    };
+    pd_reply_fresh get_f = {1700000400000ULL, false}, dev_f = {1700000400000ULL, true};
+    raw want_get = raw_hex(
+        "82 a5 75 73 65 72 73 92 89 a4 75 73 65 72 a5 61 6c 69 63 65 a6 73 74 61 74 75 73 a4 62 75 73 79 "
+        "a4 74 65 78 74 aa 4f 6e 20 68 6f 6c 69 64 61 79 a5 65 6d 6f 6a 69 a4 f0 9f 8c b4 aa 65 78 70 69 "
+        "72 65 73 5f 61 74 cf 00 00 01 8b f3 f1 ec 00 a9 6c 61 73 74 5f 73 65 65 6e cf 00 00 01 8b cf ea "
+        "e6 40 a7 64 65 76 69 63 65 73 02 a3 76 65 72 cf 01 8b cf ea e6 42 00 01 a5 73 74 61 6c 65 c3 88 "
+        "a4 75 73 65 72 a3 62 6f 62 a6 73 74 61 74 75 73 a7 6f 66 66 6c 69 6e 65 a4 74 65 78 74 a0 a5 65 "
+        "6d 6f 6a 69 a0 aa 65 78 70 69 72 65 73 5f 61 74 00 a9 6c 61 73 74 5f 73 65 65 6e 00 a7 64 65 76 "
+        "69 63 65 73 00 a3 76 65 72 00 a5 61 73 5f 6f 66 cf 00 00 01 8b cf eb 82 80");
+    raw want_dev = raw_hex(
+        "84 a4 75 73 65 72 a5 61 6c 69 63 65 a7 64 65 76 69 63 65 73 92 88 a4 63 6f 6e 6e a4 63 2d 34 32 "
+        "a6 73 65 72 76 65 72 a4 77 73 2d 31 a4 6e 6f 64 65 a6 6e 6f 64 65 2d 61 a6 64 65 76 69 63 65 a3 "
+        "77 65 62 a5 73 74 61 74 65 a6 61 63 74 69 76 65 ac 63 6f 6e 6e 65 63 74 65 64 5f 61 74 cf 00 00 "
+        "01 8b cf e5 68 00 ab 6c 61 73 74 5f 61 63 74 69 76 65 cf 00 00 01 8b cf e9 fb e0 a4 6d 65 74 61 "
+        "82 a3 61 70 70 a3 77 65 62 a7 76 65 72 73 69 6f 6e a5 35 2e 32 2e 30 87 a4 63 6f 6e 6e a3 6d 2d "
+        "37 a6 73 65 72 76 65 72 a4 77 73 2d 32 a4 6e 6f 64 65 a6 6e 6f 64 65 2d 61 a6 64 65 76 69 63 65 "
+        "a6 6d 6f 62 69 6c 65 a5 73 74 61 74 65 a4 69 64 6c 65 ac 63 6f 6e 6e 65 63 74 65 64 5f 61 74 cf "
+        "00 00 01 8b cf 4c d1 80 ab 6c 61 73 74 5f 61 63 74 69 76 65 cf 00 00 01 8b cf 54 72 a0 a5 61 73 "
+        "5f 6f 66 cf 00 00 01 8b cf eb 82 80 a5 73 74 61 6c 65 c3");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pd_get_reply_begin(&pk, 2, &get_f);
+    for (int i = 0; i < 2; i++) pd_get_reply_user(&pk, &views[i]);
+    pd_get_reply_end(&pk, &get_f);
+    cr_expect(sb.size == want_get.n && memcmp(sb.data, want_get.b, sb.size) == 0,
+              "the get example of schemas/queries.md");
+    msgpack_sbuffer_clear(&sb);
+    pd_devices_reply_begin(&pk, pd_str_c("alice"), 2, &dev_f);
+    for (int i = 0; i < 2; i++) pd_devices_reply_device(&pk, &devs[i]);
+    pd_devices_reply_end(&pk, &dev_f);
+    cr_expect(sb.size == want_dev.n && memcmp(sb.data, want_dev.b, sb.size) == 0,
+              "the devices example of schemas/queries.md");
+    msgpack_sbuffer_destroy(&sb);
+}
+
 Test(codec_query, devices_reply_with_and_without_meta) {
     raw meta = raw_hex("81 a3 61 70 70 a3 69 6f 73");
     pd_device_view devs[2] = {
@@ -580,8 +793,9 @@ Test(codec_query, devices_reply_with_and_without_meta) {
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pd_devices_reply_begin(&pk, pd_str_c("alice"), 2);
+    pd_devices_reply_begin(&pk, pd_str_c("alice"), 2, NULL);
     for (int i = 0; i < 2; i++) pd_devices_reply_device(&pk, &devs[i]);
+    pd_devices_reply_end(&pk, NULL);
     msg m = msg_sb(&sb);
     mp_reader r;
     uint32_t n;

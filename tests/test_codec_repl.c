@@ -808,3 +808,68 @@ Test(codec_repl, cross_kind_decoding_is_safe) {
         msg_free(&m);
     }
 }
+
+/* ---- ADD ops written directly (issue 15) ---------------------------------------------------- */
+
+/* The ADD op as msgpack-c's packer writes it: the direct writer of
+ * pd_op_encode must give the same bytes, at every encoding boundary. */
+static void add_reference(msgpack_packer *pk, const pd_op *op) {
+    msgpack_pack_array(pk, op->meta.n ? 10 : 9);
+    msgpack_pack_uint8(pk, PD_OP_ADD);
+    msgpack_pack_str_with_body(pk, op->server.p, op->server.n);
+    msgpack_pack_str_with_body(pk, op->conn.p, op->conn.n);
+    msgpack_pack_str_with_body(pk, op->user.p, op->user.n);
+    msgpack_pack_str_with_body(pk, op->label.p, op->label.n);
+    msgpack_pack_uint8(pk, (uint8_t)op->state);
+    msgpack_pack_int64(pk, op->connected_at);
+    msgpack_pack_int64(pk, op->last_active);
+    msgpack_pack_uint64(pk, op->hlc);
+    if (op->meta.n) msgpack_sbuffer_write(pk->data, op->meta.p, op->meta.n);
+}
+
+Test(codec_repl, add_written_directly_is_what_msgpack_writes) {
+    static const int64_t ints[] = {
+        INT64_MIN, -(1ll << 31) - 1, -(1ll << 31), -32769, -32768, -129, -128, -33, -32, -1,
+        0, 1, 127, 128, 255, 256, 65535, 65536, (1ll << 32) - 1, 1ll << 32, 1700000000000,
+        INT64_MAX};
+    static const uint64_t uints[] = {0, 127, 128, 255, 256, 65535, 65536, (1ull << 32) - 1,
+                                     1ull << 32, 111411500000000000ull,
+                                     (uint64_t)INT64_MAX}; /* the reader caps at INT64_MAX */
+    char id128[128], label32[32];
+    memset(id128, 'i', sizeof id128);
+    memset(label32, 'l', sizeof label32);
+    pd_str ids[] = {{"s", 1}, {id128, 31}, {id128, 32}, {id128, 128}};
+    pd_str labels[] = {{"web", 3}, {label32, 31}, {label32, 32}};
+    static const uint8_t meta[] = {0x81, 0xa1, 'k', 0xa1, 'v'};
+    msgpack_sbuffer want, got;
+    msgpack_packer pw, pg;
+    msgpack_sbuffer_init(&want);
+    msgpack_sbuffer_init(&got);
+    msgpack_packer_init(&pw, &want, msgpack_sbuffer_write);
+    msgpack_packer_init(&pg, &got, msgpack_sbuffer_write);
+    size_t n = sizeof ints / sizeof ints[0], k = 0;
+    for (size_t i = 0; i < n * 2; i++) {
+        pd_op op = {.kind = PD_OP_ADD, .server = ids[i % 4], .conn = ids[(i + 1) % 4],
+                    .user = ids[(i + 2) % 4], .label = labels[i % 3],
+                    .state = (pd_devstate)(i % 2), .connected_at = ints[i % n],
+                    .last_active = ints[(i * 7 + 3) % n],
+                    .hlc = uints[i % (sizeof uints / sizeof uints[0])]};
+        if (i % 3 == 0) op.meta = (pd_str){(const char *)meta, sizeof meta};
+        add_reference(&pw, &op);
+        pd_op_encode(&pg, &op);
+        k++;
+    }
+    cr_assert_eq(got.size, want.size, "%zu ops: %zu bytes, msgpack-c wrote %zu", k, got.size,
+                 want.size);
+    cr_expect(memcmp(got.data, want.data, want.size) == 0, "the same bytes");
+    /* and they read back */
+    mp_reader r;
+    mpr_init(&r, got.data, got.size);
+    for (size_t i = 0; i < k; i++) {
+        pd_op op;
+        cr_assert(pd_op_read(&r, &op), "op %zu: %s", i, r.why);
+        cr_expect_eq(op.connected_at, ints[i % n]);
+    }
+    msgpack_sbuffer_destroy(&want);
+    msgpack_sbuffer_destroy(&got);
+}

@@ -130,8 +130,11 @@ static void get_reply(msgpack_sbuffer *sb, pd_public st, uint32_t devices) {
     pd_view v = {.user = pd_str_c("bob"), .status = st, .last_seen = 5, .devices = devices};
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    pd_get_reply_begin(&pk, 1);
+    pd_reply_fresh f = {1700000000000ULL, false};
+    v.stale = devices > 0;
+    pd_get_reply_begin(&pk, 1, &f);
     pd_get_reply_user(&pk, &v);
+    pd_get_reply_end(&pk, &f);
 }
 
 Test(dash_json, user_lookup_public_own_and_devices) {
@@ -161,11 +164,28 @@ Test(dash_json, user_lookup_public_own_and_devices) {
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "own"), "status")),
                      "invisible");
     cr_expect_eq(json_integer_value(json_object_get(json_object_get(j, "own"), "devices")), 1);
+    cr_expect(json_is_true(json_object_get(json_object_get(j, "own"), "stale")), "an entry's stale");
+    cr_expect(json_is_null(json_object_get(j, "as_of")), "a devices reply without as_of");
+    cr_expect(json_is_false(json_object_get(j, "stale")));
     json_t *d0 = json_array_get(json_object_get(j, "devices"), 0);
     cr_expect_str_eq(json_string_value(json_object_get(d0, "conn")), "c-1");
     cr_expect_str_eq(json_string_value(json_object_get(d0, "state")), "idle");
     cr_expect_eq(json_array_size(json_object_get(j, "errors")), 0);
     json_decref(j);
+
+    /* a devices reply with its freshness */
+    msgpack_sbuffer fresh;
+    pd_reply_fresh f = {1700000000123ULL, true};
+    msgpack_sbuffer_init(&fresh);
+    msgpack_packer_init(&pk, &fresh, msgpack_sbuffer_write);
+    pd_devices_reply_begin(&pk, pd_str_c("bob"), 0, &f);
+    pd_devices_reply_end(&pk, &f);
+    j = dash_user_json("bob", pub.data, pub.size, own.data, own.size, fresh.data, fresh.size);
+    cr_assert_not_null(j);
+    cr_expect_eq(json_integer_value(json_object_get(j, "as_of")), 1700000000123LL);
+    cr_expect(json_is_true(json_object_get(j, "stale")));
+    json_decref(j);
+    msgpack_sbuffer_destroy(&fresh);
 
     /* no answer, a refusal and garbage: null fields, one error line each */
     msgpack_sbuffer refused;
@@ -191,6 +211,9 @@ Test(dash_json, user_lookup_public_own_and_devices) {
 Test(dash_json, agreement_of_the_nodes) {
     const char *ids[3] = {"n1", "n2", "n3"};
     pd_str a = pd_str_c("\x81\xa1x\x01"), b = pd_str_c("\x81\xa1x\x02"), none = {0};
+    /* a and b with each node's own freshness: the same answers */
+    pd_str a5 = pd_str_c("\x82\xa1x\x01\xa5" "as_of\x05"),
+           b6 = pd_str_c("\x83\xa1x\x02\xa5" "as_of\x06\xa5" "stale\xc3");
     struct {
         pd_str get[3], dev[3];
         const char *want;
@@ -201,6 +224,8 @@ Test(dash_json, agreement_of_the_nodes) {
                                "{\"node\":\"n2\",\"answer\":2},{\"node\":\"n3\",\"answer\":1}]}"},
         {{a, a, a}, {b, a, b}, "{\"agree\":false,\"nodes\":[{\"node\":\"n1\",\"answer\":1},"
                                "{\"node\":\"n2\",\"answer\":2},{\"node\":\"n3\",\"answer\":1}]}"},
+        {{a, a5, a}, {b6, b, b}, "{\"agree\":true,\"nodes\":[{\"node\":\"n1\",\"answer\":1},"
+                                "{\"node\":\"n2\",\"answer\":1},{\"node\":\"n3\",\"answer\":1}]}"},
         {{a, none, a}, {b, b, b}, "{\"agree\":null,\"nodes\":[{\"node\":\"n1\",\"answer\":1},"
                                   "{\"node\":\"n2\",\"answer\":0},{\"node\":\"n3\",\"answer\":1}]}"},
     };

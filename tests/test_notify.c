@@ -328,6 +328,60 @@ Test(notify, heal_announces_the_online_and_the_recent_again) {
     pd_notifier_free(w.nf);
 }
 
+/* A heal of a large model is done in slices: the first call announces a
+ * bounded part, each step the next part, and at the end every user not
+ * offline was announced again exactly once; pausing ends a heal. */
+#define HEAL_USERS 20000
+static int heal_count[HEAL_USERS];
+
+static void count_publish(void *ud, const pd_view *v) {
+    int *calls = ud;
+    int i = -1;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*s", (int)v->user.n, v->user.p);
+    cr_assert_eq(sscanf(buf, "u%d", &i), 1);
+    cr_assert(i >= 0 && i < HEAL_USERS);
+    heal_count[i]++;
+    (*calls)++;
+}
+
+Test(notify, heal_walks_the_model_in_slices) {
+    int calls = 0;
+    pd_notifier *nf = pd_notifier_new(&NCFG, pd_str_c("a"), count_publish, &calls);
+    cr_assert_not_null(nf);
+    wiring w = {nf, 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
+    cr_assert_not_null(m);
+    pd_notifier_start(nf, m, 0, 0);
+    for (int i = 0; i < HEAL_USERS; i++) connect_user(m, &w, i, 1000);
+    memset(heal_count, 0, sizeof heal_count);
+    calls = 0;
+    pd_notifier_heal(nf, m, 5000, 9000);
+    cr_assert(pd_notifier_healing(nf), "a heal of %d users done in one turn", HEAL_USERS);
+    cr_expect_gt(calls, 0, "the first slice comes at once");
+    int steps = 0, most = calls;
+    while (pd_notifier_healing(nf)) {
+        int before = calls;
+        pd_notifier_heal_step(nf, m, 9000 + (uint64_t)steps);
+        if (calls - before > most) most = calls - before;
+        cr_assert_lt(++steps, HEAL_USERS, "the heal never ends");
+    }
+    cr_expect_gt(steps, 4, "only %d slices", steps);
+    cr_expect_leq(most, 8 * PD_HEAL_BUCKETS, "a slice announced %d users", most);
+    for (int i = 0; i < HEAL_USERS; i++)
+        cr_assert_eq(heal_count[i], 1, "u%d announced %d times by the heal", i, heal_count[i]);
+    /* Pausing (a stall) ends a heal under way. */
+    pd_notifier_heal(nf, m, 5000, 9500);
+    cr_assert(pd_notifier_healing(nf));
+    pd_notifier_pause(nf);
+    cr_expect_not(pd_notifier_healing(nf));
+    calls = 0;
+    pd_notifier_heal_step(nf, m, 9600);
+    cr_expect_eq(calls, 0);
+    pd_model_free(m);
+    pd_notifier_free(nf);
+}
+
 /* The replica drives its notifier: changes reach io.publish through the
  * gate, pd_repl_next_due includes the held view's deadline and
  * pd_repl_tick sends it; nothing before the replica is ready. */
@@ -347,6 +401,7 @@ Test(notify, the_replica_drives_the_gate) {
     pd_repl_io io = {.publish = repl_publish, .ud = &calls};
     pd_repl *r = pd_repl_new(&cfg, &MCFG, PD_STR_LIT("n1"), &io, 1000);
     cr_assert_not_null(r);
+    pd_repl_tick(r, 1000); /* the first heartbeat: the warm-up counts from it */
     pd_event on = {.type = PD_EV_CONNECT, .server = PD_STR_LIT("s1"), .conn = PD_STR_LIT("c1"),
                    .user = PD_STR_LIT("u1"), .device = PD_STR_LIT("web")};
     pd_event away = {.type = PD_EV_STATUS, .user = PD_STR_LIT("u1"), .status = PD_CHOSEN_AWAY};

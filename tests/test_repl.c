@@ -248,6 +248,61 @@ Test(repl, restarted_node_loses_its_old_devices_at_once) {
     world_free(&w);
 }
 
+/* The count of deltas a replica has sent (its own vector clock entry). */
+static void own_count(void *ud, const pd_node_view *nv) {
+    uint64_t *c = ud;
+    if (*c == UINT64_MAX) *c = nv->vc_counts[0];
+}
+
+/* Forged deltas "of n2" with its real incarnation and its next numbers
+ * reach n1 only: n1 counts them as applied. n2's own next delta then
+ * carries a number that n2's vector clock (its last heartbeat) says it had
+ * not sent, which n1 holds as applied already: a contradiction, repaired
+ * by fetching n2's partition again at once, not dropped as a duplicate
+ * (issue #11, finding 7; before any heartbeat could tell). */
+Test(repl, delta_count_that_contradicts_the_vector_clock_is_refetched) {
+    world w;
+    three_nodes_with_devices(&w);
+    sim *s = &w.s;
+    s->now += s->cfg.sync_interval_ms; /* a heartbeat round: n2's clock is known */
+    sim_tick_all(s);
+    sim_deliver_all(s);
+    uint64_t sent = UINT64_MAX;
+    pd_repl_nodes(s->r[2], s->now, own_count, &sent);
+    cr_assert_neq(sent, UINT64_MAX);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (uint64_t k = 1; k <= 5; k++) {
+        msgpack_sbuffer_clear(&sb);
+        pd_delta_encode(&sb, pd_str_c("n2"), s->inc[2], sent + k, NULL, 0, 0);
+        pd_err err;
+        cr_assert_eq(pd_repl_on_delta_from(s->r[1], pd_str_c("n2"), sb.data, sb.size, s->now,
+                                           &err), PD_OK);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    pd_repl_stats st0;
+    pd_repl_stats_get(s->r[1], &st0);
+    connect_at(&w, 2, "c9", 3); /* n2's next real delta */
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    pd_repl_stats st;
+    pd_repl_stats_get(s->r[1], &st);
+    cr_expect_eq(st.contradictions, st0.contradictions + 1, "the count was not questioned");
+    cr_expect_eq(owned_by(&w, 1, 2), 3u, "n1 dropped n2's real delta as a duplicate");
+    cr_expect_eq(public_view(&w, 1, "u3").status, PD_PUB_ONLINE);
+    cr_expect_eq(owned_by(&w, 0, 2), 3u, "n0 was not fooled");
+    /* Steady state afterwards: no more contradictions, all agree. */
+    for (int round = 0; round < 4; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+    }
+    pd_repl_stats_get(s->r[1], &st0);
+    cr_expect_eq(st0.contradictions, st.contradictions, "a real node's count contradicted");
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
 Test(repl, restarted_node_that_does_not_come_back_goes_offline) {
     world w;
     three_nodes_with_devices(&w);

@@ -7,7 +7,8 @@
  * node with `get` (in batches) and `devices` (one per user); each node's
  * answers are hashed in that order into its digest (FNV-1a 64; a get
  * entry with its `ver` set to 0, as a rebuilt node may number the same
- * state lower: schemas/notifications.md, "ver"). Equal
+ * state lower: schemas/notifications.md, "ver"; without `as_of` and
+ * `stale`, which say how fresh each node's own view is). Equal
  * digests and equal users/devices counts mean the nodes agree; otherwise
  * the users whose answers differ are listed, with each node's answer.
  * Exit 0 when the nodes agree, 1 when they differ or one does not answer.
@@ -232,11 +233,10 @@ static bool hash_get(diff_ctx *c, uint32_t ni, size_t from, size_t n) {
     msgpack_sbuffer_destroy(&sb);
     if (m == NULL) return false;
     mp_reader r;
-    uint32_t mn, k = 0;
-    pd_str key;
-    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
-    bool ok = mpr_map(&r, &mn) && mn == 1 && pd_read_key(&r, &key) && mpr_array(&r, &k) &&
-              k == n;
+    uint32_t k = 0;
+    pd_err rerr;
+    bool ok = pd_reply_top_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "users",
+                                  &r, &k, NULL, NULL, &rerr) == PD_OK && k == n;
     /* Each entry re-encoded with ver 0: a node rebuilt from its snapshot
      * may give a smaller ver for the same state (schemas/notifications.md,
      * "ver", limits); the state is what must agree. */
@@ -250,6 +250,7 @@ static bool hash_get(diff_ctx *c, uint32_t ni, size_t from, size_t n) {
         ok = pd_view_decode(&r, &v, &err) == PD_OK;
         if (!ok) break;
         v.ver = 0;
+        v.stale = false;
         msgpack_sbuffer_clear(&one);
         pd_get_reply_user(&pk, &v);
         c->users[from + i].h[ni] = fnv(0xcbf29ce484222325ULL, one.data, one.size);
@@ -268,8 +269,10 @@ static bool hash_devices(diff_ctx *c, uint32_t ni, size_t ui) {
     natsMsg *m = ask(c, "devices", c->nodes[ni].id, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     if (m == NULL) return false;
-    c->users[ui].h[ni] = fnv(c->users[ui].h[ni], natsMsg_GetData(m),
-                             (size_t)natsMsg_GetDataLength(m));
+    msgpack_sbuffer_init(&sb);
+    pd_reply_strip_fresh(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &sb);
+    c->users[ui].h[ni] = fnv(c->users[ui].h[ni], sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
     natsMsg_Destroy(m);
     return true;
 }

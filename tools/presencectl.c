@@ -202,6 +202,18 @@ static void fmt_time(int64_t ms, char *buf, size_t cap) {
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* The line under a get or devices table: how fresh the answer is
+ * (docs/protocol.md section 4, "Freshness"). */
+static void print_fresh(const pd_reply_fresh *f, const char *stale) {
+    char at[32];
+    int64_t now = (int64_t)pd_now_ms();
+    if (f->as_of == 0) return; /* a node older than issue 14 */
+    fmt_time((int64_t)f->as_of, at, sizeof at);
+    printf("as of %s (%lld ms ago)%s%s\n", at,
+           (long long)(now > (int64_t)f->as_of ? now - (int64_t)f->as_of : 0),
+           stale ? stale : "", stale ? ": last known, from a node not heard from lately" : "");
+}
+
 static int query(ctl *c, pd_query_type type, const pd_query *q, const pd_str *users, uint32_t n,
                  natsMsg **out) {
     static const char *const names[] = {"query.get", "query.devices", "query.online",
@@ -243,24 +255,29 @@ static int cmd_get(ctl *c, int argc, char **argv) {
     if (rc) return rc;
     if (c->json) return print_json_reply(c, m);
     mp_reader r;
-    uint32_t n, k;
-    pd_str key;
+    uint32_t k = 0;
     pd_err err;
-    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    pd_reply_fresh f = {0, false};
+    bool any_stale = false;
     printf("%-24s %-9s %-7s %-20s %-26s %s\n", "USER", "STATUS", "DEVICES", "LAST_SEEN",
            "CUSTOM", "EXPIRES");
-    if (mpr_map(&r, &n) && n >= 1 && pd_read_key(&r, &key) && mpr_array(&r, &k)) {
+    if (pd_reply_top_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "users", &r,
+                            &k, NULL, &f, &err) == PD_OK) {
         for (uint32_t i = 0; i < k; i++) {
             pd_view v;
-            char seen[32], exp[32], custom[400];
+            char seen[32], exp[32], custom[400], status[16];
             if (pd_view_decode(&r, &v, &err) != PD_OK) break;
             fmt_time(v.last_seen, seen, sizeof seen);
             fmt_time(v.expires_at, exp, sizeof exp);
             snprintf(custom, sizeof custom, "%.*s%s%.*s", (int)v.emoji.n, v.emoji.p,
                      v.emoji.n ? " " : "", (int)v.text.n, v.text.p);
-            printf("%-24.*s %-9s %-7u %-20s %-26s %s\n", (int)v.user.n, v.user.p,
-                   pd_public_name(v.status), v.devices, seen, custom[0] ? custom : "-", exp);
+            /* stale: the last known state, marked so a reader does not take it as sure */
+            snprintf(status, sizeof status, "%s%s", pd_public_name(v.status), v.stale ? "*" : "");
+            any_stale |= v.stale;
+            printf("%-24.*s %-9s %-7u %-20s %-26s %s\n", (int)v.user.n, v.user.p, status,
+                   v.devices, seen, custom[0] ? custom : "-", exp);
         }
+        print_fresh(&f, any_stale ? "; * stale" : NULL);
     }
     natsMsg_Destroy(m);
     return 0;
@@ -276,14 +293,13 @@ static int cmd_devices(ctl *c, int argc, char **argv) {
     if (rc) return rc;
     if (c->json) return print_json_reply(c, m);
     mp_reader r;
-    uint32_t n, k = 0;
-    pd_str key, s;
+    uint32_t k = 0;
     pd_err err;
-    mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    pd_reply_fresh f = {0, false};
     printf("%-20s %-16s %-12s %-10s %-7s %-20s %s\n", "CONN", "SERVER", "NODE", "DEVICE",
            "STATE", "CONNECTED_AT", "LAST_ACTIVE");
-    if (mpr_map(&r, &n) && pd_read_key(&r, &key) && mpr_str(&r, &s) && pd_read_key(&r, &key) &&
-        mpr_array(&r, &k)) {
+    if (pd_reply_top_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "devices", &r,
+                            &k, NULL, &f, &err) == PD_OK) {
         for (uint32_t i = 0; i < k; i++) {
             pd_device_view d;
             char ca[32], la[32];
@@ -294,6 +310,7 @@ static int cmd_devices(ctl *c, int argc, char **argv) {
                    (int)d.server.n, d.server.p, (int)d.node.n, d.node.p, (int)d.device.n,
                    d.device.p, pd_devstate_name(d.state), ca, la);
         }
+        print_fresh(&f, f.stale ? "; stale" : NULL);
     }
     natsMsg_Destroy(m);
     return 0;

@@ -105,17 +105,23 @@ function parseReply(data) {
 const num = (v) => (typeof v === 'bigint' ? Number(v) : typeof v === 'number' ? v : 0);
 const str = (v) => (typeof v === 'string' ? v : '');
 
-/** A state (notification or `get` entry) in the client's shape. */
-function toState(m, initial) {
+/** A state (notification or `get` entry) in the client's shape; asOf is
+ * the reply's freshness for a get entry, 0 for a notification. */
+function toState(m, initial, asOf = 0) {
   return {
     user: str(m.user), status: str(m.status), text: str(m.text), emoji: str(m.emoji),
     expiresAt: num(m.expires_at), lastSeen: num(m.last_seen),
     ver: typeof m.ver === 'bigint' ? m.ver : BigInt(Math.max(0, Math.trunc(num(m.ver)))),
-    initial,
+    initial, asOf, stale: m.stale === true,
   };
 }
 
 const isId = (s) => typeof s === 'string' && s.length > 0;
+// An id that goes into a subject (node, subject prefix, watched user): the
+// protocol's rule (docs/protocol.md, Identifiers), so that it can never be
+// a NATS wildcard or an empty token.
+const SUBJECT_ID = /^[A-Za-z0-9_:@=+-](?:[A-Za-z0-9._:@=+-]*[A-Za-z0-9_:@=+-])?$/;
+const isSubjectId = (s) => typeof s === 'string' && Buffer.byteLength(s) <= 128 && SUBJECT_ID.test(s) && !s.includes('..');
 const badArg = (what) => Promise.reject(new PresenceError('bad_argument', what));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -132,12 +138,14 @@ function isNoAnswer(err) {
 export async function createClient(opts = {}) {
   const watcher = opts.nodes === undefined && opts.serverId === undefined;
   if (!watcher) { // a socket server; without both, a client that only watches and queries
-    if (!Array.isArray(opts.nodes) || opts.nodes.length === 0 || !opts.nodes.every(isId))
-      throw new PresenceError('bad_argument', 'nodes: at least one node id is required');
+    if (!Array.isArray(opts.nodes) || opts.nodes.length === 0 || !opts.nodes.every(isSubjectId))
+      throw new PresenceError('bad_argument', 'nodes: at least one node id (1-128 of A-Z a-z 0-9 . _ : @ = + -) is required');
     if (!isId(opts.serverId)) throw new PresenceError('bad_argument', 'serverId is required');
   }
   if (opts.listConns !== undefined && typeof opts.listConns !== 'function')
     throw new PresenceError('bad_argument', 'listConns must be a function');
+  if (opts.subjectPrefix !== undefined && !isSubjectId(opts.subjectPrefix))
+    throw new PresenceError('bad_argument', 'subjectPrefix must be an id (1-128 of A-Z a-z 0-9 . _ : @ = + -)');
   for (const k of ['batchMax', 'batchDelayMs', 'heartbeatMs', 'requestTimeoutMs', 'syncPartBytes'])
     if (opts[k] !== undefined && !(Number.isInteger(opts[k]) && opts[k] > 0))
       throw new PresenceError('bad_argument', `${k} must be a positive integer`);
@@ -177,6 +185,7 @@ export class PresenceClient {
     this._nextBatch = 0;
     this._seq = 0;
     this._syncNo = 0;
+    this._restarts = 0;
     this._needSync = this.nodes.length > 0;
     this._syncing = false;
     this._stopped = false;
@@ -199,6 +208,7 @@ export class PresenceClient {
           this._pump();
         }
       }, Math.max(1, Math.floor(this._hbMs / 2)));
+    this._hbTimer.unref(); // the NATS connection is what keeps a process alive
     }
     await this.nc.flush();
     this._pump();
@@ -289,6 +299,7 @@ export class PresenceClient {
       this._timer = null;
       this._pump(true);
     }, wait);
+    this._timer.unref();
   }
 
   /** Sends what is due; `due` when the oldest event has waited long enough. */
@@ -384,6 +395,12 @@ export class PresenceClient {
     let ok = false;
     try {
       ok = await this._doSync(node);
+      if (ok === 'restart') { // the node lost the sync under way: part 1 again
+        this._syncing = false;
+        this._needSync = true;
+        this._pump();
+        return;
+      }
     } catch (e) {
       if (e && e.listing) { // the caller's listConns failed: not the node's fault
         this._onError(e.cause);
@@ -411,20 +428,21 @@ export class PresenceClient {
   }
 
   async _listEntries() {
-    let list = [];
+    const entries = [];
+    let bad = 0;
     try {
-      if (this._list) list = (await this._list()) ?? [];
-    } catch (e) {
+      const list = this._list ? (await this._list()) ?? [] : [];
+      for (const x of list) {
+        if (!x || !isId(x.conn) || !isId(x.user) || !isId(x.device)) {
+          bad++;
+          continue;
+        }
+        entries.push(enc.encode({ conn: x.conn, user: x.user, device: x.device }));
+      }
+    } catch (e) { // the caller's listConns failed (or returned no iterable)
       throw Object.assign(new Error('listConns failed'), { listing: true, cause: e });
     }
-    const entries = [];
-    for (const x of list) {
-      if (!x || !isId(x.conn) || !isId(x.user) || !isId(x.device)) {
-        this._onError(new PresenceError('bad_argument', 'listConns: an entry without conn, user and device was left out'));
-        continue;
-      }
-      entries.push(enc.encode({ conn: x.conn, user: x.user, device: x.device }));
-    }
+    if (bad) this._onError(new PresenceError('bad_argument', `listConns: ${bad} entries without conn, user and device were left out`));
     return entries;
   }
 
@@ -456,12 +474,21 @@ export class PresenceClient {
       }
       this._stats.syncParts++;
       const r = parseReply(m.data);
+      if (r && !r.ok && r.error === 'bad_value' && p > 0 && this._restarts < 3) {
+        // "no such sync under way": the node restarted, or the parts took
+        // longer than PRESENCE_SYNC_PARTS_TIMEOUT_MS; start again from part
+        // 1 (docs/integrating.md), at most three times in a row.
+        this._restarts++;
+        this._onError(new PresenceError(r.error, `sync part ${p + 1}/${cuts.length} refused, starting the sync again: ${r.message}`));
+        return 'restart';
+      }
       if (r && !r.ok) {
         const failed = r.failed.map((f) => ({ conn: str(f.conn), error: str(f.error), message: str(f.message) }));
         this._onError(new PresenceError(r.error, `sync part ${p + 1}/${cuts.length}: ${r.message}`, { failed }));
       }
     }
     this._stats.syncsDone++;
+    this._restarts = 0;
     return true;
   }
 
@@ -554,10 +581,20 @@ export class PresenceClient {
    * number of live `devices`. viewer = the user gives that user's own view
    * (invisible shows); node asks that node only. */
   async get(users, { viewer, node } = {}) {
+    return (await this._get(users, viewer, node)).entries;
+  }
+
+  /** The get reply: its entries and its `as_of` (-1 when the node does not say). */
+  async _get(users, viewer, node) {
     if (!Array.isArray(users) || !users.every(isId)) throw new PresenceError('bad_argument', 'users must be an array of ids');
     const r = await this._query('get', viewer ? { users, viewer } : { users }, node);
     if (!Array.isArray(r.users)) throw new PresenceError('bad_reply', 'get: no users in the reply');
-    return r.users.map((m) => ({ ...toState(m, true), devices: num(m.devices) }));
+    const asOf = r.as_of === undefined ? -1 : num(r.as_of);
+    return {
+      asOf,
+      entries: r.users.filter((m) => m && typeof m === 'object')
+        .map((m) => ({ ...toState(m, true, Math.max(0, asOf)), devices: num(m.devices) })),
+    };
   }
 
   /** `devices` of one user: its live connections, sorted by server then conn. */
@@ -579,8 +616,8 @@ export class PresenceClient {
   async watch(users, onState) {
     if (typeof onState !== 'function') throw new PresenceError('bad_argument', 'onState must be a function');
     if (!Array.isArray(users) || users.length === 0 || users.length > 1000 ||
-        !users.every((u) => isId(u) && Buffer.byteLength(u) <= 128))
-      throw new PresenceError('bad_argument', 'users must be 1..1000 ids of 1..128 bytes');
+        !users.every(isSubjectId))
+      throw new PresenceError('bad_argument', 'users must be 1..1000 ids (1-128 of A-Z a-z 0-9 . _ : @ = + -)');
     if (this._stopped || this._closing) throw new PresenceError('closed', 'the client is closed');
     const w = new Watch(this, [...new Set(users)], onState);
     await w._start();
@@ -607,8 +644,20 @@ export class Watch {
       for (const u of this.users)
         this._subs.push(c.nc.subscribe(`${c.prefix}.user.${u}`, { callback: (err, msg) => { if (!err) this._note(msg.data); } }));
       await c.nc.flush(); // the subscriptions are in place before the get
-      const entries = await c.get(this.users);
-      for (const e of entries) {
+      // A node that lags the announcer could answer with a state older than
+      // notifications sent before the subscriptions were in place, and the
+      // states between would be missed: ask again until the answer's
+      // as_of reaches that time, or take the last answer after the request
+      // timeout (schemas/notifications.md#ver, as libpresence does).
+      const since = Date.now();
+      const giveUp = since + c._timeoutMs;
+      let r;
+      for (;;) {
+        r = await c._get(this.users);
+        if (r.asOf < 0 || r.asOf >= since || Date.now() >= giveUp || this._stopped) break;
+        await sleep(20);
+      }
+      for (const e of r.entries) {
         const { devices, ...st } = e;
         void devices;
         this._report(st, true);
@@ -621,7 +670,7 @@ export class Watch {
       this.stop();
       throw e;
     }
-    c._watches.add(this);
+    if (!this._stopped) c._watches.add(this);
   }
 
   _note(data) {

@@ -14,23 +14,28 @@ bool pd_str_eqc(pd_str a, const char *c) {
     return pd_str_eq(a, pd_str_c(c));
 }
 
-static bool id_char(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    switch (c) {
-    case '.': case '_': case ':': case '@': case '=': case '+': case '-':
-        return true;
-    default:
-        return false;
-    }
-}
+/* 1 for the characters of an id: [A-Za-z0-9._:@=+-]. */
+static const uint8_t id_chars[256] = {
+    ['.'] = 1, ['_'] = 1, [':'] = 1, ['@'] = 1, ['='] = 1, ['+'] = 1, ['-'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
 
 bool pd_id_valid(const char *p, size_t n) {
+    const unsigned char *s = (const unsigned char *)p;
     if (p == NULL || n == 0 || n > PD_ID_MAX) return false;
-    if (p[0] == '.' || p[n - 1] == '.') return false;
+    if (s[0] == '.' || s[n - 1] == '.') return false;
     for (size_t i = 0; i < n; i++) {
-        if (!id_char((unsigned char)p[i])) return false;
-        if (p[i] == '.' && i > 0 && p[i - 1] == '.') return false;
+        if (!id_chars[s[i]]) return false;
+        if (s[i] == '.' && s[i - 1] == '.') return false; /* i > 0: s[0] is not '.' */
     }
     return true;
 }

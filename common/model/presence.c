@@ -22,13 +22,12 @@ static uint64_t user_hash(const pd_hnode *e) {
 }
 
 static uint64_t server_hash(const pd_hnode *e) {
-    const pd_server *s = (const pd_server *)e;
-    return pd_hash(s->id, s->id_n);
+    return ((const pd_server *)e)->hash;
 }
 
 static uint64_t device_key_hash(const pd_server *s, pd_str conn) {
     /* Servers are interned, so their address identifies them. */
-    return pd_hash(conn.p, conn.n) ^ (pd_hash(s->id, s->id_n) * 0x9e3779b97f4a7c15ULL);
+    return pd_hash(conn.p, conn.n) ^ (s->hash * 0x9e3779b97f4a7c15ULL);
 }
 
 static uint64_t device_hash(const pd_hnode *e) {
@@ -36,12 +35,16 @@ static uint64_t device_hash(const pd_hnode *e) {
     return device_key_hash(d->server, (pd_str){d->buf, d->conn_n});
 }
 
-pd_user *pd__user_find(const pd_model *m, pd_str id) {
-    for (pd_hnode *e = pd_htab_bucket(&m->users, pd_hash(id.p, id.n)); e; e = e->next) {
+static pd_user *user_find_h(const pd_model *m, pd_str id, uint64_t h) {
+    for (pd_hnode *e = pd_htab_bucket(&m->users, h); e; e = e->next) {
         pd_user *u = (pd_user *)e;
         if (u->id_n == id.n && memcmp(u->id, id.p, id.n) == 0) return u;
     }
     return NULL;
+}
+
+pd_user *pd__user_find(const pd_model *m, pd_str id) {
+    return user_find_h(m, id, pd_hash(id.p, id.n));
 }
 
 static pd_server *server_find(const pd_model *m, pd_str id) {
@@ -65,16 +68,17 @@ pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn) {
 /* ---- users ---------------------------------------------------------------- */
 
 pd_user *pd__user_get(pd_model *m, pd_str id) {
-    pd_user *u = pd__user_find(m, id);
+    uint64_t h = pd_hash(id.p, id.n);
+    pd_user *u = user_find_h(m, id, h);
     if (u) return u;
-    u = pd_calloc(1, sizeof *u + id.n);
+    u = pd_slab_alloc(&m->user_slab, offsetof(pd_user, id) + id.n);
     if (u == NULL) return NULL;
     memcpy(u->id, id.p, id.n);
     u->id_n = (uint8_t)id.n;
     u->grace.kind = TK_GRACE;
     u->pub_status = PD_PUB_OFFLINE;
     m->by_status[PD_PUB_OFFLINE]++;
-    pd_htab_insert(&m->users, &u->h, pd_hash(id.p, id.n));
+    pd_htab_insert(&m->users, &u->h, h);
     return u;
 }
 
@@ -91,7 +95,7 @@ void pd__mark_dirty(pd_model *m, pd_user *u) {
     m->dirty[m->ndirty++] = u;
 }
 
-static uint32_t public_custom(const pd_user *u) {
+static uint16_t public_custom(const pd_user *u) {
     if (u->custom == NULL || u->chosen == PD_CHOSEN_INVISIBLE) return 0;
     return u->custom_gen;
 }
@@ -133,7 +137,7 @@ static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
     }
     pd_htab_remove(&m->users, &u->h, pd_hash(u->id, u->id_n));
     m->forgotten_users++;
-    pd_free(u);
+    pd_slab_free(&m->user_slab, u, pd__user_size(u));
 }
 
 void pd__flush(pd_model *m, uint64_t now) {
@@ -142,7 +146,7 @@ void pd__flush(pd_model *m, uint64_t now) {
         u->flags &= (uint8_t)~(UF_DIRTY | UF_LEFT_NOW);
         retention_arm(m, u, now);
         pd_public st = pd__user_status(u, false);
-        uint32_t cu = public_custom(u);
+        uint16_t cu = public_custom(u);
         if (st == u->pub_status && cu == u->pub_custom) continue;
         m->by_status[u->pub_status]--;
         m->by_status[st]++;
@@ -283,8 +287,9 @@ pd_server *pd__server_get(pd_model *m, pd_str id) {
     if (s == NULL) return NULL;
     memcpy(s->id, id.p, id.n);
     s->id_n = (uint8_t)id.n;
+    s->hash = pd_hash(id.p, id.n);
     s->timeout.kind = TK_SERVER;
-    pd_htab_insert(&m->servers, &s->h, pd_hash(id.p, id.n));
+    pd_htab_insert(&m->servers, &s->h, s->hash);
     return s;
 }
 
@@ -296,16 +301,18 @@ static void server_drop(pd_model *m, pd_server *s) {
     pd_free(s);
 }
 
-void pd__seen(pd_user *u, int64_t at, const char *by, uint64_t hlc) {
+void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc) {
     if (at <= 0) return;
     /* (at, writer), then the hlc: a total order, so that the register ends
      * the same whatever order equal times arrive in (two devices of one
-     * owner removed at the same ms, restored in hash order). */
-    bool tie = at == u->seen && by && u->seen_by && strcmp(by, u->seen_by) == 0;
-    if (tie ? hlc <= u->seen_hlc : !pd__newer((uint64_t)at, by, (uint64_t)u->seen, u->seen_by))
+     * owner removed at the same ms, restored in hash order). Interned: the
+     * same writer is the same pointer. */
+    const char *seen_by = pd__writer_name(m, u->seen_by);
+    bool tie = at == u->seen && by && seen_by && by == seen_by;
+    if (tie ? hlc <= u->seen_hlc : !pd__newer((uint64_t)at, by, (uint64_t)u->seen, seen_by))
         return;
     u->seen = at;
-    u->seen_by = by;
+    u->seen_by = pd__writer_of(by);
     u->seen_hlc = hlc;
 }
 
@@ -327,7 +334,7 @@ pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
     bool raised = la > d->last_active;
     if (raised) {
         d->last_active = la;
-        pd__seen(d->user, la, d->node, d->claim);
+        pd__seen(m, d->user, la, pd__dev_node(m, d), d->claim);
     }
     if (d->state != PD_DEV_ACTIVE) {
         d->state = PD_DEV_ACTIVE;
@@ -351,7 +358,7 @@ void pd__device_set_idle(pd_model *m, pd_device *d) {
 /* A device owned by another node: state as its owner reports it. */
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
     if (last_active > d->last_active) d->last_active = last_active;
-    pd__seen(d->user, last_active, d->node, d->claim);
+    pd__seen(m, d->user, last_active, pd__dev_node(m, d), d->claim);
     if (d->state == st) return;
     d->state = (uint8_t)st;
     if (st == PD_DEV_ACTIVE) d->user->nactive++;
@@ -361,11 +368,11 @@ void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_ac
 
 void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at) {
     pd_user *u = d->user;
-    if (d->node == m->node) {
+    if (pd__dev_node(m, d) == m->node) {
         seen_at = (int64_t)now;
         pd__emit_remove(m, d, seen_at);
     }
-    pd__seen(u, seen_at, d->node, d->claim);
+    pd__seen(m, u, seen_at, pd__dev_node(m, d), d->claim);
     pd_server *s = d->server;
     bool was_active = u->nactive > 0;
     pd_theap_disarm(&m->timers, &d->idle);
@@ -385,8 +392,7 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
         user_lost_last_device(m, u, was_active, now);
     }
     pd__mark_dirty(m, u);
-    pd_free(d->meta);
-    pd_free(d);
+    pd_slab_free(&m->dev_slab, d, pd__device_size(d));
 }
 
 /* Creates a device; takes the validated slices of a connect, a sync entry
@@ -397,28 +403,23 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     bool local = owner == m->node;
     pd_user *u = pd__user_get(m, user);
     if (u == NULL) return PD_ENOMEM;
-    pd_device *d = pd_calloc(1, sizeof *d + conn.n + label.n);
-    uint8_t *mb = meta.n ? pd_malloc(meta.n + 2u) : NULL;
+    size_t size = offsetof(pd_device, buf) + conn.n + label.n + meta.n;
+    pd_device *d = pd_slab_alloc(&m->dev_slab, size);
+    if (d == NULL) return PD_ENOMEM;
+    d->conn_n = (uint8_t)conn.n;
+    d->label_n = (uint8_t)label.n;
+    d->meta_n = (uint16_t)meta.n;
     /* Arm the idle timer before linking, so device_set_active cannot fail. */
-    if (d == NULL || (meta.n && mb == NULL) ||
-        (local && pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)) {
-        pd_free(d);
-        pd_free(mb);
+    if (local && pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK) {
+        pd_slab_free(&m->dev_slab, d, size);
         return PD_ENOMEM;
     }
     memcpy(d->buf, conn.p, conn.n);
     if (label.n) memcpy(d->buf + conn.n, label.p, label.n);
-    d->conn_n = (uint8_t)conn.n;
-    d->label_n = (uint8_t)label.n;
-    if (mb) {
-        mb[0] = (uint8_t)(meta.n >> 8);
-        mb[1] = (uint8_t)meta.n;
-        memcpy(mb + 2, meta.p, meta.n);
-        d->meta = mb;
-    }
+    if (meta.n) memcpy(d->buf + conn.n + label.n, meta.p, meta.n);
     d->user = u;
     d->server = s;
-    d->node = owner;
+    d->node = pd__node_index(owner);
     d->claim = claim;
     d->connected_at = (int64_t)now;
     d->idle.kind = TK_IDLE;
@@ -440,7 +441,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
         d->state = PD_DEV_ACTIVE;
         d->last_active = d->touched = (int64_t)now;
         u->nactive++;
-        pd__seen(u, (int64_t)now, m->node, claim);
+        pd__seen(m, u, (int64_t)now, m->node, claim);
         pd__emit_device(m, PD_OP_ADD, d);
     }
     return PD_OK;
@@ -457,7 +458,7 @@ pd_device *pd__local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
  * only the owner ever changes a device. */
 pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *st) {
     *st = PD_OK;
-    if (d->node == m->node) return d;
+    if (pd__dev_node(m, d) == m->node) return d;
     char conn[PD_ID_MAX], user[PD_ID_MAX], label[PD_DEVICE_MAX];
     pd_str c = {conn, d->conn_n}, u = {user, d->user->id_n}, l = {label, d->label_n};
     memcpy(conn, d->buf, d->conn_n);
@@ -493,7 +494,7 @@ static void server_close(pd_model *m, pd_server *s, uint64_t now) {
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
-            if (d->node == m->node && (pass || d->state == PD_DEV_IDLE))
+            if (pd__dev_node(m, d) == m->node && (pass || d->state == PD_DEV_IDLE))
                 pd__device_remove(m, d, now, 0);
         }
     }
@@ -515,7 +516,7 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
                             pd_err *err) {
     pd_device *d = pd__device_find(m, s, ev->conn);
     pd_status st = PD_OK;
-    if (d && d->node == m->node && d->user->id_n == ev->user.n &&
+    if (d && pd__dev_node(m, d) == m->node && d->user->id_n == ev->user.n &&
         memcmp(d->user->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
         memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
         return pd__device_set_active(m, d, now); /* a repeated connect: nothing new */
@@ -578,7 +579,7 @@ static pd_status ev_custom(pd_model *m, const pd_event *ev, uint64_t now, pd_err
                                   ev->text.n ? ev->expires_at : 0);
     if (st != PD_OK) return st;
     u->custom_hlc = pd__hlc_next(m, now);
-    u->custom_by = m->node;
+    u->custom_by = pd__writer_of(m->node);
     pd_op op = {.kind = PD_OP_CUSTOM, .user = ev->user, .text = ev->text,
                 .emoji = ev->text.n ? ev->emoji : (pd_str){NULL, 0},
                 .expires_at = ev->text.n ? ev->expires_at : 0, .hlc = u->custom_hlc,
@@ -593,7 +594,7 @@ static pd_status ev_status(pd_model *m, const pd_event *ev, uint64_t now, pd_err
     if (u == NULL) return PD_ENOMEM;
     pd__chosen_set(m, u, ev->status, 0);
     u->chosen_hlc = pd__hlc_next(m, now);
-    u->chosen_by = m->node;
+    u->chosen_by = pd__writer_of(m->node);
     /* The frozen last_seen goes with the register: peers that saw the
      * user's times in another order freeze the same value. */
     pd_op op = {.kind = PD_OP_CHOSEN, .user = ev->user, .chosen = ev->status,
@@ -811,6 +812,8 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
     m->on_change = on_change;
     m->ud = ud;
     pd_theap_init(&m->timers);
+    pd_slab_init(&m->user_slab, PD_SLAB_POOLED);
+    pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
     m->node = pd__intern(m, node);
     if (m->node == NULL || pd_htab_init(&m->users, user_hash) != PD_OK ||
         pd_htab_init(&m->devices, device_hash) != PD_OK ||
@@ -828,33 +831,34 @@ static void free_server(void *ud, pd_hnode *e) {
 }
 
 static void free_device(void *ud, pd_hnode *e) {
-    (void)ud;
-    pd_free(((pd_device *)e)->meta);
-    pd_free(e);
+    pd_model *m = ud;
+    pd_slab_free(&m->dev_slab, e, pd__device_size((pd_device *)e));
 }
 
 static void free_user(void *ud, pd_hnode *e) {
-    (void)ud;
+    pd_model *m = ud;
     pd_free(((pd_user *)e)->custom);
-    pd_free(e);
+    pd_slab_free(&m->user_slab, e, pd__user_size((pd_user *)e));
 }
 
-static void free_table(pd_htab *t, pd_htab_visit fn) {
+static void free_table(pd_model *m, pd_htab *t, pd_htab_visit fn) {
     if (t->b == NULL) return;
     uint64_t c = 0;
-    do c = pd_htab_scan(t, c, fn, NULL); while (c != 0);
+    do c = pd_htab_scan(t, c, fn, m); while (c != 0);
     pd_htab_free(t);
 }
 
 void pd_model_free(pd_model *m) {
     if (m == NULL) return;
     pd_theap_free(&m->timers);
-    free_table(&m->devices, free_device);
-    free_table(&m->users, free_user);
-    free_table(&m->servers, free_server);
+    free_table(m, &m->devices, free_device);
+    free_table(m, &m->users, free_user);
+    free_table(m, &m->servers, free_server);
+    pd_slab_destroy(&m->dev_slab);
+    pd_slab_destroy(&m->user_slab);
     pd_free(m->dirty);
     pd_free(m->refusals);
-    for (uint32_t i = 0; i < m->nnodes; i++) pd_free(m->nodes[i]);
+    for (uint32_t i = 0; i < m->nnodes; i++) pd_free(m->nodes[i] - 2); /* see pd__intern */
     pd_free(m);
 }
 

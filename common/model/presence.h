@@ -166,6 +166,12 @@ uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit
  * public view ever changed. */
 typedef void (*pd_view_fn)(void *ud, const pd_view *v);
 void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud);
+/* The same in slices of at most `buckets` hash buckets, between which the
+ * model may change: start with *cursor = 0; true when done (then *cursor
+ * is 0 again). A user present for the whole walk is visited at least once
+ * (twice if the table grew meanwhile). */
+bool pd_model_foreach_view_step(const pd_model *m, uint64_t *cursor, uint32_t buckets,
+                                pd_view_fn fn, void *ud);
 
 typedef struct {
     uint64_t users, devices, servers, timers;

@@ -3,7 +3,10 @@
  * Not part of the library's interface. */
 #ifndef PD_PRESENCE_INT_H
 #define PD_PRESENCE_INT_H
+#include <stddef.h>
+#include <string.h>
 #include "base/htab.h"
+#include "base/slab.h"
 #include "model/presence.h"
 #include "base/timerheap.h"
 
@@ -22,6 +25,13 @@ typedef struct pd_custom {
 
 typedef struct pd_device pd_device;
 
+/* Users and devices are the bulk of a node's memory (a million devices:
+ * issue 15): their records come from the model's slabs (base/slab.h) at
+ * the size their ids need, and name the nodes they refer to by the index
+ * of the interned id (pd__node_name) instead of a pointer.
+ * CHECKLIST: a new field of pd_user or pd_device? Mind the size (a new
+ * 8 bytes is 8 MB a million records); pd__user_size/pd__device_size give
+ * the size a record is allocated and freed with. */
 struct pd_user {
     pd_hnode h;
     pd_device *devs;           /* singly linked through d->unext */
@@ -31,8 +41,7 @@ struct pd_user {
                                 * retention_arm) */
     int64_t seen;              /* last_seen: the highest time replicated for the user */
     int64_t seen_frozen;       /* `seen` when the user chose invisible (chosen register) */
-    const char *seen_by;       /* writer of `seen` (a device's owner, or a SEEN op's) */
-    uint64_t seen_hlc;         /* HLC of that write */
+    uint64_t seen_hlc;         /* HLC of the write of `seen` */
     int64_t notified_ts;       /* ts of the last notification */
     uint32_t ndev, nactive;
     uint64_t chosen_hlc;       /* version of the chosen-status register */
@@ -45,10 +54,12 @@ struct pd_user {
                                 * user_regained_device) */
     uint64_t timer_ver;        /* ver of timer transitions (offline, custom expiry, a
                                 * return after the offline state) */
-    const char *chosen_by;     /* writer node of each (interned; NULL: never) */
-    const char *custom_by;
-    uint32_t custom_gen;       /* bumped on every custom status change */
-    uint32_t pub_custom;       /* custom_gen others last saw (0 = none) */
+    uint16_t seen_by;          /* writer of `seen` (a device's owner, or a SEEN op's) */
+    uint16_t chosen_by;        /* writer node of each register; all pd__writer_of */
+    uint16_t custom_by;        /* values (0: never written) */
+    uint16_t custom_gen;       /* bumped on every custom status change (wraps; only
+                                * compared with pub_custom within one operation) */
+    uint16_t pub_custom;       /* custom_gen others last saw (0 = none) */
     uint8_t chosen;            /* pd_chosen */
     uint8_t pub_status;        /* pd_public others last saw */
     uint8_t flags;             /* UF_* */
@@ -78,6 +89,7 @@ typedef struct pd_sync_run {
 
 struct pd_server {
     pd_hnode h;
+    uint64_t hash;             /* pd_hash of id: part of every device's key hash */
     pd_device *devs;           /* doubly linked through d->sprev/snext */
     pd_timer timeout;
     int64_t last_msg;          /* last event from this server */
@@ -95,16 +107,16 @@ struct pd_device {
     pd_device *sprev, *snext;
     pd_user *user;
     pd_server *server;
-    const char *node;          /* owner node id, interned by the model */
     uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
-    uint8_t *meta;             /* encoded map, length-prefixed (2 bytes) */
     int64_t connected_at, last_active; /* replicated; last_active coarsened */
     int64_t touched;           /* this node's devices: the last activity, exact */
     pd_timer idle;
+    uint16_t node;             /* owner: index of its interned id (pd__dev_node) */
+    uint16_t meta_n;           /* bytes of the encoded meta map (0: none) */
     uint8_t state;             /* pd_devstate */
     uint8_t mark;              /* MARK_* scratch bits */
     uint8_t conn_n, label_n;
-    char buf[];                /* conn then label */
+    char buf[];                /* conn, label, then meta */
 };
 
 enum { MARK_SYNC = 1, MARK_PARTITION = 2 };
@@ -118,7 +130,8 @@ struct pd_model {
     pd_change_fn on_change;
     void *ud;
     const char *node;          /* this node's id, nodes[0] */
-    char *nodes[PD_MODEL_NODES_MAX]; /* interned node ids */
+    char *nodes[PD_MODEL_NODES_MAX]; /* interned node ids (see pd__intern) */
+    pd_slab user_slab, dev_slab;
     uint32_t nnodes;
     uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
     uint64_t now;              /* time of the operation under way */
@@ -139,6 +152,33 @@ struct pd_model {
     uint64_t forgotten_users, forgotten_servers; /* PRESENCE_USER_RETENTION_MS */
 };
 
+/* Interned node ids: each carries its index in m->nodes in the two bytes
+ * before it, so that records can hold the index and code the pointer. */
+static inline uint16_t pd__node_index(const char *interned) {
+    uint16_t i;
+    memcpy(&i, interned - 2, sizeof i);
+    return i;
+}
+static inline const char *pd__dev_node(const pd_model *m, const pd_device *d) {
+    return m->nodes[d->node];
+}
+/* A user's register writer: 0 for none (NULL), else the index + 1. */
+static inline uint16_t pd__writer_of(const char *interned) {
+    return interned ? (uint16_t)(pd__node_index(interned) + 1u) : 0;
+}
+static inline const char *pd__writer_name(const pd_model *m, uint16_t w) {
+    return w ? m->nodes[w - 1u] : NULL;
+}
+static inline size_t pd__user_size(const pd_user *u) {
+    return offsetof(pd_user, id) + u->id_n;
+}
+static inline size_t pd__device_size(const pd_device *d) {
+    return offsetof(pd_device, buf) + d->conn_n + d->label_n + d->meta_n;
+}
+static inline pd_str pd__dev_meta(const pd_device *d) {
+    return (pd_str){d->meta_n ? d->buf + d->conn_n + d->label_n : NULL, d->meta_n};
+}
+
 pd_user *pd__user_find(const pd_model *m, pd_str id);
 pd_user *pd__user_get(pd_model *m, pd_str id);
 pd_server *pd__server_get(pd_model *m, pd_str id);
@@ -155,8 +195,9 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
  * REMOVE op's time; 0: none). A device of this node is removed at now,
  * which the REMOVE op it emits carries. */
 void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at);
-/* Raises u's last_seen register to (at, by) if that is newer. */
-void pd__seen(pd_user *u, int64_t at, const char *by, uint64_t hlc);
+/* Raises u's last_seen register to (at, by) if that is newer (by: an
+ * interned node id). */
+void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
 /* This node's devices: with the idle timer. */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now);
@@ -184,7 +225,8 @@ bool pd__newer(uint64_t a_hlc, const char *a_node, uint64_t b_hlc, const char *b
 void pd__drop_server_if_unused(pd_model *m, pd_server *s);
 /* Emits u's chosen and custom registers as ops: all of them, or (writer
  * not NULL) only those whose winning writer is writer (interned). */
-void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *ud);
+void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, pd_op_fn fn,
+                      void *ud);
 /* The interned copy of a node id (NULL if out of memory or too many). */
 const char *pd__intern(pd_model *m, pd_str node);
 const char *pd__intern_find(const pd_model *m, pd_str node);

@@ -24,15 +24,19 @@ const char *pd__intern_find(const pd_model *m, pd_str node) {
     return NULL;
 }
 
+/* The copy starts with its index (pd__node_index), then the NUL-terminated
+ * id; the pointer handed out is to the id. */
 const char *pd__intern(pd_model *m, pd_str node) {
     const char *found = pd__intern_find(m, node);
     if (found || m->nnodes == PD_MODEL_NODES_MAX) return found;
-    char *c = pd_malloc(node.n + 1u);
+    char *c = pd_malloc(node.n + 3u);
     if (c == NULL) return NULL;
-    memcpy(c, node.p, node.n);
-    c[node.n] = '\0';
-    m->nodes[m->nnodes++] = c;
-    return c;
+    uint16_t idx = (uint16_t)m->nnodes;
+    memcpy(c, &idx, sizeof idx);
+    memcpy(c + 2, node.p, node.n);
+    c[2 + node.n] = '\0';
+    m->nodes[m->nnodes++] = c + 2;
+    return c + 2;
 }
 
 /* Saturating: a clock at the top stays there rather than wrap to 0 (the
@@ -93,8 +97,7 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
     op->connected_at = d->connected_at;
     op->last_active = d->last_active;
     op->hlc = d->claim;
-    if (kind == PD_OP_ADD && d->meta)
-        op->meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
+    if (kind == PD_OP_ADD) op->meta = pd__dev_meta(d);
 }
 
 /* The version of a write of this node to one of its devices: ADD's is its
@@ -110,7 +113,7 @@ static uint64_t device_write_ver(pd_model *m, pd_op_kind kind, const pd_device *
 
 void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     pd_op op;
-    if (d->node != m->node) return;
+    if (pd__dev_node(m, d) != m->node) return;
     uint64_t v = device_write_ver(m, kind, d);
     if (m->on_op == NULL || m->ops_muted) return;
     device_op(d, kind, &op);
@@ -120,7 +123,7 @@ void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
 
 void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
     pd_op op;
-    if (d->node != m->node) return;
+    if (pd__dev_node(m, d) != m->node) return;
     uint64_t v = device_write_ver(m, PD_OP_REMOVE, d);
     if (m->on_op == NULL || m->ops_muted) return;
     device_op(d, PD_OP_REMOVE, &op);
@@ -131,17 +134,23 @@ void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
 
 /* ---- ops in ----------------------------------------------------------------- */
 
-static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uint64_t now) {
+/* *out: the entry of origin with the op's claim afterwards (what owned()
+ * finds), or NULL; saves the restore a second lookup per device. */
+static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uint64_t now,
+                           pd_device **out) {
+    *out = NULL;
     pd_server *s = pd__server_get(m, op->server);
     if (s == NULL) return PD_ENOMEM;
     pd_device *d = pd__device_find(m, s, op->conn);
-    if (d && d->node == origin && d->claim == op->hlc && pd_str_eq(op->user,
+    if (d && pd__dev_node(m, d) == origin && d->claim == op->hlc && pd_str_eq(op->user,
             (pd_str){d->user->id, d->user->id_n})) {
         pd__device_state(m, d, op->state, op->last_active); /* a repeat */
         d->mark &= (uint8_t)~MARK_PARTITION;
+        *out = d;
         return PD_OK;
     }
-    if (d && !pd__newer(op->hlc, origin, d->claim, d->node)) {
+    if (d && !pd__newer(op->hlc, origin, d->claim, pd__dev_node(m, d))) {
+        if (pd__dev_node(m, d) == origin && d->claim == op->hlc) *out = d;
         pd__drop_server_if_unused(m, s);
         return PD_OK; /* an older claim: the current owner keeps it */
     }
@@ -160,9 +169,10 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
     d = s->devs;
     pd__dev_ver_raise(d->user, op->hlc);
     d->connected_at = op->connected_at;
-    pd__seen(d->user, op->connected_at, origin, op->hlc);
+    pd__seen(m, d->user, op->connected_at, origin, op->hlc);
     pd__device_state(m, d, op->state, op->last_active);
     d->mark &= (uint8_t)~MARK_PARTITION;
+    *out = d;
     return PD_OK;
 }
 
@@ -174,7 +184,7 @@ static pd_device *owned(const pd_model *m, const char *origin, const pd_op *op) 
         /* The claim names the entry: a REMOVE of an old claim must not
          * take the newer entry of the same connection. */
         pd_device *d = pd__device_find(m, s, op->conn);
-        return d && d->node == origin && d->claim == op->hlc ? d : NULL;
+        return d && pd__dev_node(m, d) == origin && d->claim == op->hlc ? d : NULL;
     }
     return NULL;
 }
@@ -185,18 +195,20 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     pd_user *u = pd__user_get(m, op->user);
     if (u == NULL) return PD_ENOMEM;
     if (op->kind == PD_OP_SEEN) {
-        pd__seen(u, op->at, writer, op->hlc);
+        pd__seen(m, u, op->at, writer, op->hlc);
         pd__mark_dirty(m, u); /* its retention may move */
         return PD_OK;
     }
     if (op->kind == PD_OP_CHOSEN) {
-        if (!pd__newer(op->hlc, writer, u->chosen_hlc, u->chosen_by)) return PD_OK;
+        if (!pd__newer(op->hlc, writer, u->chosen_hlc, pd__writer_name(m, u->chosen_by)))
+            return PD_OK;
         pd__chosen_set(m, u, op->chosen, op->at);
         u->chosen_hlc = op->hlc;
-        u->chosen_by = writer;
+        u->chosen_by = pd__writer_of(writer);
         return PD_OK;
     }
-    if (!pd__newer(op->hlc, writer, u->custom_hlc, u->custom_by)) return PD_OK;
+    if (!pd__newer(op->hlc, writer, u->custom_hlc, pd__writer_name(m, u->custom_by)))
+        return PD_OK;
     /* An expiry already past clears it at once, as the writer's timer did. */
     bool expired = op->expires_at != 0 && (uint64_t)op->expires_at <= now;
     pd_status st = pd__custom_set(m, u, expired ? (pd_str){NULL, 0} : op->text, op->emoji,
@@ -204,7 +216,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     if (st != PD_OK) return st;
     if (expired) pd__expiry_ver(m, u, op->expires_at);
     u->custom_hlc = op->hlc;
-    u->custom_by = writer;
+    u->custom_by = pd__writer_of(writer);
     return PD_OK;
 }
 
@@ -218,7 +230,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     pd__hlc_observe(m, op->ver, now);
     switch (op->kind) {
     case PD_OP_ADD:
-        st = origin == m->node ? PD_OK : apply_add(m, origin, op, now);
+        st = origin == m->node ? PD_OK : apply_add(m, origin, op, now, &d);
         break;
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
@@ -261,7 +273,7 @@ typedef struct {
 static void mark_owned(void *ud, pd_hnode *e) {
     part_ctx *c = ud;
     pd_device *d = (pd_device *)e;
-    if (d->node == c->owner) d->mark |= MARK_PARTITION;
+    if (pd__dev_node(c->m, d) == c->owner) d->mark |= MARK_PARTITION;
 }
 
 static void scan_devices(const pd_model *m, pd_htab_visit fn, void *ud) {
@@ -279,6 +291,7 @@ void pd_model_partition_begin(pd_model *m, pd_str origin) {
 typedef struct {
     pd_device **v;
     size_t n, cap;
+    const pd_model *m;
     const char *owner;
     uint8_t need_mark;
 } dev_list;
@@ -286,7 +299,8 @@ typedef struct {
 static void collect(void *ud, pd_hnode *e) {
     dev_list *l = ud;
     pd_device *d = (pd_device *)e;
-    if (d->node != l->owner || (l->need_mark && !(d->mark & MARK_PARTITION))) return;
+    if (pd__dev_node(l->m, d) != l->owner || (l->need_mark && !(d->mark & MARK_PARTITION)))
+        return;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 256;
         pd_device **v = pd_realloc(l->v, cap * sizeof *v);
@@ -302,8 +316,8 @@ static void collect(void *ud, pd_hnode *e) {
  * that drops the owner writes one; the latest wins everywhere. */
 static void decide_seen(pd_model *m, pd_user *u, uint64_t now) {
     uint64_t hlc = pd__hlc_next(m, now);
-    pd__seen(u, (int64_t)now, m->node, hlc);
-    if (u->seen_by != m->node || u->seen != (int64_t)now) return;
+    pd__seen(m, u, (int64_t)now, m->node, hlc);
+    if (pd__writer_name(m, u->seen_by) != m->node || u->seen != (int64_t)now) return;
     pd_op op = {.kind = PD_OP_SEEN, .user = {u->id, u->id_n}, .at = (int64_t)now, .hlc = hlc,
                 .writer = pd_str_c(m->node)};
     pd__emit(m, &op);
@@ -313,7 +327,7 @@ static void decide_seen(pd_model *m, pd_user *u, uint64_t now) {
  * said the devices are gone, and their REMOVE times came with it. */
 static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool decide,
                          uint64_t now) {
-    dev_list l = {.owner = owner, .need_mark = marked_only};
+    dev_list l = {.m = m, .owner = owner, .need_mark = marked_only};
     if (owner == NULL || owner == m->node) return;
     scan_devices(m, collect, &l);
     m->now = now;
@@ -347,33 +361,37 @@ static void dump_device(void *ud, pd_hnode *e) {
     part_ctx *c = ud;
     const pd_device *d = (const pd_device *)e;
     pd_op op;
-    if (d->node != c->owner) return;
+    if (pd__dev_node(c->cm, d) != c->owner) return;
     device_op(d, PD_OP_ADD, &op);
     c->fn(c->ud, &op);
 }
 
-void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *ud) {
+void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, pd_op_fn fn,
+                      void *ud) {
     pd_op op;
-    if (u->chosen_by && (writer == NULL || u->chosen_by == writer)) {
+    const char *chosen_by = pd__writer_name(m, u->chosen_by);
+    const char *seen_by = pd__writer_name(m, u->seen_by);
+    const char *custom_by = pd__writer_name(m, u->custom_by);
+    if (chosen_by && (writer == NULL || chosen_by == writer)) {
         memset(&op, 0, sizeof op);
         op.kind = PD_OP_CHOSEN;
         op.user = (pd_str){u->id, u->id_n};
         op.chosen = (pd_chosen)u->chosen;
         op.hlc = u->chosen_hlc;
-        op.writer = pd_str_c(u->chosen_by);
+        op.writer = pd_str_c(chosen_by);
         if (u->chosen == PD_CHOSEN_INVISIBLE) op.at = u->seen_frozen;
         fn(ud, &op);
     }
-    if (u->seen_by && (writer == NULL || u->seen_by == writer)) {
+    if (seen_by && (writer == NULL || seen_by == writer)) {
         memset(&op, 0, sizeof op);
         op.kind = PD_OP_SEEN;
         op.user = (pd_str){u->id, u->id_n};
         op.at = u->seen;
         op.hlc = u->seen_hlc;
-        op.writer = pd_str_c(u->seen_by);
+        op.writer = pd_str_c(seen_by);
         fn(ud, &op);
     }
-    if (u->custom_by && (writer == NULL || u->custom_by == writer)) {
+    if (custom_by && (writer == NULL || custom_by == writer)) {
         memset(&op, 0, sizeof op);
         op.kind = PD_OP_CUSTOM;
         op.user = (pd_str){u->id, u->id_n};
@@ -383,18 +401,18 @@ void pd__register_ops(const pd_user *u, const char *writer, pd_op_fn fn, void *u
             op.expires_at = u->custom->expires_at;
         }
         op.hlc = u->custom_hlc;
-        op.writer = pd_str_c(u->custom_by);
+        op.writer = pd_str_c(custom_by);
         fn(ud, &op);
     }
 }
 
 static void dump_registers(void *ud, pd_hnode *e) {
     part_ctx *c = ud;
-    pd__register_ops((const pd_user *)e, c->owner, c->fn, c->ud);
+    pd__register_ops(c->cm, (const pd_user *)e, c->owner, c->fn, c->ud);
 }
 
 void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud) {
-    part_ctx c = {.owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
+    part_ctx c = {.cm = m, .owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
     uint64_t cur = 0;
     if (c.owner == NULL) return;
     scan_devices(m, dump_device, &c);
@@ -403,7 +421,7 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
 
 bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_cursor *cur,
                                   uint32_t buckets, pd_op_fn fn, void *ud) {
-    part_ctx c = {.owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
+    part_ctx c = {.cm = m, .owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
     if (c.owner == NULL) return true;
     for (uint32_t k = 0; k < buckets && cur->phase < 2; k++) {
         const pd_htab *t = cur->phase == 0 ? &m->devices : &m->users;
@@ -415,11 +433,11 @@ bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_curs
 
 static void count_owned(void *ud, pd_hnode *e) {
     part_ctx *c = ud;
-    if (((pd_device *)e)->node == c->owner) c->count++;
+    if (pd__dev_node(c->cm, (pd_device *)e) == c->owner) c->count++;
 }
 
 uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner) {
-    part_ctx c = {.owner = pd__intern_find(m, owner)};
+    part_ctx c = {.cm = m, .owner = pd__intern_find(m, owner)};
     if (c.owner == NULL) return 0;
     scan_devices(m, count_owned, &c);
     return c.count;
@@ -436,8 +454,8 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     pd__hlc_observe(m, op->ver, now);
     switch (op->kind) {
     case PD_OP_ADD:
-        st = apply_add(m, m->node, op, now);
-        if (st == PD_OK && (d = owned(m, m->node, op)) != NULL) {
+        st = apply_add(m, m->node, op, now, &d);
+        if (st == PD_OK && d != NULL) {
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
         }
@@ -453,7 +471,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
             if (op->last_active > d->last_active) d->last_active = op->last_active;
-            pd__seen(d->user, op->last_active, d->node, d->claim);
+            pd__seen(m, d->user, op->last_active, pd__dev_node(m, d), d->claim);
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
         }

@@ -110,7 +110,7 @@ static pd_status sync_entry(pd_model *m, pd_server *s, const pd_sync_conn *c, ui
     bool same = d && d->user->id_n == c->user.n &&
                 memcmp(d->user->id, c->user.p, c->user.n) == 0 && d->label_n == c->device.n &&
                 memcmp(d->buf + d->conn_n, c->device.p, c->device.n) == 0;
-    if (same && d->node != m->node) {
+    if (same && pd__dev_node(m, d) != m->node) {
         d = pd__claim_local(m, d, now, &st);
     } else if (same) {
         pd__renew_claim(m, d, now);
@@ -138,7 +138,7 @@ static void sync_complete(pd_model *m, pd_server *s, uint64_t now) {
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
             if (!(d->mark & MARK_SYNC) && (pass || d->state == PD_DEV_IDLE)) {
-                if (d->node != m->node) pd__dev_ver_raise(d->user, h); /* as the peers will */
+                if (pd__dev_node(m, d) != m->node) pd__dev_ver_raise(d->user, h); /* as the peers will */
                 pd__device_remove(m, d, now, 0);
             }
         }
@@ -193,7 +193,8 @@ void pd__apply_synced(pd_model *m, const char *origin, const pd_op *op, uint64_t
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
-            if (d->node != origin && d->claim < op->hlc && (pass || d->state == PD_DEV_IDLE)) {
+            if (pd__dev_node(m, d) != origin && d->claim < op->hlc &&
+                (pass || d->state == PD_DEV_IDLE)) {
                 pd__dev_ver_raise(d->user, op->hlc);
                 m->remove_at = op->hlc; /* a REMOVE of ours goes to the peers, at h */
                 pd__device_remove(m, d, now, 0);

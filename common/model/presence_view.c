@@ -66,13 +66,13 @@ uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, vo
         pd_device_view v = {
             .conn = {d->buf, d->conn_n},
             .server = {d->server->id, d->server->id_n},
-            .node = pd_str_c(d->node),
+            .node = pd_str_c(pd__dev_node(m, d)),
             .device = {d->buf + d->conn_n, d->label_n},
             .state = (pd_devstate)d->state,
             .connected_at = d->connected_at,
             .last_active = d->last_active,
         };
-        if (d->meta) v.meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
+        v.meta = pd__dev_meta(d);
         fn(ud, &v);
     }
     return n;
@@ -165,4 +165,16 @@ void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud) {
     view_ctx c = {fn, ud};
     uint64_t cur = 0;
     do cur = pd_htab_scan(&m->users, cur, visit_view, &c); while (cur != 0);
+}
+
+bool pd_model_foreach_view_step(const pd_model *m, uint64_t *cursor, uint32_t buckets,
+                                pd_view_fn fn, void *ud) {
+    view_ctx c = {fn, ud};
+    uint64_t cur = *cursor;
+    for (uint32_t i = 0; i < buckets; i++) {
+        cur = pd_htab_scan(&m->users, cur, visit_view, &c);
+        if (cur == 0) break;
+    }
+    *cursor = cur;
+    return cur == 0;
 }

@@ -6,16 +6,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void answer_get(const pd_model *m, const pd_query *q, msgpack_packer *pk) {
+typedef struct {
+    const pd_freshness *fr;
+    bool stale;
+} stale_ctx;
+
+static void check_owner(void *ud, const pd_device_view *d) {
+    stale_ctx *c = ud;
+    for (uint32_t i = 0; !c->stale && i < c->fr->nstale; i++)
+        c->stale = pd_str_eq(d->node, c->fr->stale[i]);
+}
+
+bool pd_query_user_stale(const pd_model *m, pd_str user, const pd_freshness *fr) {
+    stale_ctx c = {fr, false};
+    if (fr == NULL || fr->nstale == 0) return false;
+    pd_model_devices_of(m, user, check_owner, &c);
+    return c.stale;
+}
+
+/* A user's entry is stale only when it shows devices: an invisible user's
+ * public view says nothing of them, and neither may its `stale`. */
+static void answer_get(const pd_model *m, const pd_query *q, const pd_freshness *fr,
+                       msgpack_packer *pk) {
     mp_reader it;
     pd_str user;
-    pd_get_reply_begin(pk, q->nusers);
+    pd_reply_fresh f = {fr ? fr->as_of : 0, false};
+    pd_get_reply_begin(pk, q->nusers, fr ? &f : NULL);
     pd_query_users_iter(q, &it);
     while (pd_query_next_user(&it, &user)) {
         pd_view v;
         pd_model_view(m, user, q->viewer, &v);
+        v.stale = v.devices > 0 && pd_query_user_stale(m, user, fr);
         pd_get_reply_user(pk, &v);
     }
+    pd_get_reply_end(pk, fr ? &f : NULL);
 }
 
 typedef struct {
@@ -41,8 +65,8 @@ static int device_cmp(const void *a, const void *b) {
 
 /* Sorted by (server, conn): every node lists a user's devices in the same
  * order, whatever order it learnt them in. */
-static pd_status answer_devices(const pd_model *m, const pd_query *q, msgpack_packer *pk,
-                                pd_err *err) {
+static pd_status answer_devices(const pd_model *m, const pd_query *q, const pd_freshness *fr,
+                                msgpack_packer *pk, pd_err *err) {
     uint32_t count = pd_model_devices_of(m, q->user, NULL, NULL);
     dev_list l = {malloc(sizeof *l.v * (count ? count : 1)), 0};
     if (l.v == NULL) {
@@ -51,8 +75,14 @@ static pd_status answer_devices(const pd_model *m, const pd_query *q, msgpack_pa
     }
     pd_model_devices_of(m, q->user, collect_device, &l);
     qsort(l.v, l.n, sizeof *l.v, device_cmp);
-    pd_devices_reply_begin(pk, q->user, l.n);
+    pd_reply_fresh f = {fr ? fr->as_of : 0, false};
+    for (uint32_t i = 0; fr && !f.stale && i < l.n; i++) {
+        for (uint32_t k = 0; !f.stale && k < fr->nstale; k++)
+            f.stale = pd_str_eq(l.v[i].node, fr->stale[k]);
+    }
+    pd_devices_reply_begin(pk, q->user, l.n, fr ? &f : NULL);
     for (uint32_t i = 0; i < l.n; i++) pd_devices_reply_device(pk, &l.v[i]);
+    pd_devices_reply_end(pk, fr ? &f : NULL);
     free(l.v);
     return PD_OK;
 }
@@ -105,11 +135,11 @@ static pd_status answer_online(const pd_model *m, const pd_query *q, msgpack_pac
     return PD_OK;
 }
 
-pd_status pd_query_answer(const pd_model *m, const pd_query *q, msgpack_packer *pk,
-                          pd_err *err) {
+pd_status pd_query_answer(const pd_model *m, const pd_query *q, const pd_freshness *fr,
+                          msgpack_packer *pk, pd_err *err) {
     switch (q->type) {
-    case PD_Q_GET: answer_get(m, q, pk); return PD_OK;
-    case PD_Q_DEVICES: return answer_devices(m, q, pk, err);
+    case PD_Q_GET: answer_get(m, q, fr, pk); return PD_OK;
+    case PD_Q_DEVICES: return answer_devices(m, q, fr, pk, err);
     case PD_Q_ONLINE: return answer_online(m, q, pk, err);
     default:
         pd_err_set(err, PD_EINTERNAL, "query %d is not answered from the model", (int)q->type);

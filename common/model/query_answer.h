@@ -9,11 +9,25 @@
 #include "wire/codec.h"
 #include "model/presence.h"
 
-/* Packs the reply to q (get, devices or online) into pk. An online cursor
- * this service did not return is refused with bad_value; out of memory
- * with internal; nothing is packed then. */
-pd_status pd_query_answer(const pd_model *m, const pd_query *q, msgpack_packer *pk,
-                          pd_err *err);
+/* How fresh the model is (docs/protocol.md section 4, "Freshness"), from
+ * the replica (pd_repl_freshness): the time up to which it is caught up
+ * with every live peer, and the live peers not heard from lately, whose
+ * devices make their users `stale`. stale[] is borrowed. */
+typedef struct {
+    uint64_t as_of;
+    const pd_str *stale;
+    uint32_t nstale;
+} pd_freshness;
+
+/* Packs the reply to q (get, devices or online) into pk; get and devices
+ * replies carry fr's `as_of` and `stale` (fr NULL: neither, the replies'
+ * shape before issue 14). An online cursor this service did not return is
+ * refused with bad_value; out of memory with internal; nothing is packed
+ * then. */
+pd_status pd_query_answer(const pd_model *m, const pd_query *q, const pd_freshness *fr,
+                          msgpack_packer *pk, pd_err *err);
+/* True if some device of user is owned by a node in fr->stale. */
+bool pd_query_user_stale(const pd_model *m, pd_str user, const pd_freshness *fr);
 /* An online cursor: the decimal scan position; "" or absent = the start. */
 bool pd_query_cursor_parse(pd_str c, uint64_t *out);
 

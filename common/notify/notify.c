@@ -27,6 +27,9 @@ struct pd_notifier {
     bool stopping;             /* flushed: the gate is bypassed */
     pd_gate *gate;
     uint64_t announced;
+    bool healing;              /* a heal's walk is under way (in slices) */
+    uint64_t heal_cur;         /* ... its cursor in the model's users */
+    uint64_t heal_from;        /* ... and the changes it announces again from */
 };
 
 /* The gate's send function: out to the owner. */
@@ -187,9 +190,26 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
     /* A change stamped a little before the last heartbeat may not have
      * reached the other side either: one sync interval of margin. */
     uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
-    reannounce_ctx c = {nf, (int64_t)from, false, true, now};
-    pd_model_foreach_view(m, reannounce_one, &c);
+    if (nf->healing && nf->heal_from < from) from = nf->heal_from;
+    nf->healing = true;
+    nf->heal_cur = 0;
+    nf->heal_from = from;
+    pd_notifier_heal_step(nf, m, now);
 }
+
+void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
+    if (!nf->healing) return;
+    if (!nf->announcing) {
+        nf->healing = false;
+        return;
+    }
+    /* Each slice says the views again as of its own now. */
+    reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, true, now};
+    if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
+        nf->healing = false;
+}
+
+bool pd_notifier_healing(const pd_notifier *nf) { return nf->healing; }
 
 void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now) {
     nf->announcing = true;
@@ -198,7 +218,10 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, now);
 }
 
-void pd_notifier_pause(pd_notifier *nf) { nf->announcing = false; }
+void pd_notifier_pause(pd_notifier *nf) {
+    nf->announcing = false;
+    nf->healing = false;
+}
 
 bool pd_notifier_announcing(const pd_notifier *nf) { return nf->announcing; }
 

@@ -92,6 +92,15 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
  * may see a repeat, never a gap. Nothing while this node is not
  * announcing. */
 void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
+/* A heal walks the model in slices of PD_HEAL_BUCKETS hash buckets, one per
+ * loop turn, so that a large model never stalls the loop: pd_notifier_heal
+ * does the first slice, pd_notifier_heal_step the next one (call it while
+ * pd_notifier_healing; m must be the same model). A heal started while
+ * one is running starts the walk over with the earlier `since` of the two.
+ * Pausing ends it. */
+#define PD_HEAL_BUCKETS 256
+void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now);
+bool pd_notifier_healing(const pd_notifier *nf);
 
 /* This node caught up: from now on it announces, starting with every
  * change since its warm-up began at warm_since (less a node timeout). */

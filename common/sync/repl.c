@@ -241,7 +241,9 @@ static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
 
 void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
     p->syncing = false;
+    p->synced_at = now;
     replay_pending(r, p, now);
+    repl__fresh_check(p);
 }
 
 /* ---- deltas in -------------------------------------------------------------------- */
@@ -263,6 +265,7 @@ void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     }
     p->inc = inc;
     p->seq = 0;
+    p->hb_seq = 0;
     p->claim_at = p->claim_seq = 0;
     p->contradicted = p->force_sync = false;
 }
@@ -301,6 +304,26 @@ pd_status pd_repl_on_delta(pd_repl *r, const void *buf, size_t len, uint64_t now
     return pd_repl_on_delta_from(r, (pd_str){NULL, 0}, buf, len, now, err);
 }
 
+/* A delta of the origin's own that we count as applied already, although
+ * its own vector clock (its last heartbeat) said it had sent fewer: it sends
+ * this one now, after that heartbeat, so what we applied under that number
+ * came from someone else (forged deltas with its next numbers, finding 7 of
+ * issue #11). The count is not trusted: its partition is fetched again from
+ * itself, at once. A transfer that ended lately may really have brought it
+ * first (from a peer that was quicker to hear it): not counted then. True:
+ * the delta is done with. */
+static bool count_contradicted(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
+    if (d->inc != p->inc || d->seq > p->seq || d->seq <= p->hb_seq) return false;
+    if (p->synced_at && now < p->synced_at + 2 * r->cfg.sync_interval_ms) return false;
+    r->stats.contradictions++;
+    pd_log(PD_LOG_WARN, "node %s sends delta %llu now, after its vector clock said %llu, but we "
+           "applied %llu: fetching its partition again", p->id, (unsigned long long)d->seq,
+           (unsigned long long)p->hb_seq, (unsigned long long)p->seq);
+    p->force_sync = true;
+    request_sync(r, p, peer_id(p), now);
+    return true;
+}
+
 /* Only a live peer's ops apply: an origin admitted by its own heartbeat
  * and not down. Anything else would add devices that no timeout removes
  * (only a live peer can fall silent). */
@@ -327,17 +350,20 @@ pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t
     if (p == NULL || !p->alive)
         return repl__refuse(r, PD_REFUSE_NOT_A_PEER, now, "delta of %.*s, not a live peer here",
                       (int)d.node.n, d.node.p);
+    p->last_heard = now;
     if (d.inc < p->inc) return PD_OK; /* from an incarnation already replaced */
     if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, now);
     if (p->syncing) {
         hold(p, d.seq, buf, len);
         return PD_OK;
     }
+    if (count_contradicted(r, p, &d, now)) return PD_OK;
     if (repl__apply_delta(r, p, &d, now) != PD_OK) {
         hold(p, d.seq, buf, len);
         request_sync(r, p, d.node, now);
-    } else if (r->io.applied != NULL) {
-        r->io.applied(r->io.ud, d.at, now);
+    } else {
+        repl__fresh_delta(p, now);
+        if (r->io.applied != NULL) r->io.applied(r->io.ud, d.at, now);
     }
     return PD_OK;
 }
@@ -505,18 +531,26 @@ static bool hb_leaving(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now
     return false;
 }
 
-/* Saying `ready` is not enough to take users from the announcer hash: a
- * peer counts as announcing once its heartbeat also shows that it follows
- * this incarnation of ours (our entry in its vector clock). A real node
- * says `ready` only after its warm-up, by which time it has heard us; a
- * made-up node that only says `ready` never counts. Once counted, it stays
- * so while it says `ready` and is alive. */
-static bool earns_ready(const pd_repl *r, const pd_heartbeat *hb) {
+/* True if hb's vector clock holds this incarnation of ours: its sender
+ * hears us. */
+static bool follows_us(const pd_repl *r, const pd_heartbeat *hb) {
     for (uint32_t k = 0; k < hb->nvc; k++) {
         if (pd_str_eqc(hb->vc[k].node, r->self)) return hb->vc[k].inc == r->cfg.inc;
     }
     return false;
 }
+
+/* Saying `ready` is not enough to take users from the announcer hash: a
+ * peer counts as announcing once its heartbeat also shows that it follows
+ * this incarnation of ours. Every node agrees on that set: a node becomes
+ * ready only once every live peer follows it (check_ready), so its first
+ * `ready` heartbeat holds every peer it counts, and each of them counts it
+ * from that heartbeat on, as it counts itself; a made-up node that only
+ * says `ready` never counts. Once counted, it stays so while it says
+ * `ready` and is alive. */
+static bool earns_ready(const peer *p) { return p->follows; }
+
+static void check_ready(pd_repl *r, uint64_t now);
 
 /* A node becomes a peer only by a valid heartbeat of its own, on its own
  * subject; ids inside vector clocks are never admitted. */
@@ -570,12 +604,18 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     p->last_hb = now;
     p->heard = true;
     p->behind = hb->wall && hb->wall + repl__skew(r) < now;
+    p->follows = follows_us(r, hb);
+    for (uint32_t k = 0; k < hb->nvc; k++) {
+        if (pd_str_eq(hb->vc[k].node, hb->node) && hb->vc[k].inc == p->inc)
+            p->hb_seq = hb->vc[k].seq;
+    }
     keep_heartbeat(p, buf, len);
     if (hb_leaving(r, p, hb, now)) {
         pd_free(hb);
         return PD_OK;
     }
-    bool announcing = hb->ready && ((p->alive && p->ready) || earns_ready(r, hb));
+    repl__fresh_heartbeat(p, hb->inc, hb->seq, now);
+    bool announcing = hb->ready && ((p->alive && p->ready) || earns_ready(p));
     if (!p->alive || p->ready != announcing) {
         /* The set of announcing nodes changes: take over what is ours now. */
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
@@ -590,6 +630,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     catch_up_from(r, hb, now);
     check_own_clock(r);
     pd_free(hb);
+    if (!is_ready(r)) check_ready(r, now); /* the last peer to follow us may be this one */
     return PD_OK;
 }
 
@@ -597,6 +638,7 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     pd_heartbeat *hb = pd_calloc(1, sizeof *hb);
     pd_model_stats st;
     r->last_hb_sent = now; /* even on failure: the next try is one interval away */
+    if (r->listening_since == 0) r->listening_since = now;
     if (hb == NULL) return;
     pd_model_stats_get(r->m, &st);
     hb->node = S(r->self);
@@ -628,12 +670,29 @@ void pd_repl_leave(pd_repl *r, uint64_t now) {
 
 /* ---- time ------------------------------------------------------------------------- */
 
+/* The warm-up ends two heartbeat periods after our first heartbeat (every
+ * live peer has heard us and spoken since; or after the end of the restore
+ * or of a stall, if later), once every live peer follows
+ * us and our transfers are done; a peer that never follows us (or a
+ * transfer that never ends) holds it back for a bounded time only. */
+static uint64_t warm_end(const pd_repl *r) {
+    uint64_t from = r->listening_since > r->started ? r->listening_since : r->started;
+    if (r->warm_from > from) from = r->warm_from; /* the end of the restore, or a stall */
+    return r->listening_since ? from + 2 * r->cfg.sync_interval_ms : UINT64_MAX;
+}
+
 static void check_ready(pd_repl *r, uint64_t now) {
-    /* Two heartbeat periods: every live peer has spoken at least once. */
-    if (is_ready(r) || r->restoring || now < r->warm_from + 2 * r->cfg.sync_interval_ms) return;
-    bool syncing = false;
-    for (uint32_t i = 0; i < r->npeers; i++) syncing |= r->peers[i]->syncing;
-    if (syncing && now < r->warm_from + 4 * r->cfg.sync_interval_ms + sync_timeout(r)) return;
+    if (is_ready(r) || r->restoring || now < warm_end(r)) return;
+    bool syncing = false, unheard = false;
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        const peer *p = r->peers[i];
+        syncing |= p->syncing;
+        unheard |= p->alive && !p->follows;
+    }
+    uint64_t bound = warm_end(r) + 2 * r->cfg.sync_interval_ms + sync_timeout(r);
+    if ((syncing || unheard) && now < bound) return;
+    if (unheard)
+        pd_log(PD_LOG_WARN, "a live peer does not follow this node yet; announcing anyway");
     pd_log(PD_LOG_INFO, "caught up with %u known node(s): announcing changes", r->npeers);
     /* Changes made while warming up were not announced yet. */
     pd_notifier_start(r->nf, r->m, r->started, now);
@@ -651,6 +710,7 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
         for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->last_hb = now;
         pd_notifier_pause(r->nf);
         r->started = r->warm_from = now;
+        r->listening_since = 0; /* from this turn's heartbeat */
     }
     r->last_tick = now;
     r->now = now;
@@ -683,6 +743,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     /* Heartbeats start at once, ready or not: peers must not take a node
      * that is catching up for dead; they leave it out of the announcers. */
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
+    pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
     if (r->heal_at && now >= r->heal_at) {
         pd_notifier_heal(r->nf, r->m, r->heal_since, now);
         r->heal_at = 0;
@@ -698,11 +759,11 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     uint64_t hb = r->last_hb_sent + r->cfg.sync_interval_ms;
     /* The warm-up's end, unless a restore holds it back (then it is due
      * when the restore is done, not now, over and over). */
-    if (!is_ready(r) && !r->restoring && r->warm_from + 2 * r->cfg.sync_interval_ms < hb)
-        hb = r->warm_from + 2 * r->cfg.sync_interval_ms;
+    if (!is_ready(r) && !r->restoring && warm_end(r) < hb) hb = warm_end(r);
     if (hb < due) due = hb;
     if (r->heal_at && r->heal_at < due) due = r->heal_at;
-    if (r->nserving) due = 0; /* the next slice, at the next loop turn */
+    /* The next slice (of a transfer served, of a heal), at the next loop turn. */
+    if (r->nserving || pd_notifier_healing(r->nf)) due = 0;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
         uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1

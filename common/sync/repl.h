@@ -181,6 +181,15 @@ void pd_repl_restore_done(pd_repl *r, uint64_t now);
 typedef void (*pd_node_fn)(void *ud, const pd_node_view *nv);
 uint32_t pd_repl_nodes(const pd_repl *r, uint64_t now, pd_node_fn fn, void *ud);
 
+/* How fresh this node's view is at now (docs/protocol.md section 4,
+ * "Freshness"): sets *as_of, the time up to which it holds everything its
+ * live peers had sent (now when it has none), fills stale[0..cap) with the
+ * live peers it has heard nothing from for more than two sync intervals
+ * (their ids are borrowed: valid until the next call into r), and returns
+ * how many. */
+uint32_t pd_repl_freshness(const pd_repl *r, uint64_t now, pd_str *stale, uint32_t cap,
+                           uint64_t *as_of);
+
 /* Packs the reply to a cluster query: this node (self) and its peers as
  * the replica sees them at now. */
 void pd_repl_answer_cluster(const pd_repl *r, pd_str self, uint64_t now, msgpack_packer *pk);

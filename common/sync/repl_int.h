@@ -4,7 +4,9 @@
  *   repl.c           peers, deltas in and out, heartbeats, time, life cycle
  *   repl_transfer.c  state transfer: serving a partition (in slices) and
  *                    receiving one
- *   repl_restore.c   a restart: snapshot info, restore, replay of the stream */
+ *   repl_restore.c   a restart: snapshot info, restore, replay of the stream
+ *   repl_fresh.c     how fresh the view is: as_of and stale peers
+ *   repl_answer.c    the cluster query's answer */
 #ifndef PD_REPL_INT_H
 #define PD_REPL_INT_H
 #include "sync/repl.h"
@@ -37,7 +39,13 @@ typedef struct {
     uint32_t id_n;
     uint64_t inc, seq;          /* applied from this origin */
     uint64_t last_hb;           /* when its last heartbeat came */
+    /* Freshness (pd_repl_freshness): when its last message (heartbeat or
+     * delta) came; the time of its last message after which we held all
+     * it had sent (its `as_of` here); a heartbeat that showed more than we
+     * held, waiting for the deltas or the transfer (behind_at 0: none). */
+    uint64_t last_heard, fresh_at, behind_at, behind_seq;
     bool heard, alive, ready;   /* ready: caught up and announcing */
+    bool follows;               /* its last heartbeat holds our current incarnation */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
     /* A heartbeat said some node applied more of this origin than we have:
@@ -56,6 +64,11 @@ typedef struct {
     /* Its own heartbeat showed less than we applied of it (same
      * incarnation): at the second such heartbeat in a row, re-fetch. */
     bool contradicted, force_sync;
+    /* The deltas of this incarnation its own last heartbeat's vector clock
+     * says it had sent, and when a transfer of it last ended: a delta of
+     * its own that we hold as applied although it was sent after that
+     * heartbeat is a count we were lied to about (on_delta). */
+    uint64_t hb_seq, synced_at;
     /* The incarnation that said it is leaving; one that then heartbeats
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
@@ -82,6 +95,10 @@ struct pd_repl {
     pd_notifier *nf;            /* announcer, re-announce, coalescing: ready = announcing */
     uint64_t now;               /* the time of the call in progress (for nf) */
     uint64_t started, last_hb_sent, last_tick;
+    /* When this warm-up's first heartbeat went out (0: not yet): peers can
+     * only follow us from then, so the warm-up is counted from it, not from
+     * the start (which may be long before: connecting, a slow start). */
+    uint64_t listening_since;
     /* The warm-up counts from here: the start, the end of the restore (a
      * long one must not eat it: peers' state transfers and the socket
      * servers' resync come after it), or the end of a stall. `started`
@@ -121,6 +138,11 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now);
 void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now);
 pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now);
 void repl__serve_step(pd_repl *r);
+/* Freshness: a heartbeat (claiming seq of inc) or an in-order delta from
+ * p arrived at now; a transfer of p ended (repl_fresh.c). */
+void repl__fresh_heartbeat(peer *p, uint64_t inc, uint64_t seq, uint64_t now);
+void repl__fresh_delta(peer *p, uint64_t now);
+void repl__fresh_check(peer *p);
 /* A partition dump sent as this node's ops (the restore's end). */
 void repl__on_op_dump(void *ud, const pd_op *op);
 

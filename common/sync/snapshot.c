@@ -9,6 +9,7 @@
 #include "model/presence_int.h"
 
 struct pd_snap {
+    const pd_model *m;          /* the one being written (its interned ids) */
     msgpack_sbuffer sb;
     msgpack_packer pk;
     int phase;                  /* 0 devices, 1 users, 2 done */
@@ -25,6 +26,32 @@ static uint64_t get_be(const uint8_t *p, int n) {
     uint64_t v = 0;
     for (int i = 0; i < n; i++) v = (v << 8) | p[i];
     return v;
+}
+
+/* Eight bytes a step, little endian whatever the host: each step is a
+ * bijection of the state, so any one changed word changes the sum. */
+static uint64_t sum_words(const uint8_t *p, size_t n) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    for (unsigned k = 0; i < n; i++, k += 8) w |= (uint64_t)p[i] << k;
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27; h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    return h;
+}
+
+uint64_t pd_snap_checksum(unsigned version, const void *body, size_t len) {
+    return version == 1 ? pd_hash(body, len) : sum_words(body, len);
 }
 
 /* An array32 header whose count is written when the array is closed. */
@@ -76,10 +103,9 @@ static void add_device(void *ud, pd_hnode *e) {
         .last_active = d->last_active,
         .hlc = d->claim,
     };
-    if (d->meta)
-        op.meta = (pd_str){(const char *)d->meta + 2, (uint32_t)(d->meta[0] << 8 | d->meta[1])};
+    op.meta = pd__dev_meta(d);
     msgpack_pack_array(&s->pk, 2);
-    pd_pack_cstr(&s->pk, d->node);
+    pd_pack_cstr(&s->pk, pd__dev_node(s->m, d));
     pd_op_encode(&s->pk, &op);
     s->count++;
 }
@@ -91,10 +117,11 @@ static void add_register_op(void *ud, const pd_op *op) {
 }
 
 static void add_registers(void *ud, pd_hnode *e) {
-    pd__register_ops((const pd_user *)e, NULL, add_register_op, ud);
+    pd__register_ops(((pd_snap *)ud)->m, (const pd_user *)e, NULL, add_register_op, ud);
 }
 
 bool pd_snap_step(pd_snap *s, const pd_model *m, uint32_t buckets) {
+    s->m = m;
     while (buckets-- > 0 && s->phase < 2) {
         const pd_htab *t = s->phase == 0 ? &m->devices : &m->users;
         s->cursor = pd_htab_scan(t, s->cursor, s->phase == 0 ? add_device : add_registers, s);
@@ -116,7 +143,7 @@ pd_status pd_snap_finish(pd_snap *s, uint8_t **out, size_t *len) {
     p[6] = 0;
     p[7] = PD_SNAP_VERSION;
     put_be(p + 8, body, 8);
-    put_be(p + 16, pd_hash(p + PD_SNAP_HEADER, body), 8);
+    put_be(p + 16, pd_snap_checksum(PD_SNAP_VERSION, p + PD_SNAP_HEADER, body), 8);
     *len = s->sb.size;
     *out = (uint8_t *)msgpack_sbuffer_release(&s->sb);
     pd_free(s);
@@ -131,16 +158,19 @@ void pd_snap_abort(pd_snap *s) {
 
 /* ---- reading -------------------------------------------------------------------- */
 
-static bool read_device(mp_reader *r, pd_snap_device *d) {
+/* check false: the second pass, over entries pd_snap_open validated (see
+ * pd_op_read_checked): a million devices' ids are not checked twice. */
+static bool read_device(mp_reader *r, pd_snap_device *d, bool check) {
     uint32_t k;
     if (!mpr_array(r, &k) || k != 2 || !mpr_str(r, &d->owner) ||
-        !pd_id_valid(d->owner.p, d->owner.n) || !pd_op_read(r, &d->op))
+        (check && !pd_id_valid(d->owner.p, d->owner.n)) ||
+        !(check ? pd_op_read(r, &d->op) : pd_op_read_checked(r, &d->op)))
         return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad device entry");
     return d->op.kind == PD_OP_ADD || mpr_fail(r, PD_EBADVALUE, "a device entry is not an ADD");
 }
 
-static bool read_register(mp_reader *r, pd_op *op) {
-    if (!pd_op_read(r, op)) return false;
+static bool read_register(mp_reader *r, pd_op *op, bool check) {
+    if (!(check ? pd_op_read(r, op) : pd_op_read_checked(r, op))) return false;
     return op->kind == PD_OP_CHOSEN || op->kind == PD_OP_CUSTOM || op->kind == PD_OP_SEEN ||
            mpr_fail(r, PD_EBADVALUE, "a register entry is not a register op");
 }
@@ -148,13 +178,13 @@ static bool read_register(mp_reader *r, pd_op *op) {
 static bool check_device(mp_reader *r, void *ud) {
     pd_snap_device d;
     (void)ud;
-    return read_device(r, &d);
+    return read_device(r, &d, true);
 }
 
 static bool check_register(mp_reader *r, void *ud) {
     pd_op op;
     (void)ud;
-    return read_register(r, &op);
+    return read_register(r, &op, true);
 }
 
 /* Required fields of the body. */
@@ -172,7 +202,9 @@ static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_
     bool ok;
     if (pd_str_eqc(k, "v")) {
         *seen |= SF_V;
-        ok = pd_rd_u64(r, &v) && (v == PD_SNAP_VERSION || mpr_fail(r, PD_EBADVALUE, "bad version"));
+        ok = pd_rd_u64(r, &v) &&
+             ((v >= PD_SNAP_VERSION_MIN && v <= PD_SNAP_VERSION) ||
+              mpr_fail(r, PD_EBADVALUE, "bad version"));
     } else if (pd_str_eqc(k, "node")) { /* an id: it may be echoed in a refusal */
         *seen |= SF_NODE;
         ok = pd_rd_id(r, &info->node);
@@ -220,9 +252,9 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
         pd_err_set(err, PD_EBADVALUE, "not a presenced snapshot");
         return PD_EBADVALUE;
     }
-    if (p[7] != PD_SNAP_VERSION) {
-        pd_err_set(err, PD_EBADVALUE, "snapshot version %u, this node reads %u", p[7],
-                   PD_SNAP_VERSION);
+    if (p[7] < PD_SNAP_VERSION_MIN || p[7] > PD_SNAP_VERSION) {
+        pd_err_set(err, PD_EBADVALUE, "snapshot version %u, this node reads %u to %u", p[7],
+                   PD_SNAP_VERSION_MIN, PD_SNAP_VERSION);
         return PD_EBADVALUE;
     }
     uint64_t body = get_be(p + 8, 8);
@@ -231,7 +263,7 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
                    len - PD_SNAP_HEADER, (unsigned long long)body);
         return PD_EBADVALUE;
     }
-    if (get_be(p + 16, 8) != pd_hash(p + PD_SNAP_HEADER, (size_t)body)) {
+    if (get_be(p + 16, 8) != pd_snap_checksum(p[7], p + PD_SNAP_HEADER, (size_t)body)) {
         pd_err_set(err, PD_EBADVALUE, "snapshot checksum mismatch");
         return PD_EBADVALUE;
     }
@@ -245,11 +277,11 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
 bool pd_snap_next_device(pd_snap_reader *rd, pd_snap_device *d) {
     if (rd->ndevs == 0) return false;
     rd->ndevs--;
-    return read_device(&rd->devs, d);
+    return read_device(&rd->devs, d, false);
 }
 
 bool pd_snap_next_register(pd_snap_reader *rd, pd_op *op) {
     if (rd->nregs == 0) return false;
     rd->nregs--;
-    return read_register(&rd->regs, op);
+    return read_register(&rd->regs, op, false);
 }

@@ -156,6 +156,7 @@ typedef struct {
     int64_t ts;             /* notifications only */
     uint32_t devices;       /* get replies only */
     uint64_t ver;           /* orders the user's public states (notifications.md) */
+    bool stale;             /* get replies only: some device's owner is not heard lately */
 } pd_view;
 
 void pd_notification_encode(msgpack_sbuffer *sb, const pd_view *v);
@@ -188,9 +189,21 @@ void pd_query_users_iter(const pd_query *q, mp_reader *it);
  * `limit` out, asking for the node's largest page. */
 void pd_query_encode(msgpack_sbuffer *sb, const pd_query *q, const pd_str *users, uint32_t n);
 
-/* Reply writers, used in sequence: begin, one call per item, (end). */
-void pd_get_reply_begin(msgpack_packer *pk, uint32_t n);
+/* The freshness of a get or devices reply (docs/protocol.md section 4,
+ * "Freshness"): `as_of`, and for devices the user's `stale` (a get reply
+ * carries `stale` per entry, in pd_view). */
+typedef struct {
+    uint64_t as_of;
+    bool stale;             /* devices replies; packed only when true */
+} pd_reply_fresh;
+
+/* Reply writers, used in sequence: begin, one call per item, end. With f
+ * NULL the reply has no `as_of` (nor `stale`): the shape before issue 14,
+ * kept for tools that re-encode entries to compare them. begin and end
+ * must get the same f. */
+void pd_get_reply_begin(msgpack_packer *pk, uint32_t n, const pd_reply_fresh *f);
 void pd_get_reply_user(msgpack_packer *pk, const pd_view *v);
+void pd_get_reply_end(msgpack_packer *pk, const pd_reply_fresh *f);
 
 typedef struct {
     pd_str conn, server, node, device;
@@ -199,8 +212,21 @@ typedef struct {
     pd_str meta;            /* raw encoded map, n == 0 when none */
 } pd_device_view;
 
-void pd_devices_reply_begin(msgpack_packer *pk, pd_str user, uint32_t n);
+void pd_devices_reply_begin(msgpack_packer *pk, pd_str user, uint32_t n,
+                            const pd_reply_fresh *f);
 void pd_devices_reply_device(msgpack_packer *pk, const pd_device_view *d);
+void pd_devices_reply_end(msgpack_packer *pk, const pd_reply_fresh *f);
+/* Reads the top-level keys of a get or devices reply other than the list
+ * (`as_of`, `stale`, `user`) into f and *user (either may be NULL), and
+ * leaves *list positioned on the list's array (`users` or `devices`),
+ * whose length goes to *n. Unknown keys are skipped. */
+/* Writes to out a copy of a get or devices reply without its freshness
+ * (`as_of` and `stale`, at the top and in get entries): what the nodes
+ * must agree on (docs/protocol.md section 4). Anything not of that shape is
+ * copied as it is. */
+void pd_reply_strip_fresh(const void *buf, size_t len, msgpack_sbuffer *out);
+pd_status pd_reply_top_decode(const void *buf, size_t len, const char *list, mp_reader *items,
+                              uint32_t *n, pd_str *user, pd_reply_fresh *f, pd_err *err);
 pd_status pd_device_view_decode(mp_reader *r, pd_device_view *d, pd_err *err);
 
 /* online: {"users": [...], "cursor"?}; pass cursor.n == 0 on the last page. */

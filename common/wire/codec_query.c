@@ -165,7 +165,8 @@ void pd_query_encode(msgpack_sbuffer *sb, const pd_query *q, const pd_str *users
 /* ---- views: notifications and get replies ------------------------------------ */
 
 static void pack_view(msgpack_packer *pk, const pd_view *v, bool notification) {
-    msgpack_pack_map(pk, 8);
+    bool stale = !notification && v->stale;
+    msgpack_pack_map(pk, 8 + stale);
     pd_pack_kv_str(pk, "user", v->user);
     pd_pack_kv_str(pk, "status", pd_str_c(pd_public_name(v->status)));
     pd_pack_kv_str(pk, "text", v->text);
@@ -176,6 +177,10 @@ static void pack_view(msgpack_packer *pk, const pd_view *v, bool notification) {
     else pd_pack_kv_int(pk, "devices", v->devices);
     pd_pack_cstr(pk, "ver");
     msgpack_pack_uint64(pk, v->ver);
+    if (stale) {
+        pd_pack_cstr(pk, "stale");
+        msgpack_pack_true(pk);
+    }
 }
 
 void pd_notification_encode(msgpack_sbuffer *sb, const pd_view *v) {
@@ -207,6 +212,7 @@ pd_status pd_view_decode(mp_reader *r, pd_view *v, pd_err *err) {
         else if (pd_str_eqc(k, "ts")) { ok = mpr_int(r, &x); v->ts = x; }
         else if (pd_str_eqc(k, "devices")) { ok = mpr_int(r, &x) && x >= 0; v->devices = (uint32_t)x; }
         else if (pd_str_eqc(k, "ver")) { ok = mpr_int(r, &x) && x >= 0; v->ver = (uint64_t)x; }
+        else if (pd_str_eqc(k, "stale")) ok = mpr_bool(r, &v->stale);
         else ok = mpr_skip(r);
         if (!ok) return bad_view(err, "bad field");
     }
@@ -222,18 +228,33 @@ pd_status pd_notification_decode(const void *buf, size_t len, pd_view *v, pd_err
     return s;
 }
 
-void pd_get_reply_begin(msgpack_packer *pk, uint32_t n) {
-    msgpack_pack_map(pk, 1);
+/* `as_of` (and a devices reply's `stale`) come after the list, so that a
+ * reader that stops at the list it wants still finds it where it was. */
+static void pack_fresh(msgpack_packer *pk, const pd_reply_fresh *f, bool with_stale) {
+    if (f == NULL) return;
+    pd_pack_cstr(pk, "as_of");
+    msgpack_pack_uint64(pk, f->as_of);
+    if (with_stale && f->stale) {
+        pd_pack_cstr(pk, "stale");
+        msgpack_pack_true(pk);
+    }
+}
+
+void pd_get_reply_begin(msgpack_packer *pk, uint32_t n, const pd_reply_fresh *f) {
+    msgpack_pack_map(pk, 1 + (f != NULL));
     pd_pack_cstr(pk, "users");
     msgpack_pack_array(pk, n);
 }
 
 void pd_get_reply_user(msgpack_packer *pk, const pd_view *v) { pack_view(pk, v, false); }
 
+void pd_get_reply_end(msgpack_packer *pk, const pd_reply_fresh *f) { pack_fresh(pk, f, false); }
+
 /* ---- devices ------------------------------------------------------------------ */
 
-void pd_devices_reply_begin(msgpack_packer *pk, pd_str user, uint32_t n) {
-    msgpack_pack_map(pk, 2);
+void pd_devices_reply_begin(msgpack_packer *pk, pd_str user, uint32_t n,
+                            const pd_reply_fresh *f) {
+    msgpack_pack_map(pk, 2 + (f != NULL) + (f != NULL && f->stale));
     pd_pack_kv_str(pk, "user", user);
     pd_pack_cstr(pk, "devices");
     msgpack_pack_array(pk, n);
@@ -252,6 +273,107 @@ void pd_devices_reply_device(msgpack_packer *pk, const pd_device_view *d) {
         pd_pack_cstr(pk, "meta");
         msgpack_sbuffer_write(pk->data, d->meta.p, d->meta.n);
     }
+}
+
+void pd_devices_reply_end(msgpack_packer *pk, const pd_reply_fresh *f) {
+    pack_fresh(pk, f, true);
+}
+
+static bool is_fresh_key(pd_str k) { return pd_str_eqc(k, "as_of") || pd_str_eqc(k, "stale"); }
+
+/* Copies the map at r without its freshness keys; a map value under
+ * `users` (the get entries) likewise, one level down. */
+static bool copy_map_stripped(mp_reader *r, msgpack_packer *pk, bool top) {
+    mp_reader count = *r;
+    uint32_t n, keep = 0;
+    pd_str k, v;
+    if (!mpr_map(&count, &n)) return false;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!mpr_str(&count, &k) || !mpr_skip(&count)) return false;
+        keep += !is_fresh_key(k);
+    }
+    mpr_map(r, &n);
+    msgpack_pack_map(pk, keep);
+    for (uint32_t i = 0; i < n; i++) {
+        mpr_str(r, &k);
+        if (is_fresh_key(k)) {
+            mpr_skip(r);
+            continue;
+        }
+        pd_pack_str(pk, k);
+        if (top && pd_str_eqc(k, "users") && mpr_peek(r) == MPR_ARRAY) {
+            uint32_t m;
+            mpr_array(r, &m);
+            msgpack_pack_array(pk, m);
+            for (uint32_t j = 0; j < m; j++) {
+                if (mpr_peek(r) == MPR_MAP) {
+                    if (!copy_map_stripped(r, pk, false)) return false;
+                } else if (mpr_raw(r, &v)) {
+                    msgpack_sbuffer_write(pk->data, v.p, v.n);
+                } else {
+                    return false;
+                }
+            }
+        } else if (mpr_raw(r, &v)) {
+            msgpack_sbuffer_write(pk->data, v.p, v.n);
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+void pd_reply_strip_fresh(const void *buf, size_t len, msgpack_sbuffer *out) {
+    mp_reader r;
+    msgpack_packer pk;
+    msgpack_sbuffer tmp;
+    msgpack_sbuffer_init(&tmp);
+    msgpack_packer_init(&pk, &tmp, msgpack_sbuffer_write);
+    mpr_init(&r, buf, len);
+    bool ok = mpr_peek(&r) == MPR_MAP && copy_map_stripped(&r, &pk, true) &&
+              mpr_remaining(&r) == 0;
+    if (ok) msgpack_sbuffer_write(out, tmp.data, tmp.size);
+    else if (len) msgpack_sbuffer_write(out, buf, len);
+    msgpack_sbuffer_destroy(&tmp);
+}
+
+pd_status pd_reply_top_decode(const void *buf, size_t len, const char *list, mp_reader *items,
+                              uint32_t *n, pd_str *user, pd_reply_fresh *f, pd_err *err) {
+    mp_reader r;
+    uint32_t nk;
+    bool found = false;
+    pd_reply_fresh fr = {0, false};
+    mpr_init(&r, buf, len);
+    if (!mpr_map(&r, &nk)) return bad_view(err, "reply not a map");
+    for (uint32_t i = 0; i < nk; i++) {
+        pd_str k;
+        int64_t x = 0;
+        bool ok = pd_read_key(&r, &k);
+        if (!ok) return bad_view(err, "bad key");
+        if (pd_str_eqc(k, list) && !found) {
+            *items = r;
+            ok = mpr_array(items, n);
+            found = ok;
+            ok = ok && mpr_skip(&r);
+        } else if (pd_str_eqc(k, "as_of")) {
+            ok = mpr_int(&r, &x) && x >= 0;
+            fr.as_of = (uint64_t)x;
+        } else if (pd_str_eqc(k, "stale")) {
+            ok = mpr_bool(&r, &fr.stale);
+        } else if (pd_str_eqc(k, "user") && user != NULL) {
+            ok = mpr_str(&r, user);
+        } else {
+            ok = mpr_skip(&r);
+        }
+        if (!ok) return bad_view(err, "bad reply field");
+    }
+    if (mpr_remaining(&r) != 0) return bad_view(err, "trailing bytes");
+    if (!found) {
+        pd_err_set(err, PD_EMISSING, "reply has no '%s'", list);
+        return PD_EMISSING;
+    }
+    if (f) *f = fr;
+    return PD_OK;
 }
 
 pd_status pd_device_view_decode(mp_reader *r, pd_device_view *d, pd_err *err) {

@@ -28,8 +28,73 @@ static uint32_t arity_of(const pd_op *op) {
 
 /* ---- ops ---------------------------------------------------------------------- */
 
+/* ADD ops written straight into the sbuffer behind pk (every packer of
+ * ops here writes to one: see the meta below) when it has room for the
+ * largest encoding: a restart republishes a million of them, and a
+ * snapshot holds as many, where msgpack-c's packer makes a call and a
+ * capacity check per field. The bytes are the ones msgpack-c writes (the
+ * same smallest encodings; test_codec_repl compares them). */
+static uint8_t *put_u(uint8_t *p, uint64_t v) {
+    if (v < 128) { *p++ = (uint8_t)v; return p; }
+    if (v >= (1ull << 32)) { /* times and HLCs: the common case */
+        uint64_t be = v;
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_BIG_ENDIAN__
+        be = __builtin_bswap64(v);
+#endif
+        *p++ = 0xcf;
+        memcpy(p, &be, 8);
+        return p + 8;
+    }
+    int n = v < (1ull << 8) ? 1 : v < (1ull << 16) ? 2 : 4;
+    *p++ = n == 1 ? 0xcc : n == 2 ? 0xcd : 0xce;
+    for (int i = n - 1; i >= 0; i--) *p++ = (uint8_t)(v >> (8 * i));
+    return p;
+}
+
+static uint8_t *put_i(uint8_t *p, int64_t v) {
+    if (v >= -32) return v < 0 ? (*p++ = (uint8_t)v, p) : put_u(p, (uint64_t)v);
+    int n = v >= -(1ll << 7) ? 1 : v >= -(1ll << 15) ? 2 : v >= -(1ll << 31) ? 4 : 8;
+    *p++ = n == 1 ? 0xd0 : n == 2 ? 0xd1 : n == 4 ? 0xd2 : 0xd3;
+    for (int i = n - 1; i >= 0; i--) *p++ = (uint8_t)((uint64_t)v >> (8 * i));
+    return p;
+}
+
+static uint8_t *put_s(uint8_t *p, pd_str s) { /* ids and labels: under 256 bytes */
+    if (s.n < 32) *p++ = (uint8_t)(0xa0 | s.n);
+    else { *p++ = 0xd9; *p++ = (uint8_t)s.n; }
+    if (s.n) memcpy(p, s.p, s.n);
+    return p + s.n;
+}
+
+static bool encode_add_direct(msgpack_packer *pk, const pd_op *op, uint32_t arity) {
+    msgpack_sbuffer *sb = pk->data;
+    size_t need = 2 + 4 * 2 + 2 + 3 * 9 + (size_t)op->server.n + op->conn.n + op->user.n +
+                  op->label.n + op->meta.n;
+    if (op->server.n > 255 || op->conn.n > 255 || op->user.n > 255 || op->label.n > 255 ||
+        sb->alloc - sb->size < need)
+        return false;
+    uint8_t *p = (uint8_t *)sb->data + sb->size;
+    *p++ = (uint8_t)(0x90 | arity);
+    *p++ = (uint8_t)PD_OP_ADD;
+    p = put_s(p, op->server);
+    p = put_s(p, op->conn);
+    p = put_s(p, op->user);
+    p = put_s(p, op->label);
+    p = put_u(p, (uint8_t)op->state);
+    p = put_i(p, op->connected_at);
+    p = put_i(p, op->last_active);
+    p = put_u(p, op->hlc);
+    if (arity > op_arity[PD_OP_ADD]) {
+        memcpy(p, op->meta.p, op->meta.n);
+        p += op->meta.n;
+    }
+    sb->size = (size_t)(p - (uint8_t *)sb->data);
+    return true;
+}
+
 void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
     uint32_t arity = arity_of(op);
+    if (op->kind == PD_OP_ADD && encode_add_direct(pk, op, arity)) return;
     msgpack_pack_array(pk, arity);
     msgpack_pack_uint8(pk, (uint8_t)op->kind);
     switch (op->kind) {
@@ -88,11 +153,20 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
     }
 }
 
-static bool rd_text(mp_reader *r, pd_str *s, uint32_t max, bool nonempty) {
+/* check false: the bytes were validated before (a snapshot read a second
+ * time, see pd_op_read_checked): the lengths are still checked, the
+ * characters not again. */
+static bool rd_text(mp_reader *r, pd_str *s, uint32_t max, bool nonempty, bool check) {
     if (!mpr_str(r, s)) return false;
-    if (s->n > max || (nonempty && s->n == 0) || !pd_text_valid(s->p, s->n))
+    if (s->n > max || (nonempty && s->n == 0) || (check && !pd_text_valid(s->p, s->n)))
         return mpr_fail(r, PD_EBADVALUE, "bad text in op");
     return true;
+}
+
+static bool rd_id(mp_reader *r, pd_str *s, bool check) {
+    if (check) return pd_rd_id(r, s);
+    if (!mpr_str(r, s)) return false;
+    return (s->n > 0 && s->n <= PD_ID_MAX) || mpr_fail(r, PD_EBADID, "bad id");
 }
 
 static bool rd_small(mp_reader *r, unsigned max, unsigned *v) {
@@ -118,8 +192,8 @@ static bool rd_meta(mp_reader *r, pd_str *meta) {
     return true;
 }
 
-/* Reads and validates one op. */
-static bool read_op(mp_reader *r, pd_op *op) {
+/* Reads and validates one op (check: see rd_text). */
+static bool read_op(mp_reader *r, pd_op *op, bool check) {
     uint32_t n;
     unsigned kind = 0, small = 0;
     memset(op, 0, sizeof *op);
@@ -132,52 +206,57 @@ static bool read_op(mp_reader *r, pd_op *op) {
     op->kind = (pd_op_kind)kind;
     switch (op->kind) {
     case PD_OP_ADD:
-        if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_id(r, &op->user) ||
-            !rd_text(r, &op->label, PD_DEVICE_MAX, true) || !rd_small(r, PD_DEV_IDLE, &small) ||
+        if (!rd_id(r, &op->server, check) || !rd_id(r, &op->conn, check) ||
+            !rd_id(r, &op->user, check) || !rd_text(r, &op->label, PD_DEVICE_MAX, true, check) || !rd_small(r, PD_DEV_IDLE, &small) ||
             !rd_i64(r, &op->connected_at) || !rd_i64(r, &op->last_active) ||
             !pd_rd_u64(r, &op->hlc))
             return false;
         op->state = (pd_devstate)small;
         return !opt || rd_meta(r, &op->meta);
     case PD_OP_REMOVE:
-        if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_u64(r, &op->hlc)) return false;
+        if (!rd_id(r, &op->server, check) || !rd_id(r, &op->conn, check) ||
+            !pd_rd_u64(r, &op->hlc))
+            return false;
         if (n == 5u) return rd_time(r, &op->at);
         if (n == 6u) /* with ver, at may be 0: not said */
             return rd_i64(r, &op->at) && (op->at >= 0 || mpr_fail(r, PD_EBADVALUE, "bad time in op")) &&
                    pd_rd_u64(r, &op->ver);
         return true;
     case PD_OP_STATE:
-        if (!pd_rd_id(r, &op->server) || !pd_rd_id(r, &op->conn) || !pd_rd_u64(r, &op->hlc) ||
+        if (!rd_id(r, &op->server, check) || !rd_id(r, &op->conn, check) || !pd_rd_u64(r, &op->hlc) ||
             !rd_small(r, PD_DEV_IDLE, &small) || !rd_i64(r, &op->last_active) ||
             (opt && !pd_rd_u64(r, &op->ver)))
             return false;
         op->state = (pd_devstate)small;
         return true;
     case PD_OP_CHOSEN:
-        if (!pd_rd_id(r, &op->user) || !rd_small(r, PD_CHOSEN_INVISIBLE, &small) ||
-            !pd_rd_u64(r, &op->hlc) || !pd_rd_id(r, &op->writer) || (opt && !rd_time(r, &op->at)))
+        if (!rd_id(r, &op->user, check) || !rd_small(r, PD_CHOSEN_INVISIBLE, &small) ||
+            !pd_rd_u64(r, &op->hlc) || !rd_id(r, &op->writer, check) || (opt && !rd_time(r, &op->at)))
             return false;
         op->chosen = (pd_chosen)small;
         return true;
     case PD_OP_CUSTOM:
-        return pd_rd_id(r, &op->user) && rd_text(r, &op->text, PD_TEXT_MAX, false) &&
-               rd_text(r, &op->emoji, PD_EMOJI_MAX, false) && rd_i64(r, &op->expires_at) &&
-               pd_rd_u64(r, &op->hlc) && pd_rd_id(r, &op->writer);
+        return rd_id(r, &op->user, check) && rd_text(r, &op->text, PD_TEXT_MAX, false, check) &&
+               rd_text(r, &op->emoji, PD_EMOJI_MAX, false, check) && rd_i64(r, &op->expires_at) &&
+               pd_rd_u64(r, &op->hlc) && rd_id(r, &op->writer, check);
     case PD_OP_SEEN:
-        return pd_rd_id(r, &op->user) && rd_time(r, &op->at) && pd_rd_u64(r, &op->hlc) &&
-               pd_rd_id(r, &op->writer);
+        return rd_id(r, &op->user, check) && rd_time(r, &op->at) && pd_rd_u64(r, &op->hlc) &&
+               rd_id(r, &op->writer, check);
     case PD_OP_SYNCED:
-        return pd_rd_id(r, &op->server) && pd_rd_u64(r, &op->hlc) && pd_rd_id(r, &op->writer);
+        return rd_id(r, &op->server, check) && pd_rd_u64(r, &op->hlc) &&
+               rd_id(r, &op->writer, check);
     }
     return false;
 }
 
-bool pd_op_read(mp_reader *r, pd_op *op) { return read_op(r, op); }
+bool pd_op_read(mp_reader *r, pd_op *op) { return read_op(r, op, true); }
+
+bool pd_op_read_checked(mp_reader *r, pd_op *op) { return read_op(r, op, false); }
 
 static bool check_op(mp_reader *r, void *ud) {
     pd_op op;
     (void)ud;
-    return read_op(r, &op);
+    return read_op(r, &op, true);
 }
 
 /* Validates every op of an encoded array. */
@@ -199,7 +278,7 @@ void pd_ops_iter_init(pd_ops_iter *it, const pd_ops *ops) {
 bool pd_ops_next(pd_ops_iter *it, pd_op *op) {
     if (it->left == 0) return false;
     it->left--;
-    return read_op(&it->r, op);
+    return read_op(&it->r, op, true);
 }
 
 /* ---- message maps ------------------------------------------------------------------ */

@@ -33,6 +33,10 @@ bool pd_ops_next(pd_ops_iter *it, pd_op *op);
 
 /* Reads and validates one op (false: the reader holds why). */
 bool pd_op_read(mp_reader *r, pd_op *op);
+/* The same for bytes pd_op_read accepted before (a snapshot's second
+ * pass): the structure and lengths are checked again, the characters of
+ * ids and texts not. Never for bytes that were not validated. */
+bool pd_op_read_checked(mp_reader *r, pd_op *op);
 
 /* Appends one op to an open packer (the caller writes the array header). */
 void pd_op_encode(msgpack_packer *pk, const pd_op *op);

@@ -31,16 +31,22 @@ bool pd_read_key(mp_reader *r, pd_str *key) {
     return mpr_str(r, key);
 }
 
+/* One pass: each fn reads exactly one element, so the array ends where the
+ * last one did (no mpr_skip over it first: a snapshot's devices array is
+ * tens of megabytes). */
 bool pd_rd_array(mp_reader *r, pd_str *raw, uint32_t *n, pd_rd_elem_fn fn, void *ud,
                  mp_reader *at) {
-    mp_reader sub;
-    if (!mpr_raw(r, raw)) return false;
-    mpr_init(&sub, raw->p, raw->n);
-    if (!mpr_array(&sub, n)) return mpr_fail(r, sub.err, sub.why);
-    if (at != NULL) *at = sub;
-    for (uint32_t i = 0; i < *n; i++) {
-        if (!fn(&sub, ud)) return mpr_fail(r, sub.err, sub.why);
+    const uint8_t *start = r->p;
+    uint32_t count;
+    if (!mpr_array(r, &count)) return false;
+    const uint8_t *first = r->p;
+    for (uint32_t i = 0; i < count; i++) {
+        if (!fn(r, ud)) return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad element");
     }
+    raw->p = (const char *)start;
+    raw->n = (uint32_t)(r->p - start);
+    *n = count;
+    if (at != NULL) mpr_init(at, first, (size_t)(r->p - first));
     return true;
 }
 

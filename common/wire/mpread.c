@@ -92,12 +92,34 @@ bool mpr_map(mp_reader *r, uint32_t *count) {
     return container(r, count, 0x80, 0x8f, 0xde, 0xdf, 2);
 }
 
+/* The fast paths below take the commonest encodings of the values this
+ * project writes (fixarray, fixstr, fixint, uint 64), with the same checks
+ * as the general path; anything else, or an error, goes the general way.
+ * A snapshot restore reads several million values (issue 15). */
+
 bool mpr_array(mp_reader *r, uint32_t *count) {
+    if (r->err == PD_OK && r->p < r->end && (*r->p & 0xf0) == 0x90) {
+        uint32_t n = *r->p & 0x0f;
+        if (n <= (size_t)(r->end - r->p) - 1) {
+            r->p++;
+            *count = n;
+            return true;
+        }
+    }
     if (!want(r, MPR_ARRAY, "an array")) return false;
     return container(r, count, 0x90, 0x9f, 0xdc, 0xdd, 1);
 }
 
 bool mpr_str(mp_reader *r, pd_str *out) {
+    if (r->err == PD_OK && r->p < r->end && (*r->p & 0xe0) == 0xa0) {
+        uint32_t n = *r->p & 0x1f;
+        if (n <= (size_t)(r->end - r->p) - 1) {
+            out->p = (const char *)r->p + 1;
+            out->n = n;
+            r->p += 1 + n;
+            return true;
+        }
+    }
     if (!want(r, MPR_STR, "a string")) return false;
     const uint8_t *h;
     uint8_t b = *r->p++;
@@ -113,6 +135,21 @@ bool mpr_str(mp_reader *r, pd_str *out) {
 }
 
 bool mpr_int(mp_reader *r, int64_t *out) {
+    if (r->err == PD_OK && r->p < r->end) {
+        uint8_t b = *r->p;
+        if (b <= 0x7f) {
+            r->p++;
+            *out = b;
+            return true;
+        }
+        if (b == 0xcf && (size_t)(r->end - r->p) >= 9 && r->p[1] <= 0x7f) {
+            uint64_t v;
+            memcpy(&v, r->p + 1, 8);
+            *out = (int64_t)__builtin_bswap64(v); /* big endian on the wire */
+            r->p += 9;
+            return true;
+        }
+    }
     if (!want(r, MPR_INT, "an integer")) return false;
     const uint8_t *h;
     uint8_t b = *r->p++;

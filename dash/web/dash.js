@@ -133,7 +133,10 @@ function view(title, v) {
   if (!v) return el('div', {}, el('h3', {}, title), el('p', {class: 'error'}, 'no answer'));
   const custom = [v.emoji, v.text].filter(Boolean).join(' ') || '—';
   return el('div', {'data-view': title}, el('h3', {}, title), el('dl', {},
-    el('dt', {}, 'status'), el('dd', {class: 'status-' + v.status}, v.status),
+    // stale: part of it comes from a node not heard from lately, so it is
+    // the last known state, not a sure one (docs/protocol.md section 4).
+    el('dt', {}, 'status'), el('dd', {class: 'status-' + v.status, 'data-stale': String(v.stale === true)},
+      v.stale === true ? `${v.status} (last known)` : v.status),
     el('dt', {}, 'custom'), el('dd', {}, custom),
     el('dt', {}, 'expires'), el('dd', {}, stamp(v.expires_at)),
     el('dt', {}, 'last seen'), el('dd', {}, stamp(v.last_seen)),
@@ -159,7 +162,9 @@ async function lookup(ev) {
     el('td', {}, d.conn), el('td', {}, d.server), el('td', {}, d.node), el('td', {}, d.device),
     el('td', {}, d.state), el('td', {}, stamp(d.connected_at)), el('td', {}, stamp(d.last_active))));
   const table = el('div', {class: 'scroll'}, el('table', {},
-    el('caption', {}, `${devices.length} device(s) of ${doc.user}`),
+    el('caption', {'data-stale': String(doc.stale === true)}, `${devices.length} device(s) of ${doc.user}`
+      + (typeof doc.as_of === 'number' ? `, as of ${stamp(doc.as_of)}` : '')
+      + (doc.stale === true ? ' (last known: a node holding some is not heard from lately)' : '')),
     el('thead', {}, el('tr', {}, ...['conn', 'server', 'node', 'device', 'state', 'connected at', 'last active']
       .map((h) => el('th', {scope: 'col'}, h)))),
     el('tbody', {}, ...rows)));

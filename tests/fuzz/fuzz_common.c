@@ -55,11 +55,6 @@ static void mix_bytes(mix *x, const void *p, size_t n) {
     mix_u64(x, pd_hash(p, n));
 }
 
-static void mix_cstr(mix *x, const char *s) {
-    if (s == NULL) mix_u64(x, 0x6e756c6cULL);
-    else mix_bytes(x, s, strlen(s));
-}
-
 static void mix_timer(mix *x, const pd_timer *t) {
     mix_u64(x, pd_timer_armed(t));
     if (pd_timer_armed(t)) mix_u64(x, t->due);
@@ -77,8 +72,8 @@ static void digest_user(void *ud, pd_hnode *e) {
     mix_u64(&x, (uint64_t)u->notified_ts);
     mix_u64(&x, u->chosen_hlc);
     mix_u64(&x, u->custom_hlc);
-    mix_cstr(&x, u->chosen_by);
-    mix_cstr(&x, u->custom_by);
+    mix_u64(&x, u->chosen_by); /* interned ids' indexes: stable in one model */
+    mix_u64(&x, u->custom_by);
     mix_u64(&x, u->custom_gen);
     mix_u64(&x, u->pub_custom);
     mix_u64(&x, u->chosen);
@@ -101,13 +96,14 @@ static void digest_device(void *ud, pd_hnode *e) {
     mix_bytes(&x, d->buf, (size_t)d->conn_n + d->label_n);
     mix_u64(&x, d->conn_n);
     mix_bytes(&x, d->user->id, d->user->id_n);
-    mix_cstr(&x, d->node);
+    mix_u64(&x, d->node);
     mix_u64(&x, d->claim);
     mix_u64(&x, (uint64_t)d->connected_at);
     mix_u64(&x, (uint64_t)d->last_active);
     mix_u64(&x, d->state);
     mix_timer(&x, &d->idle);
-    if (d->meta) mix_bytes(&x, d->meta, 2 + ((size_t)d->meta[0] << 8 | d->meta[1]));
+    pd_str meta = pd__dev_meta(d);
+    if (meta.n) mix_bytes(&x, meta.p, meta.n);
     *(uint64_t *)ud += x.h;
 }
 

@@ -144,13 +144,14 @@ static bool key_is(mp_reader *r, const char *k) {
     return pd_read_key(r, &s) && pd_str_eqc(s, k);
 }
 
-static void check_get(const pd_query *q, const msgpack_sbuffer *sb, const pd_str *users) {
+static void check_get(const pd_query *q, const msgpack_sbuffer *sb, const pd_str *users,
+                      const pd_freshness *fr) {
     const pd_model *m = pd_repl_model(R);
     mp_reader r;
     uint32_t n, k;
     pd_err err = {0};
     mpr_init(&r, sb->data, sb->size);
-    FZ_CHECK(mpr_map(&r, &k) && k == 1 && key_is(&r, "users") && mpr_array(&r, &n),
+    FZ_CHECK(mpr_map(&r, &k) && k == 2 && key_is(&r, "users") && mpr_array(&r, &n),
              "get reply header");
     FZ_CHECK(n == q->nusers, "get reply: %u views for %u users", n, q->nusers);
     for (uint32_t i = 0; i < n; i++) {
@@ -165,17 +166,24 @@ static void check_get(const pd_query *q, const msgpack_sbuffer *sb, const pd_str
         bool hidden = self.status == PD_PUB_INVISIBLE && !pd_str_eq(q->viewer, v.user);
         FZ_CHECK(v.devices == (hidden ? 0 : pd_model_devices_of(m, v.user, NULL, NULL)),
                  "get reply: device count");
+        FZ_CHECK(v.stale == (v.devices > 0 && pd_query_user_stale(m, v.user, fr)),
+                 "get reply: stale");
     }
+    int64_t as_of;
+    FZ_CHECK(key_is(&r, "as_of") && mpr_int(&r, &as_of) && (uint64_t)as_of == fr->as_of,
+             "get reply: as_of");
     FZ_CHECK(mpr_remaining(&r) == 0, "get reply: trailing bytes");
 }
 
-static void check_devices(const pd_query *q, const msgpack_sbuffer *sb) {
+static void check_devices(const pd_query *q, const msgpack_sbuffer *sb, const pd_freshness *fr) {
     mp_reader r;
     uint32_t n, k;
     pd_str u;
     pd_err err = {0};
+    bool stale = pd_query_user_stale(pd_repl_model(R), q->user, fr), st = false;
+    int64_t as_of;
     mpr_init(&r, sb->data, sb->size);
-    FZ_CHECK(mpr_map(&r, &k) && k == 2 && key_is(&r, "user") && mpr_str(&r, &u) &&
+    FZ_CHECK(mpr_map(&r, &k) && k == 3u + stale && key_is(&r, "user") && mpr_str(&r, &u) &&
                  pd_str_eq(u, q->user) && key_is(&r, "devices") && mpr_array(&r, &n),
              "devices reply header");
     FZ_CHECK(n == pd_model_devices_of(pd_repl_model(R), q->user, NULL, NULL),
@@ -186,6 +194,9 @@ static void check_devices(const pd_query *q, const msgpack_sbuffer *sb) {
         FZ_CHECK(pd_id_valid(d.conn.p, d.conn.n) && pd_id_valid(d.server.p, d.server.n) &&
                      pd_id_valid(d.node.p, d.node.n), "devices reply: ids");
     }
+    FZ_CHECK(key_is(&r, "as_of") && mpr_int(&r, &as_of) && (uint64_t)as_of == fr->as_of,
+             "devices reply: as_of");
+    if (stale) FZ_CHECK(key_is(&r, "stale") && mpr_bool(&r, &st) && st, "devices reply: stale");
     FZ_CHECK(mpr_remaining(&r) == 0, "devices reply: trailing bytes");
 }
 
@@ -271,14 +282,17 @@ static void answer(const pd_query *q, const pd_str *users) {
     case PD_Q_DEVICES:
     case PD_Q_ONLINE: {
         pd_err err = {0};
-        pd_status st = pd_query_answer(m, q, &pk, &err);
+        pd_str stale[PD_VC_MAX];
+        pd_freshness fr = {0, stale, 0};
+        fr.nstale = pd_repl_freshness(R, now_q(), stale, PD_VC_MAX, &fr.as_of);
+        pd_status st = pd_query_answer(m, q, &fr, &pk, &err);
         if (q->type == PD_Q_ONLINE && !pd_query_cursor_parse(q->cursor, &cursor)) {
             FZ_CHECK(st == PD_EBADVALUE && sb.size == 0, "online: a bad cursor answered");
             break;
         }
         FZ_CHECK(st == PD_OK, "query %d refused: %s", (int)q->type, err.msg);
-        if (q->type == PD_Q_GET) check_get(q, &sb, users);
-        else if (q->type == PD_Q_DEVICES) check_devices(q, &sb);
+        if (q->type == PD_Q_GET) check_get(q, &sb, users, &fr);
+        else if (q->type == PD_Q_DEVICES) check_devices(q, &sb, &fr);
         else check_online(q, &sb, cursor);
         break;
     }

@@ -178,7 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         buf[7] = PD_SNAP_VERSION;
         put_be(buf + 8, size - 1);
         memcpy(buf + PD_SNAP_HEADER, data + 1, size - 1);
-        put_be(buf + 16, pd_hash(buf + PD_SNAP_HEADER, size - 1));
+        put_be(buf + 16, pd_snap_checksum(PD_SNAP_VERSION, buf + PD_SNAP_HEADER, size - 1));
     } else {
         len = size - 1;
         buf = malloc(len ? len : 1);

@@ -18,7 +18,9 @@ interval (and a margin for this shared machine), that:
     with an open connection, offline otherwise) and `devices` lists each
     open connection exactly once;
   - every watcher's last notification for every user (the newest by ts,
-    as the contract tells watchers to keep) equals the truth.
+    as the contract tells watchers to keep) equals the truth;
+  - no answer is `stale` and every `as_of` is recent (the sides hear each
+    other again).
 It reports the offline notifications the split caused for users who stayed
 connected (and for flap, the notifications per user), and fails on a
 wrong end state. Exit 77 (skipped) where namespaces cannot be made.
@@ -210,13 +212,30 @@ class World:
                 for e in r.get("users", []):
                     if e.get("status") != self.expected(e.get("user")):
                         wrong.append("side %d: %s is %s" % (i, e.get("user"), e.get("status")))
+                    if e.get("stale"):
+                        wrong.append("side %d: %s is still stale" % (i, e.get("user")))
+                wrong += self.wrong_as_of(i, "get", r)
             for u in users:
                 r = self.sides[i].request(PREFIX + ".query.devices", {"user": u}, 2.0)
                 got = sorted((d.get("server"), d.get("conn")) for d in (r or {}).get("devices", []))
                 want = sorted(k for k, v in self.truth.items() if v == u)
                 if got != want:
                     wrong.append("side %d: devices of %s %r, want %r" % (i, u, got, want))
+                if r and r.get("stale"):
+                    wrong.append("side %d: devices of %s still stale" % (i, u))
+                wrong += self.wrong_as_of(i, "devices", r)
         return wrong
+
+    @staticmethod
+    def wrong_as_of(i, what, r):
+        """A healed side is caught up with every peer: as_of (the nodes'
+        clocks are this machine's) is at most a few sync intervals old."""
+        if not r:
+            return []
+        lag = time.time() * 1000 - r.get("as_of", 0)
+        if lag > 20 * SYNC_MS:
+            return ["side %d: %s as_of is %.0f ms old" % (i, what, lag)]
+        return []
 
     def wrong_notifications(self):
         wrong = []

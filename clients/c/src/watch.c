@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "wire/mpread.h"
 
 typedef struct {
@@ -41,6 +42,7 @@ struct presence_watch {
 typedef struct {
     char user[132], status[16], text[260], emoji[68];
     int64_t expires_at, last_seen, ver;
+    bool stale;
 } pw_state;
 
 static void cp(char *dst, size_t cap, pd_str s)
@@ -80,6 +82,11 @@ static bool read_state(mp_reader *r, pw_state *st)
                     return false;
                 done = true;
             }
+        if (!done && k.n == 5 && !memcmp(k.p, "stale", 5)) {
+            if (!mpr_bool(r, &st->stale))
+                return false;
+            done = true;
+        }
         if (!done && !mpr_skip(r))
             return false;
     }
@@ -98,7 +105,7 @@ static pw_user *find(presence_watch *w, const char *user)
 }
 
 /* Reports st if newer than what was reported for its user (mu held). */
-static void report(presence_watch *w, const pw_state *st, bool initial)
+static void report(presence_watch *w, const pw_state *st, bool initial, uint64_t as_of)
 {
     pw_user *u = find(w, st->user);
     if (!u || st->ver < 0 || (!initial && (uint64_t)st->ver <= u->ver))
@@ -107,7 +114,7 @@ static void report(presence_watch *w, const pw_state *st, bool initial)
     presence_state ps = {.user = st->user, .status = st->status, .text = st->text,
                          .emoji = st->emoji, .expires_at = (uint64_t)st->expires_at,
                          .last_seen = (uint64_t)st->last_seen, .ver = (uint64_t)st->ver,
-                         .initial = initial};
+                         .initial = initial, .as_of = as_of, .stale = st->stale};
     w->fn(w->ud, &ps);
 }
 
@@ -117,7 +124,7 @@ static void note_in(presence_watch *w, const void *data, size_t len)
     pw_state st;
     mpr_init(&r, data, len);
     if (read_state(&r, &st))
-        report(w, &st, false);
+        report(w, &st, false, 0);
 }
 
 static void on_note(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
@@ -141,8 +148,18 @@ static void on_note(natsConnection *nc, natsSubscription *sub, natsMsg *msg, voi
     natsMsg_Destroy(msg);
 }
 
-/* Asks get for every user; reports the answers (mu held). */
-static bool initial_get(presence_watch *w, presence_client *c, char *err, size_t errlen)
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One get of every user: the reply in *m, its `as_of` (-1 when the reply
+ * has none: a node older than the field) and its list positioned in *list
+ * with ne entries. False on a failed request or a malformed reply. */
+static bool ask_get(presence_watch *w, presence_client *c, natsMsg **m, int64_t *as_of,
+                    mp_reader *list, uint32_t *ne, natsStatus *s)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -155,24 +172,64 @@ static bool initial_get(presence_watch *w, presence_client *c, char *err, size_t
         msgpack_pack_str_with_body(&pk, w->users[i].user, strlen(w->users[i].user));
     char subj[160];
     snprintf(subj, sizeof subj, "%s.query.get", pl_prefix(c));
-    natsMsg *m = NULL;
-    natsStatus s = natsConnection_Request(&m, pl_conn(c), subj, sb.data, (int)sb.size,
-                                          (int64_t)pl_timeout_ms(c));
+    *m = NULL;
+    *s = natsConnection_Request(m, pl_conn(c), subj, sb.data, (int)sb.size,
+                                (int64_t)pl_timeout_ms(c));
     msgpack_sbuffer_destroy(&sb);
-    bool ok = s == NATS_OK;
+    if (*s != NATS_OK)
+        return false;
+    /* {"users": [...], "as_of"?, ...}: any other key is skipped (a client
+     * accepts the fields of later versions) */
     mp_reader r;
-    uint32_t nk = 0, ne = 0;
+    uint32_t nk = 0;
+    bool found = false;
     pd_str k;
-    if (ok) {
-        mpr_init(&r, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
-        ok = mpr_map(&r, &nk) && nk == 1 && mpr_str(&r, &k) && k.n == 5 &&
-             !memcmp(k.p, "users", 5) && mpr_array(&r, &ne);
-        for (uint32_t i = 0; ok && i < ne; i++) {
-            pw_state st;
-            ok = read_state(&r, &st);
-            if (ok)
-                report(w, &st, true);
+    *as_of = -1;
+    mpr_init(&r, natsMsg_GetData(*m), (size_t)natsMsg_GetDataLength(*m));
+    bool ok = mpr_map(&r, &nk);
+    for (uint32_t i = 0; ok && i < nk; i++) {
+        ok = mpr_str(&r, &k);
+        if (ok && k.n == 5 && !memcmp(k.p, "users", 5) && !found) {
+            *list = r;
+            found = true;
+            ok = mpr_skip(&r);
+        } else if (ok && k.n == 5 && !memcmp(k.p, "as_of", 5)) {
+            ok = mpr_int(&r, as_of) && *as_of >= 0;
+        } else if (ok) {
+            ok = mpr_skip(&r);
         }
+    }
+    return ok && found && mpr_array(list, ne);
+}
+
+/* Asks get for every user until the answer is as fresh as the
+ * subscriptions (its `as_of` at least `since`, the time they were in
+ * place: a node lagging the announcer would show states older than
+ * notifications sent before, and the states between would be missed), or
+ * takes the last answer after the request timeout; reports the answers
+ * (mu held). */
+static bool initial_get(presence_watch *w, presence_client *c, int64_t since, char *err,
+                        size_t errlen)
+{
+    int64_t give_up = wall_ms() + (int64_t)pl_timeout_ms(c);
+    natsMsg *m = NULL;
+    natsStatus s;
+    mp_reader list;
+    uint32_t ne = 0;
+    int64_t as_of = -1;
+    bool ok;
+    for (;;) {
+        ok = ask_get(w, c, &m, &as_of, &list, &ne, &s);
+        if (!ok || as_of < 0 || as_of >= since || wall_ms() >= give_up)
+            break;
+        natsMsg_Destroy(m);
+        nats_Sleep(20);
+    }
+    for (uint32_t i = 0; ok && i < ne; i++) {
+        pw_state st;
+        ok = read_state(&list, &st);
+        if (ok)
+            report(w, &st, true, as_of < 0 ? 0 : (uint64_t)as_of);
     }
     if (!ok)
         snprintf(err, errlen, "get: %s", s != NATS_OK ? natsStatus_GetText(s) : "bad reply");
@@ -255,8 +312,9 @@ PL_API presence_watch *presence_watch_new(presence_client *c, const char *const 
         ok = subscribe_all(w, c, err, errlen);
     }
     if (ok) {
+        int64_t since = wall_ms();
         pthread_mutex_lock(&w->mu);
-        ok = initial_get(w, c, err, errlen);
+        ok = initial_get(w, c, since, err, errlen);
         while (ok && w->held) { /* what came before the answer, if newer */
             pw_note *h = w->held;
             w->held = h->next;

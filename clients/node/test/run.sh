@@ -30,7 +30,7 @@ export PD_BUILD_DIR="$build"
 case "$suite" in
 client)
     cd "$pkg"
-    exec node --test --test-concurrency=1 test/types.test.mjs test/client.test.mjs ;;
+    exec node --test --test-concurrency=1 test/types.test.mjs test/unit.test.mjs test/client.test.mjs ;;
 chat)
     npm_ci "$root/examples/chat" ws
     cd "$root/examples/chat"

@@ -28,8 +28,9 @@ test('every value declared in index.d.ts is exported, and only those', () => {
 test('a program using every call compiles with tsc --strict', () => {
   const tsc = join(pkg, 'node_modules', 'typescript', 'bin', 'tsc');
   assert.ok(existsSync(tsc), 'typescript (a devDependency) is installed: run npm ci');
-  execFileSync(process.execPath, [tsc, '--noEmit', '--strict', '--target', 'es2022', '--module', 'nodenext',
-    '--moduleResolution', 'nodenext', join(here, 'types', 'usage.ts')], { stdio: 'inherit' });
+  execFileSync(process.execPath, [tsc, '--noEmit', '--strict', '--target', 'es2022', '--lib', 'es2022',
+    '--module', 'nodenext', '--moduleResolution', 'nodenext',
+    join(here, 'types', 'env.d.ts'), join(here, 'types', 'usage.ts')], { stdio: 'inherit' });
 });
 
 test('bad arguments are refused without a connection', async () => {

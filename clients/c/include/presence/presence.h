@@ -133,7 +133,10 @@ void presence_get_stats(presence_client *c, presence_stats *out);
 
 /* ---- watching users (apps that show presence) ----
  * presence_watch_new subscribes to the users' notifications, then asks
- * `get` for them, reports each user's state with initial = true, and then
+ * `get` for them (again, within the request timeout, until the answer's
+ * `as_of` is at least the time the subscriptions were in place: a lagging
+ * node's older answer would leave a gap), reports each user's state with
+ * initial = true, and then
  * reports every later change, dropping each notification whose `ver` is
  * not newer than the state already reported: no gap, no duplicate. fn runs
  * on a nats.c thread, one call at a time per watch; it must not call
@@ -148,6 +151,14 @@ typedef struct {
     uint64_t last_seen;
     uint64_t ver;
     bool initial;          /* true: from the get, false: a change */
+    /* Freshness of an initial state (docs/protocol.md section 4): the time
+     * (ms since the epoch) up to which the answering node was caught up
+     * with its peers (0 in a change, or from a node that does not say),
+     * and whether part of this state came from a node it had not heard
+     * from lately: show "last known" rather than a sure status (added
+     * with issue 14, at the end, so older callers are unaffected). */
+    uint64_t as_of;
+    bool stale;
 } presence_state;
 typedef void (*presence_watch_fn)(void *ud, const presence_state *st);
 typedef struct presence_watch presence_watch;

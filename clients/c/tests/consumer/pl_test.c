@@ -76,11 +76,18 @@ static int query_user(const char *node, const char *user, uint64_t *ver, char *s
     if (rs == NATS_OK) {
         msgpack_unpacked u;
         msgpack_unpacked_init(&u);
+        /* the "users" list, whatever other keys the reply has (as_of) */
+        msgpack_object *list = NULL;
         if (msgpack_unpack_next(&u, natsMsg_GetData(m), natsMsg_GetDataLength(m), NULL) ==
-                MSGPACK_UNPACK_SUCCESS && u.data.type == MSGPACK_OBJECT_MAP &&
-            u.data.via.map.size == 1 && u.data.via.map.ptr[0].val.type == MSGPACK_OBJECT_ARRAY &&
-            u.data.via.map.ptr[0].val.via.array.size == 1) {
-            msgpack_object e = u.data.via.map.ptr[0].val.via.array.ptr[0];
+                MSGPACK_UNPACK_SUCCESS && u.data.type == MSGPACK_OBJECT_MAP)
+            for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+                msgpack_object k = u.data.via.map.ptr[i].key;
+                if (k.type == MSGPACK_OBJECT_STR && k.via.str.size == 5 &&
+                    memcmp(k.via.str.ptr, "users", 5) == 0)
+                    list = &u.data.via.map.ptr[i].val;
+            }
+        if (list && list->type == MSGPACK_OBJECT_ARRAY && list->via.array.size == 1) {
+            msgpack_object e = list->via.array.ptr[0];
             for (uint32_t i = 0; e.type == MSGPACK_OBJECT_MAP && i < e.via.map.size; i++) {
                 msgpack_object k = e.via.map.ptr[i].key;
                 msgpack_object v = e.via.map.ptr[i].val;
@@ -245,7 +252,7 @@ static void check_resync(void)
 
 typedef struct {
     pthread_mutex_t mu;
-    int initial, changes, out_of_order;
+    int initial, changes, out_of_order, fresh_initial, stale;
     uint64_t last_ver;
     char last_status[16];
 } seen;
@@ -256,6 +263,12 @@ static void on_state(void *ud, const presence_state *st)
     pthread_mutex_lock(&s->mu);
     if (st->initial)
         s->initial++;
+    /* the get's answer says how fresh it is; a change says nothing */
+    if (st->initial ? st->as_of > 1600000000000ULL : st->as_of == 0)
+        s->fresh_initial += st->initial;
+    else
+        s->out_of_order++;
+    s->stale += st->stale;
     if (strcmp(st->user, "w1") != 0) { /* w-nobody: never seen, ver 0 */
         if (!st->initial || st->ver != 0 || strcmp(st->status, "offline") != 0)
             s->out_of_order++;
@@ -326,6 +339,8 @@ static void check_watch(void)
     CHECK(s.initial == 2 && s.out_of_order == 0 && s.changes >= 1,
           "initial %d (want 2), changes %d, out of order %d", s.initial, s.changes,
           s.out_of_order);
+    CHECK(s.fresh_initial == 2 && s.stale == 0, "initial states with as_of: %d (want 2), "
+          "stale %d (want 0: every node is heard)", s.fresh_initial, s.stale);
     pthread_mutex_unlock(&s.mu);
     presence_watch_free(w);
     presence_client_free(c, true, 2000);
