@@ -117,7 +117,7 @@ static uint64_t retention_due(const pd_model *m, const pd_user *u) {
 /* After a change of u: a forgettable user waits for its retention on the
  * grace timer, free once the offline delay is over. */
 static void retention_arm(pd_model *m, pd_user *u, uint64_t now) {
-    if (m->cfg.user_retention_ms == 0 || (u->flags & (UF_GRACE | UF_BACK))) return;
+    if (m->cfg.user_retention_ms == 0 || (u->flags & UF_GRACE)) return;
     if (!user_forgettable(u)) {
         pd_theap_disarm(&m->timers, &u->grace);
         return;
@@ -143,7 +143,7 @@ static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
 void pd__flush(pd_model *m, uint64_t now) {
     for (uint32_t i = 0; i < m->ndirty; i++) {
         pd_user *u = m->dirty[i];
-        u->flags &= (uint8_t)~(UF_DIRTY | UF_LEFT_NOW);
+        u->flags &= (uint8_t)~UF_DIRTY;
         retention_arm(m, u, now);
         pd_public st = pd__user_status(u, false);
         uint16_t cu = public_custom(u);
@@ -157,7 +157,7 @@ void pd__flush(pd_model *m, uint64_t now) {
         u->notified_ts = ts;
         if (m->on_change) {
             pd_view v;
-            pd__user_view(u, false, &v);
+            pd__user_view(m, u, false, &v);
             v.ts = ts;
             m->on_change(m->ud, &v);
         }
@@ -165,44 +165,10 @@ void pd__flush(pd_model *m, uint64_t now) {
     m->ndirty = 0;
 }
 
-/* ---- the offline delay and its vers (schemas/notifications.md, ver) --------------- */
-
-/* The ver of the offline state that ends the offline delay of u's last
- * full disconnect: when the delay ends, (last_seen + delay) << 16, or just
- * above the user's ver if that is larger (a write during the delay on a
- * clock ahead). last_seen is a register and the delay a shared setting, so
- * every node gives the same ver whenever its timer fires. */
-static uint64_t offline_ver(const pd_model *m, const pd_user *u) {
-    uint64_t v = ((uint64_t)(u->seen > 0 ? u->seen : 0) + m->cfg.offline_delay_ms) << 16;
-    uint64_t base = pd__user_ver(u);
-    return base >= v ? base + 1 : v;
-}
-
-/* The clock observes a timer's ver, so that the writes that follow outrank
- * it, but never beyond now: a ver ahead of the wall clock (a last_seen
- * moved on by a later write) must not push the HLC ahead, where its claims
- * would outrank the newer claims of other nodes (a server that moves). */
-static void observe_upto_now(pd_model *m, uint64_t v, uint64_t now) {
-    uint64_t cap = now >= (UINT64_MAX >> 16) ? UINT64_MAX : now << 16 | 0xffff;
-    pd__hlc_observe(m, v < cap ? v : cap, now);
-}
-
-/* A pending return ver (UF_BACK) takes effect: its time came (observe:
- * later writes outrank it), or the user left again first. */
-static void back_settle(pd_model *m, pd_user *u, bool observe) {
-    if (!(u->flags & UF_BACK)) return;
-    u->flags &= (uint8_t)~UF_BACK;
-    pd_theap_disarm(&m->timers, &u->grace);
-    if (u->back_ver > u->timer_ver) u->timer_ver = u->back_ver;
-    if (observe) observe_upto_now(m, u->back_ver, m->now);
-}
+/* ---- the offline delay ----------------------------------------------------------- */
 
 /* The last device left: keep the former presence for the offline delay. */
 static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint64_t now) {
-    back_settle(m, u, false);
-    u->off_ver = 0;
-    pd__mark_dirty(m, u);
-    if (u->flags & UF_DIRTY) u->flags |= UF_LEFT_NOW; /* pd__flush clears it */
     u->flags &= (uint8_t)~UF_HELD_ACTIVE;
     if (was_active) u->flags |= UF_HELD_ACTIVE;
     if (m->cfg.offline_delay_ms == 0 ||
@@ -226,7 +192,6 @@ static void restore_delay(void *ud, pd_hnode *e) {
     if (u->ndev > 0 || (u->flags & UF_GRACE) || u->seen <= 0 || due <= c->now) return;
     if (pd_theap_arm(&m->timers, &u->grace, due) != PD_OK) return; /* offline at once */
     u->flags |= UF_GRACE | UF_HELD_ACTIVE;
-    u->off_ver = 0;
     pd__mark_dirty(m, u);
 }
 
@@ -239,35 +204,9 @@ void pd_model_restore_delays(pd_model *m, uint64_t now) {
     pd__flush(m, now);
 }
 
-/* A device came back after a full disconnect. A node whose offline delay
- * ended before the claim reached it announced `offline` with
- * offline_ver(); the user's state from now on outranks it on every node,
- * whether or not its timer fired first: the return counts with that ver +
- * 1. A node whose delay ended takes it at once, and so does one for which
- * last_seen + the delay is past; any other takes it at last_seen + the
- * delay (its grace timer), not before: a ver ahead of the clocks would
- * outrank the writes that follow the return, and the HLC, pushed ahead,
- * the claims of a server that moves. Every node computes it from the same
- * replicated values (the same writes: see the limits in notifications.md). */
-static void user_regained_device(pd_model *m, pd_user *u, uint64_t now) {
-    bool replaced = (u->flags & UF_LEFT_NOW) != 0;
-    u->flags &= (uint8_t)~(UF_GRACE | UF_LEFT_NOW);
+static void user_regained_device(pd_model *m, pd_user *u) {
+    u->flags &= (uint8_t)~UF_GRACE;
     pd_theap_disarm(&m->timers, &u->grace);
-    if (m->cfg.offline_delay_ms == 0 || u->seen <= 0 || replaced) {
-        u->off_ver = 0; /* replaced in one operation: nobody saw the user leave */
-        return;
-    }
-    bool ended = u->off_ver != 0; /* here: `offline` may have gone out */
-    uint64_t back = (ended ? u->off_ver : offline_ver(m, u)) + 1;
-    uint64_t due = (uint64_t)u->seen + m->cfg.offline_delay_ms;
-    u->off_ver = 0;
-    if (!ended && due > now && pd_theap_arm(&m->timers, &u->grace, due) == PD_OK) {
-        u->back_ver = back;
-        u->flags |= UF_BACK;
-        return;
-    }
-    if (back > u->timer_ver) u->timer_ver = back;
-    observe_upto_now(m, back, now);
 }
 
 void pd__custom_clear(pd_model *m, pd_user *u) {
@@ -432,7 +371,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     s->ndev++;
     if (u->ndev++ == 0) {
         m->live_users++;
-        user_regained_device(m, u, now);
+        user_regained_device(m, u);
     }
     m->ndevices++;
     pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
@@ -544,6 +483,7 @@ pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int
         }
     }
     pd__custom_clear(m, u);
+    u->expired_at = 0; /* a new value: its own expiry, if any, is to come */
     if (c) {
         memcpy(c->buf, text.p, text.n);
         if (emoji.n) memcpy(c->buf + text.n, emoji.p, emoji.n);
@@ -732,20 +672,15 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     }
     case TK_GRACE: { /* the offline delay, then the retention (see retention_arm) */
         pd_user *u = OWNER(t, pd_user, grace);
-        if (u->flags & UF_BACK) { /* back within the delay: its ver, now */
-            back_settle(m, u, true);
-            pd__mark_dirty(m, u);
-            break;
-        }
         if (!(u->flags & UF_GRACE)) {
             user_expire(m, u, now);
             break;
         }
+        /* The offline delay ends at the same ver on every node, computed
+         * from last_seen (pd__user_ver). Not observed by the clock: a
+         * last_seen decided later elsewhere (a node down) would move it
+         * ahead of time. */
         u->flags &= (uint8_t)~UF_GRACE;
-        /* The offline delay ends at the same ver on every node (offline_ver). */
-        u->off_ver = offline_ver(m, u);
-        if (u->off_ver > u->timer_ver) u->timer_ver = u->off_ver;
-        observe_upto_now(m, u->off_ver, now);
         pd__mark_dirty(m, u);
         break;
     }
@@ -783,10 +718,12 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     }
 }
 
+/* Kept with the register's value (pd__register_ops sends it), not in the
+ * floor: a node that expired a value another node had replaced in time
+ * drops the term with the value, and agrees again. */
 void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at) {
-    uint64_t v = (uint64_t)expires_at << 16;
-    if (v > u->timer_ver) u->timer_ver = v;
-    pd__hlc_observe(m, v, m->now);
+    u->expired_at = expires_at;
+    pd__hlc_observe(m, (uint64_t)expires_at << 16, m->now);
 }
 
 void pd_model_tick(pd_model *m, uint64_t now) {
