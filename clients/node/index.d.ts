@@ -61,6 +61,13 @@ export interface PresenceState {
   ver: bigint;
   /** True for the state from the watch's first `get`. */
   initial: boolean;
+  /** Freshness of a `get` answer (docs/protocol.md section 4): the time
+   * (ms since the epoch) up to which the answering node was caught up with
+   * its peers; 0 in a change, or from a node that does not say. */
+  asOf: number;
+  /** Part of this state comes from a node not heard from lately: show
+   * "last known" rather than a sure status. */
+  stale: boolean;
 }
 
 export interface UserEntry extends PresenceState {

@@ -105,13 +105,14 @@ function parseReply(data) {
 const num = (v) => (typeof v === 'bigint' ? Number(v) : typeof v === 'number' ? v : 0);
 const str = (v) => (typeof v === 'string' ? v : '');
 
-/** A state (notification or `get` entry) in the client's shape. */
-function toState(m, initial) {
+/** A state (notification or `get` entry) in the client's shape; asOf is
+ * the reply's freshness for a get entry, 0 for a notification. */
+function toState(m, initial, asOf = 0) {
   return {
     user: str(m.user), status: str(m.status), text: str(m.text), emoji: str(m.emoji),
     expiresAt: num(m.expires_at), lastSeen: num(m.last_seen),
     ver: typeof m.ver === 'bigint' ? m.ver : BigInt(Math.max(0, Math.trunc(num(m.ver)))),
-    initial,
+    initial, asOf, stale: m.stale === true,
   };
 }
 
@@ -580,10 +581,20 @@ export class PresenceClient {
    * number of live `devices`. viewer = the user gives that user's own view
    * (invisible shows); node asks that node only. */
   async get(users, { viewer, node } = {}) {
+    return (await this._get(users, viewer, node)).entries;
+  }
+
+  /** The get reply: its entries and its `as_of` (-1 when the node does not say). */
+  async _get(users, viewer, node) {
     if (!Array.isArray(users) || !users.every(isId)) throw new PresenceError('bad_argument', 'users must be an array of ids');
     const r = await this._query('get', viewer ? { users, viewer } : { users }, node);
     if (!Array.isArray(r.users)) throw new PresenceError('bad_reply', 'get: no users in the reply');
-    return r.users.map((m) => ({ ...toState(m, true), devices: num(m.devices) }));
+    const asOf = r.as_of === undefined ? -1 : num(r.as_of);
+    return {
+      asOf,
+      entries: r.users.filter((m) => m && typeof m === 'object')
+        .map((m) => ({ ...toState(m, true, Math.max(0, asOf)), devices: num(m.devices) })),
+    };
   }
 
   /** `devices` of one user: its live connections, sorted by server then conn. */
@@ -633,8 +644,20 @@ export class Watch {
       for (const u of this.users)
         this._subs.push(c.nc.subscribe(`${c.prefix}.user.${u}`, { callback: (err, msg) => { if (!err) this._note(msg.data); } }));
       await c.nc.flush(); // the subscriptions are in place before the get
-      const entries = await c.get(this.users);
-      for (const e of entries) {
+      // A node that lags the announcer could answer with a state older than
+      // notifications sent before the subscriptions were in place, and the
+      // states between would be missed: ask again until the answer's
+      // as_of reaches that time, or take the last answer after the request
+      // timeout (schemas/notifications.md#ver, as libpresence does).
+      const since = Date.now();
+      const giveUp = since + c._timeoutMs;
+      let r;
+      for (;;) {
+        r = await c._get(this.users);
+        if (r.asOf < 0 || r.asOf >= since || Date.now() >= giveUp || this._stopped) break;
+        await sleep(20);
+      }
+      for (const e of r.entries) {
         const { devices, ...st } = e;
         void devices;
         this._report(st, true);

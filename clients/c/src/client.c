@@ -37,7 +37,8 @@ struct presence_client {
     pthread_cond_t wake, idle;
     pthread_t worker;
     natsConnection *nc;
-    natsSubscription *inbox_sub, *resync_sub;
+    natsSubscription *inbox_sub;
+    natsSubscription **resync_subs; /* one per node, made when the client first uses it */
     char inbox[64];
     char *server, *prefix;
     char **nodes;
@@ -337,6 +338,20 @@ static void on_resync(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
     natsMsg_Destroy(msg);
 }
 
+/* Listens on <prefix>.resync.<current node>, once per node: a socket
+ * server's NATS role may allow its own node's subject only
+ * (deploy/nats-accounts.conf), so no wildcard. A subscription is kept
+ * until the client ends (no unsubscribe while a message may be in
+ * delivery, nats.c#637); on_resync acts for the current node only. */
+static natsStatus listen_resync(presence_client *c)
+{
+    if (c->resync_subs[c->cur])
+        return NATS_OK;
+    char subj[300];
+    snprintf(subj, sizeof subj, "%s.resync.%s", c->prefix, c->nodes[c->cur]);
+    return natsConnection_Subscribe(&c->resync_subs[c->cur], c->nc, subj, on_resync, c);
+}
+
 /* ---- worker (mu held unless said) ---- */
 
 /* Moves to the next node: every unanswered batch goes back to the queue,
@@ -356,6 +371,9 @@ static void fail_over(presence_client *c)
     c->failover = false;
     c->need_sync = true;
     c->st.failovers++;
+    /* Failing, the sync goes anyway; only the new node's later resync
+     * requests would go unheard. */
+    (void)listen_resync(c);
 }
 
 /* Takes up to batch_max queued events, publishes them as one batch. */
@@ -576,6 +594,7 @@ static void free_fields(presence_client *c)
     for (size_t i = 0; c->nodes && i < c->n_nodes; i++)
         free(c->nodes[i]);
     free(c->nodes);
+    free(c->resync_subs);
     free(c->server);
     free(c->prefix);
     free(c->q);
@@ -590,8 +609,9 @@ static presence_client *client_alloc(const presence_opts *o)
     c->server = strdup(o->server_id);
     c->prefix = strdup(o->subject_prefix && *o->subject_prefix ? o->subject_prefix : "presence");
     c->nodes = calloc(o->n_nodes, sizeof *c->nodes);
+    c->resync_subs = calloc(o->n_nodes, sizeof *c->resync_subs);
     c->n_nodes = o->n_nodes;
-    bool ok = c->server && c->prefix && c->nodes;
+    bool ok = c->server && c->prefix && c->nodes && c->resync_subs;
     for (size_t i = 0; ok && i < o->n_nodes; i++)
         ok = ok_id(o->nodes[i]) && (c->nodes[i] = strdup(o->nodes[i])) != NULL;
     if (!ok) {
@@ -638,11 +658,7 @@ static natsStatus nats_setup(presence_client *c, const presence_opts *o)
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(c->inbox_sub, -1, -1);
     if (s == NATS_OK)
-    {
-        char subj[160];
-        snprintf(subj, sizeof subj, "%s.resync.*", c->prefix);
-        s = natsConnection_Subscribe(&c->resync_sub, c->nc, subj, on_resync, c);
-    }
+        s = listen_resync(c);
     if (s == NATS_OK)
         s = natsConnection_Flush(c->nc);
     natsInbox_Destroy(inbox);
@@ -652,14 +668,16 @@ static natsStatus nats_setup(presence_client *c, const presence_opts *o)
 
 static void nats_teardown(presence_client *c)
 {
-    natsSubscription *subs[2] = {c->inbox_sub, c->resync_sub};
-    for (int i = 0; i < 2; i++)
-        if (subs[i] && natsSubscription_Drain(subs[i]) == NATS_OK)
-            natsSubscription_WaitForDrainCompletion(subs[i], 2000);
+    if (c->inbox_sub && natsSubscription_Drain(c->inbox_sub) == NATS_OK)
+        natsSubscription_WaitForDrainCompletion(c->inbox_sub, 2000);
+    for (size_t i = 0; c->resync_subs && i < c->n_nodes; i++)
+        if (c->resync_subs[i] && natsSubscription_Drain(c->resync_subs[i]) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(c->resync_subs[i], 2000);
     if (c->nc)
         natsConnection_Close(c->nc);
-    for (int i = 0; i < 2; i++)
-        natsSubscription_Destroy(subs[i]);
+    natsSubscription_Destroy(c->inbox_sub);
+    for (size_t i = 0; c->resync_subs && i < c->n_nodes; i++)
+        natsSubscription_Destroy(c->resync_subs[i]);
     natsConnection_Destroy(c->nc);
 }
 

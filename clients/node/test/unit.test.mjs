@@ -162,3 +162,24 @@ test('ids that would make a wildcard or an empty subject token are refused', asy
   assert.equal(nc.subs.filter((s) => s.subject.startsWith('presence.user.')).length, 0, 'nothing subscribed');
   await pc.close();
 });
+
+test('watch: a get answered by a lagging node (as_of before the subscription) is asked again', async () => {
+  let gets = 0;
+  const st = (ver, status) => ({ user: 'bob', status, text: '', emoji: '', expires_at: 0, last_seen: 0, ts: 1, ver, devices: 1 });
+  const nc = fakeNc((subj) => {
+    if (subj !== 'presence.query.get') return OK;
+    gets++;
+    if (gets === 1) return { users: [st(10, 'online')], as_of: 1 }; // behind: asked again
+    return { users: [{ ...st(12, 'busy'), stale: true }], as_of: Date.now() + 1000 };
+  });
+  const pc = await createClient({ nc });
+  const seen = [];
+  await pc.watch(['bob'], (s) => seen.push(s));
+  assert.equal(gets, 2);
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].status, 'busy');
+  assert.equal(seen[0].ver, 12n);
+  assert.equal(seen[0].stale, true);
+  assert.ok(seen[0].asOf > 1);
+  await pc.close();
+});

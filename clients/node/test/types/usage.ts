@@ -29,7 +29,7 @@ async function main(): Promise<void> {
   const devs: DeviceEntry[] = await pc.devices('alice');
   const w: Watch = await pc.watch(['bob', 'carol'], (s: PresenceState) => {
     const v: bigint = s.ver;
-    console.log(s.user, s.status, s.text, s.emoji, s.expiresAt, s.lastSeen, v, s.initial);
+    console.log(s.user, s.status, s.text, s.emoji, s.expiresAt, s.lastSeen, v, s.initial, s.asOf, s.stale);
   });
   console.log(dup, i, st.batchesSent, st.eventsSent, st.syncsDone, st.syncParts, st.failovers,
     users[0].devices, devs[0]?.node, w.users.length, pc.serverId, pc.nodes, pc.prefix, pc.nc.getServer());
