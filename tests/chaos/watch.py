@@ -10,28 +10,22 @@ truth. A watcher whose connection broke (its nats-server restarted)
 missed notifications through no fault of the nodes and is left out.
 
 Opt-in, because it still fails, mostly with partitions (seeds 31 and
-41 of `chaos.py --duration 30 --watch`), and now and then without. One
-fault it found is fixed (common/model/presence.c, see
-schemas/snapshot.md):
+41 of `chaos.py --duration 30 --watch`), and now and then without. Two
+faults it found are fixed (common/model/presence.c, see
+schemas/notifications.md and schemas/snapshot.md):
   (1) a snapshot kept no offline delay: a restarted announcer restored a
       user in the delay as offline at once and never announced its
       `offline` (the peers leave it to the announcer). The delay now comes
       back from last_seen at the end of the restore
       (pd_model_restore_delays).
+  (2) the end of the offline delay takes the ver (last_seen + delay) << 16,
+      which can be larger than the claim of a reconnect made just before
+      it on another node: the announcer, whose delay ended before the
+      claim reached it, announced `offline` and then `online` with a
+      smaller ver. A return now raises the user's ver floor above that
+      offline (VER ops: at once where the delay had ended, by the owner at
+      the delay's end elsewhere; never ahead of the clock).
 What is left, as seen in those runs:
-  (2) the end of the offline delay takes the ver (last_seen + delay) << 16
-      (schemas/notifications.md, "ver", limits), which can be larger than
-      the claim of a reconnect made just before it on another node: the
-      announcer, whose delay ended before the claim reached it, announces
-      `offline` and then `online` with a smaller ver, and a watcher
-      keeping the largest ver, as the contract says, ends on `offline`.
-      A fix must give the return a ver above that offline on every node,
-      also on those that never ended the delay, without running ahead of
-      the clocks (an HLC pushed ahead lets a claim outrank the newer claim
-      of a server that moved: test_repl loses devices) and without making
-      the nodes' vers differ (test_repl compares them): raising it
-      locally on regain, or by a VER op of the claimant at last_seen +
-      delay, both broke one of the two in test_repl.
   (3) partitions: a side that takes the other for down announces
       `offline` for users still connected over there, with the ver of the
       delay's end on that side, above the ver of the state that survives
