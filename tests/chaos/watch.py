@@ -35,6 +35,13 @@ What is left, as seen in those runs:
       `offline` (or an `offline` and an `online` carry the same ver).
   (4) with a node down for long (20 s) while users it announced left,
       some users were never announced offline on one watcher.
+  (5) a node declared down: each peer decides the user's last_seen at
+      its own time and the latest wins, so the offline delay's end may be
+      numbered ((last_seen + delay) << 16) ahead of the clock of the node
+      that announces it; a return within about a node timeout after that
+      (the node back with its devices) still gets a smaller ver (the
+      return's floor is never raised ahead of the clock). Seen once in
+      seed 31 --no-partitions (12 users wrong there, several of this kind).
 The run's chaos.log lists, for the first users that differ, everything
 each watcher heard of them.
 
