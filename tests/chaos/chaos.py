@@ -282,6 +282,31 @@ class Run:
             out[nid] = compare.node_mismatches(pdwire.snapshot_user_devices(body), oracle)
         return out
 
+    def check_diff(self, seconds=10):
+        """`presencectl cluster --diff` must say the nodes agree (exit 0),
+        ver included; polled for a few seconds (a last change may still be
+        on its way). Its last output goes into the report otherwise."""
+        ctl = os.path.join(self.args.bin_dir, "presencectl")
+        out = ""
+
+        def same():
+            nonlocal out
+            try:
+                p = subprocess.run([ctl, "--server", ",".join(self.c.urls), "--timeout", "3s",
+                                    "cluster", "--diff"], capture_output=True, text=True,
+                                   timeout=60)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                out = str(e)
+                return False
+            out = (p.stdout + p.stderr).strip()
+            return p.returncode == 0
+        if not wait_for(same, seconds, step=1.0):
+            lines = out.splitlines()
+            self.problems.append("presencectl cluster --diff: the nodes differ:\n    "
+                                 + "\n    ".join(lines[:40] + (["..."] if len(lines) > 40 else [])))
+        else:
+            self.log("presencectl cluster --diff: " + (out.splitlines() or [""])[-1])
+
     def finish(self):
         for w in self.watchers:
             w.stop()
@@ -436,6 +461,8 @@ def main():
             status_bad = run.check_status(oracle)
             run.check_heard(oracle)
         node_bad = run.check_nodes(oracle, int(time.time() * 1000))
+        if conv is not None:
+            run.check_diff()
     except ClusterError as e:
         run.problems.append("setup/fault handling: %s" % e)
         code = 3
