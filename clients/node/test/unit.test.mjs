@@ -2,8 +2,10 @@
 // the test plays the node. A responder connection subscribes to the node's
 // subjects, records every request it gets (`sent`) and answers with the
 // case's `answer`; it publishes the notifications and resync requests the
-// case needs. Covered: batches with seq and partial replies, sync parts,
-// failover ordering, a sync started again, the watch's ver filter with
+// case needs; it withholds an answer where a case needs a node that hangs.
+// Covered: batches with seq and partial replies, sync parts, failover
+// ordering (on "no responders" and on no answer), resyncs heard from the
+// current node only, a sync started again, the watch's ver filter with
 // notifications racing the get, a lagging node's as_of, a throwing
 // listConns, ids that would make wildcards.
 import { test, before, after, afterEach } from 'node:test';
@@ -47,10 +49,11 @@ afterEach(async () => {
 });
 
 /** Starts the client under test on the file's nats-server, named `name`
- * so that connz can find it. */
+ * so that connz can find it. Its request timeout is long unless a case is
+ * about it: on a loaded machine a slow answer must not fail it over. */
 let clients = 0;
 async function client(opts, name = `pc${++clients}`) {
-  const pc = await createClient({ servers: url, natsOptions: { name }, ...opts });
+  const pc = await createClient({ servers: url, natsOptions: { name }, requestTimeoutMs: 20000, ...opts });
   open.push(pc);
   return pc;
 }
@@ -238,7 +241,7 @@ test('a node that does not answer a batch is failed over from; the batch goes to
   let hang = false;
   const node = await responder((subj, m) => (hang && subj === 'presence.events.n1' && m.type === 'batch' ? WITHHOLD : OK),
     ['presence.events.n1', 'presence.events.n2']);
-  const pc = await client({ nodes: ['n1', 'n2'], serverId: 's7', heartbeatMs: 600000, requestTimeoutMs: 1500 });
+  const pc = await client({ nodes: ['n1', 'n2'], serverId: 's7', heartbeatMs: 600000, requestTimeoutMs: 2000 });
   await pc.flush(10000);
   hang = true;
   const r = await pc.connect('c9', 'u9', 'web');
