@@ -49,6 +49,12 @@ NATS_SERVICES = ["nats1", "nats2", "nats3"]
 NODE_SERVICES = ["n1", "n2", "n3"]
 REQUIRED_SERVICES = NATS_SERVICES + ["redis"] + NODE_SERVICES
 NODE_REQUIRED_ENV = ["PRESENCE_NODE_ID", "PRESENCE_NATS_URL", "PRESENCE_REDIS_URL"]
+# One-shot services (they run once and exit 0): no health check.
+ONE_SHOT_SERVICES = {"nats-auth"}
+# The secrets nats-server reads from its environment (deploy/nats-accounts.conf):
+# not presenced settings.
+NATS_SERVER_SECRETS = re.compile(r"^PRESENCE_NATS_(PASS_[A-Z0-9_]*|NKEY_WATCHER)$")
+AUTH_SCRIPT = "/usr/local/lib/presenced/compose-auth.sh"
 # What up.sh may pass that compose.yaml need not: NATS credentials.
 NATS_AUTH_SETTINGS = {"PRESENCE_NATS_USER", "PRESENCE_NATS_PASSWORD", "PRESENCE_NATS_TOKEN",
                       "PRESENCE_NATS_NKEY_SEED_FILE", "PRESENCE_NATS_CREDS_FILE"}
@@ -296,6 +302,10 @@ def check_compose_health(ctx):
     _, doc = ctx["compose"]
     services = doc["services"]
     for name, svc in services.items():
+        if name in ONE_SHOT_SERVICES:
+            if svc.get("restart") != "no":
+                fail(f"compose.yaml: the one-shot service {name} must have restart: \"no\"")
+            continue
         hc = svc.get("healthcheck") or {}
         if hc.get("disable") or not hc.get("test"):
             fail(f"compose.yaml: service {name} has no health check")
@@ -399,7 +409,8 @@ def check_compose_known_settings(ctx):
     used = sorted(set(re.findall(r"PRESENCE_[A-Z0-9_]+", text)))
     # presence-dash's own settings (docs/dashboard.md) are not presenced's.
     dash = {"PRESENCE_DASH_ADDR", "PRESENCE_DASH_WEB"}
-    unknown = [v for v in used if v not in ctx["settings"] and v not in dash]
+    unknown = [v for v in used if v not in ctx["settings"] and v not in dash
+               and not NATS_SERVER_SECRETS.match(v)]
     if unknown:
         fail(f"compose.yaml uses {unknown}, which presenced --help does not list")
     return f"{len(used)} PRESENCE_* variables, all listed by presenced --help"
@@ -413,7 +424,7 @@ def check_upsh_env_in_compose(ctx):
     for name in NODE_SERVICES:
         env = service_env(doc["services"][name])
         # Credentials: up.sh makes NATS accounts with passwords of its own
-        # run; compose's NATS servers (deploy/nats-server.conf) have none.
+        # run; compose makes its own at `up` (check_compose_nats_auth).
         # up.sh gives each node its own loopback metrics port (PD_METRICS_PORT+k);
         # in compose each container has its own address (see
         # check_compose_operations for compose's metrics).
@@ -511,6 +522,71 @@ def check_env_example(ctx):
     return f"all {len(ctx['settings'])} settings of presenced --help"
 
 
+def accounts_roles():
+    """The user names of deploy/nats-accounts.conf."""
+    text = (ROOT / "deploy" / "nats-accounts.conf").read_text()
+    return set(re.findall(r"^\s*user:\s*([A-Za-z0-9_-]+)\s*$", text, re.M))
+
+
+def auth_role(svc):
+    """The role a service runs as through compose-auth.sh run, or None."""
+    ep = svc.get("entrypoint") or []
+    cmd = svc.get("command") or []
+    argv = (ep if isinstance(ep, list) else [ep]) + (cmd if isinstance(cmd, list) else [cmd])
+    if AUTH_SCRIPT not in argv:
+        return None
+    k = argv.index(AUTH_SCRIPT)
+    if argv[k + 1:k + 2] != ["run"] or len(argv) < k + 5:
+        return None
+    return argv[k + 3]
+
+
+def check_compose_nats_auth(ctx):
+    """NATS with the accounts of deploy/nats-accounts.conf, secrets made at
+    `up` (never in the tree), every client with a role of its own."""
+    text, doc = ctx["compose"]
+    services = doc["services"]
+    if re.search(r"PRESENCE_NATS_(PASSWORD|PASS_[A-Z0-9_]+|TOKEN)\s*[:=]\s*[\"']?[A-Za-z0-9]", text):
+        fail("compose.yaml holds a NATS password or token: secrets are made at `up`")
+    server_conf = (ROOT / "deploy" / "nats-server.conf").read_text()
+    if not re.search(r"^include \./nats-accounts\.conf$", server_conf, re.M):
+        fail("deploy/nats-server.conf does not include ./nats-accounts.conf")
+    init = services.get("nats-auth")
+    if init is None or "init" not in (init.get("command") or []):
+        fail("compose.yaml: no one-shot service nats-auth running compose-auth.sh init")
+    roles = accounts_roles()
+    for name in NATS_SERVICES:
+        svc = services[name]
+        mounts = [str(v) for v in svc.get("volumes") or []]
+        if not any(m.startswith("./deploy/nats-accounts.conf:/etc/nats/nats-accounts.conf")
+                   for m in mounts):
+            fail(f"compose.yaml: {name} does not mount deploy/nats-accounts.conf next to "
+                 f"its nats-server.conf")
+        if auth_role(svc) != "nats":
+            fail(f"compose.yaml: {name} does not start through compose-auth.sh run ... nats")
+        dep = svc.get("depends_on") or {}
+        if (dep.get("nats-auth") or {}).get("condition") != "service_completed_successfully":
+            fail(f"compose.yaml: {name} does not wait for nats-auth to complete")
+    want = {n: n for n in NODE_SERVICES}
+    want.update({"dash": "dashboard"})
+    for name, svc in services.items():
+        if name in NATS_SERVICES or name in ONE_SHOT_SERVICES:
+            continue
+        env = service_env(svc)
+        if "PRESENCE_NATS_URL" not in env and name not in want:
+            continue
+        role = auth_role(svc)
+        if role is None:
+            fail(f"compose.yaml: {name} talks to NATS without credentials")
+        if role not in roles:
+            fail(f"compose.yaml: {name} runs as {role!r}, not a user of deploy/nats-accounts.conf")
+        if name in want and role != want[name]:
+            fail(f"compose.yaml: {name} runs as {role!r}, expected {want[name]!r}")
+    return (f"NATS servers include deploy/nats-accounts.conf; secrets made by nats-auth at up; "
+            f"clients: " + ", ".join(f"{n} as {auth_role(services[n])}" for n in services
+                                     if auth_role(services[n]) and n not in NATS_SERVICES))
+
+
 CHECKS = [
     ("compose services", check_compose_services),
     ("compose health checks and order", check_compose_health),
@@ -518,6 +594,7 @@ CHECKS = [
     ("compose operations", check_compose_operations),
     ("compose settings known to presenced", check_compose_known_settings),
     ("up.sh settings in compose", check_upsh_env_in_compose),
+    ("compose NATS authentication", check_compose_nats_auth),
     ("Dockerfile cmake options", check_dockerfile_cmake),
     ("Dockerfile packages", check_dockerfile_packages),
     ("Dockerfile runtime stage", check_dockerfile_runtime),

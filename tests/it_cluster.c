@@ -397,7 +397,8 @@ Test(cluster, two_hundred_users_one_notification_each) {
     cr_assert(H_POLL(everywhere(wv, N), 10000), "200 connects do not converge");
     barrier();
     for (int i = 0; i < N; i++) {
-        cr_assert_eq(h_watch_count(w, names[i]), 1, "notifications for %s", names[i]);
+        cr_assert_eq(h_watch_count(w, names[i]), 1, "%d notifications for %s",
+                     h_watch_count(w, names[i]), names[i]);
         cr_assert_eq(h_watch_last_status(w, names[i]), PD_PUB_ONLINE);
     }
 

@@ -34,6 +34,7 @@
  * and a late reply that must not mix with the retry's; and one regression
  * test for each bug the property tests found (at the end). */
 #include "base/alloc.h"
+#include "base/ids.h"
 #include "repl_world.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -302,6 +303,101 @@ Test(repl, delta_count_that_contradicts_the_vector_clock_is_refetched) {
     world_free(&w);
 }
 
+/* ---- announcing falls back when the chosen announcer is not heard announcing ---- */
+
+static uint64_t rv_score(const char *node, const char *user) {
+    char buf[2 * PD_ID_MAX + 2];
+    int k = snprintf(buf, sizeof buf, "%s\n%s", node, user);
+    return pd_hash(buf, (size_t)k);
+}
+
+/* A made-up node fake that says `ready` and follows every real node. */
+static void fake_heartbeat(world *w, const char *fake, uint64_t inc) {
+    sim *s = &w->s;
+    pd_heartbeat hb = {.node = pd_str_c(fake), .inc = inc, .ready = true, .wall = s->now};
+    hb.vc[hb.nvc++] = (pd_vc_entry){pd_str_c(fake), inc, 0};
+    for (int i = 0; i < NREP; i++) hb.vc[hb.nvc++] = (pd_vc_entry){pd_str_c(NODE[i]), s->inc[i], 0};
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pd_heartbeat_encode(&sb, &hb);
+    for (int i = 0; i < NREP; i++) {
+        pd_err err;
+        cr_assert_eq(pd_repl_on_heartbeat_from(s->r[i], pd_str_c(fake), sb.data, sb.size, s->now,
+                                               &err), PD_OK, "%s", err.msg);
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void status_of(world *w, int user, pd_chosen st) {
+    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c(USER[user]), .status = st};
+    world_event(w, 0, &ev);
+    sim_flush_all(&w->s);
+    sim_deliver_all(&w->s);
+}
+
+Test(repl, silent_ready_node_is_left_out_of_the_announcers) {
+    world w;
+    three_nodes_with_devices(&w);
+    sim *s = &w.s;
+    /* A fake id that would be the announcer of some user u. */
+    char fake[16] = "";
+    int u = -1;
+    for (int f = 0; f < 100 && u < 0; f++) {
+        snprintf(fake, sizeof fake, "fake%d", f);
+        for (int k = 0; k < 3 && u < 0; k++) { /* u0..u2 are online */
+            bool top = true;
+            for (int i = 0; i < NREP; i++) top &= rv_score(fake, USER[k]) > rv_score(NODE[i], USER[k]);
+            if (top) u = k;
+        }
+    }
+    cr_assert_geq(u, 0);
+    uint64_t inc = s->now - 1000;
+    fake_heartbeat(&w, fake, inc);
+    for (int i = 0; i < NREP; i++)
+        cr_assert_not(pd_notifier_is_announcer(pd_repl_notifier(s->r[i]), pd_str_c(USER[u])),
+                      "%s did not count %s as %s's announcer", NODE[i], fake, USER[u]);
+    /* u changes; nobody real announces it yet. */
+    size_t busy0 = notes_of(&w, USER[u], PD_PUB_BUSY), away0 = notes_of(&w, USER[u], PD_PUB_AWAY);
+    status_of(&w, u, PD_CHOSEN_AWAY);
+    status_of(&w, u, PD_CHOSEN_BUSY);
+    status_of(&w, u, PD_CHOSEN_AWAY);
+    cr_expect_eq(notes_of(&w, USER[u], PD_PUB_AWAY), away0, "announced though the fake had it");
+    /* Rounds past the node timeout: the fake's heartbeats show no
+     * notification published. */
+    for (int round = 0; round < 6; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        fake_heartbeat(&w, fake, inc);
+        sim_deliver_all(s);
+    }
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_expect_eq(st.announcers_muted, 1u, "%s left the fake out %llu times", NODE[i],
+                     (unsigned long long)st.announcers_muted);
+    }
+    cr_expect_eq(notes_of(&w, USER[u], PD_PUB_AWAY), away0 + 1,
+                 "%s's last change announced %zu times after the fallback", USER[u],
+                 notes_of(&w, USER[u], PD_PUB_AWAY) - away0);
+    /* Steady state: the fake still heartbeats; each change is announced once. */
+    status_of(&w, u, PD_CHOSEN_BUSY);
+    for (int round = 0; round < 3; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        fake_heartbeat(&w, fake, inc);
+        sim_deliver_all(s);
+    }
+    cr_expect_eq(notes_of(&w, USER[u], PD_PUB_BUSY), busy0 + 1, "busy announced %zu times",
+                 notes_of(&w, USER[u], PD_PUB_BUSY) - busy0);
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_expect_eq(st.announcers_muted, 1u, "%s", NODE[i]);
+    }
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
 Test(repl, restarted_node_that_does_not_come_back_goes_offline) {
     world w;
     three_nodes_with_devices(&w);
@@ -421,6 +517,12 @@ static void run_notification_scenario(uint64_t seed, int steps, size_t *total) {
         expect_same_notes(&w, &seen, &oseen, "event");
     }
     compare_replicas(&w, true);
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        REQUIRE(st.announcers_muted == 0, "seed %llu: %s left a real node out of the announcers",
+                (unsigned long long)seed, NODE[i]);
+    }
     *total += w.nonotes;
     world_free(&w);
 }

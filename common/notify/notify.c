@@ -134,6 +134,23 @@ bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user) {
     return announcer(nf, user, false);
 }
 
+void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
+    pd_str best_id = {nf->self, nf->self_n};
+    uint64_t best = score(best_id, user);
+    for (uint32_t i = 0; i < nf->npeers; i++) {
+        const member *p = &nf->peers[i];
+        if (!p->announcing) continue;
+        pd_str id = {p->id, p->id_n};
+        uint64_t s = score(id, user);
+        /* ties: the larger id, as announcer() */
+        if (s > best || (s == best && strcmp(p->id, best_id.p) > 0)) {
+            best = s;
+            best_id = id;
+        }
+    }
+    *who = best_id;
+}
+
 /* ---- out: the gate, then the publish callback --------------------------------------- */
 
 static void announce(pd_notifier *nf, const pd_view *v, uint64_t now) {

@@ -117,6 +117,9 @@ bool pd_notifier_announcing(const pd_notifier *nf);
 void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
 /* True if this node announces user's changes under the current set. */
 bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user);
+/* The node that announces user's changes under the current set (this node
+ * or a peer): *who is valid until the next membership call. */
+void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who);
 
 /* Publishes the held views whose coalescing interval ended by now. */
 void pd_notifier_tick(pd_notifier *nf, uint64_t now);

@@ -27,6 +27,8 @@
 #define SERVING_MAX 16
 /* State transfers served per requester per sync interval. */
 #define SERVE_PER_INTERVAL 4
+/* Changes a peer must owe, unannounced, before it is taken for silent. */
+#define OWED_MIN 3
 
 typedef struct {
     uint64_t seq;
@@ -45,6 +47,13 @@ typedef struct {
      * held, waiting for the deltas or the transfer (behind_at 0: none). */
     uint64_t last_heard, fresh_at, behind_at, behind_seq;
     bool heard, alive, ready;   /* ready: caught up and announcing */
+    bool suspected;             /* alive, silent past the node timeout */
+    /* Our own delta count as its last heartbeat showed it (this life of
+     * ours): a lower one later means it dropped our devices, taking us for
+     * down while we did not take it so (a one-way or flapping link). */
+    uint64_t shown_self_seq;
+    bool dropped_us;            /* ... and has not shown all of them again yet, */
+    uint64_t dropped_seq;       /* ... that is, our count when we noticed */
     bool follows;               /* its last heartbeat holds our current incarnation */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
@@ -69,6 +78,14 @@ typedef struct {
      * its own that we hold as applied although it was sent after that
      * heartbeat is a count we were lied to about (on_delta). */
     uint64_t hb_seq, synced_at;
+    /* Is it heard announcing? Its heartbeats carry how many notifications
+     * it published (ann); changes it was the announcer of here since that
+     * count last moved (owed, the first at owed_since). An incarnation
+     * that owes several and whose count does not move leaves the
+     * announcer set (muted_inc). */
+    uint64_t ann, owed_since, muted_inc;
+    uint32_t owed;
+    bool ann_known;
     /* The incarnation that said it is leaving; one that then heartbeats
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
@@ -110,6 +127,7 @@ struct pd_repl {
         uint64_t inc, last_hb;
     } forgotten[FORGOTTEN_MAX];
     uint32_t nforgotten;
+    uint64_t published;         /* notifications handed to io.publish */
     pd_repl_stats stats;
     pd_ratelimit refuse_log;
     struct serving *serving[SERVING_MAX]; /* transfers served in slices */
@@ -120,6 +138,11 @@ struct pd_repl {
 static inline pd_str S(const char *s) { return pd_str_c(s); }
 static inline pd_str peer_id(const peer *p) { return (pd_str){p->id, p->id_n}; }
 static inline uint64_t sync_timeout(const pd_repl *r) { return 3 * r->cfg.sync_interval_ms + 1000; }
+/* The silence after which a peer is declared down: the node timeout, then
+ * the suspicion period. */
+static inline uint64_t down_after(const pd_repl *r) {
+    return r->cfg.node_timeout_ms + r->cfg.suspicion_ms;
+}
 
 uint64_t repl__skew(const pd_repl *r);
 bool repl__ms_ahead(const pd_repl *r, uint64_t ms, uint64_t now);

@@ -8,7 +8,9 @@ Debian's podman and podman-compose (no Docker engine, no image registry).
      cached by podman, so an unchanged tree rebuilds in seconds);
   3. `podman-compose up` of compose.yaml under a project name of its own,
      with the published host ports moved to free ports (tests/freeport.py)
-     and the project image under a tag of this run;
+     and the project image under a tag of this run; NATS refuses a client
+     without credentials, and the host's presencectl takes the admin role's
+     from the volume nats-auth (the watcher, the watchers' NKey);
   4. checks from the host through the published ports: three nodes alive in
      `presencectl cluster`; every health check of compose.yaml passes
      (`podman healthcheck run`); Prometheus scrapes every node; a user
@@ -52,6 +54,10 @@ PROJECT_PREFIX = "pdcompose"
 NODES = ["n1", "n2", "n3"]
 NATS = ["nats1", "nats2", "nats3"]
 SERVICES = NATS + ["redis"] + NODES + ["prometheus", "dash"]
+# Started too: the one-shot service that makes the NATS credentials (no
+# health check: it exits once done).
+UP_SERVICES = ["nats-auth"] + SERVICES
+AUTH_DIR = "/run/presence-auth"  # compose.yaml's volume nats-auth
 PORT_VARS = ["PD_COMPOSE_NATS1_PORT", "PD_COMPOSE_NATS2_PORT", "PD_COMPOSE_NATS3_PORT",
              "PD_COMPOSE_N1_METRICS_PORT", "PD_COMPOSE_N2_METRICS_PORT",
              "PD_COMPOSE_N3_METRICS_PORT", "PD_COMPOSE_PROMETHEUS_PORT", "PD_COMPOSE_DASH_PORT"]
@@ -130,6 +136,7 @@ class Project:
         self.env.update({k: str(v) for k, v in self.ports.items()})
         self.env["PRESENCED_IMAGE"] = self.image
         self.up_started = False
+        self.watcher_seed = None
 
     def url(self, i):
         return f"nats://127.0.0.1:{self.ports[PORT_VARS[i]]}"
@@ -178,6 +185,8 @@ class Project:
                 self.untag(f"localhost/presenced:{PROJECT_PREFIX}{pid}")
 
     def teardown(self):
+        if self.watcher_seed:
+            self.watcher_seed.unlink(missing_ok=True)
         if self.up_started:
             log("tearing down")
             self.compose("down", "-v", "-t", "10", check=False, timeout=180)
@@ -258,6 +267,37 @@ def get_user(prj, user, server):
 
 # ---- the checks -------------------------------------------------------------------------
 
+def read_role(prj, role):
+    """{VAR: value} of a role's file in the volume nats-auth, read in n1."""
+    p = prj.podman("exec", prj.container("n1"), "cat", f"{AUTH_DIR}/{role}.env", check=False,
+                   quiet=True)
+    if p.returncode != 0:
+        return None
+    return dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+
+
+def check_credentials(prj):
+    """NATS asks for credentials (made by nats-auth at `up`, in no file of
+    the tree); from here on presencectl on the host is the role admin."""
+    admin = poll("the admin role's credentials in the volume nats-auth",
+                 lambda: read_role(prj, "admin"), 120, every=1)
+    if admin.get("PRESENCE_NATS_USER") != "admin" or len(admin.get("PRESENCE_NATS_PASSWORD", "")) < 20:
+        raise Failed(f"admin.env holds {sorted(admin)}")
+    seed = prj.podman("exec", prj.container("n1"), "cat", f"{AUTH_DIR}/watcher.nk").stdout.strip()
+    if not seed.startswith("SU"):
+        raise Failed("watcher.nk is not a user NKey seed")
+    prj.watcher_seed = Path(f"/tmp/{prj.name}-watcher.nk")
+    prj.watcher_seed.touch(mode=0o600)
+    prj.watcher_seed.write_text(seed + "\n")
+
+    def refused():
+        p = prj.ctl("cluster", check=False)
+        return p.returncode != 0 and "Violation" in p.stderr  # nats.c: "Authentication Violation"
+    poll("a client without credentials refused", refused, 120, every=1)
+    prj.env.update(admin)
+    log("ok: NATS refuses a client without credentials; presencectl is admin from here on")
+
+
 def check_up(prj):
     log("waiting for three nodes alive, asked through each NATS server's published port")
     for i in range(3):
@@ -312,8 +352,12 @@ def check_user_everywhere(prj):
 
 
 def check_watcher(prj):
-    w = subprocess.Popen([prj.args.ctl, "--server", prj.url(1), "--json", "watch", "alice",
-                          "--count", "1"], env=prj.env, stdout=subprocess.PIPE,
+    # As a watcher, by the NKey made at `up` (the role may read only).
+    wenv = {k: v for k, v in prj.env.items()
+            if k not in ("PRESENCE_NATS_USER", "PRESENCE_NATS_PASSWORD")}
+    w = subprocess.Popen([prj.args.ctl, "--server", prj.url(1), "--nkey", str(prj.watcher_seed),
+                          "--json", "watch", "alice", "--count", "1"], env=wenv,
+                         stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         if "watching" not in w.stderr.readline():
@@ -476,7 +520,8 @@ def main():
         prj.up_started = True
         # Naming the services leaves out the profile "sim" service, which
         # podman-compose 1.0.3 would start (it knows no profiles).
-        prj.compose("up", "-d", "--no-build", *SERVICES, timeout=300)
+        prj.compose("up", "-d", "--no-build", *UP_SERVICES, timeout=300)
+        check_credentials(prj)
         check_up(prj)
         check_health(prj)
         check_prometheus(prj)
