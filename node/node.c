@@ -237,6 +237,7 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
     pd_repl_cfg rc = {
         .sync_interval_ms = cfg->sync_interval_ms,
         .node_timeout_ms = cfg->node_timeout_ms,
+        .suspicion_ms = cfg->suspicion_ms,
         .inc = n->started_at,
         .max_msg_bytes = (size_t)cfg->max_msg_bytes,
         .max_clock_skew_ms = cfg->max_clock_skew_ms,

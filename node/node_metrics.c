@@ -303,6 +303,10 @@ static void render(pd_node *n, textbuf *b) {
     counter(b, "presenced_announcers_muted_total",
             "peers that said ready but were not heard announcing: left out of the announcers",
             rs.announcers_muted);
+    counter(b, "presenced_peer_suspicions_total",
+            "peers suspected (silent past the node timeout)", rs.suspicions);
+    counter(b, "presenced_peer_suspicions_cleared_total",
+            "suspected peers heard again before being declared down", rs.suspicions_cleared);
     gauge(b, "presenced_ready", "1 once caught up and announcing", pd_repl_ready(n->repl));
     family(b, "presenced_refused_total", "counter",
            "messages from other nodes dropped unapplied, by reason (docs/failure-modes.md)");

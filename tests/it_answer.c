@@ -2,9 +2,12 @@
  * burst of connects, disconnects, statuses, custom statuses, meta and
  * activity sent through all three, a node restart, and then every query
  * asked of every node through its own subject P.query.<kind>.<node> must
- * give byte-identical answers (get, public and self views; devices; every
- * online page), and the cluster reply's users and devices must agree.
- * presencectl cluster --diff must then say so (exit 0).
+ * give byte-identical answers (get, public and self views, `ver` included;
+ * devices; every online page), and the cluster reply's users and devices
+ * must agree. presencectl cluster --diff must then say so (exit 0). The
+ * same after a node that missed deltas caught up by state transfer (the
+ * stream purged, so that the peers are its only source), and after a node
+ * declared down (paused past the node timeout) came back.
  *
  * Also: a devices answer larger than the NATS max payload is refused with
  * too_large (a nats-server with a small max_payload), and a per-node
@@ -85,11 +88,8 @@ static char *ask(int node, const char *kind, const msgpack_sbuffer *q, size_t *l
 static char users[NUSERS][16];
 
 /* A reply without its freshness (as_of, stale: each node's own, by
- * nature) and, for get, with every entry's `ver` set to 0, re-encoded
- * (malloc'd; the input is freed). ver is equal across nodes that applied
- * the same writes, but a node rebuilt from its snapshot does not know the
- * versions of past removals (schemas/notifications.md, "ver", limits):
- * the views, not their versions, must agree here. */
+ * nature), re-encoded (malloc'd; the input is freed). Everything else,
+ * get's `ver` included, must be the same bytes from every node. */
 static char *comparable(char *r, size_t *len, bool get) {
     mp_reader rd;
     uint32_t k;
@@ -109,7 +109,6 @@ static char *comparable(char *r, size_t *len, bool get) {
                 msgpack_sbuffer_destroy(&sb);
                 return r;
             }
-            v.ver = 0;
             v.stale = false;
             pd_get_reply_user(&pk, &v);
         }
@@ -347,6 +346,116 @@ Test(answer, every_node_answers_the_same_after_a_burst_and_a_restart) {
              PRESENCECTL_BIN, ns.url);
     rc = system(cmd);
     cr_expect(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "--node n9: exit %d", WEXITSTATUS(rc));
+}
+
+/* Changes sent only through the nodes other than `down`: statuses,
+ * custom statuses, new devices, and disconnects of devices those nodes
+ * own. */
+static void changes_without(int down, int round) {
+    char conn[32], server[32];
+    int live[2], k = 0;
+    for (int i = 0; i < NNODES; i++) if (i != down) live[k++] = i;
+    for (int i = 0; i < NUSERS; i++) {
+        int via = live[(i + round) % 2];
+        if (i % 6 == round % 6)
+            send_ok(via, h_ev_status(users[i], round % 2 ? PD_CHOSEN_AWAY : PD_CHOSEN_AUTO));
+        if (i % 6 == (round + 3) % 6) send_ok(via, h_ev_custom(users[i], "away a bit", "", 0));
+        if (i % 5 == round % 5) {
+            snprintf(server, sizeof server, "ws-%s", ids[via]);
+            snprintf(conn, sizeof conn, "c%02dr%d", i, round);
+            send_ok(via, h_ev_connect(server, conn, users[i], "tablet"));
+        }
+        int owner = i % NNODES;
+        if (owner != down && i % 4 == 0 && round == 0) {
+            snprintf(server, sizeof server, "ws-%s", ids[owner]);
+            snprintf(conn, sizeof conn, "c%02da", i);
+            send_ok(owner, h_ev_conn(PD_EV_DISCONNECT, server, conn));
+        }
+    }
+}
+
+/* `presencectl cluster --diff` exits 0 and says "no difference". */
+static void expect_no_diff(const char *when) {
+    char cmd[512], out[300];
+    snprintf(out, sizeof out, "%s/diff-%s.out", ns.dir, when);
+    snprintf(cmd, sizeof cmd, "%s --server %s cluster --diff > %s 2>&1", PRESENCECTL_BIN, ns.url,
+             out);
+    int rc = system(cmd);
+    cr_expect(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "%s: cluster --diff exit %d (see %s)", when,
+              WEXITSTATUS(rc), out);
+    cr_expect(h_log_contains(out, "no difference"), "%s: see %s", when, out);
+}
+
+Test(answer, a_node_that_missed_deltas_answers_the_same_after_a_transfer) {
+    env[9] = "PRESENCE_METRICS_ADDR=127.0.0.1:0";
+    env[10] = NULL;
+    for (int i = 0; i < NNODES; i++) h_node_start(&nodes[i], &ns, ids[i], env);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, NNODES, 6), 5000), "nodes do not see each other");
+    burst();
+    char why[256] = "";
+    cr_assert(H_POLL(all_same(why, sizeof why), 10000), "after the burst: %s", why);
+    h_sleep_ms(400); /* a snapshot of n3 that holds the burst */
+    int st = h_node_stop(&nodes[2], SIGKILL);
+    cr_assert(WIFSIGNALED(st), "n3 status %d", st);
+    /* n3 misses these, and the stream is purged: its snapshot is older,
+     * so only its peers' state transfers can bring them. */
+    changes_without(2, 0);
+    changes_without(2, 1);
+    natsMsg *m = NULL;
+    cr_assert_eq(natsConnection_RequestString(&m, nc, "$JS.API.STREAM.PURGE.PRESENCE_DELTAS", "{}",
+                                              3000),
+                 NATS_OK, "purging the stream");
+    cr_assert(strstr(natsMsg_GetData(m), "\"success\":true") != NULL, "purge: %s",
+              natsMsg_GetData(m));
+    natsMsg_Destroy(m);
+    h_node_restart(&nodes[2], &ns, env);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, NNODES, 6), 5000), "n3 is not back");
+    cr_assert(H_POLL(all_same(why, sizeof why), 15000), "after n3's transfers: %s", why);
+    h_sleep_ms(2 * SYNC_MS);
+    cr_assert(all_same(why, sizeof why), "later: %s", why);
+    /* It did come by state transfer. */
+    static char body[65536];
+    double done = 0;
+    int port = h_metrics_port(nodes[2].log);
+    cr_assert(port > 0 && h_http_get(port, "/metrics", body, sizeof body) == 200);
+    cr_assert(h_metric_sample(body, "presenced_catchups_total", &done));
+    cr_expect_geq(done, 1, "n3 completed %.0f state transfers", done);
+    /* The changes n3 missed are in its answers. */
+    pd_view v;
+    char text[H_TEXT_CAP];
+    h_query_node("n3");
+    cr_assert(h_get(nc, users[3], NULL, &v, text, sizeof text));
+    h_query_node(NULL);
+    cr_expect_str_eq(text, "away a bit");
+    expect_no_diff("transfer");
+}
+
+Test(answer, a_node_declared_down_and_back_answers_the_same) {
+    for (int i = 0; i < NNODES; i++) h_node_start(&nodes[i], &ns, ids[i], env);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, NNODES, 6), 5000), "nodes do not see each other");
+    burst();
+    char why[256] = "";
+    cr_assert(H_POLL(all_same(why, sizeof why), 10000), "after the burst: %s", why);
+    /* n3 frozen past the node timeout (600 ms) and the offline delay
+     * (300 ms): n1 and n2 drop its devices, its users go offline there,
+     * then it comes back in the same life with its devices. */
+    long from = h_log_size(nodes[0].log);
+    h_node_pause(&nodes[2]);
+    changes_without(2, 0);
+    cr_assert(H_POLL(h_log_contains_from(nodes[0].log, from, "node n3 is down"), 5000),
+              "n1 did not declare n3 down");
+    h_sleep_ms(400); /* past the offline delay of n3's users on n1 and n2 */
+    h_node_resume(&nodes[2]);
+    cr_assert(H_POLL(h_cluster_all_alive(nc, ids, NNODES, 6), 5000), "n3 is not back");
+    cr_assert(H_POLL(all_same(why, sizeof why), 15000), "after n3 came back: %s", why);
+    h_sleep_ms(2 * SYNC_MS);
+    cr_assert(all_same(why, sizeof why), "later: %s", why);
+    /* n3's devices are back everywhere: u02's only device is n3's. */
+    pd_view v;
+    char text[H_TEXT_CAP];
+    cr_assert(h_get(nc, users[2], NULL, &v, text, sizeof text));
+    cr_expect(v.devices >= 1, "u02 has %u devices", v.devices);
+    expect_no_diff("down-and-back");
 }
 
 /* ---- cluster --diff on nodes that differ ------------------------------------------------- */

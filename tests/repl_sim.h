@@ -212,7 +212,8 @@ static inline size_t sim_eligible(const sim *s, size_t k) {
 
 /* Prints ops as " ADD(s0/c1 u2 claim=...)" and so on. */
 static inline void sim_trace_ops(const pd_ops *ops) {
-    static const char *const K[] = {"ADD", "REMOVE", "STATE", "CHOSEN", "CUSTOM", "SEEN", "SYNCED"};
+    static const char *const K[] = {"ADD", "REMOVE", "STATE", "CHOSEN", "CUSTOM", "SEEN", "SYNCED",
+                                    "VER"};
     pd_ops_iter it;
     pd_op op;
     pd_ops_iter_init(&it, ops);
@@ -221,9 +222,10 @@ static inline void sim_trace_ops(const pd_ops *ops) {
             fprintf(stderr, " SYNCED(%.*s hlc=%llu)", (int)op.server.n, op.server.p,
                     (unsigned long long)op.hlc);
         else if (op.kind <= PD_OP_STATE)
-            fprintf(stderr, " %s(%.*s/%.*s %.*s st=%d hlc=%llu)", K[op.kind], (int)op.server.n,
-                    op.server.p, (int)op.conn.n, op.conn.p, (int)op.user.n, op.user.p ? op.user.p : "",
-                    op.state, (unsigned long long)op.hlc);
+            fprintf(stderr, " %s(%.*s/%.*s %.*s st=%d hlc=%llu ver=%llu)", K[op.kind],
+                    (int)op.server.n, op.server.p, (int)op.conn.n, op.conn.p, (int)op.user.n,
+                    op.user.p ? op.user.p : "", op.state, (unsigned long long)op.hlc,
+                    (unsigned long long)op.ver);
         else
             fprintf(stderr, " %s(%.*s by %.*s hlc=%llu)", K[op.kind], (int)op.user.n, op.user.p,
                     (int)op.writer.n, op.writer.p, (unsigned long long)op.hlc);

@@ -309,9 +309,10 @@ static inline void view_of(const world *w, int i, int u, bool self, char *out, s
     pd_view v;
     pd_model_view(pd_repl_model(w->s.r[i]), pd_str_c(USER[u]),
                   self ? pd_str_c(USER[u]) : pd_str_c(""), &v);
-    snprintf(out, cap, "status=%d text='%.*s' emoji='%.*s' expires_at=%lld devices=%u", v.status,
-             (int)v.text.n, v.text.p ? v.text.p : "", (int)v.emoji.n, v.emoji.p ? v.emoji.p : "",
-             (long long)v.expires_at, v.devices);
+    snprintf(out, cap, "status=%d text='%.*s' emoji='%.*s' expires_at=%lld devices=%u ver=%llu",
+             v.status, (int)v.text.n, v.text.p ? v.text.p : "", (int)v.emoji.n,
+             v.emoji.p ? v.emoji.p : "", (long long)v.expires_at, v.devices,
+             (unsigned long long)v.ver);
 }
 
 /* What the socket servers hold for user u, as "server/conn/label", sorted. */

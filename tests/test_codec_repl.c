@@ -45,6 +45,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         /* fall through */
     case PD_OP_REMOVE:
         if (want->kind == PD_OP_REMOVE) cr_expect_eq(got->at, want->at);
+        if (want->kind == PD_OP_REMOVE) expect_str(got->user, want->user, "user");
         if (want->kind != PD_OP_ADD) cr_expect_eq(got->ver, want->ver);
         expect_str(got->server, want->server, "server");
         expect_str(got->conn, want->conn, "conn");
@@ -56,6 +57,7 @@ static void expect_same_op(const pd_op *got, const pd_op *want) {
         cr_expect_eq(got->expires_at, want->expires_at);
         /* fall through */
     case PD_OP_SEEN:
+    case PD_OP_VER:
     case PD_OP_CHOSEN:
         if (want->kind == PD_OP_CHOSEN) cr_expect_eq(got->chosen, want->chosen);
         if (want->kind != PD_OP_CUSTOM) cr_expect_eq(got->at, want->at);
@@ -83,6 +85,8 @@ static const pd_op OPS[] = {
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999,
      .ver = UINT64_C(1700000000999) << 16 | 2},
     {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .ver = 6},
+    {.kind = PD_OP_REMOVE, .server = S("srv-1"), .conn = S("c-1"), .hlc = 5, .at = 1700000000999,
+     .ver = 7, .user = S("alice@x.org")},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 44,
      .state = PD_DEV_IDLE, .last_active = 9, .ver = 45},
     {.kind = PD_OP_ADD, .server = S("s"), .conn = S("c"), .user = S("u"), .label = S("web"),
@@ -91,6 +95,8 @@ static const pd_op OPS[] = {
     {.kind = PD_OP_CHOSEN, .user = S("bob"), .chosen = PD_CHOSEN_INVISIBLE, .hlc = 3,
      .writer = S("node-b"), .at = 1700000000000},
     {.kind = PD_OP_SEEN, .user = S("dave"), .at = 1700000000001, .hlc = 11, .writer = S("node-a")},
+    {.kind = PD_OP_VER, .user = S("dave"), .hlc = UINT64_C(1700000000002) << 16 | 5,
+     .writer = S("node-b")},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 42,
      .state = PD_DEV_ACTIVE, .last_active = INT64_MAX},
     {.kind = PD_OP_STATE, .server = S("srv-2"), .conn = S("c:2"), .hlc = 43,
@@ -806,6 +812,42 @@ Test(codec_repl, cross_kind_decoding_is_safe) {
                               pd_status_str(s));
         }
         msg_free(&m);
+    }
+}
+
+/* The VER op and a REMOVE with its user, byte for byte as in
+ * schemas/cluster.md. */
+Test(codec_repl, ver_and_remove_with_user_match_the_schema) {
+    static const uint8_t remove_user[] = {
+        0x97, 0x01, 0xa4, 'w', 's', '-', '1', 0xa3, 'c', '-', '7', 0xcf, 0x01, 0x8b, 0xcf, 0xea,
+        0xe6, 0x40, 0x00, 0x00, 0xcf, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xeb, 0xd0, 0xa0, 0xcf, 0x01,
+        0x8b, 0xcf, 0xeb, 0xd0, 0xa0, 0x00, 0x00, 0xa5, 'a', 'l', 'i', 'c', 'e'};
+    static const uint8_t ver[] = {0x94, 0x07, 0xa5, 'a', 'l', 'i', 'c', 'e', 0xcf, 0x01, 0x8b,
+                                  0xcf, 0xeb, 0xd8, 0x70, 0x00, 0x00, 0xa6, 'n', 'o', 'd', 'e',
+                                  '-', 'b'};
+    const pd_op ops[] = {
+        {.kind = PD_OP_REMOVE, .server = S("ws-1"), .conn = S("c-7"),
+         .hlc = UINT64_C(1700000360000) << 16, .at = 1700000420000,
+         .ver = UINT64_C(1700000420000) << 16, .user = S("alice")},
+        {.kind = PD_OP_VER, .user = S("alice"), .hlc = UINT64_C(1700000422000) << 16,
+         .writer = S("node-b")},
+    };
+    const uint8_t *want[] = {remove_user, ver};
+    const size_t want_n[] = {sizeof remove_user, sizeof ver};
+    for (int i = 0; i < 2; i++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        pd_op_encode(&pk, &ops[i]);
+        cr_expect_eq(sb.size, want_n[i], "op %d: %zu bytes", i, sb.size);
+        cr_expect(sb.size == want_n[i] && memcmp(sb.data, want[i], sb.size) == 0, "op %d bytes", i);
+        mp_reader r;
+        pd_op back;
+        mpr_init(&r, sb.data, sb.size);
+        cr_assert(pd_op_read(&r, &back), "op %d reads back", i);
+        expect_same_op(&back, &ops[i]);
+        msgpack_sbuffer_destroy(&sb);
     }
 }
 

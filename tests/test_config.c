@@ -43,6 +43,7 @@ Test(config, defaults_match_protocol_table) {
     cr_expect_eq(c.offline_delay_ms, 30000);
     cr_expect_eq(c.sync_interval_ms, 5000);
     cr_expect_eq(c.node_timeout_ms, 15000);
+    cr_expect_eq(c.suspicion_ms, 10000);
     cr_expect_eq(c.server_timeout_ms, 15000);
     cr_expect_eq(c.snapshot_interval_ms, 30000);
     cr_expect_eq(c.max_msg_bytes, 1048576);
@@ -178,6 +179,8 @@ static const struct bad_env bad_envs[] = {
     {"PRESENCE_OFFLINE_DELAY_MS=-1", "PRESENCE_OFFLINE_DELAY_MS"},
     {"PRESENCE_SYNC_INTERVAL_MS=0", "PRESENCE_SYNC_INTERVAL_MS"},
     {"PRESENCE_NODE_TIMEOUT_MS=0", "PRESENCE_NODE_TIMEOUT_MS"},
+    {"PRESENCE_SUSPICION_MS=-1", "PRESENCE_SUSPICION_MS"},
+    {"PRESENCE_SUSPICION_MS=4294967295001", "PRESENCE_SUSPICION_MS"},
     {"PRESENCE_SERVER_TIMEOUT_MS=x", "PRESENCE_SERVER_TIMEOUT_MS"},
     {"PRESENCE_SNAPSHOT_INTERVAL_MS=0", "PRESENCE_SNAPSHOT_INTERVAL_MS"},
     {"PRESENCE_MAX_MSG_BYTES=63", "PRESENCE_MAX_MSG_BYTES"},
@@ -282,6 +285,17 @@ Test(config, timeouts_default_to_three_sync_intervals) {
     cr_assert_eq(load(&c, envp, argv), PD_OK, "%s", err);
     cr_expect_eq(c.node_timeout_ms, 6000, "derived from the final (flag) value");
     cr_expect_eq(c.server_timeout_ms, 6000);
+    cr_expect_eq(c.suspicion_ms, 4000, "two sync intervals");
+}
+
+Test(config, suspicion_set_or_off) {
+    pd_config c;
+    cr_assert_eq(load_env1(&c, "PRESENCE_SUSPICION_MS=0"), PD_OK, "%s", err);
+    cr_expect_eq(c.suspicion_ms, 0, "0: down at the node timeout");
+    char *envp[] = {"PRESENCE_NODE_ID=n1", NULL};
+    char *argv[] = {"presenced", "--suspicion-ms", "2500", "--sync-interval-ms", "100", NULL};
+    cr_assert_eq(load(&c, envp, argv), PD_OK, "%s", err);
+    cr_expect_eq(c.suspicion_ms, 2500, "explicit wins over the derived default");
 }
 
 Test(config, explicit_timeouts_win_over_derived) {
@@ -301,6 +315,7 @@ Test(config, derived_timeout_is_capped_at_the_maximum) {
                  "%s", err);
     cr_expect_eq(c.node_timeout_ms, 4294967295000ULL);
     cr_expect_eq(c.server_timeout_ms, 4294967295000ULL);
+    cr_expect_eq(c.suspicion_ms, 4294967295000ULL);
 }
 
 Test(config, node_id_defaults_to_a_valid_host_name) {
@@ -423,7 +438,7 @@ Test(config, every_usage_flag_is_accepted) {
         cr_expect(strstr(err, "unknown option") == NULL, "%s unknown", flag);
         seen++;
     }
-    cr_expect_eq(seen, 40, "%d flags in the help", seen);
+    cr_expect_eq(seen, 41, "%d flags in the help", seen);
     free(text);
 }
 

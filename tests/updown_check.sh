@@ -6,7 +6,9 @@
 # own metrics port, printed, answering /metrics and /readyz; the hints keep
 # the PD_* overrides; the README's next steps work on what the demo leaves;
 # a node that dies at start is reported at once with this run's log lines;
-# make down is quick, and a clean stop logs no NATS warning.
+# after the workload and a node's restart every node answers the same
+# (cluster --diff); make down is quick, and a clean stop logs no NATS
+# warning.
 # usage: updown_check.sh BUILD_DIR
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,6 +76,18 @@ PRESENCE_METRICS_ADDR=127.0.0.1:0 timeout 120 bash "$root/scripts/up.sh" >"$stat
     { cat "$state/up3.out"; fail "up.sh did not restart n2"; }
 p2=$(sed -n 's|^node n2 (pid [0-9]*): metrics http://127.0.0.1:\([0-9]*\)/metrics$|\1|p' "$state/up3.out")
 [ -n "$p2" ] && pd_http_ok "$p2" /readyz || { cat "$state/up3.out"; fail "n2's new metrics port '$p2' does not answer"; }
+# After the workload and n2's restart (killed, restored from its snapshot,
+# the stream and its peers), every node answers the same, ver included
+# (issue 13): once the simulator stops, presencectl cluster --diff exits 0
+# within the offline delay (5 s here) and a few sync intervals.
+kill -TERM "$(cat "$state/sim.pid")" 2>/dev/null
+same=false
+for _ in $(seq 1 40); do
+    if ctl cluster --diff >"$state/diff.out" 2>&1; then same=true; break; fi
+    sleep 1
+done
+$same || { cat "$state/diff.out"; fail "cluster --diff after n2's restart: the nodes differ"; }
+grep -q "no difference" "$state/diff.out" || { cat "$state/diff.out"; fail "cluster --diff said no 'no difference'"; }
 pids=$(for f in "$state"/*.pid; do [ -f "$f" ] && echo "$(cat "$f")"; done)
 # Every process stops on SIGTERM: none needs down.sh's SIGKILL after 10 s.
 timeout 120 bash "$root/scripts/down.sh" >"$state/down.out" 2>&1 || fail "scripts/down.sh failed"

@@ -5,10 +5,10 @@
  * that is up for its own cluster entry (users, devices) and its online
  * users (all pages). The union of those users, sorted, is asked of every
  * node with `get` (in batches) and `devices` (one per user); each node's
- * answers are hashed in that order into its digest (FNV-1a 64; a get
- * entry with its `ver` set to 0, as a rebuilt node may number the same
- * state lower: schemas/notifications.md, "ver"; without `as_of` and
- * `stale`, which say how fresh each node's own view is). Equal
+ * answers are hashed in that order into its digest (FNV-1a 64; get
+ * entries with their `ver`, which every node gives alike for the same
+ * state: schemas/notifications.md, "ver"; without `as_of` and `stale`,
+ * which say how fresh each node's own view is). Equal
  * digests and equal users/devices counts mean the nodes agree; otherwise
  * the users whose answers differ are listed, with each node's answer.
  * Exit 0 when the nodes agree, 1 when they differ or one does not answer.
@@ -237,9 +237,9 @@ static bool hash_get(diff_ctx *c, uint32_t ni, size_t from, size_t n) {
     pd_err rerr;
     bool ok = pd_reply_top_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), "users",
                                   &r, &k, NULL, NULL, &rerr) == PD_OK && k == n;
-    /* Each entry re-encoded with ver 0: a node rebuilt from its snapshot
-     * may give a smaller ver for the same state (schemas/notifications.md,
-     * "ver", limits); the state is what must agree. */
+    /* Each entry re-encoded alone, ver included: nodes that hold the same
+     * state give the same ver, however they came by it
+     * (schemas/notifications.md, "ver"); `stale` left out. */
     msgpack_sbuffer one;
     msgpack_packer pk;
     msgpack_sbuffer_init(&one);
@@ -249,7 +249,6 @@ static bool hash_get(diff_ctx *c, uint32_t ni, size_t from, size_t n) {
         pd_err err;
         ok = pd_view_decode(&r, &v, &err) == PD_OK;
         if (!ok) break;
-        v.ver = 0;
         v.stale = false;
         msgpack_sbuffer_clear(&one);
         pd_get_reply_user(&pk, &v);

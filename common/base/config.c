@@ -36,6 +36,7 @@ typedef enum {
 typedef enum {
     DEF_FIXED,      /* def_u or def_s */
     DEF_SYNC_X3,    /* 3 x the sync interval, capped at max */
+    DEF_SYNC_X2,    /* 2 x the sync interval, capped at max */
     DEF_HOSTNAME    /* gethostname(), which must be a valid id */
 } cfg_def;
 
@@ -76,7 +77,10 @@ static const cfg_field fields[] = {
              "heartbeat / anti-entropy period between nodes"),
     {.env = "PRESENCE_NODE_TIMEOUT_MS", .kind = CFG_MS, .def = DEF_SYNC_X3,
      .off = offsetof(pd_config, node_timeout_ms), .min = 1, .max = MS_MAX,
-     .meaning = "a silent node is down after this"},
+     .meaning = "a silent node is suspected after this"},
+    {.env = "PRESENCE_SUSPICION_MS", .kind = CFG_MS, .def = DEF_SYNC_X2,
+     .off = offsetof(pd_config, suspicion_ms), .min = 0, .max = MS_MAX,
+     .meaning = "a suspected node still silent this much longer is down; 0: at once"},
     {.env = "PRESENCE_SERVER_TIMEOUT_MS", .kind = CFG_MS, .def = DEF_SYNC_X3,
      .off = offsetof(pd_config, server_timeout_ms), .min = 1, .max = MS_MAX,
      .meaning = "a silent socket server is down after this"},
@@ -411,9 +415,9 @@ static pd_status apply_derived(pd_config *c, const bool *given, bool strict,
     for (size_t i = 0; i < FIELD_COUNT; i++) {
         const cfg_field *f = &fields[i];
         if (given != NULL && given[i]) continue;
-        if (f->def == DEF_SYNC_X3) {
-            uint64_t sync = c->sync_interval_ms;
-            uint64_t v = sync > f->max / 3u ? f->max : sync * 3u;
+        if (f->def == DEF_SYNC_X3 || f->def == DEF_SYNC_X2) {
+            uint64_t sync = c->sync_interval_ms, k = f->def == DEF_SYNC_X3 ? 3u : 2u;
+            uint64_t v = sync > f->max / k ? f->max : sync * k;
             *field_u64(c, f) = v;
         } else if (f->def == DEF_HOSTNAME) {
             pd_status s = default_node_id(c, f, strict, err, errlen);
@@ -485,6 +489,7 @@ static const char *arg_name(cfg_kind k) {
 
 static void default_text(const cfg_field *f, char *buf, size_t len) {
     if (f->def == DEF_SYNC_X3) snprintf(buf, len, "3 x sync interval");
+    else if (f->def == DEF_SYNC_X2) snprintf(buf, len, "2 x sync interval");
     else if (f->def == DEF_HOSTNAME) snprintf(buf, len, "host name");
     else if (f->kind == CFG_LEVEL)
         snprintf(buf, len, "%s", pd_log_level_name((int)f->def_u));
@@ -827,11 +832,11 @@ void pd_config_describe(const pd_config *c, char *buf, size_t len) {
     bool redis_auth = pd_config_redis_target(c, &rt) == 0 && rt.password[0] != '\0';
     snprintf(buf, len, "node=%s nats=%s redis=%s prefix=%s idle=%" PRIu64
              "ms offline=%" PRIu64 "ms sync=%" PRIu64 "ms node_timeout=%"
-             PRIu64 "ms server_timeout=%" PRIu64 "ms snapshot=%" PRIu64
+             PRIu64 "ms suspicion=%" PRIu64 "ms server_timeout=%" PRIu64 "ms snapshot=%" PRIu64
              "ms max_msg=%" PRIu64 "B log=%s nats_auth=%s nats_tls=%s redis_auth=%s",
              c->node_id, nats, redis,
              c->subject_prefix, c->idle_timeout_ms, c->offline_delay_ms,
-             c->sync_interval_ms, c->node_timeout_ms, c->server_timeout_ms,
+             c->sync_interval_ms, c->node_timeout_ms, c->suspicion_ms, c->server_timeout_ms,
              c->snapshot_interval_ms, c->max_msg_bytes,
              pd_log_level_name(c->log_level), nats_auth, tls ? "on" : "off",
              redis_auth ? "on" : "off");

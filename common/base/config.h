@@ -26,6 +26,7 @@ typedef struct pd_config {
     uint64_t offline_delay_ms;     /* PRESENCE_OFFLINE_DELAY_MS */
     uint64_t sync_interval_ms;     /* PRESENCE_SYNC_INTERVAL_MS */
     uint64_t node_timeout_ms;      /* PRESENCE_NODE_TIMEOUT_MS */
+    uint64_t suspicion_ms;         /* PRESENCE_SUSPICION_MS: suspected, then down */
     uint64_t server_timeout_ms;    /* PRESENCE_SERVER_TIMEOUT_MS */
     uint64_t snapshot_interval_ms; /* PRESENCE_SNAPSHOT_INTERVAL_MS */
     uint64_t max_msg_bytes;        /* PRESENCE_MAX_MSG_BYTES */

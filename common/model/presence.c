@@ -157,7 +157,7 @@ void pd__flush(pd_model *m, uint64_t now) {
         u->notified_ts = ts;
         if (m->on_change) {
             pd_view v;
-            pd__user_view(u, false, &v);
+            pd__user_view(m, u, false, &v);
             v.ts = ts;
             m->on_change(m->ud, &v);
         }
@@ -167,7 +167,6 @@ void pd__flush(pd_model *m, uint64_t now) {
 
 /* The last device left: keep the former presence for the offline delay. */
 static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint64_t now) {
-    u->gone_ver = pd__user_ver(u);
     u->flags &= (uint8_t)~UF_HELD_ACTIVE;
     if (was_active) u->flags |= UF_HELD_ACTIVE;
     if (m->cfg.offline_delay_ms == 0 ||
@@ -457,6 +456,7 @@ pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int
         }
     }
     pd__custom_clear(m, u);
+    u->expired_at = 0; /* a new value: its own expiry, if any, is to come */
     if (c) {
         memcpy(c->buf, text.p, text.n);
         if (emoji.n) memcpy(c->buf + text.n, emoji.p, emoji.n);
@@ -649,12 +649,11 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
             user_expire(m, u, now);
             break;
         }
+        /* The offline delay ends at the same ver on every node, computed
+         * from last_seen (pd__user_ver). Not observed by the clock: a
+         * last_seen decided later elsewhere (a node down) would move it
+         * ahead of time. */
         u->flags &= (uint8_t)~UF_GRACE;
-        /* The offline delay ends at the same ver on every node: the ver of
-         * the removal that started it, plus the delay on the HLC's scale. */
-        uint64_t v = u->gone_ver + (m->cfg.offline_delay_ms << 16);
-        if (v > u->timer_ver) u->timer_ver = v;
-        pd__hlc_observe(m, v, m->now);
         pd__mark_dirty(m, u);
         break;
     }
@@ -692,10 +691,12 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     }
 }
 
+/* Kept with the register's value (pd__register_ops sends it), not in the
+ * floor: a node that expired a value another node had replaced in time
+ * drops the term with the value, and agrees again. */
 void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at) {
-    uint64_t v = (uint64_t)expires_at << 16;
-    if (v > u->timer_ver) u->timer_ver = v;
-    pd__hlc_observe(m, v, m->now);
+    u->expired_at = expires_at;
+    pd__hlc_observe(m, (uint64_t)expires_at << 16, m->now);
 }
 
 void pd_model_tick(pd_model *m, uint64_t now) {

@@ -45,9 +45,12 @@ struct pd_user {
     uint32_t ndev, nactive;
     uint64_t chosen_hlc;       /* version of the chosen-status register */
     uint64_t custom_hlc;       /* version of the custom-status register */
-    uint64_t dev_ver;          /* largest HLC of a write to the user's devices */
-    uint64_t gone_ver;         /* the user's ver when their last device left */
-    uint64_t timer_ver;        /* ver of timer transitions (offline, custom expiry) */
+    uint64_t vmax;             /* the ver floor: largest version of a write to the
+                                * user's devices or of a VER op */
+    int64_t expired_at;        /* the custom register's value expired then (0: it did
+                                * not): a ver term until the register changes */
+    uint16_t vmax_by;          /* writer of vmax (pd__writer_of; the highest (vmax,
+                                * writer) wins), whose partition carries it as a VER op */
     uint16_t seen_by;          /* writer of `seen` (a device's owner, or a SEEN op's) */
     uint16_t chosen_by;        /* writer node of each register; all pd__writer_of */
     uint16_t custom_by;        /* values (0: never written) */
@@ -123,8 +126,9 @@ struct pd_model {
     uint32_t nnodes;
     uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
     uint64_t now;              /* time of the operation under way */
-    uint64_t remove_at;        /* not 0: the version of the REMOVEs being made (a
-                                * write elsewhere decided them: same ver everywhere) */
+    uint64_t write_at;         /* not 0: the version of the REMOVEs (and STATEs) being
+                                * made (a write elsewhere decided them, or an own op
+                                * replayed: the same ver everywhere) */
     pd_op_fn on_op;
     void *op_ud;
     uint32_t ops_muted;        /* > 0: ops are not emitted (pd__ops_mute) */
@@ -227,11 +231,15 @@ pd_status pd__limit_sync_entry(pd_model *m, const pd_user *u, pd_str user, pd_er
 pd_public pd__user_status(const pd_user *u, bool self);
 /* The user's ver (schemas/notifications.md): the one place it is computed.
  * CHECKLIST: a new replicated write to a user's public state raises one of
- * the terms here (its HLC), or adds its own. */
-uint64_t pd__user_ver(const pd_user *u);
-/* A write with version at touched u's devices. */
-void pd__dev_ver_raise(pd_user *u, uint64_t at);
-/* A custom status that expired at expires_at: a ver every node gives it. */
+ * the terms here (its HLC), or adds its own; a change the state no longer
+ * shows once it is over raises the floor (pd__ver_raise), which snapshots
+ * and state transfers carry as VER ops. */
+uint64_t pd__user_ver(const pd_model *m, const pd_user *u);
+/* A write of `by` (interned) with version at: raises u's floor if
+ * (at, by) is newer. */
+void pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by);
+/* The custom status expired at expires_at (cleared by the caller): a ver
+ * every node holding that register value gives it. */
 void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at);
 /* presence_sync.c: the sync event, whole or in parts, and server moves. */
 pd_status pd__ev_sync(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now, pd_err *err);
@@ -244,6 +252,6 @@ pd_device *pd__local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
                          pd_str meta, uint64_t now, pd_status *st);
 pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *st);
 void pd__renew_claim(pd_model *m, pd_device *d, uint64_t now);
-void pd__user_view(const pd_user *u, bool self, pd_view *out);
+void pd__user_view(const pd_model *m, const pd_user *u, bool self, pd_view *out);
 
 #endif

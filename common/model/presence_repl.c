@@ -102,12 +102,18 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
 
 /* The version of a write of this node to one of its devices: ADD's is its
  * claim, REMOVE's and STATE's a new HLC (the op's `ver`), or, for a
- * REMOVE another write decided, that write's (remove_at). It raises the
- * user's ver. */
+ * REMOVE another write decided or an own op replayed, that write's
+ * (write_at). It raises the user's ver, unless the peers are not told of
+ * it (muted: a step claim_local sums up in one ADD). A REMOVE another
+ * write decided carries this node's own floor for the user if higher:
+ * the peers, which dropped the entry first, ignored its last STATEs. */
 static uint64_t device_write_ver(pd_model *m, pd_op_kind kind, const pd_device *d) {
     uint64_t v = kind == PD_OP_ADD ? d->claim
-               : kind == PD_OP_REMOVE && m->remove_at ? m->remove_at : pd__hlc_next(m, m->now);
-    pd__dev_ver_raise(d->user, v);
+               : m->write_at ? m->write_at : m->ops_muted ? 0 : pd__hlc_next(m, m->now);
+    if (kind == PD_OP_REMOVE && m->write_at && d->user->vmax > v &&
+        d->user->vmax_by == pd__writer_of(m->node))
+        v = d->user->vmax;
+    if (v) pd__ver_raise(m, d->user, v, pd__dev_node(m, d));
     return v;
 }
 
@@ -154,11 +160,17 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         pd__drop_server_if_unused(m, s);
         return PD_OK; /* an older claim: the current owner keeps it */
     }
-    if (d) { /* announces REMOVE if it was ours, at the winner's claim */
-        pd__dev_ver_raise(d->user, op->hlc);
-        m->remove_at = op->hlc;
+    if (d && pd__dev_node(m, d) != origin) {
+        /* Another node's newer claim (a server moved): the entry leaves at
+         * that claim everywhere, and if it was ours our REMOVE says so. */
+        pd__ver_raise(m, d->user, op->hlc, origin);
+        m->write_at = op->hlc;
         pd__device_remove(m, d, now, 0);
-        m->remove_at = 0;
+        m->write_at = 0;
+    } else if (d) {
+        /* The owner reused the conn: its own REMOVE of the old entry names
+         * that removal's version (removed_before). */
+        pd__device_remove(m, d, now, 0);
     }
     pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, op->meta, origin,
                                   op->hlc, now);
@@ -167,7 +179,7 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         return st;
     }
     d = s->devs;
-    pd__dev_ver_raise(d->user, op->hlc);
+    pd__ver_raise(m, d->user, op->hlc, origin);
     d->connected_at = op->connected_at;
     pd__seen(m, d->user, op->connected_at, origin, op->hlc);
     pd__device_state(m, d, op->state, op->last_active);
@@ -194,8 +206,9 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     if (writer == NULL) return PD_ENOMEM;
     pd_user *u = pd__user_get(m, op->user);
     if (u == NULL) return PD_ENOMEM;
-    if (op->kind == PD_OP_SEEN) {
-        pd__seen(m, u, op->at, writer, op->hlc);
+    if (op->kind == PD_OP_SEEN || op->kind == PD_OP_VER) {
+        if (op->kind == PD_OP_SEEN) pd__seen(m, u, op->at, writer, op->hlc);
+        else pd__ver_raise(m, u, op->hlc, writer);
         pd__mark_dirty(m, u); /* its retention may move */
         return PD_OK;
     }
@@ -214,10 +227,21 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     pd_status st = pd__custom_set(m, u, expired ? (pd_str){NULL, 0} : op->text, op->emoji,
                                   op->expires_at);
     if (st != PD_OK) return st;
-    if (expired) pd__expiry_ver(m, u, op->expires_at);
     u->custom_hlc = op->hlc;
     u->custom_by = pd__writer_of(writer);
+    if (expired) pd__expiry_ver(m, u, op->expires_at);
     return PD_OK;
+}
+
+/* A REMOVE of a device this node dropped already (a server's sync on
+ * another node, a newer claim): its time and version still count for the
+ * user, as on the nodes that removed the device by this op. */
+static void removed_before(pd_model *m, const char *origin, const pd_op *op) {
+    pd_user *u = op->user.n ? pd__user_find(m, op->user) : NULL;
+    if (u == NULL) return;
+    if (op->ver) pd__ver_raise(m, u, op->ver, origin);
+    pd__seen(m, u, op->at, origin, op->hlc);
+    pd__mark_dirty(m, u);
 }
 
 pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint64_t now) {
@@ -235,15 +259,16 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
             pd_server *s = d->server;
-            pd__dev_ver_raise(d->user, op->ver ? op->ver : pd__user_ver(d->user) + 1);
+            if (op->ver) pd__ver_raise(m, d->user, op->ver, origin);
             pd__device_remove(m, d, now, op->at);
             pd__drop_server_if_unused(m, s);
+        } else if (origin != m->node) {
+            removed_before(m, origin, op);
         }
         break;
     case PD_OP_STATE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
-            if (op->ver) pd__dev_ver_raise(d->user, op->ver);
-            else if (d->state != op->state) pd__dev_ver_raise(d->user, pd__user_ver(d->user) + 1);
+            if (op->ver) pd__ver_raise(m, d->user, op->ver, origin);
             pd__device_state(m, d, op->state, op->last_active);
         }
         break;
@@ -323,22 +348,35 @@ static void decide_seen(pd_model *m, pd_user *u, uint64_t now) {
     pd__emit(m, &op);
 }
 
-/* decide: the owner is down (see decide_seen); otherwise a state transfer
- * said the devices are gone, and their REMOVE times came with it. */
+/* A user who lost devices because their owner went down: no write names
+ * that change, so this node writes one, a VER op at its own clock (once
+ * per user and drop). Every node that drops the owner writes one, the
+ * owner too gets them when it is back, and the highest wins everywhere. */
+static void decide_ver(pd_model *m, pd_user *u, uint64_t h) {
+    if (!pd__newer(h, m->node, u->vmax, pd__writer_name(m, u->vmax_by))) return;
+    pd__ver_raise(m, u, h, m->node);
+    pd_op op = {.kind = PD_OP_VER, .user = {u->id, u->id_n}, .hlc = h,
+                .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
+}
+
+/* decide: the owner is down (see decide_seen and decide_ver); otherwise a
+ * state transfer said the devices are gone: their REMOVE times came with
+ * it, and the versions of those removals with the VER ops of the owner's
+ * partition (or a higher one from elsewhere), so none is made up here. */
 static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool decide,
                          uint64_t now) {
     dev_list l = {.m = m, .owner = owner, .need_mark = marked_only};
     if (owner == NULL || owner == m->node) return;
     scan_devices(m, collect, &l);
     m->now = now;
+    uint64_t h = decide && l.n ? pd__hlc_next(m, now) : 0;
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
             pd_server *s = l.v[i]->server;
             pd_user *u = l.v[i]->user;
-            /* No write names this removal (a node down, a transfer): every
-             * node that removes the same device raises the same ver. */
-            pd__dev_ver_raise(u, pd__user_ver(u) + 1);
+            if (decide) decide_ver(m, u, h);
             pd__device_remove(m, l.v[i], now, 0);
             if (decide && u->ndev == 0) decide_seen(m, u, now);
             pd__drop_server_if_unused(m, s);
@@ -364,6 +402,14 @@ static void dump_device(void *ud, pd_hnode *e) {
     if (pd__dev_node(c->cm, d) != c->owner) return;
     device_op(d, PD_OP_ADD, &op);
     c->fn(c->ud, &op);
+}
+
+/* The floor is a device's claim, which its ADD carries anyway. */
+static bool ver_implied(const pd_model *m, const pd_user *u) {
+    for (const pd_device *d = u->devs; d; d = d->unext) {
+        if (d->claim == u->vmax && pd__writer_of(pd__dev_node(m, d)) == u->vmax_by) return true;
+    }
+    return false;
 }
 
 void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, pd_op_fn fn,
@@ -399,9 +445,20 @@ void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, p
             op.text = (pd_str){u->custom->buf, u->custom->text_n};
             op.emoji = (pd_str){u->custom->buf + u->custom->text_n, u->custom->emoji_n};
             op.expires_at = u->custom->expires_at;
+        } else {
+            op.expires_at = u->expired_at; /* "" that expired then: cleared, at that ver */
         }
         op.hlc = u->custom_hlc;
         op.writer = pd_str_c(custom_by);
+        fn(ud, &op);
+    }
+    const char *vmax_by = pd__writer_name(m, u->vmax_by);
+    if (vmax_by && (writer == NULL || vmax_by == writer) && !ver_implied(m, u)) {
+        memset(&op, 0, sizeof op);
+        op.kind = PD_OP_VER;
+        op.user = (pd_str){u->id, u->id_n};
+        op.hlc = u->vmax;
+        op.writer = pd_str_c(vmax_by);
         fn(ud, &op);
     }
 }
@@ -463,17 +520,24 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     case PD_OP_REMOVE:
         if ((d = owned(m, m->node, op)) != NULL) {
             pd_server *s = d->server;
-            /* Removed then, not now: the REMOVE op said when. */
+            /* Removed then, not now, at its version: the REMOVE op said. */
+            m->write_at = op->ver;
             pd__device_remove(m, d, op->at > 0 ? (uint64_t)op->at : now, 0);
+            m->write_at = 0;
             pd__drop_server_if_unused(m, s);
+        } else {
+            removed_before(m, m->node, op);
         }
         break;
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
             if (op->last_active > d->last_active) d->last_active = op->last_active;
             pd__seen(m, d->user, op->last_active, pd__dev_node(m, d), d->claim);
+            m->write_at = op->ver;
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
+            m->write_at = 0;
+            if (op->ver) pd__ver_raise(m, d->user, op->ver, m->node);
         }
         break;
     case PD_OP_SYNCED:

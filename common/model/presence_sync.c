@@ -137,10 +137,11 @@ static void sync_complete(pd_model *m, pd_server *s, uint64_t now) {
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (pd_device *d = s->devs, *next; d; d = next) {
             next = d->snext;
-            if (!(d->mark & MARK_SYNC) && (pass || d->state == PD_DEV_IDLE)) {
-                if (pd__dev_node(m, d) != m->node) pd__dev_ver_raise(d->user, h); /* as the peers will */
+            /* Another owner's device gets its version from that owner's
+             * REMOVE (at h, or earlier if it had gone already), as on
+             * every node. */
+            if (!(d->mark & MARK_SYNC) && (pass || d->state == PD_DEV_IDLE))
                 pd__device_remove(m, d, now, 0);
-            }
         }
     }
     pd__sync_run_free(m, s);
@@ -195,10 +196,11 @@ void pd__apply_synced(pd_model *m, const char *origin, const pd_op *op, uint64_t
             next = d->snext;
             if (pd__dev_node(m, d) != origin && d->claim < op->hlc &&
                 (pass || d->state == PD_DEV_IDLE)) {
-                pd__dev_ver_raise(d->user, op->hlc);
-                m->remove_at = op->hlc; /* a REMOVE of ours goes to the peers, at h */
+                /* A REMOVE of ours goes to the peers, at h; another
+                 * owner's device takes the version of that owner's. */
+                m->write_at = op->hlc;
                 pd__device_remove(m, d, now, 0);
-                m->remove_at = 0;
+                m->write_at = 0;
             }
         }
     }

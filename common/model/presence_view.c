@@ -14,7 +14,7 @@ pd_public pd__user_status(const pd_user *u, bool self) {
     return active ? PD_PUB_ONLINE : PD_PUB_AWAY;
 }
 
-void pd__user_view(const pd_user *u, bool self, pd_view *out) {
+void pd__user_view(const pd_model *m, const pd_user *u, bool self, pd_view *out) {
     memset(out, 0, sizeof *out);
     out->user = (pd_str){u->id, u->id_n};
     out->status = pd__user_status(u, self);
@@ -28,20 +28,32 @@ void pd__user_view(const pd_user *u, bool self, pd_view *out) {
     out->last_seen = hidden ? u->seen_frozen : u->seen;
     out->devices = hidden ? 0 : u->ndev;
     out->ts = u->notified_ts;
-    out->ver = pd__user_ver(u);
+    out->ver = pd__user_ver(m, u);
 }
 
-uint64_t pd__user_ver(const pd_user *u) {
-    uint64_t v = u->dev_ver;
+/* Every term is replicated data, so that nodes holding the same state give
+ * the same ver however they came by it (live ops, a snapshot, a state
+ * transfer). Timer transitions are not stored: the end of the offline
+ * delay is computed from last_seen, a register, for as long as the user
+ * stays offline; a custom status expiry from the expired value, for as
+ * long as the register holds it. */
+uint64_t pd__user_ver(const pd_model *m, const pd_user *u) {
+    uint64_t v = u->vmax;
     if (u->chosen_hlc > v) v = u->chosen_hlc;
     if (u->custom_hlc > v) v = u->custom_hlc;
-    if (u->timer_ver > v) v = u->timer_ver;
     if (u->seen_hlc > v) v = u->seen_hlc; /* last_seen, a register of its own */
+    if (((uint64_t)u->expired_at << 16) > v) v = (uint64_t)u->expired_at << 16;
+    if (u->ndev == 0 && !(u->flags & UF_GRACE) && u->seen > 0) {
+        uint64_t off = ((uint64_t)u->seen + m->cfg.offline_delay_ms) << 16;
+        if (off > v) v = off;
+    }
     return v;
 }
 
-void pd__dev_ver_raise(pd_user *u, uint64_t at) {
-    if (at > u->dev_ver) u->dev_ver = at;
+void pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by) {
+    if (!pd__newer(at, by, u->vmax, pd__writer_name(m, u->vmax_by))) return;
+    u->vmax = at;
+    u->vmax_by = pd__writer_of(by);
 }
 
 bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out) {
@@ -53,7 +65,7 @@ bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out) 
         out->text = out->emoji = (pd_str){"", 0};
         return false;
     }
-    pd__user_view(u, viewer.n > 0 && pd_str_eq(viewer, user), out);
+    pd__user_view(m, u, viewer.n > 0 && pd_str_eq(viewer, user), out);
     return true;
 }
 
@@ -148,6 +160,7 @@ uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit
 }
 
 typedef struct {
+    const pd_model *m;
     pd_view_fn fn;
     void *ud;
 } view_ctx;
@@ -157,19 +170,19 @@ static void visit_view(void *ud, pd_hnode *e) {
     const pd_user *u = (const pd_user *)e;
     pd_view v;
     if (u->notified_ts == 0) return;
-    pd__user_view(u, false, &v);
+    pd__user_view(c->m, u, false, &v);
     c->fn(c->ud, &v);
 }
 
 void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud) {
-    view_ctx c = {fn, ud};
+    view_ctx c = {m, fn, ud};
     uint64_t cur = 0;
     do cur = pd_htab_scan(&m->users, cur, visit_view, &c); while (cur != 0);
 }
 
 bool pd_model_foreach_view_step(const pd_model *m, uint64_t *cursor, uint32_t buckets,
                                 pd_view_fn fn, void *ud) {
-    view_ctx c = {fn, ud};
+    view_ctx c = {m, fn, ud};
     uint64_t cur = *cursor;
     for (uint32_t i = 0; i < buckets; i++) {
         cur = pd_htab_scan(&m->users, cur, visit_view, &c);

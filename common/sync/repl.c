@@ -83,8 +83,8 @@ static void drop_pending(peer *p);
 /* Forgets peer i whole (down for long: PROTOCOL "admission"). */
 static void peer_remove(pd_repl *r, uint32_t i) {
     peer *p = r->peers[i];
-    pd_log(PD_LOG_INFO, "node %s forgotten (down for %llu ms)", p->id,
-           (unsigned long long)(2 * r->cfg.node_timeout_ms));
+    pd_log(PD_LOG_INFO, "node %s forgotten (silent for %llu ms)", p->id,
+           (unsigned long long)(down_after(r) + r->cfg.node_timeout_ms));
     pd_notifier_remove_peer(r->nf, peer_id(p));
     uint32_t k = r->nforgotten++ % FORGOTTEN_MAX;
     memcpy(r->forgotten[k].id, p->id, sizeof p->id);
@@ -291,6 +291,8 @@ void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     p->owed = 0;
     p->claim_at = p->claim_seq = 0;
     p->contradicted = p->force_sync = false;
+    p->shown_self_seq = 0;
+    p->dropped_us = false;
 }
 
 pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
@@ -307,8 +309,7 @@ pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now
          * time may be lost too. A late start (nothing applied yet) is not
          * a break. */
         if (p->seq > 0)
-            schedule_heal(r, now > r->cfg.node_timeout_ms ? now - r->cfg.node_timeout_ms : 0,
-                          now);
+            schedule_heal(r, now > down_after(r) ? now - down_after(r) : 0, now);
         return PD_EINTERNAL; /* the caller holds it back and repairs */
     }
     repl__apply_ops(r, d->node, &d->ops, now);
@@ -394,6 +395,7 @@ pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t
 /* ---- heartbeats ------------------------------------------------------------------- */
 
 static void mark_down(pd_repl *r, peer *p, uint64_t now, const char *why) {
+    p->suspected = false;
     set_membership(r, p, false, p->ready);
     r->stats.nodes_down++;
     pd_log(PD_LOG_WARN, "node %s is down (%s): its devices leave", p->id, why);
@@ -563,6 +565,31 @@ static bool follows_us(const pd_repl *r, const pd_heartbeat *hb) {
     return false;
 }
 
+/* The peer's heartbeat shows fewer of our deltas than its last one did:
+ * it dropped our devices, so it took us for down, and announced our users
+ * from its side meanwhile, while we never took it for down (our side heard
+ * it, or only suspected it). Its watchers may have been told that our
+ * users left: once it shows all our deltas again (its view has our devices
+ * back, so it announces nothing wrong any more), we announce them again,
+ * as after a heal. */
+static void dropped_us(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now) {
+    for (uint32_t k = 0; k < hb->nvc; k++) {
+        const pd_vc_entry *e = &hb->vc[k];
+        if (!pd_str_eqc(e->node, r->self) || e->inc != r->cfg.inc) continue;
+        if (e->seq < p->shown_self_seq && !p->dropped_us) {
+            pd_log(PD_LOG_INFO, "node %s dropped our devices (it took us for down): announcing "
+                   "again once it has them back", p->id);
+            p->dropped_us = true;
+            p->dropped_seq = r->seq;
+        } else if (p->dropped_us && e->seq >= p->dropped_seq) {
+            p->dropped_us = false;
+            schedule_heal(r, now > down_after(r) ? now - down_after(r) : 0, now);
+        }
+        p->shown_self_seq = e->seq;
+        return;
+    }
+}
+
 /* Saying `ready` is not enough to take users from the announcer hash: a
  * peer counts as announcing once its heartbeat also shows that it follows
  * this incarnation of ours. Every node agrees on that set: a node becomes
@@ -674,6 +701,14 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     bool healed = p->heard && hb->inc == p->inc && !p->alive;
     if (!p->heard) healed = was_forgotten(r, hb->node, hb->inc, &heard_before);
     if (hb->inc > p->inc) repl__new_incarnation(r, p, hb->inc, now);
+    if (p->suspected) {
+        /* Heard in time: nothing was changed for the suspicion, so nothing
+         * is undone or announced (a flapping link costs no notification). */
+        p->suspected = false;
+        r->stats.suspicions_cleared++;
+        pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: no longer suspected", p->id,
+               (unsigned long long)(now - p->last_hb));
+    }
     p->last_hb = now;
     p->heard = true;
     p->behind = hb->wall && hb->wall + repl__skew(r) < now;
@@ -702,6 +737,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
                "differ", p->id, (unsigned long long)(now - heard_before));
         schedule_heal(r, heard_before, now);
     }
+    dropped_us(r, p, hb, now);
     catch_up_from(r, hb, now);
     check_own_clock(r);
     pd_free(hb);
@@ -781,7 +817,10 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
     if (r->last_tick && now > r->last_tick + r->cfg.node_timeout_ms / 2 + r->cfg.sync_interval_ms) {
         pd_log(PD_LOG_WARN, "loop stalled for %llu ms: catching up before announcing",
                (unsigned long long)(now - r->last_tick));
-        for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->last_hb = now;
+        for (uint32_t i = 0; i < r->npeers; i++) {
+            r->peers[i]->last_hb = now;
+            r->peers[i]->suspected = false; /* the silence was ours */
+        }
         pd_notifier_pause(r->nf);
         r->started = now;
         r->listening_since = 0; /* from this turn's heartbeat */
@@ -798,7 +837,15 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     check_ready(r, now);
     for (uint32_t i = 0; i < r->npeers; i++) {
         peer *p = r->peers[i];
-        if (p->alive && now > p->last_hb + r->cfg.node_timeout_ms) mark_down(r, p, now, "silent");
+        if (p->alive && !p->suspected && now > p->last_hb + r->cfg.node_timeout_ms &&
+            r->cfg.suspicion_ms) {
+            p->suspected = true;
+            r->stats.suspicions++;
+            pd_log(PD_LOG_INFO, "node %s suspected (silent for %llu ms): down in %llu ms unless "
+                   "heard", p->id, (unsigned long long)(now - p->last_hb),
+                   (unsigned long long)(p->last_hb + down_after(r) - now));
+        }
+        if (p->alive && now > p->last_hb + down_after(r)) mark_down(r, p, now, "silent");
         if (p->syncing && now > p->sync_started + sync_timeout(r)) {
             pd_log(PD_LOG_WARN, "state transfer of %s timed out; will retry", p->id);
             repl__end_sync(r, p, now);
@@ -809,7 +856,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
      * next heartbeat). */
     for (uint32_t i = 0; i < r->npeers;) {
         peer *p = r->peers[i];
-        if (!p->alive && !p->syncing && now > p->last_hb + 2 * r->cfg.node_timeout_ms)
+        if (!p->alive && !p->syncing && now > p->last_hb + down_after(r) + r->cfg.node_timeout_ms)
             peer_remove(r, i);
         else
             i++;
@@ -840,8 +887,9 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     if (r->nserving || pd_notifier_healing(r->nf)) due = 0;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
-        uint64_t t = p->alive ? p->last_hb + r->cfg.node_timeout_ms + 1
-                              : p->last_hb + 2 * r->cfg.node_timeout_ms + 1;
+        uint64_t t = !p->alive ? p->last_hb + down_after(r) + r->cfg.node_timeout_ms + 1
+                   : p->suspected || r->cfg.suspicion_ms == 0 ? p->last_hb + down_after(r) + 1
+                   : p->last_hb + r->cfg.node_timeout_ms + 1;
         if (t < due) due = t;
 
         if (p->syncing && p->sync_started + sync_timeout(r) + 1 < due)
@@ -868,8 +916,10 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
     r->refuse_log = (pd_ratelimit)PD_RATELIMIT_INIT(10, 10000);
     msgpack_sbuffer_init(&r->ops);
     msgpack_sbuffer_init(&r->out);
+    /* A node taken over was silent for up to the node timeout and the
+     * suspicion: the re-announce window covers both. */
     pd_notify_cfg ncfg = {cfg->notify_min_interval_ms, cfg->notify_max_users,
-                          cfg->sync_interval_ms, cfg->node_timeout_ms};
+                          cfg->sync_interval_ms, cfg->node_timeout_ms + cfg->suspicion_ms};
     r->nf = pd_notifier_new(&ncfg, node, publish_notification, r);
     r->m = r->nf ? pd_model_new(mcfg, node, on_change, r) : NULL;
     if (r->m == NULL) {

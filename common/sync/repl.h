@@ -17,8 +17,10 @@
  *   heartbeat showing more than we have starts a state transfer of that
  *   origin's partition (from any node that has more), during which the
  *   origin's deltas are held back and replayed after it.
- * - A node silent for node_timeout, or one that says it is leaving, is
- *   down: its devices leave (the offline delay applies). A new incarnation
+ * - A node silent for node_timeout is suspected; still silent after
+ *   suspicion_ms more, or saying it is leaving, it is down: its devices
+ *   leave (the offline delay applies). A heartbeat clears a suspicion
+ *   silently, so a flapping link makes no notification. A new incarnation
  *   replaces the old one's devices at once.
  * - Each user's notifications come from one node: the highest rendezvous
  *   hash of (node, user) among live nodes. A starting node listens for one
@@ -76,6 +78,10 @@ typedef struct {
     /* A peer's clock (HLC, incarnation, wall clock) more than this ahead of
      * ours is refused (0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
     uint64_t max_clock_skew_ms;
+    /* A peer silent for node_timeout_ms is suspected, and declared down
+     * only after this much more silence; a heartbeat meanwhile clears the
+     * suspicion with no other effect (0: down at the node timeout). */
+    uint64_t suspicion_ms;
 } pd_repl_cfg;
 
 /* Why a message from another node was dropped (presenced_refused_total).
@@ -194,6 +200,8 @@ typedef struct {
         syncs_served, nodes_down, notifications, bad_messages;
     uint64_t refused[PD_REFUSE_COUNT];
     uint64_t contradictions;    /* a claim below what we applied: re-fetched */
+    uint64_t suspicions;        /* peers suspected (silent past the node timeout) */
+    uint64_t suspicions_cleared; /* ... and heard again before being declared down */
     uint64_t peers_forgotten;   /* down for the node timeout: left the table */
     uint64_t announcers_muted;  /* peers left out of the announcers: not heard announcing */
     bool clock_ahead;           /* our wall clock is ahead of every live peer's */

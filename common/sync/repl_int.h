@@ -47,6 +47,13 @@ typedef struct {
      * held, waiting for the deltas or the transfer (behind_at 0: none). */
     uint64_t last_heard, fresh_at, behind_at, behind_seq;
     bool heard, alive, ready;   /* ready: caught up and announcing */
+    bool suspected;             /* alive, silent past the node timeout */
+    /* Our own delta count as its last heartbeat showed it (this life of
+     * ours): a lower one later means it dropped our devices, taking us for
+     * down while we did not take it so (a one-way or flapping link). */
+    uint64_t shown_self_seq;
+    bool dropped_us;            /* ... and has not shown all of them again yet, */
+    uint64_t dropped_seq;       /* ... that is, our count when we noticed */
     bool follows;               /* its last heartbeat holds our current incarnation */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
@@ -136,6 +143,11 @@ struct pd_repl {
 static inline pd_str S(const char *s) { return pd_str_c(s); }
 static inline pd_str peer_id(const peer *p) { return (pd_str){p->id, p->id_n}; }
 static inline uint64_t sync_timeout(const pd_repl *r) { return 3 * r->cfg.sync_interval_ms + 1000; }
+/* The silence after which a peer is declared down: the node timeout, then
+ * the suspicion period. */
+static inline uint64_t down_after(const pd_repl *r) {
+    return r->cfg.node_timeout_ms + r->cfg.suspicion_ms;
+}
 
 uint64_t repl__skew(const pd_repl *r);
 bool repl__ms_ahead(const pd_repl *r, uint64_t ms, uint64_t now);

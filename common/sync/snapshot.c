@@ -2,7 +2,7 @@
  * snapshot.h for the layout and why a fuzzy snapshot is exact after replay.
  * Body: {"v", "node", "inc", "seq", "hlc", "stream_seq", "taken_at",
  *        "vc": [[node, inc, seq]...], "devices": [[owner, ADD op]...],
- *        "registers": [CHOSEN, CUSTOM or SEEN op...]} */
+ *        "registers": [CHOSEN, CUSTOM, SEEN or (version 3) VER op...]} */
 #include "sync/snapshot.h"
 #include <string.h>
 #include "base/alloc.h"
@@ -169,9 +169,13 @@ static bool read_device(mp_reader *r, pd_snap_device *d, bool check) {
     return d->op.kind == PD_OP_ADD || mpr_fail(r, PD_EBADVALUE, "a device entry is not an ADD");
 }
 
+/* VER ops came with version 3; an older writer never wrote one, so they
+ * are read whatever the version. check false: the second pass, as for
+ * read_device. */
 static bool read_register(mp_reader *r, pd_op *op, bool check) {
     if (!(check ? pd_op_read(r, op) : pd_op_read_checked(r, op))) return false;
     return op->kind == PD_OP_CHOSEN || op->kind == PD_OP_CUSTOM || op->kind == PD_OP_SEEN ||
+           op->kind == PD_OP_VER ||
            mpr_fail(r, PD_EBADVALUE, "a register entry is not a register op");
 }
 
@@ -203,8 +207,7 @@ static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_
     if (pd_str_eqc(k, "v")) {
         *seen |= SF_V;
         ok = pd_rd_u64(r, &v) &&
-             ((v >= PD_SNAP_VERSION_MIN && v <= PD_SNAP_VERSION) ||
-              mpr_fail(r, PD_EBADVALUE, "bad version"));
+             (v == info->version || mpr_fail(r, PD_EBADVALUE, "body version is not the header's"));
     } else if (pd_str_eqc(k, "node")) { /* an id: it may be echoed in a refusal */
         *seen |= SF_NODE;
         ok = pd_rd_id(r, &info->node);
@@ -257,6 +260,7 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
                    PD_SNAP_VERSION_MIN, PD_SNAP_VERSION);
         return PD_EBADVALUE;
     }
+    info->version = p[7];
     uint64_t body = get_be(p + 8, 8);
     if (body != len - PD_SNAP_HEADER) {
         pd_err_set(err, PD_EBADVALUE, "snapshot truncated: %zu of %llu bytes",

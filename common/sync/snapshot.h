@@ -21,14 +21,17 @@
 #include "wire/codec_repl.h"
 #include "model/presence.h"
 
-/* Written: version 2. Read: 1 and 2, which differ only in the checksum:
+/* Written: version 3. Read: 1 to 3. Version 2 changed the checksum:
  * version 1's is pd_hash (FNV-1a, a byte a step), version 2's takes eight
- * bytes a step (pd_snap_checksum), a tenth of a 1M-device restore. */
-#define PD_SNAP_VERSION 2
+ * bytes a step (pd_snap_checksum), a tenth of a 1M-device restore.
+ * Version 3 adds VER ops (a user's ver floor) to "registers"; an older one
+ * has none (read alike: no older writer wrote one), and its node learns
+ * the floors from the stream and its peers' state transfers only. */
+#define PD_SNAP_VERSION 3
 #define PD_SNAP_VERSION_MIN 1
 #define PD_SNAP_HEADER 24
 
-/* The checksum of a body of the given format version (1 or 2). */
+/* The checksum of a body of the given format version (1 to 3). */
 uint64_t pd_snap_checksum(unsigned version, const void *body, size_t len);
 
 typedef struct {
@@ -37,6 +40,7 @@ typedef struct {
     uint64_t hlc;
     uint64_t stream_seq;        /* JetStream sequence replay may start after */
     uint64_t taken_at;          /* ms since the epoch */
+    uint32_t version;           /* the format it was written in (header and body agree) */
     uint32_t nvc;
     pd_vc_entry vc[PD_VC_MAX];  /* what it had applied of every origin */
 } pd_snap_info;

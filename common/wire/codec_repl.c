@@ -1,25 +1,26 @@
 /* codec_repl.c - deltas, heartbeats and state transfer between nodes (see
  * codec_repl.h and schemas/cluster.md). Ops are compact arrays:
  *   ADD    [0, server, conn, user, label, state, connected_at, last_active, claim(, meta)]
- *   REMOVE [1, server, conn, claim(, at(, ver)))]
+ *   REMOVE [1, server, conn, claim(, at(, ver(, user))))]
  *   STATE  [2, server, conn, claim, state, last_active(, ver)]
  *   CHOSEN [3, user, chosen, hlc, writer(, frozen last_seen)]
  *   CUSTOM [4, user, text, emoji, expires_at, hlc, writer]
  *   SEEN   [5, user, at, hlc, writer]
  *   SYNCED [6, server, hlc, writer]
+ *   VER    [7, user, ver, writer]
  * The elements in parentheses are optional: an op without them is the one
  * of earlier nodes. */
 #include "wire/codec_repl.h"
 #include <string.h>
 
-static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 5, 4};
-/* Arity with the optional elements, if the kind has some (REMOVE has two:
- * at, then ver; a REMOVE with ver writes at too, 0 when not said). */
-static const uint8_t op_arity_opt[] = {10, 6, 7, 6, 7, 5, 4};
+static const uint8_t op_arity[] = {9, 4, 6, 5, 7, 5, 4, 4};
+/* Arity with the optional elements, if the kind has some (REMOVE has three:
+ * at, ver, then user; a REMOVE with ver writes at too, 0 when not said). */
+static const uint8_t op_arity_opt[] = {10, 7, 7, 6, 7, 5, 4, 4};
 
 static uint32_t arity_of(const pd_op *op) {
     if (op->kind == PD_OP_REMOVE)
-        return op->ver > 0 ? 6u : op->at > 0 ? 5u : 4u;
+        return op->user.n > 0 && op->ver > 0 ? 7u : op->ver > 0 ? 6u : op->at > 0 ? 5u : 4u;
     bool opt = (op->kind == PD_OP_ADD && op->meta.n > 0) ||
                (op->kind == PD_OP_STATE && op->ver > 0) ||
                (op->kind == PD_OP_CHOSEN && op->at > 0);
@@ -115,6 +116,7 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         msgpack_pack_uint64(pk, op->hlc);
         if (arity > op_arity[op->kind]) msgpack_pack_int64(pk, op->at);
         if (arity > op_arity[op->kind] + 1u) msgpack_pack_uint64(pk, op->ver);
+        if (arity > op_arity[op->kind] + 2u) pd_pack_str(pk, op->user);
         break;
     case PD_OP_STATE:
         pd_pack_str(pk, op->server);
@@ -147,6 +149,11 @@ void pd_op_encode(msgpack_packer *pk, const pd_op *op) {
         break;
     case PD_OP_SYNCED:
         pd_pack_str(pk, op->server);
+        msgpack_pack_uint64(pk, op->hlc);
+        pd_pack_str(pk, op->writer);
+        break;
+    case PD_OP_VER:
+        pd_pack_str(pk, op->user);
         msgpack_pack_uint64(pk, op->hlc);
         pd_pack_str(pk, op->writer);
         break;
@@ -197,9 +204,10 @@ static bool read_op(mp_reader *r, pd_op *op, bool check) {
     uint32_t n;
     unsigned kind = 0, small = 0;
     memset(op, 0, sizeof *op);
-    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_SYNCED, &kind))
+    if (!mpr_array(r, &n) || n < 1 || !rd_small(r, PD_OP_VER, &kind))
         return r->err ? false : mpr_fail(r, PD_EBADVALUE, "bad op");
-    bool remove_at = kind == PD_OP_REMOVE && n == op_arity[kind] + 1u; /* at, no ver */
+    /* at without ver, or at and ver without user */
+    bool remove_at = kind == PD_OP_REMOVE && (n == op_arity[kind] + 1u || n == op_arity[kind] + 2u);
     if (n != op_arity[kind] && n != op_arity_opt[kind] && !remove_at)
         return mpr_fail(r, PD_EBADVALUE, "bad op arity");
     bool opt = n > op_arity[kind];
@@ -218,9 +226,9 @@ static bool read_op(mp_reader *r, pd_op *op, bool check) {
             !pd_rd_u64(r, &op->hlc))
             return false;
         if (n == 5u) return rd_time(r, &op->at);
-        if (n == 6u) /* with ver, at may be 0: not said */
+        if (n >= 6u) /* with ver, at may be 0: not said */
             return rd_i64(r, &op->at) && (op->at >= 0 || mpr_fail(r, PD_EBADVALUE, "bad time in op")) &&
-                   pd_rd_u64(r, &op->ver);
+                   pd_rd_u64(r, &op->ver) && (n == 6u || rd_id(r, &op->user, check));
         return true;
     case PD_OP_STATE:
         if (!rd_id(r, &op->server, check) || !rd_id(r, &op->conn, check) || !pd_rd_u64(r, &op->hlc) ||
@@ -244,6 +252,9 @@ static bool read_op(mp_reader *r, pd_op *op, bool check) {
                rd_id(r, &op->writer, check);
     case PD_OP_SYNCED:
         return rd_id(r, &op->server, check) && pd_rd_u64(r, &op->hlc) &&
+               rd_id(r, &op->writer, check);
+    case PD_OP_VER:
+        return rd_id(r, &op->user, check) && pd_rd_u64(r, &op->hlc) &&
                rd_id(r, &op->writer, check);
     }
     return false;

@@ -23,16 +23,23 @@ typedef enum {
      * server with an older claim leaves (a server that moved; see
      * common/model/presence_sync.c) */
     PD_OP_SYNCED,
+    /* a floor of the user's `ver` (hlc), written by writer: the largest
+     * version of a past change that the current state no longer names (a
+     * removal, a state change, a node declared down, a custom status
+     * expiry). The highest (hlc, writer) wins; snapshots and state
+     * transfers carry it, so a rebuilt node numbers the user alike */
+    PD_OP_VER,
 } pd_op_kind;
 
 typedef struct {
     pd_op_kind kind;
     pd_str server, conn;            /* device ops; server also SYNCED */
-    pd_str user, label;             /* ADD; user also for register ops */
+    pd_str user, label;             /* ADD; user also for register ops and REMOVE
+                                     * (optional there: earlier nodes leave it out) */
     pd_devstate state;              /* ADD, STATE */
     int64_t connected_at, last_active;
     uint64_t hlc;                   /* ADD: the owner's claim; registers: version;
-                                     * SYNCED: when the sync completed */
+                                     * SYNCED: when the sync completed; VER: the floor */
     uint64_t ver;                   /* REMOVE, STATE: the HLC of this write (its user's
                                      * `ver`, notifications.md); 0 from earlier nodes */
     pd_str writer;                  /* registers: the node that wrote it */

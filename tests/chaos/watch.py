@@ -19,8 +19,8 @@ show:
       when the delay ends on the peers, they leave the announcement to
       that node, which sees no change: the user's `offline` is never
       announced and watchers keep `online`.
-  (2) the end of the offline delay takes the ver gone_ver + delay << 16,
-      which can be larger than the claim of a reconnect made just before
+  (2) the end of the offline delay takes the ver (last_seen + delay) << 16
+      (schemas/notifications.md, "ver", limits), which can be larger than the claim of a reconnect made just before
       it on another node: the announcer, whose delay ended before the
       claim reached it, announces `offline` and then `online` with a
       smaller ver, and a watcher keeping the largest ver, as the contract

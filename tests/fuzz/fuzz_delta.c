@@ -29,7 +29,7 @@ static void check_ops(const pd_ops *ops, const uint8_t *data, size_t size) {
     FZ_CHECK(fz_within(ops->raw, data, size), "ops outside the input");
     pd_ops_iter_init(&it, ops);
     while (pd_ops_next(&it, &op)) {
-        FZ_CHECK(op.kind <= PD_OP_SYNCED, "op kind %d", (int)op.kind);
+        FZ_CHECK(op.kind <= PD_OP_VER, "op kind %d", (int)op.kind);
         if (op.kind == PD_OP_SYNCED)
             FZ_CHECK(pd_id_valid(op.server.p, op.server.n) && pd_id_valid(op.writer.p, op.writer.n),
                      "synced op with a bad id");

@@ -135,8 +135,12 @@ static const pd_op OPS[] = {
      .expires_at = (int64_t)FZ_NOW + 800, .hlc = FZ_HLC + 900000, .writer = S(FZ_PEER)},
     {.kind = PD_OP_SEEN, .user = S("zed"), .at = (int64_t)FZ_NOW + 7, .hlc = FZ_HLC + 900001,
      .writer = S(FZ_PEER)},
+    {.kind = PD_OP_VER, .user = S("zed"), .hlc = FZ_HLC + 900002, .writer = S(FZ_PEER)},
+    {.kind = PD_OP_REMOVE, .server = S("s8"), .conn = S("c8"), .hlc = FZ_HLC + 5,
+     .at = (int64_t)FZ_NOW + 9, .ver = FZ_HLC + 900003, .user = S("alice")},
 };
-static const char *const OP_NAMES[] = {"add", "remove", "state", "chosen", "custom", "seen"};
+static const char *const OP_NAMES[] = {"add", "remove", "state", "chosen", "custom", "seen",
+                                       "ver", "remove-user"};
 
 static void ops_of(msgpack_sbuffer *ops, int first, int n) {
     msgpack_packer pk;

@@ -94,7 +94,8 @@ static void walk(const pd_snap_info *info, pd_snap_reader rd, entries *out) {
     n = 0;
     while (pd_snap_next_register(&rd, &op)) {
         n++;
-        FZ_CHECK(op.kind == PD_OP_CHOSEN || op.kind == PD_OP_CUSTOM || op.kind == PD_OP_SEEN,
+        FZ_CHECK(op.kind == PD_OP_CHOSEN || op.kind == PD_OP_CUSTOM || op.kind == PD_OP_SEEN ||
+                     op.kind == PD_OP_VER,
                  "register of kind %d", (int)op.kind);
         if (out == NULL) continue;
         msgpack_sbuffer_clear(&sb);
