@@ -783,11 +783,13 @@ void pd_repl_leave(pd_repl *r, uint64_t now) {
 /* ---- time ------------------------------------------------------------------------- */
 
 /* The warm-up ends two heartbeat periods after our first heartbeat (every
- * live peer has heard us and spoken since), once every live peer follows
+ * live peer has heard us and spoken since; or after the end of the restore
+ * or of a stall, if later), once every live peer follows
  * us and our transfers are done; a peer that never follows us (or a
  * transfer that never ends) holds it back for a bounded time only. */
 static uint64_t warm_end(const pd_repl *r) {
     uint64_t from = r->listening_since > r->started ? r->listening_since : r->started;
+    if (r->warm_from > from) from = r->warm_from; /* the end of the restore, or a stall */
     return r->listening_since ? from + 2 * r->cfg.sync_interval_ms : UINT64_MAX;
 }
 
@@ -822,7 +824,7 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
             r->peers[i]->suspected = false; /* the silence was ours */
         }
         pd_notifier_pause(r->nf);
-        r->started = now;
+        r->started = r->warm_from = now;
         r->listening_since = 0; /* from this turn's heartbeat */
     }
     r->last_tick = now;
@@ -912,7 +914,7 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
     if (r->cfg.max_msg_bytes < 4096) r->cfg.max_msg_bytes = 4096;
     r->io = *io;
     memcpy(r->self, node.p, node.n);
-    r->started = r->now = now;
+    r->started = r->warm_from = r->now = now;
     r->refuse_log = (pd_ratelimit)PD_RATELIMIT_INIT(10, 10000);
     msgpack_sbuffer_init(&r->ops);
     msgpack_sbuffer_init(&r->out);

@@ -121,6 +121,11 @@ struct pd_repl {
      * only follow us from then, so the warm-up is counted from it, not from
      * the start (which may be long before: connecting, a slow start). */
     uint64_t listening_since;
+    /* The warm-up counts from here: the start, the end of the restore (a
+     * long one must not eat it: peers' state transfers and the socket
+     * servers' resync come after it), or the end of a stall. `started`
+     * stays the start of what is re-announced when ready. */
+    uint64_t warm_from;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
     /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what

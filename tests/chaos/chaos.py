@@ -15,7 +15,8 @@ ends it stops injecting and lets every fault recover; then it stops the
 load, waits for the cluster to converge (polling, with a deadline), and
 compares every node's view with the oracle (compare.py).
 
-With --watch (opt-in: it fails today, see watch.py) a watcher per
+With --watch (opt-in: it still fails, mostly with partitions, see
+watch.py for what it found, what is fixed and what is left) a watcher per
 nats-server follows P.user.> through the run, and each user's last
 notification must equal what `get` says at the end.
 
