@@ -142,7 +142,15 @@ static void owe(pd_repl *r, pd_str user) {
     if (pd_str_eqc(who, r->self)) return;
     peer *p = repl__peer_find(r, who);
     if (p == NULL || !p->ready) return;
-    if (p->owed++ == 0) p->owed_since = r->now;
+    if (p->owed++ == 0) {
+        p->owed_since = r->now;
+        p->sum_at_owe = p->vc_sum;
+    }
+    /* What we had applied of the others when this change was made. */
+    uint64_t sum = r->seq;
+    for (uint32_t i = 0; i < r->npeers; i++)
+        if (r->peers[i] != p) sum += r->peers[i]->seq;
+    p->owed_total = sum;
 }
 
 /* The model's change callback: the notifier decides, at the time of the
@@ -604,10 +612,19 @@ static void check_ready(pd_repl *r, uint64_t now);
  * swallowed. Every node counts the same changes against it, so all leave
  * it out at about the same time. The bound is wide (a real node publishes
  * what it owes as soon as it applies the change, and its next heartbeat
- * says so); should a real node still be left out (a long stall), the next
- * heartbeat whose count moved brings it back. Decided before the
+ * says so); a peer whose vector clock still moves towards what we had
+ * applied when we began to count is slow, not silent, and one warming up
+ * (ready false) owes nothing. Should a real node still be left out, the
+ * next heartbeat whose count moved brings it back. Decided before the
  * heartbeat's membership update, which applies it. */
 static void check_announcing(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now) {
+    p->vc_sum = 0;
+    for (uint32_t k = 0; k < hb->nvc; k++)
+        if (!pd_str_eq(hb->vc[k].node, hb->node)) p->vc_sum += hb->vc[k].seq;
+    if (!hb->ready) { /* warming up (again): not counted, owes nothing */
+        p->owed = 0;
+        return;
+    }
     if (!p->ann_known || hb->notifications != p->ann) {
         if (p->ann_known && p->muted_inc == p->inc) {
             pd_log(PD_LOG_INFO, "node %s is heard announcing again", p->id);
@@ -623,6 +640,10 @@ static void check_announcing(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64
     uint64_t bound = r->cfg.node_timeout_ms;
     if (!p->ready || p->muted_inc == p->inc || p->owed < OWED_MIN || now < p->owed_since + bound)
         return;
+    /* Still applying what came before those changes (its vector clock
+     * moves, and is below what we had): slow, not silent; it publishes
+     * when it gets there. Frozen, or caught up, and still silent: out. */
+    if (p->vc_sum != p->sum_at_owe && p->vc_sum < p->owed_total) return;
     pd_log(PD_LOG_WARN, "node %s says it is ready but published nothing of the %u changes it "
            "announces here since %llu ms: announcing its users from the other nodes",
            p->id, p->owed, (unsigned long long)(now - p->owed_since));

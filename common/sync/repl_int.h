@@ -86,6 +86,11 @@ typedef struct {
     uint64_t ann, owed_since, muted_inc;
     uint32_t owed;
     bool ann_known;
+    /* Progress: the deltas of other origins its last heartbeat says it
+     * applied (vc_sum), that sum when it began to owe (sum_at_owe), and
+     * ours (without its own) at its last owed change (owed_total). A peer
+     * still catching up is slow, not silent. */
+    uint64_t vc_sum, sum_at_owe, owed_total;
     /* The incarnation that said it is leaving; one that then heartbeats
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
