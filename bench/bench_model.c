@@ -110,7 +110,7 @@ int bench_model(const bench_opts *o) {
     pd_model_stats ms;
     pd_model_stats_get(pd_repl_model(r2), &ms);
     t0 = bench_mono_ns();
-    pd_repl_restore_done(r2);
+    pd_repl_restore_done(r2, now + 1);
     double dump_s = secs_since(t0);
     printf("{\"kind\":\"model\",\"ok\":%s,\"devices\":%llu,\"users\":%u,"
            "\"heap_per_device\":%.1f,\"rss_per_device\":%.1f,\"load_s\":%.3f,"

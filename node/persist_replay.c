@@ -163,8 +163,8 @@ void persist__finish_replay(pd_node *n, bool complete) {
         ps->replay = NULL;
     }
     ps->st.replaying = false;
-    pd_repl_restore_done(n->repl);
     n->now = pd_now_ms();
+    pd_repl_restore_done(n->repl, n->now);
     for (uint32_t i = 0; i < ps->nheld; i++) {
         natsMsg *m = ps->held[i];
         pd_err err;

@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "harness.h"
 #include "base/ids.h"
@@ -576,6 +577,10 @@ Test(adversary, silent_ready_nodes_fall_back_to_real_announcers) {
     /* No poll can show that a repeat will not come: every node has applied
      * every delta and heartbeated a few times over by then. */
     h_sleep_ms(5 * SYNC_MS);
+    /* No node down while the fakes heartbeat (once they stop, they go
+     * down, which is right). */
+    for (int i = 0; i < NNODES; i++)
+        cr_expect_eq(metric(i, "presenced_nodes_down_total"), 0, "%s saw a node down", ids[i]);
     fakes_run = false;
     pthread_join(t, NULL);
     natsConnection_Destroy(fc);
@@ -584,8 +589,6 @@ Test(adversary, silent_ready_nodes_fall_back_to_real_announcers) {
         cr_expect_eq(h_watch_count_status(w, user, PD_PUB_BUSY), 1, "%s announced busy %d times",
                      user, h_watch_count_status(w, user, PD_PUB_BUSY));
     }
-    for (int i = 0; i < NNODES; i++)
-        cr_expect_eq(metric(i, "presenced_nodes_down_total"), 0, "%s saw a node down", ids[i]);
     real_connect_seen(0, "u-fb-after");
 }
 
@@ -677,6 +680,11 @@ Test(adversary, events_are_answered_during_a_query_flood) {
     h_sleep_ms(1000); /* a backlog builds up */
     int slow = 0;
     char conn[32], user[32];
+    /* The issue's bound, 1 s; the ThreadSanitizer build of the node (make
+     * test-tsan sets PD_PRESENCED_BIN) runs several times slower, and gets
+     * 5 s: the claim is that queries cannot starve events, at any speed. */
+    const char *bin = getenv("PD_PRESENCED_BIN");
+    int reply_ms = bin && *bin ? 5000 : 1000;
     for (int k = 0; k < 20 && slow == 0; k++) {
         msgpack_sbuffer sb;
         snprintf(conn, sizeof conn, "c-fl-%d", k);
@@ -686,7 +694,7 @@ Test(adversary, events_are_answered_during_a_query_flood) {
         pd_event_encode(&sb, &ev, NULL, 0);
         char subj[64];
         snprintf(subj, sizeof subj, "presence.events.%s", ids[k % NNODES]);
-        natsMsg *m = h_request_ms(nc, subj, sb.data, sb.size, 1000);
+        natsMsg *m = h_request_ms(nc, subj, sb.data, sb.size, reply_ms);
         msgpack_sbuffer_destroy(&sb);
         slow += m == NULL;
         natsMsg_Destroy(m);
@@ -695,8 +703,8 @@ Test(adversary, events_are_answered_during_a_query_flood) {
     flood_run = false;
     pthread_join(t, NULL);
     natsConnection_Destroy(fc);
-    cr_assert_eq(slow, 0, "an event was not answered within 1 s during the flood (%ld queries "
-                 "sent)", (long)flood_sent);
+    cr_assert_eq(slow, 0, "an event was not answered within %d ms during the flood (%ld queries "
+                 "sent)", reply_ms, (long)flood_sent);
     for (int i = 0; i < NNODES; i++)
         cr_assert_eq(metric(i, "presenced_nodes_down_total"), 0, "%s saw a node down", ids[i]);
     /* The backlog of queries drains (FIFO among queries), then all agree.

@@ -488,7 +488,7 @@ Test(persist, corrupt_snapshots_are_refused_and_recovered_from) {
     } rounds[] = {
         {"snapshot refused (snapshot checksum mismatch)", 0},
         {"snapshot refused (snapshot truncated", 1},
-        {"snapshot refused (snapshot version 3, this node reads 1 to 2)", 2},
+        {NULL, 2}, /* the message names the versions: made below */
     };
     char key[64];
     snprintf(key, sizeof key, "presence:snapshot:%s", ids[1]);
@@ -508,8 +508,12 @@ Test(persist, corrupt_snapshots_are_refused_and_recovered_from) {
         cr_assert(h_redis_set(&rs, key, v, len));
         free(v);
         long from = restart_node(1);
-        cr_assert(h_log_contains_from(nodes[1].log, from, rounds[k].why),
-                  "round %d: no \"%s\" in %s", k, rounds[k].why, nodes[1].log);
+        char other[96];
+        snprintf(other, sizeof other, "snapshot refused (snapshot version %d, this node reads %d to %d)",
+                 PD_SNAP_VERSION + 1, PD_SNAP_VERSION_MIN, PD_SNAP_VERSION);
+        const char *why = rounds[k].why ? rounds[k].why : other;
+        cr_assert(h_log_contains_from(nodes[1].log, from, why),
+                  "round %d: no \"%s\" in %s", k, why, nodes[1].log);
     }
     stop_load_and_compare(NNODES);
     expect_no_offline();

@@ -192,9 +192,10 @@ static inline void check_user(void *ud, pd_hnode *e) {
     int idn = u->id_n;
     cr_assert_eq(u->ndev, nd, "%s: %.*s counts its devices", ctx, idn, u->id);
     cr_assert_eq(u->nactive, na, "%s: %.*s counts its active devices", ctx, idn, u->id);
-    bool grace = (u->flags & UF_GRACE) != 0;
-    cr_assert_eq(pd_timer_armed(&u->grace), grace, "%s: grace flag and timer agree", ctx);
+    bool grace = (u->flags & UF_GRACE) != 0, back = (u->flags & UF_BACK) != 0;
+    cr_assert_eq(pd_timer_armed(&u->grace), grace || back, "%s: grace flag and timer agree", ctx);
     if (grace) cr_assert_eq(nd, 0u, "%s: no grace while a device is connected", ctx);
+    if (back) cr_assert_gt(nd, 0u, "%s: a return's ver waits only while a device is connected", ctx);
     cr_assert_eq(u->flags & UF_DIRTY, 0, "%s: nothing left dirty after an operation", ctx);
     if (u->custom) {
         cr_assert_eq(u->custom->user, u);
@@ -209,7 +210,7 @@ static inline void check_user(void *ud, pd_hnode *e) {
     w->users++;
     w->by_status[u->pub_status]++;
     w->devices += nd;
-    w->timers += na + grace;
+    w->timers += na + grace + back;
 }
 
 static inline void check_server(void *ud, pd_hnode *e) {

@@ -36,6 +36,7 @@
 #include "base/alloc.h"
 #include "base/ids.h"
 #include "repl_world.h"
+#include "sync/snapshot.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -863,5 +864,128 @@ Test(repl, shutdown_holds_the_presence_the_user_had) {
         cr_expect_eq(public_view(&w, i, "u0").status, PD_PUB_ONLINE, "%s holds online", NODE[i]);
     rounds(&w, 2);
     cr_expect_eq(notes_of(&w, "u0", PD_PUB_OFFLINE), 1u, "then offline, once");
+    world_free(&w);
+}
+
+/* ---- restarts from a snapshot: the offline delay, the warm-up ------------------------------- */
+
+/* Node i's snapshot, as it would write it now. */
+static uint8_t *snapshot_of(sim *s, int i, size_t *len) {
+    pd_snap_info info;
+    uint8_t *buf = NULL;
+    pd_repl_snapshot_info(s->r[i], &info, s->now);
+    pd_snap *sn = pd_snap_begin(pd_repl_model(s->r[i]), &info);
+    REQUIRE(sn != NULL, "pd_snap_begin");
+    while (!pd_snap_step(sn, pd_repl_model(s->r[i]), 64)) {}
+    REQUIRE(pd_snap_finish(sn, &buf, len) == PD_OK, "pd_snap_finish");
+    return buf;
+}
+
+/* Node i restarts from snap; the restore is done at once (done = true) or
+ * left under way. */
+static pd_repl *restart_from(sim *s, int i, const uint8_t *snap, size_t len, bool done) {
+    pd_snap_info info;
+    pd_err err = {PD_OK, ""};
+    sim_restart(s, i);
+    pd_repl_restore_begin(s->r[i]);
+    cr_assert_eq(pd_repl_restore(s->r[i], snap, len, s->now, &info, &err), PD_OK, "%s", err.msg);
+    if (done) pd_repl_restore_done(s->r[i], s->now);
+    return s->r[i];
+}
+
+static int announcer_of(const sim *s, const char *user) {
+    for (int i = 0; i < NREP; i++)
+        if (pd_notifier_is_announcer(pd_repl_notifier(s->r[i]), pd_str_c(user))) return i;
+    return -1;
+}
+
+/* The last notification of user (what a watcher ends on), or -1. */
+static int last_note(const sim *s, const char *user) {
+    int st = -1;
+    for (size_t k = 0; k < s->nnotes; k++)
+        if (strcmp(s->notes[k].user, user) == 0) st = (int)s->notes[k].status;
+    return st;
+}
+
+/* A snapshot keeps devices and registers, not the offline delays running.
+ * The announcer of a user in the delay restarts from a snapshot taken in
+ * it and is ready before the delay ends, so the peers leave the `offline`
+ * to it: restored as offline at once, it had no change to announce, and
+ * watchers kept `online` for good (chaos --watch). The delay comes back
+ * from last_seen instead. */
+Test(repl, announcer_restored_within_the_offline_delay_still_announces_offline) {
+    static const pd_model_cfg mcfg = {
+        .idle_timeout_ms = 1u << 30, .offline_delay_ms = 8000, .server_timeout_ms = 1u << 30};
+    world w;
+    world_init(&w, case_seed("repl-restore", 1), &mcfg, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    connect_at(&w, 1, "c0", 0); /* s1 is attached to n1 */
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    int a = announcer_of(s, "u0");
+    cr_assert_geq(a, 0);
+    pd_event ev = conn_event(PD_EV_DISCONNECT, 1, &w.srv[1].c[0]);
+    w.srv[1].c[0].live = false;
+    world_event(&w, 1, &ev);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    s->now += 500;
+    size_t len;
+    uint8_t *snap = snapshot_of(s, a, &len);
+    pd_repl *r = restart_from(s, a, snap, len, true);
+    free(snap);
+    pd_view v;
+    pd_model_view(pd_repl_model(r), pd_str_c("u0"), pd_str_c(""), &v);
+    cr_expect_eq(v.status, PD_PUB_ONLINE, "restored within the delay, as the peers hold it");
+    cr_expect_eq(v.devices, 0u);
+    size_t before = s->nnotes;
+    bool ready_in_time = false;
+    for (int k = 0; k < 40; k++) { /* 10 s: the delay ends 7.5 s from now */
+        s->now += 250;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+        if (k == 20) ready_in_time = pd_repl_ready(r) && announcer_of(s, "u0") == a;
+    }
+    cr_assert(ready_in_time, "the restarted %s announces u0 before the delay ends", NODE[a]);
+    for (int i = 0; i < NREP; i++)
+        cr_expect_eq(public_view(&w, i, "u0").status, PD_PUB_OFFLINE, "%s: u0 offline", NODE[i]);
+    cr_expect_gt(s->nnotes, before, "the delay's end is announced");
+    cr_expect_eq(last_note(s, "u0"), (int)PD_PUB_OFFLINE, "watchers end on offline");
+    world_free(&w);
+}
+
+/* A restore that runs long (JetStream or Redis slow): the warm-up counts
+ * from its end, not from the start, so the node does not announce a
+ * moment after asking its socket servers to resync. */
+Test(repl, warm_up_counts_from_the_end_of_the_restore) {
+    world w;
+    three_nodes_with_devices(&w);
+    sim *s = &w.s;
+    size_t len;
+    uint8_t *snap = snapshot_of(s, 2, &len);
+    pd_repl *r = restart_from(s, 2, snap, len, false);
+    free(snap);
+    for (int k = 0; k < 10; k++) { /* the replay takes ten sync intervals */
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+        cr_assert_not(pd_repl_ready(r), "not ready while restoring");
+    }
+    pd_repl_restore_done(r, s->now);
+    uint64_t done = s->now;
+    while (s->now < done + 2 * s->cfg.sync_interval_ms - 50) {
+        s->now += 50;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+        cr_assert_not(pd_repl_ready(r), "ready %llu ms after the restore's end, before its warm-up",
+                      (unsigned long long)(s->now - done));
+    }
+    for (int k = 0; k < 6 && !pd_repl_ready(r); k++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+    }
+    cr_expect(pd_repl_ready(r), "ready after its warm-up");
     world_free(&w);
 }

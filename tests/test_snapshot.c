@@ -320,7 +320,7 @@ static pd_repl *restart_n1(world *w, int i, const uint8_t *snap, size_t len, siz
     for (int p = 0; p < passes; p++) replay(w, r, from);
     w->live[i] = true;
     w->n1 = i;
-    pd_repl_restore_done(r);
+    pd_repl_restore_done(r, w->now);
     pump(w);
     return r;
 }
@@ -571,7 +571,7 @@ Test(snapshot, partition_served_during_the_replay_holds_no_ghost) {
         cr_assert_eq(pd_repl_replay_delta(r, w.stream[k].buf, w.stream[k].len, w.now, &err),
                      PD_OK, "%s", err.msg);
     }
-    pd_repl_restore_done(r);
+    pd_repl_restore_done(r, w.now);
     pump(&w);
     advance(&w, 500, 50);
     cr_assert_eq(pd_model_owner_devices(pd_repl_model(r), pd_str_c("n1")), 6);

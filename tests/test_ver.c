@@ -220,3 +220,67 @@ Test(ver, remove_and_state_read_with_and_without_ver) {
     mpr_init(&r, bad_remove, sizeof bad_remove);
     cr_expect_not(pd_op_read(&r, &op), "three elements: bad op arity");
 }
+
+/* The end of the offline delay and a return just before it, on two nodes.
+ * b's delay ends first and b announces `offline`; a's reconnect, claimed
+ * just before a's own delay ends, reaches b after that. The return must
+ * outrank the `offline` b sent (a watcher keeping the largest ver would
+ * end on `offline` otherwise), with the same ver on both nodes, and
+ * without running ahead of the clock: the writes after it still raise it. */
+Test(ver, a_return_just_before_the_delay_ends_outranks_the_offline) {
+    uint64_t t = 3000000;
+    apply_on(ma, connect_ev("c1", "alice"), t);
+    apply_on(ma, conn_ev(PD_EV_DISCONNECT, "c1"), t += 10);
+    uint64_t gone = t;
+    expect_same("disconnect");
+    pd_model_tick(mb, gone + 500); /* b's delay ends: `offline` */
+    pd_view v;
+    pd_model_view(mb, S("alice"), S(""), &v);
+    cr_assert_eq(v.status, PD_PUB_OFFLINE);
+    uint64_t off = sb.last_ver[0];
+    cr_assert_eq(off, v.ver, "b announced the offline state");
+    /* a: the user is back 10 ms before a's delay would end; b hears it late */
+    pd_apply_result res;
+    pd_err err = {0};
+    pd_event c2 = connect_ev("c2", "alice");
+    cr_assert_eq(pd_model_apply(ma, &c2, gone + 490, &res, &err), PD_OK);
+    cr_expect_lt(ver_on(ma, "alice"), (gone + 491) << 16, "a's ver does not run ahead of its clock");
+    deliver(&sa, mb, "a", gone + 520);
+    pd_model_view(mb, S("alice"), S(""), &v);
+    cr_expect_eq(v.status, PD_PUB_ONLINE);
+    cr_expect_gt(sb.last_ver[0], off, "b announces the return above its offline");
+    cr_expect_not(sb.decreased, "every notification of b outranks the one before");
+    pd_model_tick(ma, gone + 520); /* a's delay would have ended: the same ver */
+    exchange(gone + 520);
+    expect_same("return after b's offline");
+    /* A write after the return raises the ver on both. */
+    uint64_t back = ver_on(mb, "alice");
+    pd_event st = {.type = PD_EV_STATUS, .user = S("alice"), .status = PD_CHOSEN_BUSY};
+    apply_on(ma, st, gone + 600);
+    expect_same("status after the return");
+    cr_expect_gt(ver_on(mb, "alice"), back);
+    cr_expect_not(sa.decreased);
+    cr_expect_not(sb.decreased);
+}
+
+/* A return early in the delay: no node ended it, nothing is announced, and
+ * the ver stays below the clock until the delay would have ended. */
+Test(ver, an_early_return_keeps_the_ver_below_the_clock) {
+    uint64_t t = 4000000;
+    apply_on(ma, connect_ev("c1", "bob"), t);
+    apply_on(ma, conn_ev(PD_EV_DISCONNECT, "c1"), t += 10);
+    int notes = sb.notes[1];
+    apply_on(ma, connect_ev("c2", "bob"), t += 20);
+    cr_expect_eq(sb.notes[1], notes, "a reconnect within the delay is not announced");
+    cr_expect_lt(ver_on(ma, "bob"), (t + 1) << 16);
+    expect_same("early return");
+    pd_event st = {.type = PD_EV_STATUS, .user = S("bob"), .status = PD_CHOSEN_AWAY};
+    uint64_t before = ver_on(mb, "bob");
+    apply_on(mb, st, t += 20);
+    cr_expect_gt(ver_on(ma, "bob"), before, "a write after the return raises the ver");
+    expect_same("status");
+    tick(t += 1000);
+    expect_same("after the delay");
+    cr_expect_not(sa.decreased);
+    cr_expect_not(sb.decreased);
+}

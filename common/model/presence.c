@@ -127,7 +127,7 @@ static uint64_t retention_due(const pd_model *m, const pd_user *u) {
 /* After a change of u: a forgettable user waits for its retention on the
  * grace timer, free once the offline delay is over. */
 static void retention_arm(pd_model *m, pd_user *u, uint64_t now) {
-    if (m->cfg.user_retention_ms == 0 || (u->flags & UF_GRACE)) return;
+    if (m->cfg.user_retention_ms == 0 || (u->flags & (UF_GRACE | UF_BACK))) return;
     if (!user_forgettable(u)) {
         pd_theap_disarm(&m->timers, &u->grace);
         return;
@@ -153,7 +153,7 @@ static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
 void pd__flush(pd_model *m, uint64_t now) {
     for (uint32_t i = 0; i < m->ndirty; i++) {
         pd_user *u = m->dirty[i];
-        u->flags &= (uint8_t)~UF_DIRTY;
+        u->flags &= (uint8_t)~(UF_DIRTY | UF_LEFT_NOW);
         retention_arm(m, u, now);
         pd_public st = pd__user_status(u, false);
         uint16_t cu = public_custom(u);
@@ -175,8 +175,37 @@ void pd__flush(pd_model *m, uint64_t now) {
     m->ndirty = 0;
 }
 
+/* ---- the offline delay and the ver of a return ------------------------------------ */
+
+/* The ver of the offline state that ends the offline delay of u's last
+ * full disconnect, as pd__user_ver gives it once u is offline: the larger
+ * of the user's other terms and (last_seen + delay) << 16. */
+static uint64_t offline_ver(const pd_model *m, const pd_user *u) {
+    uint64_t v = ((uint64_t)(u->seen > 0 ? u->seen : 0) + m->cfg.offline_delay_ms) << 16;
+    uint64_t base = pd__user_ver(m, u);
+    return base > v ? base : v;
+}
+
+/* A return's ver becomes a floor of the user's ver, written by this node
+ * and sent to the peers as a VER op (the highest floor wins everywhere).
+ * Never ahead of now: receivers' clocks observe it. */
+static void back_raise(pd_model *m, pd_user *u, uint64_t back) {
+    if (!pd__newer(back, m->node, u->vmax, pd__writer_name(m, u->vmax_by))) return;
+    pd__ver_raise(m, u, back, m->node);
+    pd__hlc_observe(m, back, m->now);
+    pd_op op = {.kind = PD_OP_VER, .user = {u->id, u->id_n}, .hlc = back,
+                .writer = pd_str_c(m->node)};
+    pd__emit(m, &op);
+}
+
 /* The last device left: keep the former presence for the offline delay. */
 static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint64_t now) {
+    if (u->flags & UF_BACK) { /* left again before its delay's end: nothing to outrank */
+        u->flags &= (uint8_t)~UF_BACK;
+        pd_theap_disarm(&m->timers, &u->grace);
+    }
+    pd__mark_dirty(m, u);
+    if (u->flags & UF_DIRTY) u->flags |= UF_LEFT_NOW; /* pd__flush clears it */
     u->flags &= (uint8_t)~UF_HELD_ACTIVE;
     if (was_active) u->flags |= UF_HELD_ACTIVE;
     if (m->cfg.offline_delay_ms == 0 ||
@@ -187,9 +216,55 @@ static void user_lost_last_device(pd_model *m, pd_user *u, bool was_active, uint
     u->flags |= UF_GRACE;
 }
 
-static void user_regained_device(pd_model *m, pd_user *u) {
-    u->flags &= (uint8_t)~UF_GRACE;
+typedef struct {
+    pd_model *m;
+    uint64_t now;
+} restore_ctx;
+
+static void restore_delay(void *ud, pd_hnode *e) {
+    restore_ctx *c = ud;
+    pd_model *m = c->m;
+    pd_user *u = (pd_user *)e;
+    uint64_t due = (u->seen > 0 ? (uint64_t)u->seen : 0) + m->cfg.offline_delay_ms;
+    if (u->ndev > 0 || (u->flags & UF_GRACE) || u->seen <= 0 || due <= c->now) return;
+    if (pd_theap_arm(&m->timers, &u->grace, due) != PD_OK) return; /* offline at once */
+    u->flags |= UF_GRACE | UF_HELD_ACTIVE;
+    pd__mark_dirty(m, u);
+}
+
+void pd_model_restore_delays(pd_model *m, uint64_t now) {
+    restore_ctx c = {m, now};
+    uint64_t cur = 0;
+    if (m->cfg.offline_delay_ms == 0) return;
+    m->now = now;
+    do cur = pd_htab_scan(&m->users, cur, restore_delay, &c); while (cur != 0);
+    pd__flush(m, now);
+}
+
+/* A device of owner came back after a full disconnect (called with the
+ * device counted, its claim not yet). A node whose offline delay ended
+ * before the claim reached it announced `offline` with offline_ver(): the
+ * state after the return must outrank it on every node, so such a node
+ * raises the user's ver floor to that + 1 (a VER op, replicated). The
+ * owner does the same when the delay would have ended (last_seen + the
+ * delay, on its grace timer; at once if that is past), so that nodes
+ * whose delay had not ended yet give the same ver. Never before: a floor
+ * ahead of the clocks, observed by the HLC, would let a claim outrank the
+ * newer claim of a server that moved. */
+static void user_regained_device(pd_model *m, pd_user *u, const char *owner, uint64_t now) {
+    bool replaced = (u->flags & UF_LEFT_NOW) != 0, ended = !(u->flags & UF_GRACE);
+    u->flags &= (uint8_t)~(UF_GRACE | UF_LEFT_NOW);
     pd_theap_disarm(&m->timers, &u->grace);
+    /* Replaced in one operation: nobody saw the user leave. */
+    if (m->cfg.offline_delay_ms == 0 || u->seen <= 0 || replaced) return;
+    uint64_t due = (uint64_t)u->seen + m->cfg.offline_delay_ms;
+    if (due <= now) {
+        if (ended || owner == m->node) back_raise(m, u, offline_ver(m, u) + 1);
+    } else if (owner == m->node && !ended &&
+               pd_theap_arm(&m->timers, &u->grace, due) == PD_OK) {
+        u->back_ver = offline_ver(m, u) + 1; /* now: last_seen moves on with the return */
+        u->flags |= UF_BACK;
+    }
 }
 
 void pd__custom_clear(pd_model *m, pd_user *u) {
@@ -354,7 +429,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     s->ndev++;
     if (u->ndev++ == 0) {
         m->live_users++;
-        user_regained_device(m, u);
+        user_regained_device(m, u, owner, now);
     }
     m->ndevices++;
     pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
@@ -655,6 +730,12 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     }
     case TK_GRACE: { /* the offline delay, then the retention (see retention_arm) */
         pd_user *u = OWNER(t, pd_user, grace);
+        if (u->flags & UF_BACK) { /* returned within the delay: its ver, now */
+            u->flags &= (uint8_t)~UF_BACK;
+            back_raise(m, u, u->back_ver);
+            pd__mark_dirty(m, u);
+            break;
+        }
         if (!(u->flags & UF_GRACE)) {
             user_expire(m, u, now);
             break;

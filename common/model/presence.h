@@ -102,6 +102,16 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin, const pd_op *op, uint64_
  * its snapshot or its deltas kept in JetStream), applied to its own
  * partition without being sent again. */
 pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now);
+/* The end of a restore (snapshot, then stream): a snapshot keeps devices
+ * and registers, not the offline delays running when it was taken. A user
+ * with no device whose last_seen (the time its last device left, a
+ * replicated register) is less than the offline delay before now is put
+ * back in the delay until last_seen + the delay, as the peers still hold
+ * it, so that its `offline` is announced when the delay ends (the peers
+ * leave that to its announcer, maybe this node). Whether its last device
+ * was active is not kept: it shows online meanwhile (or its chosen busy or
+ * away). Users already in a delay (from the stream) are left as they are. */
+void pd_model_restore_delays(pd_model *m, uint64_t now);
 
 /* State transfer of one origin's partition: begin, apply its ADD and
  * register ops, end: devices of origin that were not re-added leave. */

@@ -49,6 +49,8 @@ struct pd_user {
                                 * user's devices or of a VER op */
     int64_t expired_at;        /* the custom register's value expired then (0: it did
                                 * not): a ver term until the register changes */
+    uint64_t back_ver;         /* UF_BACK: the ver floor the return takes when the
+                                * delay would have ended (user_regained_device) */
     uint16_t vmax_by;          /* writer of vmax (pd__writer_of; the highest (vmax,
                                 * writer) wins), whose partition carries it as a VER op */
     uint16_t seen_by;          /* writer of `seen` (a device's owner, or a SEEN op's) */
@@ -64,7 +66,13 @@ struct pd_user {
     char id[];
 };
 
-enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8 };
+/* UF_BACK: a device of this node came back within the offline delay; the
+ * grace timer runs on to raise the user's ver when the delay would have
+ * ended (user_regained_device). UF_LEFT_NOW: the last device left in the
+ * operation under way (cleared by pd__flush): a device added in the same
+ * operation replaces it, and nobody saw the user leave. */
+enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8, UF_BACK = 16,
+       UF_LEFT_NOW = 32 };
 
 typedef struct pd_server pd_server;
 

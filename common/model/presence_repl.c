@@ -160,17 +160,15 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         pd__drop_server_if_unused(m, s);
         return PD_OK; /* an older claim: the current owner keeps it */
     }
-    if (d && pd__dev_node(m, d) != origin) {
-        /* Another node's newer claim (a server moved): the entry leaves at
-         * that claim everywhere, and if it was ours our REMOVE says so. */
-        pd__ver_raise(m, d->user, op->hlc, origin);
-        m->write_at = op->hlc;
+    if (d) {
+        /* Another node's newer claim (a server moved), or the owner reused
+         * the conn. The old entry's user takes the version of its owner's
+         * REMOVE (removed_before), which, if the entry was ours, we send
+         * now at the claim that displaced it: nodes may see different
+         * claims of the winner (a renewed one), but one REMOVE. */
+        m->write_at = pd__dev_node(m, d) != origin ? op->hlc : 0;
         pd__device_remove(m, d, now, 0);
         m->write_at = 0;
-    } else if (d) {
-        /* The owner reused the conn: its own REMOVE of the old entry names
-         * that removal's version (removed_before). */
-        pd__device_remove(m, d, now, 0);
     }
     pd_status st = pd__device_add(m, s, op->conn, op->user, op->label, op->meta, origin,
                                   op->hlc, now);

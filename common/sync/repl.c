@@ -142,7 +142,15 @@ static void owe(pd_repl *r, pd_str user) {
     if (pd_str_eqc(who, r->self)) return;
     peer *p = repl__peer_find(r, who);
     if (p == NULL || !p->ready) return;
-    if (p->owed++ == 0) p->owed_since = r->now;
+    if (p->owed++ == 0) {
+        p->owed_since = r->now;
+        p->sum_at_owe = p->vc_sum;
+    }
+    /* What we had applied of the others when this change was made. */
+    uint64_t sum = r->seq;
+    for (uint32_t i = 0; i < r->npeers; i++)
+        if (r->peers[i] != p) sum += r->peers[i]->seq;
+    p->owed_total = sum;
 }
 
 /* The model's change callback: the notifier decides, at the time of the
@@ -618,10 +626,19 @@ static void check_ready(pd_repl *r, uint64_t now);
  * swallowed. Every node counts the same changes against it, so all leave
  * it out at about the same time. The bound is wide (a real node publishes
  * what it owes as soon as it applies the change, and its next heartbeat
- * says so); should a real node still be left out (a long stall), the next
- * heartbeat whose count moved brings it back. Decided before the
+ * says so); a peer whose vector clock still moves towards what we had
+ * applied when we began to count is slow, not silent, and one warming up
+ * (ready false) owes nothing. Should a real node still be left out, the
+ * next heartbeat whose count moved brings it back. Decided before the
  * heartbeat's membership update, which applies it. */
 static void check_announcing(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now) {
+    p->vc_sum = 0;
+    for (uint32_t k = 0; k < hb->nvc; k++)
+        if (!pd_str_eq(hb->vc[k].node, hb->node)) p->vc_sum += hb->vc[k].seq;
+    if (!hb->ready) { /* warming up (again): not counted, owes nothing */
+        p->owed = 0;
+        return;
+    }
     if (!p->ann_known || hb->notifications != p->ann) {
         if (p->ann_known && p->muted_inc == p->inc) {
             pd_log(PD_LOG_INFO, "node %s is heard announcing again", p->id);
@@ -637,6 +654,10 @@ static void check_announcing(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64
     uint64_t bound = r->cfg.node_timeout_ms;
     if (!p->ready || p->muted_inc == p->inc || p->owed < OWED_MIN || now < p->owed_since + bound)
         return;
+    /* Still applying what came before those changes (its vector clock
+     * moves, and is below what we had): slow, not silent; it publishes
+     * when it gets there. Frozen, or caught up, and still silent: out. */
+    if (p->vc_sum != p->sum_at_owe && p->vc_sum < p->owed_total) return;
     pd_log(PD_LOG_WARN, "node %s says it is ready but published nothing of the %u changes it "
            "announces here since %llu ms: announcing its users from the other nodes",
            p->id, p->owed, (unsigned long long)(now - p->owed_since));
@@ -780,11 +801,13 @@ void pd_repl_leave(pd_repl *r, uint64_t now) {
 /* ---- time ------------------------------------------------------------------------- */
 
 /* The warm-up ends two heartbeat periods after our first heartbeat (every
- * live peer has heard us and spoken since), once every live peer follows
+ * live peer has heard us and spoken since; or after the end of the restore
+ * or of a stall, if later), once every live peer follows
  * us and our transfers are done; a peer that never follows us (or a
  * transfer that never ends) holds it back for a bounded time only. */
 static uint64_t warm_end(const pd_repl *r) {
     uint64_t from = r->listening_since > r->started ? r->listening_since : r->started;
+    if (r->warm_from > from) from = r->warm_from; /* the end of the restore, or a stall */
     return r->listening_since ? from + 2 * r->cfg.sync_interval_ms : UINT64_MAX;
 }
 
@@ -819,7 +842,7 @@ void pd_repl_begin(pd_repl *r, uint64_t now) {
             r->peers[i]->suspected = false; /* the silence was ours */
         }
         pd_notifier_pause(r->nf);
-        r->started = now;
+        r->started = r->warm_from = now;
         r->listening_since = 0; /* from this turn's heartbeat */
     }
     r->last_tick = now;
@@ -909,7 +932,7 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
     if (r->cfg.max_msg_bytes < 4096) r->cfg.max_msg_bytes = 4096;
     r->io = *io;
     memcpy(r->self, node.p, node.n);
-    r->started = r->now = now;
+    r->started = r->warm_from = r->now = now;
     r->refuse_log = (pd_ratelimit)PD_RATELIMIT_INIT(10, 10000);
     msgpack_sbuffer_init(&r->ops);
     msgpack_sbuffer_init(&r->out);

@@ -175,8 +175,13 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
  * idempotent, so replaying from too early changes nothing. */
 pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err);
-/* After the replay: sends our restored devices as ops of this incarnation. */
-void pd_repl_restore_done(pd_repl *r);
+/* After the replay, at now: sends our restored devices as ops of this
+ * incarnation. The warm-up (two sync intervals, then the transfers under
+ * way) counts from now, not from the start: a restore that took long
+ * (JetStream or Redis slow) must not leave the node announcing at once,
+ * before the peers' transfers and the socket servers' resync it asks for
+ * have come in. */
+void pd_repl_restore_done(pd_repl *r, uint64_t now);
 
 /* For P.query.cluster: calls fn for this node and each known peer. */
 typedef void (*pd_node_fn)(void *ud, const pd_node_view *nv);

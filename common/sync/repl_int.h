@@ -88,6 +88,11 @@ typedef struct {
     uint64_t ann, owed_since, muted_inc;
     uint32_t owed;
     bool ann_known;
+    /* Progress: the deltas of other origins its last heartbeat says it
+     * applied (vc_sum), that sum when it began to owe (sum_at_owe), and
+     * ours (without its own) at its last owed change (owed_total). A peer
+     * still catching up is slow, not silent. */
+    uint64_t vc_sum, sum_at_owe, owed_total;
     /* The incarnation that said it is leaving; one that then heartbeats
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
@@ -118,6 +123,11 @@ struct pd_repl {
      * only follow us from then, so the warm-up is counted from it, not from
      * the start (which may be long before: connecting, a slow start). */
     uint64_t listening_since;
+    /* The warm-up counts from here: the start, the end of the restore (a
+     * long one must not eat it: peers' state transfers and the socket
+     * servers' resync come after it), or the end of a stall. `started`
+     * stays the start of what is re-announced when ready. */
+    uint64_t warm_from;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
     /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what

@@ -141,8 +141,13 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
     return PD_OK;
 }
 
-void pd_repl_restore_done(pd_repl *r) {
+void pd_repl_restore_done(pd_repl *r, uint64_t now) {
     r->restoring = false;
+    r->now = now;
+    if (now > r->warm_from) r->warm_from = now; /* see repl.h */
+    /* Offline delays running when the snapshot was taken: back from
+     * last_seen (a snapshot does not keep them). */
+    pd_model_restore_delays(r->m, now);
     /* The replay may have applied deltas that the peers' heartbeats did
      * not count yet, and their live copies come next: no contradiction. */
     for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->synced_at = r->now;

@@ -201,7 +201,7 @@ static void replay(const uint8_t *data, size_t size) {
     }
     fz_check_model(m);
     check_clock(m, FZ_NOW, "replayed delta");
-    pd_repl_restore_done(r);
+    pd_repl_restore_done(r, FZ_NOW);
     fz_check_model(m);
     pd_repl_free(r);
 }

@@ -128,7 +128,7 @@ static uint8_t *restore_and_take(const uint8_t *buf, size_t len, uint64_t now,
     pd_status s = pd_repl_restore(r, buf, len, now, &info, &err);
     FZ_CHECK(s == PD_OK, "restore refused an accepted snapshot: %s", err.msg);
     fz_check_model(pd_repl_model(r));
-    pd_repl_restore_done(r);
+    pd_repl_restore_done(r, now);
     fz_check_model(pd_repl_model(r));
     uint8_t *out = take(r, now, out_len);
     pd_repl_free(r);
