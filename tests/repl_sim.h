@@ -361,16 +361,19 @@ static inline void sim_flush_all(sim *s) {
     for (int i = 0; i < NREP; i++) pd_repl_flush(s->r[i]);
 }
 
+/* ms pass; every replica ticks, then everything in flight is delivered. */
+static inline void sim_round(sim *s, uint64_t ms) {
+    s->now += ms;
+    sim_tick_all(s);
+    sim_deliver_all(s);
+}
+
 /* Start: every replica ticks past its warm-up, heartbeats flow, and all
  * are ready and know each other as alive. */
 static inline void sim_warm_up(sim *s) {
     sim_tick_all(s); /* the first heartbeats: the warm-up counts from them */
     sim_deliver_all(s);
-    for (int round = 0; round < 2; round++) {
-        s->now += s->cfg.sync_interval_ms;
-        sim_tick_all(s);
-        sim_deliver_all(s);
-    }
+    for (int round = 0; round < 2; round++) sim_round(s, s->cfg.sync_interval_ms);
     for (int i = 0; i < NREP; i++) REQUIRE(pd_repl_ready(s->r[i]), "%s is not ready", NODE[i]);
 }
 

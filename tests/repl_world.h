@@ -28,6 +28,9 @@ static const pd_repl_cfg RCFG = {
     .sync_interval_ms = 1000, .node_timeout_ms = 5000, .inc = 1, .max_msg_bytes = 4096};
 static const pd_model_cfg MCFG = {
     .idle_timeout_ms = 2500, .offline_delay_ms = 1500, .server_timeout_ms = 3000};
+/* Timers that do not fire during the fixed scenarios, but the offline delay. */
+static const pd_model_cfg MCFG_QUIET = {
+    .idle_timeout_ms = 1u << 30, .offline_delay_ms = 1500, .server_timeout_ms = 1u << 30};
 
 /* ---- the world: the simulated cluster and what the socket servers hold -------------------- */
 
@@ -105,6 +108,18 @@ static inline void world_event(world *w, int i, const pd_event *ev) {
 static inline pd_event conn_event(pd_event_type t, int k, const sconn *c) {
     return (pd_event){.type = t, .server = pd_str_c(SERVER[k]), .conn = pd_str_c(c->id),
                       .user = pd_str_c(USER[c->user]), .device = pd_str_c(LABEL[c->label])};
+}
+
+/* Server k connects conn for USER[user] (device LABEL[0]) through its node. */
+static inline void connect_at(world *w, int k, const char *conn, int user) {
+    server *sv = &w->srv[k];
+    sconn *c = &sv->c[sv->n++];
+    snprintf(c->id, sizeof c->id, "%s", conn);
+    c->user = user;
+    c->label = 0;
+    c->live = true;
+    pd_event ev = conn_event(PD_EV_CONNECT, k, c);
+    world_event(w, sv->at, &ev);
 }
 
 /* The server's complete list of live conns, sent as a sync to replica i. */

@@ -151,10 +151,6 @@ Test(repl, converges_part4, .timeout = 240) { run_cases("repl/part4", 7500, 2500
 
 /* ---- a node restarts, a node goes silent --------------------------------------------------------- */
 
-/* Timers that do not fire during these tests, but the offline delay. */
-static const pd_model_cfg MCFG_QUIET = {
-    .idle_timeout_ms = 1u << 30, .offline_delay_ms = 1500, .server_timeout_ms = 1u << 30};
-
 static uint64_t owned_by(const world *w, int i, int owner) {
     return pd_model_owner_devices(pd_repl_model(w->s.r[i]), pd_str_c(NODE[owner]));
 }
@@ -163,17 +159,6 @@ static pd_view public_view(const world *w, int i, const char *user) {
     pd_view v;
     pd_model_view(pd_repl_model(w->s.r[i]), pd_str_c(user), pd_str_c(""), &v);
     return v;
-}
-
-static void connect_at(world *w, int k, const char *conn, int user) {
-    server *sv = &w->srv[k];
-    sconn *c = &sv->c[sv->n++];
-    snprintf(c->id, sizeof c->id, "%s", conn);
-    c->user = user;
-    c->label = 0;
-    c->live = true;
-    pd_event ev = conn_event(PD_EV_CONNECT, k, c);
-    world_event(w, sv->at, &ev);
 }
 
 /* n2 (attached to s2) has u0 and u1 on it, n0 (s0) has u2; all delivered. */

@@ -9,20 +9,6 @@
 #include "repl_world.h"
 #include "model/query_answer.h"
 
-static const pd_model_cfg MCFG_QUIET = {
-    .idle_timeout_ms = 1u << 30, .offline_delay_ms = 1500, .server_timeout_ms = 1u << 30};
-
-static void connect_at(world *w, int k, const char *conn, int user) {
-    server *sv = &w->srv[k];
-    sconn *c = &sv->c[sv->n++];
-    snprintf(c->id, sizeof c->id, "%s", conn);
-    c->user = user;
-    c->label = 0;
-    c->live = true;
-    pd_event ev = conn_event(PD_EV_CONNECT, k, c);
-    world_event(w, sv->at, &ev);
-}
-
 typedef struct {
     uint64_t as_of;
     pd_str stale[PD_VC_MAX];
@@ -41,12 +27,6 @@ static bool user_stale(const world *w, int i, const char *user) {
     return pd_query_user_stale(pd_repl_model(w->s.r[i]), pd_str_c(user), &fr);
 }
 
-static void round_(sim *s, uint64_t ms) {
-    s->now += ms;
-    sim_tick_all(s);
-    sim_deliver_all(s);
-}
-
 Test(repl_fresh, as_of_stops_at_a_silent_peer_and_stale_marks_its_users) {
     world w;
     world_init(&w, 7, &MCFG_QUIET, false);
@@ -56,7 +36,7 @@ Test(repl_fresh, as_of_stops_at_a_silent_peer_and_stale_marks_its_users) {
     connect_at(&w, 0, "c1", 2); /* u2 on n0 */
     sim_flush_all(s);
     sim_deliver_all(s);
-    round_(s, s->cfg.sync_interval_ms);
+    sim_round(s, s->cfg.sync_interval_ms);
     uint64_t last_hb = s->now;
     fresh f = fresh_of(&w, 0);
     cr_expect_eq(f.as_of, last_hb, "caught up with both peers as of their last heartbeats");
@@ -65,13 +45,13 @@ Test(repl_fresh, as_of_stops_at_a_silent_peer_and_stale_marks_its_users) {
 
     s->cut[2] = s->frozen[2] = true; /* n2 stops */
     while (s->now + 100 <= last_hb + 2 * s->cfg.sync_interval_ms) {
-        round_(s, 100);
+        sim_round(s, 100);
         f = fresh_of(&w, 0);
         cr_assert_eq(f.as_of, last_hb, "as_of stays at n2's last heartbeat (+%llu ms)",
                      (unsigned long long)(s->now - last_hb));
         cr_assert_eq(f.nstale, 0u, "not stale within two sync intervals");
     }
-    round_(s, 200);
+    sim_round(s, 200);
     f = fresh_of(&w, 0);
     cr_expect_eq(f.as_of, last_hb);
     cr_assert_eq(f.nstale, 1u, "n2 is stale");
@@ -83,8 +63,8 @@ Test(repl_fresh, as_of_stops_at_a_silent_peer_and_stale_marks_its_users) {
     cr_expect_eq(f.as_of, last_hb, "the stopped node's own view is as old");
 
     s->cut[2] = s->frozen[2] = false; /* n2 runs again, before the node timeout */
-    round_(s, s->cfg.sync_interval_ms);
-    round_(s, s->cfg.sync_interval_ms);
+    sim_round(s, s->cfg.sync_interval_ms);
+    sim_round(s, s->cfg.sync_interval_ms);
     f = fresh_of(&w, 0);
     cr_expect_gt(f.as_of, last_hb, "as_of moves again");
     cr_expect_eq(f.nstale, 0u);
@@ -97,7 +77,7 @@ Test(repl_fresh, a_heartbeat_showing_more_holds_as_of_until_the_deltas_are_in) {
     world_init(&w, 8, &MCFG_QUIET, false);
     sim *s = &w.s;
     sim_warm_up(s);
-    round_(s, s->cfg.sync_interval_ms);
+    sim_round(s, s->cfg.sync_interval_ms);
     uint64_t before = s->now;
     /* n2 sends a delta, then a heartbeat; n0 gets the heartbeat only */
     connect_at(&w, 2, "c0", 0);
@@ -110,7 +90,7 @@ Test(repl_fresh, a_heartbeat_showing_more_holds_as_of_until_the_deltas_are_in) {
     fresh f = fresh_of(&w, 0);
     cr_expect_leq(f.as_of, before, "n2's heartbeat showed a delta n0 lacks");
     /* the claim's grace, the transfer: caught up as of that heartbeat */
-    for (int i = 0; i < 4; i++) round_(s, s->cfg.sync_interval_ms / 2);
+    for (int i = 0; i < 4; i++) sim_round(s, s->cfg.sync_interval_ms / 2);
     f = fresh_of(&w, 0);
     cr_expect_gt(f.as_of, before, "caught up again");
     cr_expect_eq(pd_model_owner_devices(pd_repl_model(s->r[0]), pd_str_c("n2")), 1u);

@@ -10,26 +10,6 @@
 
 #define SUSPICION_MS 2000
 
-static const pd_model_cfg MCFG_QUIET = {
-    .idle_timeout_ms = 1u << 30, .offline_delay_ms = 1500, .server_timeout_ms = 1u << 30};
-
-static void connect_at(world *w, int k, const char *conn, int user) {
-    server *sv = &w->srv[k];
-    sconn *c = &sv->c[sv->n++];
-    snprintf(c->id, sizeof c->id, "%s", conn);
-    c->user = user;
-    c->label = 0;
-    c->live = true;
-    pd_event ev = conn_event(PD_EV_CONNECT, k, c);
-    world_event(w, sv->at, &ev);
-}
-
-static void round_(sim *s, uint64_t ms) {
-    s->now += ms;
-    sim_tick_all(s);
-    sim_deliver_all(s);
-}
-
 /* Three replicas with a suspicion period; u0 on n2, u2 on n0; all quiet. */
 static void setup(world *w, uint64_t seed) {
     world_init(w, seed, &MCFG_QUIET, false);
@@ -44,8 +24,8 @@ static void setup(world *w, uint64_t seed) {
     connect_at(w, 0, "c1", 2);
     sim_flush_all(s);
     sim_deliver_all(s);
-    round_(s, s->cfg.sync_interval_ms);
-    round_(s, s->cfg.sync_interval_ms);
+    sim_round(s, s->cfg.sync_interval_ms);
+    sim_round(s, s->cfg.sync_interval_ms);
 }
 
 static uint64_t owned_by(const world *w, int i, int owner) {
@@ -60,7 +40,7 @@ Test(repl_suspect, a_peer_heard_again_in_time_is_cleared_with_no_notification) {
     uint64_t last = s->now;
     s->cut[2] = s->frozen[2] = true;
     /* Past the node timeout, and within the suspicion. */
-    while (s->now < last + s->cfg.node_timeout_ms + SUSPICION_MS - 200) round_(s, 100);
+    while (s->now < last + s->cfg.node_timeout_ms + SUSPICION_MS - 200) sim_round(s, 100);
     for (int i = 0; i < 2; i++) {
         pd_repl_stats st;
         pd_repl_stats_get(s->r[i], &st);
@@ -69,8 +49,8 @@ Test(repl_suspect, a_peer_heard_again_in_time_is_cleared_with_no_notification) {
         cr_expect_eq(owned_by(&w, i, 2), 1u, "%s keeps n2's device meanwhile", NODE[i]);
     }
     s->cut[2] = s->frozen[2] = false;
-    round_(s, 0); /* n2 runs again: its heartbeat is due at once */
-    round_(s, s->cfg.sync_interval_ms);
+    sim_round(s, 0); /* n2 runs again: its heartbeat is due at once */
+    sim_round(s, s->cfg.sync_interval_ms);
     for (int i = 0; i < 2; i++) {
         pd_repl_stats st;
         pd_repl_stats_get(s->r[i], &st);
@@ -78,7 +58,7 @@ Test(repl_suspect, a_peer_heard_again_in_time_is_cleared_with_no_notification) {
         cr_expect_eq(st.nodes_down, 0u);
     }
     /* Long after: still nothing announced about anyone. */
-    for (int k = 0; k < 6; k++) round_(s, s->cfg.sync_interval_ms);
+    for (int k = 0; k < 6; k++) sim_round(s, s->cfg.sync_interval_ms);
     cr_expect_eq(s->nnotes, notes0, "a suspicion cleared in time announces nothing");
     world_free(&w);
 }
@@ -90,7 +70,7 @@ Test(repl_suspect, a_peer_silent_past_the_suspicion_is_down) {
     uint64_t last = s->now;
     s->cut[2] = s->frozen[2] = true;
     while (s->now + 100 <= last + s->cfg.node_timeout_ms + SUSPICION_MS) {
-        round_(s, 100);
+        sim_round(s, 100);
         cr_assert_eq(owned_by(&w, 0, 2), 1u, "n2 down before the suspicion ended (+%llu ms)",
                      (unsigned long long)(s->now - last));
     }
@@ -129,7 +109,7 @@ Test(repl_suspect, a_peer_that_dropped_our_devices_makes_us_announce_again) {
     world_event(&w, 2, &ev);
     sim_flush_all(s);
     sim_deliver_all(s);
-    round_(s, s->cfg.sync_interval_ms);
+    sim_round(s, s->cfg.sync_interval_ms);
     uint64_t last = s->now;
     size_t notes0 = s->nnotes;
     while (s->now < last + s->cfg.node_timeout_ms + SUSPICION_MS + MCFG_QUIET.offline_delay_ms +
@@ -144,7 +124,7 @@ Test(repl_suspect, a_peer_that_dropped_our_devices_makes_us_announce_again) {
     cr_assert_eq(st.nodes_down, 1u, "n0 took n2 for down");
     pd_repl_stats_get(s->r[2], &st);
     cr_assert_eq(st.nodes_down, 0u, "n2 never took the others for down");
-    for (int k = 0; k < 8; k++) round_(s, s->cfg.sync_interval_ms);
+    for (int k = 0; k < 8; k++) sim_round(s, s->cfg.sync_interval_ms);
     const heard *lastn = NULL;
     size_t offline = 0;
     for (size_t k = notes0; k < s->nnotes; k++) {
