@@ -437,6 +437,28 @@ static void *fake_ready_nodes(void *arg) {
     return NULL;
 }
 
+/* Users u-<tag>-0..n-1 connect (c-<tag>-k through server srv), spread
+ * over the nodes. */
+static void connect_users(const char *tag, const char *srv, int n) {
+    char user[32], conn[32];
+    for (int k = 0; k < n; k++) {
+        snprintf(user, sizeof user, "u-%s-%d", tag, k);
+        snprintf(conn, sizeof conn, "c-%s-%d", tag, k);
+        send_ok(ids[k % NNODES], h_ev_connect(srv, conn, user, "web"));
+    }
+}
+
+/* How many of u-<tag>-0..n-1 the watcher has never heard go online. */
+static int never_online(const char *tag, int n) {
+    char user[32];
+    int missing = 0;
+    for (int k = 0; k < n; k++) {
+        snprintf(user, sizeof user, "u-%s-%d", tag, k);
+        missing += h_watch_count_status(w, user, PD_PUB_ONLINE) == 0;
+    }
+    return missing;
+}
+
 Test(adversary, made_up_ready_nodes_do_not_swallow_notifications) {
     enum { USERS = 30 };
     cluster_up(NULL);
@@ -445,21 +467,9 @@ Test(adversary, made_up_ready_nodes_do_not_swallow_notifications) {
     fakes_run = true;
     cr_assert_eq(pthread_create(&t, NULL, fake_ready_nodes, fc), 0);
     h_sleep_ms(5 * SYNC_MS); /* the fakes are heard, several rounds */
-    char user[32], conn[32];
-    for (int k = 0; k < USERS; k++) {
-        snprintf(user, sizeof user, "u-ann-%d", k);
-        snprintf(conn, sizeof conn, "c-ann-%d", k);
-        send_ok(ids[k % NNODES], h_ev_connect("s-ann", conn, user, "web"));
-    }
+    connect_users("ann", "s-ann", USERS);
     int missing = -1;
-    bool all = H_POLL(({
-        missing = 0;
-        for (int k = 0; k < USERS; k++) {
-            snprintf(user, sizeof user, "u-ann-%d", k);
-            missing += h_watch_count_status(w, user, PD_PUB_ONLINE) == 0;
-        }
-        missing == 0;
-    }), 3000);
+    bool all = H_POLL((missing = never_online("ann", USERS)) == 0, 3000);
     fakes_run = false;
     pthread_join(t, NULL);
     natsConnection_Destroy(fc);
@@ -511,7 +521,7 @@ static uint64_t rv_score(const char *node, const char *user) {
 
 Test(adversary, silent_ready_nodes_fall_back_to_real_announcers) {
     enum { USERS = 60 };
-    char user[32], conn[32], fake[16];
+    char user[32], fake[16];
     /* Each fake would announce at least 3 of the users (the hash is fixed). */
     for (int k = 0; k < FOLLOWERS; k++) {
         int won = 0;
@@ -540,20 +550,9 @@ Test(adversary, silent_ready_nodes_fall_back_to_real_announcers) {
     fakes_run = true;
     cr_assert_eq(pthread_create(&t, NULL, following_fakes, fc), 0);
     h_sleep_ms(5 * SYNC_MS); /* the fakes are heard, several rounds */
-    for (int k = 0; k < USERS; k++) {
-        snprintf(user, sizeof user, "u-fb-%d", k);
-        snprintf(conn, sizeof conn, "c-fb-%d", k);
-        send_ok(ids[k % NNODES], h_ev_connect("s-fb", conn, user, "web"));
-    }
+    connect_users("fb", "s-fb", USERS);
     int missing = -1;
-    bool all = H_POLL(({
-        missing = 0;
-        for (int k = 0; k < USERS; k++) {
-            snprintf(user, sizeof user, "u-fb-%d", k);
-            missing += h_watch_count_status(w, user, PD_PUB_ONLINE) == 0;
-        }
-        missing == 0;
-    }), 10000);
+    bool all = H_POLL((missing = never_online("fb", USERS)) == 0, 10000);
     cr_assert(all, "%d of %d users were never announced online", missing, USERS);
     bool out = H_POLL(metric(0, "presenced_announcers_muted_total") >= FOLLOWERS &&
                       metric(1, "presenced_announcers_muted_total") >= FOLLOWERS &&
