@@ -125,9 +125,11 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
  * of the writer follows it: a write that reached only some nodes before
  * its writer lost it (killed before its snapshot and the stream kept it)
  * is in no later dump of the writer's own, and would stay on those nodes
- * alone. */
-void pd_model_registers_dump(const pd_model *m, pd_str writer, pd_op_fn fn, void *ud);
-/* The same in slices of at most `buckets` hash buckets, between which the
+ * alone. In slices (as a state transfer is served): from *at (0 to start),
+ * at most `buckets` hash buckets of users per call; true once done. */
+bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at,
+                                  uint32_t buckets, pd_op_fn fn, void *ud);
+/* pd_model_partition_dump in slices of at most `buckets` hash buckets, between which the
  * model may change: start with a zeroed cursor; true when done. An entry
  * may come twice (the table grew), a change made meanwhile may or may not
  * be in it: the requester replays the deltas after the dump's seq. */

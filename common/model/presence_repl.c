@@ -474,11 +474,15 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
     do cur = pd_htab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
 }
 
-void pd_model_registers_dump(const pd_model *m, pd_str writer, pd_op_fn fn, void *ud) {
+bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at,
+                                  uint32_t buckets, pd_op_fn fn, void *ud) {
     part_ctx c = {.cm = m, .owner = pd__intern_find(m, writer), .fn = fn, .ud = ud};
-    uint64_t cur = 0;
-    if (c.owner == NULL || c.owner == m->node) return;
-    do cur = pd_htab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
+    if (c.owner == NULL || c.owner == m->node) return true;
+    for (uint32_t k = 0; k < buckets; k++) {
+        *at = pd_htab_scan(&m->users, *at, dump_registers, &c);
+        if (*at == 0) return true;
+    }
+    return false;
 }
 
 bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_cursor *cur,

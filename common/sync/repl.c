@@ -278,8 +278,10 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
  * our deltas (its heartbeat names our incarnation:
  * it applies what we send from then on; before that it could refuse it
  * as from no live peer). A repeat changes nothing anywhere. */
-static void pass_on_registers(pd_repl *r, const peer *p) {
-    pd_model_registers_dump(r->m, peer_id(p), repl__on_op_dump, r);
+static void pass_on_registers(pd_repl *r, peer *p) {
+    if (pd_model_registers_dump_step(r->m, peer_id(p), &p->regs_at, SERVE_BUCKETS,
+                                     repl__on_op_dump, r))
+        p->regs_passing = false;
 }
 
 /* Forgets what origin p owned (down, or replaced by a new incarnation). */
@@ -307,6 +309,7 @@ void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
     p->shown_self_seq = 0;
     p->dropped_us = false;
     p->regs_owed = true; /* see pass_on_registers */
+    p->regs_passing = false;
 }
 
 pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now) {
@@ -728,8 +731,10 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     p->behind = hb->wall && hb->wall + repl__skew(r) < now;
     p->follows = follows_us(r, hb);
     if (p->follows && hb->ready && p->regs_owed) {
+        /* A scan of every user: in slices, one per tick (pd_repl_tick). */
         p->regs_owed = false;
-        pass_on_registers(r, p);
+        p->regs_passing = true;
+        p->regs_at = 0;
     }
     for (uint32_t k = 0; k < hb->nvc; k++) {
         if (pd_str_eq(hb->vc[k].node, hb->node) && hb->vc[k].inc == p->inc)
@@ -857,6 +862,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     check_ready(r, now);
     for (uint32_t i = 0; i < r->npeers; i++) {
         peer *p = r->peers[i];
+        if (p->regs_passing) pass_on_registers(r, p);
         if (p->alive && !p->suspected && now > p->last_hb + r->cfg.node_timeout_ms &&
             r->cfg.suspicion_ms) {
             p->suspected = true;
@@ -907,6 +913,7 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     if (r->nserving || pd_notifier_healing(r->nf)) due = 0;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
+        if (p->regs_passing) due = 0; /* its next slice, at the next loop turn */
         uint64_t t = !p->alive ? p->last_hb + down_after(r) + r->cfg.node_timeout_ms + 1
                    : p->suspected || r->cfg.suspicion_ms == 0 ? p->last_hb + down_after(r) + 1
                    : p->last_hb + r->cfg.node_timeout_ms + 1;
