@@ -173,7 +173,11 @@ static void check_user(void *ud, pd_hnode *e) {
     FZ_CHECK(u->ndev == nd, "%.*s counts %u devices, has %u", idn, u->id, u->ndev, nd);
     FZ_CHECK(u->nactive == na, "%.*s counts %u active, has %u", idn, u->id, u->nactive, na);
     bool grace = (u->flags & UF_GRACE) != 0;
-    FZ_CHECK(pd_timer_armed(&u->grace) == grace, "%.*s: grace flag and timer", idn, u->id);
+    /* The grace timer serves the offline delay (UF_GRACE) and a return's
+     * pending ver floor (UF_BACK, presence.c back_raise). */
+    FZ_CHECK(pd_timer_armed(&u->grace) == (grace || (u->flags & UF_BACK) != 0),
+             "%.*s: grace or back flag and timer", idn, u->id);
+    if (u->flags & UF_BACK) FZ_CHECK(!grace, "%.*s: back and grace at once", idn, u->id);
     if (grace) FZ_CHECK(nd == 0, "%.*s: grace while a device is connected", idn, u->id);
     FZ_CHECK((u->flags & UF_DIRTY) == 0, "%.*s left dirty", idn, u->id);
     FZ_CHECK(u->chosen <= PD_CHOSEN_INVISIBLE, "%.*s: chosen %d", idn, u->id, u->chosen);
@@ -191,7 +195,7 @@ static void check_user(void *ud, pd_hnode *e) {
              "%.*s has an unannounced change", idn, u->id);
     w->users++;
     w->devices += nd;
-    w->timers += grace;
+    w->timers += pd_timer_armed(&u->grace); /* grace or back */
 }
 
 static void check_server(void *ud, pd_hnode *e) {
