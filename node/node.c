@@ -134,6 +134,7 @@ static bool take_batch(pd_node *n) {
      * batches. */
     pd_repl_flush(n->repl);
     send_later(n);
+    node__out_flush(n); /* the batch's delta, notifications and replies: one write */
     return true;
 }
 
@@ -188,6 +189,9 @@ static void drain_and_tick(pd_node *n) {
 
 static void on_wake(uv_async_t *h) { drain_and_tick(h->data); }
 
+/* Before the loop waits: what any other callback published leaves now. */
+static void on_prepare(uv_prepare_t *h) { node__out_flush(h->data); }
+
 static void on_timer(uv_timer_t *t) { drain_and_tick(t->data); }
 
 static void arm_timer(pd_node *n) {
@@ -208,6 +212,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     pd_notifier_flush(pd_repl_notifier(n->repl));
     /* Tell the peers at once rather than let them wait for the timeout. */
     pd_repl_leave(n->repl, pd_now_ms());
+    node__out_drain(n, 1000);
     if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
     uv_stop(&n->loop);
 }
@@ -259,6 +264,10 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
     n->loop_ready = true;
     uv_async_init(&n->loop, &n->wake, on_wake);
     uv_timer_init(&n->loop, &n->timer);
+    uv_prepare_init(&n->loop, &n->out_prepare);
+    uv_prepare_start(&n->out_prepare, on_prepare);
+    uv_unref((uv_handle_t *)&n->out_prepare);
+    n->out_prepare.data = n;
     uv_signal_init(&n->loop, &n->sigterm);
     uv_signal_init(&n->loop, &n->sigint);
     n->wake.data = n->timer.data = n->sigterm.data = n->sigint.data = n;
@@ -311,6 +320,7 @@ void pd_node_close(pd_node *n) {
         uv_loop_close(&n->loop);
     }
     pd_inbox_free(&n->inbox);
+    node__out_free(n);
     pd_repl_free(n->repl);
     msgpack_sbuffer_destroy(&n->out);
     free(n->later);
