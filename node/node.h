@@ -109,6 +109,11 @@ struct pd_node {
         uint32_t head, n, cap;
         uint64_t shed[SUB_COUNT];   /* dropped: PRESENCE_INBOX_MAX_MSGS were waiting */
     } queries;
+    struct {                        /* handled messages, destroyed together (node.c) */
+        natsMsg **v;
+        uint32_t n, cap;
+        uint64_t since;             /* uv_now when the first one came */
+    } trash;
     /* ok-replies of this batch, sent after its delta: [u16 subject length,
      * subject, u32 payload length, payload]... */
     uint8_t *later;
@@ -124,6 +129,9 @@ void pd_node_close(pd_node *n);
 
 /* node.c: drops the queries still waiting (before closing NATS). */
 void node__queries_free(pd_node *n);
+/* node.c: destroys the handled messages kept for a common destroy; all of
+ * them if now, else only when enough are kept or the first is old enough. */
+void node__trash_empty(pd_node *n, bool now);
 
 /* node_out.c: the publishing connection on the loop. */
 pd_status node__out_init(pd_node *n);
