@@ -17,37 +17,6 @@
 
 static void arm_timer(pd_node *n);
 
-/* nats.c frees a received message on its garbage-collector thread, which
- * the first natsMsg_Destroy after it went to sleep wakes (a futex wake and
- * two thread switches per message at a few thousand events/s). Handled
- * messages are kept here and destroyed together, at most every
- * NODE_TRASH_MS or NODE_TRASH_MAX messages: one wake-up for all of them. */
-#define NODE_TRASH_MAX 4096
-#define NODE_TRASH_MS 20
-
-static void trash(pd_node *n, natsMsg *msg) {
-    if (n->trash.n == n->trash.cap) {
-        uint32_t cap = n->trash.cap ? n->trash.cap * 2 : 256;
-        natsMsg **v = cap <= NODE_TRASH_MAX ? realloc(n->trash.v, sizeof *v * cap) : NULL;
-        if (v == NULL) {
-            natsMsg_Destroy(msg);
-            return;
-        }
-        n->trash.v = v;
-        n->trash.cap = cap;
-    }
-    if (n->trash.n == 0) n->trash.since = uv_now(&n->loop);
-    n->trash.v[n->trash.n++] = msg;
-}
-
-void node__trash_empty(pd_node *n, bool now) {
-    if (n->trash.n == 0) return;
-    if (!now && n->trash.n < NODE_TRASH_MAX / 2 && uv_now(&n->loop) - n->trash.since < NODE_TRASH_MS)
-        return;
-    for (uint32_t i = 0; i < n->trash.n; i++) natsMsg_Destroy(n->trash.v[i]);
-    n->trash.n = 0;
-}
-
 uint64_t node__mono_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -71,7 +40,7 @@ static void dispatch(pd_node *n, pd_inbox_item *it) {
         node__handle_query(n, (node_sub_kind)it->kind, it->msg);
         pd_hist_observe_us(&n->stats.query_latency, node__mono_us() - t0);
     }
-    trash(n, it->msg);
+    pd_msgbin_put(&n->trash, it->msg, uv_now(&n->loop));
 }
 
 void node__reply_after_flush(pd_node *n, const char *reply) {
@@ -165,7 +134,7 @@ static bool take_batch(pd_node *n) {
      * batches. */
     pd_repl_flush(n->repl);
     send_later(n);
-    node__out_flush(n); /* the batch's delta, notifications and replies: one write */
+    pd_natsout_flush(&n->out_io, n->pub); /* the batch's delta, notifications, replies */
     return true;
 }
 
@@ -214,15 +183,12 @@ static void drain_and_tick(pd_node *n) {
     node__persist_tick(n);
     node__slow_tick(n);
     node__update_metrics(n, false);
-    node__trash_empty(n, false);
+    pd_msgbin_empty(&n->trash, uv_now(&n->loop), false);
     arm_timer(n);
     if (more) uv_async_send(&n->wake);
 }
 
 static void on_wake(uv_async_t *h) { drain_and_tick(h->data); }
-
-/* Before the loop waits: what any other callback published leaves now. */
-static void on_prepare(uv_prepare_t *h) { node__out_flush(h->data); }
 
 static void on_timer(uv_timer_t *t) { drain_and_tick(t->data); }
 
@@ -244,7 +210,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     pd_notifier_flush(pd_repl_notifier(n->repl));
     /* Tell the peers at once rather than let them wait for the timeout. */
     pd_repl_leave(n->repl, pd_now_ms());
-    node__out_drain(n, 1000);
+    pd_natsout_drain(&n->out_io, n->pub, 1000);
     if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
     uv_stop(&n->loop);
 }
@@ -296,10 +262,6 @@ pd_status pd_node_init(pd_node *n, const pd_config *cfg, char *err, size_t errle
     n->loop_ready = true;
     uv_async_init(&n->loop, &n->wake, on_wake);
     uv_timer_init(&n->loop, &n->timer);
-    uv_prepare_init(&n->loop, &n->out_prepare);
-    uv_prepare_start(&n->out_prepare, on_prepare);
-    uv_unref((uv_handle_t *)&n->out_prepare);
-    n->out_prepare.data = n;
     uv_signal_init(&n->loop, &n->sigterm);
     uv_signal_init(&n->loop, &n->sigint);
     n->wake.data = n->timer.data = n->sigterm.data = n->sigint.data = n;
@@ -344,7 +306,7 @@ void pd_node_close(pd_node *n) {
     /* A clean stop (SIGTERM) leaves a last snapshot behind. */
     node__persist_stop(n, n->exit_code == 0);
     node__queries_free(n); /* while nats.c can still free messages */
-    node__trash_empty(n, true);
+    pd_msgbin_free(&n->trash);
     if (n->repl) pd_repl_serving_drop(n->repl);
     node__nats_close(n);  /* no more pushes after this */
     if (n->loop_ready) {
@@ -353,9 +315,8 @@ void pd_node_close(pd_node *n) {
         uv_loop_close(&n->loop);
     }
     pd_inbox_free(&n->inbox);
-    node__out_free(n);
+    pd_natsout_free(&n->out_io);
     pd_repl_free(n->repl);
     msgpack_sbuffer_destroy(&n->out);
     free(n->later);
-    free(n->trash.v);
 }

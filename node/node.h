@@ -13,6 +13,7 @@
 #include "base/config.h"
 #include "base/hist.h"
 #include "inbox.h"
+#include "natsout.h"
 #include "base/log.h"
 #include "metrics.h"
 #include "persist.h"
@@ -46,22 +47,6 @@ typedef struct {
 
 typedef struct pd_node pd_node;
 
-/* node_out.c: n->pub's socket on the loop. Fields after mu: the loop's. */
-typedef struct {
-    uv_loop_t *loop;
-    pthread_t loop_thread;
-    uv_async_t request;             /* nats.c's threads ask the loop to apply */
-    pthread_mutex_t mu;             /* guards want_*: what nats.c asked for */
-    bool mu_ready;
-    uint64_t want_gen;              /* +1 at every attach and detach */
-    int want_fd, want_events;
-    natsConnection *want_nc;
-    uint64_t cur_gen;
-    int cur_events;
-    natsConnection *cur_nc;
-    uv_poll_t *poll;                /* the socket now watched, NULL if none */
-    bool dirty;                     /* a publish waits for node__out_flush */
-} node_out;
 
 typedef struct {
     pd_node *node;
@@ -76,12 +61,11 @@ struct pd_node {
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t timer;
-    uv_prepare_t out_prepare;       /* node__out_flush before the loop waits */
     uv_signal_t sigterm, sigint;
     pd_inbox inbox;
     natsConnection *nc;             /* receives; JetStream */
-    natsConnection *pub;            /* everything the loop publishes (node_out.c) */
-    node_out out_io;
+    natsConnection *pub;            /* everything the loop publishes (natsout.c) */
+    pd_natsout out_io;
     natsSubscription *subs[SUB_COUNT];
     node_sub_ctx sub_ctx[SUB_COUNT];
     msgpack_sbuffer out;            /* scratch for encoding, reused */
@@ -109,11 +93,7 @@ struct pd_node {
         uint32_t head, n, cap;
         uint64_t shed[SUB_COUNT];   /* dropped: PRESENCE_INBOX_MAX_MSGS were waiting */
     } queries;
-    struct {                        /* handled messages, destroyed together (node.c) */
-        natsMsg **v;
-        uint32_t n, cap;
-        uint64_t since;             /* uv_now when the first one came */
-    } trash;
+    pd_msgbin trash;                /* handled messages, destroyed together */
     /* ok-replies of this batch, sent after its delta: [u16 subject length,
      * subject, u32 payload length, payload]... */
     uint8_t *later;
@@ -129,19 +109,7 @@ void pd_node_close(pd_node *n);
 
 /* node.c: drops the queries still waiting (before closing NATS). */
 void node__queries_free(pd_node *n);
-/* node.c: destroys the handled messages kept for a common destroy; all of
- * them if now, else only when enough are kept or the first is old enough. */
-void node__trash_empty(pd_node *n, bool now);
 
-/* node_out.c: the publishing connection on the loop. */
-pd_status node__out_init(pd_node *n);
-natsStatus node__out_options(pd_node *n, natsOptions *opts);
-/* Writes what the loop published since the last call, in one write(): at
- * the end of every batch, so that its replies leave with it. */
-void node__out_flush(pd_node *n);
-/* Writes everything still buffered, waiting up to timeout_ms (stopping). */
-void node__out_drain(pd_node *n, int timeout_ms);
-void node__out_free(pd_node *n);
 
 /* node_nats.c */
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);

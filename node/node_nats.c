@@ -97,7 +97,7 @@ static natsStatus make_options(pd_node *n, bool pub, natsOptions **out, char *er
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_async_error, n);
     if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, n);
     if (s == NATS_OK && pd_natsauth_apply(o, &n->cfg, err, errlen) != PD_OK) s = NATS_INVALID_ARG;
-    if (s == NATS_OK && pub) s = node__out_options(n, o);
+    if (s == NATS_OK && pub) s = pd_natsout_options(&n->out_io, o);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return s;
@@ -149,7 +149,7 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     }
     natsOptions_Destroy(o);
     o = NULL;
-    if (s == NATS_OK && node__out_init(n) != PD_OK) s = NATS_ERR;
+    if (s == NATS_OK && pd_natsout_init(&n->out_io, &n->loop) != PD_OK) s = NATS_ERR;
     if (s == NATS_OK) s = make_options(n, true, &o, err, errlen);
     if (s == NATS_OK) {
         s = natsConnection_Connect(&n->pub, o);
@@ -185,7 +185,7 @@ void node__nats_close(pd_node *n) {
     if (n->pub) {
         /* Written now: closing with bytes buffered would wait for a PONG
          * that only this (the loop's) thread could read. */
-        node__out_drain(n, 1000);
+        pd_natsout_drain(&n->out_io, n->pub, 1000);
         natsConnection_Close(n->pub);
         natsConnection_Destroy(n->pub);
         n->pub = NULL;

@@ -1,4 +1,4 @@
-/* node_out.c - the loop's publishing connection, written once per batch.
+/* natsout.c - a publishing connection on a libuv loop, written once per batch.
  *
  * With one connection and SendAsap, every reply, notification, delta,
  * heartbeat and trace report the loop publishes is a send() of its own,
@@ -10,30 +10,33 @@
  * only asks, through the callbacks below, to be told when the socket is
  * readable or writable (natsConnection_ProcessReadEvent/WriteEvent).
  *
- * So the node publishes on a second connection, n->pub, attached to its
+ * So the node publishes on a second connection (n->pub) attached to its
  * libuv loop through these callbacks; the first one (n->nc) keeps nats.c's
  * own threads for everything it receives and for the requests that block
  * (JetStream). A publish from the loop thread asks to write; that request
- * is only noted (out.dirty) and node__out_flush(), called at the end of
- * each batch (and before the loop sleeps), writes the whole buffer in one
- * write(). A request from another thread (nats.c's PINGs, a reconnect) is
+ * is only noted (dirty) and pd_natsout_flush(), called at the end of each
+ * batch (and before the loop sleeps), writes the whole buffer in one
+ * write(). The bench's stub node (bench/bench_stub.c) publishes the same
+ * way. A request from another thread (nats.c's PINGs, a reconnect) is
  * handed to the loop and served as nats.c expects. The socket is watched
  * for writing only when a write was partial (the kernel's buffer full).
  *
  * Attach and detach come from nats.c's threads too (a reconnect), so the
  * wanted state (socket, events) is kept under a mutex and applied by the
  * loop; the uv_poll handle of a socket is the loop's alone. */
-#include "node.h"
+#include "natsout.h"
 #include <stdlib.h>
+#include <string.h>
+#include "base/log.h"
 
-static bool on_loop_thread(const node_out *o) {
+static bool on_loop_thread(const pd_natsout *o) {
     return pthread_equal(pthread_self(), o->loop_thread) != 0;
 }
 
 static void free_poll(uv_handle_t *h) { free(h); }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
-    node_out *o = h->data;
+    pd_natsout *o = h->data;
     natsConnection *nc = o->cur_nc;
     if (nc == NULL) return;
     /* An error (status < 0) surfaces in nats.c through the read. */
@@ -45,7 +48,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
  * handle watching nothing is closed at once: nats.c stops the polling
  * before it closes the socket, and a handle kept on a closed descriptor
  * would later unregister whatever socket reuses its number. */
-static void apply(node_out *o) {
+static void apply(pd_natsout *o) {
     pthread_mutex_lock(&o->mu);
     uint64_t gen = o->want_gen;
     int fd = o->want_fd, events = o->want_events;
@@ -76,8 +79,13 @@ static void apply(node_out *o) {
 
 static void on_request(uv_async_t *h) { apply(h->data); }
 
+static void on_before_wait(uv_prepare_t *h) {
+    pd_natsout *o = h->data;
+    pd_natsout_flush(o, o->cur_nc);
+}
+
 /* From any thread: the loop applies it at once or on its next turn. */
-static natsStatus want(node_out *o, int set, int clear) {
+static natsStatus want(pd_natsout *o, int set, int clear) {
     pthread_mutex_lock(&o->mu);
     o->want_events = (o->want_events | set) & ~clear;
     pthread_mutex_unlock(&o->mu);
@@ -87,7 +95,7 @@ static natsStatus want(node_out *o, int set, int clear) {
 }
 
 static natsStatus ev_attach(void **ud, void *loop, natsConnection *nc, natsSock sock) {
-    node_out *o = loop; /* natsOptions_SetEventLoop's "loop" is this struct */
+    pd_natsout *o = loop; /* natsOptions_SetEventLoop's "loop" is this struct */
     *ud = o;
     pthread_mutex_lock(&o->mu);
     o->want_gen++;
@@ -105,16 +113,16 @@ static natsStatus ev_read(void *ud, bool add) {
 }
 
 static natsStatus ev_write(void *ud, bool add) {
-    node_out *o = ud;
+    pd_natsout *o = ud;
     if (add && on_loop_thread(o)) {
-        o->dirty = true; /* node__out_flush writes it, this batch */
+        o->dirty = true; /* pd_natsout_flush writes it, this batch */
         return NATS_OK;
     }
     return add ? want(o, UV_WRITABLE, 0) : want(o, 0, UV_WRITABLE);
 }
 
 static natsStatus ev_detach(void *ud) {
-    node_out *o = ud;
+    pd_natsout *o = ud;
     pthread_mutex_lock(&o->mu);
     o->want_gen++;
     o->want_fd = -1;
@@ -125,42 +133,53 @@ static natsStatus ev_detach(void *ud) {
     return NATS_OK;
 }
 
-pd_status node__out_init(pd_node *n) {
-    node_out *o = &n->out_io;
-    o->loop = &n->loop;
+pd_status pd_natsout_init(pd_natsout *o, uv_loop_t *loop) {
+    memset(o, 0, sizeof *o);
+    o->loop = loop;
     o->loop_thread = pthread_self();
     o->want_fd = -1;
     if (pthread_mutex_init(&o->mu, NULL) != 0) return PD_EINTERNAL;
     o->mu_ready = true;
-    if (uv_async_init(&n->loop, &o->request, on_request) != 0) return PD_EINTERNAL;
+    if (uv_async_init(loop, &o->request, on_request) != 0) return PD_EINTERNAL;
     o->request.data = o;
+    /* Before the loop waits, what any callback published leaves (a PONG
+     * to the server's PING, a publish outside a batch). */
+    uv_prepare_init(loop, &o->before_wait);
+    o->before_wait.data = o;
+    uv_prepare_start(&o->before_wait, on_before_wait);
+    uv_unref((uv_handle_t *)&o->before_wait);
     return PD_OK;
 }
 
-natsStatus node__out_options(pd_node *n, natsOptions *opts) {
-    return natsOptions_SetEventLoop(opts, &n->out_io, ev_attach, ev_read, ev_write, ev_detach);
+void pd_natsout_close(pd_natsout *o) {
+    if (o->loop == NULL) return;
+    if (!uv_is_closing((uv_handle_t *)&o->request)) uv_close((uv_handle_t *)&o->request, NULL);
+    if (!uv_is_closing((uv_handle_t *)&o->before_wait))
+        uv_close((uv_handle_t *)&o->before_wait, NULL);
 }
 
-void node__out_flush(pd_node *n) {
-    node_out *o = &n->out_io;
-    if (!o->dirty || n->pub == NULL) return;
+natsStatus pd_natsout_options(pd_natsout *o, natsOptions *opts) {
+    return natsOptions_SetEventLoop(opts, o, ev_attach, ev_read, ev_write, ev_detach);
+}
+
+void pd_natsout_flush(pd_natsout *o, natsConnection *nc) {
+    if (!o->dirty || nc == NULL) return;
     o->dirty = false;
-    natsConnection_ProcessWriteEvent(n->pub);
+    natsConnection_ProcessWriteEvent(nc);
     /* Partial (the socket's buffer is full): the poll writes the rest. */
-    if (natsConnection_Buffered(n->pub) > 0) want(o, UV_WRITABLE, 0);
+    if (natsConnection_Buffered(nc) > 0) want(o, UV_WRITABLE, 0);
 }
 
-void node__out_drain(pd_node *n, int timeout_ms) {
-    n->out_io.dirty = false;
-    for (int i = 0; i < timeout_ms && n->pub && natsConnection_Buffered(n->pub) > 0; i++) {
-        natsConnection_ProcessWriteEvent(n->pub);
-        if (natsConnection_Buffered(n->pub) > 0) nats_Sleep(1);
+void pd_natsout_drain(pd_natsout *o, natsConnection *nc, int timeout_ms) {
+    o->dirty = false;
+    for (int i = 0; i < timeout_ms && nc && natsConnection_Buffered(nc) > 0; i++) {
+        natsConnection_ProcessWriteEvent(nc);
+        if (natsConnection_Buffered(nc) > 0) nats_Sleep(1);
     }
 }
 
-void node__out_free(pd_node *n) {
-    node_out *o = &n->out_io;
-    /* The poll handle (if any) is closed with the loop's other handles. */
+void pd_natsout_free(pd_natsout *o) {
+    /* The handles (async, poll) close with the loop's others. */
     if (o->mu_ready) pthread_mutex_destroy(&o->mu);
     o->mu_ready = false;
 }
