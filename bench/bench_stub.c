@@ -6,7 +6,7 @@
  * message pattern (rather than against one bare message):
  *
  *   - two connections as the node has (node_nats.c): one receives, on
- *     nats.c's threads; everything the loop publishes goes on the other,
+ *     one delivery thread of nats.c's pool for all subscriptions; everything the loop publishes goes on the other,
  *     written by the loop once per burst (node/natsout.c, linked as is);
  *   - P.events.<id> and P.delta.* subscribed like the node (plain
  *     subscriptions, the node's pending limits), each handler only pushes
@@ -338,6 +338,7 @@ static natsStatus stub_connect(stub *s) {
     if (st == NATS_OK) st = natsOptions_SetMaxReconnect(no, -1);
     if (st == NATS_OK) st = natsOptions_SetReconnectWait(no, 250);
     if (st == NATS_OK) st = natsOptions_SetSendAsap(no, true); /* as node_nats.c */
+    if (st == NATS_OK) st = natsOptions_UseGlobalMessageDelivery(no, true); /* as the node */
     if (st == NATS_OK) st = natsConnection_Connect(&s->nc, no);
     natsOptions_Destroy(no);
     no = NULL;
