@@ -326,11 +326,11 @@ pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
     if (!pd_timer_armed(&d->idle) &&
         pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)
         return PD_ENOMEM;
-    if ((int64_t)now > d->touched) d->touched = (int64_t)now;
+    if ((int64_t)now > pd__dev_touched(d)) pd__dev_set_touched(d, (int64_t)now);
     int64_t la = coarse(m, now);
     bool raised = la > d->last_active;
     if (raised) {
-        d->last_active = la;
+        pd__dev_raise_active(d, la);
         pd__seen(m, d->user, la, pd__dev_node(m, d), d->claim);
     }
     if (d->state != PD_DEV_ACTIVE) {
@@ -354,7 +354,7 @@ void pd__device_set_idle(pd_model *m, pd_device *d) {
 
 /* A device owned by another node: state as its owner reports it. */
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
-    if (last_active > d->last_active) d->last_active = last_active;
+    pd__dev_raise_active(d, last_active);
     pd__seen(m, d->user, last_active, pd__dev_node(m, d), d->claim);
     if (d->state == st) return;
     d->state = (uint8_t)st;
@@ -436,7 +436,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     pd__mark_dirty(m, u);
     if (local) {
         d->state = PD_DEV_ACTIVE;
-        d->last_active = d->touched = (int64_t)now;
+        d->last_active = (int64_t)now; /* touched_after 0: touched now */
         u->nactive++;
         pd__seen(m, u, (int64_t)now, m->node, claim);
         pd__emit_device(m, PD_OP_ADD, d);
@@ -723,7 +723,7 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     switch (t->kind) {
     case TK_IDLE: {
         pd_device *d = OWNER(t, pd_device, idle);
-        uint64_t due = (uint64_t)d->touched + m->cfg.idle_timeout_ms;
+        uint64_t due = (uint64_t)pd__dev_touched(d) + m->cfg.idle_timeout_ms;
         if (due > now) pd_theap_arm(&m->timers, t, due);
         else pd__device_set_idle(m, d);
         break;

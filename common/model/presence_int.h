@@ -108,8 +108,9 @@ struct pd_device {
     pd_server *server;
     uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
     int64_t connected_at, last_active; /* replicated; last_active coarsened */
-    int64_t touched;           /* this node's devices: the last activity, exact */
     pd_timer idle;
+    uint32_t touched_after;    /* this node's devices: the last activity, exact, in ms
+                                * after last_active (pd__dev_touched) */
     uint16_t node;             /* owner: index of its interned id (pd__dev_node) */
     uint16_t meta_n;           /* bytes of the encoded meta map (0: none) */
     uint8_t state;             /* pd_devstate */
@@ -174,6 +175,23 @@ static inline size_t pd__user_size(const pd_user *u) {
 }
 static inline size_t pd__device_size(const pd_device *d) {
     return offsetof(pd_device, buf) + d->conn_n + d->label_n + d->meta_n;
+}
+/* A device's last activity: last_active moves to it in steps of the
+ * activity resolution, so 32 bits of offset are plenty; a last_active
+ * raised past it (an own STATE op restored) takes it along. */
+static inline int64_t pd__dev_touched(const pd_device *d) {
+    return d->last_active + (int64_t)d->touched_after;
+}
+static inline void pd__dev_set_touched(pd_device *d, int64_t t) {
+    int64_t off = t - d->last_active;
+    d->touched_after = off <= 0 ? 0 : off >= (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)off;
+}
+/* Raises last_active, keeping the last activity where it was. */
+static inline void pd__dev_raise_active(pd_device *d, int64_t la) {
+    if (la <= d->last_active) return;
+    int64_t t = pd__dev_touched(d);
+    d->last_active = la;
+    pd__dev_set_touched(d, t);
 }
 static inline pd_str pd__dev_meta(const pd_device *d) {
     return (pd_str){d->meta_n ? d->buf + d->conn_n + d->label_n : NULL, d->meta_n};

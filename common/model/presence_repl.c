@@ -540,7 +540,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         break;
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
-            if (op->last_active > d->last_active) d->last_active = op->last_active;
+            pd__dev_raise_active(d, op->last_active);
             pd__seen(m, d->user, op->last_active, pd__dev_node(m, d), d->claim);
             m->write_at = op->ver;
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);

@@ -100,6 +100,7 @@ static void digest_device(void *ud, pd_hnode *e) {
     mix_u64(&x, d->claim);
     mix_u64(&x, (uint64_t)d->connected_at);
     mix_u64(&x, (uint64_t)d->last_active);
+    mix_u64(&x, (uint64_t)pd__dev_touched(d));
     mix_u64(&x, d->state);
     mix_timer(&x, &d->idle);
     pd_str meta = pd__dev_meta(d);
