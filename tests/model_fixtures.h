@@ -172,7 +172,7 @@ static inline pd_model_stats stats(const pd_model *m) {
 /* ---- invariants (internals) ---------------------------------------------------- */
 
 typedef struct {
-    uint64_t users, devices, timers;
+    uint64_t users, devices, timers, idleq;
     uint64_t by_status[PD_PUB_INVISIBLE + 1];
 } walk;
 
@@ -186,8 +186,8 @@ static inline void check_user(void *ud, pd_hnode *e) {
         cr_assert_eq(d->user, u);
         nd++;
         na += d->state == PD_DEV_ACTIVE;
-        cr_assert_eq(pd_timer_armed(&d->idle), d->state == PD_DEV_ACTIVE,
-                     "%s: an active device has an idle timer, an idle one none", ctx);
+        cr_assert_eq(pd__idle_armed(d), d->state == PD_DEV_ACTIVE,
+                     "%s: an active device is in the idle queue, an idle one not", ctx);
     }
     int idn = u->id_n;
     cr_assert_eq(u->ndev, nd, "%s: %.*s counts its devices", ctx, idn, u->id);
@@ -210,7 +210,8 @@ static inline void check_user(void *ud, pd_hnode *e) {
     w->users++;
     w->by_status[u->pub_status]++;
     w->devices += nd;
-    w->timers += na + grace + back;
+    w->idleq += na;
+    w->timers += grace + back;
 }
 
 static inline void check_server(void *ud, pd_hnode *e) {
@@ -239,6 +240,16 @@ static inline void check_model(const pd_model *m) {
     cr_assert_eq(w.devices, m->ndevices);
     cr_assert_eq(m->devices.n, m->ndevices);
     cr_assert_eq(w.timers, (uint64_t)pd_theap_count(&m->timers), "%s: every timer has an owner", ctx);
+    uint64_t queued = 0;
+    for (const pd_device *d = m->idle_head, *prev = NULL; d; prev = d, d = d->inext, queued++) {
+        cr_assert_eq(d->iprev, prev, "%s: idle queue links", ctx);
+        cr_assert(pd__idle_armed(d));
+        if (prev) cr_assert_leq(pd__dev_touched(prev), pd__dev_touched(d), "%s: idle queue order", ctx);
+        if (d->inext == NULL) cr_assert_eq(m->idle_tail, d);
+    }
+    if (m->idle_head == NULL) cr_assert_null(m->idle_tail);
+    cr_assert_eq(queued, (uint64_t)m->nidle);
+    cr_assert_eq(w.idleq, queued, "%s: every queued device is active", ctx);
     for (uint32_t i = 0; i < m->timers.n; i++) {
         cr_assert_eq(m->timers.h[i]->idx, i + 1);
         if (i) cr_assert_leq(m->timers.h[(i - 1) / 2]->due, m->timers.h[i]->due);

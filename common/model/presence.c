@@ -319,13 +319,9 @@ static int64_t coarse(const pd_model *m, uint64_t now) {
     return (int64_t)(res ? now - now % res : now);
 }
 
-/* Fails (changing nothing) only if the idle timer cannot be armed. The
- * replicated last_active moves in steps of the activity resolution: an
- * activity within the current step sends nothing. */
+/* The replicated last_active moves in steps of the activity resolution:
+ * an activity within the current step sends nothing. */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
-    if (!pd_timer_armed(&d->idle) &&
-        pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)
-        return PD_ENOMEM;
     if ((int64_t)now > pd__dev_touched(d)) pd__dev_set_touched(d, (int64_t)now);
     int64_t la = coarse(m, now);
     bool raised = la > d->last_active;
@@ -333,6 +329,7 @@ pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
         pd__dev_raise_active(d, la);
         pd__seen(m, d->user, la, pd__dev_node(m, d), d->claim);
     }
+    pd__idle_arm(m, d); /* after last_active: a restored one may have moved it */
     if (d->state != PD_DEV_ACTIVE) {
         d->state = PD_DEV_ACTIVE;
         d->user->nactive++;
@@ -344,7 +341,7 @@ pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
 }
 
 void pd__device_set_idle(pd_model *m, pd_device *d) {
-    pd_theap_disarm(&m->timers, &d->idle);
+    pd__idle_disarm(m, d);
     if (d->state == PD_DEV_IDLE) return;
     d->state = PD_DEV_IDLE;
     d->user->nactive--;
@@ -372,7 +369,7 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
     pd__seen(m, u, seen_at, pd__dev_node(m, d), d->claim);
     pd_server *s = d->server;
     bool was_active = u->nactive > 0;
-    pd_theap_disarm(&m->timers, &d->idle);
+    pd__idle_disarm(m, d);
     pd_htab_remove(&m->devices, &d->h, device_hash(&d->h));
     for (pd_device **p = &u->devs; *p; p = &(*p)->unext) {
         if (*p == d) { *p = d->unext; break; }
@@ -406,11 +403,6 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     d->conn_n = (uint8_t)conn.n;
     d->label_n = (uint8_t)label.n;
     d->meta_n = (uint16_t)meta.n;
-    /* Arm the idle timer before linking, so device_set_active cannot fail. */
-    if (local && pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK) {
-        pd_slab_free(&m->dev_slab, d, size);
-        return PD_ENOMEM;
-    }
     memcpy(d->buf, conn.p, conn.n);
     if (label.n) memcpy(d->buf + conn.n, label.p, label.n);
     if (meta.n) memcpy(d->buf + conn.n + label.n, meta.p, meta.n);
@@ -419,7 +411,6 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     d->node = pd__node_index(owner);
     d->claim = claim;
     d->connected_at = (int64_t)now;
-    d->idle.kind = TK_IDLE;
     d->state = PD_DEV_IDLE; /* counted below */
     d->unext = u->devs;
     u->devs = d;
@@ -437,6 +428,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     if (local) {
         d->state = PD_DEV_ACTIVE;
         d->last_active = (int64_t)now; /* touched_after 0: touched now */
+        pd__idle_arm(m, d);
         u->nactive++;
         pd__seen(m, u, (int64_t)now, m->node, claim);
         pd__emit_device(m, PD_OP_ADD, d);
@@ -721,13 +713,6 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
 
 static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     switch (t->kind) {
-    case TK_IDLE: {
-        pd_device *d = OWNER(t, pd_device, idle);
-        uint64_t due = (uint64_t)pd__dev_touched(d) + m->cfg.idle_timeout_ms;
-        if (due > now) pd_theap_arm(&m->timers, t, due);
-        else pd__device_set_idle(m, d);
-        break;
-    }
     case TK_GRACE: { /* the offline delay, then the retention (see retention_arm) */
         pd_user *u = OWNER(t, pd_user, grace);
         if (u->flags & UF_BACK) { /* returned within the delay: its ver, now */
@@ -790,14 +775,26 @@ void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at) {
     pd__hlc_observe(m, (uint64_t)expires_at << 16, m->now);
 }
 
+/* The heap's timers and the idle queue, in the order they are due. */
 void pd_model_tick(pd_model *m, uint64_t now) {
-    pd_timer *t;
     m->now = now;
-    while ((t = pd_theap_pop_due(&m->timers, now)) != NULL) fire(m, t, now);
+    for (;;) {
+        pd_device *d;
+        pd_timer *t;
+        if (pd__idle_next(m) <= pd_theap_next(&m->timers) && (d = pd__idle_pop_due(m, now)))
+            pd__device_set_idle(m, d);
+        else if ((t = pd_theap_pop_due(&m->timers, now)) != NULL)
+            fire(m, t, now);
+        else
+            break;
+    }
     pd__flush(m, now);
 }
 
-uint64_t pd_model_next_due(const pd_model *m) { return pd_theap_next(&m->timers); }
+uint64_t pd_model_next_due(const pd_model *m) {
+    uint64_t h = pd_theap_next(&m->timers), i = pd__idle_next(m);
+    return i < h ? i : h;
+}
 
 uint32_t pd_model_refusals(const pd_model *m, const pd_refusal **out) {
     *out = m->refusals;
@@ -867,7 +864,7 @@ void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->users = m->users.n;
     st->devices = m->ndevices;
     st->servers = m->servers.n;
-    st->timers = pd_theap_count(&m->timers);
+    st->timers = pd_theap_count(&m->timers) + m->nidle;
     st->changes = m->changes;
     st->refused_devices = m->refused_devices;
     st->refused_users = m->refused_users;

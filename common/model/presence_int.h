@@ -10,7 +10,7 @@
 #include "model/presence.h"
 #include "base/timerheap.h"
 
-enum { TK_IDLE = 1, TK_GRACE, TK_CUSTOM, TK_SERVER, TK_SYNC };
+enum { TK_GRACE = 1, TK_CUSTOM, TK_SERVER, TK_SYNC };
 
 typedef struct pd_user pd_user;
 
@@ -108,18 +108,20 @@ struct pd_device {
     pd_server *server;
     uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
     int64_t connected_at, last_active; /* replicated; last_active coarsened */
-    pd_timer idle;
+    pd_device *iprev, *inext;  /* the idle queue (MARK_IDLEQ), this node's active devices */
     uint32_t touched_after;    /* this node's devices: the last activity, exact, in ms
                                 * after last_active (pd__dev_touched) */
     uint16_t node;             /* owner: index of its interned id (pd__dev_node) */
     uint16_t meta_n;           /* bytes of the encoded meta map (0: none) */
     uint8_t state;             /* pd_devstate */
-    uint8_t mark;              /* MARK_* scratch bits */
+    uint8_t mark;              /* MARK_* bits */
     uint8_t conn_n, label_n;
     char buf[];                /* conn, label, then meta */
 };
 
-enum { MARK_SYNC = 1, MARK_PARTITION = 2 };
+/* MARK_SYNC and MARK_PARTITION are scratch bits of one operation;
+ * MARK_IDLEQ says the device is in the idle queue (presence_idle.c). */
+enum { MARK_SYNC = 1, MARK_PARTITION = 2, MARK_IDLEQ = 4 };
 
 #define PD_MODEL_NODES_MAX 1024
 
@@ -127,6 +129,8 @@ struct pd_model {
     pd_model_cfg cfg;
     pd_htab users, devices, servers;
     pd_theap timers;
+    pd_device *idle_head, *idle_tail; /* the idle queue, by last activity (presence_idle.c) */
+    uint32_t nidle;
     pd_change_fn on_change;
     void *ud;
     const char *node;          /* this node's id, nodes[0] */
@@ -217,9 +221,19 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
  * interned node id). */
 void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
-/* This node's devices: with the idle timer. */
+/* This node's devices: in the idle queue while active. Cannot fail (the
+ * status is kept for the callers that pass it on). */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now);
 void pd__device_set_idle(pd_model *m, pd_device *d);
+/* presence_idle.c: the idle queue. pd__idle_arm puts d (queued or not)
+ * where its last activity belongs; pd__idle_next is when the head goes
+ * idle (UINT64_MAX: none); pd__idle_pop_due takes the head out if that
+ * is at or before now. */
+void pd__idle_arm(pd_model *m, pd_device *d);
+void pd__idle_disarm(pd_model *m, pd_device *d);
+static inline bool pd__idle_armed(const pd_device *d) { return (d->mark & MARK_IDLEQ) != 0; }
+uint64_t pd__idle_next(const pd_model *m);
+pd_device *pd__idle_pop_due(pd_model *m, uint64_t now);
 void pd__mark_dirty(pd_model *m, pd_user *u);
 void pd__flush(pd_model *m, uint64_t now);
 void pd__custom_clear(pd_model *m, pd_user *u);

@@ -102,7 +102,7 @@ static void digest_device(void *ud, pd_hnode *e) {
     mix_u64(&x, (uint64_t)d->last_active);
     mix_u64(&x, (uint64_t)pd__dev_touched(d));
     mix_u64(&x, d->state);
-    mix_timer(&x, &d->idle);
+    mix_u64(&x, pd__idle_armed(d));
     pd_str meta = pd__dev_meta(d);
     if (meta.n) mix_bytes(&x, meta.p, meta.n);
     *(uint64_t *)ud += x.h;
@@ -141,7 +141,8 @@ uint64_t fz_model_digest(const pd_model *m) {
     mix_u64(&x, m->devices.n);
     mix_u64(&x, m->ndevices);
     mix_u64(&x, pd_theap_count(&m->timers));
-    mix_u64(&x, pd_theap_next(&m->timers));
+    mix_u64(&x, m->nidle);
+    mix_u64(&x, pd_model_next_due(m));
     mix_u64(&x, m->hlc);
     mix_u64(&x, m->changes);
     return x.h;
@@ -150,7 +151,7 @@ uint64_t fz_model_digest(const pd_model *m) {
 /* ---- model consistency ------------------------------------------------------------- */
 
 typedef struct {
-    uint64_t users, devices, timers;
+    uint64_t users, devices, timers, idleq;
 } walk;
 
 static void check_user(void *ud, pd_hnode *e) {
@@ -165,11 +166,11 @@ static void check_user(void *ud, pd_hnode *e) {
         na += d->state == PD_DEV_ACTIVE;
         FZ_CHECK(d->state == PD_DEV_ACTIVE || d->state == PD_DEV_IDLE, "device state %d",
                  d->state);
-        /* Only this node's devices run an idle timer. */
-        if (pd_timer_armed(&d->idle))
-            FZ_CHECK(d->state == PD_DEV_ACTIVE, "an idle device of %.*s has an idle timer",
+        /* Only this node's devices wait in the idle queue. */
+        if (pd__idle_armed(d))
+            FZ_CHECK(d->state == PD_DEV_ACTIVE, "an idle device of %.*s is in the idle queue",
                      idn, u->id);
-        w->timers += pd_timer_armed(&d->idle);
+        w->idleq += pd__idle_armed(d);
     }
     FZ_CHECK(u->ndev == nd, "%.*s counts %u devices, has %u", idn, u->id, u->ndev, nd);
     FZ_CHECK(u->nactive == na, "%.*s counts %u active, has %u", idn, u->id, u->nactive, na);
@@ -226,6 +227,15 @@ void fz_check_model(const pd_model *m) {
              (unsigned long long)w.devices, (unsigned long long)m->ndevices, m->devices.n);
     FZ_CHECK(w.timers == pd_theap_count(&m->timers), "%llu timers owned, %u armed",
              (unsigned long long)w.timers, pd_theap_count(&m->timers));
+    uint64_t queued = 0;
+    for (const pd_device *d = m->idle_head, *prev = NULL; d; prev = d, d = d->inext, queued++) {
+        FZ_CHECK(d->iprev == prev && pd__idle_armed(d), "idle queue links");
+        FZ_CHECK(prev == NULL || pd__dev_touched(prev) <= pd__dev_touched(d), "idle queue order");
+        FZ_CHECK(d->inext != NULL || m->idle_tail == d, "idle queue tail");
+    }
+    FZ_CHECK(m->idle_head != NULL || m->idle_tail == NULL, "idle queue tail");
+    FZ_CHECK(queued == m->nidle && queued == w.idleq, "%llu devices queued, %u counted, %llu marked",
+             (unsigned long long)queued, m->nidle, (unsigned long long)w.idleq);
     for (uint32_t i = 0; i < m->timers.n; i++) {
         FZ_CHECK(m->timers.h[i]->idx == i + 1, "timer heap index");
         if (i) FZ_CHECK(m->timers.h[(i - 1) / 2]->due <= m->timers.h[i]->due, "heap order");

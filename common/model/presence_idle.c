@@ -1,0 +1,65 @@
+/* presence_idle.c - the idle timers of this node's devices (issue 15).
+ *
+ * Every device of this node goes idle PRESENCE_IDLE_TIMEOUT_MS after its
+ * last activity, one timeout for all: so instead of a timer each in the
+ * heap (16 bytes in the record and an 8-byte heap slot), the active ones
+ * wait in one queue ordered by their last activity, linked through the
+ * records. An activity moves its device to the tail, which is where the
+ * latest activity belongs; only a clock that went back makes the insert
+ * search for its place (place_after). The head is the next device
+ * to go idle, at its last activity + the timeout: pd_model_tick takes
+ * the queue's head and the heap's top in the order they are due. */
+#include "model/presence_int.h"
+
+static void unlink_dev(pd_model *m, pd_device *d) {
+    if (d->iprev) d->iprev->inext = d->inext;
+    else m->idle_head = d->inext;
+    if (d->inext) d->inext->iprev = d->iprev;
+    else m->idle_tail = d->iprev;
+    d->iprev = d->inext = NULL;
+    d->mark &= (uint8_t)~MARK_IDLEQ;
+    m->nidle--;
+}
+
+/* The device d goes after: the last one whose activity is not later than
+ * t (NULL: d goes first). Searched from both ends at once, so that a clock
+ * that went back costs the distance to the nearer end. */
+static pd_device *place_after(const pd_model *m, int64_t t) {
+    pd_device *back = m->idle_tail, *front = m->idle_head;
+    if (back == NULL || pd__dev_touched(back) <= t) return back;
+    for (;;) {
+        if (pd__dev_touched(front) > t) return front->iprev;
+        back = back->iprev; /* not NULL: front, before it, is not later than t */
+        if (pd__dev_touched(back) <= t) return back;
+        front = front->inext;
+    }
+}
+
+void pd__idle_arm(pd_model *m, pd_device *d) {
+    if (d->mark & MARK_IDLEQ) unlink_dev(m, d);
+    pd_device *after = place_after(m, pd__dev_touched(d));
+    d->iprev = after;
+    d->inext = after ? after->inext : m->idle_head;
+    if (d->inext) d->inext->iprev = d;
+    else m->idle_tail = d;
+    if (after) after->inext = d;
+    else m->idle_head = d;
+    d->mark |= MARK_IDLEQ;
+    m->nidle++;
+}
+
+void pd__idle_disarm(pd_model *m, pd_device *d) {
+    if (d->mark & MARK_IDLEQ) unlink_dev(m, d);
+}
+
+uint64_t pd__idle_next(const pd_model *m) {
+    if (m->idle_head == NULL) return UINT64_MAX;
+    return (uint64_t)pd__dev_touched(m->idle_head) + m->cfg.idle_timeout_ms;
+}
+
+pd_device *pd__idle_pop_due(pd_model *m, uint64_t now) {
+    pd_device *d = m->idle_head;
+    if (d == NULL || pd__idle_next(m) > now) return NULL;
+    unlink_dev(m, d);
+    return d;
+}
