@@ -178,12 +178,15 @@ typedef struct {
 
 static const char *ctx = ""; /* names the case in check_model failures */
 
+static const pd_model *walked; /* the model check_model walks */
+
 static inline void check_user(void *ud, pd_hnode *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     pd_user *u = (pd_user *)e;
     uint32_t nd = 0, na = 0;
-    for (pd_device *d = u->devs; d; d = d->unext) {
-        cr_assert_eq(d->user, u);
+    for (pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
+        cr_assert_eq(pd__dev_user(m, d), u);
         nd++;
         na += d->state == PD_DEV_ACTIVE;
         cr_assert_eq(pd__idle_armed(d), d->state == PD_DEV_ACTIVE,
@@ -216,11 +219,13 @@ static inline void check_user(void *ud, pd_hnode *e) {
 
 static inline void check_server(void *ud, pd_hnode *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     pd_server *s = (pd_server *)e;
     uint32_t n = 0;
-    for (pd_device *d = s->devs, *prev = NULL; d; prev = d, d = d->snext, n++) {
+    for (pd_device *d = pd__dev_at(m, s->devs), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->snext), n++) {
         cr_assert_eq(d->server, s);
-        cr_assert_eq(d->sprev, prev);
+        cr_assert_eq(pd__dev_at(m, d->sprev), prev);
     }
     cr_assert_eq(s->ndev, n);
     cr_assert_eq(pd_timer_armed(&s->timeout), s->watched != 0,
@@ -231,6 +236,7 @@ static inline void check_server(void *ud, pd_hnode *e) {
 static inline void check_model(const pd_model *m) {
     walk w = {0};
     uint64_t c = 0;
+    walked = m;
     do c = pd_htab_scan(&m->users, c, check_user, &w); while (c);
     do c = pd_htab_scan(&m->servers, c, check_server, &w); while (c);
     cr_assert_eq(w.users, m->users.n);
@@ -241,13 +247,14 @@ static inline void check_model(const pd_model *m) {
     cr_assert_eq(m->devices.n, m->ndevices);
     cr_assert_eq(w.timers, (uint64_t)pd_theap_count(&m->timers), "%s: every timer has an owner", ctx);
     uint64_t queued = 0;
-    for (const pd_device *d = m->idle_head, *prev = NULL; d; prev = d, d = d->inext, queued++) {
-        cr_assert_eq(d->iprev, prev, "%s: idle queue links", ctx);
+    for (const pd_device *d = pd__dev_at(m, m->idle_head), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->inext), queued++) {
+        cr_assert_eq(pd__dev_at(m, d->iprev), prev, "%s: idle queue links", ctx);
         cr_assert(pd__idle_armed(d));
         if (prev) cr_assert_leq(pd__dev_touched(prev), pd__dev_touched(d), "%s: idle queue order", ctx);
-        if (d->inext == NULL) cr_assert_eq(m->idle_tail, d);
+        if (d->inext == 0) cr_assert_eq(m->idle_tail, pd__dev_ix(m, d));
     }
-    if (m->idle_head == NULL) cr_assert_null(m->idle_tail);
+    if (m->idle_head == 0) cr_assert_eq(m->idle_tail, 0u);
     cr_assert_eq(queued, (uint64_t)m->nidle);
     cr_assert_eq(w.idleq, queued, "%s: every queued device is active", ctx);
     for (uint32_t i = 0; i < m->timers.n; i++) {

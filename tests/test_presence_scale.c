@@ -274,7 +274,8 @@ Test(presence, tick_with_nothing_due_touches_no_timer) {
     const pd_device **copy = malloc(sizeof *copy * N);
     cr_assert_not_null(copy);
     uint32_t n = 0;
-    for (const pd_device *d = m->idle_head; d && n < N; d = d->inext) copy[n++] = d;
+    for (const pd_device *d = pd__dev_at(m, m->idle_head); d && n < N; d = pd__dev_at(m, d->inext))
+        copy[n++] = d;
     cr_assert_eq(n, (uint32_t)N);
     long notes = r.total;
     for (uint64_t t = 2000; t < far; t += far / 8) pd_model_tick(m, t);
@@ -284,7 +285,8 @@ Test(presence, tick_with_nothing_due_touches_no_timer) {
     cr_expect_eq(after.changes, before.changes);
     cr_expect_eq(r.total, notes);
     n = 0;
-    for (const pd_device *d = m->idle_head; d && n < N; d = d->inext) n += copy[n] == d;
+    for (const pd_device *d = pd__dev_at(m, m->idle_head); d && n < N; d = pd__dev_at(m, d->inext))
+        n += copy[n] == d;
     cr_expect_eq(n, (uint32_t)N, "no device was moved in the idle queue");
     cr_expect_eq(m->timers.n, 0u, "nothing else was armed");
     cr_expect_eq(pd_model_next_due(m), far + 1000);

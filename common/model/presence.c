@@ -322,18 +322,19 @@ static int64_t coarse(const pd_model *m, uint64_t now) {
 /* The replicated last_active moves in steps of the activity resolution:
  * an activity within the current step sends nothing. */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
+    pd_user *u = pd__dev_user(m, d);
     if ((int64_t)now > pd__dev_touched(d)) pd__dev_set_touched(d, (int64_t)now);
     int64_t la = coarse(m, now);
     bool raised = la > d->last_active;
     if (raised) {
         pd__dev_raise_active(d, la);
-        pd__seen(m, d->user, la, pd__dev_node(m, d), d->claim);
+        pd__seen(m, u, la, pd__dev_node(m, d), d->claim);
     }
     pd__idle_arm(m, d); /* after last_active: a restored one may have moved it */
     if (d->state != PD_DEV_ACTIVE) {
         d->state = PD_DEV_ACTIVE;
-        d->user->nactive++;
-        pd__mark_dirty(m, d->user);
+        u->nactive++;
+        pd__mark_dirty(m, u);
         raised = true;
     }
     if (raised) pd__emit_device(m, PD_OP_STATE, d);
@@ -343,25 +344,27 @@ pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
 void pd__device_set_idle(pd_model *m, pd_device *d) {
     pd__idle_disarm(m, d);
     if (d->state == PD_DEV_IDLE) return;
+    pd_user *u = pd__dev_user(m, d);
     d->state = PD_DEV_IDLE;
-    d->user->nactive--;
-    pd__mark_dirty(m, d->user);
+    u->nactive--;
+    pd__mark_dirty(m, u);
     pd__emit_device(m, PD_OP_STATE, d);
 }
 
 /* A device owned by another node: state as its owner reports it. */
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
+    pd_user *u = pd__dev_user(m, d);
     pd__dev_raise_active(d, last_active);
-    pd__seen(m, d->user, last_active, pd__dev_node(m, d), d->claim);
+    pd__seen(m, u, last_active, pd__dev_node(m, d), d->claim);
     if (d->state == st) return;
     d->state = (uint8_t)st;
-    if (st == PD_DEV_ACTIVE) d->user->nactive++;
-    else d->user->nactive--;
-    pd__mark_dirty(m, d->user);
+    if (st == PD_DEV_ACTIVE) u->nactive++;
+    else u->nactive--;
+    pd__mark_dirty(m, u);
 }
 
 void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at) {
-    pd_user *u = d->user;
+    pd_user *u = pd__dev_user(m, d);
     if (pd__dev_node(m, d) == m->node) {
         seen_at = (int64_t)now;
         pd__emit_remove(m, d, seen_at);
@@ -371,12 +374,14 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
     bool was_active = u->nactive > 0;
     pd__idle_disarm(m, d);
     pd_htab_remove(&m->devices, &d->h, device_hash(&d->h));
-    for (pd_device **p = &u->devs; *p; p = &(*p)->unext) {
-        if (*p == d) { *p = d->unext; break; }
+    uint32_t di = pd__dev_ix(m, d);
+    for (uint32_t *p = &u->devs; *p; p = &pd__dev_at(m, *p)->unext) {
+        if (*p == di) { *p = d->unext; break; }
     }
-    if (d->sprev) d->sprev->snext = d->snext;
+    pd_device *sprev = pd__dev_at(m, d->sprev), *snext = pd__dev_at(m, d->snext);
+    if (sprev) sprev->snext = d->snext;
     else s->devs = d->snext;
-    if (d->snext) d->snext->sprev = d->sprev;
+    if (snext) snext->sprev = d->sprev;
     s->ndev--;
     u->ndev--;
     if (d->state == PD_DEV_ACTIVE) u->nactive--;
@@ -406,17 +411,18 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     memcpy(d->buf, conn.p, conn.n);
     if (label.n) memcpy(d->buf + conn.n, label.p, label.n);
     if (meta.n) memcpy(d->buf + conn.n + label.n, meta.p, meta.n);
-    d->user = u;
+    d->user = pd__user_ix(m, u);
     d->server = s;
     d->node = pd__node_index(owner);
     d->claim = claim;
     d->connected_at = (int64_t)now;
     d->state = PD_DEV_IDLE; /* counted below */
+    uint32_t di = pd__dev_ix(m, d);
     d->unext = u->devs;
-    u->devs = d;
+    u->devs = di;
     d->snext = s->devs;
-    if (s->devs) s->devs->sprev = d;
-    s->devs = d;
+    if (s->devs) pd__dev_at(m, s->devs)->sprev = di;
+    s->devs = di;
     s->ndev++;
     if (u->ndev++ == 0) {
         m->live_users++;
@@ -439,7 +445,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
 pd_device *pd__local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
                          pd_str meta, uint64_t now, pd_status *st) {
     *st = pd__device_add(m, s, conn, user, label, meta, m->node, pd__hlc_next(m, now), now);
-    return *st == PD_OK ? s->devs : NULL; /* added first in the server's list */
+    return *st == PD_OK ? pd__dev_at(m, s->devs) : NULL; /* added first in the server's list */
 }
 
 /* An event from a socket server about a device another node owns (the
@@ -449,9 +455,10 @@ pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *s
     *st = PD_OK;
     if (pd__dev_node(m, d) == m->node) return d;
     char conn[PD_ID_MAX], user[PD_ID_MAX], label[PD_DEVICE_MAX];
-    pd_str c = {conn, d->conn_n}, u = {user, d->user->id_n}, l = {label, d->label_n};
+    const pd_user *du = pd__dev_user(m, d);
+    pd_str c = {conn, d->conn_n}, u = {user, du->id_n}, l = {label, d->label_n};
     memcpy(conn, d->buf, d->conn_n);
-    memcpy(user, d->user->id, d->user->id_n);
+    memcpy(user, du->id, du->id_n);
     memcpy(label, d->buf + d->conn_n, d->label_n);
     pd_device *old = d;
     pd_devstate state = (pd_devstate)d->state;
@@ -481,8 +488,8 @@ void pd__renew_claim(pd_model *m, pd_device *d, uint64_t now) {
 /* Disconnects every device of s and forgets it (shutdown, timeout). */
 static void server_close(pd_model *m, pd_server *s, uint64_t now) {
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
-        for (pd_device *d = s->devs, *next; d; d = next) {
-            next = d->snext;
+        for (pd_device *d = pd__dev_at(m, s->devs), *next; d; d = next) {
+            next = pd__dev_at(m, d->snext);
             if (pd__dev_node(m, d) == m->node && (pass || d->state == PD_DEV_IDLE))
                 pd__device_remove(m, d, now, 0);
         }
@@ -505,8 +512,9 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
                             pd_err *err) {
     pd_device *d = pd__device_find(m, s, ev->conn);
     pd_status st = PD_OK;
-    if (d && pd__dev_node(m, d) == m->node && d->user->id_n == ev->user.n &&
-        memcmp(d->user->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
+    const pd_user *du = d ? pd__dev_user(m, d) : NULL;
+    if (d && pd__dev_node(m, d) == m->node && du->id_n == ev->user.n &&
+        memcmp(du->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
         memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
         return pd__device_set_active(m, d, now); /* a repeated connect: nothing new */
     }

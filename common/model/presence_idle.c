@@ -12,11 +12,12 @@
 #include "model/presence_int.h"
 
 static void unlink_dev(pd_model *m, pd_device *d) {
-    if (d->iprev) d->iprev->inext = d->inext;
+    pd_device *prev = pd__dev_at(m, d->iprev), *next = pd__dev_at(m, d->inext);
+    if (prev) prev->inext = d->inext;
     else m->idle_head = d->inext;
-    if (d->inext) d->inext->iprev = d->iprev;
+    if (next) next->iprev = d->iprev;
     else m->idle_tail = d->iprev;
-    d->iprev = d->inext = NULL;
+    d->iprev = d->inext = 0;
     d->mark &= (uint8_t)~MARK_IDLEQ;
     m->nidle--;
 }
@@ -25,25 +26,27 @@ static void unlink_dev(pd_model *m, pd_device *d) {
  * t (NULL: d goes first). Searched from both ends at once, so that a clock
  * that went back costs the distance to the nearer end. */
 static pd_device *place_after(const pd_model *m, int64_t t) {
-    pd_device *back = m->idle_tail, *front = m->idle_head;
+    pd_device *back = pd__dev_at(m, m->idle_tail), *front = pd__dev_at(m, m->idle_head);
     if (back == NULL || pd__dev_touched(back) <= t) return back;
     for (;;) {
-        if (pd__dev_touched(front) > t) return front->iprev;
-        back = back->iprev; /* not NULL: front, before it, is not later than t */
+        if (pd__dev_touched(front) > t) return pd__dev_at(m, front->iprev);
+        back = pd__dev_at(m, back->iprev); /* not NULL: front, before it, is not later */
         if (pd__dev_touched(back) <= t) return back;
-        front = front->inext;
+        front = pd__dev_at(m, front->inext);
     }
 }
 
 void pd__idle_arm(pd_model *m, pd_device *d) {
     if (d->mark & MARK_IDLEQ) unlink_dev(m, d);
     pd_device *after = place_after(m, pd__dev_touched(d));
-    d->iprev = after;
+    uint32_t di = pd__dev_ix(m, d);
+    d->iprev = pd__dev_ix(m, after);
     d->inext = after ? after->inext : m->idle_head;
-    if (d->inext) d->inext->iprev = d;
-    else m->idle_tail = d;
-    if (after) after->inext = d;
-    else m->idle_head = d;
+    pd_device *next = pd__dev_at(m, d->inext);
+    if (next) next->iprev = di;
+    else m->idle_tail = di;
+    if (after) after->inext = di;
+    else m->idle_head = di;
     d->mark |= MARK_IDLEQ;
     m->nidle++;
 }
@@ -53,12 +56,12 @@ void pd__idle_disarm(pd_model *m, pd_device *d) {
 }
 
 uint64_t pd__idle_next(const pd_model *m) {
-    if (m->idle_head == NULL) return UINT64_MAX;
-    return (uint64_t)pd__dev_touched(m->idle_head) + m->cfg.idle_timeout_ms;
+    const pd_device *d = pd__dev_at(m, m->idle_head);
+    return d ? (uint64_t)pd__dev_touched(d) + m->cfg.idle_timeout_ms : UINT64_MAX;
 }
 
 pd_device *pd__idle_pop_due(pd_model *m, uint64_t now) {
-    pd_device *d = m->idle_head;
+    pd_device *d = pd__dev_at(m, m->idle_head);
     if (d == NULL || pd__idle_next(m) > now) return NULL;
     unlink_dev(m, d);
     return d;

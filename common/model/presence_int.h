@@ -34,7 +34,6 @@ typedef struct pd_device pd_device;
  * the size a record is allocated and freed with. */
 struct pd_user {
     pd_hnode h;
-    pd_device *devs;           /* singly linked through d->unext */
     pd_custom *custom;
     pd_timer grace;            /* offline delay after the last device left (UF_GRACE),
                                 * then the retention (see retention_arm) */
@@ -51,6 +50,7 @@ struct pd_user {
                                 * not): a ver term until the register changes */
     uint64_t back_ver;         /* UF_BACK: the ver floor the return takes when the
                                 * delay would have ended (user_regained_device) */
+    uint32_t devs;             /* dev_slab index; singly linked through d->unext */
     uint16_t vmax_by;          /* writer of vmax (pd__writer_of; the highest (vmax,
                                 * writer) wins), whose partition carries it as a VER op */
     uint16_t seen_by;          /* writer of `seen` (a device's owner, or a SEEN op's) */
@@ -89,7 +89,7 @@ typedef struct pd_sync_run {
 struct pd_server {
     pd_hnode h;
     uint64_t hash;             /* pd_hash of id: part of every device's key hash */
-    pd_device *devs;           /* doubly linked through d->sprev/snext */
+    uint32_t devs;             /* dev_slab index; doubly linked through d->sprev/snext */
     pd_timer timeout;
     int64_t last_msg;          /* last event from this server */
     int64_t last_seq;
@@ -100,15 +100,18 @@ struct pd_server {
     char id[];
 };
 
+/* A device names its user and the devices next to it in its lists by their
+ * slab indexes (4 bytes, not an 8-byte pointer; 0: none): pd__dev_at,
+ * pd__dev_ix, pd__dev_user. */
 struct pd_device {
     pd_hnode h;                /* table keyed by (server, conn) */
-    pd_device *unext;
-    pd_device *sprev, *snext;
-    pd_user *user;
     pd_server *server;
+    uint32_t user;             /* user_slab index */
+    uint32_t unext;            /* the user's devices */
+    uint32_t sprev, snext;     /* the server's devices */
+    uint32_t iprev, inext;     /* the idle queue (MARK_IDLEQ), this node's active devices */
     uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
     int64_t connected_at, last_active; /* replicated; last_active coarsened */
-    pd_device *iprev, *inext;  /* the idle queue (MARK_IDLEQ), this node's active devices */
     uint32_t touched_after;    /* this node's devices: the last activity, exact, in ms
                                 * after last_active (pd__dev_touched) */
     uint16_t node;             /* owner: index of its interned id (pd__dev_node) */
@@ -129,7 +132,7 @@ struct pd_model {
     pd_model_cfg cfg;
     pd_htab users, devices, servers;
     pd_theap timers;
-    pd_device *idle_head, *idle_tail; /* the idle queue, by last activity (presence_idle.c) */
+    uint32_t idle_head, idle_tail; /* the idle queue, by last activity (presence_idle.c) */
     uint32_t nidle;
     pd_change_fn on_change;
     void *ud;
@@ -156,6 +159,20 @@ struct pd_model {
     uint32_t nrefusals, refusals_cap;
     uint64_t forgotten_users, forgotten_servers; /* PRESENCE_USER_RETENTION_MS */
 };
+
+/* Records by slab index (0: NULL) and back. */
+static inline pd_device *pd__dev_at(const pd_model *m, uint32_t i) {
+    return pd_slab_ptr(&m->dev_slab, i);
+}
+static inline uint32_t pd__dev_ix(const pd_model *m, const pd_device *d) {
+    return pd_slab_idx(&m->dev_slab, d);
+}
+static inline pd_user *pd__dev_user(const pd_model *m, const pd_device *d) {
+    return pd_slab_ptr(&m->user_slab, d->user);
+}
+static inline uint32_t pd__user_ix(const pd_model *m, const pd_user *u) {
+    return pd_slab_idx(&m->user_slab, u);
+}
 
 /* Interned node ids: each carries its index in m->nodes in the two bytes
  * before it, so that records can hold the index and code the pointer. */

@@ -86,12 +86,13 @@ void pd__emit(pd_model *m, const pd_op *op) {
     if (m->on_op && m->ops_muted == 0) m->on_op(m->op_ud, op);
 }
 
-static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
+static void device_op(const pd_model *m, const pd_device *d, pd_op_kind kind, pd_op *op) {
+    const pd_user *u = pd__dev_user(m, d);
     memset(op, 0, sizeof *op);
     op->kind = kind;
     op->server = (pd_str){d->server->id, d->server->id_n};
     op->conn = (pd_str){d->buf, d->conn_n};
-    op->user = (pd_str){d->user->id, d->user->id_n};
+    op->user = (pd_str){u->id, u->id_n};
     op->label = (pd_str){d->buf + d->conn_n, d->label_n};
     op->state = (pd_devstate)d->state;
     op->connected_at = d->connected_at;
@@ -110,10 +111,11 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
 static uint64_t device_write_ver(pd_model *m, pd_op_kind kind, const pd_device *d) {
     uint64_t v = kind == PD_OP_ADD ? d->claim
                : m->write_at ? m->write_at : m->ops_muted ? 0 : pd__hlc_next(m, m->now);
-    if (kind == PD_OP_REMOVE && m->write_at && d->user->vmax > v &&
-        d->user->vmax_by == pd__writer_of(m->node))
-        v = d->user->vmax;
-    if (v) pd__ver_raise(m, d->user, v, pd__dev_node(m, d));
+    pd_user *u = pd__dev_user(m, d);
+    if (kind == PD_OP_REMOVE && m->write_at && u->vmax > v &&
+        u->vmax_by == pd__writer_of(m->node))
+        v = u->vmax;
+    if (v) pd__ver_raise(m, u, v, pd__dev_node(m, d));
     return v;
 }
 
@@ -122,7 +124,7 @@ void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     if (pd__dev_node(m, d) != m->node) return;
     uint64_t v = device_write_ver(m, kind, d);
     if (m->on_op == NULL || m->ops_muted) return;
-    device_op(d, kind, &op);
+    device_op(m, d, kind, &op);
     if (kind != PD_OP_ADD) op.ver = v;
     m->on_op(m->op_ud, &op);
 }
@@ -132,7 +134,7 @@ void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
     if (pd__dev_node(m, d) != m->node) return;
     uint64_t v = device_write_ver(m, PD_OP_REMOVE, d);
     if (m->on_op == NULL || m->ops_muted) return;
-    device_op(d, PD_OP_REMOVE, &op);
+    device_op(m, d, PD_OP_REMOVE, &op);
     op.at = at;
     op.ver = v;
     m->on_op(m->op_ud, &op);
@@ -149,7 +151,7 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
     if (s == NULL) return PD_ENOMEM;
     pd_device *d = pd__device_find(m, s, op->conn);
     if (d && pd__dev_node(m, d) == origin && d->claim == op->hlc && pd_str_eq(op->user,
-            (pd_str){d->user->id, d->user->id_n})) {
+            (pd_str){pd__dev_user(m, d)->id, pd__dev_user(m, d)->id_n})) {
         pd__device_state(m, d, op->state, op->last_active); /* a repeat */
         d->mark &= (uint8_t)~MARK_PARTITION;
         *out = d;
@@ -176,10 +178,11 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         pd__drop_server_if_unused(m, s);
         return st;
     }
-    d = s->devs;
-    pd__ver_raise(m, d->user, op->hlc, origin);
+    d = pd__dev_at(m, s->devs);
+    pd_user *u = pd__dev_user(m, d);
+    pd__ver_raise(m, u, op->hlc, origin);
     d->connected_at = op->connected_at;
-    pd__seen(m, d->user, op->connected_at, origin, op->hlc);
+    pd__seen(m, u, op->connected_at, origin, op->hlc);
     pd__device_state(m, d, op->state, op->last_active);
     d->mark &= (uint8_t)~MARK_PARTITION;
     *out = d;
@@ -257,7 +260,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
             pd_server *s = d->server;
-            if (op->ver) pd__ver_raise(m, d->user, op->ver, origin);
+            if (op->ver) pd__ver_raise(m, pd__dev_user(m, d), op->ver, origin);
             pd__device_remove(m, d, now, op->at);
             pd__drop_server_if_unused(m, s);
         } else if (origin != m->node) {
@@ -266,7 +269,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
         break;
     case PD_OP_STATE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
-            if (op->ver) pd__ver_raise(m, d->user, op->ver, origin);
+            if (op->ver) pd__ver_raise(m, pd__dev_user(m, d), op->ver, origin);
             pd__device_state(m, d, op->state, op->last_active);
         }
         break;
@@ -373,7 +376,7 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool 
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
             pd_server *s = l.v[i]->server;
-            pd_user *u = l.v[i]->user;
+            pd_user *u = pd__dev_user(m, l.v[i]);
             if (decide) decide_ver(m, u, h);
             pd__device_remove(m, l.v[i], now, 0);
             if (decide && u->ndev == 0) decide_seen(m, u, now);
@@ -398,13 +401,13 @@ static void dump_device(void *ud, pd_hnode *e) {
     const pd_device *d = (const pd_device *)e;
     pd_op op;
     if (pd__dev_node(c->cm, d) != c->owner) return;
-    device_op(d, PD_OP_ADD, &op);
+    device_op(c->cm, d, PD_OP_ADD, &op);
     c->fn(c->ud, &op);
 }
 
 /* The floor is a device's claim, which its ADD carries anyway. */
 static bool ver_implied(const pd_model *m, const pd_user *u) {
-    for (const pd_device *d = u->devs; d; d = d->unext) {
+    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
         if (d->claim == u->vmax && pd__writer_of(pd__dev_node(m, d)) == u->vmax_by) return true;
     }
     return false;
@@ -541,12 +544,12 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
             pd__dev_raise_active(d, op->last_active);
-            pd__seen(m, d->user, op->last_active, pd__dev_node(m, d), d->claim);
+            pd__seen(m, pd__dev_user(m, d), op->last_active, pd__dev_node(m, d), d->claim);
             m->write_at = op->ver;
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
             m->write_at = 0;
-            if (op->ver) pd__ver_raise(m, d->user, op->ver, m->node);
+            if (op->ver) pd__ver_raise(m, pd__dev_user(m, d), op->ver, m->node);
         }
         break;
     case PD_OP_SYNCED:

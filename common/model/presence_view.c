@@ -73,7 +73,7 @@ uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, vo
     const pd_user *u = pd__user_find(m, user);
     uint32_t n = 0;
     if (u == NULL) return 0;
-    for (const pd_device *d = u->devs; d; d = d->unext, n++) {
+    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext), n++) {
         if (fn == NULL) continue;
         pd_device_view v = {
             .conn = {d->buf, d->conn_n},

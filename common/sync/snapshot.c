@@ -92,11 +92,12 @@ pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info) {
 static void add_device(void *ud, pd_hnode *e) {
     pd_snap *s = ud;
     const pd_device *d = (const pd_device *)e;
+    const pd_user *u = pd__dev_user(s->m, d);
     pd_op op = {
         .kind = PD_OP_ADD,
         .server = {d->server->id, d->server->id_n},
         .conn = {d->buf, d->conn_n},
-        .user = {d->user->id, d->user->id_n},
+        .user = {u->id, u->id_n},
         .label = {d->buf + d->conn_n, d->label_n},
         .state = (pd_devstate)d->state,
         .connected_at = d->connected_at,

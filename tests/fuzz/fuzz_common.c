@@ -89,13 +89,15 @@ static void digest_user(void *ud, pd_hnode *e) {
     *(uint64_t *)ud += x.h;
 }
 
+static const pd_model *digested; /* the model fz_model_digest reads */
+
 static void digest_device(void *ud, pd_hnode *e) {
     const pd_device *d = (const pd_device *)e;
     mix x = {2};
     mix_bytes(&x, d->server->id, d->server->id_n);
     mix_bytes(&x, d->buf, (size_t)d->conn_n + d->label_n);
     mix_u64(&x, d->conn_n);
-    mix_bytes(&x, d->user->id, d->user->id_n);
+    mix_bytes(&x, pd__dev_user(digested, d)->id, pd__dev_user(digested, d)->id_n);
     mix_u64(&x, d->node);
     mix_u64(&x, d->claim);
     mix_u64(&x, (uint64_t)d->connected_at);
@@ -133,6 +135,7 @@ static uint64_t digest_table(const pd_htab *t, pd_htab_visit fn) {
 }
 
 uint64_t fz_model_digest(const pd_model *m) {
+    digested = m;
     mix x = {0};
     mix_u64(&x, digest_table(&m->users, digest_user));
     mix_u64(&x, digest_table(&m->devices, digest_device));
@@ -154,14 +157,17 @@ typedef struct {
     uint64_t users, devices, timers, idleq;
 } walk;
 
+static const pd_model *walked; /* the model fz_check_model walks */
+
 static void check_user(void *ud, pd_hnode *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     const pd_user *u = (const pd_user *)e;
     uint32_t nd = 0, na = 0;
     int idn = u->id_n;
     FZ_CHECK(pd_id_valid(u->id, u->id_n), "user id %.*s", idn, u->id);
-    for (const pd_device *d = u->devs; d; d = d->unext) {
-        FZ_CHECK(d->user == u, "device of %.*s points to another user", idn, u->id);
+    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
+        FZ_CHECK(pd__dev_user(m, d) == u, "device of %.*s points to another user", idn, u->id);
         nd++;
         na += d->state == PD_DEV_ACTIVE;
         FZ_CHECK(d->state == PD_DEV_ACTIVE || d->state == PD_DEV_IDLE, "device state %d",
@@ -202,11 +208,14 @@ static void check_user(void *ud, pd_hnode *e) {
 
 static void check_server(void *ud, pd_hnode *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     const pd_server *s = (const pd_server *)e;
     uint32_t n = 0;
-    for (const pd_device *d = s->devs, *prev = NULL; d; prev = d, d = d->snext, n++) {
+    for (const pd_device *d = pd__dev_at(m, s->devs), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->snext), n++) {
         FZ_CHECK(d->server == s, "device list of server %.*s", (int)s->id_n, s->id);
-        FZ_CHECK(d->sprev == prev, "device list of server %.*s", (int)s->id_n, s->id);
+        FZ_CHECK(pd__dev_at(m, d->sprev) == prev, "device list of server %.*s", (int)s->id_n,
+                 s->id);
     }
     FZ_CHECK(s->ndev == n, "server %.*s counts %u devices, has %u", (int)s->id_n, s->id,
              s->ndev, n);
@@ -218,6 +227,7 @@ static void check_server(void *ud, pd_hnode *e) {
 void fz_check_model(const pd_model *m) {
     walk w = {0};
     uint64_t c = 0;
+    walked = m;
     do c = pd_htab_scan(&m->users, c, check_user, &w); while (c);
     do c = pd_htab_scan(&m->servers, c, check_server, &w); while (c);
     FZ_CHECK(w.users == m->users.n, "users %llu vs table %zu", (unsigned long long)w.users,
@@ -228,12 +238,13 @@ void fz_check_model(const pd_model *m) {
     FZ_CHECK(w.timers == pd_theap_count(&m->timers), "%llu timers owned, %u armed",
              (unsigned long long)w.timers, pd_theap_count(&m->timers));
     uint64_t queued = 0;
-    for (const pd_device *d = m->idle_head, *prev = NULL; d; prev = d, d = d->inext, queued++) {
-        FZ_CHECK(d->iprev == prev && pd__idle_armed(d), "idle queue links");
+    for (const pd_device *d = pd__dev_at(m, m->idle_head), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->inext), queued++) {
+        FZ_CHECK(pd__dev_at(m, d->iprev) == prev && pd__idle_armed(d), "idle queue links");
         FZ_CHECK(prev == NULL || pd__dev_touched(prev) <= pd__dev_touched(d), "idle queue order");
-        FZ_CHECK(d->inext != NULL || m->idle_tail == d, "idle queue tail");
+        FZ_CHECK(d->inext != 0 || m->idle_tail == pd__dev_ix(m, d), "idle queue tail");
     }
-    FZ_CHECK(m->idle_head != NULL || m->idle_tail == NULL, "idle queue tail");
+    FZ_CHECK(m->idle_head != 0 || m->idle_tail == 0, "idle queue tail");
     FZ_CHECK(queued == m->nidle && queued == w.idleq, "%llu devices queued, %u counted, %llu marked",
              (unsigned long long)queued, m->nidle, (unsigned long long)w.idleq);
     for (uint32_t i = 0; i < m->timers.n; i++) {
