@@ -180,7 +180,7 @@ static const char *ctx = ""; /* names the case in check_model failures */
 
 static const pd_model *walked; /* the model check_model walks */
 
-static inline void check_user(void *ud, pd_hnode *e) {
+static inline void check_user(void *ud, void *e) {
     walk *w = ud;
     const pd_model *m = walked;
     pd_user *u = (pd_user *)e;
@@ -237,7 +237,7 @@ static inline void check_model(const pd_model *m) {
     walk w = {0};
     uint64_t c = 0;
     walked = m;
-    do c = pd_htab_scan(&m->users, c, check_user, &w); while (c);
+    do c = pd_ihtab_scan(&m->users, c, check_user, &w); while (c);
     do c = pd_htab_scan(&m->servers, c, check_server, &w); while (c);
     cr_assert_eq(w.users, m->users.n);
     for (int st = 0; st <= PD_PUB_INVISIBLE; st++)

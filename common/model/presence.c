@@ -1,8 +1,9 @@
 /* presence.c - applying events and timers to the presence model.
  *
  * Design: three intrusive hash tables (users by id, devices by server+conn,
- * servers by id) and one timer heap. Each operation first validates
- * everything it needs (so an error changes nothing), then mutates, marking
+ * servers by id; the first two link their slab records by index), one
+ * timer heap and the idle queue (presence_idle.c). Each operation first
+ * validates everything it needs (so an error changes nothing), then mutates, marking
  * the users it touched dirty; at the end of the operation pd__flush()
  * compares each dirty user's public view with the one last announced and
  * reports real changes. Reconnects inside the offline delay therefore never
@@ -16,8 +17,8 @@
 
 /* ---- hashing and lookup --------------------------------------------------- */
 
-static uint64_t user_hash(const pd_hnode *e) {
-    const pd_user *u = (const pd_user *)e;
+static uint64_t user_hash(const void *e) {
+    const pd_user *u = e;
     return pd_hash(u->id, u->id_n);
 }
 
@@ -30,14 +31,13 @@ static uint64_t device_key_hash(const pd_server *s, pd_str conn) {
     return pd_hash(conn.p, conn.n) ^ (s->hash * 0x9e3779b97f4a7c15ULL);
 }
 
-static uint64_t device_hash(const pd_hnode *e) {
-    const pd_device *d = (const pd_device *)e;
+static uint64_t device_hash(const void *e) {
+    const pd_device *d = e;
     return device_key_hash(d->server, (pd_str){d->buf, d->conn_n});
 }
 
 static pd_user *user_find_h(const pd_model *m, pd_str id, uint64_t h) {
-    for (pd_hnode *e = pd_htab_bucket(&m->users, h); e; e = e->next) {
-        pd_user *u = (pd_user *)e;
+    for (pd_user *u = pd_ihtab_bucket(&m->users, h); u; u = pd_ihtab_next(&m->users, u)) {
         if (u->id_n == id.n && memcmp(u->id, id.p, id.n) == 0) return u;
     }
     return NULL;
@@ -57,8 +57,8 @@ static pd_server *server_find(const pd_model *m, pd_str id) {
 
 pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn) {
     if (s == NULL) return NULL;
-    for (pd_hnode *e = pd_htab_bucket(&m->devices, device_key_hash(s, conn)); e; e = e->next) {
-        pd_device *d = (pd_device *)e;
+    const pd_ihtab *t = &m->devices;
+    for (pd_device *d = pd_ihtab_bucket(t, device_key_hash(s, conn)); d; d = pd_ihtab_next(t, d)) {
         if (d->server == s && d->conn_n == conn.n && memcmp(d->buf, conn.p, conn.n) == 0)
             return d;
     }
@@ -78,7 +78,7 @@ pd_user *pd__user_get(pd_model *m, pd_str id) {
     u->grace.kind = TK_GRACE;
     u->pub_status = PD_PUB_OFFLINE;
     m->by_status[PD_PUB_OFFLINE]++;
-    pd_htab_insert(&m->users, &u->h, h);
+    pd_ihtab_insert(&m->users, u, h);
     return u;
 }
 
@@ -145,7 +145,7 @@ static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
         pd_theap_arm(&m->timers, &u->grace, retention_due(m, u));
         return;
     }
-    pd_htab_remove(&m->users, &u->h, pd_hash(u->id, u->id_n));
+    pd_ihtab_remove(&m->users, u, pd_hash(u->id, u->id_n));
     m->forgotten_users++;
     pd_slab_free(&m->user_slab, u, pd__user_size(u));
 }
@@ -221,7 +221,7 @@ typedef struct {
     uint64_t now;
 } restore_ctx;
 
-static void restore_delay(void *ud, pd_hnode *e) {
+static void restore_delay(void *ud, void *e) {
     restore_ctx *c = ud;
     pd_model *m = c->m;
     pd_user *u = (pd_user *)e;
@@ -237,7 +237,7 @@ void pd_model_restore_delays(pd_model *m, uint64_t now) {
     uint64_t cur = 0;
     if (m->cfg.offline_delay_ms == 0) return;
     m->now = now;
-    do cur = pd_htab_scan(&m->users, cur, restore_delay, &c); while (cur != 0);
+    do cur = pd_ihtab_scan(&m->users, cur, restore_delay, &c); while (cur != 0);
     pd__flush(m, now);
 }
 
@@ -373,7 +373,7 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
     pd_server *s = d->server;
     bool was_active = u->nactive > 0;
     pd__idle_disarm(m, d);
-    pd_htab_remove(&m->devices, &d->h, device_hash(&d->h));
+    pd_ihtab_remove(&m->devices, d, device_hash(d));
     uint32_t di = pd__dev_ix(m, d);
     for (uint32_t *p = &u->devs; *p; p = &pd__dev_at(m, *p)->unext) {
         if (*p == di) { *p = d->unext; break; }
@@ -429,7 +429,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
         user_regained_device(m, u, owner, now);
     }
     m->ndevices++;
-    pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
+    pd_ihtab_insert(&m->devices, d, device_key_hash(s, conn));
     pd__mark_dirty(m, u);
     if (local) {
         d->state = PD_DEV_ACTIVE;
@@ -821,8 +821,8 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
     pd_slab_init(&m->user_slab, PD_SLAB_POOLED);
     pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
     m->node = pd__intern(m, node);
-    if (m->node == NULL || pd_htab_init(&m->users, user_hash) != PD_OK ||
-        pd_htab_init(&m->devices, device_hash) != PD_OK ||
+    if (m->node == NULL || pd_ihtab_init(&m->users, &m->user_slab, user_hash) != PD_OK ||
+        pd_ihtab_init(&m->devices, &m->dev_slab, device_hash) != PD_OK ||
         pd_htab_init(&m->servers, server_hash) != PD_OK) {
         pd_model_free(m);
         return NULL;
@@ -836,30 +836,38 @@ static void free_server(void *ud, pd_hnode *e) {
     pd_free(e);
 }
 
-static void free_device(void *ud, pd_hnode *e) {
+static void free_device(void *ud, void *e) {
     pd_model *m = ud;
     pd_slab_free(&m->dev_slab, e, pd__device_size((pd_device *)e));
 }
 
-static void free_user(void *ud, pd_hnode *e) {
+static void free_user(void *ud, void *e) {
     pd_model *m = ud;
     pd_free(((pd_user *)e)->custom);
     pd_slab_free(&m->user_slab, e, pd__user_size((pd_user *)e));
 }
 
-static void free_table(pd_model *m, pd_htab *t, pd_htab_visit fn) {
+static void free_records(pd_model *m, pd_ihtab *t, pd_ihtab_visit fn) {
     if (t->b == NULL) return;
     uint64_t c = 0;
-    do c = pd_htab_scan(t, c, fn, m); while (c != 0);
+    do c = pd_ihtab_scan(t, c, fn, m); while (c != 0);
+    pd_ihtab_free(t);
+}
+
+static void free_servers(pd_model *m) {
+    pd_htab *t = &m->servers;
+    if (t->b == NULL) return;
+    uint64_t c = 0;
+    do c = pd_htab_scan(t, c, free_server, m); while (c != 0);
     pd_htab_free(t);
 }
 
 void pd_model_free(pd_model *m) {
     if (m == NULL) return;
     pd_theap_free(&m->timers);
-    free_table(m, &m->devices, free_device);
-    free_table(m, &m->users, free_user);
-    free_table(m, &m->servers, free_server);
+    free_records(m, &m->devices, free_device);
+    free_records(m, &m->users, free_user);
+    free_servers(m);
     pd_slab_destroy(&m->dev_slab);
     pd_slab_destroy(&m->user_slab);
     pd_free(m->dirty);
@@ -901,6 +909,6 @@ uint32_t pd_model_servers(const pd_model *m, pd_server_view *out, uint32_t max) 
 }
 
 void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices) {
-    pd_htab_reserve(&m->users, users);
-    pd_htab_reserve(&m->devices, devices);
+    pd_ihtab_reserve(&m->users, users);
+    pd_ihtab_reserve(&m->devices, devices);
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "base/htab.h"
+#include "base/ihtab.h"
 #include "base/slab.h"
 #include "model/presence.h"
 #include "base/timerheap.h"
@@ -33,7 +34,8 @@ typedef struct pd_device pd_device;
  * 8 bytes is 8 MB a million records); pd__user_size/pd__device_size give
  * the size a record is allocated and freed with. */
 struct pd_user {
-    pd_hnode h;
+    uint32_t hnext;            /* the users table's chain (base/ihtab.h): first */
+    uint32_t devs;             /* dev_slab index; singly linked through d->unext */
     pd_custom *custom;
     pd_timer grace;            /* offline delay after the last device left (UF_GRACE),
                                 * then the retention (see retention_arm) */
@@ -50,7 +52,6 @@ struct pd_user {
                                 * not): a ver term until the register changes */
     uint64_t back_ver;         /* UF_BACK: the ver floor the return takes when the
                                 * delay would have ended (user_regained_device) */
-    uint32_t devs;             /* dev_slab index; singly linked through d->unext */
     uint16_t vmax_by;          /* writer of vmax (pd__writer_of; the highest (vmax,
                                 * writer) wins), whose partition carries it as a VER op */
     uint16_t seen_by;          /* writer of `seen` (a device's owner, or a SEEN op's) */
@@ -100,20 +101,20 @@ struct pd_server {
     char id[];
 };
 
-/* A device names its user and the devices next to it in its lists by their
- * slab indexes (4 bytes, not an 8-byte pointer; 0: none): pd__dev_at,
- * pd__dev_ix, pd__dev_user. */
+/* A device names its user and the devices next to it in its lists and its
+ * hash chain by their slab indexes (4 bytes, not an 8-byte pointer; 0:
+ * none): pd__dev_at, pd__dev_ix, pd__dev_user. */
 struct pd_device {
-    pd_hnode h;                /* table keyed by (server, conn) */
-    pd_server *server;
+    uint32_t hnext;            /* table keyed by (server, conn) (base/ihtab.h): first */
     uint32_t user;             /* user_slab index */
     uint32_t unext;            /* the user's devices */
     uint32_t sprev, snext;     /* the server's devices */
     uint32_t iprev, inext;     /* the idle queue (MARK_IDLEQ), this node's active devices */
-    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
-    int64_t connected_at, last_active; /* replicated; last_active coarsened */
     uint32_t touched_after;    /* this node's devices: the last activity, exact, in ms
                                 * after last_active (pd__dev_touched) */
+    pd_server *server;
+    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
+    int64_t connected_at, last_active; /* replicated; last_active coarsened */
     uint16_t node;             /* owner: index of its interned id (pd__dev_node) */
     uint16_t meta_n;           /* bytes of the encoded meta map (0: none) */
     uint8_t state;             /* pd_devstate */
@@ -130,7 +131,8 @@ enum { MARK_SYNC = 1, MARK_PARTITION = 2, MARK_IDLEQ = 4 };
 
 struct pd_model {
     pd_model_cfg cfg;
-    pd_htab users, devices, servers;
+    pd_ihtab users, devices;   /* records of user_slab, dev_slab */
+    pd_htab servers;
     pd_theap timers;
     uint32_t idle_head, idle_tail; /* the idle queue, by last activity (presence_idle.c) */
     uint32_t nidle;

@@ -296,15 +296,15 @@ typedef struct {
     void *ud;
 } part_ctx;
 
-static void mark_owned(void *ud, pd_hnode *e) {
+static void mark_owned(void *ud, void *e) {
     part_ctx *c = ud;
     pd_device *d = (pd_device *)e;
     if (pd__dev_node(c->m, d) == c->owner) d->mark |= MARK_PARTITION;
 }
 
-static void scan_devices(const pd_model *m, pd_htab_visit fn, void *ud) {
+static void scan_devices(const pd_model *m, pd_ihtab_visit fn, void *ud) {
     uint64_t cur = 0;
-    do cur = pd_htab_scan(&m->devices, cur, fn, ud); while (cur != 0);
+    do cur = pd_ihtab_scan(&m->devices, cur, fn, ud); while (cur != 0);
 }
 
 void pd_model_partition_begin(pd_model *m, pd_str origin) {
@@ -322,7 +322,7 @@ typedef struct {
     uint8_t need_mark;
 } dev_list;
 
-static void collect(void *ud, pd_hnode *e) {
+static void collect(void *ud, void *e) {
     dev_list *l = ud;
     pd_device *d = (pd_device *)e;
     if (pd__dev_node(l->m, d) != l->owner || (l->need_mark && !(d->mark & MARK_PARTITION)))
@@ -396,7 +396,7 @@ void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now) {
     remove_owned(m, pd__intern_find(m, owner), false, true, now);
 }
 
-static void dump_device(void *ud, pd_hnode *e) {
+static void dump_device(void *ud, void *e) {
     part_ctx *c = ud;
     const pd_device *d = (const pd_device *)e;
     pd_op op;
@@ -464,7 +464,7 @@ void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, p
     }
 }
 
-static void dump_registers(void *ud, pd_hnode *e) {
+static void dump_registers(void *ud, void *e) {
     part_ctx *c = ud;
     pd__register_ops(c->cm, (const pd_user *)e, c->owner, c->fn, c->ud);
 }
@@ -474,7 +474,7 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
     uint64_t cur = 0;
     if (c.owner == NULL) return;
     scan_devices(m, dump_device, &c);
-    do cur = pd_htab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
+    do cur = pd_ihtab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
 }
 
 bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at,
@@ -482,7 +482,7 @@ bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at
     part_ctx c = {.cm = m, .owner = pd__intern_find(m, writer), .fn = fn, .ud = ud};
     if (c.owner == NULL || c.owner == m->node) return true;
     for (uint32_t k = 0; k < buckets; k++) {
-        *at = pd_htab_scan(&m->users, *at, dump_registers, &c);
+        *at = pd_ihtab_scan(&m->users, *at, dump_registers, &c);
         if (*at == 0) return true;
     }
     return false;
@@ -493,14 +493,14 @@ bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_curs
     part_ctx c = {.cm = m, .owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
     if (c.owner == NULL) return true;
     for (uint32_t k = 0; k < buckets && cur->phase < 2; k++) {
-        const pd_htab *t = cur->phase == 0 ? &m->devices : &m->users;
-        cur->at = pd_htab_scan(t, cur->at, cur->phase == 0 ? dump_device : dump_registers, &c);
+        const pd_ihtab *t = cur->phase == 0 ? &m->devices : &m->users;
+        cur->at = pd_ihtab_scan(t, cur->at, cur->phase == 0 ? dump_device : dump_registers, &c);
         if (cur->at == 0) cur->phase++;
     }
     return cur->phase >= 2;
 }
 
-static void count_owned(void *ud, pd_hnode *e) {
+static void count_owned(void *ud, void *e) {
     part_ctx *c = ud;
     if (pd__dev_node(c->cm, (pd_device *)e) == c->owner) c->count++;
 }

@@ -61,7 +61,7 @@ static void mix_timer(mix *x, const pd_timer *t) {
 }
 
 /* Per-entry hashes are summed, so the digest ignores table order. */
-static void digest_user(void *ud, pd_hnode *e) {
+static void digest_user(void *ud, void *e) {
     const pd_user *u = (const pd_user *)e;
     mix x = {1};
     mix_bytes(&x, u->id, u->id_n);
@@ -91,7 +91,7 @@ static void digest_user(void *ud, pd_hnode *e) {
 
 static const pd_model *digested; /* the model fz_model_digest reads */
 
-static void digest_device(void *ud, pd_hnode *e) {
+static void digest_device(void *ud, void *e) {
     const pd_device *d = (const pd_device *)e;
     mix x = {2};
     mix_bytes(&x, d->server->id, d->server->id_n);
@@ -128,6 +128,12 @@ static void digest_server(void *ud, pd_hnode *e) {
     *(uint64_t *)ud += x.h;
 }
 
+static uint64_t digest_records(const pd_ihtab *t, pd_ihtab_visit fn) {
+    uint64_t sum = 0, c = 0;
+    do c = pd_ihtab_scan(t, c, fn, &sum); while (c);
+    return sum;
+}
+
 static uint64_t digest_table(const pd_htab *t, pd_htab_visit fn) {
     uint64_t sum = 0, c = 0;
     do c = pd_htab_scan(t, c, fn, &sum); while (c);
@@ -137,8 +143,8 @@ static uint64_t digest_table(const pd_htab *t, pd_htab_visit fn) {
 uint64_t fz_model_digest(const pd_model *m) {
     digested = m;
     mix x = {0};
-    mix_u64(&x, digest_table(&m->users, digest_user));
-    mix_u64(&x, digest_table(&m->devices, digest_device));
+    mix_u64(&x, digest_records(&m->users, digest_user));
+    mix_u64(&x, digest_records(&m->devices, digest_device));
     mix_u64(&x, digest_table(&m->servers, digest_server));
     mix_u64(&x, m->users.n);
     mix_u64(&x, m->devices.n);
@@ -159,7 +165,7 @@ typedef struct {
 
 static const pd_model *walked; /* the model fz_check_model walks */
 
-static void check_user(void *ud, pd_hnode *e) {
+static void check_user(void *ud, void *e) {
     walk *w = ud;
     const pd_model *m = walked;
     const pd_user *u = (const pd_user *)e;
@@ -228,7 +234,7 @@ void fz_check_model(const pd_model *m) {
     walk w = {0};
     uint64_t c = 0;
     walked = m;
-    do c = pd_htab_scan(&m->users, c, check_user, &w); while (c);
+    do c = pd_ihtab_scan(&m->users, c, check_user, &w); while (c);
     do c = pd_htab_scan(&m->servers, c, check_server, &w); while (c);
     FZ_CHECK(w.users == m->users.n, "users %llu vs table %zu", (unsigned long long)w.users,
              m->users.n);
