@@ -224,7 +224,7 @@ static inline void check_server(void *ud, pd_hnode *e) {
     uint32_t n = 0;
     for (pd_device *d = pd__dev_at(m, s->devs), *prev = NULL; d;
          prev = d, d = pd__dev_at(m, d->snext), n++) {
-        cr_assert_eq(d->server, s);
+        cr_assert_eq(pd__dev_server(m, d), s);
         cr_assert_eq(pd__dev_at(m, d->sprev), prev);
     }
     cr_assert_eq(s->ndev, n);

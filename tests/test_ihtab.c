@@ -15,10 +15,15 @@ typedef struct {
     uint32_t visits;
 } item;
 
+static int hash_ud;
+
 static uint64_t key_hash(uint32_t key) { return pd_hash(&key, sizeof key); }
-static uint64_t item_hash(const void *e) { return key_hash(((const item *)e)->key); }
-static uint64_t same_hash(const void *e) {
-    (void)e;
+static uint64_t item_hash(const void *ud, const void *e) {
+    cr_assert_eq(ud, &hash_ud, "the table passes its hash_ud");
+    return key_hash(((const item *)e)->key);
+}
+static uint64_t same_hash(const void *ud, const void *e) {
+    (void)ud, (void)e;
     return 42;
 }
 
@@ -53,7 +58,7 @@ static void insert_find_remove(bool pooled) {
     pd_slab s;
     pd_ihtab t;
     pd_slab_init(&s, pooled);
-    cr_assert_eq(pd_ihtab_init(&t, &s, item_hash), PD_OK);
+    cr_assert_eq(pd_ihtab_init(&t, &s, item_hash, &hash_ud), PD_OK);
     item **v = make_items(&s, 3);
     for (int i = 0; i < 3; i++) pd_ihtab_insert(&t, v[i], key_hash(v[i]->key));
     cr_expect_eq(t.n, 3u);
@@ -79,7 +84,7 @@ Test(ihtab, colliding_records_share_a_bucket) {
     pd_slab s;
     pd_ihtab t;
     pd_slab_init(&s, true);
-    cr_assert_eq(pd_ihtab_init(&t, &s, same_hash), PD_OK);
+    cr_assert_eq(pd_ihtab_init(&t, &s, same_hash, NULL), PD_OK);
     item **v = make_items(&s, 100);
     for (int i = 0; i < 100; i++) pd_ihtab_insert(&t, v[i], 42);
     pd_ihtab_remove(&t, v[50], 42); /* the middle, the tail and the head of the chain */
@@ -104,7 +109,7 @@ static void grow_shrink_scan(bool pooled) {
     pd_slab s;
     pd_ihtab t;
     pd_slab_init(&s, pooled);
-    cr_assert_eq(pd_ihtab_init(&t, &s, item_hash), PD_OK);
+    cr_assert_eq(pd_ihtab_init(&t, &s, item_hash, &hash_ud), PD_OK);
     uint64_t initial = t.mask + 1;
     item **v = make_items(&s, N);
     for (uint32_t i = 0; i < N / 2; i++) pd_ihtab_insert(&t, v[i], key_hash(v[i]->key));
@@ -132,7 +137,7 @@ Test(ihtab, failed_growth_keeps_records) {
     pd_slab s;
     pd_ihtab t;
     pd_slab_init(&s, true);
-    cr_assert_eq(pd_ihtab_init(&t, &s, item_hash), PD_OK);
+    cr_assert_eq(pd_ihtab_init(&t, &s, item_hash, &hash_ud), PD_OK);
     uint64_t buckets = t.mask + 1;
     item **v = make_items(&s, 200);
     pd_alloc_fail_after(0);

@@ -7,12 +7,13 @@
 
 static void set_link(void *rec, uint32_t i) { memcpy(rec, &i, sizeof i); }
 
-pd_status pd_ihtab_init(pd_ihtab *t, const pd_slab *slab, pd_ihash_fn hash) {
+pd_status pd_ihtab_init(pd_ihtab *t, const pd_slab *slab, pd_ihash_fn hash, const void *hash_ud) {
     t->b = pd_calloc(IHTAB_INITIAL, sizeof *t->b);
     if (t->b == NULL) return PD_ENOMEM;
     t->mask = IHTAB_INITIAL - 1;
     t->n = 0;
     t->hash = hash;
+    t->hash_ud = hash_ud;
     t->slab = slab;
     return PD_OK;
 }
@@ -32,7 +33,7 @@ static void rehash(pd_ihtab *t, uint64_t size) {
         while (e) {
             void *rec = pd_slab_ptr(t->slab, e);
             uint32_t next = pd_ihtab_link(rec);
-            uint64_t j = t->hash(rec) & (size - 1);
+            uint64_t j = t->hash(t->hash_ud, rec) & (size - 1);
             set_link(rec, nb[j]);
             nb[j] = e;
             e = next;

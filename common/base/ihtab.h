@@ -13,18 +13,20 @@
 #include "base/slab.h"
 #include "base/status.h"
 
-/* rec: a record of the table's slab, whose first member is its link. */
-typedef uint64_t (*pd_ihash_fn)(const void *rec);
+/* rec: a record of the table's slab, whose first member is its link; ud:
+ * the table's hash_ud. */
+typedef uint64_t (*pd_ihash_fn)(const void *ud, const void *rec);
 
 typedef struct {
     uint32_t *b;
     uint64_t mask;             /* buckets - 1 */
     size_t n;
     pd_ihash_fn hash;
+    const void *hash_ud;
     const pd_slab *slab;
 } pd_ihtab;
 
-pd_status pd_ihtab_init(pd_ihtab *t, const pd_slab *slab, pd_ihash_fn hash);
+pd_status pd_ihtab_init(pd_ihtab *t, const pd_slab *slab, pd_ihash_fn hash, const void *hash_ud);
 void pd_ihtab_free(pd_ihtab *t);
 
 static inline uint32_t pd_ihtab_link(const void *rec) {

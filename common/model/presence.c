@@ -17,8 +17,9 @@
 
 /* ---- hashing and lookup --------------------------------------------------- */
 
-static uint64_t user_hash(const void *e) {
+static uint64_t user_hash(const void *ud, const void *e) {
     const pd_user *u = e;
+    (void)ud;
     return pd_hash(u->id, u->id_n);
 }
 
@@ -31,9 +32,10 @@ static uint64_t device_key_hash(const pd_server *s, pd_str conn) {
     return pd_hash(conn.p, conn.n) ^ (s->hash * 0x9e3779b97f4a7c15ULL);
 }
 
-static uint64_t device_hash(const void *e) {
+/* ud: the model (the device's server). */
+static uint64_t device_hash(const void *ud, const void *e) {
     const pd_device *d = e;
-    return device_key_hash(d->server, (pd_str){d->buf, d->conn_n});
+    return device_key_hash(pd__dev_server(ud, d), (pd_str){d->buf, d->conn_n});
 }
 
 static pd_user *user_find_h(const pd_model *m, pd_str id, uint64_t h) {
@@ -59,7 +61,7 @@ pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn) {
     if (s == NULL) return NULL;
     const pd_ihtab *t = &m->devices;
     for (pd_device *d = pd_ihtab_bucket(t, device_key_hash(s, conn)); d; d = pd_ihtab_next(t, d)) {
-        if (d->server == s && d->conn_n == conn.n && memcmp(d->buf, conn.p, conn.n) == 0)
+        if (d->server == s->ix && d->conn_n == conn.n && memcmp(d->buf, conn.p, conn.n) == 0)
             return d;
     }
     return NULL;
@@ -277,11 +279,32 @@ void pd__custom_clear(pd_model *m, pd_user *u) {
 
 /* ---- devices and servers ----------------------------------------------------- */
 
+/* A free index of m->srv (index 0 is none), or 0 when out of memory.
+ * Servers are few and seldom dropped: a scan finds a free one. */
+static uint32_t server_ix(pd_model *m) {
+    for (uint32_t i = 1; i < m->nsrv; i++)
+        if (m->srv[i] == NULL) return i;
+    if (m->nsrv == 0) m->nsrv = 1;
+    if (m->nsrv >= m->srv_cap) {
+        uint32_t cap = m->srv_cap ? m->srv_cap * 2 : 16;
+        pd_server **v = pd_realloc(m->srv, sizeof *v * cap);
+        if (v == NULL) return 0;
+        m->srv = v;
+        m->srv_cap = cap;
+    }
+    m->srv[m->nsrv] = NULL;
+    return m->nsrv++;
+}
+
 pd_server *pd__server_get(pd_model *m, pd_str id) {
     pd_server *s = server_find(m, id);
     if (s) return s;
+    uint32_t ix = server_ix(m);
+    if (ix == 0) return NULL;
     s = pd_calloc(1, sizeof *s + id.n);
     if (s == NULL) return NULL;
+    s->ix = ix;
+    m->srv[ix] = s;
     memcpy(s->id, id.p, id.n);
     s->id_n = (uint8_t)id.n;
     s->hash = pd_hash(id.p, id.n);
@@ -295,6 +318,7 @@ pd_server *pd__server_get(pd_model *m, pd_str id) {
 static void server_drop(pd_model *m, pd_server *s) {
     pd_theap_disarm(&m->timers, &s->timeout);
     pd_htab_remove(&m->servers, &s->h, server_hash(&s->h));
+    m->srv[s->ix] = NULL;
     pd_free(s);
 }
 
@@ -370,10 +394,10 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
         pd__emit_remove(m, d, seen_at);
     }
     pd__seen(m, u, seen_at, pd__dev_node(m, d), d->claim);
-    pd_server *s = d->server;
+    pd_server *s = pd__dev_server(m, d);
     bool was_active = u->nactive > 0;
     pd__idle_disarm(m, d);
-    pd_ihtab_remove(&m->devices, d, device_hash(d));
+    pd_ihtab_remove(&m->devices, d, device_hash(m, d));
     uint32_t di = pd__dev_ix(m, d);
     for (uint32_t *p = &u->devs; *p; p = &pd__dev_at(m, *p)->unext) {
         if (*p == di) { *p = d->unext; break; }
@@ -412,7 +436,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     if (label.n) memcpy(d->buf + conn.n, label.p, label.n);
     if (meta.n) memcpy(d->buf + conn.n + label.n, meta.p, meta.n);
     d->user = pd__user_ix(m, u);
-    d->server = s;
+    d->server = s->ix;
     d->node = pd__node_index(owner);
     d->claim = claim;
     d->connected_at = (int64_t)now;
@@ -466,7 +490,7 @@ pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *s
      * active then a STATE saying idle would flap its user on them. */
     pd__ops_mute(m);
     /* Add before removing: a failed add then leaves everything as it was. */
-    d = pd__local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
+    d = pd__local_add(m, pd__dev_server(m, d), c, u, l, (pd_str){NULL, 0}, now, st);
     if (d && state == PD_DEV_IDLE) pd__device_set_idle(m, d);
     pd__ops_unmute(m);
     if (d) {
@@ -821,8 +845,8 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
     pd_slab_init(&m->user_slab, PD_SLAB_POOLED);
     pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
     m->node = pd__intern(m, node);
-    if (m->node == NULL || pd_ihtab_init(&m->users, &m->user_slab, user_hash) != PD_OK ||
-        pd_ihtab_init(&m->devices, &m->dev_slab, device_hash) != PD_OK ||
+    if (m->node == NULL || pd_ihtab_init(&m->users, &m->user_slab, user_hash, m) != PD_OK ||
+        pd_ihtab_init(&m->devices, &m->dev_slab, device_hash, m) != PD_OK ||
         pd_htab_init(&m->servers, server_hash) != PD_OK) {
         pd_model_free(m);
         return NULL;
@@ -868,6 +892,7 @@ void pd_model_free(pd_model *m) {
     free_records(m, &m->devices, free_device);
     free_records(m, &m->users, free_user);
     free_servers(m);
+    pd_free(m->srv);
     pd_slab_destroy(&m->dev_slab);
     pd_slab_destroy(&m->user_slab);
     pd_free(m->dirty);

@@ -89,6 +89,7 @@ typedef struct pd_sync_run {
 
 struct pd_server {
     pd_hnode h;
+    uint32_t ix;               /* in m->srv: what its devices hold */
     uint64_t hash;             /* pd_hash of id: part of every device's key hash */
     uint32_t devs;             /* dev_slab index; doubly linked through d->sprev/snext */
     pd_timer timeout;
@@ -112,11 +113,11 @@ struct pd_device {
     uint32_t iprev, inext;     /* the idle queue (MARK_IDLEQ), this node's active devices */
     uint32_t touched_after;    /* this node's devices: the last activity, exact, in ms
                                 * after last_active (pd__dev_touched) */
-    pd_server *server;
-    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
-    int64_t connected_at, last_active; /* replicated; last_active coarsened */
+    uint32_t server;           /* its index in m->srv (pd__dev_server) */
     uint16_t node;             /* owner: index of its interned id (pd__dev_node) */
     uint16_t meta_n;           /* bytes of the encoded meta map (0: none) */
+    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
+    int64_t connected_at, last_active; /* replicated; last_active coarsened */
     uint8_t state;             /* pd_devstate */
     uint8_t mark;              /* MARK_* bits */
     uint8_t conn_n, label_n;
@@ -133,6 +134,8 @@ struct pd_model {
     pd_model_cfg cfg;
     pd_ihtab users, devices;   /* records of user_slab, dev_slab */
     pd_htab servers;
+    pd_server **srv;           /* servers by index (1..): devices name theirs so */
+    uint32_t nsrv, srv_cap;
     pd_theap timers;
     uint32_t idle_head, idle_tail; /* the idle queue, by last activity (presence_idle.c) */
     uint32_t nidle;
@@ -174,6 +177,9 @@ static inline pd_user *pd__dev_user(const pd_model *m, const pd_device *d) {
 }
 static inline uint32_t pd__user_ix(const pd_model *m, const pd_user *u) {
     return pd_slab_idx(&m->user_slab, u);
+}
+static inline pd_server *pd__dev_server(const pd_model *m, const pd_device *d) {
+    return m->srv[d->server];
 }
 
 /* Interned node ids: each carries its index in m->nodes in the two bytes

@@ -90,7 +90,8 @@ static void device_op(const pd_model *m, const pd_device *d, pd_op_kind kind, pd
     const pd_user *u = pd__dev_user(m, d);
     memset(op, 0, sizeof *op);
     op->kind = kind;
-    op->server = (pd_str){d->server->id, d->server->id_n};
+    const pd_server *s = pd__dev_server(m, d);
+    op->server = (pd_str){s->id, s->id_n};
     op->conn = (pd_str){d->buf, d->conn_n};
     op->user = (pd_str){u->id, u->id_n};
     op->label = (pd_str){d->buf + d->conn_n, d->label_n};
@@ -259,7 +260,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
         break;
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
-            pd_server *s = d->server;
+            pd_server *s = pd__dev_server(m, d);
             if (op->ver) pd__ver_raise(m, pd__dev_user(m, d), op->ver, origin);
             pd__device_remove(m, d, now, op->at);
             pd__drop_server_if_unused(m, s);
@@ -375,7 +376,7 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool 
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
-            pd_server *s = l.v[i]->server;
+            pd_server *s = pd__dev_server(m, l.v[i]);
             pd_user *u = pd__dev_user(m, l.v[i]);
             if (decide) decide_ver(m, u, h);
             pd__device_remove(m, l.v[i], now, 0);
@@ -531,7 +532,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         break;
     case PD_OP_REMOVE:
         if ((d = owned(m, m->node, op)) != NULL) {
-            pd_server *s = d->server;
+            pd_server *s = pd__dev_server(m, d);
             /* Removed then, not now, at its version: the REMOVE op said. */
             m->write_at = op->ver;
             pd__device_remove(m, d, op->at > 0 ? (uint64_t)op->at : now, 0);

@@ -77,7 +77,7 @@ uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, vo
         if (fn == NULL) continue;
         pd_device_view v = {
             .conn = {d->buf, d->conn_n},
-            .server = {d->server->id, d->server->id_n},
+            .server = {pd__dev_server(m, d)->id, pd__dev_server(m, d)->id_n},
             .node = pd_str_c(pd__dev_node(m, d)),
             .device = {d->buf + d->conn_n, d->label_n},
             .state = (pd_devstate)d->state,

@@ -95,7 +95,7 @@ static void add_device(void *ud, void *e) {
     const pd_user *u = pd__dev_user(s->m, d);
     pd_op op = {
         .kind = PD_OP_ADD,
-        .server = {d->server->id, d->server->id_n},
+        .server = {pd__dev_server(s->m, d)->id, pd__dev_server(s->m, d)->id_n},
         .conn = {d->buf, d->conn_n},
         .user = {u->id, u->id_n},
         .label = {d->buf + d->conn_n, d->label_n},

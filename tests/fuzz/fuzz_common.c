@@ -94,7 +94,7 @@ static const pd_model *digested; /* the model fz_model_digest reads */
 static void digest_device(void *ud, void *e) {
     const pd_device *d = (const pd_device *)e;
     mix x = {2};
-    mix_bytes(&x, d->server->id, d->server->id_n);
+    mix_bytes(&x, pd__dev_server(digested, d)->id, pd__dev_server(digested, d)->id_n);
     mix_bytes(&x, d->buf, (size_t)d->conn_n + d->label_n);
     mix_u64(&x, d->conn_n);
     mix_bytes(&x, pd__dev_user(digested, d)->id, pd__dev_user(digested, d)->id_n);
@@ -219,7 +219,7 @@ static void check_server(void *ud, pd_hnode *e) {
     uint32_t n = 0;
     for (const pd_device *d = pd__dev_at(m, s->devs), *prev = NULL; d;
          prev = d, d = pd__dev_at(m, d->snext), n++) {
-        FZ_CHECK(d->server == s, "device list of server %.*s", (int)s->id_n, s->id);
+        FZ_CHECK(pd__dev_server(m, d) == s, "device list of server %.*s", (int)s->id_n, s->id);
         FZ_CHECK(pd__dev_at(m, d->sprev) == prev, "device list of server %.*s", (int)s->id_n,
                  s->id);
     }
