@@ -37,8 +37,15 @@ static pd_device *place_after(const pd_model *m, int64_t t) {
 }
 
 void pd__idle_arm(pd_model *m, pd_device *d) {
-    if (d->mark & MARK_IDLEQ) unlink_dev(m, d);
-    pd_device *after = place_after(m, pd__dev_touched(d));
+    int64_t t = pd__dev_touched(d);
+    if (d->mark & MARK_IDLEQ) {
+        const pd_device *prev = pd__dev_at(m, d->iprev), *next = pd__dev_at(m, d->inext);
+        if ((prev == NULL || pd__dev_touched(prev) <= t) &&
+            (next == NULL || t <= pd__dev_touched(next)))
+            return; /* where it belongs already (a restored device, armed when added) */
+        unlink_dev(m, d);
+    }
+    pd_device *after = place_after(m, t);
     uint32_t di = pd__dev_ix(m, d);
     d->iprev = pd__dev_ix(m, after);
     d->inext = after ? after->inext : m->idle_head;
