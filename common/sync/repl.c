@@ -182,7 +182,7 @@ static void on_op(void *ud, const pd_op *op) {
     msgpack_packer_init(&pk, &r->ops, msgpack_sbuffer_write);
     pd_op_encode(&pk, op);
     r->nops++;
-    if (r->ops.size >= r->cfg.max_msg_bytes / 2) pd_repl_flush(r);
+    if (r->ops.size >= r->cfg.max_msg_bytes / 2 && !r->hold_ops) pd_repl_flush(r);
 }
 
 void pd_repl_flush(pd_repl *r) {
