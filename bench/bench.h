@@ -43,6 +43,7 @@ typedef struct {
     uint32_t trace_every;     /* pd-lat: trace one event in this many (0: none) */
     bool asap;                /* nats.c SendAsap */
     double timeout;           /* converge, waits: seconds */
+    bool replay;              /* model: also the stream-only restart */
     const char *self;         /* argv[0], to start the relay */
 } bench_opts;
 

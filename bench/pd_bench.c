@@ -30,6 +30,7 @@ static const opt_def opts[] = {
     {"--trace-every", O_U32, F(trace_every), "pd-lat: trace one event in N (0: none)"},
     {"--asap", O_BOOL, F(asap), "nats.c SendAsap: 1 or 0 (default 1)"},
     {"--timeout", O_DBL, F(timeout), "converge: seconds to wait (default 30)"},
+    {"--replay", O_BOOL, F(replay), "model: 1 to also replay the deltas as a restart without snapshot"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
