@@ -117,11 +117,18 @@ static bool user_forgettable(const pd_user *u) {
  * forgettable (back to auto, cleared) must outlive its way to every
  * node. Forgotten at once, it would be in no later state transfer of its
  * writer, and a node that missed its op (refused while it took the writer
- * for down) would keep the register it replaced for good. */
+ * for down) would keep the register it replaced for good. The ver floor
+ * counts too: a VER op can reach a node before anything else of its user
+ * (the devices it is about come in another origin's partition), and a
+ * user known by nothing but that floor (no last_seen yet) would be
+ * forgotten at the next tick, floor and all, on that node only; the
+ * devices coming later would bring the user back without it, and that
+ * node's ver would stay below the others' for good (chaos seed 8). */
 static uint64_t retention_due(const pd_model *m, const pd_user *u) {
     uint64_t t = u->seen > 0 ? (uint64_t)u->seen : 0;
     uint64_t w = (u->chosen_hlc > u->custom_hlc ? u->chosen_hlc : u->custom_hlc) >> 16;
     if (w > t) t = w;
+    if ((u->vmax >> 16) > t) t = u->vmax >> 16;
     if (u->expired_at > 0 && (uint64_t)u->expired_at > t) t = (uint64_t)u->expired_at;
     return t + m->cfg.user_retention_ms;
 }
