@@ -44,6 +44,7 @@ typedef struct {
     uint32_t batch;           /* batch-rate: events per batch */
     bool asap;                /* nats.c SendAsap */
     double timeout;           /* converge, waits: seconds */
+    bool replay;              /* model: also the stream-only restart */
     const char *self;         /* argv[0], to start the relay */
 } bench_opts;
 

@@ -31,6 +31,7 @@ static const opt_def opts[] = {
     {"--batch", O_U32, F(batch), "batch-rate: events per batch (default 1000)"},
     {"--asap", O_BOOL, F(asap), "nats.c SendAsap: 1 or 0 (default 1)"},
     {"--timeout", O_DBL, F(timeout), "converge: seconds to wait (default 30)"},
+    {"--replay", O_BOOL, F(replay), "model: 1 to also replay the deltas as a restart without snapshot"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
