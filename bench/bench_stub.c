@@ -6,8 +6,9 @@
  * message pattern (rather than against one bare message):
  *
  *   - two connections as the node has (node_nats.c): one receives, on
- *     one delivery thread of nats.c's pool for all subscriptions; everything the loop publishes goes on the other,
- *     written by the loop once per burst (node/natsout.c, linked as is);
+ *     one delivery thread of nats.c's pool for all subscriptions;
+ *     everything the loop publishes goes on the other, written by the
+ *     loop once per burst (node/natsout.c, linked as is);
  *   - P.events.<id> and P.delta.* subscribed like the node (plain
  *     subscriptions, the node's pending limits), each handler only pushes
  *     the message into node/inbox.c's inbox and wakes one libuv loop thread
@@ -287,7 +288,8 @@ static void on_wake(uv_async_t *h) {
         for (uint32_t i = 0; i < count; i++)
             if (items[i].kind == KIND_COUNTERS) handle_counters(s, items[i].msg);
         pd_natsout_flush(&s->out_io, s->pub);
-        for (uint32_t i = 0; i < count; i++) pd_msgbin_put(&s->bin, items[i].msg, uv_now(&s->loop));
+        for (uint32_t i = 0; i < count; i++)
+            pd_msgbin_put(&s->bin, items[i].msg, uv_now(&s->loop));
         pd_inbox_release(items);
         pd_msgbin_empty(&s->bin, uv_now(&s->loop), false);
     }
