@@ -89,14 +89,15 @@ pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info) {
     return s;
 }
 
-static void add_device(void *ud, pd_hnode *e) {
+static void add_device(void *ud, void *e) {
     pd_snap *s = ud;
     const pd_device *d = (const pd_device *)e;
+    const pd_user *u = pd__dev_user(s->m, d);
     pd_op op = {
         .kind = PD_OP_ADD,
-        .server = {d->server->id, d->server->id_n},
+        .server = {pd__dev_server(s->m, d)->id, pd__dev_server(s->m, d)->id_n},
         .conn = {d->buf, d->conn_n},
-        .user = {d->user->id, d->user->id_n},
+        .user = {u->id, u->id_n},
         .label = {d->buf + d->conn_n, d->label_n},
         .state = (pd_devstate)d->state,
         .connected_at = d->connected_at,
@@ -116,15 +117,15 @@ static void add_register_op(void *ud, const pd_op *op) {
     s->count++;
 }
 
-static void add_registers(void *ud, pd_hnode *e) {
+static void add_registers(void *ud, void *e) {
     pd__register_ops(((pd_snap *)ud)->m, (const pd_user *)e, NULL, add_register_op, ud);
 }
 
 bool pd_snap_step(pd_snap *s, const pd_model *m, uint32_t buckets) {
     s->m = m;
     while (buckets-- > 0 && s->phase < 2) {
-        const pd_htab *t = s->phase == 0 ? &m->devices : &m->users;
-        s->cursor = pd_htab_scan(t, s->cursor, s->phase == 0 ? add_device : add_registers, s);
+        const pd_ihtab *t = s->phase == 0 ? &m->devices : &m->users;
+        s->cursor = pd_ihtab_scan(t, s->cursor, s->phase == 0 ? add_device : add_registers, s);
         if (s->cursor != 0) continue;
         close_array(s);
         if (++s->phase == 1) open_array(s, "registers");
