@@ -123,11 +123,18 @@ static bool user_forgettable(const pd_user *u) {
  * forgettable (back to auto, cleared) must outlive its way to every
  * node. Forgotten at once, it would be in no later state transfer of its
  * writer, and a node that missed its op (refused while it took the writer
- * for down) would keep the register it replaced for good. */
+ * for down) would keep the register it replaced for good. The ver floor
+ * counts too: a VER op can reach a node before anything else of its user
+ * (the devices it is about come in another origin's partition), and a
+ * user known by nothing but that floor (no last_seen yet) would be
+ * forgotten at the next tick, floor and all, on that node only; the
+ * devices coming later would bring the user back without it, and that
+ * node's ver would stay below the others' for good (chaos seed 8). */
 static uint64_t retention_due(const pd_model *m, const pd_user *u) {
     uint64_t t = u->seen > 0 ? (uint64_t)u->seen : 0;
     uint64_t w = (u->chosen_hlc > u->custom_hlc ? u->chosen_hlc : u->custom_hlc) >> 16;
     if (w > t) t = w;
+    if ((u->vmax >> 16) > t) t = u->vmax >> 16;
     if (u->expired_at > 0 && (uint64_t)u->expired_at > t) t = (uint64_t)u->expired_at;
     return t + m->cfg.user_retention_ms;
 }
@@ -905,6 +912,48 @@ void pd_model_free(pd_model *m) {
     pd_free(m->refusals);
     for (uint32_t i = 0; i < m->nnodes; i++) pd_free(m->nodes[i] - 2); /* see pd__intern */
     pd_free(m);
+}
+
+/* Frees every entry and gives the table back its initial size (keeping
+ * the buckets, zeroed, if even that cannot be had). */
+static void clear_table(pd_model *m, pd_htab *t, pd_htab_visit fn) {
+    uint64_t c = 0;
+    pd_htab fresh;
+    do c = pd_htab_scan(t, c, fn, m); while (c != 0);
+    if (pd_htab_init(&fresh, t->hash) == PD_OK) {
+        pd_htab_free(t);
+        *t = fresh;
+    } else {
+        memset(t->b, 0, (size_t)(t->mask + 1) * sizeof *t->b);
+        t->n = 0;
+    }
+}
+
+void pd_model_clear(pd_model *m) {
+    pd_theap_free(&m->timers);
+    pd_theap_init(&m->timers);
+    clear_table(m, &m->devices, free_device);
+    clear_table(m, &m->users, free_user);
+    clear_table(m, &m->servers, free_server);
+    pd_slab_destroy(&m->dev_slab);
+    pd_slab_destroy(&m->user_slab);
+    pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
+    pd_slab_init(&m->user_slab, PD_SLAB_POOLED);
+    m->hlc = m->now = m->write_at = 0;
+    m->ndirty = m->nrefusals = 0;
+    m->ndevices = m->live_users = m->changes = 0;
+    memset(m->by_status, 0, sizeof m->by_status);
+    m->refused_devices = m->refused_users = 0;
+    m->forgotten_users = m->forgotten_servers = 0;
+}
+
+bool pd_model_pristine(const pd_model *m) {
+    static const uint64_t none[PD_PUB_INVISIBLE + 1];
+    return m->users.n == 0 && m->devices.n == 0 && m->servers.n == 0 &&
+           pd_theap_count(&m->timers) == 0 && m->hlc == 0 && m->ndirty == 0 &&
+           m->ndevices == 0 && m->live_users == 0 && m->changes == 0 &&
+           memcmp(m->by_status, none, sizeof none) == 0 && m->refused_devices == 0 &&
+           m->refused_users == 0 && m->forgotten_users == 0 && m->forgotten_servers == 0;
 }
 
 void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {

@@ -143,6 +143,20 @@ void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
 
 /* ---- ops in ----------------------------------------------------------------- */
 
+/* An ADD whose entry was taken by a newer claim before it came: on the
+ * nodes that applied it first, its user got the claim's version and
+ * connected_at as last_seen, and kept them when displaced. So does this
+ * node, creating the user if it has to (these registers only grow, so
+ * the order of arrival does not matter). */
+static pd_status claimed_before(pd_model *m, const char *origin, const pd_op *op) {
+    pd_user *u = pd__user_get(m, op->user);
+    if (u == NULL) return PD_ENOMEM;
+    pd__ver_raise(m, u, op->hlc, origin);
+    pd__seen(m, u, op->connected_at, origin, op->hlc);
+    pd__mark_dirty(m, u);
+    return PD_OK;
+}
+
 /* *out: the entry of origin with the op's claim afterwards (what owned()
  * finds), or NULL; saves the restore a second lookup per device. */
 static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uint64_t now,
@@ -161,7 +175,10 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
     if (d && !pd__newer(op->hlc, origin, d->claim, pd__dev_node(m, d))) {
         if (pd__dev_node(m, d) == origin && d->claim == op->hlc) *out = d;
         pd__drop_server_if_unused(m, s);
-        return PD_OK; /* an older claim: the current owner keeps it */
+        /* An older claim: the current owner keeps the entry. Its user
+         * still takes the claim's version and time, as on the nodes that
+         * applied this ADD before the newer claim displaced it. */
+        return claimed_before(m, origin, op);
     }
     if (d) {
         /* Another node's newer claim (a server moved), or the owner reused
@@ -239,7 +256,9 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
  * another node, a newer claim): its time and version still count for the
  * user, as on the nodes that removed the device by this op. */
 static void removed_before(pd_model *m, const char *origin, const pd_op *op) {
-    pd_user *u = op->user.n ? pd__user_find(m, op->user) : NULL;
+    /* Created if unknown: the ADD may have been refused here (see
+     * claimed_before), while the nodes that applied it keep the user. */
+    pd_user *u = op->user.n ? pd__user_get(m, op->user) : NULL;
     if (u == NULL) return;
     if (op->ver) pd__ver_raise(m, u, op->ver, origin);
     pd__seen(m, u, op->at, origin, op->hlc);
