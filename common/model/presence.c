@@ -929,12 +929,28 @@ static void clear_table(pd_model *m, pd_htab *t, pd_htab_visit fn) {
     }
 }
 
+/* The same for a table of slab records. */
+static void clear_records(pd_model *m, pd_ihtab *t, pd_ihtab_visit fn) {
+    uint64_t c = 0;
+    pd_ihtab fresh;
+    do c = pd_ihtab_scan(t, c, fn, m); while (c != 0);
+    if (pd_ihtab_init(&fresh, t->slab, t->hash, t->hash_ud) == PD_OK) {
+        pd_ihtab_free(t);
+        *t = fresh;
+    } else {
+        memset(t->b, 0, (size_t)(t->mask + 1) * sizeof *t->b);
+        t->n = 0;
+    }
+}
+
 void pd_model_clear(pd_model *m) {
     pd_theap_free(&m->timers);
     pd_theap_init(&m->timers);
-    clear_table(m, &m->devices, free_device);
-    clear_table(m, &m->users, free_user);
+    m->idle_head = m->idle_tail = m->nidle = 0; /* the devices go with their links */
+    clear_records(m, &m->devices, free_device);
+    clear_records(m, &m->users, free_user);
     clear_table(m, &m->servers, free_server);
+    m->nsrv = 0;
     pd_slab_destroy(&m->dev_slab);
     pd_slab_destroy(&m->user_slab);
     pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
@@ -950,7 +966,7 @@ void pd_model_clear(pd_model *m) {
 bool pd_model_pristine(const pd_model *m) {
     static const uint64_t none[PD_PUB_INVISIBLE + 1];
     return m->users.n == 0 && m->devices.n == 0 && m->servers.n == 0 &&
-           pd_theap_count(&m->timers) == 0 && m->hlc == 0 && m->ndirty == 0 &&
+           pd_theap_count(&m->timers) == 0 && m->nidle == 0 && m->hlc == 0 && m->ndirty == 0 &&
            m->ndevices == 0 && m->live_users == 0 && m->changes == 0 &&
            memcmp(m->by_status, none, sizeof none) == 0 && m->refused_devices == 0 &&
            m->refused_users == 0 && m->forgotten_users == 0 && m->forgotten_servers == 0;
