@@ -914,22 +914,8 @@ void pd_model_free(pd_model *m) {
     pd_free(m);
 }
 
-/* Frees every entry and gives the table back its initial size (keeping
+/* Frees every record and gives the table back its initial size (keeping
  * the buckets, zeroed, if even that cannot be had). */
-static void clear_table(pd_model *m, pd_htab *t, pd_htab_visit fn) {
-    uint64_t c = 0;
-    pd_htab fresh;
-    do c = pd_htab_scan(t, c, fn, m); while (c != 0);
-    if (pd_htab_init(&fresh, t->hash) == PD_OK) {
-        pd_htab_free(t);
-        *t = fresh;
-    } else {
-        memset(t->b, 0, (size_t)(t->mask + 1) * sizeof *t->b);
-        t->n = 0;
-    }
-}
-
-/* The same for a table of slab records. */
 static void clear_records(pd_model *m, pd_ihtab *t, pd_ihtab_visit fn) {
     uint64_t c = 0;
     pd_ihtab fresh;
@@ -943,14 +929,29 @@ static void clear_records(pd_model *m, pd_ihtab *t, pd_ihtab_visit fn) {
     }
 }
 
+static void clear_servers(pd_model *m) {
+    pd_htab *t = &m->servers;
+    uint64_t c = 0;
+    pd_htab fresh;
+    do c = pd_htab_scan(t, c, free_server, m); while (c != 0);
+    if (pd_htab_init(&fresh, t->hash) == PD_OK) {
+        pd_htab_free(t);
+        *t = fresh;
+    } else {
+        memset(t->b, 0, (size_t)(t->mask + 1) * sizeof *t->b);
+        t->n = 0;
+    }
+}
+
 void pd_model_clear(pd_model *m) {
     pd_theap_free(&m->timers);
     pd_theap_init(&m->timers);
-    m->idle_head = m->idle_tail = m->nidle = 0; /* the devices go with their links */
     clear_records(m, &m->devices, free_device);
     clear_records(m, &m->users, free_user);
-    clear_table(m, &m->servers, free_server);
-    m->nsrv = 0;
+    clear_servers(m);
+    m->nsrv = 0; /* the servers' indexes are free again (the array is kept) */
+    m->idle_head = m->idle_tail = 0;
+    m->nidle = 0;
     pd_slab_destroy(&m->dev_slab);
     pd_slab_destroy(&m->user_slab);
     pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
@@ -966,10 +967,11 @@ void pd_model_clear(pd_model *m) {
 bool pd_model_pristine(const pd_model *m) {
     static const uint64_t none[PD_PUB_INVISIBLE + 1];
     return m->users.n == 0 && m->devices.n == 0 && m->servers.n == 0 &&
-           pd_theap_count(&m->timers) == 0 && m->nidle == 0 && m->hlc == 0 && m->ndirty == 0 &&
+           pd_theap_count(&m->timers) == 0 && m->hlc == 0 && m->ndirty == 0 &&
            m->ndevices == 0 && m->live_users == 0 && m->changes == 0 &&
            memcmp(m->by_status, none, sizeof none) == 0 && m->refused_devices == 0 &&
-           m->refused_users == 0 && m->forgotten_users == 0 && m->forgotten_servers == 0;
+           m->refused_users == 0 && m->forgotten_users == 0 && m->forgotten_servers == 0 &&
+           m->nidle == 0 && m->nsrv == 0;
 }
 
 void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
