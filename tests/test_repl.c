@@ -774,6 +774,37 @@ Test(repl, server_back_before_the_claim_arrives_keeps_its_devices) {
     world_free(&w);
 }
 
+/* A conn of u1 comes and goes on n2 while n0 hears nothing of it; the
+ * server moves to n0 and the conn id comes back there for u4. n2's late
+ * ADD is older than n0's entry and its REMOVE names no entry n0 has: n0
+ * dropped both and never knew u1, while n1, which applied them before
+ * n0's ADD, showed u1 last seen (PD_SEED=9 of the random cases). */
+Test(repl, late_add_of_a_displaced_conn_still_counts_for_its_user) {
+    world w;
+    world_init(&w, case_seed("repl-regress", 5), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    rounds(&w, 3); /* past the pass-on of each first life's registers, which would repair it */
+    w.srv[0].at = 2;
+    connect_at(&w, 0, "c0", 1);
+    s->now += 40;
+    pd_event ev = conn_event(PD_EV_DISCONNECT, 0, &w.srv[0].c[0]);
+    world_event(&w, 2, &ev);
+    w.srv[0].c[0].live = false;
+    sim_flush_all(s);
+    sim_deliver_matching(s, 2, 1, M_DELTA, SIZE_MAX); /* n1 applies ADD and REMOVE */
+    s->now += 100;
+    w.srv[0].at = 0;
+    connect_at(&w, 0, "c0", 4);                        /* the id again, on n0 */
+    sim_flush_all(s);
+    cr_assert_gt(sim_deliver_all(s), 0u);              /* n2's delta reaches n0 late */
+    s->now += MCFG_QUIET.offline_delay_ms;             /* u1's delay ends everywhere */
+    rounds(&w, 3);
+    cr_expect_gt(public_view(&w, 0, "u1").last_seen, 0, "n0 does not know u1 was seen");
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
 /* A conn id comes back on a server (new label) while a peer still holds
  * the old entry; the server then moves to that peer. The sync must not
  * keep the old entry's label. */
