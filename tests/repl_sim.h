@@ -72,6 +72,7 @@ struct sim {
     /* faults of lossy deliveries, in percent */
     uint32_t drop_delta, dup_delta, drop_hb, dup_hb, drop_sync;
     bool fifo_deltas;
+    bool sliced;           /* transfers served in slices from pd_repl_tick */
     bool cut[NREP];        /* cut off: what it sends and what is sent to it is lost */
     bool frozen[NREP];     /* not ticked (a stopped process) */
     bool trace;
@@ -79,6 +80,11 @@ struct sim {
     uint64_t delivered, dropped, duplicated;
     heard *notes;          /* every notification of the cluster */
     size_t nnotes, notes_cap;
+    /* The JetStream stream (record_stream): every delta sent by a node not
+     * cut off, in order, for a restarted node to replay. */
+    bool record_stream;
+    message *stream;
+    size_t nstream, stream_cap;
 };
 
 static inline int node_index(pd_str id) {
@@ -102,8 +108,22 @@ static inline void sim_push(sim *s, int from, int to, mkind kind, const void *bu
     s->q[s->nq++] = (message){from, to, kind, copy, len};
 }
 
+static inline void sim_record(sim *s, int from, const void *buf, size_t len) {
+    if (!s->record_stream || s->cut[from]) return;
+    if (s->nstream == s->stream_cap) {
+        s->stream_cap = s->stream_cap ? s->stream_cap * 2 : 64;
+        s->stream = realloc(s->stream, s->stream_cap * sizeof *s->stream);
+        REQUIRE(s->stream != NULL, "out of memory");
+    }
+    uint8_t *copy = malloc(len ? len : 1);
+    REQUIRE(copy != NULL, "out of memory");
+    memcpy(copy, buf, len);
+    s->stream[s->nstream++] = (message){from, -1, M_DELTA, copy, len};
+}
+
 static inline void io_send_delta(void *ud, const void *buf, size_t len) {
     endpoint *e = ud;
+    sim_record(e->s, e->i, buf, len);
     for (int j = 0; j < NREP; j++)
         if (j != e->i) sim_push(e->s, e->i, j, M_DELTA, buf, len);
 }
@@ -143,6 +163,19 @@ static inline void io_notify(void *ud, const pd_view *v) {
     snprintf(h->text, sizeof h->text, "%.*s", (int)v->text.n, v->text.p ? v->text.p : "");
 }
 
+/* Transfers served in slices (sim.sliced): the kept reply context is a copy. */
+static inline void *io_reply_keep(void *ud, void *reply_ctx) {
+    (void)ud;
+    reply_to *kept = malloc(sizeof *kept);
+    if (kept) *kept = *(const reply_to *)reply_ctx;
+    return kept;
+}
+
+static inline void io_reply_free(void *ud, void *kept) {
+    (void)ud;
+    free(kept);
+}
+
 static const pd_repl_io SIM_IO = {
     .send_delta = io_send_delta, .send_heartbeat = io_send_hb, .send_sync_request = io_send_req,
     .send_sync_part = io_send_part, .publish = io_notify,
@@ -155,6 +188,10 @@ static inline pd_repl *sim_new_replica(sim *s, int i) {
     pd_repl_cfg cfg = s->cfg;
     s->ep[i] = (endpoint){s, i};
     io.ud = &s->ep[i];
+    if (s->sliced) {
+        io.reply_keep = io_reply_keep;
+        io.reply_free = io_reply_free;
+    }
     cfg.inc = s->inc[i];
     pd_repl *r = pd_repl_new(&cfg, &s->mcfg, pd_str_c(NODE[i]), &io, s->now);
     REQUIRE(r != NULL, "pd_repl_new failed");
@@ -182,6 +219,8 @@ static inline void sim_free(sim *s) {
     for (int i = 0; i < NREP; i++) pd_repl_free(s->r[i]);
     for (size_t k = 0; k < s->nq; k++) free(s->q[k].buf);
     free(s->q);
+    for (size_t k = 0; k < s->nstream; k++) free(s->stream[k].buf);
+    free(s->stream);
     free(s->notes);
 }
 
