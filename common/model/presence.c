@@ -543,6 +543,26 @@ void pd__drop_server_if_unused(pd_model *m, pd_server *s) {
     if (s->ndev == 0 && !s->watched && !s->has_seq && s->run == NULL) server_drop(m, s);
 }
 
+static void restore_server(void *ud, pd_hnode *e) {
+    pd_model *m = ud;
+    pd_server *s = (pd_server *)e; /* h is its first member */
+    if (s->watched || s->restored) return;
+    for (pd_device *d = pd__dev_at(m, s->devs); d; d = pd__dev_at(m, d->snext)) {
+        if (pd__dev_node(m, d) != m->node) continue;
+        if (pd_theap_arm(&m->timers, &s->timeout, m->now + m->cfg.server_timeout_ms) == PD_OK) {
+            s->restored = 1;
+            s->last_msg = (int64_t)m->now;
+        }
+        return;
+    }
+}
+
+void pd_model_restore_servers(pd_model *m, uint64_t now) {
+    uint64_t cur = 0;
+    m->now = now;
+    do cur = pd_htab_scan(&m->servers, cur, restore_server, m); while (cur != 0);
+}
+
 /* ---- events ------------------------------------------------------------------- */
 
 static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint64_t now,
@@ -694,6 +714,10 @@ static void server_retention_arm(pd_model *m, pd_server *s, uint64_t now) {
 /* Records that a server spoke: liveness, and its timeout once watched. */
 static void server_alive(pd_model *m, pd_server *s, uint64_t now) {
     s->last_msg = (int64_t)now;
+    if (s->restored) { /* it is there: its deadline after a restore ends */
+        s->restored = 0;
+        if (!s->watched) pd_theap_disarm(&m->timers, &s->timeout);
+    }
     if (s->watched && !pd_timer_armed(&s->timeout))
         pd_theap_arm(&m->timers, &s->timeout, now + m->cfg.server_timeout_ms);
 }
@@ -790,6 +814,11 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
         break;
     case TK_SERVER: {
         pd_server *s = OWNER(t, pd_server, timeout);
+        if (s->restored) { /* silent since the restore: see pd_model_restore_servers */
+            s->restored = 0;
+            server_close(m, s, now);
+            break;
+        }
         if (!s->watched) { /* the retention of its seq (see server_retention_arm) */
             uint64_t due = (uint64_t)s->last_msg + m->cfg.user_retention_ms;
             if (s->ndev > 0 || m->cfg.user_retention_ms == 0) break;

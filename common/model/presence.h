@@ -121,6 +121,16 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now);
  * away). Users already in a delay (from the stream) are left as they are. */
 void pd_model_restore_delays(pd_model *m, uint64_t now);
 
+/* After a restore: each socket server of which this node restored devices
+ * of its own, and which has not sent a heartbeat in this life, is closed
+ * (its devices removed, as by a server timeout) unless it sends some event
+ * within PRESENCE_SERVER_TIMEOUT_MS: a snapshot does not say which servers
+ * were watched, and a server that moved to another node, or went down,
+ * while this node was down never speaks to it again; its restored devices
+ * would stay for good, announced by this node alone. A server still
+ * attached answers the resync request and keeps them. */
+void pd_model_restore_servers(pd_model *m, uint64_t now);
+
 /* State transfer of one origin's partition: begin, apply its ADD and
  * register ops, end: devices of origin that were not re-added leave. */
 void pd_model_partition_begin(pd_model *m, pd_str origin);

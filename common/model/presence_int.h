@@ -97,6 +97,7 @@ struct pd_server {
     int64_t last_seq;
     uint32_t ndev;
     uint8_t has_seq, watched;  /* watched: sent a heartbeat */
+    uint8_t restored;          /* our devices restored, silent since: see pd_model_restore_servers */
     uint8_t id_n;
     pd_sync_run *run;          /* a chunked sync under way, or NULL */
     char id[];
