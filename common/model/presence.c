@@ -345,8 +345,11 @@ void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_
 }
 
 /* now rounded down to PRESENCE_ACTIVITY_RESOLUTION_MS. */
+/* At most UINT32_MAX: a device's last activity is kept as 32 bits after
+ * last_active (pd__dev_set_touched), never more than a step apart. */
 static int64_t coarse(const pd_model *m, uint64_t now) {
     uint64_t res = m->cfg.activity_resolution_ms;
+    if (res > UINT32_MAX) res = UINT32_MAX;
     return (int64_t)(res ? now - now % res : now);
 }
 

@@ -35,7 +35,8 @@ typedef struct {
      * into ours (PRESENCE_MAX_CLOCK_SKEW_MS; 0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
     uint64_t max_clock_skew_ms;
     /* A device's last_active is replicated at this resolution: activity
-     * within the same step changes nothing (0 = every activity). */
+     * within the same step changes nothing (0 = every activity; more than
+     * UINT32_MAX ms, about 49.7 days, counts as that). */
     uint64_t activity_resolution_ms;
     /* A user with nothing but a last_seen older than this is forgotten
      * (0 = never). */
