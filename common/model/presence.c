@@ -959,6 +959,11 @@ void pd_model_clear(pd_model *m) {
     memset(m->by_status, 0, sizeof m->by_status);
     m->refused_devices = m->refused_users = 0;
     m->forgotten_users = m->forgotten_servers = 0;
+    /* The other nodes' ids: no record names them any more, and those of a
+     * refused snapshot would otherwise take places for good (at most
+     * PD_MODEL_NODES_MAX ever). This node's stays (m->node). */
+    for (uint32_t i = 1; i < m->nnodes; i++) pd_free(m->nodes[i] - 2); /* see pd__intern */
+    m->nnodes = 1;
 }
 
 bool pd_model_pristine(const pd_model *m) {

@@ -67,7 +67,8 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
 void pd_model_free(pd_model *m);
 /* Back to what pd_model_new made: every user, device, server and timer
  * freed, the clock and the counters at 0, nothing reported (no change, no
- * op). The configuration, the callbacks and the interned node ids stay.
+ * op), the other nodes' interned ids forgotten. The configuration, the
+ * callbacks and this node's id stay.
  * Undoes a restore found bad halfway (sync/repl_restore.c). */
 void pd_model_clear(pd_model *m);
 /* True if m is as pd_model_new (or pd_model_clear) left it: a clear would
