@@ -607,6 +607,26 @@ Test(presence, devices_go_idle_a_timeout_after_their_last_activity) {
     model_free(m, &r, base);
 }
 
+/* A cleared model forgets the idle queue and the servers' indexes with
+ * the records, and works as a new one. */
+Test(presence, a_cleared_model_has_an_empty_idle_queue) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model *m = model_new(&CFG, &r);
+    apply_ok(m, ev_connect("s1", "c1", "u1"), 100);
+    apply_ok(m, ev_connect("s2", "c2", "u2"), 200);
+    pd_model_clear(m);
+    cr_expect(pd_model_pristine(m));
+    cr_expect_eq(pd_model_next_due(m), UINT64_MAX, "no idle timer left");
+    apply_ok(m, ev_connect("s2", "c3", "u3"), 300);
+    cr_expect_eq(pd_model_next_due(m), 1300u);
+    check_model(m);
+    pd_model_tick(m, 1300);
+    cr_expect_eq(pub(m, "u3"), PD_PUB_AWAY);
+    check_model(m);
+    model_free(m, &r, base);
+}
+
 Test(presence, next_due_is_the_earliest_timer) {
     size_t base = pd_alloc_live_bytes();
     recorder r;

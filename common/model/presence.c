@@ -15,6 +15,12 @@
 
 #define OWNER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
+/* Every record has a slab index, so every record fits a slab class. */
+_Static_assert(offsetof(pd_device, buf) + 2 * UINT8_MAX + PD_META_MAX <= PD_SLAB_MAX,
+               "a device with the largest conn, label and meta fits the slab");
+_Static_assert(offsetof(pd_user, id) + UINT8_MAX <= PD_SLAB_MAX,
+               "a user with the longest id fits the slab");
+
 /* ---- hashing and lookup --------------------------------------------------- */
 
 static uint64_t user_hash(const void *ud, const void *e) {

@@ -142,13 +142,17 @@ bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at
 /* pd_model_partition_dump in slices of at most `buckets` hash buckets, between which the
  * model may change: start with a zeroed cursor; true when done. An entry
  * may come twice (the table grew), a change made meanwhile may or may not
- * be in it: the requester replays the deltas after the dump's seq. */
+ * be in it: the requester replays the deltas after the dump's seq. The
+ * registers that `asker` (the node the dump is for; empty: none) wrote
+ * come too: the ops that pass them on (pd_model_registers_dump_step) are
+ * in deltas of this origin that the dump's seq counts as done, but not in
+ * the origin's own registers. */
 typedef struct {
     uint8_t phase;              /* 0: devices, 1: registers, 2: done */
     uint64_t at;                /* the hash table's scan cursor */
 } pd_dump_cursor;
-bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_cursor *cur,
-                                  uint32_t buckets, pd_op_fn fn, void *ud);
+bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_str asker,
+                                  pd_dump_cursor *cur, uint32_t buckets, pd_op_fn fn, void *ud);
 /* Every device owned by owner leaves (node down, or a new incarnation); the
  * offline delay applies to their users as for a disconnect. */
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);
