@@ -679,3 +679,32 @@ Test(presence, next_due_is_the_earliest_timer) {
     cr_expect_eq(pd_model_next_due(m), UINT64_MAX);
     model_free(m, &r, base);
 }
+
+/* A device's last activity is kept as 32 bits of ms after last_active,
+ * which moves in steps of the activity resolution: a resolution beyond
+ * those 32 bits (about 49.7 days; the configuration takes up to 136 years)
+ * must not lose the last activity of a device connected that long. It was
+ * clamped, so a device active a moment ago counted as active 2^32 ms
+ * after the start of the step: idle at the next tick, then active again
+ * at its next activity, and so on. */
+Test(presence, a_resolution_beyond_32_bits_keeps_the_last_activity) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model_cfg cfg = CFG;
+    const uint64_t day = 86400000u;
+    cfg.activity_resolution_ms = 100 * day;
+    const uint64_t s0 = 17900 * day;                  /* a step starts (2019) */
+    pd_model *m = model_new(&cfg, &r);
+    apply_ok(m, ev_connect("s1", "c1", "u"), s0 - 10);
+    apply_ok(m, ev_conn(PD_EV_ACTIVITY, "s1", "c1"), s0 + 5); /* last_active: s0 */
+    /* Kept active every few minutes for 60 days. */
+    for (uint64_t t = s0 + 5; t < s0 + 60 * day; t += 60000) {
+        apply_ok(m, ev_conn(PD_EV_ACTIVITY, "s1", "c1"), t);
+        pd_model_tick(m, t + 1);
+        bool online = pub(m, "u") == PD_PUB_ONLINE;
+        cr_expect(online, "away %llu ms after the step began", (unsigned long long)(t + 1 - s0));
+        if (!online) break;
+    }
+    check_model(m);
+    model_free(m, &r, base);
+}

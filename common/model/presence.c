@@ -353,8 +353,11 @@ void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_
 }
 
 /* now rounded down to PRESENCE_ACTIVITY_RESOLUTION_MS. */
+/* At most UINT32_MAX: a device's last activity is kept as 32 bits after
+ * last_active (pd__dev_set_touched), never more than a step apart. */
 static int64_t coarse(const pd_model *m, uint64_t now) {
     uint64_t res = m->cfg.activity_resolution_ms;
+    if (res > UINT32_MAX) res = UINT32_MAX;
     return (int64_t)(res ? now - now % res : now);
 }
 
@@ -965,6 +968,11 @@ void pd_model_clear(pd_model *m) {
     memset(m->by_status, 0, sizeof m->by_status);
     m->refused_devices = m->refused_users = 0;
     m->forgotten_users = m->forgotten_servers = 0;
+    /* The other nodes' ids: no record names them any more, and those of a
+     * refused snapshot would otherwise take places for good (at most
+     * PD_MODEL_NODES_MAX ever). This node's stays (m->node). */
+    for (uint32_t i = 1; i < m->nnodes; i++) pd_free(m->nodes[i] - 2); /* see pd__intern */
+    m->nnodes = 1;
 }
 
 bool pd_model_pristine(const pd_model *m) {

@@ -178,10 +178,13 @@ static void check_user(void *ud, void *e) {
         na += d->state == PD_DEV_ACTIVE;
         FZ_CHECK(d->state == PD_DEV_ACTIVE || d->state == PD_DEV_IDLE, "device state %d",
                  d->state);
-        /* Only this node's devices wait in the idle queue. */
-        if (pd__idle_armed(d))
-            FZ_CHECK(d->state == PD_DEV_ACTIVE, "an idle device of %.*s is in the idle queue",
-                     idn, u->id);
+        /* This node's active devices wait in the idle queue, and only they:
+         * one left out would never go idle. */
+        FZ_CHECK(pd__idle_armed(d) == (pd__dev_node(m, d) == m->node &&
+                                       d->state == PD_DEV_ACTIVE),
+                 "a device of %.*s (%s, %s) is%s in the idle queue", idn, u->id,
+                 pd__dev_node(m, d) == m->node ? "ours" : "another node's",
+                 d->state == PD_DEV_ACTIVE ? "active" : "idle", pd__idle_armed(d) ? "" : " not");
         w->idleq += pd__idle_armed(d);
     }
     FZ_CHECK(u->ndev == nd, "%.*s counts %u devices, has %u", idn, u->id, u->ndev, nd);
