@@ -35,7 +35,8 @@ typedef struct {
      * into ours (PRESENCE_MAX_CLOCK_SKEW_MS; 0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
     uint64_t max_clock_skew_ms;
     /* A device's last_active is replicated at this resolution: activity
-     * within the same step changes nothing (0 = every activity). */
+     * within the same step changes nothing (0 = every activity; more than
+     * UINT32_MAX ms, about 49.7 days, counts as that). */
     uint64_t activity_resolution_ms;
     /* A user with nothing but a last_seen older than this is forgotten
      * (0 = never). */
@@ -66,7 +67,8 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
 void pd_model_free(pd_model *m);
 /* Back to what pd_model_new made: every user, device, server and timer
  * freed, the clock and the counters at 0, nothing reported (no change, no
- * op). The configuration, the callbacks and the interned node ids stay.
+ * op), the other nodes' interned ids forgotten. The configuration, the
+ * callbacks and this node's id stay.
  * Undoes a restore found bad halfway (sync/repl_restore.c). */
 void pd_model_clear(pd_model *m);
 /* True if m is as pd_model_new (or pd_model_clear) left it: a clear would
