@@ -260,6 +260,25 @@ static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
 }
 
+/* A heal with p, once p has our devices back and we have its floors (see
+ * heal_wait in repl_int.h); bounded by a state transfer's timeout and a
+ * node timeout. */
+static void heal_after_floors(pd_repl *r, peer *p, uint64_t since, uint64_t now) {
+    if (p->heal_wait == 0 || since < p->heal_from) p->heal_from = since;
+    p->heal_wait = 1;
+    p->heal_our_seq = r->seq;
+    p->heal_by = now + sync_timeout(r) + r->cfg.node_timeout_ms;
+}
+
+/* Moves p's heal on: stage 2 done (or its bound passed), it is scheduled. */
+static void heal_check(pd_repl *r, peer *p, uint64_t now) {
+    if (p->heal_wait == 0) return;
+    bool floors_in = p->heal_wait == 2 && !p->syncing && p->seq >= p->heal_its_seq;
+    if (!floors_in && now < p->heal_by) return;
+    p->heal_wait = 0;
+    schedule_heal(r, p->heal_from, now);
+}
+
 void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
     p->syncing = false;
     p->synced_at = now;
@@ -600,7 +619,12 @@ static void dropped_us(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now
             p->dropped_seq = r->seq;
         } else if (p->dropped_us && e->seq >= p->dropped_seq) {
             p->dropped_us = false;
-            schedule_heal(r, now > down_after(r) ? now - down_after(r) : 0, now);
+            heal_after_floors(r, p, now > down_after(r) ? now - down_after(r) : 0, now);
+            p->heal_our_seq = p->dropped_seq;
+        }
+        if (p->heal_wait == 1 && e->seq >= p->heal_our_seq) {
+            p->heal_wait = 2; /* it has our devices: now its deltas up to this heartbeat */
+            p->heal_its_seq = p->hb_seq;
         }
         p->shown_self_seq = e->seq;
         return;
@@ -758,9 +782,10 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
                "differ", p->id, (unsigned long long)(now - heard_before));
-        schedule_heal(r, heard_before, now);
+        heal_after_floors(r, p, heard_before, now);
     }
     dropped_us(r, p, hb, now);
+    heal_check(r, p, now);
     catch_up_from(r, hb, now);
     check_own_clock(r);
     pd_free(hb);
@@ -863,6 +888,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     for (uint32_t i = 0; i < r->npeers; i++) {
         peer *p = r->peers[i];
         if (p->regs_passing) pass_on_registers(r, p);
+        heal_check(r, p, now);
         if (p->alive && !p->suspected && now > p->last_hb + r->cfg.node_timeout_ms &&
             r->cfg.suspicion_ms) {
             p->suspected = true;
@@ -889,6 +915,9 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     }
     /* Heartbeats start at once, ready or not: peers must not take a node
      * that is catching up for dead; they leave it out of the announcers. */
+    /* Our ops first: the heartbeat's count then covers them (a peer that
+     * waits for our deltas up to it, heal_wait, has what we wrote so far). */
+    pd_repl_flush(r);
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
     pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
     if (r->heal_at && now >= r->heal_at) {

@@ -54,6 +54,16 @@ typedef struct {
     uint64_t shown_self_seq;
     bool dropped_us;            /* ... and has not shown all of them again yet, */
     uint64_t dropped_seq;       /* ... that is, our count when we noticed */
+    /* A heal with it waits (heal_wait 1) until its heartbeats show our
+     * deltas up to heal_our_seq (it has our devices back, and wrote the
+     * return floors of the users it had announced offline meanwhile:
+     * presence.c, user_regained_device), then (2) until we applied its
+     * own deltas up to heal_its_seq, the count that heartbeat gave (those
+     * floors are in): only then is the surviving state re-announced, so
+     * that its ver outranks that offline. Bounded: at heal_by it goes on
+     * anyway. heal_from: what changed since then is re-announced. */
+    uint8_t heal_wait;
+    uint64_t heal_our_seq, heal_its_seq, heal_from, heal_by;
     bool follows;               /* its last heartbeat holds our current incarnation */
     bool regs_owed;             /* a life we did not know: pass on the registers
                                  * it wrote once it follows us (pass_on_registers) */
