@@ -298,7 +298,7 @@ static void server_drop(pd_model *m, pd_server *s) {
     pd_free(s);
 }
 
-void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc) {
+void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc) {
     if (at <= 0) return;
     /* (at, writer), then the hlc: a total order, so that the register ends
      * the same whatever order equal times arrive in (two devices of one
@@ -311,6 +311,15 @@ void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_
     u->seen = at;
     u->seen_by = pd__writer_of(by);
     u->seen_hlc = hlc;
+    /* The delay ends when its offline's ver says, (last_seen + delay) << 16,
+     * on every node: a last_seen decided later elsewhere (the node that
+     * took the owner for down last, the owner's own REMOVE reaching a node
+     * that had dropped the device) moves the end, so that the offline is
+     * never numbered ahead of the clock of the node announcing it, and a
+     * return after it gets a higher ver. Out of memory: it ends as armed. */
+    uint64_t due = (uint64_t)at + m->cfg.offline_delay_ms;
+    if ((u->flags & UF_GRACE) && pd_timer_armed(&u->grace) && due > u->grace.due)
+        pd_theap_arm(&m->timers, &u->grace, due);
 }
 
 /* now rounded down to PRESENCE_ACTIVITY_RESOLUTION_MS. */
@@ -741,9 +750,8 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
             break;
         }
         /* The offline delay ends at the same ver on every node, computed
-         * from last_seen (pd__user_ver). Not observed by the clock: a
-         * last_seen decided later elsewhere (a node down) would move it
-         * ahead of time. */
+         * from last_seen (pd__user_ver), not before last_seen + the delay
+         * (pd__seen moves the timer), so not ahead of this clock. */
         u->flags &= (uint8_t)~UF_GRACE;
         pd__mark_dirty(m, u);
         break;
