@@ -95,9 +95,10 @@ static void run_slow_transfers(sim *s, uint64_t ms) {
  * delay's end on its side, while the other side keeps them online (at a
  * lower ver: nothing changed there). After the heal the state that
  * survived must outrank that offline on every watcher, however long the
- * state transfers take (slow_ms of heartbeats and deltas only). One user
+ * state transfers take (slow_ms of heartbeats and deltas only) and
+ * whichever link comes back first (n0-n2 late_ms after n1-n2). One user
  * per (owner, announcer) pair. */
-static void split_and_heal(uint64_t seed, uint64_t slow_ms) {
+static void split_and_heal(uint64_t seed, uint64_t late_ms, uint64_t slow_ms) {
     world w;
     setup(&w, seed);
     sim *s = &w.s;
@@ -122,6 +123,16 @@ static void split_and_heal(uint64_t seed, uint64_t slow_ms) {
         cr_assert_geq(st.nodes_down, 1u, "%s took the other side for down", NODE[i]);
     }
     s->cut[2] = false;
+    /* n0 and n2 hear each other late_ms after n1 and n2 do */
+    for (uint64_t end = s->now + late_ms; s->now < end;) {
+        s->now += 100;
+        sim_tick_all(s);
+        for (size_t n = 1; n > 0;) {
+            sim_drop_matching(s, 0, 2, -1);
+            sim_drop_matching(s, 2, 0, -1);
+            n = sim_deliver_matching(s, -1, -1, -1, 1);
+        }
+    }
     run_slow_transfers(s, slow_ms);
     run_for(s, 20 * s->cfg.sync_interval_ms);
     for (int o = 0; o < 2; o++)
@@ -129,10 +140,17 @@ static void split_and_heal(uint64_t seed, uint64_t slow_ms) {
     world_free(&w);
 }
 
-Test(repl_watch, a_split_ends_on_the_state_that_survived_it) { split_and_heal(41, 0); }
+Test(repl_watch, a_split_ends_on_the_state_that_survived_it) { split_and_heal(41, 0, 0); }
 
 Test(repl_watch, a_split_ends_on_the_state_that_survived_it_after_slow_transfers) {
-    split_and_heal(42, 4 * RCFG.sync_interval_ms);
+    split_and_heal(42, 0, 4 * RCFG.sync_interval_ms);
+}
+
+/* n2 hears n1 again first: n2 has n0's devices back only later, and
+ * writes their return floors then. */
+Test(repl_watch, a_split_healed_one_link_at_a_time_ends_on_the_state_that_survived_it) {
+    split_and_heal(45, 3 * RCFG.sync_interval_ms, 0);
+    split_and_heal(46, 3 * RCFG.sync_interval_ms, 3 * RCFG.sync_interval_ms);
 }
 
 /* During a split, a user comes and goes on the cut-off side (n2), whose

@@ -36,6 +36,12 @@ typedef struct {
     uint8_t *buf;
 } held;
 
+/* What we had applied of one origin when a heal began (see heal_wait). */
+struct heal_need {
+    const void *q;              /* the peer: compared, never followed (it may be gone) */
+    uint64_t inc, seq;
+};
+
 typedef struct {
     char id[PD_ID_MAX + 1];
     uint32_t id_n;
@@ -64,6 +70,10 @@ typedef struct {
      * anyway. heal_from: what changed since then is re-announced. */
     uint8_t heal_wait;
     uint64_t heal_our_seq, heal_its_seq, heal_from, heal_by;
+    /* ... and what we had applied of each other peer then (its floors for
+     * their users come once it has their devices back too) */
+    struct heal_need *heal_need;
+    uint32_t nheal_need;
     bool follows;               /* its last heartbeat holds our current incarnation */
     bool regs_owed;             /* a life we did not know: pass on the registers
                                  * it wrote once it follows us (pass_on_registers) */
