@@ -159,16 +159,18 @@ Test(repl_watch, a_split_healed_one_link_at_a_time_ends_on_the_state_that_surviv
  * after the heal it announces it (n2 does not): it must say offline again,
  * at a ver above that online, although its own view of the user did not
  * change (the heal counts every write since the split, wherever made). */
-static void comes_and_goes_during_a_split(uint64_t seed, int announcer) {
+static void comes_and_goes_during_a_split(uint64_t seed, int announcer, bool known) {
     world w;
     setup(&w, seed);
     sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, announcer, "g", user);
-    conn_event_at(&w, 2, PD_EV_CONNECT, "cg0", user);
-    run_for(s, 3 * s->cfg.sync_interval_ms);
-    conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg0", user);
-    run_for(s, MCFG_WATCH.offline_delay_ms + 3 * s->cfg.sync_interval_ms); /* offline, told all */
+    user_announced_by(&w, announcer, known ? "g" : "h", user);
+    if (known) { /* online and offline before the split, told to all */
+        conn_event_at(&w, 2, PD_EV_CONNECT, "cg0", user);
+        run_for(s, 3 * s->cfg.sync_interval_ms);
+        conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg0", user);
+        run_for(s, MCFG_WATCH.offline_delay_ms + 3 * s->cfg.sync_interval_ms);
+    }
     s->cut[2] = true;
     run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + 3 * s->cfg.sync_interval_ms);
     conn_event_at(&w, 2, PD_EV_CONNECT, "cg1", user);
@@ -183,6 +185,13 @@ static void comes_and_goes_during_a_split(uint64_t seed, int announcer) {
 }
 
 Test(repl_watch, a_user_that_came_and_went_on_the_other_side_ends_offline) {
-    comes_and_goes_during_a_split(43, 0);
-    comes_and_goes_during_a_split(44, 1);
+    comes_and_goes_during_a_split(43, 0, true);
+    comes_and_goes_during_a_split(44, 1, true);
+}
+
+/* The same for a user the other side never held before: the transfer
+ * brings it offline, so its view never changed there. */
+Test(repl_watch, a_user_never_seen_here_that_came_and_went_there_ends_offline) {
+    comes_and_goes_during_a_split(47, 0, false);
+    comes_and_goes_during_a_split(48, 1, false);
 }

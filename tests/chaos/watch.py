@@ -144,6 +144,16 @@ def check(watchers, nats, users, seconds):
         time.sleep(0.3)
 
 
+def get_entry(nc, user):
+    """The get entry of user now (status, ver, last_seen, ts), for the logs."""
+    try:
+        raw = nc.request("presence.query.get", pdwire.mp_pack({"users": [user]}), timeout=3.0)
+        e = pdwire.mp_unpack(raw)["users"][0]
+        return {k: e.get(k) for k in ("status", "ver", "last_seen", "ts", "devices")}
+    except (OSError, pdwire.WireError, KeyError, IndexError, TypeError, AttributeError) as e:
+        return "(no answer: %s)" % e
+
+
 def history(watchers, user):
     """What each watcher heard of user, in order of arrival (for the logs)."""
     return {w.wname: list(w.hist.get(user, [])) for w in watchers}
