@@ -170,6 +170,19 @@ static double refused(int i, const char *reason) {
     return metric(i, name);
 }
 
+/* Every real node takes each of the n made-up nodes <prefix><k> for a live
+ * peer (their heartbeats were heard and admitted). */
+static bool fakes_heard(const char *fmt, int n) {
+    char name[96], id[16];
+    for (int i = 0; i < NNODES; i++)
+        for (int k = 0; k < n; k++) {
+            snprintf(id, sizeof id, fmt, k);
+            snprintf(name, sizeof name, "presenced_peer_alive{peer=\"%s\"}", id);
+            if (metric(i, name) != 1) return false;
+        }
+    return true;
+}
+
 /* No offline notification for user since the watch started. */
 static void no_false_offline(const char *user) {
     cr_assert_eq(h_watch_count_status(w, user, PD_PUB_OFFLINE), 0,
@@ -254,7 +267,7 @@ Test(adversary, made_up_vector_clock_ids_are_not_admitted) {
     }
     hb->vc[0] = (pd_vc_entry){pd_str_c("evil"), hb->inc, 0};
     hb_publish("presence.hb.evil", hb);
-    h_sleep_ms(3 * SYNC_MS);
+    cr_assert(H_POLL(fakes_heard("evil", 1), 3000), "the heartbeat naming them was not heard");
     h_cluster c;
     cr_assert(h_cluster_get(nc, &c, 2000));
     cr_assert(h_cluster_find(&c, "ghost001") == NULL, "an id named only in a vector clock "
@@ -466,7 +479,7 @@ Test(adversary, made_up_ready_nodes_do_not_swallow_notifications) {
     pthread_t t;
     fakes_run = true;
     cr_assert_eq(pthread_create(&t, NULL, fake_ready_nodes, fc), 0);
-    h_sleep_ms(5 * SYNC_MS); /* the fakes are heard, several rounds */
+    cr_assert(H_POLL(fakes_heard("fake%02d", FAKES), 5000), "the fakes are not heard");
     connect_users("ann", "s-ann", USERS);
     int missing = -1;
     bool all = H_POLL((missing = never_online("ann", USERS)) == 0, 3000);
@@ -549,7 +562,7 @@ Test(adversary, silent_ready_nodes_fall_back_to_real_announcers) {
     pthread_t t;
     fakes_run = true;
     cr_assert_eq(pthread_create(&t, NULL, following_fakes, fc), 0);
-    h_sleep_ms(5 * SYNC_MS); /* the fakes are heard, several rounds */
+    cr_assert(H_POLL(fakes_heard("follower%d", FOLLOWERS), 5000), "the fakes are not heard");
     connect_users("fb", "s-fb", USERS);
     int missing = -1;
     bool all = H_POLL((missing = never_online("fb", USERS)) == 0, 10000);

@@ -206,34 +206,34 @@ static bool ask_get(presence_watch *w, presence_client *c, natsMsg **m, int64_t 
  * subscriptions (its `as_of` at least `since`, the time they were in
  * place: a node lagging the announcer would show states older than
  * notifications sent before, and the states between would be missed), or
- * takes the last answer after the request timeout; reports the answers
- * (mu held). */
-static bool initial_get(presence_watch *w, presence_client *c, int64_t since, char *err,
-                        size_t errlen)
+ * takes the last answer after the request timeout. Runs without mu: the
+ * notifications that arrive meanwhile are held (w->ready is false), so a
+ * slow node delays nothing but this watch's start. */
+static bool initial_ask(presence_watch *w, presence_client *c, int64_t since, natsMsg **m,
+                        int64_t *as_of, mp_reader *list, uint32_t *ne, natsStatus *s)
 {
     int64_t give_up = wall_ms() + (int64_t)pl_timeout_ms(c);
-    natsMsg *m = NULL;
-    natsStatus s;
-    mp_reader list;
-    uint32_t ne = 0;
-    int64_t as_of = -1;
     bool ok;
     for (;;) {
-        ok = ask_get(w, c, &m, &as_of, &list, &ne, &s);
-        if (!ok || as_of < 0 || as_of >= since || wall_ms() >= give_up)
-            break;
-        natsMsg_Destroy(m);
+        ok = ask_get(w, c, m, as_of, list, ne, s);
+        if (!ok || *as_of < 0 || *as_of >= since || wall_ms() >= give_up)
+            return ok;
+        natsMsg_Destroy(*m);
+        *m = NULL;
         nats_Sleep(20);
     }
+}
+
+/* Reports the answer of initial_ask (mu held). */
+static bool initial_report(presence_watch *w, int64_t as_of, mp_reader *list, uint32_t ne)
+{
+    bool ok = true;
     for (uint32_t i = 0; ok && i < ne; i++) {
         pw_state st;
-        ok = read_state(&list, &st);
+        ok = read_state(list, &st);
         if (ok)
             report(w, &st, true, as_of < 0 ? 0 : (uint64_t)as_of);
     }
-    if (!ok)
-        snprintf(err, errlen, "get: %s", s != NATS_OK ? natsStatus_GetText(s) : "bad reply");
-    natsMsg_Destroy(m);
     return ok;
 }
 
@@ -312,9 +312,17 @@ PL_API presence_watch *presence_watch_new(presence_client *c, const char *const 
         ok = subscribe_all(w, c, err, errlen);
     }
     if (ok) {
-        int64_t since = wall_ms();
+        int64_t since = wall_ms(), as_of = -1;
+        natsMsg *m = NULL;
+        natsStatus s = NATS_OK;
+        mp_reader list = {0};
+        uint32_t ne = 0;
+        ok = initial_ask(w, c, since, &m, &as_of, &list, &ne, &s);
         pthread_mutex_lock(&w->mu);
-        ok = initial_get(w, c, since, err, errlen);
+        ok = ok && initial_report(w, as_of, &list, ne);
+        if (!ok)
+            snprintf(err, errlen, "get: %s", s != NATS_OK ? natsStatus_GetText(s) : "bad reply");
+        natsMsg_Destroy(m);
         while (ok && w->held) { /* what came before the answer, if newer */
             pw_note *h = w->held;
             w->held = h->next;
