@@ -195,3 +195,27 @@ Test(repl_watch, a_user_never_seen_here_that_came_and_went_there_ends_offline) {
     comes_and_goes_during_a_split(47, 0, false);
     comes_and_goes_during_a_split(48, 1, false);
 }
+
+/* n2 restarts; meanwhile a user it will announce comes and goes on n0
+ * (announced online by n0 or n1). n2 learns of the user only from their
+ * state transfers, once the device has left but while the offline delay
+ * still runs on n0 and n1: n2 must keep the user in the delay too, and
+ * announce its offline when it ends (n0 and n1, no longer its announcers,
+ * change it silently then). */
+Test(repl_watch, a_user_that_left_while_its_announcer_restarted_ends_offline) {
+    world w;
+    setup(&w, 49);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 2, "r", user);
+    sim_restart(s, 2);
+    run_for(s, 100);
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cr0", user);
+    run_for(s, 500);
+    conn_event_at(&w, 0, PD_EV_DISCONNECT, "cr0", user);
+    run_for(s, 100);
+    cr_assert_not(pd_repl_ready(s->r[2]), "n2 still warms up");
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}

@@ -320,6 +320,18 @@ void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc)
     uint64_t due = (uint64_t)at + m->cfg.offline_delay_ms;
     if ((u->flags & UF_GRACE) && pd_timer_armed(&u->grace) && due > u->grace.due)
         pd_theap_arm(&m->timers, &u->grace, due);
+    /* A user without devices here whose delay still runs elsewhere (its
+     * devices left after this node last held them, or before it ever did:
+     * it learns that from a REMOVE of a device it had dropped, a state
+     * transfer, a register passed on) is put in the delay too, as after a
+     * restore (pd_model_restore_delays): it shows what the others show
+     * until then, and its offline is announced then, at the same ver, by
+     * whichever node announces the user. */
+    if (u->ndev == 0 && !(u->flags & (UF_GRACE | UF_BACK)) && m->cfg.offline_delay_ms &&
+        due > m->now && pd_theap_arm(&m->timers, &u->grace, due) == PD_OK) {
+        u->flags |= UF_GRACE | UF_HELD_ACTIVE;
+        pd__mark_dirty(m, u);
+    }
 }
 
 /* now rounded down to PRESENCE_ACTIVITY_RESOLUTION_MS. */
