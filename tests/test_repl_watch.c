@@ -219,3 +219,48 @@ Test(repl_watch, a_user_that_left_while_its_announcer_restarted_ends_offline) {
     expect_watchers_agree(&w, user);
     world_free(&w);
 }
+
+/* Each side writes: a connect of a user of its own at replica i. */
+static void write_at(world *w, int i, const char *conn) {
+    char user[16];
+    snprintf(user, sizeof user, "x%s", conn);
+    conn_event_at(w, i, PD_EV_CONNECT, conn, user);
+}
+
+/* A link that flaps (n2 cut off twice, each time for less than the node
+ * timeout, both sides writing all along, so that each sees the other's
+ * lost deltas): a user's offline announced by n0 during the first break
+ * is lost to n2's watcher, and so is the heal n0 makes after it (n2 is
+ * cut off again by then). The heal after the second break must go back
+ * as far as that one did, though the offline is older than a node timeout
+ * and the suspicion by then. */
+Test(repl_watch, a_flapping_link_ends_on_what_the_first_break_hid) {
+    world w;
+    setup(&w, 51);
+    sim *s = &w.s;
+    char user[16], conn[16];
+    user_announced_by(&w, 0, "f", user);
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cf", user);
+    write_at(&w, 2, "pre"); /* each follows the other's deltas */
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    conn_event_at(&w, 0, PD_EV_DISCONNECT, "cf", user); /* offline 0.5 s into the break */
+    run_for(s, MCFG_WATCH.offline_delay_ms - 500);
+    int k = 0;
+    uint64_t phases[4] = {s->cfg.node_timeout_ms - 1000, s->cfg.sync_interval_ms + 500,
+                          s->cfg.node_timeout_ms - 1000, 10 * s->cfg.sync_interval_ms};
+    for (int ph = 0; ph < 4; ph++) {
+        s->cut[2] = ph % 2 == 0;
+        for (uint64_t end = s->now + phases[ph]; s->now < end;) {
+            snprintf(conn, sizeof conn, "%d", k++);
+            write_at(&w, k % 2 ? 0 : 2, conn);
+            sim_round(s, 250);
+        }
+    }
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_eq(st.nodes_down, 0u, "%s took nobody for down", NODE[i]);
+    }
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}

@@ -257,6 +257,10 @@ static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
  * have heard us yet, and until it does it still announces from its side's
  * view (its timers for our users fire), now to everyone. */
 static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
+    /* A link that flaps breaks again before the last heal's announcements
+     * got through: this one goes back as far as that one did. */
+    if (r->healed_at && now < r->healed_at + down_after(r) && r->healed_since < since)
+        since = r->healed_since;
     if (r->heal_at == 0 || since < r->heal_since) r->heal_since = since;
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
 }
@@ -957,6 +961,8 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
     if (r->heal_at && now >= r->heal_at) {
         pd_notifier_heal(r->nf, r->m, r->heal_since, now);
+        r->healed_at = now;
+        r->healed_since = r->heal_since;
         r->heal_at = 0;
     }
     pd_repl_flush(r);
