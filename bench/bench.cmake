@@ -4,8 +4,10 @@
 # the harness starts everything, measures, prints its table and cleans up.
 add_executable(pd-bench bench/pd_bench.c bench/bench_util.c bench/bench_nats.c
                bench/bench_pd.c bench/bench_flood.c bench/bench_stub.c bench/bench_model.c
-               node/inbox.c)
-# node/inbox.c: the stub node hands messages to its loop exactly as presenced does.
+               bench/bench_batch.c
+               node/inbox.c node/natsout.c)
+# node/inbox.c, node/natsout.c: the stub node hands messages to its loop and
+# publishes exactly as presenced does.
 target_include_directories(pd-bench PRIVATE bench node)
 target_compile_options(pd-bench PRIVATE ${PD_WARNINGS})
 target_link_libraries(pd-bench PRIVATE pdcommon PkgConfig::NATS PkgConfig::UV Threads::Threads)

@@ -41,8 +41,10 @@ typedef struct {
     uint32_t subs;            /* relay: subscribers behind it */
     uint32_t users, devices;  /* pd-lat, load */
     uint32_t trace_every;     /* pd-lat: trace one event in this many (0: none) */
+    uint32_t batch;           /* batch-rate: events per batch */
     bool asap;                /* nats.c SendAsap */
     double timeout;           /* converge, waits: seconds */
+    bool replay;              /* model: also the stream-only restart */
     const char *self;         /* argv[0], to start the relay */
 } bench_opts;
 
@@ -86,6 +88,8 @@ int bench_pd_lat(const bench_opts *o);
 int bench_flood(const bench_opts *o);
 int bench_load(const bench_opts *o);
 int bench_churn(const bench_opts *o);
+/* Events per second in `batch` requests (bench_batch.c). */
+int bench_batch_rate(const bench_opts *o);
 int bench_converge(const bench_opts *o);
 /* The same-pattern stub node of issue 15 (bench_stub.c): runs until SIGTERM. */
 int bench_stub_node(const bench_opts *o);

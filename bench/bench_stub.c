@@ -5,11 +5,14 @@
  * latency can be judged against what this machine allows for the same
  * message pattern (rather than against one bare message):
  *
- *   - one connection with the node's options (SendAsap on, node_nats.c);
+ *   - two connections as the node has (node_nats.c): one receives, on
+ *     nats.c's threads; everything the loop publishes goes on the other,
+ *     written by the loop once per burst (node/natsout.c, linked as is);
  *   - P.events.<id> and P.delta.* subscribed like the node (plain
  *     subscriptions, the node's pending limits), each handler only pushes
  *     the message into node/inbox.c's inbox and wakes one libuv loop thread
- *     (uv_async_send), which owns everything else;
+ *     (uv_async_send), which owns everything else; handled messages are
+ *     destroyed together, in the node's pd_msgbin;
  *   - per burst taken from the inbox, as node.c's take_batch: the peers'
  *     deltas first (decoded; their traced ids reported on P.trace.<id>),
  *     then the events: each one (alone or in a `batch`) decoded, turned
@@ -19,7 +22,7 @@
  *     P.delta.<id> carrying the burst's ops and trace ids (captured by the
  *     stream PRESENCE_DELTAS, which bench.sh creates with the node's
  *     settings), then the replies (ok), after the delta as the node sends
- *     them (node__reply_after_flush).
+ *     them (node__reply_after_flush); then the burst's one write.
  *
  * It keeps no state between bursts but a delta sequence number: every
  * event is accepted. Notifications carry the status the event asks for
@@ -43,6 +46,7 @@
 #include "bench.h"
 #include "base/clock.h"
 #include "inbox.h"
+#include "natsout.h"
 #include "wire/codec.h"
 #include "wire/codec_repl.h"
 
@@ -57,7 +61,9 @@ enum { KIND_EVENT, KIND_DELTA, KIND_COUNTERS };
 typedef struct {
     const bench_opts *o;
     const char *self;
-    natsConnection *nc;
+    natsConnection *nc, *pub;        /* receives; the loop publishes (natsout.c) */
+    pd_natsout out_io;
+    pd_msgbin bin;
     natsSubscription *sub_ev, *sub_delta, *sub_cnt;
     pd_inbox inbox;
     uv_loop_t loop;
@@ -91,7 +97,7 @@ static void on_counters(natsConnection *nc, natsSubscription *sub, natsMsg *m, v
 }
 
 static void publish(stub *s, const char *subj, const void *buf, size_t len) {
-    natsConnection_Publish(s->nc, subj, buf, (int)len);
+    natsConnection_Publish(s->pub, subj, buf, (int)len);
 }
 
 static void trace_report(stub *s, const uint64_t *ids, uint32_t n) {
@@ -280,8 +286,10 @@ static void on_wake(uv_async_t *h) {
         send_later(s);
         for (uint32_t i = 0; i < count; i++)
             if (items[i].kind == KIND_COUNTERS) handle_counters(s, items[i].msg);
-        for (uint32_t i = 0; i < count; i++) natsMsg_Destroy(items[i].msg);
+        pd_natsout_flush(&s->out_io, s->pub);
+        for (uint32_t i = 0; i < count; i++) pd_msgbin_put(&s->bin, items[i].msg, uv_now(&s->loop));
         pd_inbox_release(items);
+        pd_msgbin_empty(&s->bin, uv_now(&s->loop), false);
     }
 }
 
@@ -332,6 +340,17 @@ static natsStatus stub_connect(stub *s) {
     if (st == NATS_OK) st = natsOptions_SetSendAsap(no, true); /* as node_nats.c */
     if (st == NATS_OK) st = natsConnection_Connect(&s->nc, no);
     natsOptions_Destroy(no);
+    no = NULL;
+    snprintf(name, sizeof name, "stub:%s:pub", s->self);
+    if (st == NATS_OK) st = natsOptions_Create(&no);
+    if (st == NATS_OK) st = natsOptions_SetURL(no, s->o->url);
+    if (st == NATS_OK) st = natsOptions_SetName(no, name);
+    if (st == NATS_OK) st = natsOptions_SetMaxReconnect(no, -1);
+    if (st == NATS_OK) st = natsOptions_SetReconnectWait(no, 250);
+    if (st == NATS_OK) st = natsOptions_SetSendAsap(no, true);
+    if (st == NATS_OK) st = pd_natsout_options(&s->out_io, no);
+    if (st == NATS_OK) st = natsConnection_Connect(&s->pub, no);
+    natsOptions_Destroy(no);
     snprintf(subj, sizeof subj, "%s.events.%s", s->o->prefix, s->self);
     if (st == NATS_OK) st = natsConnection_Subscribe(&s->sub_ev, s->nc, subj, on_event, s);
     if (st == NATS_OK)
@@ -354,7 +373,9 @@ int bench_stub_node(const bench_opts *o) {
     msgpack_sbuffer_init(&s.out);
     msgpack_sbuffer_init(&s.ops);
     msgpack_sbuffer_init(&s.later);
-    if (pd_inbox_init(&s.inbox) != PD_OK || uv_loop_init(&s.loop) != 0) return 1;
+    if (pd_inbox_init(&s.inbox) != PD_OK || uv_loop_init(&s.loop) != 0 ||
+        pd_natsout_init(&s.out_io, &s.loop) != PD_OK)
+        return 1;
     uv_async_init(&s.loop, &s.wake, on_wake);
     s.wake.data = &s;
     uv_signal_init(&s.loop, &s.sigterm);
@@ -373,6 +394,12 @@ int bench_stub_node(const bench_opts *o) {
     if (s.sub_ev) natsSubscription_Unsubscribe(s.sub_ev);
     if (s.sub_delta) natsSubscription_Unsubscribe(s.sub_delta);
     if (s.sub_cnt) natsSubscription_Unsubscribe(s.sub_cnt);
+    pd_msgbin_free(&s.bin);
+    if (s.pub) {
+        pd_natsout_drain(&s.out_io, s.pub, 1000);
+        natsConnection_Close(s.pub);
+        natsConnection_Destroy(s.pub);
+    }
     if (s.nc) natsConnection_FlushTimeout(s.nc, 1000);
     bench_close(s.nc);
     natsSubscription_Destroy(s.sub_ev);
@@ -384,8 +411,10 @@ int bench_stub_node(const bench_opts *o) {
     uv_close((uv_handle_t *)&s.wake, NULL);
     uv_close((uv_handle_t *)&s.sigterm, NULL);
     uv_close((uv_handle_t *)&s.sigint, NULL);
+    pd_natsout_close(&s.out_io);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
+    pd_natsout_free(&s.out_io);
     char line[512];
     counters_json(&s, line, sizeof line);
     puts(line);

@@ -23,18 +23,20 @@ static const opt_def opts[] = {
     {"--nodes", O_STR, F(nodes_arg), "node ids, comma-separated (default n1)"},
     {"--rate", O_DBL, F(rate), "messages or events per second"},
     {"--secs", O_DBL, F(secs), "seconds of paced sending"},
-    {"--count", O_U64, F(count), "nats-rate: messages; load, converge, model: devices; churn: users"},
+    {"--count", O_U64, F(count), "nats-rate: messages; load, converge, model: devices; churn: users; batch-rate: events"},
     {"--size", O_U32, F(size), "payload bytes (default: a traced status event's size)"},
     {"--subs", O_U32, F(subs), "relay: subscribers behind the relay (default 2)"},
     {"--users", O_U32, F(users), "pd-lat: users (default 10000); load, model: users (default count)"},
     {"--trace-every", O_U32, F(trace_every), "pd-lat: trace one event in N (0: none)"},
+    {"--batch", O_U32, F(batch), "batch-rate: events per batch (default 1000)"},
     {"--asap", O_BOOL, F(asap), "nats.c SendAsap: 1 or 0 (default 1)"},
     {"--timeout", O_DBL, F(timeout), "converge: seconds to wait (default 30)"},
+    {"--replay", O_BOOL, F(replay), "model: 1 to also replay the deltas as a restart without snapshot"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood|churn|stub-node|stub-converge|model [options]\n\n"
+    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood|churn|batch-rate|stub-node|stub-converge|model [options]\n\n"
                "One measurement per run: progress on stderr, one JSON object on stdout.\n"
                "bench/bench.sh starts the servers and runs these in order.\n\noptions:\n");
     for (size_t i = 0; i < NOPTS; i++) fprintf(f, "  %-14s %s\n", opts[i].name, opts[i].help);
@@ -99,7 +101,7 @@ int main(int argc, char **argv) {
         {"nats-lat", bench_nats_lat}, {"nats-rate", bench_nats_rate}, {"relay", bench_relay},
         {"pd-lat", bench_pd_lat},     {"load", bench_load},           {"converge", bench_converge},
         {"flood", bench_flood},
-        {"churn", bench_churn},
+        {"churn", bench_churn},       {"batch-rate", bench_batch_rate},
         {"stub-node", bench_stub_node}, {"stub-converge", bench_stub_converge},
         {"model", bench_model},
     };

@@ -1,4 +1,5 @@
-/* inbox.c - mutex-guarded message queue between nats.c threads and the loop. */
+/* inbox.c - mutex-guarded message queue between nats.c threads and the loop,
+ * and the bin of the messages the loop handled. */
 #include "inbox.h"
 #include <stdlib.h>
 #include <string.h>
@@ -100,3 +101,32 @@ void pd_inbox_take(pd_inbox *ib, pd_inbox_item **out, uint32_t *n) {
 }
 
 void pd_inbox_release(pd_inbox_item *items) { free(items); }
+
+void pd_msgbin_put(pd_msgbin *b, natsMsg *msg, uint64_t now_ms) {
+    if (b->n == b->cap) {
+        uint32_t cap = b->cap ? b->cap * 2 : 256;
+        natsMsg **v = cap <= PD_MSGBIN_MAX ? realloc(b->v, sizeof *v * cap) : NULL;
+        if (v == NULL) {
+            natsMsg_Destroy(msg);
+            return;
+        }
+        b->v = v;
+        b->cap = cap;
+    }
+    if (b->n == 0) b->since = now_ms;
+    b->v[b->n++] = msg;
+}
+
+void pd_msgbin_empty(pd_msgbin *b, uint64_t now_ms, bool all) {
+    if (b->n == 0) return;
+    if (!all && b->n < PD_MSGBIN_MAX / 2 && now_ms - b->since < PD_MSGBIN_MS) return;
+    for (uint32_t i = 0; i < b->n; i++) natsMsg_Destroy(b->v[i]);
+    b->n = 0;
+}
+
+void pd_msgbin_free(pd_msgbin *b) {
+    pd_msgbin_empty(b, 0, true);
+    free(b->v);
+    b->v = NULL;
+    b->cap = 0;
+}

@@ -62,4 +62,24 @@ bool pd_inbox_push(pd_inbox *ib, natsMsg *msg, int kind);
 void pd_inbox_take(pd_inbox *ib, pd_inbox_item **out, uint32_t *n);
 void pd_inbox_release(pd_inbox_item *items);
 
+/* Handled messages, destroyed together. nats.c frees a received message on
+ * its garbage-collector thread, which the first natsMsg_Destroy after it
+ * went to sleep wakes: at a few thousand messages/s, a futex wake and two
+ * thread switches per message. The consumer puts what it handled here and
+ * empties the bin now and then: one wake-up for all of them. */
+#define PD_MSGBIN_MAX 4096 /* beyond: destroyed at once */
+#define PD_MSGBIN_MS 20    /* the oldest waits at most this long... */
+typedef struct {
+    natsMsg **v;
+    uint32_t n, cap;
+    uint64_t since;        /* the oldest's time, ms */
+} pd_msgbin;
+
+void pd_msgbin_put(pd_msgbin *b, natsMsg *msg, uint64_t now_ms);
+/* Destroys the messages kept: all of them if `all`, else only once half of
+ * PD_MSGBIN_MAX are kept or the oldest is PD_MSGBIN_MS old. */
+void pd_msgbin_empty(pd_msgbin *b, uint64_t now_ms, bool all);
+/* Destroys what is kept and frees the bin (while nats.c is alive). */
+void pd_msgbin_free(pd_msgbin *b);
+
 #endif

@@ -40,7 +40,7 @@ static void dispatch(pd_node *n, pd_inbox_item *it) {
         node__handle_query(n, (node_sub_kind)it->kind, it->msg);
         pd_hist_observe_us(&n->stats.query_latency, node__mono_us() - t0);
     }
-    natsMsg_Destroy(it->msg);
+    pd_msgbin_put(&n->trash, it->msg, uv_now(&n->loop));
 }
 
 void node__reply_after_flush(pd_node *n, const char *reply) {
@@ -134,6 +134,7 @@ static bool take_batch(pd_node *n) {
      * batches. */
     pd_repl_flush(n->repl);
     send_later(n);
+    pd_natsout_flush(&n->out_io, n->pub); /* the batch's delta, notifications, replies */
     return true;
 }
 
@@ -182,6 +183,7 @@ static void drain_and_tick(pd_node *n) {
     node__persist_tick(n);
     node__slow_tick(n);
     node__update_metrics(n, false);
+    pd_msgbin_empty(&n->trash, uv_now(&n->loop), false);
     arm_timer(n);
     if (more) uv_async_send(&n->wake);
 }
@@ -208,6 +210,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     pd_notifier_flush(pd_repl_notifier(n->repl));
     /* Tell the peers at once rather than let them wait for the timeout. */
     pd_repl_leave(n->repl, pd_now_ms());
+    pd_natsout_drain(&n->out_io, n->pub, 1000);
     if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
     uv_stop(&n->loop);
 }
@@ -303,6 +306,7 @@ void pd_node_close(pd_node *n) {
     /* A clean stop (SIGTERM) leaves a last snapshot behind. */
     node__persist_stop(n, n->exit_code == 0);
     node__queries_free(n); /* while nats.c can still free messages */
+    pd_msgbin_free(&n->trash);
     if (n->repl) pd_repl_serving_drop(n->repl);
     node__nats_close(n);  /* no more pushes after this */
     if (n->loop_ready) {
@@ -311,6 +315,7 @@ void pd_node_close(pd_node *n) {
         uv_loop_close(&n->loop);
     }
     pd_inbox_free(&n->inbox);
+    pd_natsout_free(&n->out_io);
     pd_repl_free(n->repl);
     msgpack_sbuffer_destroy(&n->out);
     free(n->later);

@@ -13,6 +13,7 @@
 #include "base/config.h"
 #include "base/hist.h"
 #include "inbox.h"
+#include "natsout.h"
 #include "base/log.h"
 #include "metrics.h"
 #include "persist.h"
@@ -46,6 +47,7 @@ typedef struct {
 
 typedef struct pd_node pd_node;
 
+
 typedef struct {
     pd_node *node;
     node_sub_kind kind;
@@ -61,7 +63,9 @@ struct pd_node {
     uv_timer_t timer;
     uv_signal_t sigterm, sigint;
     pd_inbox inbox;
-    natsConnection *nc;
+    natsConnection *nc;             /* receives; JetStream */
+    natsConnection *pub;            /* everything the loop publishes (natsout.c) */
+    pd_natsout out_io;
     natsSubscription *subs[SUB_COUNT];
     node_sub_ctx sub_ctx[SUB_COUNT];
     msgpack_sbuffer out;            /* scratch for encoding, reused */
@@ -89,6 +93,7 @@ struct pd_node {
         uint32_t head, n, cap;
         uint64_t shed[SUB_COUNT];   /* dropped: PRESENCE_INBOX_MAX_MSGS were waiting */
     } queries;
+    pd_msgbin trash;                /* handled messages, destroyed together */
     /* ok-replies of this batch, sent after its delta: [u16 subject length,
      * subject, u32 payload length, payload]... */
     uint8_t *later;
@@ -104,6 +109,7 @@ void pd_node_close(pd_node *n);
 
 /* node.c: drops the queries still waiting (before closing NATS). */
 void node__queries_free(pd_node *n);
+
 
 /* node_nats.c */
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);

@@ -50,7 +50,7 @@ static void send_sync_request(void *ud, pd_str target, const void *buf, size_t l
     pd_node *n = ud;
     char subj[PD_ID_MAX * 2 + 16];
     snprintf(subj, sizeof subj, "%s.sync.%.*s", n->cfg.subject_prefix, (int)target.n, target.p);
-    natsStatus s = natsConnection_PublishRequest(n->nc, subj, n->sync_inbox, buf, (int)len);
+    natsStatus s = natsConnection_PublishRequest(n->pub, subj, n->sync_inbox, buf, (int)len);
     if (s != NATS_OK) n->stats.publish_errors++;
 }
 

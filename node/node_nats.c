@@ -64,15 +64,26 @@ static void on_closed(natsConnection *nc, void *closure) {
 }
 
 /* On a credentials or TLS problem, err names the setting. */
-static natsStatus make_options(pd_node *n, natsOptions **out, char *err, size_t errlen) {
+static natsStatus make_options(pd_node *n, bool pub, natsOptions **out, char *err,
+                               size_t errlen) {
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
-    char name[PD_ID_MAX + 16], urlbuf[PD_CONFIG_URL_MAX];
-    const char *urls[32];
-    size_t nurls = pd_url_split(n->cfg.nats_url, urlbuf, sizeof urlbuf, urls, 32);
+    char name[PD_ID_MAX + 16], urlbuf[PD_CONFIG_URL_MAX], first[256] = "";
+    const char *urls[33];
+    size_t nurls = pd_url_split(n->cfg.nats_url, urlbuf, sizeof urlbuf, urls + 1, 32);
+    const char **list = urls + 1;
     if (errlen > 0) err[0] = '\0';
-    snprintf(name, sizeof name, "presenced:%s", n->cfg.node_id);
-    if (s == NATS_OK) s = natsOptions_SetServers(o, urls, (int)nurls);
+    snprintf(name, sizeof name, pub ? "presenced:%s:pub" : "presenced:%s", n->cfg.node_id);
+    /* The publishing connection tries the receiving one's server first:
+     * a publish and its echo take one server, not two and a route. */
+    if (pub && n->nc && natsConnection_GetConnectedUrl(n->nc, first, sizeof first) == NATS_OK &&
+        first[0]) {
+        urls[0] = first;
+        list = urls;
+        nurls++;
+        if (s == NATS_OK) s = natsOptions_SetNoRandomize(o, true);
+    }
+    if (s == NATS_OK) s = natsOptions_SetServers(o, list, (int)nurls);
     if (s == NATS_OK) s = natsOptions_SetName(o, name);
     /* nats.c gives up after 60 tries by default: a node never should. */
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
@@ -86,6 +97,7 @@ static natsStatus make_options(pd_node *n, natsOptions **out, char *err, size_t 
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_async_error, n);
     if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, n);
     if (s == NATS_OK && pd_natsauth_apply(o, &n->cfg, err, errlen) != PD_OK) s = NATS_INVALID_ARG;
+    if (s == NATS_OK && pub) s = pd_natsout_options(&n->out_io, o);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return s;
@@ -114,7 +126,7 @@ static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, 
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     natsOptions *o = NULL;
     char events[PD_ID_MAX + 16], sync[PD_ID_MAX + 16], query[PD_ID_MAX + 16];
-    natsStatus s = make_options(n, &o, err, errlen);
+    natsStatus s = make_options(n, false, &o, err, errlen);
     if (s == NATS_INVALID_ARG && err[0] != '\0') return PD_ECONFIG;
     natsInbox *inbox = NULL;
     snprintf(events, sizeof events, "events.%s", n->cfg.node_id);
@@ -134,6 +146,14 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
                    n->cfg.nats_url);
             s = NATS_OK;
         }
+    }
+    natsOptions_Destroy(o);
+    o = NULL;
+    if (s == NATS_OK && pd_natsout_init(&n->out_io, &n->loop) != PD_OK) s = NATS_ERR;
+    if (s == NATS_OK) s = make_options(n, true, &o, err, errlen);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&n->pub, o);
+        if (s == NATS_NOT_YET_CONNECTED) s = NATS_OK; /* retried in the background */
     }
     natsOptions_Destroy(o);
     if (s == NATS_OK) s = subscribe(n, SUB_EVENTS, events, false);
@@ -162,6 +182,14 @@ void node__nats_close(pd_node *n) {
         if (n->subs[i]) natsSubscription_Unsubscribe(n->subs[i]);
     }
     __atomic_store_n(&n->nats_closing, true, __ATOMIC_RELEASE);
+    if (n->pub) {
+        /* Written now: closing with bytes buffered would wait for a PONG
+         * that only this (the loop's) thread could read. */
+        pd_natsout_drain(&n->out_io, n->pub, 1000);
+        natsConnection_Close(n->pub);
+        natsConnection_Destroy(n->pub);
+        n->pub = NULL;
+    }
     if (n->nc) {
         /* Disconnected: nothing can leave, and a flush would only wait. */
         if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
@@ -186,7 +214,7 @@ void node__publish(pd_node *n, const char *subject) {
 }
 
 void node__publish_bytes(pd_node *n, const char *subject, const void *buf, size_t len) {
-    natsStatus s = natsConnection_Publish(n->nc, subject, buf, (int)len);
+    natsStatus s = natsConnection_Publish(n->pub, subject, buf, (int)len);
     if (s != NATS_OK) {
         n->stats.publish_errors++;
         pd_log(PD_LOG_DEBUG, "publish to %s failed: %s", subject, natsStatus_GetText(s));

@@ -39,7 +39,7 @@ void persist__request_info(pd_node *n, uint64_t now) {
     pd_persist *ps = n->persist;
     if (ps->info_sub == NULL || (ps->info_asked_at && now - ps->info_asked_at < INFO_TIMEOUT_MS))
         return;
-    if (natsConnection_PublishRequest(n->nc, INFO_SUBJECT, ps->info_inbox, NULL, 0) == NATS_OK)
+    if (natsConnection_PublishRequest(n->pub, INFO_SUBJECT, ps->info_inbox, NULL, 0) == NATS_OK)
         ps->info_asked_at = now;
 }
 

@@ -172,22 +172,25 @@ static inline pd_model_stats stats(const pd_model *m) {
 /* ---- invariants (internals) ---------------------------------------------------- */
 
 typedef struct {
-    uint64_t users, devices, timers;
+    uint64_t users, devices, timers, idleq;
     uint64_t by_status[PD_PUB_INVISIBLE + 1];
 } walk;
 
 static const char *ctx = ""; /* names the case in check_model failures */
 
-static inline void check_user(void *ud, pd_hnode *e) {
+static const pd_model *walked; /* the model check_model walks */
+
+static inline void check_user(void *ud, void *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     pd_user *u = (pd_user *)e;
     uint32_t nd = 0, na = 0;
-    for (pd_device *d = u->devs; d; d = d->unext) {
-        cr_assert_eq(d->user, u);
+    for (pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
+        cr_assert_eq(pd__dev_user(m, d), u);
         nd++;
         na += d->state == PD_DEV_ACTIVE;
-        cr_assert_eq(pd_timer_armed(&d->idle), d->state == PD_DEV_ACTIVE,
-                     "%s: an active device has an idle timer, an idle one none", ctx);
+        cr_assert_eq(pd__idle_armed(d), d->state == PD_DEV_ACTIVE,
+                     "%s: an active device is in the idle queue, an idle one not", ctx);
     }
     int idn = u->id_n;
     cr_assert_eq(u->ndev, nd, "%s: %.*s counts its devices", ctx, idn, u->id);
@@ -210,16 +213,19 @@ static inline void check_user(void *ud, pd_hnode *e) {
     w->users++;
     w->by_status[u->pub_status]++;
     w->devices += nd;
-    w->timers += na + grace + back;
+    w->idleq += na;
+    w->timers += grace + back;
 }
 
 static inline void check_server(void *ud, pd_hnode *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     pd_server *s = (pd_server *)e;
     uint32_t n = 0;
-    for (pd_device *d = s->devs, *prev = NULL; d; prev = d, d = d->snext, n++) {
-        cr_assert_eq(d->server, s);
-        cr_assert_eq(d->sprev, prev);
+    for (pd_device *d = pd__dev_at(m, s->devs), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->snext), n++) {
+        cr_assert_eq(pd__dev_server(m, d), s);
+        cr_assert_eq(pd__dev_at(m, d->sprev), prev);
     }
     cr_assert_eq(s->ndev, n);
     cr_assert_eq(pd_timer_armed(&s->timeout), s->watched != 0,
@@ -230,7 +236,8 @@ static inline void check_server(void *ud, pd_hnode *e) {
 static inline void check_model(const pd_model *m) {
     walk w = {0};
     uint64_t c = 0;
-    do c = pd_htab_scan(&m->users, c, check_user, &w); while (c);
+    walked = m;
+    do c = pd_ihtab_scan(&m->users, c, check_user, &w); while (c);
     do c = pd_htab_scan(&m->servers, c, check_server, &w); while (c);
     cr_assert_eq(w.users, m->users.n);
     for (int st = 0; st <= PD_PUB_INVISIBLE; st++)
@@ -239,6 +246,17 @@ static inline void check_model(const pd_model *m) {
     cr_assert_eq(w.devices, m->ndevices);
     cr_assert_eq(m->devices.n, m->ndevices);
     cr_assert_eq(w.timers, (uint64_t)pd_theap_count(&m->timers), "%s: every timer has an owner", ctx);
+    uint64_t queued = 0;
+    for (const pd_device *d = pd__dev_at(m, m->idle_head), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->inext), queued++) {
+        cr_assert_eq(pd__dev_at(m, d->iprev), prev, "%s: idle queue links", ctx);
+        cr_assert(pd__idle_armed(d));
+        if (prev) cr_assert_leq(pd__dev_touched(prev), pd__dev_touched(d), "%s: idle queue order", ctx);
+        if (d->inext == 0) cr_assert_eq(m->idle_tail, pd__dev_ix(m, d));
+    }
+    if (m->idle_head == 0) cr_assert_eq(m->idle_tail, 0u);
+    cr_assert_eq(queued, (uint64_t)m->nidle);
+    cr_assert_eq(w.idleq, queued, "%s: every queued device is active", ctx);
     for (uint32_t i = 0; i < m->timers.n; i++) {
         cr_assert_eq(m->timers.h[i]->idx, i + 1);
         if (i) cr_assert_leq(m->timers.h[(i - 1) / 2]->due, m->timers.h[i]->due);

@@ -231,6 +231,33 @@ Test(answer_model, users_with_nothing_left_are_forgotten_after_the_retention) {
     model_free(m, &r, base);
 }
 
+/* A VER op can reach a node before anything else of its user: node-b
+ * raised the floor of "fred", whose devices node-a learns later, in
+ * another origin's partition. Known by that floor alone (no last_seen),
+ * fred was forgotten at the next tick, floor and all, so node-a's ver
+ * stayed below the other nodes' for good (chaos seed 8). The floor is a
+ * write like the others: the retention counts from it. */
+Test(answer_model, a_user_known_by_its_ver_floor_alone_is_kept_for_the_retention) {
+    pd_model_cfg cfg = CFG;
+    cfg.user_retention_ms = 2000;
+    recorder r;
+    size_t base = pd_alloc_live_bytes();
+    pd_model *m = model_new(&cfg, &r);
+    pd_op op = {.kind = PD_OP_VER, .user = S("fred"), .hlc = ((uint64_t)1000 << 16) | 1,
+                .writer = S("node-b")};
+    cr_assert_eq(pd_model_apply_op(m, S("node-b"), &op, 1000), PD_OK);
+    pd_model_tick(m, 1001);
+    pd_view v;
+    cr_assert(pd_model_view(m, S("fred"), S(NULL), &v), "fred is kept with its floor");
+    cr_expect_eq(v.ver, op.hlc);
+    pd_model_tick(m, 2999);
+    cr_expect(pd_model_view(m, S("fred"), S(NULL), &v), "not before the floor + retention");
+    pd_model_tick(m, 3000);
+    cr_expect_not(pd_model_view(m, S("fred"), S(NULL), &v), "forgotten after it");
+    cr_expect_eq(stats(m).forgotten_users, 1u);
+    model_free(m, &r, base);
+}
+
 Test(answer_model, a_silent_server_is_forgotten_with_its_seq) {
     pd_model_cfg cfg = CFG;
     cfg.user_retention_ms = 2000;

@@ -147,7 +147,13 @@ static void expect_ops(const pd_ops *got, const pd_op *want, uint32_t n) {
     pd_ops_iter it;
     pd_op op;
     uint32_t i = 0;
+    uint64_t hlc_max = 0;
     cr_assert_eq(got->n, n);
+    for (uint32_t k = 0; k < n; k++)
+        if (want[k].hlc > hlc_max) hlc_max = want[k].hlc;
+    /* repl__ops_ahead trusts it instead of reading the ops again. */
+    cr_expect_eq(got->hlc_max, hlc_max, "hlc_max %llu, the ops' largest %llu",
+                 (unsigned long long)got->hlc_max, (unsigned long long)hlc_max);
     pd_ops_iter_init(&it, got);
     while (pd_ops_next(&it, &op)) {
         cr_assert_lt(i, n, "more ops than encoded");

@@ -568,6 +568,45 @@ Test(presence, one_notification_per_change_in_bulk) {
     model_free(m, &r, base);
 }
 
+/* The idle timers of this node's devices are one queue ordered by last
+ * activity (presence_idle.c): an activity moves its device to the end,
+ * a clock that went back puts it where its time belongs, and each goes
+ * idle exactly a timeout after its last activity. */
+Test(presence, devices_go_idle_a_timeout_after_their_last_activity) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model *m = model_new(&CFG, &r);
+    apply_ok(m, ev_connect("s1", "c1", "u1"), 100);
+    apply_ok(m, ev_connect("s1", "c2", "u2"), 300);
+    apply_ok(m, ev_connect("s1", "c3", "u3"), 200); /* the clock went back */
+    apply_ok(m, ev_connect("s1", "c4", "u4"), 250);
+    apply_ok(m, ev_conn(PD_EV_ACTIVITY, "s1", "c1"), 400);
+    apply_ok(m, ev_conn(PD_EV_ACTIVITY, "s1", "c4"), 350);
+    check_model(m); /* the queue's order among the rest */
+    cr_expect_eq(pd_model_next_due(m), 1200u, "c3, active last at 200");
+    pd_model_tick(m, 1199);
+    cr_expect_eq(pub(m, "u3"), PD_PUB_ONLINE);
+    pd_model_tick(m, 1200);
+    cr_expect_eq(pub(m, "u3"), PD_PUB_AWAY);
+    cr_expect_eq(pd_model_next_due(m), 1300u, "then c2");
+    apply_ok(m, ev_conn(PD_EV_ACTIVITY, "s1", "c3"), 1250); /* back in, at the end */
+    pd_model_tick(m, 1349);
+    cr_expect_eq(pub(m, "u2"), PD_PUB_AWAY);
+    cr_expect_eq(pub(m, "u4"), PD_PUB_ONLINE);
+    cr_expect_eq(pub(m, "u1"), PD_PUB_ONLINE);
+    pd_model_tick(m, 1350);
+    cr_expect_eq(pub(m, "u4"), PD_PUB_AWAY);
+    check_model(m);
+    /* One tick long after takes the rest in order. */
+    pd_model_tick(m, 5000);
+    cr_expect_eq(pub(m, "u1"), PD_PUB_AWAY);
+    cr_expect_eq(pub(m, "u3"), PD_PUB_AWAY);
+    cr_expect_eq(stats(m).timers, 0u);
+    cr_expect_eq(pd_model_next_due(m), UINT64_MAX);
+    check_model(m);
+    model_free(m, &r, base);
+}
+
 Test(presence, next_due_is_the_earliest_timer) {
     size_t base = pd_alloc_live_bytes();
     recorder r;

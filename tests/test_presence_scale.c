@@ -262,18 +262,21 @@ Test(presence, tick_with_nothing_due_touches_no_timer) {
     char id[16];
     for (uint32_t i = 0; i < N; i++) {
         snprintf(id, sizeof id, "t%06u", i);
-        /* Connected in decreasing time order: the heap has to sift. */
+        /* Connected in decreasing time order: each goes first in the idle
+         * queue (a clock going back; found from the queue's head). */
         apply_ok(m, ev_connect("s1", id, id), 1000 + (uint64_t)(N - 1 - i));
     }
     pd_model_stats before = stats(m);
     cr_assert_eq(before.timers, (uint64_t)N);
     cr_expect_eq(pd_model_next_due(m), far + 1000, "the earliest due time");
-    /* Snapshot the heap: a tick that popped or re-armed any timer would
-     * change its array. */
-    size_t bytes = sizeof(pd_timer *) * m->timers.n;
-    pd_timer **copy = malloc(bytes);
+    /* Snapshot the idle queue: a tick that took or moved any device would
+     * change its order. */
+    const pd_device **copy = malloc(sizeof *copy * N);
     cr_assert_not_null(copy);
-    memcpy(copy, m->timers.h, bytes);
+    uint32_t n = 0;
+    for (const pd_device *d = pd__dev_at(m, m->idle_head); d && n < N; d = pd__dev_at(m, d->inext))
+        copy[n++] = d;
+    cr_assert_eq(n, (uint32_t)N);
     long notes = r.total;
     for (uint64_t t = 2000; t < far; t += far / 8) pd_model_tick(m, t);
     pd_model_tick(m, far + 999);
@@ -281,7 +284,11 @@ Test(presence, tick_with_nothing_due_touches_no_timer) {
     cr_expect_eq(after.timers, before.timers);
     cr_expect_eq(after.changes, before.changes);
     cr_expect_eq(r.total, notes);
-    cr_expect_eq(memcmp(copy, m->timers.h, bytes), 0, "no timer was touched");
+    n = 0;
+    for (const pd_device *d = pd__dev_at(m, m->idle_head); d && n < N; d = pd__dev_at(m, d->inext))
+        n += copy[n] == d;
+    cr_expect_eq(n, (uint32_t)N, "no device was moved in the idle queue");
+    cr_expect_eq(m->timers.n, 0u, "nothing else was armed");
     cr_expect_eq(pd_model_next_due(m), far + 1000);
     /* At the earliest due time exactly one device goes idle. */
     pd_model_tick(m, far + 1000);

@@ -774,6 +774,37 @@ Test(repl, server_back_before_the_claim_arrives_keeps_its_devices) {
     world_free(&w);
 }
 
+/* A conn of u1 comes and goes on n2 while n0 hears nothing of it; the
+ * server moves to n0 and the conn id comes back there for u4. n2's late
+ * ADD is older than n0's entry and its REMOVE names no entry n0 has: n0
+ * dropped both and never knew u1, while n1, which applied them before
+ * n0's ADD, showed u1 last seen (PD_SEED=9 of the random cases). */
+Test(repl, late_add_of_a_displaced_conn_still_counts_for_its_user) {
+    world w;
+    world_init(&w, case_seed("repl-regress", 5), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    rounds(&w, 3); /* past the pass-on of each first life's registers, which would repair it */
+    w.srv[0].at = 2;
+    connect_at(&w, 0, "c0", 1);
+    s->now += 40;
+    pd_event ev = conn_event(PD_EV_DISCONNECT, 0, &w.srv[0].c[0]);
+    world_event(&w, 2, &ev);
+    w.srv[0].c[0].live = false;
+    sim_flush_all(s);
+    sim_deliver_matching(s, 2, 1, M_DELTA, SIZE_MAX); /* n1 applies ADD and REMOVE */
+    s->now += 100;
+    w.srv[0].at = 0;
+    connect_at(&w, 0, "c0", 4);                        /* the id again, on n0 */
+    sim_flush_all(s);
+    cr_assert_gt(sim_deliver_all(s), 0u);              /* n2's delta reaches n0 late */
+    s->now += MCFG_QUIET.offline_delay_ms;             /* u1's delay ends everywhere */
+    rounds(&w, 3);
+    cr_expect_gt(public_view(&w, 0, "u1").last_seen, 0, "n0 does not know u1 was seen");
+    compare_replicas(&w, true);
+    world_free(&w);
+}
+
 /* A conn id comes back on a server (new label) while a peer still holds
  * the old entry; the server then moves to that peer. The sync must not
  * keep the old entry's label. */
@@ -977,5 +1008,74 @@ Test(repl, warm_up_counts_from_the_end_of_the_restore) {
         sim_deliver_all(s);
     }
     cr_expect(pd_repl_ready(r), "ready after its warm-up");
+    world_free(&w);
+}
+
+/* Delivers everything pending but what goes from `from` to `to` (held). */
+static void deliver_all_but(sim *s, int from, int to) {
+    for (size_t guard = 0;; guard++) {
+        REQUIRE(guard < 100000, "the replicas never stop talking");
+        size_t k = 0;
+        while (k < s->nq && s->q[k].from == from && s->q[k].to == to) k++;
+        if (k == s->nq) return;
+        sim_deliver(s, k, false);
+    }
+}
+
+/* The chaos run of seed 8 (with partitions): a VER op can reach a node
+ * before anything else of its user. n0, holding u0's device c0, is cut
+ * off; n1 and n2 drop c0 and u0 goes offline there, while on n0 u0's
+ * device c1 comes and goes (n0 writes the last last_seen). n2 restarts
+ * with nothing; n0 comes back to n1, which raises u0's floor so that the
+ * return outranks the offline (from the last_seen it had then). The new
+ * n2 fetches n1's partition first: u0's floor (by n1) and nothing else of
+ * u0. Known by that floor alone, u0 was forgotten at n2's next tick, floor
+ * and all; n0's partition then brought c0 and the last_seen back without
+ * it, and n2's ver stayed below the others' for good. */
+Test(repl, a_floor_that_comes_before_its_user_is_kept) {
+    pd_model_cfg cfg = MCFG_QUIET;
+    cfg.user_retention_ms = 100000;
+    world w;
+    world_init(&w, case_seed("repl-fixed", 0), &cfg, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    connect_at(&w, 0, "c0", 0); /* s0 is attached to n0 */
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    s->cut[0] = true;
+    pd_repl_stats st = {0};
+    for (int round = 0; round < 10 && st.nodes_down == 0; round++) {
+        sim_round(s, s->cfg.sync_interval_ms);
+        pd_repl_stats_get(s->r[1], &st);
+    }
+    cr_assert_eq(st.nodes_down, 1u, "n1 took n0 for down");
+    s->now += 200;
+    connect_at(&w, 0, "c1", 0);
+    s->now += 200;
+    pd_event ev = conn_event(PD_EV_DISCONNECT, 0, &w.srv[0].c[1]);
+    w.srv[0].c[1].live = false;
+    world_event(&w, 0, &ev);
+    for (int round = 0; round < 3; round++) sim_round(s, s->cfg.sync_interval_ms);
+    for (int i = 1; i < NREP; i++)
+        cr_assert_eq(public_view(&w, i, "u0").status, PD_PUB_OFFLINE, "%s: u0 is offline",
+                     NODE[i]);
+    sim_restart(s, 2);
+    s->cut[2] = true;
+    s->cut[0] = false;
+    for (int round = 0; round < 10; round++) sim_round(s, s->cfg.sync_interval_ms);
+    pd_view v1 = public_view(&w, 1, "u0");
+    cr_assert_eq(v1.status, PD_PUB_ONLINE, "n1 has c0 back");
+    cr_assert_eq(v1.ver & 0xffff, 1u, "u0's ver on n1 is the floor of the return");
+    s->cut[2] = false;
+    for (int round = 0; round < 3; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        deliver_all_but(s, 0, 2); /* n0's partition comes later */
+    }
+    cr_expect_eq(public_view(&w, 2, "u0").ver, v1.ver, "the new n2 keeps u0's floor");
+    for (int round = 0; round < 10; round++) sim_round(s, s->cfg.sync_interval_ms);
+    cr_expect_eq(public_view(&w, 2, "u0").ver, public_view(&w, 1, "u0").ver,
+                 "n2 gives u0 the same ver as n1");
+    compare_replicas(&w, true);
     world_free(&w);
 }

@@ -58,15 +58,17 @@ Test(slab, many_records_over_many_blocks) {
     pd_slab_destroy(&s);
 }
 
-Test(slab, large_records_and_out_of_memory) {
+Test(slab, the_largest_record_and_out_of_memory) {
     pd_slab s;
     pd_slab_init(&s, true);
-    char *big = pd_slab_alloc(&s, PD_SLAB_MAX + 1);
-    cr_assert(big && zeroed(big, PD_SLAB_MAX + 1));
-    pd_slab_free(&s, big, PD_SLAB_MAX + 1);
     pd_alloc_fail_after(0);
     cr_expect_null(pd_slab_alloc(&s, 64), "no block to cut it from");
     pd_alloc_fail_after(-1);
+    char *big = pd_slab_alloc(&s, PD_SLAB_MAX);
+    cr_assert(big && zeroed(big, PD_SLAB_MAX));
+    cr_expect_eq(pd_slab_ptr(&s, pd_slab_idx(&s, big)), big);
+    pd_slab_free(&s, big, PD_SLAB_MAX);
+    cr_expect_null(pd_slab_alloc(&s, PD_SLAB_MAX + 1), "larger than any record");
     cr_expect_eq(s.bytes, 0);
     pd_slab_destroy(&s);
 }
@@ -89,3 +91,38 @@ Test(slab, unpooled_free_of_another_size_aborts, .signal = SIGABRT) {
     char *a = pd_slab_alloc(&s, 100);
     pd_slab_free(&s, a, 104);
 }
+
+/* Records name each other by 32-bit index: every live record's index
+ * gives it back, over many blocks and chunks, pooled or not; 0 is NULL. */
+static void check_indexes(bool pooled) {
+    pd_slab s;
+    pd_slab_init(&s, pooled);
+    enum { N = 40000 };
+    static char *v[N];
+    static uint32_t ix[N];
+    cr_expect_eq(pd_slab_idx(&s, NULL), 0u);
+    cr_expect_null(pd_slab_ptr(&s, 0));
+    for (int i = 0; i < N; i++) {
+        size_t n = 8 + (size_t)(i % 150);
+        cr_assert(v[i] = pd_slab_alloc(&s, n));
+        ix[i] = pd_slab_idx(&s, v[i]);
+        cr_assert_neq(ix[i], 0u);
+        cr_assert_eq(pd_slab_ptr(&s, ix[i]), v[i]);
+    }
+    for (int i = 1; i < N; i++) cr_assert_neq(ix[i], ix[i - 1], "indexes are distinct");
+    for (int i = 0; i < N; i += 3) pd_slab_free(&s, v[i], 8 + (size_t)(i % 150));
+    for (int i = 0; i < N; i += 3) {
+        cr_assert(v[i] = pd_slab_alloc(&s, 8 + (size_t)(i % 150)));
+        ix[i] = pd_slab_idx(&s, v[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(pd_slab_ptr(&s, ix[i]), v[i]);
+        cr_assert_eq(pd_slab_idx(&s, v[i]), ix[i]);
+    }
+    for (int i = 0; i < N; i++) pd_slab_free(&s, v[i], 8 + (size_t)(i % 150));
+    cr_expect_eq(s.bytes, 0);
+    pd_slab_destroy(&s);
+}
+
+Test(slab, indexes_name_records_pooled) { check_indexes(true); }
+Test(slab, indexes_name_records_unpooled) { check_indexes(false); }

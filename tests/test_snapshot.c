@@ -628,6 +628,7 @@ static void expect_refused(const uint8_t *p, size_t len, const char *why) {
                  (unsigned long long)st.devices);
     cr_assert_eq(st.users, 0, "a refused snapshot left %llu users", (unsigned long long)st.users);
     cr_assert_eq(pd_model_hlc(m), hlc, "a refused snapshot moved the clock");
+    cr_assert(pd_model_pristine(m), "a refused snapshot left servers, timers or counts");
     int nodes = 0;
     pd_repl_nodes(r, 1000, count_node, &nodes);
     cr_assert_eq(nodes, 1, "a refused snapshot added peers");
@@ -896,4 +897,184 @@ Test(snapshot, ver_ops_restore_their_floor) {
     pd_model_view(pd_repl_model(r), pd_str_c("alice"), (pd_str){NULL, 0}, &v);
     cr_expect_eq(v.ver, ver.hlc, "the floor restored");
     pd_repl_free(r);
+}
+
+/* ---- restoring in one pass (a start) and in two (a model holding something) ---- */
+
+/* A snapshot of n1 (format PD_SNAP_VERSION) whose body body() packs. */
+static size_t craft(void (*body)(msgpack_packer *pk, int variant), int variant, uint8_t **out) {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    body(&pk, variant);
+    size_t len = PD_SNAP_HEADER + sb.size;
+    uint8_t *p = malloc(len);
+    cr_assert(p != NULL);
+    memcpy(p, "PDSNAP", 6);
+    p[6] = 0;
+    p[7] = PD_SNAP_VERSION;
+    for (int i = 0; i < 8; i++) p[8 + i] = (uint8_t)(sb.size >> (56 - 8 * i));
+    memcpy(p + PD_SNAP_HEADER, sb.data, sb.size);
+    rehash(p, len);
+    msgpack_sbuffer_destroy(&sb);
+    *out = p;
+    return len;
+}
+
+static void pack_head(msgpack_packer *pk, uint32_t fields) {
+    msgpack_pack_map(pk, fields);
+    pd_pack_kv_u64(pk, "v", PD_SNAP_VERSION);
+    pd_pack_kv_str(pk, "node", pd_str_c("n1"));
+    pd_pack_kv_u64(pk, "inc", 1);
+    pd_pack_kv_u64(pk, "seq", 0);
+    pd_pack_cstr(pk, "vc");
+    pd_vc_encode(pk, NULL, 0);
+}
+
+#define PAIRS 60
+
+/* PAIRS connections of server a0, each claimed by n1 and then, newer, by
+ * n2: restoring n2's entry removes n1's, which makes a REMOVE op of n1
+ * (60 of them fill more than half of a 4096-byte delta). variant 1: a
+ * bad register op after them. */
+static void body_displacing(msgpack_packer *pk, int variant) {
+    char conn[16];
+    pack_head(pk, 7);
+    pd_pack_cstr(pk, "devices");
+    msgpack_pack_array(pk, 2 * PAIRS);
+    for (int i = 0; i < PAIRS; i++) {
+        snprintf(conn, sizeof conn, "c%d", i);
+        for (int k = 0; k < 2; k++) {
+            pd_op add = {.kind = PD_OP_ADD, .server = pd_str_c("a0"), .conn = pd_str_c(conn),
+                         .user = pd_str_c(k ? "bob" : "alice"), .label = pd_str_c("web"),
+                         .state = PD_DEV_ACTIVE, .connected_at = 500, .last_active = 500,
+                         .hlc = (uint64_t)(500 + k) << 16};
+            msgpack_pack_array(pk, 2);
+            pd_pack_str(pk, pd_str_c(k ? "n2" : "n1"));
+            pd_op_encode(pk, &add);
+        }
+    }
+    pd_pack_cstr(pk, "registers");
+    msgpack_pack_array(pk, variant ? 1 : 0);
+    if (variant) { /* an op of a kind a register entry may not be */
+        pd_op rm = {.kind = PD_OP_REMOVE, .server = pd_str_c("a0"), .conn = pd_str_c("c0"),
+                    .hlc = 600ULL << 16};
+        pd_op_encode(pk, &rm);
+    }
+}
+
+typedef struct {
+    int deltas;
+} counter;
+
+static void count_delta(void *ud, const void *buf, size_t len) {
+    (void)buf, (void)len;
+    ((counter *)ud)->deltas++;
+}
+
+/* A start restores in one pass, applying entries as it reads them: a
+ * refusal found at the end empties the model again (pd_model_pristine),
+ * and the ops the entries made before it (REMOVEs of n1's displaced
+ * devices, more than a delta's worth) never leave, then or later. */
+Test(snapshot, one_pass_refusal_undoes_everything_and_sends_nothing) {
+    uint8_t *bad, *good;
+    size_t bad_len = craft(body_displacing, 1, &bad), good_len = craft(body_displacing, 0, &good);
+    counter sent = {0};
+    pd_repl_io io = {.send_delta = count_delta, .ud = &sent};
+    pd_repl_cfg cfg = {.sync_interval_ms = 100, .node_timeout_ms = 300, .inc = 9,
+                       .max_msg_bytes = 4096};
+    pd_repl *r = pd_repl_new(&cfg, &MCFG, pd_str_c("n1"), &io, 1000);
+    pd_model *m = pd_repl_model(r);
+    pd_snap_info info;
+    pd_err err = {PD_OK, ""};
+    cr_assert(pd_model_pristine(m), "a new replica's model is pristine");
+    cr_assert_eq(pd_repl_restore(r, bad, bad_len, 1000, &info, &err), PD_EBADVALUE);
+    cr_assert(strstr(err.msg, "a register entry is not a register op") != NULL, "%s", err.msg);
+    cr_assert(pd_model_pristine(m), "the refused snapshot left something in the model");
+    pd_repl_flush(r);
+    cr_assert_eq(sent.deltas, 0, "the refused snapshot's ops left in %d deltas", sent.deltas);
+    /* The same without the bad entry: n2's claims win, n1's REMOVEs go. */
+    cr_assert_eq(pd_repl_restore(r, good, good_len, 1000, &info, &err), PD_OK, "%s", err.msg);
+    pd_model_stats st;
+    pd_model_stats_get(m, &st);
+    cr_assert_eq(st.devices, PAIRS);
+    cr_assert_eq(pd_model_owner_devices(m, pd_str_c("n2")), PAIRS);
+    pd_repl_flush(r);
+    cr_assert_gt(sent.deltas, 0, "the accepted snapshot's REMOVEs were sent");
+    pd_repl_free(r);
+    free(bad);
+    free(good);
+}
+
+/* A model that holds something already (no start) is not emptied on a
+ * refusal: the snapshot is validated whole before anything applies. */
+Test(snapshot, refusal_into_a_model_in_use_changes_nothing) {
+    uint8_t *bad;
+    size_t bad_len = craft(body_displacing, 1, &bad);
+    pd_repl_cfg cfg = {.sync_interval_ms = 100, .node_timeout_ms = 300, .inc = 9,
+                       .max_msg_bytes = 4096};
+    pd_repl *r = pd_repl_new(&cfg, &MCFG, pd_str_c("n1"), &(pd_repl_io){0}, 1000);
+    pd_model *m = pd_repl_model(r);
+    pd_event ev = {.type = PD_EV_CONNECT, .server = pd_str_c("a0"), .conn = pd_str_c("c0"),
+                   .user = pd_str_c("carol"), .device = pd_str_c("web")};
+    pd_apply_result res;
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_model_apply(m, &ev, 1000, &res, &err), PD_OK, "%s", err.msg);
+    cr_assert(!pd_model_pristine(m));
+    uint64_t hlc = pd_model_hlc(m);
+    pd_snap_info info;
+    cr_assert_eq(pd_repl_restore(r, bad, bad_len, 1000, &info, &err), PD_EBADVALUE);
+    pd_model_stats st;
+    pd_model_stats_get(m, &st);
+    cr_assert_eq(st.devices, 1, "%llu devices", (unsigned long long)st.devices);
+    cr_assert_eq(st.users, 1);
+    cr_assert_eq(pd_model_hlc(m), hlc, "the refused snapshot moved the clock");
+    cr_assert_eq(pd_model_devices_of(m, pd_str_c("carol"), NULL, NULL), 1);
+    pd_repl_free(r);
+    free(bad);
+}
+
+/* variant 0: registers before devices (no writer does it; it reads
+ * alike); 1: "devices" twice, which a reader that applies as it reads
+ * would apply twice: refused. */
+static void body_order(msgpack_packer *pk, int variant) {
+    const pd_op chosen = {.kind = PD_OP_CHOSEN, .user = pd_str_c("alice"),
+                          .chosen = PD_CHOSEN_BUSY, .hlc = 700ULL << 16,
+                          .writer = pd_str_c("n2")};
+    const pd_op add = {.kind = PD_OP_ADD, .server = pd_str_c("a0"), .conn = pd_str_c("c1"),
+                       .user = pd_str_c("alice"), .label = pd_str_c("web"),
+                       .state = PD_DEV_ACTIVE, .connected_at = 500, .last_active = 500,
+                       .hlc = 500ULL << 16};
+    pack_head(pk, variant ? 8 : 7);
+    pd_pack_cstr(pk, "registers");
+    msgpack_pack_array(pk, 1);
+    pd_op_encode(pk, &chosen);
+    for (int k = 0; k < (variant ? 2 : 1); k++) {
+        pd_pack_cstr(pk, "devices");
+        msgpack_pack_array(pk, 1);
+        msgpack_pack_array(pk, 2);
+        pd_pack_str(pk, pd_str_c("n1"));
+        pd_op_encode(pk, &add);
+    }
+}
+
+Test(snapshot, field_order_is_free_but_a_field_twice_is_refused) {
+    uint8_t *p;
+    size_t len = craft(body_order, 0, &p);
+    pd_repl_cfg cfg = {.sync_interval_ms = 100, .node_timeout_ms = 300, .inc = 9,
+                       .max_msg_bytes = 4096};
+    pd_repl *r = pd_repl_new(&cfg, &MCFG, pd_str_c("n1"), &(pd_repl_io){0}, 1000);
+    pd_snap_info info;
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_repl_restore(r, p, len, 1000, &info, &err), PD_OK, "%s", err.msg);
+    pd_view v;
+    pd_model_view(pd_repl_model(r), pd_str_c("alice"), (pd_str){NULL, 0}, &v);
+    cr_expect_eq(v.status, PD_PUB_BUSY, "the register applied (status %d)", (int)v.status);
+    cr_expect_eq(v.devices, 1);
+    pd_repl_free(r);
+    free(p);
+    len = craft(body_order, 1, &p);
+    expect_refused(p, len, "a field appears twice");
+    free(p);
 }

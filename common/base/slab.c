@@ -1,18 +1,14 @@
 /* slab.c - size-class pools (see slab.h). */
 #include "base/slab.h"
 #include <stdlib.h>
-#include <string.h>
 #include "base/alloc.h"
 #include "base/log.h"
 
-#define BLOCK_BYTES (64 * 1024 - 64) /* leaves room for malloc's own header */
-#define HEADER 16                    /* not pooled: the size, keeping 16-byte alignment */
-
-struct pd_slab_block {
-    pd_slab_block *next;
-    uint64_t pad;                    /* records start 16-byte aligned */
-    char mem[];
-};
+#define BLOCK ((size_t)1 << PD_SLAB_BLOCK_BITS)
+#define CHUNK_BLOCKS 32                  /* 2 MiB of blocks per allocation */
+#define BLOCK_HEADER 8                   /* the block's number; offset 0 is no record */
+#define MAX_BLOCKS ((uint32_t)1 << (32 - PD_SLAB_OFF_BITS))
+#define HEADER 16                        /* not pooled: size, then index */
 
 void pd_slab_init(pd_slab *s, bool pooled) {
     memset(s, 0, sizeof *s);
@@ -21,8 +17,20 @@ void pd_slab_init(pd_slab *s, bool pooled) {
 
 static size_t round8(size_t n) { return (n + 7) & ~(size_t)7; }
 
+/* Makes room for one more entry in a growing array of n, *cap entries. */
+static bool grow(void *arr, uint32_t n, uint32_t *cap, size_t size) {
+    if (n < *cap) return true;
+    uint32_t c = *cap ? *cap * 2 : 64;
+    void *p = pd_realloc(*(void **)arr, size * c);
+    if (p == NULL) return false;
+    *(void **)arr = p;
+    *cap = c;
+    return true;
+}
+
 /* Puts what is left of the current block on the free list of its size, so
- * that a new block wastes nothing. */
+ * that a new block wastes nothing (it is smaller than the record that did
+ * not fit, so at most PD_SLAB_MAX). */
 static void retire_rest(pd_slab *s) {
     if (s->left >= 8) {
         void **p = (void **)(void *)s->cur;
@@ -33,36 +41,55 @@ static void retire_rest(pd_slab *s) {
     s->left = 0;
 }
 
+/* A new block, numbered, from the current chunk or a new one. */
+static bool new_block(pd_slab *s) {
+    /* Block 0's header is at index 0: no record has it. */
+    if (s->nat >= MAX_BLOCKS || !grow(&s->at, s->nat, &s->cap, sizeof *s->at)) return false;
+    if (s->blocks_left == 0) {
+        if (!grow(&s->chunks, s->nchunks, &s->chunks_cap, sizeof *s->chunks)) return false;
+        /* Aligned inside: the pages of the unused start are never touched. */
+        char *c = pd_malloc(CHUNK_BLOCKS * BLOCK + BLOCK);
+        if (c == NULL) return false;
+        s->chunks[s->nchunks++] = c;
+        s->next_block = (char *)(((uintptr_t)c + BLOCK - 1) & ~(uintptr_t)(BLOCK - 1));
+        s->blocks_left = CHUNK_BLOCKS;
+    }
+    char *b = s->next_block;
+    s->next_block += BLOCK;
+    s->blocks_left--;
+    uint32_t no = s->nat;
+    memcpy(b, &no, sizeof no);
+    s->at[s->nat++] = b;
+    retire_rest(s);
+    s->cur = b + BLOCK_HEADER;
+    s->left = BLOCK - BLOCK_HEADER;
+    return true;
+}
+
 static void *alloc_unpooled(pd_slab *s, size_t size) {
+    uint32_t i;
+    if (s->nat == 0) s->nat = 1; /* index 0 is NULL */
+    if (s->nspare == 0 && !grow(&s->at, s->nat, &s->cap, sizeof *s->at)) return NULL;
     char *p = pd_calloc(1, HEADER + size);
     if (p == NULL) return NULL;
+    i = s->nspare ? s->spare[--s->nspare] : s->nat++;
+    s->at[i] = p + HEADER;
     memcpy(p, &size, sizeof size);
+    memcpy(p + 8, &i, sizeof i);
     s->bytes += size;
     return p + HEADER;
 }
 
 void *pd_slab_alloc(pd_slab *s, size_t size) {
+    if (size > PD_SLAB_MAX) return NULL;
     if (!s->pooled) return alloc_unpooled(s, size);
     size_t n = round8(size ? size : 1);
-    if (n > PD_SLAB_MAX) {
-        void *p = pd_calloc(1, n);
-        if (p) s->bytes += n;
-        return p;
-    }
     void **head = &s->free[n / 8];
     void *p = *head;
     if (p != NULL) {
         *head = *(void **)p;
     } else {
-        if (s->left < n) {
-            pd_slab_block *b = pd_malloc(sizeof *b + BLOCK_BYTES);
-            if (b == NULL) return NULL;
-            retire_rest(s);
-            b->next = s->blocks;
-            s->blocks = b;
-            s->cur = b->mem;
-            s->left = BLOCK_BYTES;
-        }
+        if (s->left < n && !new_block(s)) return NULL;
         p = s->cur;
         s->cur += n;
         s->left -= n;
@@ -72,38 +99,39 @@ void *pd_slab_alloc(pd_slab *s, size_t size) {
     return p;
 }
 
+static void free_unpooled(pd_slab *s, void *p, size_t size) {
+    char *h = (char *)p - HEADER;
+    size_t was;
+    uint32_t i;
+    memcpy(&was, h, sizeof was);
+    memcpy(&i, h + 8, sizeof i);
+    if (was != size || i == 0 || i >= s->nat || s->at[i] != p) {
+        pd_log(PD_LOG_ERROR, "pd_slab_free: a record of %zu bytes freed as %zu", was, size);
+        abort();
+    }
+    s->at[i] = NULL;
+    /* Out of memory: the index is not reused. */
+    if (grow(&s->spare, s->nspare, &s->spare_cap, sizeof *s->spare)) s->spare[s->nspare++] = i;
+    s->bytes -= size;
+    pd_free(h);
+}
+
 void pd_slab_free(pd_slab *s, void *p, size_t size) {
     if (p == NULL) return;
     if (!s->pooled) {
-        char *h = (char *)p - HEADER;
-        size_t was;
-        memcpy(&was, h, sizeof was);
-        if (was != size) {
-            pd_log(PD_LOG_ERROR, "pd_slab_free: a record of %zu bytes freed as %zu", was, size);
-            abort();
-        }
-        s->bytes -= size;
-        pd_free(h);
+        free_unpooled(s, p, size);
         return;
     }
     size_t n = round8(size ? size : 1);
     s->bytes -= n;
-    if (n > PD_SLAB_MAX) {
-        pd_free(p);
-        return;
-    }
     *(void **)p = s->free[n / 8];
     s->free[n / 8] = p;
 }
 
 void pd_slab_destroy(pd_slab *s) {
-    while (s->blocks) {
-        pd_slab_block *b = s->blocks;
-        s->blocks = b->next;
-        pd_free(b);
-    }
-    memset(s->free, 0, sizeof s->free);
-    s->cur = NULL;
-    s->left = 0;
-    s->bytes = 0;
+    for (uint32_t i = 0; i < s->nchunks; i++) pd_free(s->chunks[i]);
+    pd_free(s->chunks);
+    pd_free(s->at);
+    pd_free(s->spare);
+    pd_slab_init(s, s->pooled);
 }

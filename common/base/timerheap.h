@@ -1,10 +1,11 @@
 /* timerheap.h - a binary min-heap of intrusive timers.
  *
- * Every timer of the model (device idle, offline delay, custom status expiry,
- * socket-server timeout) is a pd_timer embedded in its owner and armed here,
- * so a tick costs O(k log n) for the k timers that are due, whatever the
- * number of users. Timers that may be pushed back often (idle after each
- * activity) are re-armed lazily by their owner when they fire. */
+ * Every timer of the model (offline delay, custom status expiry, socket-server
+ * timeout) is a pd_timer embedded in its owner and armed here, so a tick
+ * costs O(k log n) for the k timers that are due, whatever the number of
+ * users. Timers that may be pushed back are re-armed lazily by their owner
+ * when they fire. The devices' idle timers, one timeout for all, are a
+ * queue of the model instead (model/presence_idle.c). */
 #ifndef PD_TIMERHEAP_H
 #define PD_TIMERHEAP_H
 #include <stdbool.h>

@@ -1,8 +1,9 @@
 /* presence.c - applying events and timers to the presence model.
  *
  * Design: three intrusive hash tables (users by id, devices by server+conn,
- * servers by id) and one timer heap. Each operation first validates
- * everything it needs (so an error changes nothing), then mutates, marking
+ * servers by id; the first two link their slab records by index), one
+ * timer heap and the idle queue (presence_idle.c). Each operation first
+ * validates everything it needs (so an error changes nothing), then mutates, marking
  * the users it touched dirty; at the end of the operation pd__flush()
  * compares each dirty user's public view with the one last announced and
  * reports real changes. Reconnects inside the offline delay therefore never
@@ -16,8 +17,9 @@
 
 /* ---- hashing and lookup --------------------------------------------------- */
 
-static uint64_t user_hash(const pd_hnode *e) {
-    const pd_user *u = (const pd_user *)e;
+static uint64_t user_hash(const void *ud, const void *e) {
+    const pd_user *u = e;
+    (void)ud;
     return pd_hash(u->id, u->id_n);
 }
 
@@ -30,14 +32,14 @@ static uint64_t device_key_hash(const pd_server *s, pd_str conn) {
     return pd_hash(conn.p, conn.n) ^ (s->hash * 0x9e3779b97f4a7c15ULL);
 }
 
-static uint64_t device_hash(const pd_hnode *e) {
-    const pd_device *d = (const pd_device *)e;
-    return device_key_hash(d->server, (pd_str){d->buf, d->conn_n});
+/* ud: the model (the device's server). */
+static uint64_t device_hash(const void *ud, const void *e) {
+    const pd_device *d = e;
+    return device_key_hash(pd__dev_server(ud, d), (pd_str){d->buf, d->conn_n});
 }
 
 static pd_user *user_find_h(const pd_model *m, pd_str id, uint64_t h) {
-    for (pd_hnode *e = pd_htab_bucket(&m->users, h); e; e = e->next) {
-        pd_user *u = (pd_user *)e;
+    for (pd_user *u = pd_ihtab_bucket(&m->users, h); u; u = pd_ihtab_next(&m->users, u)) {
         if (u->id_n == id.n && memcmp(u->id, id.p, id.n) == 0) return u;
     }
     return NULL;
@@ -57,9 +59,9 @@ static pd_server *server_find(const pd_model *m, pd_str id) {
 
 pd_device *pd__device_find(const pd_model *m, const pd_server *s, pd_str conn) {
     if (s == NULL) return NULL;
-    for (pd_hnode *e = pd_htab_bucket(&m->devices, device_key_hash(s, conn)); e; e = e->next) {
-        pd_device *d = (pd_device *)e;
-        if (d->server == s && d->conn_n == conn.n && memcmp(d->buf, conn.p, conn.n) == 0)
+    const pd_ihtab *t = &m->devices;
+    for (pd_device *d = pd_ihtab_bucket(t, device_key_hash(s, conn)); d; d = pd_ihtab_next(t, d)) {
+        if (d->server == s->ix && d->conn_n == conn.n && memcmp(d->buf, conn.p, conn.n) == 0)
             return d;
     }
     return NULL;
@@ -78,7 +80,7 @@ pd_user *pd__user_get(pd_model *m, pd_str id) {
     u->grace.kind = TK_GRACE;
     u->pub_status = PD_PUB_OFFLINE;
     m->by_status[PD_PUB_OFFLINE]++;
-    pd_htab_insert(&m->users, &u->h, h);
+    pd_ihtab_insert(&m->users, u, h);
     return u;
 }
 
@@ -115,11 +117,18 @@ static bool user_forgettable(const pd_user *u) {
  * forgettable (back to auto, cleared) must outlive its way to every
  * node. Forgotten at once, it would be in no later state transfer of its
  * writer, and a node that missed its op (refused while it took the writer
- * for down) would keep the register it replaced for good. */
+ * for down) would keep the register it replaced for good. The ver floor
+ * counts too: a VER op can reach a node before anything else of its user
+ * (the devices it is about come in another origin's partition), and a
+ * user known by nothing but that floor (no last_seen yet) would be
+ * forgotten at the next tick, floor and all, on that node only; the
+ * devices coming later would bring the user back without it, and that
+ * node's ver would stay below the others' for good (chaos seed 8). */
 static uint64_t retention_due(const pd_model *m, const pd_user *u) {
     uint64_t t = u->seen > 0 ? (uint64_t)u->seen : 0;
     uint64_t w = (u->chosen_hlc > u->custom_hlc ? u->chosen_hlc : u->custom_hlc) >> 16;
     if (w > t) t = w;
+    if ((u->vmax >> 16) > t) t = u->vmax >> 16;
     if (u->expired_at > 0 && (uint64_t)u->expired_at > t) t = (uint64_t)u->expired_at;
     return t + m->cfg.user_retention_ms;
 }
@@ -145,7 +154,7 @@ static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
         pd_theap_arm(&m->timers, &u->grace, retention_due(m, u));
         return;
     }
-    pd_htab_remove(&m->users, &u->h, pd_hash(u->id, u->id_n));
+    pd_ihtab_remove(&m->users, u, pd_hash(u->id, u->id_n));
     m->forgotten_users++;
     pd_slab_free(&m->user_slab, u, pd__user_size(u));
 }
@@ -221,7 +230,7 @@ typedef struct {
     uint64_t now;
 } restore_ctx;
 
-static void restore_delay(void *ud, pd_hnode *e) {
+static void restore_delay(void *ud, void *e) {
     restore_ctx *c = ud;
     pd_model *m = c->m;
     pd_user *u = (pd_user *)e;
@@ -237,7 +246,7 @@ void pd_model_restore_delays(pd_model *m, uint64_t now) {
     uint64_t cur = 0;
     if (m->cfg.offline_delay_ms == 0) return;
     m->now = now;
-    do cur = pd_htab_scan(&m->users, cur, restore_delay, &c); while (cur != 0);
+    do cur = pd_ihtab_scan(&m->users, cur, restore_delay, &c); while (cur != 0);
     pd__flush(m, now);
 }
 
@@ -277,11 +286,32 @@ void pd__custom_clear(pd_model *m, pd_user *u) {
 
 /* ---- devices and servers ----------------------------------------------------- */
 
+/* A free index of m->srv (index 0 is none), or 0 when out of memory.
+ * Servers are few and seldom dropped: a scan finds a free one. */
+static uint32_t server_ix(pd_model *m) {
+    for (uint32_t i = 1; i < m->nsrv; i++)
+        if (m->srv[i] == NULL) return i;
+    if (m->nsrv == 0) m->nsrv = 1;
+    if (m->nsrv >= m->srv_cap) {
+        uint32_t cap = m->srv_cap ? m->srv_cap * 2 : 16;
+        pd_server **v = pd_realloc(m->srv, sizeof *v * cap);
+        if (v == NULL) return 0;
+        m->srv = v;
+        m->srv_cap = cap;
+    }
+    m->srv[m->nsrv] = NULL;
+    return m->nsrv++;
+}
+
 pd_server *pd__server_get(pd_model *m, pd_str id) {
     pd_server *s = server_find(m, id);
     if (s) return s;
+    uint32_t ix = server_ix(m);
+    if (ix == 0) return NULL;
     s = pd_calloc(1, sizeof *s + id.n);
     if (s == NULL) return NULL;
+    s->ix = ix;
+    m->srv[ix] = s;
     memcpy(s->id, id.p, id.n);
     s->id_n = (uint8_t)id.n;
     s->hash = pd_hash(id.p, id.n);
@@ -295,6 +325,7 @@ pd_server *pd__server_get(pd_model *m, pd_str id) {
 static void server_drop(pd_model *m, pd_server *s) {
     pd_theap_disarm(&m->timers, &s->timeout);
     pd_htab_remove(&m->servers, &s->h, server_hash(&s->h));
+    m->srv[s->ix] = NULL;
     pd_free(s);
 }
 
@@ -340,24 +371,22 @@ static int64_t coarse(const pd_model *m, uint64_t now) {
     return (int64_t)(res ? now - now % res : now);
 }
 
-/* Fails (changing nothing) only if the idle timer cannot be armed. The
- * replicated last_active moves in steps of the activity resolution: an
- * activity within the current step sends nothing. */
+/* The replicated last_active moves in steps of the activity resolution:
+ * an activity within the current step sends nothing. */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
-    if (!pd_timer_armed(&d->idle) &&
-        pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK)
-        return PD_ENOMEM;
-    if ((int64_t)now > d->touched) d->touched = (int64_t)now;
+    pd_user *u = pd__dev_user(m, d);
+    if ((int64_t)now > pd__dev_touched(d)) pd__dev_set_touched(d, (int64_t)now);
     int64_t la = coarse(m, now);
     bool raised = la > d->last_active;
     if (raised) {
-        d->last_active = la;
-        pd__seen(m, d->user, la, pd__dev_node(m, d), d->claim);
+        pd__dev_raise_active(d, la);
+        pd__seen(m, u, la, pd__dev_node(m, d), d->claim);
     }
+    pd__idle_arm(m, d); /* after last_active: a restored one may have moved it */
     if (d->state != PD_DEV_ACTIVE) {
         d->state = PD_DEV_ACTIVE;
-        d->user->nactive++;
-        pd__mark_dirty(m, d->user);
+        u->nactive++;
+        pd__mark_dirty(m, u);
         raised = true;
     }
     if (raised) pd__emit_device(m, PD_OP_STATE, d);
@@ -365,42 +394,46 @@ pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now) {
 }
 
 void pd__device_set_idle(pd_model *m, pd_device *d) {
-    pd_theap_disarm(&m->timers, &d->idle);
+    pd__idle_disarm(m, d);
     if (d->state == PD_DEV_IDLE) return;
+    pd_user *u = pd__dev_user(m, d);
     d->state = PD_DEV_IDLE;
-    d->user->nactive--;
-    pd__mark_dirty(m, d->user);
+    u->nactive--;
+    pd__mark_dirty(m, u);
     pd__emit_device(m, PD_OP_STATE, d);
 }
 
 /* A device owned by another node: state as its owner reports it. */
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active) {
-    if (last_active > d->last_active) d->last_active = last_active;
-    pd__seen(m, d->user, last_active, pd__dev_node(m, d), d->claim);
+    pd_user *u = pd__dev_user(m, d);
+    pd__dev_raise_active(d, last_active);
+    pd__seen(m, u, last_active, pd__dev_node(m, d), d->claim);
     if (d->state == st) return;
     d->state = (uint8_t)st;
-    if (st == PD_DEV_ACTIVE) d->user->nactive++;
-    else d->user->nactive--;
-    pd__mark_dirty(m, d->user);
+    if (st == PD_DEV_ACTIVE) u->nactive++;
+    else u->nactive--;
+    pd__mark_dirty(m, u);
 }
 
 void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at) {
-    pd_user *u = d->user;
+    pd_user *u = pd__dev_user(m, d);
     if (pd__dev_node(m, d) == m->node) {
         seen_at = (int64_t)now;
         pd__emit_remove(m, d, seen_at);
     }
     pd__seen(m, u, seen_at, pd__dev_node(m, d), d->claim);
-    pd_server *s = d->server;
+    pd_server *s = pd__dev_server(m, d);
     bool was_active = u->nactive > 0;
-    pd_theap_disarm(&m->timers, &d->idle);
-    pd_htab_remove(&m->devices, &d->h, device_hash(&d->h));
-    for (pd_device **p = &u->devs; *p; p = &(*p)->unext) {
-        if (*p == d) { *p = d->unext; break; }
+    pd__idle_disarm(m, d);
+    pd_ihtab_remove(&m->devices, d, device_hash(m, d));
+    uint32_t di = pd__dev_ix(m, d);
+    for (uint32_t *p = &u->devs; *p; p = &pd__dev_at(m, *p)->unext) {
+        if (*p == di) { *p = d->unext; break; }
     }
-    if (d->sprev) d->sprev->snext = d->snext;
+    pd_device *sprev = pd__dev_at(m, d->sprev), *snext = pd__dev_at(m, d->snext);
+    if (sprev) sprev->snext = d->snext;
     else s->devs = d->snext;
-    if (d->snext) d->snext->sprev = d->sprev;
+    if (snext) snext->sprev = d->sprev;
     s->ndev--;
     u->ndev--;
     if (d->state == PD_DEV_ACTIVE) u->nactive--;
@@ -427,37 +460,33 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     d->conn_n = (uint8_t)conn.n;
     d->label_n = (uint8_t)label.n;
     d->meta_n = (uint16_t)meta.n;
-    /* Arm the idle timer before linking, so device_set_active cannot fail. */
-    if (local && pd_theap_arm(&m->timers, &d->idle, now + m->cfg.idle_timeout_ms) != PD_OK) {
-        pd_slab_free(&m->dev_slab, d, size);
-        return PD_ENOMEM;
-    }
     memcpy(d->buf, conn.p, conn.n);
     if (label.n) memcpy(d->buf + conn.n, label.p, label.n);
     if (meta.n) memcpy(d->buf + conn.n + label.n, meta.p, meta.n);
-    d->user = u;
-    d->server = s;
+    d->user = pd__user_ix(m, u);
+    d->server = s->ix;
     d->node = pd__node_index(owner);
     d->claim = claim;
     d->connected_at = (int64_t)now;
-    d->idle.kind = TK_IDLE;
     d->state = PD_DEV_IDLE; /* counted below */
+    uint32_t di = pd__dev_ix(m, d);
     d->unext = u->devs;
-    u->devs = d;
+    u->devs = di;
     d->snext = s->devs;
-    if (s->devs) s->devs->sprev = d;
-    s->devs = d;
+    if (s->devs) pd__dev_at(m, s->devs)->sprev = di;
+    s->devs = di;
     s->ndev++;
     if (u->ndev++ == 0) {
         m->live_users++;
         user_regained_device(m, u, owner, now);
     }
     m->ndevices++;
-    pd_htab_insert(&m->devices, &d->h, device_key_hash(s, conn));
+    pd_ihtab_insert(&m->devices, d, device_key_hash(s, conn));
     pd__mark_dirty(m, u);
     if (local) {
         d->state = PD_DEV_ACTIVE;
-        d->last_active = d->touched = (int64_t)now;
+        d->last_active = (int64_t)now; /* touched_after 0: touched now */
+        pd__idle_arm(m, d);
         u->nactive++;
         pd__seen(m, u, (int64_t)now, m->node, claim);
         pd__emit_device(m, PD_OP_ADD, d);
@@ -468,7 +497,7 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
 pd_device *pd__local_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd_str label,
                          pd_str meta, uint64_t now, pd_status *st) {
     *st = pd__device_add(m, s, conn, user, label, meta, m->node, pd__hlc_next(m, now), now);
-    return *st == PD_OK ? s->devs : NULL; /* added first in the server's list */
+    return *st == PD_OK ? pd__dev_at(m, s->devs) : NULL; /* added first in the server's list */
 }
 
 /* An event from a socket server about a device another node owns (the
@@ -478,9 +507,10 @@ pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *s
     *st = PD_OK;
     if (pd__dev_node(m, d) == m->node) return d;
     char conn[PD_ID_MAX], user[PD_ID_MAX], label[PD_DEVICE_MAX];
-    pd_str c = {conn, d->conn_n}, u = {user, d->user->id_n}, l = {label, d->label_n};
+    const pd_user *du = pd__dev_user(m, d);
+    pd_str c = {conn, d->conn_n}, u = {user, du->id_n}, l = {label, d->label_n};
     memcpy(conn, d->buf, d->conn_n);
-    memcpy(user, d->user->id, d->user->id_n);
+    memcpy(user, du->id, du->id_n);
     memcpy(label, d->buf + d->conn_n, d->label_n);
     pd_device *old = d;
     pd_devstate state = (pd_devstate)d->state;
@@ -488,7 +518,7 @@ pd_device *pd__claim_local(pd_model *m, pd_device *d, uint64_t now, pd_status *s
      * active then a STATE saying idle would flap its user on them. */
     pd__ops_mute(m);
     /* Add before removing: a failed add then leaves everything as it was. */
-    d = pd__local_add(m, d->server, c, u, l, (pd_str){NULL, 0}, now, st);
+    d = pd__local_add(m, pd__dev_server(m, d), c, u, l, (pd_str){NULL, 0}, now, st);
     if (d && state == PD_DEV_IDLE) pd__device_set_idle(m, d);
     pd__ops_unmute(m);
     if (d) {
@@ -510,8 +540,8 @@ void pd__renew_claim(pd_model *m, pd_device *d, uint64_t now) {
 /* Disconnects every device of s and forgets it (shutdown, timeout). */
 static void server_close(pd_model *m, pd_server *s, uint64_t now) {
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
-        for (pd_device *d = s->devs, *next; d; d = next) {
-            next = d->snext;
+        for (pd_device *d = pd__dev_at(m, s->devs), *next; d; d = next) {
+            next = pd__dev_at(m, d->snext);
             if (pd__dev_node(m, d) == m->node && (pass || d->state == PD_DEV_IDLE))
                 pd__device_remove(m, d, now, 0);
         }
@@ -534,8 +564,9 @@ static pd_status ev_connect(pd_model *m, pd_server *s, const pd_event *ev, uint6
                             pd_err *err) {
     pd_device *d = pd__device_find(m, s, ev->conn);
     pd_status st = PD_OK;
-    if (d && pd__dev_node(m, d) == m->node && d->user->id_n == ev->user.n &&
-        memcmp(d->user->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
+    const pd_user *du = d ? pd__dev_user(m, d) : NULL;
+    if (d && pd__dev_node(m, d) == m->node && du->id_n == ev->user.n &&
+        memcmp(du->id, ev->user.p, ev->user.n) == 0 && d->label_n == ev->device.n &&
         memcmp(d->buf + d->conn_n, ev->device.p, ev->device.n) == 0) {
         return pd__device_set_active(m, d, now); /* a repeated connect: nothing new */
     }
@@ -742,13 +773,6 @@ pd_status pd_model_apply(pd_model *m, const pd_event *ev, uint64_t now,
 
 static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     switch (t->kind) {
-    case TK_IDLE: {
-        pd_device *d = OWNER(t, pd_device, idle);
-        uint64_t due = (uint64_t)d->touched + m->cfg.idle_timeout_ms;
-        if (due > now) pd_theap_arm(&m->timers, t, due);
-        else pd__device_set_idle(m, d);
-        break;
-    }
     case TK_GRACE: { /* the offline delay, then the retention (see retention_arm) */
         pd_user *u = OWNER(t, pd_user, grace);
         if (u->flags & UF_BACK) { /* returned within the delay: its ver, now */
@@ -810,14 +834,26 @@ void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at) {
     pd__hlc_observe(m, (uint64_t)expires_at << 16, m->now);
 }
 
+/* The heap's timers and the idle queue, in the order they are due. */
 void pd_model_tick(pd_model *m, uint64_t now) {
-    pd_timer *t;
     m->now = now;
-    while ((t = pd_theap_pop_due(&m->timers, now)) != NULL) fire(m, t, now);
+    for (;;) {
+        pd_device *d;
+        pd_timer *t;
+        if (pd__idle_next(m) <= pd_theap_next(&m->timers) && (d = pd__idle_pop_due(m, now)))
+            pd__device_set_idle(m, d);
+        else if ((t = pd_theap_pop_due(&m->timers, now)) != NULL)
+            fire(m, t, now);
+        else
+            break;
+    }
     pd__flush(m, now);
 }
 
-uint64_t pd_model_next_due(const pd_model *m) { return pd_theap_next(&m->timers); }
+uint64_t pd_model_next_due(const pd_model *m) {
+    uint64_t h = pd_theap_next(&m->timers), i = pd__idle_next(m);
+    return i < h ? i : h;
+}
 
 uint32_t pd_model_refusals(const pd_model *m, const pd_refusal **out) {
     *out = m->refusals;
@@ -836,8 +872,8 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
     pd_slab_init(&m->user_slab, PD_SLAB_POOLED);
     pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
     m->node = pd__intern(m, node);
-    if (m->node == NULL || pd_htab_init(&m->users, user_hash) != PD_OK ||
-        pd_htab_init(&m->devices, device_hash) != PD_OK ||
+    if (m->node == NULL || pd_ihtab_init(&m->users, &m->user_slab, user_hash, m) != PD_OK ||
+        pd_ihtab_init(&m->devices, &m->dev_slab, device_hash, m) != PD_OK ||
         pd_htab_init(&m->servers, server_hash) != PD_OK) {
         pd_model_free(m);
         return NULL;
@@ -851,30 +887,39 @@ static void free_server(void *ud, pd_hnode *e) {
     pd_free(e);
 }
 
-static void free_device(void *ud, pd_hnode *e) {
+static void free_device(void *ud, void *e) {
     pd_model *m = ud;
     pd_slab_free(&m->dev_slab, e, pd__device_size((pd_device *)e));
 }
 
-static void free_user(void *ud, pd_hnode *e) {
+static void free_user(void *ud, void *e) {
     pd_model *m = ud;
     pd_free(((pd_user *)e)->custom);
     pd_slab_free(&m->user_slab, e, pd__user_size((pd_user *)e));
 }
 
-static void free_table(pd_model *m, pd_htab *t, pd_htab_visit fn) {
+static void free_records(pd_model *m, pd_ihtab *t, pd_ihtab_visit fn) {
     if (t->b == NULL) return;
     uint64_t c = 0;
-    do c = pd_htab_scan(t, c, fn, m); while (c != 0);
+    do c = pd_ihtab_scan(t, c, fn, m); while (c != 0);
+    pd_ihtab_free(t);
+}
+
+static void free_servers(pd_model *m) {
+    pd_htab *t = &m->servers;
+    if (t->b == NULL) return;
+    uint64_t c = 0;
+    do c = pd_htab_scan(t, c, free_server, m); while (c != 0);
     pd_htab_free(t);
 }
 
 void pd_model_free(pd_model *m) {
     if (m == NULL) return;
     pd_theap_free(&m->timers);
-    free_table(m, &m->devices, free_device);
-    free_table(m, &m->users, free_user);
-    free_table(m, &m->servers, free_server);
+    free_records(m, &m->devices, free_device);
+    free_records(m, &m->users, free_user);
+    free_servers(m);
+    pd_free(m->srv);
     pd_slab_destroy(&m->dev_slab);
     pd_slab_destroy(&m->user_slab);
     pd_free(m->dirty);
@@ -883,11 +928,71 @@ void pd_model_free(pd_model *m) {
     pd_free(m);
 }
 
+/* Frees every record and gives the table back its initial size (keeping
+ * the buckets, zeroed, if even that cannot be had). */
+static void clear_records(pd_model *m, pd_ihtab *t, pd_ihtab_visit fn) {
+    uint64_t c = 0;
+    pd_ihtab fresh;
+    do c = pd_ihtab_scan(t, c, fn, m); while (c != 0);
+    if (pd_ihtab_init(&fresh, t->slab, t->hash, t->hash_ud) == PD_OK) {
+        pd_ihtab_free(t);
+        *t = fresh;
+    } else {
+        memset(t->b, 0, (size_t)(t->mask + 1) * sizeof *t->b);
+        t->n = 0;
+    }
+}
+
+static void clear_servers(pd_model *m) {
+    pd_htab *t = &m->servers;
+    uint64_t c = 0;
+    pd_htab fresh;
+    do c = pd_htab_scan(t, c, free_server, m); while (c != 0);
+    if (pd_htab_init(&fresh, t->hash) == PD_OK) {
+        pd_htab_free(t);
+        *t = fresh;
+    } else {
+        memset(t->b, 0, (size_t)(t->mask + 1) * sizeof *t->b);
+        t->n = 0;
+    }
+}
+
+void pd_model_clear(pd_model *m) {
+    pd_theap_free(&m->timers);
+    pd_theap_init(&m->timers);
+    clear_records(m, &m->devices, free_device);
+    clear_records(m, &m->users, free_user);
+    clear_servers(m);
+    m->nsrv = 0; /* the servers' indexes are free again (the array is kept) */
+    m->idle_head = m->idle_tail = 0;
+    m->nidle = 0;
+    pd_slab_destroy(&m->dev_slab);
+    pd_slab_destroy(&m->user_slab);
+    pd_slab_init(&m->dev_slab, PD_SLAB_POOLED);
+    pd_slab_init(&m->user_slab, PD_SLAB_POOLED);
+    m->hlc = m->now = m->write_at = 0;
+    m->ndirty = m->nrefusals = 0;
+    m->ndevices = m->live_users = m->changes = 0;
+    memset(m->by_status, 0, sizeof m->by_status);
+    m->refused_devices = m->refused_users = 0;
+    m->forgotten_users = m->forgotten_servers = 0;
+}
+
+bool pd_model_pristine(const pd_model *m) {
+    static const uint64_t none[PD_PUB_INVISIBLE + 1];
+    return m->users.n == 0 && m->devices.n == 0 && m->servers.n == 0 &&
+           pd_theap_count(&m->timers) == 0 && m->hlc == 0 && m->ndirty == 0 &&
+           m->ndevices == 0 && m->live_users == 0 && m->changes == 0 &&
+           memcmp(m->by_status, none, sizeof none) == 0 && m->refused_devices == 0 &&
+           m->refused_users == 0 && m->forgotten_users == 0 && m->forgotten_servers == 0 &&
+           m->nidle == 0 && m->nsrv == 0;
+}
+
 void pd_model_stats_get(const pd_model *m, pd_model_stats *st) {
     st->users = m->users.n;
     st->devices = m->ndevices;
     st->servers = m->servers.n;
-    st->timers = pd_theap_count(&m->timers);
+    st->timers = pd_theap_count(&m->timers) + m->nidle;
     st->changes = m->changes;
     st->refused_devices = m->refused_devices;
     st->refused_users = m->refused_users;
@@ -916,6 +1021,6 @@ uint32_t pd_model_servers(const pd_model *m, pd_server_view *out, uint32_t max) 
 }
 
 void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices) {
-    pd_htab_reserve(&m->users, users);
-    pd_htab_reserve(&m->devices, devices);
+    pd_ihtab_reserve(&m->users, users);
+    pd_ihtab_reserve(&m->devices, devices);
 }

@@ -64,6 +64,14 @@ typedef void (*pd_change_fn)(void *ud, const pd_view *v);
 /* node is this node's id (the owner of devices it creates). */
 pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud);
 void pd_model_free(pd_model *m);
+/* Back to what pd_model_new made: every user, device, server and timer
+ * freed, the clock and the counters at 0, nothing reported (no change, no
+ * op). The configuration, the callbacks and the interned node ids stay.
+ * Undoes a restore found bad halfway (sync/repl_restore.c). */
+void pd_model_clear(pd_model *m);
+/* True if m is as pd_model_new (or pd_model_clear) left it: a clear would
+ * lose nothing. */
+bool pd_model_pristine(const pd_model *m);
 /* Sizes the tables for this many users and devices at once (restoring a
  * snapshot); a hint: out of memory leaves them growing one step at a time. */
 void pd_model_reserve(pd_model *m, uint64_t users, uint64_t devices);

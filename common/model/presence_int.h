@@ -6,11 +6,12 @@
 #include <stddef.h>
 #include <string.h>
 #include "base/htab.h"
+#include "base/ihtab.h"
 #include "base/slab.h"
 #include "model/presence.h"
 #include "base/timerheap.h"
 
-enum { TK_IDLE = 1, TK_GRACE, TK_CUSTOM, TK_SERVER, TK_SYNC };
+enum { TK_GRACE = 1, TK_CUSTOM, TK_SERVER, TK_SYNC };
 
 typedef struct pd_user pd_user;
 
@@ -33,8 +34,8 @@ typedef struct pd_device pd_device;
  * 8 bytes is 8 MB a million records); pd__user_size/pd__device_size give
  * the size a record is allocated and freed with. */
 struct pd_user {
-    pd_hnode h;
-    pd_device *devs;           /* singly linked through d->unext */
+    uint32_t hnext;            /* the users table's chain (base/ihtab.h): first */
+    uint32_t devs;             /* dev_slab index; singly linked through d->unext */
     pd_custom *custom;
     pd_timer grace;            /* offline delay after the last device left (UF_GRACE),
                                 * then the retention (see retention_arm) */
@@ -88,8 +89,9 @@ typedef struct pd_sync_run {
 
 struct pd_server {
     pd_hnode h;
+    uint32_t ix;               /* in m->srv: what its devices hold */
     uint64_t hash;             /* pd_hash of id: part of every device's key hash */
-    pd_device *devs;           /* doubly linked through d->sprev/snext */
+    uint32_t devs;             /* dev_slab index; doubly linked through d->sprev/snext */
     pd_timer timeout;
     int64_t last_msg;          /* last event from this server */
     int64_t last_seq;
@@ -100,32 +102,43 @@ struct pd_server {
     char id[];
 };
 
+/* A device names its user and the devices next to it in its lists and its
+ * hash chain by their slab indexes (4 bytes, not an 8-byte pointer; 0:
+ * none): pd__dev_at, pd__dev_ix, pd__dev_user. */
 struct pd_device {
-    pd_hnode h;                /* table keyed by (server, conn) */
-    pd_device *unext;
-    pd_device *sprev, *snext;
-    pd_user *user;
-    pd_server *server;
-    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
-    int64_t connected_at, last_active; /* replicated; last_active coarsened */
-    int64_t touched;           /* this node's devices: the last activity, exact */
-    pd_timer idle;
+    uint32_t hnext;            /* table keyed by (server, conn) (base/ihtab.h): first */
+    uint32_t user;             /* user_slab index */
+    uint32_t unext;            /* the user's devices */
+    uint32_t sprev, snext;     /* the server's devices */
+    uint32_t iprev, inext;     /* the idle queue (MARK_IDLEQ), this node's active devices */
+    uint32_t touched_after;    /* this node's devices: the last activity, exact, in ms
+                                * after last_active (pd__dev_touched) */
+    uint32_t server;           /* its index in m->srv (pd__dev_server) */
     uint16_t node;             /* owner: index of its interned id (pd__dev_node) */
     uint16_t meta_n;           /* bytes of the encoded meta map (0: none) */
+    uint64_t claim;            /* HLC of the owner's connect: newest claim wins */
+    int64_t connected_at, last_active; /* replicated; last_active coarsened */
     uint8_t state;             /* pd_devstate */
-    uint8_t mark;              /* MARK_* scratch bits */
+    uint8_t mark;              /* MARK_* bits */
     uint8_t conn_n, label_n;
     char buf[];                /* conn, label, then meta */
 };
 
-enum { MARK_SYNC = 1, MARK_PARTITION = 2 };
+/* MARK_SYNC and MARK_PARTITION are scratch bits of one operation;
+ * MARK_IDLEQ says the device is in the idle queue (presence_idle.c). */
+enum { MARK_SYNC = 1, MARK_PARTITION = 2, MARK_IDLEQ = 4 };
 
 #define PD_MODEL_NODES_MAX 1024
 
 struct pd_model {
     pd_model_cfg cfg;
-    pd_htab users, devices, servers;
+    pd_ihtab users, devices;   /* records of user_slab, dev_slab */
+    pd_htab servers;
+    pd_server **srv;           /* servers by index (1..): devices name theirs so */
+    uint32_t nsrv, srv_cap;
     pd_theap timers;
+    uint32_t idle_head, idle_tail; /* the idle queue, by last activity (presence_idle.c) */
+    uint32_t nidle;
     pd_change_fn on_change;
     void *ud;
     const char *node;          /* this node's id, nodes[0] */
@@ -152,6 +165,23 @@ struct pd_model {
     uint64_t forgotten_users, forgotten_servers; /* PRESENCE_USER_RETENTION_MS */
 };
 
+/* Records by slab index (0: NULL) and back. */
+static inline pd_device *pd__dev_at(const pd_model *m, uint32_t i) {
+    return pd_slab_ptr(&m->dev_slab, i);
+}
+static inline uint32_t pd__dev_ix(const pd_model *m, const pd_device *d) {
+    return pd_slab_idx(&m->dev_slab, d);
+}
+static inline pd_user *pd__dev_user(const pd_model *m, const pd_device *d) {
+    return pd_slab_ptr(&m->user_slab, d->user);
+}
+static inline uint32_t pd__user_ix(const pd_model *m, const pd_user *u) {
+    return pd_slab_idx(&m->user_slab, u);
+}
+static inline pd_server *pd__dev_server(const pd_model *m, const pd_device *d) {
+    return m->srv[d->server];
+}
+
 /* Interned node ids: each carries its index in m->nodes in the two bytes
  * before it, so that records can hold the index and code the pointer. */
 static inline uint16_t pd__node_index(const char *interned) {
@@ -174,6 +204,23 @@ static inline size_t pd__user_size(const pd_user *u) {
 }
 static inline size_t pd__device_size(const pd_device *d) {
     return offsetof(pd_device, buf) + d->conn_n + d->label_n + d->meta_n;
+}
+/* A device's last activity: last_active moves to it in steps of the
+ * activity resolution, so 32 bits of offset are plenty; a last_active
+ * raised past it (an own STATE op restored) takes it along. */
+static inline int64_t pd__dev_touched(const pd_device *d) {
+    return d->last_active + (int64_t)d->touched_after;
+}
+static inline void pd__dev_set_touched(pd_device *d, int64_t t) {
+    int64_t off = t - d->last_active;
+    d->touched_after = off <= 0 ? 0 : off >= (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)off;
+}
+/* Raises last_active, keeping the last activity where it was. */
+static inline void pd__dev_raise_active(pd_device *d, int64_t la) {
+    if (la <= d->last_active) return;
+    int64_t t = pd__dev_touched(d);
+    d->last_active = la;
+    pd__dev_set_touched(d, t);
 }
 static inline pd_str pd__dev_meta(const pd_device *d) {
     return (pd_str){d->meta_n ? d->buf + d->conn_n + d->label_n : NULL, d->meta_n};
@@ -200,9 +247,19 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
  * last_seen + the delay at least, when its offline's ver is numbered. */
 void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
-/* This node's devices: with the idle timer. */
+/* This node's devices: in the idle queue while active. Cannot fail (the
+ * status is kept for the callers that pass it on). */
 pd_status pd__device_set_active(pd_model *m, pd_device *d, uint64_t now);
 void pd__device_set_idle(pd_model *m, pd_device *d);
+/* presence_idle.c: the idle queue. pd__idle_arm puts d (queued or not)
+ * where its last activity belongs; pd__idle_next is when the head goes
+ * idle (UINT64_MAX: none); pd__idle_pop_due takes the head out if that
+ * is at or before now. */
+void pd__idle_arm(pd_model *m, pd_device *d);
+void pd__idle_disarm(pd_model *m, pd_device *d);
+static inline bool pd__idle_armed(const pd_device *d) { return (d->mark & MARK_IDLEQ) != 0; }
+uint64_t pd__idle_next(const pd_model *m);
+pd_device *pd__idle_pop_due(pd_model *m, uint64_t now);
 void pd__mark_dirty(pd_model *m, pd_user *u);
 void pd__flush(pd_model *m, uint64_t now);
 void pd__custom_clear(pd_model *m, pd_user *u);

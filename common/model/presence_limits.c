@@ -53,7 +53,7 @@ pd_status pd__limit_connect(pd_model *m, const pd_server *s, const pd_event *ev,
     pd_status st = limit_live(m, err, u == NULL || u->ndev == 0 ? 1 : 0);
     if (st != PD_OK || u == NULL || m->cfg.max_devices_per_user == 0) return st;
     const pd_device *d = pd__device_find(m, s, ev->conn);
-    uint64_t would = (uint64_t)u->ndev + 1u - (d != NULL && d->user == u ? 1u : 0u);
+    uint64_t would = (uint64_t)u->ndev + 1u - (d != NULL && pd__dev_user(m, d) == u ? 1u : 0u);
     if (would <= m->cfg.max_devices_per_user) return PD_OK;
     if (would == u->ndev) return PD_OK; /* no more than now: never refuse a replacement */
     return refuse_devices(m, err, ev->user, would);

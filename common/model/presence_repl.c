@@ -86,12 +86,14 @@ void pd__emit(pd_model *m, const pd_op *op) {
     if (m->on_op && m->ops_muted == 0) m->on_op(m->op_ud, op);
 }
 
-static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
+static void device_op(const pd_model *m, const pd_device *d, pd_op_kind kind, pd_op *op) {
+    const pd_user *u = pd__dev_user(m, d);
     memset(op, 0, sizeof *op);
     op->kind = kind;
-    op->server = (pd_str){d->server->id, d->server->id_n};
+    const pd_server *s = pd__dev_server(m, d);
+    op->server = (pd_str){s->id, s->id_n};
     op->conn = (pd_str){d->buf, d->conn_n};
-    op->user = (pd_str){d->user->id, d->user->id_n};
+    op->user = (pd_str){u->id, u->id_n};
     op->label = (pd_str){d->buf + d->conn_n, d->label_n};
     op->state = (pd_devstate)d->state;
     op->connected_at = d->connected_at;
@@ -110,10 +112,11 @@ static void device_op(const pd_device *d, pd_op_kind kind, pd_op *op) {
 static uint64_t device_write_ver(pd_model *m, pd_op_kind kind, const pd_device *d) {
     uint64_t v = kind == PD_OP_ADD ? d->claim
                : m->write_at ? m->write_at : m->ops_muted ? 0 : pd__hlc_next(m, m->now);
-    if (kind == PD_OP_REMOVE && m->write_at && d->user->vmax > v &&
-        d->user->vmax_by == pd__writer_of(m->node))
-        v = d->user->vmax;
-    if (v) pd__ver_raise(m, d->user, v, pd__dev_node(m, d));
+    pd_user *u = pd__dev_user(m, d);
+    if (kind == PD_OP_REMOVE && m->write_at && u->vmax > v &&
+        u->vmax_by == pd__writer_of(m->node))
+        v = u->vmax;
+    if (v) pd__ver_raise(m, u, v, pd__dev_node(m, d));
     return v;
 }
 
@@ -122,7 +125,7 @@ void pd__emit_device(pd_model *m, pd_op_kind kind, const pd_device *d) {
     if (pd__dev_node(m, d) != m->node) return;
     uint64_t v = device_write_ver(m, kind, d);
     if (m->on_op == NULL || m->ops_muted) return;
-    device_op(d, kind, &op);
+    device_op(m, d, kind, &op);
     if (kind != PD_OP_ADD) op.ver = v;
     m->on_op(m->op_ud, &op);
 }
@@ -132,13 +135,27 @@ void pd__emit_remove(pd_model *m, const pd_device *d, int64_t at) {
     if (pd__dev_node(m, d) != m->node) return;
     uint64_t v = device_write_ver(m, PD_OP_REMOVE, d);
     if (m->on_op == NULL || m->ops_muted) return;
-    device_op(d, PD_OP_REMOVE, &op);
+    device_op(m, d, PD_OP_REMOVE, &op);
     op.at = at;
     op.ver = v;
     m->on_op(m->op_ud, &op);
 }
 
 /* ---- ops in ----------------------------------------------------------------- */
+
+/* An ADD whose entry was taken by a newer claim before it came: on the
+ * nodes that applied it first, its user got the claim's version and
+ * connected_at as last_seen, and kept them when displaced. So does this
+ * node, creating the user if it has to (these registers only grow, so
+ * the order of arrival does not matter). */
+static pd_status claimed_before(pd_model *m, const char *origin, const pd_op *op) {
+    pd_user *u = pd__user_get(m, op->user);
+    if (u == NULL) return PD_ENOMEM;
+    pd__ver_raise(m, u, op->hlc, origin);
+    pd__seen(m, u, op->connected_at, origin, op->hlc);
+    pd__mark_dirty(m, u);
+    return PD_OK;
+}
 
 /* *out: the entry of origin with the op's claim afterwards (what owned()
  * finds), or NULL; saves the restore a second lookup per device. */
@@ -149,7 +166,7 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
     if (s == NULL) return PD_ENOMEM;
     pd_device *d = pd__device_find(m, s, op->conn);
     if (d && pd__dev_node(m, d) == origin && d->claim == op->hlc && pd_str_eq(op->user,
-            (pd_str){d->user->id, d->user->id_n})) {
+            (pd_str){pd__dev_user(m, d)->id, pd__dev_user(m, d)->id_n})) {
         pd__device_state(m, d, op->state, op->last_active); /* a repeat */
         d->mark &= (uint8_t)~MARK_PARTITION;
         *out = d;
@@ -158,7 +175,10 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
     if (d && !pd__newer(op->hlc, origin, d->claim, pd__dev_node(m, d))) {
         if (pd__dev_node(m, d) == origin && d->claim == op->hlc) *out = d;
         pd__drop_server_if_unused(m, s);
-        return PD_OK; /* an older claim: the current owner keeps it */
+        /* An older claim: the current owner keeps the entry. Its user
+         * still takes the claim's version and time, as on the nodes that
+         * applied this ADD before the newer claim displaced it. */
+        return claimed_before(m, origin, op);
     }
     if (d) {
         /* Another node's newer claim (a server moved), or the owner reused
@@ -176,10 +196,11 @@ static pd_status apply_add(pd_model *m, const char *origin, const pd_op *op, uin
         pd__drop_server_if_unused(m, s);
         return st;
     }
-    d = s->devs;
-    pd__ver_raise(m, d->user, op->hlc, origin);
+    d = pd__dev_at(m, s->devs);
+    pd_user *u = pd__dev_user(m, d);
+    pd__ver_raise(m, u, op->hlc, origin);
     d->connected_at = op->connected_at;
-    pd__seen(m, d->user, op->connected_at, origin, op->hlc);
+    pd__seen(m, u, op->connected_at, origin, op->hlc);
     pd__device_state(m, d, op->state, op->last_active);
     d->mark &= (uint8_t)~MARK_PARTITION;
     *out = d;
@@ -235,7 +256,9 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
  * another node, a newer claim): its time and version still count for the
  * user, as on the nodes that removed the device by this op. */
 static void removed_before(pd_model *m, const char *origin, const pd_op *op) {
-    pd_user *u = op->user.n ? pd__user_find(m, op->user) : NULL;
+    /* Created if unknown: the ADD may have been refused here (see
+     * claimed_before), while the nodes that applied it keep the user. */
+    pd_user *u = op->user.n ? pd__user_get(m, op->user) : NULL;
     if (u == NULL) return;
     if (op->ver) pd__ver_raise(m, u, op->ver, origin);
     pd__seen(m, u, op->at, origin, op->hlc);
@@ -256,8 +279,8 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
         break;
     case PD_OP_REMOVE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
-            pd_server *s = d->server;
-            if (op->ver) pd__ver_raise(m, d->user, op->ver, origin);
+            pd_server *s = pd__dev_server(m, d);
+            if (op->ver) pd__ver_raise(m, pd__dev_user(m, d), op->ver, origin);
             pd__device_remove(m, d, now, op->at);
             pd__drop_server_if_unused(m, s);
         } else if (origin != m->node) {
@@ -266,7 +289,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
         break;
     case PD_OP_STATE:
         if (origin != m->node && (d = owned(m, origin, op)) != NULL) {
-            if (op->ver) pd__ver_raise(m, d->user, op->ver, origin);
+            if (op->ver) pd__ver_raise(m, pd__dev_user(m, d), op->ver, origin);
             pd__device_state(m, d, op->state, op->last_active);
         }
         break;
@@ -293,15 +316,15 @@ typedef struct {
     void *ud;
 } part_ctx;
 
-static void mark_owned(void *ud, pd_hnode *e) {
+static void mark_owned(void *ud, void *e) {
     part_ctx *c = ud;
     pd_device *d = (pd_device *)e;
     if (pd__dev_node(c->m, d) == c->owner) d->mark |= MARK_PARTITION;
 }
 
-static void scan_devices(const pd_model *m, pd_htab_visit fn, void *ud) {
+static void scan_devices(const pd_model *m, pd_ihtab_visit fn, void *ud) {
     uint64_t cur = 0;
-    do cur = pd_htab_scan(&m->devices, cur, fn, ud); while (cur != 0);
+    do cur = pd_ihtab_scan(&m->devices, cur, fn, ud); while (cur != 0);
 }
 
 void pd_model_partition_begin(pd_model *m, pd_str origin) {
@@ -319,7 +342,7 @@ typedef struct {
     uint8_t need_mark;
 } dev_list;
 
-static void collect(void *ud, pd_hnode *e) {
+static void collect(void *ud, void *e) {
     dev_list *l = ud;
     pd_device *d = (pd_device *)e;
     if (pd__dev_node(l->m, d) != l->owner || (l->need_mark && !(d->mark & MARK_PARTITION)))
@@ -372,8 +395,8 @@ static void remove_owned(pd_model *m, const char *owner, bool marked_only, bool 
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
         for (size_t i = 0; i < l.n; i++) {
             if (l.v[i] == NULL || (!pass && l.v[i]->state != PD_DEV_IDLE)) continue;
-            pd_server *s = l.v[i]->server;
-            pd_user *u = l.v[i]->user;
+            pd_server *s = pd__dev_server(m, l.v[i]);
+            pd_user *u = pd__dev_user(m, l.v[i]);
             if (decide) decide_ver(m, u, h);
             pd__device_remove(m, l.v[i], now, 0);
             if (decide && u->ndev == 0) decide_seen(m, u, now);
@@ -393,18 +416,18 @@ void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now) {
     remove_owned(m, pd__intern_find(m, owner), false, true, now);
 }
 
-static void dump_device(void *ud, pd_hnode *e) {
+static void dump_device(void *ud, void *e) {
     part_ctx *c = ud;
     const pd_device *d = (const pd_device *)e;
     pd_op op;
     if (pd__dev_node(c->cm, d) != c->owner) return;
-    device_op(d, PD_OP_ADD, &op);
+    device_op(c->cm, d, PD_OP_ADD, &op);
     c->fn(c->ud, &op);
 }
 
 /* The floor is a device's claim, which its ADD carries anyway. */
 static bool ver_implied(const pd_model *m, const pd_user *u) {
-    for (const pd_device *d = u->devs; d; d = d->unext) {
+    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
         if (d->claim == u->vmax && pd__writer_of(pd__dev_node(m, d)) == u->vmax_by) return true;
     }
     return false;
@@ -461,7 +484,7 @@ void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, p
     }
 }
 
-static void dump_registers(void *ud, pd_hnode *e) {
+static void dump_registers(void *ud, void *e) {
     part_ctx *c = ud;
     pd__register_ops(c->cm, (const pd_user *)e, c->owner, c->fn, c->ud);
 }
@@ -471,7 +494,7 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
     uint64_t cur = 0;
     if (c.owner == NULL) return;
     scan_devices(m, dump_device, &c);
-    do cur = pd_htab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
+    do cur = pd_ihtab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
 }
 
 bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at,
@@ -479,7 +502,7 @@ bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at
     part_ctx c = {.cm = m, .owner = pd__intern_find(m, writer), .fn = fn, .ud = ud};
     if (c.owner == NULL || c.owner == m->node) return true;
     for (uint32_t k = 0; k < buckets; k++) {
-        *at = pd_htab_scan(&m->users, *at, dump_registers, &c);
+        *at = pd_ihtab_scan(&m->users, *at, dump_registers, &c);
         if (*at == 0) return true;
     }
     return false;
@@ -490,14 +513,14 @@ bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_curs
     part_ctx c = {.cm = m, .owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
     if (c.owner == NULL) return true;
     for (uint32_t k = 0; k < buckets && cur->phase < 2; k++) {
-        const pd_htab *t = cur->phase == 0 ? &m->devices : &m->users;
-        cur->at = pd_htab_scan(t, cur->at, cur->phase == 0 ? dump_device : dump_registers, &c);
+        const pd_ihtab *t = cur->phase == 0 ? &m->devices : &m->users;
+        cur->at = pd_ihtab_scan(t, cur->at, cur->phase == 0 ? dump_device : dump_registers, &c);
         if (cur->at == 0) cur->phase++;
     }
     return cur->phase >= 2;
 }
 
-static void count_owned(void *ud, pd_hnode *e) {
+static void count_owned(void *ud, void *e) {
     part_ctx *c = ud;
     if (pd__dev_node(c->cm, (pd_device *)e) == c->owner) c->count++;
 }
@@ -528,7 +551,7 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         break;
     case PD_OP_REMOVE:
         if ((d = owned(m, m->node, op)) != NULL) {
-            pd_server *s = d->server;
+            pd_server *s = pd__dev_server(m, d);
             /* Removed then, not now, at its version: the REMOVE op said. */
             m->write_at = op->ver;
             pd__device_remove(m, d, op->at > 0 ? (uint64_t)op->at : now, 0);
@@ -540,13 +563,13 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         break;
     case PD_OP_STATE:
         if ((d = owned(m, m->node, op)) != NULL) {
-            if (op->last_active > d->last_active) d->last_active = op->last_active;
-            pd__seen(m, d->user, op->last_active, pd__dev_node(m, d), d->claim);
+            pd__dev_raise_active(d, op->last_active);
+            pd__seen(m, pd__dev_user(m, d), op->last_active, pd__dev_node(m, d), d->claim);
             m->write_at = op->ver;
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
             m->write_at = 0;
-            if (op->ver) pd__ver_raise(m, d->user, op->ver, m->node);
+            if (op->ver) pd__ver_raise(m, pd__dev_user(m, d), op->ver, m->node);
         }
         break;
     case PD_OP_SYNCED:

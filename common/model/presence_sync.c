@@ -107,8 +107,9 @@ static pd_status sync_entry(pd_model *m, pd_server *s, const pd_sync_conn *c, ui
     pd_device *d = pd__device_find(m, s, c->conn);
     /* The label too: a conn id the server reused may still name a stale
      * entry (its remove not applied yet), which must not lend its label. */
-    bool same = d && d->user->id_n == c->user.n &&
-                memcmp(d->user->id, c->user.p, c->user.n) == 0 && d->label_n == c->device.n &&
+    const pd_user *du = d ? pd__dev_user(m, d) : NULL;
+    bool same = d && du->id_n == c->user.n &&
+                memcmp(du->id, c->user.p, c->user.n) == 0 && d->label_n == c->device.n &&
                 memcmp(d->buf + d->conn_n, c->device.p, c->device.n) == 0;
     if (same && pd__dev_node(m, d) != m->node) {
         d = pd__claim_local(m, d, now, &st);
@@ -117,7 +118,7 @@ static pd_status sync_entry(pd_model *m, pd_server *s, const pd_sync_conn *c, ui
     } else {
         pd_err e = {PD_OK, ""};
         pd_user *u = pd__user_find(m, c->user);
-        bool replaces_own = d && d->user == u; /* one leaves as one comes */
+        bool replaces_own = d && du == u; /* one leaves as one comes */
         if (!replaces_own && pd__limit_sync_entry(m, u, c->user, &e) != PD_OK) {
             refuse(m, c->conn, &e); /* unmarked: a stale entry of that conn leaves */
             return PD_OK;
@@ -135,8 +136,8 @@ static pd_status sync_entry(pd_model *m, pd_server *s, const pd_sync_conn *c, ui
 static void sync_complete(pd_model *m, pd_server *s, uint64_t now) {
     uint64_t h = pd__hlc_next(m, now);
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
-        for (pd_device *d = s->devs, *next; d; d = next) {
-            next = d->snext;
+        for (pd_device *d = pd__dev_at(m, s->devs), *next; d; d = next) {
+            next = pd__dev_at(m, d->snext);
             /* Another owner's device gets its version from that owner's
              * REMOVE (at h, or earlier if it had gone already), as on
              * every node. */
@@ -164,7 +165,8 @@ pd_status pd__ev_sync(pd_model *m, pd_server *s, const pd_event *ev_in, uint64_t
     }
     if ((st = run_admit(m, s, ev, &first, err)) != PD_OK) return st;
     if (first)
-        for (pd_device *d = s->devs; d; d = d->snext) d->mark &= (uint8_t)~MARK_SYNC;
+        for (pd_device *d = pd__dev_at(m, s->devs); d; d = pd__dev_at(m, d->snext))
+            d->mark &= (uint8_t)~MARK_SYNC;
     pd_sync_iter_init(&it, ev);
     while (pd_sync_iter_next(&it, &c)) {
         if ((st = sync_entry(m, s, &c, now)) != PD_OK) return st;
@@ -192,8 +194,8 @@ void pd__apply_synced(pd_model *m, const char *origin, const pd_op *op, uint64_t
     }
     if (s == NULL) return;
     for (int pass = 0; pass < 2; pass++) { /* idle ones first: see pd__device_remove */
-        for (pd_device *d = s->devs, *next; d; d = next) {
-            next = d->snext;
+        for (pd_device *d = pd__dev_at(m, s->devs), *next; d; d = next) {
+            next = pd__dev_at(m, d->snext);
             if (pd__dev_node(m, d) != origin && d->claim < op->hlc &&
                 (pass || d->state == PD_DEV_IDLE)) {
                 /* A REMOVE of ours goes to the peers, at h; another

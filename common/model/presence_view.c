@@ -73,11 +73,11 @@ uint32_t pd_model_devices_of(const pd_model *m, pd_str user, pd_device_fn fn, vo
     const pd_user *u = pd__user_find(m, user);
     uint32_t n = 0;
     if (u == NULL) return 0;
-    for (const pd_device *d = u->devs; d; d = d->unext, n++) {
+    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext), n++) {
         if (fn == NULL) continue;
         pd_device_view v = {
             .conn = {d->buf, d->conn_n},
-            .server = {d->server->id, d->server->id_n},
+            .server = {pd__dev_server(m, d)->id, pd__dev_server(m, d)->id_n},
             .node = pd_str_c(pd__dev_node(m, d)),
             .device = {d->buf + d->conn_n, d->label_n},
             .state = (pd_devstate)d->state,
@@ -109,8 +109,8 @@ typedef struct {
 static uint32_t bucket_items(const pd_model *m, uint64_t b, uint64_t p, scan_item *out,
                              uint32_t cap) {
     uint32_t n = 0;
-    for (pd_hnode *e = m->users.b[b]; e; e = e->next) {
-        const pd_user *u = (const pd_user *)e;
+    for (const pd_user *u = pd_slab_ptr(&m->user_slab, m->users.b[b]); u;
+         u = pd_ihtab_next(&m->users, u)) {
         uint64_t rh = pd_rev64(pd_hash(u->id, u->id_n));
         if (rh < p || pd__user_status(u, false) == PD_PUB_OFFLINE) continue;
         if (n == cap && rh >= out[n - 1].rh) continue;
@@ -165,7 +165,7 @@ typedef struct {
     void *ud;
 } view_ctx;
 
-static void visit_view(void *ud, pd_hnode *e) {
+static void visit_view(void *ud, void *e) {
     view_ctx *c = ud;
     const pd_user *u = (const pd_user *)e;
     pd_view v;
@@ -176,7 +176,7 @@ static void visit_view(void *ud, pd_hnode *e) {
 void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud) {
     view_ctx c = {m, fn, ud};
     uint64_t cur = 0;
-    do cur = pd_htab_scan(&m->users, cur, visit_view, &c); while (cur != 0);
+    do cur = pd_ihtab_scan(&m->users, cur, visit_view, &c); while (cur != 0);
 }
 
 bool pd_model_foreach_view_step(const pd_model *m, uint64_t *cursor, uint32_t buckets,
@@ -184,7 +184,7 @@ bool pd_model_foreach_view_step(const pd_model *m, uint64_t *cursor, uint32_t bu
     view_ctx c = {m, fn, ud};
     uint64_t cur = *cursor;
     for (uint32_t i = 0; i < buckets; i++) {
-        cur = pd_htab_scan(&m->users, cur, visit_view, &c);
+        cur = pd_ihtab_scan(&m->users, cur, visit_view, &c);
         if (cur == 0) break;
     }
     *cursor = cur;

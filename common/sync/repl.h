@@ -167,7 +167,10 @@ void pd_repl_restore_begin(pd_repl *r);
 /* At start, before any message: loads this node's snapshot into the model
  * (own devices as this node's, others' as theirs) and the vector clock.
  * A bad snapshot is refused whole (checksum, version, node) and changes
- * nothing. */
+ * nothing: into an empty model (pd_model_pristine) it is read once, each
+ * entry applied as it is validated, and a refusal empties the model again
+ * and drops the ops made meanwhile; into one that holds something, it is
+ * validated whole before anything applies. */
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                           pd_snap_info *info, pd_err *err);
 /* Replays one delta kept by JetStream, in stream order: ours from our

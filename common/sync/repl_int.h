@@ -134,6 +134,7 @@ struct pd_repl {
     uint64_t last_req;          /* sync requests numbered so far */
     msgpack_sbuffer ops;        /* ops waiting for the next delta */
     uint32_t nops;
+    bool hold_ops;              /* a restore in one pass: ops wait whatever their size */
     uint64_t trace[PD_TRACE_MAX]; /* trace ids of those ops (benchmarks) */
     uint32_t ntrace;
     uint64_t batch_now;         /* wall clock of the batch (pd_repl_begin): a delta's "at" */

@@ -53,37 +53,58 @@ static void restore_own_op(pd_repl *r, const pd_op *op, uint64_t now) {
 
 void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
 
-pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
-                          pd_snap_info *info, pd_err *err) {
-    r->now = now;
-    pd_snap_reader rd;
-    pd_snap_device d;
-    pd_op op;
-    pd_status s = pd_snap_open(buf, len, info, &rd, err);
-    if (s != PD_OK) return s;
+/* A snapshot's node and clocks: of this node, not from the future (a node
+ * that ran ahead, a forged snapshot: it would cut this node off after its
+ * first op). */
+static pd_status check_info(pd_repl *r, const pd_snap_info *info, uint64_t now, pd_err *err) {
     if (!pd_str_eqc(info->node, r->self)) {
         pd_err_set(err, PD_EBADVALUE, "snapshot of node %.*s, not of %s", (int)info->node.n,
                    info->node.p, r->self);
         return PD_EBADVALUE;
     }
-    /* A clock from the future (a node that ran ahead, a forged snapshot)
-     * would cut this node off after its first op: refused whole. */
     if (pd_hlc_ahead(info->hlc, now, repl__skew(r)) || repl__ms_ahead(r, info->inc, now)) {
         r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
         pd_err_set(err, PD_EBADVALUE, "snapshot clock is more than %llu ms ahead of ours",
                    (unsigned long long)repl__skew(r));
         return PD_EBADVALUE;
     }
-    pd_model_hlc_observe(r->m, info->hlc, now);
-    /* Users: at most one per device, plus those kept for their registers. */
-    pd_model_reserve(r->m, (uint64_t)rd.ndevs + rd.nregs, rd.ndevs);
-    while (pd_snap_next_device(&rd, &d)) {
-        if (pd_str_eqc(d.owner, r->self)) restore_own_op(r, &d.op, now);
-        else if (!pd_hlc_ahead(d.op.hlc, now, repl__skew(r))) pd_model_apply_op(r->m, d.owner, &d.op, now);
-    }
-    while (pd_snap_next_register(&rd, &op)) {
-        if (!pd_hlc_ahead(op.hlc, now, repl__skew(r))) pd_model_apply_op(r->m, op.writer, &op, now);
-    }
+    return PD_OK;
+}
+
+typedef struct {
+    pd_repl *r;
+    uint64_t now;
+} restore_ctx;
+
+static void restore_device(void *ud, const pd_snap_device *d) {
+    const restore_ctx *c = ud;
+    pd_repl *r = c->r;
+    if (pd_str_eqc(d->owner, r->self)) restore_own_op(r, &d->op, c->now);
+    else if (!pd_hlc_ahead(d->op.hlc, c->now, repl__skew(r)))
+        pd_model_apply_op(r->m, d->owner, &d->op, c->now);
+}
+
+static void restore_register(void *ud, const pd_op *op) {
+    const restore_ctx *c = ud;
+    if (!pd_hlc_ahead(op->hlc, c->now, repl__skew(c->r)))
+        pd_model_apply_op(c->r->m, op->writer, op, c->now);
+}
+
+/* Before the first device: the tables sized once (users: at most one per
+ * device; those kept for their registers alone grow them). The node and
+ * the clocks are checked once the body is whole, as in restore_twice, so
+ * that a bad body is reported as such whatever else is wrong. */
+static pd_status restore_begin(void *ud, const pd_snap_info *info, uint32_t ndevs, pd_err *err) {
+    const restore_ctx *c = ud;
+    (void)err;
+    pd_model_hlc_observe(c->r->m, info->hlc, c->now);
+    pd_model_reserve(c->r->m, ndevs, ndevs);
+    return PD_OK;
+}
+
+/* The vector clock of an accepted snapshot: the peers and how much of
+ * each it holds. */
+static void restore_peers(pd_repl *r, const pd_snap_info *info, uint64_t now) {
     for (uint32_t i = 0; i < info->nvc; i++) {
         if (pd_str_eqc(info->vc[i].node, r->self)) continue; /* never a peer of itself */
         if (repl__ms_ahead(r, info->vc[i].inc, now)) continue;
@@ -96,7 +117,62 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
     r->rest_inc = info->inc;
     r->rest_seq = info->seq;
     r->restoring = true;
+}
+
+/* Into an empty model (a start): one pass, each entry applied as soon as
+ * it is validated; a refusal at any point (a bad entry, the node or the
+ * clocks found wrong at the end) clears the model back to empty and drops
+ * the ops it made (held meanwhile: none leaves), so that a bad snapshot
+ * still changes nothing. Decoding the snapshot twice was half of a 1M
+ * restore (issue 15). */
+static pd_status restore_once(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                              pd_snap_info *info, pd_err *err) {
+    restore_ctx c = {r, now};
+    const pd_snap_visitor v = {restore_begin, restore_device, restore_register, &c};
+    bool was_restoring = r->restoring;
+    size_t ops_at = r->ops.size;
+    uint32_t nops_at = r->nops;
+    r->hold_ops = true;
+    pd_status s = pd_snap_read(buf, len, info, &v, err);
+    if (s == PD_OK) s = check_info(r, info, now, err);
+    r->hold_ops = false;
+    if (s != PD_OK) {
+        pd_model_clear(r->m);
+        r->ops.size = ops_at;
+        r->nops = nops_at;
+        r->restoring = was_restoring;
+        return s;
+    }
+    pd_model_hlc_observe(r->m, info->hlc, now); /* if it came after the devices */
+    if (r->ops.size >= r->cfg.max_msg_bytes / 2) pd_repl_flush(r);
+    restore_peers(r, info, now);
     return PD_OK;
+}
+
+/* Into a model that holds something already: validated whole first, then
+ * applied, so that a bad snapshot changes nothing without a rollback. */
+static pd_status restore_twice(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                               pd_snap_info *info, pd_err *err) {
+    pd_snap_reader rd;
+    pd_snap_device d;
+    pd_op op;
+    pd_status s = pd_snap_open(buf, len, info, &rd, err);
+    if (s != PD_OK || (s = check_info(r, info, now, err)) != PD_OK) return s;
+    pd_model_hlc_observe(r->m, info->hlc, now);
+    /* Users: at most one per device, plus those kept for their registers. */
+    pd_model_reserve(r->m, (uint64_t)rd.ndevs + rd.nregs, rd.ndevs);
+    restore_ctx c = {r, now};
+    while (pd_snap_next_device(&rd, &d)) restore_device(&c, &d);
+    while (pd_snap_next_register(&rd, &op)) restore_register(&c, &op);
+    restore_peers(r, info, now);
+    return PD_OK;
+}
+
+pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                          pd_snap_info *info, pd_err *err) {
+    r->now = now;
+    if (pd_model_pristine(r->m)) return restore_once(r, buf, len, now, info, err);
+    return restore_twice(r, buf, len, now, info, err);
 }
 
 pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,

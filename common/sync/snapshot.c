@@ -89,14 +89,15 @@ pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info) {
     return s;
 }
 
-static void add_device(void *ud, pd_hnode *e) {
+static void add_device(void *ud, void *e) {
     pd_snap *s = ud;
     const pd_device *d = (const pd_device *)e;
+    const pd_user *u = pd__dev_user(s->m, d);
     pd_op op = {
         .kind = PD_OP_ADD,
-        .server = {d->server->id, d->server->id_n},
+        .server = {pd__dev_server(s->m, d)->id, pd__dev_server(s->m, d)->id_n},
         .conn = {d->buf, d->conn_n},
-        .user = {d->user->id, d->user->id_n},
+        .user = {u->id, u->id_n},
         .label = {d->buf + d->conn_n, d->label_n},
         .state = (pd_devstate)d->state,
         .connected_at = d->connected_at,
@@ -116,15 +117,15 @@ static void add_register_op(void *ud, const pd_op *op) {
     s->count++;
 }
 
-static void add_registers(void *ud, pd_hnode *e) {
+static void add_registers(void *ud, void *e) {
     pd__register_ops(((pd_snap *)ud)->m, (const pd_user *)e, NULL, add_register_op, ud);
 }
 
 bool pd_snap_step(pd_snap *s, const pd_model *m, uint32_t buckets) {
     s->m = m;
     while (buckets-- > 0 && s->phase < 2) {
-        const pd_htab *t = s->phase == 0 ? &m->devices : &m->users;
-        s->cursor = pd_htab_scan(t, s->cursor, s->phase == 0 ? add_device : add_registers, s);
+        const pd_ihtab *t = s->phase == 0 ? &m->devices : &m->users;
+        s->cursor = pd_ihtab_scan(t, s->cursor, s->phase == 0 ? add_device : add_registers, s);
         if (s->cursor != 0) continue;
         close_array(s);
         if (++s->phase == 1) open_array(s, "registers");
@@ -179,16 +180,31 @@ static bool read_register(mp_reader *r, pd_op *op, bool check) {
            mpr_fail(r, PD_EBADVALUE, "a register entry is not a register op");
 }
 
+/* While the body is read: the visitor (NULL: validate only), whether the
+ * registers were handed to it (they are only once the devices were, so
+ * that it always gets the devices first), and its refusal (begin), which
+ * says why itself. */
+typedef struct {
+    const pd_snap_visitor *v;
+    bool regs_visited;
+    pd_status refused;
+    pd_err *refusal;
+} read_ctx;
+
 static bool check_device(mp_reader *r, void *ud) {
+    const read_ctx *c = ud;
     pd_snap_device d;
-    (void)ud;
-    return read_device(r, &d, true);
+    if (!read_device(r, &d, true)) return false;
+    if (c->v) c->v->device(c->v->ud, &d);
+    return true;
 }
 
 static bool check_register(mp_reader *r, void *ud) {
+    const read_ctx *c = ud;
     pd_op op;
-    (void)ud;
-    return read_register(r, &op, true);
+    if (!read_register(r, &op, true)) return false;
+    if (c->v && c->regs_visited) c->v->reg(c->v->ud, &op);
+    return true;
 }
 
 /* Required fields of the body. */
@@ -199,27 +215,48 @@ enum {
 static const char *const body_fields[] = {"v", "node", "inc", "seq", "vc", "devices", "registers"};
 #define SF_ALL (SF_V | SF_NODE | SF_INC | SF_SEQ | SF_VC | SF_DEVICES | SF_REGISTERS)
 
+/* A required field seen once more: refused (two "devices" arrays would be
+ * applied both by a reader that applies as it reads, the last alone by
+ * one that does not). */
+static bool once(mp_reader *r, unsigned *seen, unsigned bit) {
+    if (*seen & bit) return mpr_fail(r, PD_EBADVALUE, "a field appears twice");
+    *seen |= bit;
+    return true;
+}
+
+/* The devices array's declared count, as a hint: at most the bytes left
+ * over 8 (an entry takes more), so that hostile input cannot make it
+ * larger than the input. */
+static uint32_t count_hint(const mp_reader *r) {
+    mp_reader peek = *r;
+    uint32_t n = 0;
+    if (!mpr_array(&peek, &n)) return 0;
+    size_t most = mpr_remaining(&peek) / 8;
+    return n < most ? n : (uint32_t)most;
+}
+
 static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_reader *rd,
-                            unsigned *seen, pd_err *err) {
+                            unsigned *seen, read_ctx *c, pd_err *err) {
     pd_str raw;
     uint64_t v = 0;
     bool ok;
     if (pd_str_eqc(k, "v")) {
-        *seen |= SF_V;
-        ok = pd_rd_u64(r, &v) &&
+        ok = once(r, seen, SF_V) && pd_rd_u64(r, &v) &&
              (v == info->version || mpr_fail(r, PD_EBADVALUE, "body version is not the header's"));
     } else if (pd_str_eqc(k, "node")) { /* an id: it may be echoed in a refusal */
-        *seen |= SF_NODE;
-        ok = pd_rd_id(r, &info->node);
-    } else if (pd_str_eqc(k, "inc")) { *seen |= SF_INC; ok = pd_rd_u64(r, &info->inc); }
-    else if (pd_str_eqc(k, "seq")) { *seen |= SF_SEQ; ok = pd_rd_u64(r, &info->seq); }
-    else if (pd_str_eqc(k, "vc")) { *seen |= SF_VC; ok = pd_vc_read(r, info->vc, &info->nvc); }
+        ok = once(r, seen, SF_NODE) && pd_rd_id(r, &info->node);
+    } else if (pd_str_eqc(k, "inc")) ok = once(r, seen, SF_INC) && pd_rd_u64(r, &info->inc);
+    else if (pd_str_eqc(k, "seq")) ok = once(r, seen, SF_SEQ) && pd_rd_u64(r, &info->seq);
+    else if (pd_str_eqc(k, "vc")) ok = once(r, seen, SF_VC) && pd_vc_read(r, info->vc, &info->nvc);
     else if (pd_str_eqc(k, "devices")) {
-        *seen |= SF_DEVICES;
-        ok = pd_rd_array(r, &raw, &rd->ndevs, check_device, NULL, &rd->devs);
+        if (!once(r, seen, SF_DEVICES)) return pd_rd_err(r, err);
+        if (c->v && (c->refused = c->v->begin(c->v->ud, info, count_hint(r), c->refusal)) != PD_OK)
+            return c->refused;
+        ok = pd_rd_array(r, &raw, &rd->ndevs, check_device, c, &rd->devs);
     } else if (pd_str_eqc(k, "registers")) {
-        *seen |= SF_REGISTERS;
-        ok = pd_rd_array(r, &raw, &rd->nregs, check_register, NULL, &rd->regs);
+        c->regs_visited = (*seen & SF_DEVICES) != 0;
+        ok = once(r, seen, SF_REGISTERS) &&
+             pd_rd_array(r, &raw, &rd->nregs, check_register, c, &rd->regs);
     } else if (pd_str_eqc(k, "hlc")) ok = pd_rd_u64(r, &info->hlc);
     else if (pd_str_eqc(k, "stream_seq")) ok = pd_rd_u64(r, &info->stream_seq);
     else if (pd_str_eqc(k, "taken_at")) ok = pd_rd_u64(r, &info->taken_at);
@@ -228,7 +265,8 @@ static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_
 }
 
 /* The body after the header: a map of the fields above, nothing after. */
-static pd_status read_body(mp_reader *r, pd_snap_info *info, pd_snap_reader *rd, pd_err *err) {
+static pd_status read_body(mp_reader *r, pd_snap_info *info, pd_snap_reader *rd, read_ctx *c,
+                           pd_err *err) {
     uint32_t n;
     unsigned seen = 0;
     pd_status s;
@@ -236,7 +274,7 @@ static pd_status read_body(mp_reader *r, pd_snap_info *info, pd_snap_reader *rd,
     for (uint32_t i = 0; i < n; i++) {
         pd_str k;
         if (!pd_read_key(r, &k)) return pd_rd_err(r, err);
-        if ((s = body_field(r, k, info, rd, &seen, err)) != PD_OK) return s;
+        if ((s = body_field(r, k, info, rd, &seen, c, err)) != PD_OK) return s;
     }
     if (mpr_remaining(r) != 0) {
         pd_err_set(err, PD_EBADMSGPACK, "trailing bytes");
@@ -245,8 +283,8 @@ static pd_status read_body(mp_reader *r, pd_snap_info *info, pd_snap_reader *rd,
     return pd_fields_missing(seen, SF_ALL, body_fields, 7, "snapshot", err);
 }
 
-pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_reader *rd,
-                       pd_err *err) {
+static pd_status read_snapshot(const void *buf, size_t len, pd_snap_info *info,
+                               pd_snap_reader *rd, const pd_snap_visitor *v, pd_err *err) {
     const uint8_t *p = buf;
     mp_reader r;
     memset(info, 0, offsetof(pd_snap_info, vc));
@@ -273,9 +311,29 @@ pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_
     }
     mpr_init(&r, p + PD_SNAP_HEADER, (size_t)body);
     pd_err why = {PD_OK, ""};
-    pd_status s = read_body(&r, info, rd, &why);
-    if (s != PD_OK) pd_err_set(err, s, "bad snapshot body: %s", why.msg);
-    return s;
+    read_ctx c = {v, false, PD_OK, err};
+    pd_status s = read_body(&r, info, rd, &c, &why);
+    if (s != PD_OK) {
+        if (c.refused == PD_OK) pd_err_set(err, s, "bad snapshot body: %s", why.msg);
+        return s;
+    }
+    /* Registers that came before the devices: handed now, the body whole. */
+    if (v && !c.regs_visited) {
+        pd_op op;
+        while (pd_snap_next_register(rd, &op)) v->reg(v->ud, &op);
+    }
+    return PD_OK;
+}
+
+pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_reader *rd,
+                       pd_err *err) {
+    return read_snapshot(buf, len, info, rd, NULL, err);
+}
+
+pd_status pd_snap_read(const void *buf, size_t len, pd_snap_info *info,
+                       const pd_snap_visitor *v, pd_err *err) {
+    pd_snap_reader rd;
+    return read_snapshot(buf, len, info, &rd, v, err);
 }
 
 bool pd_snap_next_device(pd_snap_reader *rd, pd_snap_device *d) {

@@ -71,6 +71,24 @@ typedef struct {
  * body; fills info and the readers. Never allocates. */
 pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_reader *rd,
                        pd_err *err);
+/* Reading a snapshot once (a restart into an empty model): each entry
+ * goes to the visitor as soon as it is validated, the devices first, then
+ * the registers, so a refusal (status not PD_OK) may come after some were
+ * handed: the caller undoes them. begin comes before the first device,
+ * with the fields read so far (a writer puts them all first; one that
+ * does not gets them checked at the end by the caller) and the number of
+ * devices (a hint, at most the input's bytes / 8); a status other than
+ * PD_OK from it stops the read, with its err. */
+typedef struct {
+    pd_status (*begin)(void *ud, const pd_snap_info *info, uint32_t ndevs, pd_err *err);
+    void (*device)(void *ud, const pd_snap_device *d);
+    void (*reg)(void *ud, const pd_op *op);
+    void *ud;
+} pd_snap_visitor;
+/* pd_snap_open's checks, with the entries handed to v along the way. */
+pd_status pd_snap_read(const void *buf, size_t len, pd_snap_info *info,
+                       const pd_snap_visitor *v, pd_err *err);
+
 /* The entries in order; rd comes from a pd_snap_open that succeeded (they
  * were validated there, and are not checked character by character again). */
 bool pd_snap_next_device(pd_snap_reader *rd, pd_snap_device *d);

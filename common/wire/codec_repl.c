@@ -265,18 +265,22 @@ bool pd_op_read(mp_reader *r, pd_op *op) { return read_op(r, op, true); }
 bool pd_op_read_checked(mp_reader *r, pd_op *op) { return read_op(r, op, false); }
 
 static bool check_op(mp_reader *r, void *ud) {
+    uint64_t *hlc_max = ud;
     pd_op op;
-    (void)ud;
-    return read_op(r, &op, true);
+    if (!read_op(r, &op, true)) return false;
+    if (op.hlc > *hlc_max) *hlc_max = op.hlc;
+    return true;
 }
 
-/* Validates every op of an encoded array. */
+/* Validates every op of an encoded array, noting the largest hlc. */
 static bool read_ops(mp_reader *r, pd_ops *ops) {
     pd_str raw;
     uint32_t n;
-    if (!pd_rd_array(r, &raw, &n, check_op, NULL, NULL)) return false;
+    uint64_t hlc_max = 0;
+    if (!pd_rd_array(r, &raw, &n, check_op, &hlc_max, NULL)) return false;
     ops->raw = raw;
     ops->n = n;
+    ops->hlc_max = hlc_max;
     return true;
 }
 
@@ -286,10 +290,12 @@ void pd_ops_iter_init(pd_ops_iter *it, const pd_ops *ops) {
     if (ops->raw.n) mpr_array(&it->r, &it->left);
 }
 
+/* The ops were validated when their message was decoded (read_ops): the
+ * characters of their ids and texts are not checked again. */
 bool pd_ops_next(pd_ops_iter *it, pd_op *op) {
     if (it->left == 0) return false;
     it->left--;
-    return read_op(&it->r, op, true);
+    return read_op(&it->r, op, false);
 }
 
 /* ---- message maps ------------------------------------------------------------------ */

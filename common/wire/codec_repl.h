@@ -17,13 +17,16 @@
 #define PD_TRACE_MAX 256        /* trace ids of one delta (benchmarks only) */
 #define PD_HB_SERVERS_MAX 64    /* socket servers listed in one heartbeat */
 
-/* A list of encoded ops inside a message, validated at decode time. */
+/* A list of encoded ops inside a message, validated at decode time (only
+ * a decoder makes one). */
 typedef struct {
     pd_str raw;                 /* the encoded array */
     uint32_t n;
+    uint64_t hlc_max;           /* the largest hlc of its ops (0: none) */
 } pd_ops;
 
-/* Walks ops; false at the end. */
+/* Walks ops; false at the end. Reads them as pd_op_read_checked does:
+ * their decoder validated them. */
 typedef struct {
     mp_reader r;
     uint32_t left;

@@ -61,7 +61,7 @@ static void mix_timer(mix *x, const pd_timer *t) {
 }
 
 /* Per-entry hashes are summed, so the digest ignores table order. */
-static void digest_user(void *ud, pd_hnode *e) {
+static void digest_user(void *ud, void *e) {
     const pd_user *u = (const pd_user *)e;
     mix x = {1};
     mix_bytes(&x, u->id, u->id_n);
@@ -89,19 +89,22 @@ static void digest_user(void *ud, pd_hnode *e) {
     *(uint64_t *)ud += x.h;
 }
 
-static void digest_device(void *ud, pd_hnode *e) {
+static const pd_model *digested; /* the model fz_model_digest reads */
+
+static void digest_device(void *ud, void *e) {
     const pd_device *d = (const pd_device *)e;
     mix x = {2};
-    mix_bytes(&x, d->server->id, d->server->id_n);
+    mix_bytes(&x, pd__dev_server(digested, d)->id, pd__dev_server(digested, d)->id_n);
     mix_bytes(&x, d->buf, (size_t)d->conn_n + d->label_n);
     mix_u64(&x, d->conn_n);
-    mix_bytes(&x, d->user->id, d->user->id_n);
+    mix_bytes(&x, pd__dev_user(digested, d)->id, pd__dev_user(digested, d)->id_n);
     mix_u64(&x, d->node);
     mix_u64(&x, d->claim);
     mix_u64(&x, (uint64_t)d->connected_at);
     mix_u64(&x, (uint64_t)d->last_active);
+    mix_u64(&x, (uint64_t)pd__dev_touched(d));
     mix_u64(&x, d->state);
-    mix_timer(&x, &d->idle);
+    mix_u64(&x, pd__idle_armed(d));
     pd_str meta = pd__dev_meta(d);
     if (meta.n) mix_bytes(&x, meta.p, meta.n);
     *(uint64_t *)ud += x.h;
@@ -125,6 +128,12 @@ static void digest_server(void *ud, pd_hnode *e) {
     *(uint64_t *)ud += x.h;
 }
 
+static uint64_t digest_records(const pd_ihtab *t, pd_ihtab_visit fn) {
+    uint64_t sum = 0, c = 0;
+    do c = pd_ihtab_scan(t, c, fn, &sum); while (c);
+    return sum;
+}
+
 static uint64_t digest_table(const pd_htab *t, pd_htab_visit fn) {
     uint64_t sum = 0, c = 0;
     do c = pd_htab_scan(t, c, fn, &sum); while (c);
@@ -132,15 +141,17 @@ static uint64_t digest_table(const pd_htab *t, pd_htab_visit fn) {
 }
 
 uint64_t fz_model_digest(const pd_model *m) {
+    digested = m;
     mix x = {0};
-    mix_u64(&x, digest_table(&m->users, digest_user));
-    mix_u64(&x, digest_table(&m->devices, digest_device));
+    mix_u64(&x, digest_records(&m->users, digest_user));
+    mix_u64(&x, digest_records(&m->devices, digest_device));
     mix_u64(&x, digest_table(&m->servers, digest_server));
     mix_u64(&x, m->users.n);
     mix_u64(&x, m->devices.n);
     mix_u64(&x, m->ndevices);
     mix_u64(&x, pd_theap_count(&m->timers));
-    mix_u64(&x, pd_theap_next(&m->timers));
+    mix_u64(&x, m->nidle);
+    mix_u64(&x, pd_model_next_due(m));
     mix_u64(&x, m->hlc);
     mix_u64(&x, m->changes);
     return x.h;
@@ -149,26 +160,29 @@ uint64_t fz_model_digest(const pd_model *m) {
 /* ---- model consistency ------------------------------------------------------------- */
 
 typedef struct {
-    uint64_t users, devices, timers;
+    uint64_t users, devices, timers, idleq;
 } walk;
 
-static void check_user(void *ud, pd_hnode *e) {
+static const pd_model *walked; /* the model fz_check_model walks */
+
+static void check_user(void *ud, void *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     const pd_user *u = (const pd_user *)e;
     uint32_t nd = 0, na = 0;
     int idn = u->id_n;
     FZ_CHECK(pd_id_valid(u->id, u->id_n), "user id %.*s", idn, u->id);
-    for (const pd_device *d = u->devs; d; d = d->unext) {
-        FZ_CHECK(d->user == u, "device of %.*s points to another user", idn, u->id);
+    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
+        FZ_CHECK(pd__dev_user(m, d) == u, "device of %.*s points to another user", idn, u->id);
         nd++;
         na += d->state == PD_DEV_ACTIVE;
         FZ_CHECK(d->state == PD_DEV_ACTIVE || d->state == PD_DEV_IDLE, "device state %d",
                  d->state);
-        /* Only this node's devices run an idle timer. */
-        if (pd_timer_armed(&d->idle))
-            FZ_CHECK(d->state == PD_DEV_ACTIVE, "an idle device of %.*s has an idle timer",
+        /* Only this node's devices wait in the idle queue. */
+        if (pd__idle_armed(d))
+            FZ_CHECK(d->state == PD_DEV_ACTIVE, "an idle device of %.*s is in the idle queue",
                      idn, u->id);
-        w->timers += pd_timer_armed(&d->idle);
+        w->idleq += pd__idle_armed(d);
     }
     FZ_CHECK(u->ndev == nd, "%.*s counts %u devices, has %u", idn, u->id, u->ndev, nd);
     FZ_CHECK(u->nactive == na, "%.*s counts %u active, has %u", idn, u->id, u->nactive, na);
@@ -200,11 +214,14 @@ static void check_user(void *ud, pd_hnode *e) {
 
 static void check_server(void *ud, pd_hnode *e) {
     walk *w = ud;
+    const pd_model *m = walked;
     const pd_server *s = (const pd_server *)e;
     uint32_t n = 0;
-    for (const pd_device *d = s->devs, *prev = NULL; d; prev = d, d = d->snext, n++) {
-        FZ_CHECK(d->server == s, "device list of server %.*s", (int)s->id_n, s->id);
-        FZ_CHECK(d->sprev == prev, "device list of server %.*s", (int)s->id_n, s->id);
+    for (const pd_device *d = pd__dev_at(m, s->devs), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->snext), n++) {
+        FZ_CHECK(pd__dev_server(m, d) == s, "device list of server %.*s", (int)s->id_n, s->id);
+        FZ_CHECK(pd__dev_at(m, d->sprev) == prev, "device list of server %.*s", (int)s->id_n,
+                 s->id);
     }
     FZ_CHECK(s->ndev == n, "server %.*s counts %u devices, has %u", (int)s->id_n, s->id,
              s->ndev, n);
@@ -216,7 +233,8 @@ static void check_server(void *ud, pd_hnode *e) {
 void fz_check_model(const pd_model *m) {
     walk w = {0};
     uint64_t c = 0;
-    do c = pd_htab_scan(&m->users, c, check_user, &w); while (c);
+    walked = m;
+    do c = pd_ihtab_scan(&m->users, c, check_user, &w); while (c);
     do c = pd_htab_scan(&m->servers, c, check_server, &w); while (c);
     FZ_CHECK(w.users == m->users.n, "users %llu vs table %zu", (unsigned long long)w.users,
              m->users.n);
@@ -225,6 +243,16 @@ void fz_check_model(const pd_model *m) {
              (unsigned long long)w.devices, (unsigned long long)m->ndevices, m->devices.n);
     FZ_CHECK(w.timers == pd_theap_count(&m->timers), "%llu timers owned, %u armed",
              (unsigned long long)w.timers, pd_theap_count(&m->timers));
+    uint64_t queued = 0;
+    for (const pd_device *d = pd__dev_at(m, m->idle_head), *prev = NULL; d;
+         prev = d, d = pd__dev_at(m, d->inext), queued++) {
+        FZ_CHECK(pd__dev_at(m, d->iprev) == prev && pd__idle_armed(d), "idle queue links");
+        FZ_CHECK(prev == NULL || pd__dev_touched(prev) <= pd__dev_touched(d), "idle queue order");
+        FZ_CHECK(d->inext != 0 || m->idle_tail == pd__dev_ix(m, d), "idle queue tail");
+    }
+    FZ_CHECK(m->idle_head != 0 || m->idle_tail == 0, "idle queue tail");
+    FZ_CHECK(queued == m->nidle && queued == w.idleq, "%llu devices queued, %u counted, %llu marked",
+             (unsigned long long)queued, m->nidle, (unsigned long long)w.idleq);
     for (uint32_t i = 0; i < m->timers.n; i++) {
         FZ_CHECK(m->timers.h[i]->idx == i + 1, "timer heap index");
         if (i) FZ_CHECK(m->timers.h[(i - 1) / 2]->due <= m->timers.h[i]->due, "heap order");

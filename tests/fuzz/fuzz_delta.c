@@ -10,7 +10,9 @@
  * - refusals carry a valid status and message; a refused message changes
  *   nothing in the model (digest);
  * - accepted messages round-trip: decode -> encode -> decode -> encode gives
- *   the same bytes twice (ops re-encoded one by one), ids and slices valid;
+ *   the same bytes twice (ops re-encoded one by one), ids and slices valid,
+ *   the ops as many as declared and hlc_max their largest hlc (which
+ *   repl__ops_ahead trusts);
  * - everything the replica sends in answer (deltas, heartbeats, sync
  *   requests and parts, notifications) decodes;
  * - after each message and as timers fire, the model agrees with itself;
@@ -26,9 +28,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void check_ops(const pd_ops *ops, const uint8_t *data, size_t size) {
     pd_ops_iter it;
     pd_op op;
+    uint64_t hlc_max = 0;
+    uint32_t n = 0;
     FZ_CHECK(fz_within(ops->raw, data, size), "ops outside the input");
     pd_ops_iter_init(&it, ops);
     while (pd_ops_next(&it, &op)) {
+        n++;
+        if (op.hlc > hlc_max) hlc_max = op.hlc;
         FZ_CHECK(op.kind <= PD_OP_VER, "op kind %d", (int)op.kind);
         if (op.kind == PD_OP_SYNCED)
             FZ_CHECK(pd_id_valid(op.server.p, op.server.n) && pd_id_valid(op.writer.p, op.writer.n),
@@ -46,6 +52,9 @@ static void check_ops(const pd_ops *ops, const uint8_t *data, size_t size) {
                      "add op meta");
         if (op.kind == PD_OP_SEEN) FZ_CHECK(op.at > 0, "seen op time %lld", (long long)op.at);
     }
+    FZ_CHECK(n == ops->n, "%u ops read of %u", n, ops->n);
+    FZ_CHECK(hlc_max == ops->hlc_max, "hlc_max %llu, the ops' largest %llu",
+             (unsigned long long)ops->hlc_max, (unsigned long long)hlc_max);
 }
 
 typedef void (*encode_fn)(msgpack_sbuffer *sb, const void *msg);

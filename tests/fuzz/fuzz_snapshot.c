@@ -8,7 +8,9 @@
  * stopping at the checksum.
  * Invariants checked:
  * - a refused snapshot carries a valid status and message and changes
- *   nothing in a populated model (digest);
+ *   nothing in a populated model (digest), nor in a starting node's empty
+ *   one (restored in one pass and undone: pd_model_pristine), and both
+ *   give the same verdict;
  * - an accepted one keeps its promises (ids valid, lists as long as
  *   declared, device entries are ADD ops, registers CHOSEN or CUSTOM);
  * - restored into a starting node, then written out again, it reads back,
@@ -207,6 +209,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FZ_CHECK(!pd_hlc_ahead(pd_model_hlc(pd_repl_model(r)), FZ_NOW + 100,
                            PD_MAX_CLOCK_SKEW_DEFAULT_MS),
              "a snapshot moved the HLC beyond the wall clock + bound");
+    pd_repl_free(r);
+
+    /* Into a starting node, which restores in one pass and undoes what it
+     * applied on a refusal: the same verdict, and a refusal leaves the
+     * model as it was (empty). */
+    r = fz_repl_new(FZ_SELF, NULL, FZ_NOW);
+    uint64_t empty = fz_model_digest(pd_repl_model(r));
+    pd_status fs = pd_repl_restore(r, buf, len, FZ_NOW + 100, &info, &err);
+    FZ_CHECK((fs == PD_OK) == (rs == PD_OK), "a starting node and a running one disagree: %d, %d",
+             (int)fs, (int)rs);
+    if (fs != PD_OK) {
+        fz_check_refusal(fs, &err);
+        FZ_CHECK(pd_model_pristine(pd_repl_model(r)) &&
+                     fz_model_digest(pd_repl_model(r)) == empty,
+                 "a refused snapshot (%s) left something in a starting node", err.msg);
+    }
+    fz_check_model(pd_repl_model(r));
     pd_repl_free(r);
 
     if (rs == PD_OK) fixpoint(buf, len);

@@ -1,0 +1,57 @@
+/* natsout.h - a NATS connection whose socket the libuv loop writes, once
+ * per batch (natsout.c says why and how).
+ *
+ *   pd_natsout_init(&o, loop);            on the loop's thread, before connecting
+ *   pd_natsout_options(&o, opts);         then natsConnection_Connect(&nc, opts)
+ *   natsConnection_Publish(nc, ...)...    from the loop's thread: buffered
+ *   pd_natsout_flush(&o, nc);             at the end of the batch: one write()
+ *                                         (and by itself before the loop waits)
+ *   pd_natsout_drain(&o, nc, ms); close   before natsConnection_Close
+ *
+ * Publishing from another thread works too (nats.c's own PINGs do): the
+ * loop is asked to write as soon as it can. */
+#ifndef PD_NATSOUT_H
+#define PD_NATSOUT_H
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+#include "base/status.h"
+
+/* Fields after mu are the loop thread's. */
+typedef struct {
+    uv_loop_t *loop;
+    pthread_t loop_thread;
+    uv_async_t request;             /* nats.c's threads ask the loop to apply */
+    uv_prepare_t before_wait;       /* flushes before the loop waits */
+    pthread_mutex_t mu;             /* guards want_*: what nats.c asked for */
+    bool mu_ready;
+    uint64_t want_gen;              /* +1 at every attach and detach */
+    int want_fd, want_events;
+    natsConnection *want_nc;
+    uint64_t cur_gen;
+    int cur_events;
+    natsConnection *cur_nc;
+    uv_poll_t *poll;                /* the socket now watched, NULL if none */
+    bool dirty;                     /* a publish waits for pd_natsout_flush */
+} pd_natsout;
+
+/* Call on the thread that runs the loop. */
+pd_status pd_natsout_init(pd_natsout *o, uv_loop_t *loop);
+/* Makes the connection created with these options use the loop. */
+natsStatus pd_natsout_options(pd_natsout *o, natsOptions *opts);
+/* Writes what the loop thread published since the last call, in one
+ * write() (the rest, if the socket's buffer is full, when it drains). */
+void pd_natsout_flush(pd_natsout *o, natsConnection *nc);
+/* Writes everything still buffered, waiting up to timeout_ms: before
+ * natsConnection_Close, which would otherwise wait for a PONG that only the
+ * loop's thread could read. */
+void pd_natsout_drain(pd_natsout *o, natsConnection *nc, int timeout_ms);
+/* Closes the handles on the loop (after the connection is closed); then
+ * run the loop once more for their close callbacks. */
+void pd_natsout_close(pd_natsout *o);
+/* After the loop has closed its handles. */
+void pd_natsout_free(pd_natsout *o);
+
+#endif
