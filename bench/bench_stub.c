@@ -6,8 +6,9 @@
  * message pattern (rather than against one bare message):
  *
  *   - two connections as the node has (node_nats.c): one receives, on
- *     nats.c's threads; everything the loop publishes goes on the other,
- *     written by the loop once per burst (node/natsout.c, linked as is);
+ *     one delivery thread of nats.c's pool for all subscriptions;
+ *     everything the loop publishes goes on the other, written by the
+ *     loop once per burst (node/natsout.c, linked as is);
  *   - P.events.<id> and P.delta.* subscribed like the node (plain
  *     subscriptions, the node's pending limits), each handler only pushes
  *     the message into node/inbox.c's inbox and wakes one libuv loop thread
@@ -287,7 +288,8 @@ static void on_wake(uv_async_t *h) {
         for (uint32_t i = 0; i < count; i++)
             if (items[i].kind == KIND_COUNTERS) handle_counters(s, items[i].msg);
         pd_natsout_flush(&s->out_io, s->pub);
-        for (uint32_t i = 0; i < count; i++) pd_msgbin_put(&s->bin, items[i].msg, uv_now(&s->loop));
+        for (uint32_t i = 0; i < count; i++)
+            pd_msgbin_put(&s->bin, items[i].msg, uv_now(&s->loop));
         pd_inbox_release(items);
         pd_msgbin_empty(&s->bin, uv_now(&s->loop), false);
     }
@@ -338,6 +340,7 @@ static natsStatus stub_connect(stub *s) {
     if (st == NATS_OK) st = natsOptions_SetMaxReconnect(no, -1);
     if (st == NATS_OK) st = natsOptions_SetReconnectWait(no, 250);
     if (st == NATS_OK) st = natsOptions_SetSendAsap(no, true); /* as node_nats.c */
+    if (st == NATS_OK) st = natsOptions_UseGlobalMessageDelivery(no, true); /* as the node */
     if (st == NATS_OK) st = natsConnection_Connect(&s->nc, no);
     natsOptions_Destroy(no);
     no = NULL;

@@ -355,6 +355,8 @@ void node__update_metrics(pd_node *n, bool force) {
     const char *not_ready = NULL;
     if (n->nc == NULL || natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
         not_ready = "NATS is not connected";
+    else if (n->pub == NULL || natsConnection_Status(n->pub) != NATS_CONN_STATUS_CONNECTED)
+        not_ready = "NATS is not connected (publishing connection)";
     else if (!pd_repl_ready(n->repl))
         not_ready = "catching up (restoring or listening to the peers)";
     pd_metrics_set_health(&n->metrics, pd_mono_ms(), not_ready);

@@ -98,6 +98,13 @@ static natsStatus make_options(pd_node *n, bool pub, natsOptions **out, char *er
     if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, n);
     if (s == NATS_OK && pd_natsauth_apply(o, &n->cfg, err, errlen) != PD_OK) s = NATS_INVALID_ARG;
     if (s == NATS_OK && pub) s = pd_natsout_options(&n->out_io, o);
+    /* One delivery thread (nats.c's pool) for every subscription rather
+     * than one each: messages reach the inbox in the order the server sent
+     * them. A peer writes a batch's delta and its next heartbeat in one
+     * write; handed over by two threads, the heartbeat often overtook the
+     * delta, and two such heartbeats in a row make repl.c fetch the
+     * peer's whole partition again (common/sync/repl.c, contradicts()). */
+    if (s == NATS_OK && !pub) s = natsOptions_UseGlobalMessageDelivery(o, true);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return s;

@@ -148,3 +148,116 @@ Test(ihtab, failed_growth_keeps_records) {
     pd_ihtab_free(&t);
     free_items(&s, v, 200);
 }
+
+/* A scan kept between loop turns (the sliced dumps, snapshots and heals of
+ * sync/repl.c and snapshot.c): between its steps records come and go, the
+ * table grows and shrinks, and a freed record's slot (and index) goes to
+ * the next one. Every record there for the whole scan is visited, and a
+ * visit only ever sees a record that is in the table. */
+typedef struct {
+    uint32_t next;
+    uint32_t key;
+    uint32_t visits;
+    uint8_t live, stable;
+} churn_item;
+
+static uint64_t churn_hash(const void *ud, const void *e) {
+    (void)ud;
+    return key_hash(((const churn_item *)e)->key);
+}
+
+static void churn_visit(void *ud, void *e) {
+    churn_item *it = e;
+    (void)ud;
+    cr_assert(it->live, "visited a record that left the table (key %u)", it->key);
+    it->visits++;
+}
+
+static void scan_across_churn(bool pooled) {
+    enum { STABLE = 300, MOVING = 4000 };
+    pd_slab s;
+    pd_ihtab t;
+    churn_item *st[STABLE], *mv[MOVING] = {0};
+    uint32_t key = 1, rnd = 12345;
+    pd_slab_init(&s, pooled);
+    cr_assert_eq(pd_ihtab_init(&t, &s, churn_hash, NULL), PD_OK);
+    for (int i = 0; i < STABLE; i++) {
+        cr_assert(st[i] = pd_slab_alloc(&s, sizeof(churn_item)));
+        st[i]->key = key++;
+        st[i]->live = st[i]->stable = 1;
+        pd_ihtab_insert(&t, st[i], key_hash(st[i]->key));
+    }
+    uint64_t c = 0, grew = 0, shrank = 0;
+    int steps = 0;
+    do {
+        uint64_t size = t.mask;
+        c = pd_ihtab_scan(&t, c, churn_visit, NULL);
+        /* Waves: fill up (growth), then empty out (shrinks), slots reused. */
+        bool filling = (steps / 40) % 2 == 0;
+        for (int k = 0; k < 200; k++) {
+            rnd = rnd * 1103515245u + 12345u;
+            churn_item **p = &mv[(rnd >> 8) % MOVING];
+            if (*p == NULL && filling) {
+                cr_assert(*p = pd_slab_alloc(&s, sizeof(churn_item)));
+                (*p)->key = key++;
+                (*p)->live = 1;
+                pd_ihtab_insert(&t, *p, key_hash((*p)->key));
+            } else if (*p != NULL && !filling) {
+                pd_ihtab_remove(&t, *p, key_hash((*p)->key));
+                (*p)->live = 0;
+                pd_slab_free(&s, *p, sizeof(churn_item));
+                *p = NULL;
+            }
+        }
+        grew += t.mask > size;
+        shrank += t.mask < size;
+        steps++;
+    } while (c != 0 && steps < 100000);
+    cr_assert_eq(c, 0u, "the scan ends");
+    cr_expect(grew > 0 && shrank > 0, "the table grew (%llu) and shrank (%llu) mid-scan",
+              (unsigned long long)grew, (unsigned long long)shrank);
+    for (int i = 0; i < STABLE; i++)
+        cr_expect_geq(st[i]->visits, 1u, "record %u, there all along, not visited", st[i]->key);
+    for (int i = 0; i < MOVING; i++)
+        if (mv[i]) pd_slab_free(&s, mv[i], sizeof(churn_item));
+    for (int i = 0; i < STABLE; i++) pd_slab_free(&s, st[i], sizeof(churn_item));
+    pd_ihtab_free(&t);
+    pd_slab_destroy(&s);
+}
+
+Test(ihtab, a_scan_across_churn_sees_every_stable_record_pooled) { scan_across_churn(true); }
+Test(ihtab, a_scan_across_churn_sees_every_stable_record_unpooled) { scan_across_churn(false); }
+
+/* The sharpest case of the above: a third of the way through, the table
+ * shrinks by one size, folding buckets not visited yet into ones that
+ * were. */
+Test(ihtab, a_scan_across_one_shrink_sees_every_stable_record) {
+    enum { STABLE = 1000, MOVING = 5000 };
+    pd_slab s;
+    pd_ihtab t;
+    churn_item *v[STABLE + MOVING];
+    pd_slab_init(&s, true);
+    cr_assert_eq(pd_ihtab_init(&t, &s, churn_hash, NULL), PD_OK);
+    for (uint32_t i = 0; i < STABLE + MOVING; i++) {
+        cr_assert(v[i] = pd_slab_alloc(&s, sizeof(churn_item)));
+        v[i]->key = i + 1;
+        v[i]->live = 1;
+        pd_ihtab_insert(&t, v[i], key_hash(v[i]->key));
+    }
+    uint64_t size = t.mask + 1, c = 0;
+    for (uint64_t k = 0; k < size / 3; k++) c = pd_ihtab_scan(&t, c, churn_visit, NULL);
+    uint32_t i = STABLE + MOVING;
+    while (t.mask + 1 == size) {
+        cr_assert_gt(i, (uint32_t)STABLE, "the table did not shrink");
+        i--;
+        pd_ihtab_remove(&t, v[i], key_hash(v[i]->key));
+        v[i]->live = 0;
+    }
+    cr_assert_eq(t.mask + 1, size / 2);
+    while (c) c = pd_ihtab_scan(&t, c, churn_visit, NULL);
+    for (uint32_t k = 0; k < STABLE; k++)
+        cr_expect_geq(v[k]->visits, 1u, "record %u, there all along, not visited", v[k]->key);
+    for (uint32_t k = 0; k < STABLE + MOVING; k++) pd_slab_free(&s, v[k], sizeof(churn_item));
+    pd_ihtab_free(&t);
+    pd_slab_destroy(&s);
+}

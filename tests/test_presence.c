@@ -607,6 +607,58 @@ Test(presence, devices_go_idle_a_timeout_after_their_last_activity) {
     model_free(m, &r, base);
 }
 
+/* A cleared model forgets the idle queue and the servers' indexes with
+ * the records, and works as a new one. */
+Test(presence, a_cleared_model_has_an_empty_idle_queue) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model *m = model_new(&CFG, &r);
+    apply_ok(m, ev_connect("s1", "c1", "u1"), 100);
+    apply_ok(m, ev_connect("s2", "c2", "u2"), 200);
+    pd_model_clear(m);
+    cr_expect(pd_model_pristine(m));
+    cr_expect_eq(pd_model_next_due(m), UINT64_MAX, "no idle timer left");
+    apply_ok(m, ev_connect("s2", "c3", "u3"), 300);
+    cr_expect_eq(pd_model_next_due(m), 1300u);
+    check_model(m);
+    pd_model_tick(m, 1300);
+    cr_expect_eq(pub(m, "u3"), PD_PUB_AWAY);
+    check_model(m);
+    model_free(m, &r, base);
+}
+
+/* A custom status value and the time its last value expired share one
+ * field of the user (UF_EXPIRED): the expiry takes the value's place, and
+ * a new value, or a clear, forgets the expiry. */
+Test(presence, an_expired_custom_status_leaves_its_time_until_the_next_value) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model *m = model_new(&CFG, &r);
+    apply_ok(m, ev_custom("u", "x", NULL, 700), 0);
+    pd_user *u = pd__user_find(m, S("u"));
+    cr_assert_not_null(u);
+    cr_assert_not_null(pd__user_custom(u));
+    cr_expect_eq(pd__user_expired_at(u), 0);
+    pd_model_tick(m, 700);
+    cr_expect_null(pd__user_custom(u), "expired");
+    cr_expect_eq(pd__user_expired_at(u), 700, "its time is kept");
+    cr_expect_geq(pd__user_ver(m, u), (uint64_t)700 << 16, "as a ver term");
+    cr_expect_eq(view_of(m, "u", NULL).text.n, 0u);
+    apply_ok(m, ev_custom("u", "y", NULL, 0), 800);
+    cr_assert_not_null(pd__user_custom(u));
+    cr_expect_eq(pd__user_expired_at(u), 0, "a new value forgets the expiry");
+    pd_view v = view_of(m, "u", NULL);
+    cr_expect(v.text.n == 1 && v.text.p[0] == 'y');
+    apply_ok(m, ev_custom("u", "z", NULL, 1500), 900);
+    apply_ok(m, ev_custom("u", "", NULL, 0), 1000); /* cleared before it expires */
+    cr_expect_null(pd__user_custom(u));
+    cr_expect_eq(pd__user_expired_at(u), 0, "a clear is no expiry");
+    pd_model_tick(m, 1600);
+    cr_expect_eq(pd__user_expired_at(u), 0);
+    check_model(m);
+    model_free(m, &r, base);
+}
+
 Test(presence, next_due_is_the_earliest_timer) {
     size_t base = pd_alloc_live_bytes();
     recorder r;
@@ -625,5 +677,34 @@ Test(presence, next_due_is_the_earliest_timer) {
     cr_expect_eq(pd_model_next_due(m), 1100u, "idle of c1");
     pd_model_tick(m, 1100);
     cr_expect_eq(pd_model_next_due(m), UINT64_MAX);
+    model_free(m, &r, base);
+}
+
+/* A device's last activity is kept as 32 bits of ms after last_active,
+ * which moves in steps of the activity resolution: a resolution beyond
+ * those 32 bits (about 49.7 days; the configuration takes up to 136 years)
+ * must not lose the last activity of a device connected that long. It was
+ * clamped, so a device active a moment ago counted as active 2^32 ms
+ * after the start of the step: idle at the next tick, then active again
+ * at its next activity, and so on. */
+Test(presence, a_resolution_beyond_32_bits_keeps_the_last_activity) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model_cfg cfg = CFG;
+    const uint64_t day = 86400000u;
+    cfg.activity_resolution_ms = 100 * day;
+    const uint64_t s0 = 17900 * day;                  /* a step starts (2019) */
+    pd_model *m = model_new(&cfg, &r);
+    apply_ok(m, ev_connect("s1", "c1", "u"), s0 - 10);
+    apply_ok(m, ev_conn(PD_EV_ACTIVITY, "s1", "c1"), s0 + 5); /* last_active: s0 */
+    /* Kept active every few minutes for 60 days. */
+    for (uint64_t t = s0 + 5; t < s0 + 60 * day; t += 60000) {
+        apply_ok(m, ev_conn(PD_EV_ACTIVITY, "s1", "c1"), t);
+        pd_model_tick(m, t + 1);
+        bool online = pub(m, "u") == PD_PUB_ONLINE;
+        cr_expect(online, "away %llu ms after the step began", (unsigned long long)(t + 1 - s0));
+        if (!online) break;
+    }
+    check_model(m);
     model_free(m, &r, base);
 }

@@ -1079,3 +1079,39 @@ Test(repl, a_floor_that_comes_before_its_user_is_kept) {
     compare_replicas(&w, true);
     world_free(&w);
 }
+
+/* The chaos run of seed 17 (with partitions): n1, restarted, missed the
+ * deltas in which n2 and n3 passed its lost registers on, and repaired
+ * the gap by state transfers of their partitions: the transfers' seq
+ * counted those deltas as done, but the dumps carried only registers of
+ * their origins, so n1 never got the write back (one user fewer on n1).
+ * Here n2 lost its write to u2 and misses the deltas passing it on; the
+ * transfers it makes carry the registers it wrote. */
+Test(repl, register_of_a_lost_life_reaches_its_writer_by_a_transfer) {
+    world w;
+    three_nodes_with_devices(&w);
+    sim *s = &w.s;
+    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u2"), .status = PD_CHOSEN_AWAY};
+    world_event(&w, 2, &ev);
+    sim_flush_all(s);
+    sim_deliver_all(s);
+    sim_restart(s, 2);
+    send_sync(&w, 2, 2);
+    for (int round = 0; round < 6 && !pd_repl_ready(s->r[2]); round++)
+        sim_round(s, s->cfg.sync_interval_ms);
+    cr_assert(pd_repl_ready(s->r[2]), "the new n2 is ready");
+    for (int round = 0; round < 3; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_flush_all(s);
+        sim_drop_matching(s, 0, 2, M_DELTA); /* the deltas passing it on */
+        sim_drop_matching(s, 1, 2, M_DELTA);
+        sim_deliver_all(s);
+    }
+    for (int round = 0; round < 6; round++) sim_round(s, s->cfg.sync_interval_ms);
+    for (int i = 0; i < NREP; i++) {
+        cr_expect_eq(public_view(&w, i, "u2").status, PD_PUB_AWAY, "%s has the write", NODE[i]);
+    }
+    compare_replicas(&w, true);
+    world_free(&w);
+}

@@ -1078,3 +1078,57 @@ Test(snapshot, field_order_is_free_but_a_field_twice_is_refused) {
     expect_refused(p, len, "a field appears twice");
     free(p);
 }
+
+#define OWNERS 1040 /* more than PD_MODEL_NODES_MAX (1024, model/presence_int.h) */
+
+/* OWNERS devices, each of its own owner p<i>, then a bad register op. */
+static void body_many_owners(msgpack_packer *pk, int variant) {
+    char conn[16], owner[16];
+    (void)variant;
+    pack_head(pk, 7);
+    pd_pack_cstr(pk, "devices");
+    msgpack_pack_array(pk, OWNERS);
+    for (int i = 0; i < OWNERS; i++) {
+        snprintf(conn, sizeof conn, "c%d", i);
+        snprintf(owner, sizeof owner, "p%d", i);
+        pd_op add = {.kind = PD_OP_ADD, .server = pd_str_c("a0"), .conn = pd_str_c(conn),
+                     .user = pd_str_c("alice"), .label = pd_str_c("web"),
+                     .state = PD_DEV_ACTIVE, .connected_at = 500, .last_active = 500,
+                     .hlc = 500ULL << 16};
+        msgpack_pack_array(pk, 2);
+        pd_pack_str(pk, pd_str_c(owner));
+        pd_op_encode(pk, &add);
+    }
+    pd_pack_cstr(pk, "registers");
+    msgpack_pack_array(pk, 1);
+    pd_op rm = {.kind = PD_OP_REMOVE, .server = pd_str_c("a0"), .conn = pd_str_c("c0"),
+                .hlc = 600ULL << 16};
+    pd_op_encode(pk, &rm);
+}
+
+/* The model interns every owner it meets, at most PD_MODEL_NODES_MAX of
+ * them, for good. A refused snapshot restored in one pass had its owners
+ * interned while its entries were applied, and the clear that undid them
+ * kept those: a bad snapshot naming enough owners left the table full, and
+ * every op of a node met later was refused (out of memory) for the life
+ * of the process. Refused, it must change nothing, names included. */
+Test(snapshot, one_pass_refusal_forgets_the_owners_it_named) {
+    uint8_t *bad;
+    size_t bad_len = craft(body_many_owners, 0, &bad);
+    pd_repl *r = pd_repl_new(&(pd_repl_cfg){.sync_interval_ms = 100, .node_timeout_ms = 300,
+                                            .inc = 9, .max_msg_bytes = 4096},
+                             &MCFG, pd_str_c("n1"), &(pd_repl_io){0}, 1000);
+    pd_model *m = pd_repl_model(r);
+    pd_snap_info info;
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_repl_restore(r, bad, bad_len, 1000, &info, &err), PD_EBADVALUE);
+    cr_assert(pd_model_pristine(m));
+    /* A peer met afterwards is an owner like any other. */
+    pd_op add = {.kind = PD_OP_ADD, .server = pd_str_c("a1"), .conn = pd_str_c("c1"),
+                 .user = pd_str_c("bob"), .label = pd_str_c("web"), .state = PD_DEV_ACTIVE,
+                 .connected_at = 900, .last_active = 900, .hlc = 900ULL << 16};
+    cr_expect_eq(pd_model_apply_op(m, pd_str_c("n7"), &add, 1000), PD_OK);
+    cr_expect_eq(pd_model_owner_devices(m, pd_str_c("n7")), 1u);
+    pd_repl_free(r);
+    free(bad);
+}

@@ -17,15 +17,15 @@ void pd_slab_init(pd_slab *s, bool pooled) {
 
 static size_t round8(size_t n) { return (n + 7) & ~(size_t)7; }
 
-/* Makes room for one more entry in a growing array of n, *cap entries. */
-static bool grow(void *arr, uint32_t n, uint32_t *cap, size_t size) {
-    if (n < *cap) return true;
+/* The array p of n used and *cap allocated entries of size bytes, with
+ * room for one more: p itself, or grown (NULL when out of memory, p then
+ * unchanged). */
+static void *grown(void *p, uint32_t n, uint32_t *cap, size_t size) {
+    if (n < *cap) return p;
     uint32_t c = *cap ? *cap * 2 : 64;
-    void *p = pd_realloc(*(void **)arr, size * c);
-    if (p == NULL) return false;
-    *(void **)arr = p;
-    *cap = c;
-    return true;
+    void *q = pd_realloc(p, size * c);
+    if (q != NULL) *cap = c;
+    return q;
 }
 
 /* Puts what is left of the current block on the free list of its size, so
@@ -43,10 +43,13 @@ static void retire_rest(pd_slab *s) {
 
 /* A new block, numbered, from the current chunk or a new one. */
 static bool new_block(pd_slab *s) {
-    /* Block 0's header is at index 0: no record has it. */
-    if (s->nat >= MAX_BLOCKS || !grow(&s->at, s->nat, &s->cap, sizeof *s->at)) return false;
+    char **at = s->nat < MAX_BLOCKS ? grown(s->at, s->nat, &s->cap, sizeof *s->at) : NULL;
+    if (at == NULL) return false;
+    s->at = at;
     if (s->blocks_left == 0) {
-        if (!grow(&s->chunks, s->nchunks, &s->chunks_cap, sizeof *s->chunks)) return false;
+        void **chunks = grown(s->chunks, s->nchunks, &s->chunks_cap, sizeof *s->chunks);
+        if (chunks == NULL) return false;
+        s->chunks = chunks;
         /* Aligned inside: the pages of the unused start are never touched. */
         char *c = pd_malloc(CHUNK_BLOCKS * BLOCK + BLOCK);
         if (c == NULL) return false;
@@ -57,7 +60,7 @@ static bool new_block(pd_slab *s) {
     char *b = s->next_block;
     s->next_block += BLOCK;
     s->blocks_left--;
-    uint32_t no = s->nat;
+    uint32_t no = s->nat; /* block 0's header is at index 0: no record has it */
     memcpy(b, &no, sizeof no);
     s->at[s->nat++] = b;
     retire_rest(s);
@@ -69,7 +72,11 @@ static bool new_block(pd_slab *s) {
 static void *alloc_unpooled(pd_slab *s, size_t size) {
     uint32_t i;
     if (s->nat == 0) s->nat = 1; /* index 0 is NULL */
-    if (s->nspare == 0 && !grow(&s->at, s->nat, &s->cap, sizeof *s->at)) return NULL;
+    if (s->nspare == 0) {
+        char **at = grown(s->at, s->nat, &s->cap, sizeof *s->at);
+        if (at == NULL) return NULL;
+        s->at = at;
+    }
     char *p = pd_calloc(1, HEADER + size);
     if (p == NULL) return NULL;
     i = s->nspare ? s->spare[--s->nspare] : s->nat++;
@@ -106,12 +113,17 @@ static void free_unpooled(pd_slab *s, void *p, size_t size) {
     memcpy(&was, h, sizeof was);
     memcpy(&i, h + 8, sizeof i);
     if (was != size || i == 0 || i >= s->nat || s->at[i] != p) {
-        pd_log(PD_LOG_ERROR, "pd_slab_free: a record of %zu bytes freed as %zu", was, size);
+        pd_log(PD_LOG_ERROR, "pd_slab_free: a record of %zu bytes freed as %zu, or not one "
+               "this slab holds (index %u)", was, size, i);
         abort();
     }
     s->at[i] = NULL;
     /* Out of memory: the index is not reused. */
-    if (grow(&s->spare, s->nspare, &s->spare_cap, sizeof *s->spare)) s->spare[s->nspare++] = i;
+    uint32_t *spare = grown(s->spare, s->nspare, &s->spare_cap, sizeof *s->spare);
+    if (spare != NULL) {
+        s->spare = spare;
+        s->spare[s->nspare++] = i;
+    }
     s->bytes -= size;
     pd_free(h);
 }

@@ -35,7 +35,8 @@ typedef struct {
      * into ours (PRESENCE_MAX_CLOCK_SKEW_MS; 0 = PD_MAX_CLOCK_SKEW_DEFAULT_MS). */
     uint64_t max_clock_skew_ms;
     /* A device's last_active is replicated at this resolution: activity
-     * within the same step changes nothing (0 = every activity). */
+     * within the same step changes nothing (0 = every activity; more than
+     * UINT32_MAX ms, about 49.7 days, counts as that). */
     uint64_t activity_resolution_ms;
     /* A user with nothing but a last_seen older than this is forgotten
      * (0 = never). */
@@ -66,7 +67,8 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
 void pd_model_free(pd_model *m);
 /* Back to what pd_model_new made: every user, device, server and timer
  * freed, the clock and the counters at 0, nothing reported (no change, no
- * op). The configuration, the callbacks and the interned node ids stay.
+ * op), the other nodes' interned ids forgotten. The configuration, the
+ * callbacks and this node's id stay.
  * Undoes a restore found bad halfway (sync/repl_restore.c). */
 void pd_model_clear(pd_model *m);
 /* True if m is as pd_model_new (or pd_model_clear) left it: a clear would
@@ -140,13 +142,17 @@ bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at
 /* pd_model_partition_dump in slices of at most `buckets` hash buckets, between which the
  * model may change: start with a zeroed cursor; true when done. An entry
  * may come twice (the table grew), a change made meanwhile may or may not
- * be in it: the requester replays the deltas after the dump's seq. */
+ * be in it: the requester replays the deltas after the dump's seq. The
+ * registers that `asker` (the node the dump is for; empty: none) wrote
+ * come too: the ops that pass them on (pd_model_registers_dump_step) are
+ * in deltas of this origin that the dump's seq counts as done, but not in
+ * the origin's own registers. */
 typedef struct {
     uint8_t phase;              /* 0: devices, 1: registers, 2: done */
     uint64_t at;                /* the hash table's scan cursor */
 } pd_dump_cursor;
-bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_cursor *cur,
-                                  uint32_t buckets, pd_op_fn fn, void *ud);
+bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_str asker,
+                                  pd_dump_cursor *cur, uint32_t buckets, pd_op_fn fn, void *ud);
 /* Every device owned by owner leaves (node down, or a new incarnation); the
  * offline delay applies to their users as for a disconnect. */
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);

@@ -309,6 +309,7 @@ pd_status pd_model_apply_op(pd_model *m, pd_str origin_id, const pd_op *op, uint
 typedef struct {
     pd_model *m;
     const char *owner;
+    const char *also;           /* dumps: the registers of this writer too */
     uint64_t now;
     uint64_t count;
     const pd_model *cm;
@@ -462,12 +463,13 @@ void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, p
         memset(&op, 0, sizeof op);
         op.kind = PD_OP_CUSTOM;
         op.user = (pd_str){u->id, u->id_n};
-        if (u->custom) {
-            op.text = (pd_str){u->custom->buf, u->custom->text_n};
-            op.emoji = (pd_str){u->custom->buf + u->custom->text_n, u->custom->emoji_n};
-            op.expires_at = u->custom->expires_at;
+        const pd_custom *c = pd__user_custom(u);
+        if (c) {
+            op.text = (pd_str){c->buf, c->text_n};
+            op.emoji = (pd_str){c->buf + c->text_n, c->emoji_n};
+            op.expires_at = c->expires_at;
         } else {
-            op.expires_at = u->expired_at; /* "" that expired then: cleared, at that ver */
+            op.expires_at = pd__user_expired_at(u); /* "" that expired then: cleared, at that ver */
         }
         op.hlc = u->custom_hlc;
         op.writer = pd_str_c(custom_by);
@@ -487,6 +489,7 @@ void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, p
 static void dump_registers(void *ud, void *e) {
     part_ctx *c = ud;
     pd__register_ops(c->cm, (const pd_user *)e, c->owner, c->fn, c->ud);
+    if (c->also) pd__register_ops(c->cm, (const pd_user *)e, c->also, c->fn, c->ud);
 }
 
 void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void *ud) {
@@ -508,10 +511,12 @@ bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at
     return false;
 }
 
-bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_dump_cursor *cur,
-                                  uint32_t buckets, pd_op_fn fn, void *ud) {
+bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_str asker,
+                                  pd_dump_cursor *cur, uint32_t buckets, pd_op_fn fn, void *ud) {
     part_ctx c = {.cm = m, .owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
     if (c.owner == NULL) return true;
+    c.also = asker.n ? pd__intern_find(m, asker) : NULL;
+    if (c.also == c.owner || c.also == m->node) c.also = NULL;
     for (uint32_t k = 0; k < buckets && cur->phase < 2; k++) {
         const pd_ihtab *t = cur->phase == 0 ? &m->devices : &m->users;
         cur->at = pd_ihtab_scan(t, cur->at, cur->phase == 0 ? dump_device : dump_registers, &c);

@@ -91,8 +91,8 @@ void repl__serve_step(pd_repl *r) {
             serving_free(r, i);
             continue;
         }
-        if (pd_model_partition_dump_step(r->m, origin, &sv->cur, SERVE_BUCKETS, serve_op,
-                                         &sv->c)) {
+        if (pd_model_partition_dump_step(r->m, origin, pd_str_c(sv->asker), &sv->cur,
+                                         SERVE_BUCKETS, serve_op, &sv->c)) {
             send_part(&sv->c, true);
             serving_free(r, i);
             continue;
@@ -168,7 +168,16 @@ pd_status pd_repl_on_sync_request(pd_repl *r, const void *buf, size_t len, void 
         repl__serve_step(r); /* a small partition is done at once */
         return PD_OK;
     }
-    if (c.hdr.known) pd_model_partition_dump(r->m, q.origin, serve_op, &c);
+    /* The dump carries the registers the asker wrote too: registers passed
+     * on to a new life of the asker (pass_on_registers) travel in our
+     * deltas, which hdr.seq counts as done, but are no registers of
+     * origin's; an asker that lost such a delta (a gap it repairs by this
+     * transfer) would never get them otherwise. */
+    if (c.hdr.known) {
+        pd_dump_cursor cur = {0};
+        while (!pd_model_partition_dump_step(r->m, q.origin, q.node, &cur, UINT32_MAX, serve_op,
+                                             &c)) {}
+    }
     send_part(&c, true);
     msgpack_sbuffer_destroy(&c.ops);
     return PD_OK;

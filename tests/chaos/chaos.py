@@ -12,8 +12,11 @@ it can run the cluster in network namespaces, as root with `ip netns`:
 each nats-server + node pair then has a namespace of its own, see
 cluster.py and tests/partition/netns.py). A few seconds before the load
 ends it stops injecting and lets every fault recover; then it stops the
-load, waits for the cluster to converge (polling, with a deadline), and
-compares every node's view with the oracle (compare.py).
+load, waits for the cluster to converge (polling, with a deadline),
+compares every node's view with the oracle (compare.py), and runs
+`presencectl cluster --diff`: every node must give the same answers (ver
+included), with partitions as without (`--strict-diff`, which made that
+count with partitions, is still accepted and changes nothing).
 
 With --watch (opt-in: it still fails, mostly with partitions, see
 watch.py for what it found, what is fixed and what is left) a watcher per
@@ -24,8 +27,8 @@ Prints a table and one JSON line: events sent, faults by kind (and why
 partitions did not run, where they did not), users lost, ghosts, divergent
 nodes and time to converge. Namespaces, links and processes are removed at
 the end, also on failure, Ctrl-C or SIGTERM. Exit 0 only if lost, ghosts
-and divergent nodes are all 0 and every node exits cleanly on SIGTERM at
-the end; 1 otherwise (the logs are kept and their tails shown), 2 bad
+and divergent nodes are all 0, the nodes' answers agree and every node
+exits cleanly on SIGTERM at the end; 1 otherwise (the logs are kept and their tails shown), 2 bad
 usage, 3 the cluster could not be set up.
 
 Python 3 standard library only."""
@@ -293,12 +296,9 @@ class Run:
 
     def check_diff(self, seconds=10):
         """`presencectl cluster --diff` must say the nodes agree (exit 0),
-        ver included; polled for a few seconds (a last change may still be
-        on its way). Its last output goes into the report otherwise. With
-        partitions a difference is reported but not counted unless
-        --strict-diff: the chosen and custom status registers are known to
-        end different on some nodes after a split heals (main too), which
-        is not the subject of this check."""
+        ver included, with partitions or without; polled for a few seconds
+        (a last change may still be on its way). Its last output goes into
+        the report otherwise, and the run fails."""
         ctl = os.path.join(self.args.bin_dir, "presencectl")
         out = ""
 
@@ -320,12 +320,8 @@ class Run:
         lines = out.splitlines()
         text = "presencectl cluster --diff: the nodes differ:\n    " + "\n    ".join(
             lines[:40] + (["..."] if len(lines) > 40 else []))
-        if self.c.topo is not None and not self.args.strict_diff:
-            self.diff = "differ (not counted with partitions; --strict-diff counts it)"
-            print(text)
-        else:
-            self.diff = "differ"
-            self.problems.append(text)
+        self.diff = "differ"
+        self.problems.append(text)
 
     def finish(self):
         for w in self.watchers:
@@ -443,9 +439,8 @@ def main():
                     "notification is what get says at the end")
     ap.add_argument("--no-partitions", action="store_true",
                     help="no network namespaces and no partition faults, even as root")
-    ap.add_argument("--strict-diff", action="store_true",
-                    help="with partitions too, fail when presencectl cluster --diff finds the "
-                    "nodes' answers different (without partitions it always does)")
+    # Accepted for older command lines: the check is always strict now.
+    ap.add_argument("--strict-diff", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-driver-resync", action="store_true",
                     help="do not publish P.resync.<node> after a nats-server restart (shows "
                     "what presence-sim's missing resync on its own reconnect costs)")
