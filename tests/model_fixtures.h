@@ -200,13 +200,13 @@ static inline void check_user(void *ud, void *e) {
     if (grace) cr_assert_eq(nd, 0u, "%s: no grace while a device is connected", ctx);
     if (back) cr_assert_gt(nd, 0u, "%s: a return's ver waits only while a device is connected", ctx);
     cr_assert_eq(u->flags & UF_DIRTY, 0, "%s: nothing left dirty after an operation", ctx);
-    if (u->custom) {
-        cr_assert_eq(u->custom->user, u);
-        cr_assert_eq(pd_timer_armed(&u->custom->expiry), u->custom->expires_at != 0,
+    if (pd__user_custom(u)) {
+        cr_assert_eq(pd__user_custom(u)->user, u);
+        cr_assert_eq(pd_timer_armed(&pd__user_custom(u)->expiry), pd__user_custom(u)->expires_at != 0,
                      "%s: a custom status with expires_at has its timer", ctx);
-        w->timers += u->custom->expires_at != 0;
+        w->timers += pd__user_custom(u)->expires_at != 0;
     }
-    bool shown = u->custom && u->chosen != PD_CHOSEN_INVISIBLE;
+    bool shown = pd__user_custom(u) && u->chosen != PD_CHOSEN_INVISIBLE;
     cr_assert(u->pub_status == (uint8_t)pd__user_status(u, false) &&
               u->pub_custom == (shown ? u->custom_gen : 0u),
               "%s: %.*s has an unannounced change", ctx, idn, u->id);

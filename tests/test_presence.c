@@ -627,6 +627,38 @@ Test(presence, a_cleared_model_has_an_empty_idle_queue) {
     model_free(m, &r, base);
 }
 
+/* A custom status value and the time its last value expired share one
+ * field of the user (UF_EXPIRED): the expiry takes the value's place, and
+ * a new value, or a clear, forgets the expiry. */
+Test(presence, an_expired_custom_status_leaves_its_time_until_the_next_value) {
+    size_t base = pd_alloc_live_bytes();
+    recorder r;
+    pd_model *m = model_new(&CFG, &r);
+    apply_ok(m, ev_custom("u", "x", NULL, 700), 0);
+    pd_user *u = pd__user_find(m, S("u"));
+    cr_assert_not_null(u);
+    cr_assert_not_null(pd__user_custom(u));
+    cr_expect_eq(pd__user_expired_at(u), 0);
+    pd_model_tick(m, 700);
+    cr_expect_null(pd__user_custom(u), "expired");
+    cr_expect_eq(pd__user_expired_at(u), 700, "its time is kept");
+    cr_expect_geq(pd__user_ver(m, u), (uint64_t)700 << 16, "as a ver term");
+    cr_expect_eq(view_of(m, "u", NULL).text.n, 0u);
+    apply_ok(m, ev_custom("u", "y", NULL, 0), 800);
+    cr_assert_not_null(pd__user_custom(u));
+    cr_expect_eq(pd__user_expired_at(u), 0, "a new value forgets the expiry");
+    pd_view v = view_of(m, "u", NULL);
+    cr_expect(v.text.n == 1 && v.text.p[0] == 'y');
+    apply_ok(m, ev_custom("u", "z", NULL, 1500), 900);
+    apply_ok(m, ev_custom("u", "", NULL, 0), 1000); /* cleared before it expires */
+    cr_expect_null(pd__user_custom(u));
+    cr_expect_eq(pd__user_expired_at(u), 0, "a clear is no expiry");
+    pd_model_tick(m, 1600);
+    cr_expect_eq(pd__user_expired_at(u), 0);
+    check_model(m);
+    model_free(m, &r, base);
+}
+
 Test(presence, next_due_is_the_earliest_timer) {
     size_t base = pd_alloc_live_bytes();
     recorder r;

@@ -104,7 +104,7 @@ void pd__mark_dirty(pd_model *m, pd_user *u) {
 }
 
 static uint16_t public_custom(const pd_user *u) {
-    if (u->custom == NULL || u->chosen == PD_CHOSEN_INVISIBLE) return 0;
+    if (pd__user_custom(u) == NULL || u->chosen == PD_CHOSEN_INVISIBLE) return 0;
     return u->custom_gen;
 }
 
@@ -115,7 +115,7 @@ static uint16_t public_custom(const pd_user *u) {
  * decides alike; each forgets at last_seen + retention by its own clock. */
 static bool user_forgettable(const pd_user *u) {
     return u->ndev == 0 && !(u->flags & UF_GRACE) && u->chosen == PD_CHOSEN_AUTO &&
-           u->custom == NULL;
+           pd__user_custom(u) == NULL;
 }
 
 /* From last_seen, or from the last write of the chosen or custom status
@@ -135,7 +135,8 @@ static uint64_t retention_due(const pd_model *m, const pd_user *u) {
     uint64_t w = (u->chosen_hlc > u->custom_hlc ? u->chosen_hlc : u->custom_hlc) >> 16;
     if (w > t) t = w;
     if ((u->vmax >> 16) > t) t = u->vmax >> 16;
-    if (u->expired_at > 0 && (uint64_t)u->expired_at > t) t = (uint64_t)u->expired_at;
+    int64_t expired_at = pd__user_expired_at(u);
+    if (expired_at > 0 && (uint64_t)expired_at > t) t = (uint64_t)expired_at;
     return t + m->cfg.user_retention_ms;
 }
 
@@ -283,10 +284,11 @@ static void user_regained_device(pd_model *m, pd_user *u, const char *owner, uin
 }
 
 void pd__custom_clear(pd_model *m, pd_user *u) {
-    if (u->custom == NULL) return;
-    pd_theap_disarm(&m->timers, &u->custom->expiry);
-    pd_free(u->custom);
-    u->custom = NULL;
+    pd_custom *c = pd__user_custom(u);
+    if (c == NULL) return;
+    pd_theap_disarm(&m->timers, &c->expiry);
+    pd_free(c);
+    pd__user_set_custom(u, NULL);
     u->custom_gen++;
 }
 
@@ -581,7 +583,7 @@ pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int
         }
     }
     pd__custom_clear(m, u);
-    u->expired_at = 0; /* a new value: its own expiry, if any, is to come */
+    pd__user_set_expired_at(u, 0); /* a new value: its own expiry, if any, is to come */
     if (c) {
         memcpy(c->buf, text.p, text.n);
         if (emoji.n) memcpy(c->buf + text.n, emoji.p, emoji.n);
@@ -590,7 +592,7 @@ pd_status pd__custom_set(pd_model *m, pd_user *u, pd_str text, pd_str emoji, int
         c->expires_at = expires_at;
         c->expiry.kind = TK_CUSTOM;
         c->user = u;
-        u->custom = c;
+        pd__user_set_custom(u, c);
         if (++u->custom_gen == 0) u->custom_gen = 1; /* 0 means "none" */
     }
     pd__mark_dirty(m, u);
@@ -783,8 +785,9 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
     }
     case TK_CUSTOM: {
         pd_user *u = OWNER(t, pd_custom, expiry)->user;
-        pd__expiry_ver(m, u, u->custom->expires_at);
-        pd__custom_clear(m, u);
+        int64_t at = pd__user_custom(u)->expires_at;
+        pd__custom_clear(m, u); /* first: the expiry takes its place (pd__user_set_expired_at) */
+        pd__expiry_ver(m, u, at);
         pd__mark_dirty(m, u);
         break;
     }
@@ -819,7 +822,7 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
  * floor: a node that expired a value another node had replaced in time
  * drops the term with the value, and agrees again. */
 void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at) {
-    u->expired_at = expires_at;
+    pd__user_set_expired_at(u, expires_at); /* the value was cleared first */
     pd__hlc_observe(m, (uint64_t)expires_at << 16, m->now);
 }
 
@@ -883,7 +886,7 @@ static void free_device(void *ud, void *e) {
 
 static void free_user(void *ud, void *e) {
     pd_model *m = ud;
-    pd_free(((pd_user *)e)->custom);
+    pd_free(pd__user_custom(e));
     pd_slab_free(&m->user_slab, e, pd__user_size((pd_user *)e));
 }
 

@@ -36,7 +36,11 @@ typedef struct pd_device pd_device;
 struct pd_user {
     uint32_t hnext;            /* the users table's chain (base/ihtab.h): first */
     uint32_t devs;             /* dev_slab index; singly linked through d->unext */
-    pd_custom *custom;
+    union {                    /* never both: pd__user_custom, pd__user_expired_at */
+        pd_custom *custom;     /* the custom status register's value, or NULL */
+        int64_t expired_at;    /* UF_EXPIRED: the value expired then (no value now):
+                                * a ver term until the register changes */
+    } cx;
     pd_timer grace;            /* offline delay after the last device left (UF_GRACE),
                                 * then the retention (see retention_arm) */
     int64_t seen;              /* last_seen: the highest time replicated for the user */
@@ -48,8 +52,6 @@ struct pd_user {
     uint64_t custom_hlc;       /* version of the custom-status register */
     uint64_t vmax;             /* the ver floor: largest version of a write to the
                                 * user's devices or of a VER op */
-    int64_t expired_at;        /* the custom register's value expired then (0: it did
-                                * not): a ver term until the register changes */
     uint64_t back_ver;         /* UF_BACK: the ver floor the return takes when the
                                 * delay would have ended (user_regained_device) */
     uint16_t vmax_by;          /* writer of vmax (pd__writer_of; the highest (vmax,
@@ -73,7 +75,28 @@ struct pd_user {
  * operation under way (cleared by pd__flush): a device added in the same
  * operation replaces it, and nobody saw the user leave. */
 enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8, UF_BACK = 16,
-       UF_LEFT_NOW = 32 };
+       UF_LEFT_NOW = 32, UF_EXPIRED = 64 };
+
+/* A user's custom status value and the time its last value expired share
+ * their 8 bytes (UF_EXPIRED says which): a value that expired is gone, and
+ * a new value forgets the expiry. */
+static inline pd_custom *pd__user_custom(const pd_user *u) {
+    return (u->flags & UF_EXPIRED) ? NULL : u->cx.custom;
+}
+static inline int64_t pd__user_expired_at(const pd_user *u) {
+    return (u->flags & UF_EXPIRED) ? u->cx.expired_at : 0;
+}
+static inline void pd__user_set_custom(pd_user *u, pd_custom *c) {
+    u->flags &= (uint8_t)~UF_EXPIRED;
+    u->cx.custom = c;
+}
+/* Only while u has no custom value (cleared first). */
+static inline void pd__user_set_expired_at(pd_user *u, int64_t at) {
+    pd__user_set_custom(u, NULL);
+    if (at == 0) return;
+    u->flags |= UF_EXPIRED;
+    u->cx.expired_at = at;
+}
 
 typedef struct pd_server pd_server;
 

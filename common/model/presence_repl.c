@@ -463,12 +463,13 @@ void pd__register_ops(const pd_model *m, const pd_user *u, const char *writer, p
         memset(&op, 0, sizeof op);
         op.kind = PD_OP_CUSTOM;
         op.user = (pd_str){u->id, u->id_n};
-        if (u->custom) {
-            op.text = (pd_str){u->custom->buf, u->custom->text_n};
-            op.emoji = (pd_str){u->custom->buf + u->custom->text_n, u->custom->emoji_n};
-            op.expires_at = u->custom->expires_at;
+        const pd_custom *c = pd__user_custom(u);
+        if (c) {
+            op.text = (pd_str){c->buf, c->text_n};
+            op.emoji = (pd_str){c->buf + c->text_n, c->emoji_n};
+            op.expires_at = c->expires_at;
         } else {
-            op.expires_at = u->expired_at; /* "" that expired then: cleared, at that ver */
+            op.expires_at = pd__user_expired_at(u); /* "" that expired then: cleared, at that ver */
         }
         op.hlc = u->custom_hlc;
         op.writer = pd_str_c(custom_by);

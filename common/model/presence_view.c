@@ -20,10 +20,11 @@ void pd__user_view(const pd_model *m, const pd_user *u, bool self, pd_view *out)
     out->status = pd__user_status(u, self);
     out->text = out->emoji = (pd_str){"", 0};
     bool hidden = !self && u->chosen == PD_CHOSEN_INVISIBLE;
-    if (u->custom && !hidden) {
-        out->text = (pd_str){u->custom->buf, u->custom->text_n};
-        out->emoji = (pd_str){u->custom->buf + u->custom->text_n, u->custom->emoji_n};
-        out->expires_at = u->custom->expires_at;
+    const pd_custom *c = pd__user_custom(u);
+    if (c && !hidden) {
+        out->text = (pd_str){c->buf, c->text_n};
+        out->emoji = (pd_str){c->buf + c->text_n, c->emoji_n};
+        out->expires_at = c->expires_at;
     }
     out->last_seen = hidden ? u->seen_frozen : u->seen;
     out->devices = hidden ? 0 : u->ndev;
@@ -42,7 +43,8 @@ uint64_t pd__user_ver(const pd_model *m, const pd_user *u) {
     if (u->chosen_hlc > v) v = u->chosen_hlc;
     if (u->custom_hlc > v) v = u->custom_hlc;
     if (u->seen_hlc > v) v = u->seen_hlc; /* last_seen, a register of its own */
-    if (((uint64_t)u->expired_at << 16) > v) v = (uint64_t)u->expired_at << 16;
+    uint64_t expired = (uint64_t)pd__user_expired_at(u) << 16;
+    if (expired > v) v = expired;
     if (u->ndev == 0 && !(u->flags & UF_GRACE) && u->seen > 0) {
         uint64_t off = ((uint64_t)u->seen + m->cfg.offline_delay_ms) << 16;
         if (off > v) v = off;

@@ -80,11 +80,11 @@ static void digest_user(void *ud, void *e) {
     mix_u64(&x, u->pub_status);
     mix_u64(&x, u->flags);
     mix_timer(&x, &u->grace);
-    if (u->custom) {
-        mix_u64(&x, (uint64_t)u->custom->expires_at);
-        mix_bytes(&x, u->custom->buf, (size_t)u->custom->text_n + u->custom->emoji_n);
-        mix_u64(&x, u->custom->text_n);
-        mix_timer(&x, &u->custom->expiry);
+    if (pd__user_custom(u)) {
+        mix_u64(&x, (uint64_t)pd__user_custom(u)->expires_at);
+        mix_bytes(&x, pd__user_custom(u)->buf, (size_t)pd__user_custom(u)->text_n + pd__user_custom(u)->emoji_n);
+        mix_u64(&x, pd__user_custom(u)->text_n);
+        mix_timer(&x, &pd__user_custom(u)->expiry);
     }
     *(uint64_t *)ud += x.h;
 }
@@ -198,15 +198,15 @@ static void check_user(void *ud, void *e) {
     if (grace) FZ_CHECK(nd == 0, "%.*s: grace while a device is connected", idn, u->id);
     FZ_CHECK((u->flags & UF_DIRTY) == 0, "%.*s left dirty", idn, u->id);
     FZ_CHECK(u->chosen <= PD_CHOSEN_INVISIBLE, "%.*s: chosen %d", idn, u->id, u->chosen);
-    if (u->custom) {
-        FZ_CHECK(u->custom->user == u, "custom status of %.*s points elsewhere", idn, u->id);
-        FZ_CHECK(u->custom->text_n <= PD_TEXT_MAX && u->custom->emoji_n <= PD_EMOJI_MAX,
+    if (pd__user_custom(u)) {
+        FZ_CHECK(pd__user_custom(u)->user == u, "custom status of %.*s points elsewhere", idn, u->id);
+        FZ_CHECK(pd__user_custom(u)->text_n <= PD_TEXT_MAX && pd__user_custom(u)->emoji_n <= PD_EMOJI_MAX,
                  "custom status of %.*s too long", idn, u->id);
-        FZ_CHECK(pd_timer_armed(&u->custom->expiry) == (u->custom->expires_at != 0),
+        FZ_CHECK(pd_timer_armed(&pd__user_custom(u)->expiry) == (pd__user_custom(u)->expires_at != 0),
                  "custom status of %.*s: expiry timer", idn, u->id);
-        w->timers += u->custom->expires_at != 0;
+        w->timers += pd__user_custom(u)->expires_at != 0;
     }
-    bool shown = u->custom && u->chosen != PD_CHOSEN_INVISIBLE;
+    bool shown = pd__user_custom(u) && u->chosen != PD_CHOSEN_INVISIBLE;
     FZ_CHECK(u->pub_status == (uint8_t)pd__user_status(u, false) &&
                  u->pub_custom == (shown ? u->custom_gen : 0u),
              "%.*s has an unannounced change", idn, u->id);
