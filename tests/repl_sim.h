@@ -57,6 +57,9 @@ typedef struct {
     char user[PD_ID_MAX + 1];
     pd_public status;
     char text[PD_TEXT_MAX + 1];
+    uint64_t ver;
+    int64_t ts;
+    uint32_t cut;          /* the replicas cut off when it was published (bit i: NODE[i]) */
 } heard;
 
 struct sim {
@@ -161,6 +164,30 @@ static inline void io_notify(void *ud, const pd_view *v) {
     snprintf(h->user, sizeof h->user, "%.*s", (int)v->user.n, v->user.p);
     h->status = v->status;
     snprintf(h->text, sizeof h->text, "%.*s", (int)v->text.n, v->text.p ? v->text.p : "");
+    h->ver = v->ver;
+    h->ts = v->ts;
+    h->cut = 0;
+    for (int i = 0; i < NREP; i++) h->cut |= s->cut[i] ? 1u << i : 0u;
+}
+
+/* A watcher next to replica w hears what w publishes, and what the others
+ * publish while neither side is cut off. */
+static inline bool sim_watcher_hears(const heard *h, int w) {
+    return h->by == w || !(h->cut & ((1u << h->by) | (1u << w)));
+}
+
+/* What the watcher next to replica w keeps of user after notes[from..]:
+ * the notification with the largest ver, the later ts on a tie (as
+ * docs/protocol.md section 3 tells watchers); NULL if it heard none. */
+static inline const heard *sim_watcher_last(const sim *s, int w, const char *user, size_t from) {
+    const heard *best = NULL;
+    for (size_t k = from; k < s->nnotes; k++) {
+        const heard *h = &s->notes[k];
+        if (strcmp(h->user, user) != 0 || !sim_watcher_hears(h, w)) continue;
+        if (best == NULL || h->ver > best->ver || (h->ver == best->ver && h->ts >= best->ts))
+            best = h;
+    }
+    return best;
 }
 
 /* Transfers served in slices (sim.sliced): the kept reply context is a copy. */

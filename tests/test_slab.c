@@ -126,3 +126,35 @@ static void check_indexes(bool pooled) {
 
 Test(slab, indexes_name_records_pooled) { check_indexes(true); }
 Test(slab, indexes_name_records_unpooled) { check_indexes(false); }
+
+/* Not pooled (the ASan builds): a freed record's index is not handed out
+ * again before PD_SLAB_QUARANTINE other records were freed, and names the
+ * freed memory meanwhile, so that a stale index is a use after free ASan
+ * reports rather than a silent read of the record that took the index.
+ * After that the indexes are reused: their number stays bounded. */
+Test(slab, unpooled_indexes_wait_before_reuse) {
+    pd_slab s;
+    pd_slab_init(&s, false);
+    char *a = pd_slab_alloc(&s, 40);
+    cr_assert_not_null(a);
+    uint32_t ia = pd_slab_idx(&s, a);
+    pd_slab_free(&s, a, 40);
+    for (uint32_t k = 0; k < PD_SLAB_QUARANTINE; k++) {
+        char *b = pd_slab_alloc(&s, 40);
+        cr_assert_not_null(b);
+        cr_assert_neq(pd_slab_idx(&s, b), ia, "index %u reused after %u frees", ia, k);
+        pd_slab_free(&s, b, 40);
+    }
+    uint32_t most = 0;
+    for (uint32_t k = 0; k < 3 * PD_SLAB_QUARANTINE; k++) {
+        char *b = pd_slab_alloc(&s, 40);
+        cr_assert_not_null(b);
+        uint32_t ib = pd_slab_idx(&s, b);
+        cr_assert_eq(pd_slab_ptr(&s, ib), b);
+        if (ib > most) most = ib;
+        pd_slab_free(&s, b, 40);
+    }
+    cr_expect_leq(most, PD_SLAB_QUARANTINE + 2u, "indexes are reused after the wait");
+    cr_expect_eq(s.bytes, 0);
+    pd_slab_destroy(&s);
+}

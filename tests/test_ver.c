@@ -284,3 +284,45 @@ Test(ver, an_early_return_keeps_the_ver_below_the_clock) {
     cr_expect_not(sa.decreased);
     cr_expect_not(sb.decreased);
 }
+
+/* b takes a for down and decides alice's last_seen at its own time; a
+ * third node that took a for down later decided a later one, which wins,
+ * and reaches b within the delay. b's delay ends at that last_seen + the
+ * delay, when its offline's ver says, not at its own drop + the delay: an
+ * offline numbered ahead of b's clock would outrank a return made before
+ * the clock got there (a watcher keeping the largest ver would end on
+ * that offline). */
+Test(ver, a_later_last_seen_moves_the_end_of_the_delay) {
+    uint64_t t = 5000000;
+    apply_on(ma, connect_ev("c1", "carol"), t);
+    apply_on(ma, connect_ev("c2", "dan"), t);
+    uint64_t drop = t + 1000;
+    pd_model_drop_owner(mb, S("a"), drop);
+    msgpack_sbuffer_clear(&sb.out);
+    int notes = sb.notes[2];
+    pd_op seen = {.kind = PD_OP_SEEN, .at = (int64_t)drop + 200, .hlc = (drop + 200) << 16,
+                  .writer = S("c")};
+    seen.user = S("carol");
+    cr_assert_eq(pd_model_apply_op(mb, S("c"), &seen, drop + 100), PD_OK);
+    seen.user = S("dan");
+    cr_assert_eq(pd_model_apply_op(mb, S("c"), &seen, drop + 100), PD_OK);
+    pd_model_tick(mb, drop + 500);
+    pd_view v;
+    pd_model_view(mb, S("carol"), S(""), &v);
+    cr_expect_eq(v.status, PD_PUB_ONLINE, "the delay runs on to last_seen + the delay");
+    cr_expect_eq(sb.notes[2], notes, "nothing announced yet");
+    /* carol is back (a device on d) before that: never offline. */
+    pd_op add = {.kind = PD_OP_ADD, .server = S("s2"), .conn = S("c9"), .user = S("carol"),
+                 .label = S("web"), .state = PD_DEV_ACTIVE, .connected_at = (int64_t)drop + 600,
+                 .last_active = (int64_t)drop + 600, .hlc = (drop + 600) << 16};
+    cr_assert_eq(pd_model_apply_op(mb, S("d"), &add, drop + 600), PD_OK);
+    pd_model_tick(mb, drop + 700);
+    pd_model_view(mb, S("carol"), S(""), &v);
+    cr_expect_eq(v.status, PD_PUB_ONLINE);
+    cr_expect_eq(sb.notes[2], notes, "a return within the delay is not announced");
+    cr_expect_not(sb.decreased, "every notification of b outranks the one before");
+    /* dan is not: offline then, at a ver not ahead of b's clock. */
+    pd_model_view(mb, S("dan"), S(""), &v);
+    cr_expect_eq(v.status, PD_PUB_OFFLINE, "the delay ends at last_seen + the delay");
+    cr_expect_eq(sb.last_ver[3], (drop + 700) << 16, "its offline's ver");
+}

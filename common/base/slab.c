@@ -72,14 +72,15 @@ static bool new_block(pd_slab *s) {
 static void *alloc_unpooled(pd_slab *s, size_t size) {
     uint32_t i;
     if (s->nat == 0) s->nat = 1; /* index 0 is NULL */
-    if (s->nspare == 0) {
+    bool reuse = s->nspare - s->spare_head > PD_SLAB_QUARANTINE;
+    if (!reuse) {
         char **at = grown(s->at, s->nat, &s->cap, sizeof *s->at);
         if (at == NULL) return NULL;
         s->at = at;
     }
     char *p = pd_calloc(1, HEADER + size);
     if (p == NULL) return NULL;
-    i = s->nspare ? s->spare[--s->nspare] : s->nat++;
+    i = reuse ? s->spare[s->spare_head++] : s->nat++;
     s->at[i] = p + HEADER;
     memcpy(p, &size, sizeof size);
     memcpy(p + 8, &i, sizeof i);
@@ -117,7 +118,13 @@ static void free_unpooled(pd_slab *s, void *p, size_t size) {
                "this slab holds (index %u)", was, size, i);
         abort();
     }
-    s->at[i] = NULL;
+    /* at[i] keeps the freed pointer while the index waits (see slab.h):
+     * a stale index then reads freed memory, which ASan reports. */
+    if (s->spare_head > 0 && s->nspare == s->spare_cap) {
+        s->nspare -= s->spare_head;
+        memmove(s->spare, s->spare + s->spare_head, sizeof *s->spare * s->nspare);
+        s->spare_head = 0;
+    }
     /* Out of memory: the index is not reused. */
     uint32_t *spare = grown(s->spare, s->nspare, &s->spare_cap, sizeof *s->spare);
     if (spare != NULL) {

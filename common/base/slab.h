@@ -20,7 +20,11 @@
  * size and the index (records by index in a table), and aborts when a free
  * names another size: builds with AddressSanitizer use that
  * (PD_SLAB_POOLED), so that ASan still sees every record and the tests
- * check the sizes. Not thread-safe. */
+ * check the sizes. There a freed record's index goes to a new record only
+ * after PD_SLAB_QUARANTINE others were freed, and names the freed memory
+ * meanwhile: an index kept after its record was freed (a stale link) is
+ * a use after free that ASan reports, not a silent read of whichever
+ * record took the index. Not thread-safe. */
 #ifndef PD_SLAB_H
 #define PD_SLAB_H
 #include <stdbool.h>
@@ -31,6 +35,7 @@
 #define PD_SLAB_MAX 2048       /* bytes of the largest record */
 #define PD_SLAB_BLOCK_BITS 16  /* 64 KiB blocks */
 #define PD_SLAB_OFF_BITS (PD_SLAB_BLOCK_BITS - 3) /* an index's offset / 8 */
+#define PD_SLAB_QUARANTINE 1024 /* not pooled: freed indexes that wait */
 
 #if defined(__SANITIZE_ADDRESS__)
 #define PD_SLAB_POOLED false
@@ -47,8 +52,8 @@ typedef struct {
     void *free[PD_SLAB_MAX / 8 + 1]; /* by size / 8 */
     char **at;                 /* pooled: blocks by number; else records by index */
     uint32_t nat, cap;         /* used and allocated entries of `at` */
-    uint32_t *spare;           /* not pooled: indexes of freed records */
-    uint32_t nspare, spare_cap;
+    uint32_t *spare;           /* not pooled: indexes of freed records, oldest first */
+    uint32_t spare_head, nspare, spare_cap; /* spare[spare_head..nspare) wait */
     void **chunks;             /* pooled: the allocations the blocks are cut from */
     uint32_t nchunks, chunks_cap;
     char *next_block;          /* the newest chunk's next unused block */

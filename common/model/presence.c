@@ -337,7 +337,7 @@ static void server_drop(pd_model *m, pd_server *s) {
     pd_free(s);
 }
 
-void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc) {
+void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc) {
     if (at <= 0) return;
     /* (at, writer), then the hlc: a total order, so that the register ends
      * the same whatever order equal times arrive in (two devices of one
@@ -350,6 +350,27 @@ void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_
     u->seen = at;
     u->seen_by = pd__writer_of(by);
     u->seen_hlc = hlc;
+    /* The delay ends when its offline's ver says, (last_seen + delay) << 16,
+     * on every node: a last_seen decided later elsewhere (the node that
+     * took the owner for down last, the owner's own REMOVE reaching a node
+     * that had dropped the device) moves the end, so that the offline is
+     * never numbered ahead of the clock of the node announcing it, and a
+     * return after it gets a higher ver. Out of memory: it ends as armed. */
+    uint64_t due = (uint64_t)at + m->cfg.offline_delay_ms;
+    if ((u->flags & UF_GRACE) && pd_timer_armed(&u->grace) && due > u->grace.due)
+        pd_theap_arm(&m->timers, &u->grace, due);
+    /* A user without devices here whose delay still runs elsewhere (its
+     * devices left after this node last held them, or before it ever did:
+     * it learns that from a REMOVE of a device it had dropped, a state
+     * transfer, a register passed on) is put in the delay too, as after a
+     * restore (pd_model_restore_delays): it shows what the others show
+     * until then, and its offline is announced then, at the same ver, by
+     * whichever node announces the user. */
+    if (u->ndev == 0 && !(u->flags & (UF_GRACE | UF_BACK)) && m->cfg.offline_delay_ms &&
+        due > m->now && pd_theap_arm(&m->timers, &u->grace, due) == PD_OK) {
+        u->flags |= UF_GRACE | UF_HELD_ACTIVE;
+        pd__mark_dirty(m, u);
+    }
 }
 
 /* now rounded down to PRESENCE_ACTIVITY_RESOLUTION_MS. */
@@ -800,9 +821,8 @@ static void fire(pd_model *m, pd_timer *t, uint64_t now) {
             break;
         }
         /* The offline delay ends at the same ver on every node, computed
-         * from last_seen (pd__user_ver). Not observed by the clock: a
-         * last_seen decided later elsewhere (a node down) would move it
-         * ahead of time. */
+         * from last_seen (pd__user_ver), not before last_seen + the delay
+         * (pd__seen moves the timer), so not ahead of this clock. */
         u->flags &= (uint8_t)~UF_GRACE;
         pd__mark_dirty(m, u);
         break;

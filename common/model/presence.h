@@ -195,8 +195,9 @@ typedef void (*pd_user_fn)(void *ud, pd_str user);
 uint64_t pd_model_scan_online(const pd_model *m, uint64_t cursor, uint32_t limit,
                               pd_user_fn fn, void *ud);
 
-/* Calls fn with the public view (ts = its last change) of every user whose
- * public view ever changed. */
+/* Calls fn with the public view of every user the model holds (ts = its
+ * last change here, 0 if it never changed here: a user a state transfer
+ * brought, offline). */
 typedef void (*pd_view_fn)(void *ud, const pd_view *v);
 void pd_model_foreach_view(const pd_model *m, pd_view_fn fn, void *ud);
 /* The same in slices of at most `buckets` hash buckets, between which the

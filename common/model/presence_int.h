@@ -267,8 +267,9 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
  * which the REMOVE op it emits carries. */
 void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at);
 /* Raises u's last_seen register to (at, by) if that is newer (by: an
- * interned node id). */
-void pd__seen(const pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc);
+ * interned node id). A user in the offline delay then keeps it until
+ * last_seen + the delay at least, when its offline's ver is numbered. */
+void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
 /* This node's devices: in the idle queue while active. Cannot fail (the
  * status is kept for the callers that pass it on). */

@@ -171,7 +171,6 @@ static void visit_view(void *ud, void *e) {
     view_ctx *c = ud;
     const pd_user *u = (const pd_user *)e;
     pd_view v;
-    if (u->notified_ts == 0) return;
     pd__user_view(c->m, u, false, &v);
     c->fn(c->ud, &v);
 }

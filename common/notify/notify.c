@@ -175,7 +175,13 @@ typedef struct {
 
 static void reannounce_one(void *ud, const pd_view *v) {
     reannounce_ctx *c = ud;
-    bool recent = v->ts >= c->since || (c->not_offline && v->status != PD_PUB_OFFLINE);
+    /* After a heal, changed means a write since then anywhere (its ver):
+     * the other side's changes (announced to its watchers) are in the
+     * view now, though this node never announced them, nor perhaps ever
+     * held the user before (ts 0: offline when a transfer brought it). */
+    bool recent = (v->ts > 0 && v->ts >= c->since) ||
+                  (c->not_offline && (v->status != PD_PUB_OFFLINE ||
+                                      (int64_t)(v->ver >> 16) >= c->since));
     if (!recent || !announcer(c->nf, v->user, false)) return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
     if (!c->not_offline) {

@@ -88,6 +88,7 @@ static void peer_remove(pd_repl *r, uint32_t i) {
     r->forgotten[k].inc = p->inc;
     r->forgotten[k].last_hb = p->last_hb;
     drop_pending(p);
+    pd_free(p->heal_need);
     pd_free(p->hb);
     pd_free(p);
     memmove(&r->peers[i], &r->peers[i + 1], sizeof *r->peers * (r->npeers - i - 1));
@@ -253,8 +254,65 @@ static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
  * have heard us yet, and until it does it still announces from its side's
  * view (its timers for our users fire), now to everyone. */
 static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
+    /* A link that flaps breaks again before the last heal's announcements
+     * got through: this one goes back as far as that one did. */
+    if (r->healed_at && now < r->healed_at + down_after(r) && r->healed_since < since)
+        since = r->healed_since;
     if (r->heal_at == 0 || since < r->heal_since) r->heal_since = since;
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
+}
+
+/* A heal with p, once p has the devices it dropped back and we have its
+ * floors (see heal_wait in repl_int.h); bounded by a state transfer's
+ * timeout and a node timeout. What we applied of each origin now is what
+ * p's heartbeats must show (out of memory: ours only). */
+static void heal_after_floors(pd_repl *r, peer *p, uint64_t since, uint64_t now) {
+    if (p->heal_wait == 0 || since < p->heal_from) p->heal_from = since;
+    p->heal_wait = 1;
+    p->heal_our_seq = r->seq;
+    p->heal_by = now + sync_timeout(r) + r->cfg.node_timeout_ms;
+    pd_free(p->heal_need);
+    p->nheal_need = 0;
+    p->heal_need = r->npeers ? pd_malloc(sizeof *p->heal_need * r->npeers) : NULL;
+    for (uint32_t i = 0; p->heal_need && i < r->npeers; i++) {
+        const peer *q = r->peers[i];
+        if (q != p && q->alive && q->inc)
+            p->heal_need[p->nheal_need++] = (struct heal_need){q, q->inc, q->seq};
+    }
+}
+
+/* True if hb (p's) shows every delta we had applied when the heal began. */
+static bool heal_shown(const pd_repl *r, const peer *p, const pd_heartbeat *hb) {
+    for (int32_t i = -1; i < (int32_t)p->nheal_need; i++) {
+        const peer *q = NULL;
+        if (i >= 0) {
+            for (uint32_t k = 0; k < r->npeers && q == NULL; k++)
+                if (r->peers[k] == p->heal_need[i].q) q = r->peers[k];
+            if (q == NULL) continue; /* forgotten since */
+        }
+        pd_str id = q ? peer_id(q) : S(r->self);
+        uint64_t inc = q ? p->heal_need[i].inc : r->cfg.inc;
+        uint64_t seq = q ? p->heal_need[i].seq : p->heal_our_seq;
+        bool shown = false;
+        for (uint32_t k = 0; k < hb->nvc && !shown; k++) {
+            const pd_vc_entry *e = &hb->vc[k];
+            shown = pd_str_eq(e->node, id) && (e->inc > inc || (e->inc == inc && e->seq >= seq));
+        }
+        if (!shown) return false;
+    }
+    return true;
+}
+
+/* Moves p's heal on: stage 2 done (or its bound passed), it is scheduled. */
+static void heal_check(pd_repl *r, peer *p, uint64_t now) {
+    if (p->heal_wait == 0) return;
+    bool floors_in = p->heal_wait == 2 && !p->syncing && p->seq >= p->heal_its_seq;
+    if (!floors_in && now < p->heal_by) return;
+    p->heal_wait = 0;
+    pd_free(p->heal_need);
+    p->heal_need = NULL;
+    p->nheal_need = 0;
+    schedule_heal(r, p->heal_from, now);
 }
 
 void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
@@ -597,7 +655,8 @@ static void dropped_us(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64_t now
             p->dropped_seq = r->seq;
         } else if (p->dropped_us && e->seq >= p->dropped_seq) {
             p->dropped_us = false;
-            schedule_heal(r, now > down_after(r) ? now - down_after(r) : 0, now);
+            heal_after_floors(r, p, now > down_after(r) ? now - down_after(r) : 0, now);
+            p->heal_our_seq = p->dropped_seq;
         }
         p->shown_self_seq = e->seq;
         return;
@@ -755,9 +814,14 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
                "differ", p->id, (unsigned long long)(now - heard_before));
-        schedule_heal(r, heard_before, now);
+        heal_after_floors(r, p, heard_before, now);
     }
     dropped_us(r, p, hb, now);
+    if (p->heal_wait == 1 && heal_shown(r, p, hb)) {
+        p->heal_wait = 2; /* it has the devices back: now its deltas up to this heartbeat */
+        p->heal_its_seq = p->hb_seq;
+    }
+    heal_check(r, p, now);
     catch_up_from(r, hb, now);
     check_own_clock(r);
     pd_free(hb);
@@ -860,6 +924,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     for (uint32_t i = 0; i < r->npeers; i++) {
         peer *p = r->peers[i];
         if (p->regs_passing) pass_on_registers(r, p);
+        heal_check(r, p, now);
         if (p->alive && !p->suspected && now > p->last_hb + r->cfg.node_timeout_ms &&
             r->cfg.suspicion_ms) {
             p->suspected = true;
@@ -886,10 +951,15 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     }
     /* Heartbeats start at once, ready or not: peers must not take a node
      * that is catching up for dead; they leave it out of the announcers. */
+    /* Our ops first: the heartbeat's count then covers them (a peer that
+     * waits for our deltas up to it, heal_wait, has what we wrote so far). */
+    pd_repl_flush(r);
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
     pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
     if (r->heal_at && now >= r->heal_at) {
         pd_notifier_heal(r->nf, r->m, r->heal_since, now);
+        r->healed_at = now;
+        r->healed_since = r->heal_since;
         r->heal_at = 0;
     }
     pd_repl_flush(r);
@@ -959,6 +1029,7 @@ void pd_repl_free(pd_repl *r) {
     pd_repl_serving_drop(r);
     for (uint32_t i = 0; i < r->npeers; i++) {
         drop_pending(r->peers[i]);
+        pd_free(r->peers[i]->heal_need);
         pd_free(r->peers[i]->hb);
         pd_free(r->peers[i]);
     }

@@ -36,6 +36,12 @@ typedef struct {
     uint8_t *buf;
 } held;
 
+/* What we had applied of one origin when a heal began (see heal_wait). */
+struct heal_need {
+    const void *q;              /* the peer: compared, never followed (it may be gone) */
+    uint64_t inc, seq;
+};
+
 typedef struct {
     char id[PD_ID_MAX + 1];
     uint32_t id_n;
@@ -54,6 +60,20 @@ typedef struct {
     uint64_t shown_self_seq;
     bool dropped_us;            /* ... and has not shown all of them again yet, */
     uint64_t dropped_seq;       /* ... that is, our count when we noticed */
+    /* A heal with it waits (heal_wait 1) until its heartbeats show our
+     * deltas up to heal_our_seq (it has our devices back, and wrote the
+     * return floors of the users it had announced offline meanwhile:
+     * presence.c, user_regained_device), then (2) until we applied its
+     * own deltas up to heal_its_seq, the count that heartbeat gave (those
+     * floors are in): only then is the surviving state re-announced, so
+     * that its ver outranks that offline. Bounded: at heal_by it goes on
+     * anyway. heal_from: what changed since then is re-announced. */
+    uint8_t heal_wait;
+    uint64_t heal_our_seq, heal_its_seq, heal_from, heal_by;
+    /* ... and what we had applied of each other peer then (its floors for
+     * their users come once it has their devices back too) */
+    struct heal_need *heal_need;
+    uint32_t nheal_need;
     bool follows;               /* its last heartbeat holds our current incarnation */
     bool regs_owed;             /* a life we did not know: pass on the registers
                                  * it wrote once it follows us (pass_on_registers) */
@@ -137,6 +157,7 @@ struct pd_repl {
      * changed since heal_since (see on_heartbeat). Peers forgotten lately,
      * so that one heard again in the same life still counts as a heal. */
     uint64_t heal_at, heal_since;
+    uint64_t healed_at, healed_since; /* the last heal made, and its since */
     struct {
         char id[PD_ID_MAX + 1];
         uint64_t inc, last_hb;

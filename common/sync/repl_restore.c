@@ -122,8 +122,8 @@ static void restore_peers(pd_repl *r, const pd_snap_info *info, uint64_t now) {
 /* Into an empty model (a start): one pass, each entry applied as soon as
  * it is validated; a refusal at any point (a bad entry, the node or the
  * clocks found wrong at the end) clears the model back to empty and drops
- * the ops it made (held meanwhile: none leaves), so that a bad snapshot
- * still changes nothing. Decoding the snapshot twice was half of a 1M
+ * the ops it made (held meanwhile: none leaves) and the entries it counted
+ * as ahead of the clock, so that a bad snapshot still changes nothing. Decoding the snapshot twice was half of a 1M
  * restore (issue 15). */
 static pd_status restore_once(pd_repl *r, const void *buf, size_t len, uint64_t now,
                               pd_snap_info *info, pd_err *err) {
@@ -132,14 +132,18 @@ static pd_status restore_once(pd_repl *r, const void *buf, size_t len, uint64_t 
     bool was_restoring = r->restoring;
     size_t ops_at = r->ops.size;
     uint32_t nops_at = r->nops;
+    uint64_t ahead_at = r->stats.refused[PD_REFUSE_CLOCK_AHEAD];
     r->hold_ops = true;
     pd_status s = pd_snap_read(buf, len, info, &v, err);
+    /* Own entries skipped as ahead (restore_own_op): uncounted if refused. */
+    uint64_t entries_ahead = r->stats.refused[PD_REFUSE_CLOCK_AHEAD] - ahead_at;
     if (s == PD_OK) s = check_info(r, info, now, err);
     r->hold_ops = false;
     if (s != PD_OK) {
         pd_model_clear(r->m);
         r->ops.size = ops_at;
         r->nops = nops_at;
+        r->stats.refused[PD_REFUSE_CLOCK_AHEAD] -= entries_ahead;
         r->restoring = was_restoring;
         return s;
     }

@@ -269,9 +269,17 @@ class Run:
             self.problems.append("watchers last heard something else than get says for %d "
                                  "users, e.g. %s" % (len({b[1] for b in self.heard_bad}),
                                                      self.heard_bad[:4]))
+            nc = None
+            try:
+                nc = self.nats()
+            except (OSError, pdwire.WireError):
+                pass
             for u in sorted({b[1] for b in self.heard_bad})[:5]:
-                self.log("heard of %s (at, ver, ts, status): %s"
-                         % (u, watch.history(self.watchers, u)))
+                self.log("heard of %s (at, ver, ts, status): %s; get now: %s"
+                         % (u, watch.history(self.watchers, u),
+                            watch.get_entry(nc, u) if nc else "-"))
+            if nc:
+                nc.close()
 
     def check_nodes(self, oracle, after_ms):
         """{node: mismatches} from each node's snapshot taken after after_ms."""

@@ -1,0 +1,266 @@
+/* test_repl_watch.c - what a watcher last heard is the truth (issue 14),
+ * over the simulated network of repl_sim.h: a watcher next to each
+ * replica hears what that replica publishes, and what the others publish
+ * while neither side is cut off, and keeps each user's notification with
+ * the largest ver (the later ts on a tie), as docs/protocol.md section 3
+ * tells watchers. After a split and its heal, and once the cluster is
+ * quiet, every watcher's last notification of every user must show the
+ * status the replicas show (tests/chaos/watch.py checks the same of a
+ * real cluster). */
+#include <criterion/criterion.h>
+#include "repl_world.h"
+
+#define SUSPICION_MS 2000
+
+static const pd_model_cfg MCFG_WATCH = {
+    .idle_timeout_ms = 1u << 30, .offline_delay_ms = 3000, .server_timeout_ms = 1u << 30};
+
+static void setup(world *w, uint64_t seed) {
+    world_init(w, seed, &MCFG_WATCH, false);
+    sim *s = &w->s;
+    s->cfg.suspicion_ms = SUSPICION_MS;
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_free(s->r[i]);
+        s->r[i] = sim_new_replica(s, i);
+    }
+    sim_warm_up(s);
+}
+
+/* A user id with prefix whose announcer, all three alive, is NODE[a]. */
+static void user_announced_by(world *w, int a, const char *prefix, char out[16]) {
+    for (int k = 0; k < 1000; k++) {
+        snprintf(out, 16, "%s%d", prefix, k);
+        if (pd_notifier_is_announcer(pd_repl_notifier(w->s.r[a]), pd_str_c(out))) return;
+    }
+    cr_assert_fail("no user announced by %s", NODE[a]);
+}
+
+static void conn_event_at(world *w, int i, pd_event_type t, const char *conn, const char *user) {
+    char sid[8];
+    snprintf(sid, sizeof sid, "s%d", i);
+    pd_event ev = {.type = t, .server = pd_str_c(sid), .conn = pd_str_c(conn),
+                   .user = pd_str_c(user), .device = pd_str_c("web")};
+    world_event(w, i, &ev);
+}
+
+/* ms pass in steps of 100 ms, messages delivered as they go (lost where
+ * cut off). */
+static void run_for(sim *s, uint64_t ms) {
+    for (uint64_t end = s->now + ms; s->now < end;) sim_round(s, 100);
+}
+
+/* Every watcher's last notification of user shows what the replicas show
+ * (offline for one never announced), and the replicas agree. */
+static void expect_watchers_agree(const world *w, const char *user) {
+    const sim *s = &w->s;
+    pd_view v[NREP];
+    for (int i = 0; i < NREP; i++)
+        pd_model_view(pd_repl_model(s->r[i]), pd_str_c(user), (pd_str){NULL, 0}, &v[i]);
+    for (int i = 1; i < NREP; i++) {
+        cr_expect_eq(v[i].status, v[0].status, "%s: %s and n0 show different statuses", user,
+                     NODE[i]);
+        cr_expect_eq(v[i].ver, v[0].ver, "%s: %s and n0 give different vers", user, NODE[i]);
+    }
+    if (getenv("PD_NOTES")) {
+        for (size_t k = 0; k < s->nnotes; k++)
+            if (strcmp(s->notes[k].user, user) == 0)
+                fprintf(stderr, "%s: by %s %s ver %llu ts %lld cut %u\n", user, NODE[s->notes[k].by],
+                        pd_public_name(s->notes[k].status), (unsigned long long)s->notes[k].ver,
+                        (long long)s->notes[k].ts, s->notes[k].cut);
+    }
+    for (int k = 0; k < NREP; k++) {
+        const heard *h = sim_watcher_last(s, k, user, 0);
+        pd_public got = h ? h->status : PD_PUB_OFFLINE;
+        cr_expect_eq(got, v[0].status,
+                     "%s: the watcher next to %s last heard %s (ver %llu, by %s), the replicas "
+                     "show %s (ver %llu)", user, NODE[k], pd_public_name(got),
+                     (unsigned long long)(h ? h->ver : 0), h ? NODE[h->by] : "-",
+                     pd_public_name(v[0].status), (unsigned long long)v[0].ver);
+    }
+}
+
+/* ms pass in steps of 100 ms; only heartbeats and deltas are delivered
+ * (state transfers, asked and served, wait: a slow transfer). */
+static void run_slow_transfers(sim *s, uint64_t ms) {
+    for (uint64_t end = s->now + ms; s->now < end;) {
+        s->now += 100;
+        sim_tick_all(s);
+        while (sim_deliver_matching(s, -1, -1, M_HB, 1000) + sim_deliver_matching(s, -1, -1, M_DELTA, 1000) > 0) {}
+    }
+}
+
+/* n2 is cut off for longer than the node timeout, the suspicion and the
+ * offline delay: each side takes the other's devices for gone and
+ * announces their users offline to its watchers, at the ver of the
+ * delay's end on its side, while the other side keeps them online (at a
+ * lower ver: nothing changed there). After the heal the state that
+ * survived must outrank that offline on every watcher, however long the
+ * state transfers take (slow_ms of heartbeats and deltas only) and
+ * whichever link comes back first (n0-n2 late_ms after n1-n2). One user
+ * per (owner, announcer) pair. */
+static void split_and_heal(uint64_t seed, uint64_t late_ms, uint64_t slow_ms) {
+    world w;
+    setup(&w, seed);
+    sim *s = &w.s;
+    char users[2][NREP][16];
+    const int owners[2] = {0, 2};
+    for (int o = 0; o < 2; o++) {
+        for (int a = 0; a < NREP; a++) {
+            char prefix[8], conn[16];
+            snprintf(prefix, sizeof prefix, "o%da%d_", owners[o], a);
+            user_announced_by(&w, a, prefix, users[o][a]);
+            snprintf(conn, sizeof conn, "c%d%d", o, a);
+            conn_event_at(&w, owners[o], PD_EV_CONNECT, conn, users[o][a]);
+        }
+    }
+    run_for(s, 3 * s->cfg.sync_interval_ms);
+    s->cut[2] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + MCFG_WATCH.offline_delay_ms +
+                   3 * s->cfg.sync_interval_ms);
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_geq(st.nodes_down, 1u, "%s took the other side for down", NODE[i]);
+    }
+    s->cut[2] = false;
+    /* n0 and n2 hear each other late_ms after n1 and n2 do */
+    for (uint64_t end = s->now + late_ms; s->now < end;) {
+        s->now += 100;
+        sim_tick_all(s);
+        for (size_t n = 1; n > 0;) {
+            sim_drop_matching(s, 0, 2, -1);
+            sim_drop_matching(s, 2, 0, -1);
+            n = sim_deliver_matching(s, -1, -1, -1, 1);
+        }
+    }
+    run_slow_transfers(s, slow_ms);
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    for (int o = 0; o < 2; o++)
+        for (int a = 0; a < NREP; a++) expect_watchers_agree(&w, users[o][a]);
+    world_free(&w);
+}
+
+Test(repl_watch, a_split_ends_on_the_state_that_survived_it) { split_and_heal(41, 0, 0); }
+
+Test(repl_watch, a_split_ends_on_the_state_that_survived_it_after_slow_transfers) {
+    split_and_heal(42, 0, 4 * RCFG.sync_interval_ms);
+}
+
+/* n2 hears n1 again first: n2 has n0's devices back only later, and
+ * writes their return floors then. */
+Test(repl_watch, a_split_healed_one_link_at_a_time_ends_on_the_state_that_survived_it) {
+    split_and_heal(45, 3 * RCFG.sync_interval_ms, 0);
+    split_and_heal(46, 3 * RCFG.sync_interval_ms, 3 * RCFG.sync_interval_ms);
+}
+
+/* During a split, a user comes and goes on the cut-off side (n2), whose
+ * watchers hear it online; the heal comes within the offline delay there.
+ * The other side never announced that user since before the split, and
+ * after the heal it announces it (n2 does not): it must say offline again,
+ * at a ver above that online, although its own view of the user did not
+ * change (the heal counts every write since the split, wherever made). */
+static void comes_and_goes_during_a_split(uint64_t seed, int announcer, bool known) {
+    world w;
+    setup(&w, seed);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, announcer, known ? "g" : "h", user);
+    if (known) { /* online and offline before the split, told to all */
+        conn_event_at(&w, 2, PD_EV_CONNECT, "cg0", user);
+        run_for(s, 3 * s->cfg.sync_interval_ms);
+        conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg0", user);
+        run_for(s, MCFG_WATCH.offline_delay_ms + 3 * s->cfg.sync_interval_ms);
+    }
+    s->cut[2] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + 3 * s->cfg.sync_interval_ms);
+    conn_event_at(&w, 2, PD_EV_CONNECT, "cg1", user);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg1", user);
+    run_for(s, 100); /* n2's delay ends after it has stopped announcing the user */
+    s->cut[2] = false;
+    run_slow_transfers(s, 2 * s->cfg.sync_interval_ms);
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}
+
+Test(repl_watch, a_user_that_came_and_went_on_the_other_side_ends_offline) {
+    comes_and_goes_during_a_split(43, 0, true);
+    comes_and_goes_during_a_split(44, 1, true);
+}
+
+/* The same for a user the other side never held before: the transfer
+ * brings it offline, so its view never changed there. */
+Test(repl_watch, a_user_never_seen_here_that_came_and_went_there_ends_offline) {
+    comes_and_goes_during_a_split(47, 0, false);
+    comes_and_goes_during_a_split(48, 1, false);
+}
+
+/* n2 restarts; meanwhile a user it will announce comes and goes on n0
+ * (announced online by n0 or n1). n2 learns of the user only from their
+ * state transfers, once the device has left but while the offline delay
+ * still runs on n0 and n1: n2 must keep the user in the delay too, and
+ * announce its offline when it ends (n0 and n1, no longer its announcers,
+ * change it silently then). */
+Test(repl_watch, a_user_that_left_while_its_announcer_restarted_ends_offline) {
+    world w;
+    setup(&w, 49);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 2, "r", user);
+    sim_restart(s, 2);
+    run_for(s, 100);
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cr0", user);
+    run_for(s, 500);
+    conn_event_at(&w, 0, PD_EV_DISCONNECT, "cr0", user);
+    run_for(s, 100);
+    cr_assert_not(pd_repl_ready(s->r[2]), "n2 still warms up");
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}
+
+/* Each side writes: a connect of a user of its own at replica i. */
+static void write_at(world *w, int i, const char *conn) {
+    char user[16];
+    snprintf(user, sizeof user, "x%s", conn);
+    conn_event_at(w, i, PD_EV_CONNECT, conn, user);
+}
+
+/* A link that flaps (n2 cut off twice, each time for less than the node
+ * timeout, both sides writing all along, so that each sees the other's
+ * lost deltas): a user's offline announced by n0 during the first break
+ * is lost to n2's watcher, and so is the heal n0 makes after it (n2 is
+ * cut off again by then). The heal after the second break must go back
+ * as far as that one did, though the offline is older than a node timeout
+ * and the suspicion by then. */
+Test(repl_watch, a_flapping_link_ends_on_what_the_first_break_hid) {
+    world w;
+    setup(&w, 51);
+    sim *s = &w.s;
+    char user[16], conn[16];
+    user_announced_by(&w, 0, "f", user);
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cf", user);
+    write_at(&w, 2, "pre"); /* each follows the other's deltas */
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    conn_event_at(&w, 0, PD_EV_DISCONNECT, "cf", user); /* offline 0.5 s into the break */
+    run_for(s, MCFG_WATCH.offline_delay_ms - 500);
+    int k = 0;
+    uint64_t phases[4] = {s->cfg.node_timeout_ms - 1000, s->cfg.sync_interval_ms + 500,
+                          s->cfg.node_timeout_ms - 1000, 10 * s->cfg.sync_interval_ms};
+    for (int ph = 0; ph < 4; ph++) {
+        s->cut[2] = ph % 2 == 0;
+        for (uint64_t end = s->now + phases[ph]; s->now < end;) {
+            snprintf(conn, sizeof conn, "%d", k++);
+            write_at(&w, k % 2 ? 0 : 2, conn);
+            sim_round(s, 250);
+        }
+    }
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_eq(st.nodes_down, 0u, "%s took nobody for down", NODE[i]);
+    }
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}
