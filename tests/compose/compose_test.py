@@ -40,6 +40,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -384,7 +385,32 @@ def check_watcher(prj):
     log(f"ok: a watcher on nats2 got {{user: alice, status: {note['status']}}}")
 
 
+class ServerSpeaks(threading.Thread):
+    """alice's socket server (compose-test) restating c1 to n1 every 300 ms,
+    as a real one answers the resync request a restarted node sends: a
+    node restored from its snapshot closes a server that says nothing
+    within PRESENCE_SERVER_TIMEOUT_MS (3 s here) of the end of its restore
+    (schemas/cluster.md, P.resync). Requests to n1 while it is down fail
+    and are retried."""
+
+    def __init__(self, prj):
+        super().__init__(daemon=True)
+        self.prj, self.stop = prj, threading.Event()
+
+    def run(self):
+        while not self.stop.wait(0.3):
+            try:
+                run([self.prj.args.ctl, "--server", self.prj.url(0), "--timeout", "500ms",
+                     "--node", "n1", "--as", "compose-test", "connect", "c1", "alice", "web"],
+                    env=self.prj.env, check=False, timeout=10, quiet=True)
+            except Failed:
+                pass  # n1 not answering yet: the next turn asks again
+
+
 def check_kill_node(prj):
+    """n1 killed and started again; alice's server keeps speaking from here
+    to the end of the run (it stops with the process: a daemon thread)."""
+    ServerSpeaks(prj).start()
     ctr = prj.container("n1")
     before = life(metrics(prj, "n1"))
 
