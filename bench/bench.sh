@@ -8,15 +8,17 @@
 #   bench/bench.sh [--quick] [--build DIR] [--out DIR] [--nodes N] [--phases LIST]
 #                  [--keep]
 #
-# --phases runs only some of baselines,stub,latency,flood,throughput,memory,
-# churn (memory includes recovery; stub is the same-pattern baseline of
-# issue #15, flood the query flood of issue #11, churn the forgetting of
-# issue #13); --keep leaves the work directory behind.
+# --phases runs only some of baselines,stub,latency,flood,throughput,batch,
+# memory,churn (memory includes recovery; stub is the same-pattern baseline
+# of issue #15, batch its batched events, flood the query flood of issue
+# #11, churn the forgetting of issue #13); --keep leaves the work directory
+# behind.
 #
 # Phases, in order: raw NATS baselines (one hop and relay, SendAsap on and
 # off, paced, plus the unpaced one-hop rate); the same-pattern stub nodes
 # (latency and throughput, driven as presenced is); presenced sync latency;
-# throughput (presence-sim, increasing rates); memory (RSS per device and
+# throughput (presence-sim, increasing rates); batched events (1M events in
+# batches of 1000 into every node, then convergence); memory (RSS per device and
 # per user); recovery (restart with a snapshot, then from the stream only);
 # churn (CHURN_USERS distinct users, 2M, through a short user retention).
 # --quick runs every phase small, in well under a minute: it checks the
@@ -29,7 +31,7 @@ QUICK=0
 BUILD=$ROOT/build
 OUT=$ROOT/bench/results
 NODES=3
-PHASES=baselines,stub,latency,flood,throughput,memory,churn
+PHASES=baselines,stub,latency,flood,throughput,batch,memory,churn
 KEEP=0
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
         --nodes) NODES=$2; shift ;;
         --phases) PHASES=$2; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -297,6 +299,25 @@ phase_throughput() {
     throughput_ladder "$ALL_NODES" n1
 }
 
+# Batched events (issue 15): pd-bench batch-rate (bench/bench_batch.c),
+# events in `batch` requests of 1000, round-robin over every node, each
+# device connecting and leaving in its batch; passed when every batch is
+# answered ok and every node then holds what it held before with equal
+# vector clocks within 2 s.
+phase_batch() {
+    local count=1000000 base out conv devices
+    [[ $QUICK -eq 1 ]] && count=20000
+    log "phase batch: $count events in batches of 1000 into every node"
+    base=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes "$ALL_NODES" --timeout 10) ||
+        { echo "bench.sh: the cluster did not settle before the batches" >&2; FAILED=1; return 1; }
+    out=$("$BUILD/pd-bench" batch-rate --url "$NATS_URL" --nodes "$ALL_NODES" --count "$count") || true
+    [[ -z $out ]] && { echo "bench.sh: pd-bench batch-rate produced nothing" >&2; FAILED=1; return 1; }
+    devices=$($LIB devices0 "$base")
+    conv=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes "$ALL_NODES" \
+        --count "$devices" --timeout 5) || true
+    record batch "$($LIB merge-batch "$out" "$conv")"
+}
+
 # The same-pattern baseline (issue 15): NODES stub nodes (pd-bench
 # stub-node: a node's NATS work per event, no model; bench/README.md) on
 # a nats-server of their own, whose PRESENCE_DELTAS they create with the
@@ -446,7 +467,7 @@ start_nats
 start_redis
 want baselines && phase_baselines
 want stub && { note_load stub; phase_stub; }
-if want latency || want throughput || want flood; then
+if want latency || want throughput || want flood || want batch; then
     for id in $(node_ids "$NODES"); do start_node "$id"; done
     # shellcheck disable=SC2046
     wait_ready $(node_ids "$NODES")
@@ -454,6 +475,7 @@ fi
 want latency && { note_load latency; phase_latency; }
 want flood && { note_load flood; phase_flood; }
 want throughput && { note_load throughput; phase_throughput; }
+want batch && { note_load batch; phase_batch; }
 want memory && { note_load memory; phase_memory; }
 want churn && { note_load churn; phase_churn; }
 stop_stack
@@ -462,7 +484,7 @@ log "writing $OUT/latest.json and the plots"
 $LIB report "$RAW" "$OUT" "$([[ $QUICK -eq 1 ]] && echo quick || echo full)" \
     "bench/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick')"
 # A full run into bench/results is the one bench/README.md shows.
-if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,stub,latency,flood,throughput,memory,churn ]]; then
+if [[ $QUICK -eq 0 && $OUT == "$ROOT/bench/results" && $PHASES == baselines,stub,latency,flood,throughput,batch,memory,churn ]]; then
     $LIB readme "$OUT/latest.json" "$ROOT/bench/README.md"
 fi
 [[ $FAILED -eq 0 ]] || { echo "bench.sh: some measurements did not run (see above)" >&2; exit 1; }

@@ -86,6 +86,18 @@ def cmd_merge_tp(label, rate, secs, rc, sim, conv):
         "lag_ms": c.get("ms"), "passed": bool(passed)}, separators=(",", ":")))
 
 
+def cmd_merge_batch(out, conv):
+    """The batch record: pd-bench batch-rate's line and converge's after it."""
+    b = json.loads(out)
+    c = json.loads(conv) if conv.strip() else {"ok": False, "ms": None}
+    passed = bool(b.get("ok")) and b.get("not_ok", 1) == 0 and bool(c.get("ok")) and \
+        (c.get("ms") if c.get("ms") is not None else 1e9) <= 2000
+    print(json.dumps({"kind": "batch", "events": b.get("events"), "batch": b.get("batch"),
+                      "nodes": b.get("nodes"), "not_ok": b.get("not_ok"), "secs": b.get("secs"),
+                      "events_per_s": b.get("events_per_s"), "converged": bool(c.get("ok")),
+                      "lag_ms": c.get("ms"), "passed": passed}, separators=(",", ":")))
+
+
 def cmd_tp_passed(line):
     sys.exit(0 if json.loads(line)["passed"] else 1)
 
@@ -188,7 +200,7 @@ def build(raw, mode, command):
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "baselines": [], "latency": [], "throughput": [], "memory": [], "recovery": [],
            "rates": [], "load": [], "churn": [], "targets": [], "flood": [],
-           "stub_latency": [], "stub_throughput": []}
+           "stub_latency": [], "stub_throughput": [], "batch": []}
     for r in rows:
         ph = r.pop("phase")
         if ph == "baseline" and r["kind"] == "nats_lat":
@@ -213,6 +225,8 @@ def build(raw, mode, command):
             res["stub_latency"].append(r)
         elif ph == "stub_tp":
             res["stub_throughput"].append(r)
+        elif ph == "batch":
+            res["batch"].append(r)
         elif ph == "machine":
             res["machine"].update(r)
     return res
@@ -244,6 +258,14 @@ def targets(res):
                   "target": "≥ 0.5×" if into == "cluster" else "(per node)",
                   "met": (rt is not None and rt >= 0.5) if into == "cluster" else None})
     t += stub_targets(res)
+    for b in res.get("batch", []):
+        v = b.get("events_per_s")
+        t.append({"measure": "batched events into every node (batches of "
+                             f"{b.get('batch')}, every node converged)",
+                  "value": "none" if v is None else f"{v:,.0f} ev/s"
+                  + ("" if b["passed"] else " (not converged or not ok)"),
+                  "baseline": "", "ratio": None, "target": "≥ 500,000 ev/s",
+                  "met": bool(b["passed"]) and v is not None and v >= 500000})
     mem = memory_costs(res)
     if mem:
         big = mem[-1]
@@ -588,7 +610,8 @@ def main():
     cmds = {"ports": cmd_ports, "free-port": cmd_free_port, "field": cmd_field,
             "now-ms": cmd_now_ms, "devices0": cmd_devices0, "users0": cmd_users0,
             "churn": cmd_churn, "redis-out": cmd_redis_out, "nats-out": cmd_nats_out,
-            "merge-tp": cmd_merge_tp, "tp-passed": cmd_tp_passed, "recovery": cmd_recovery,
+            "merge-tp": cmd_merge_tp, "merge-batch": cmd_merge_batch, "tp-passed": cmd_tp_passed,
+            "recovery": cmd_recovery,
             "report": cmd_report, "render": cmd_render,
             "readme": cmd_readme}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
