@@ -228,9 +228,18 @@ static void check_server(void *ud, pd_hnode *e) {
     }
     FZ_CHECK(s->ndev == n, "server %.*s counts %u devices, has %u", (int)s->id_n, s->id,
              s->ndev, n);
-    FZ_CHECK(pd_timer_armed(&s->timeout) == (s->watched != 0),
-             "server %.*s: watched flag and timer", (int)s->id_n, s->id);
-    w->timers += s->watched != 0;
+    /* A server's timer is armed for one of three reasons: its heartbeat
+     * timeout (watched), its deadline to speak after a restore (restored,
+     * never watched: its first message ends it), or the retention of its
+     * seq (neither, only with a retention). */
+    bool armed = pd_timer_armed(&s->timeout);
+    FZ_CHECK(!s->watched || armed, "server %.*s: watched without its timeout", (int)s->id_n,
+             s->id);
+    FZ_CHECK(!s->restored || (armed && !s->watched), "server %.*s: restored flag and timer",
+             (int)s->id_n, s->id);
+    FZ_CHECK(!armed || s->watched || s->restored || (m->cfg.user_retention_ms && s->has_seq),
+             "server %.*s: a timer for no reason", (int)s->id_n, s->id);
+    w->timers += armed;
 }
 
 void fz_check_model(const pd_model *m) {
