@@ -603,6 +603,15 @@ static void run_notification_scenario(uint64_t seed, int steps, size_t *total) {
     world_init(&w, seed, &MCFG_QUIET, true);
     sim *s = &w.s;
     sim_warm_up(s);
+    /* Steady state: past the window after a start in which a floor that
+     * changes no status is announced too (pd_notifier_floor). */
+    uint64_t until = s->now + 2 * s->cfg.node_timeout_ms + 2 * s->cfg.sync_interval_ms;
+    while (s->now <= until) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+    }
+    pd_model_tick(w.oracle, s->now);
     seen = s->nnotes;
     for (w.step = 0; w.step < steps; w.step++) {
         s->now += 1 + rng_below(&r, 400);

@@ -9,6 +9,7 @@
  * real cluster). */
 #include <criterion/criterion.h>
 #include "repl_world.h"
+#include "sync/snapshot.h"
 
 #define SUSPICION_MS 2000
 
@@ -261,6 +262,96 @@ Test(repl_watch, a_flapping_link_ends_on_what_the_first_break_hid) {
         pd_repl_stats_get(s->r[i], &st);
         cr_assert_eq(st.nodes_down, 0u, "%s took nobody for down", NODE[i]);
     }
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}
+
+static pd_public status_at(const world *w, int i, const char *user) {
+    pd_view v;
+    pd_model_view(pd_repl_model(w->s.r[i]), pd_str_c(user), pd_str_c(""), &v);
+    return v.status;
+}
+
+/* n2 is killed for longer than the node timeout, the suspicion and the
+ * offline delay: n0 and n1 drop its devices and announce its user
+ * `offline` (at the ver of the delay's end). n2 comes back from the
+ * snapshot it took before, with the user's device: it announces the user
+ * `online` once ready, at its own ver, which is below that `offline`.
+ * n0 and n1, whose delay had ended, raise the user's floor above their
+ * `offline` when the device is back to them; on n2 that floor changes no
+ * status, and it must still be announced (pd_notifier_floor), or every
+ * watcher stays on the `offline`. */
+Test(repl_watch, a_node_back_from_its_snapshot_announces_the_floor_above_the_offline) {
+    world w;
+    setup(&w, 53);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 2, "k", user);
+    conn_event_at(&w, 2, PD_EV_CONNECT, "ck", user);
+    run_for(s, 3 * s->cfg.sync_interval_ms);
+    pd_snap_info info;
+    pd_repl_snapshot_info(s->r[2], &info, s->now);
+    pd_snap *sn = pd_snap_begin(pd_repl_model(s->r[2]), &info);
+    cr_assert_not_null(sn);
+    while (!pd_snap_step(sn, pd_repl_model(s->r[2]), 64)) {}
+    uint8_t *snap = NULL;
+    size_t snap_len = 0;
+    cr_assert_eq(pd_snap_finish(sn, &snap, &snap_len), PD_OK);
+    s->cut[2] = s->frozen[2] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + MCFG_WATCH.offline_delay_ms +
+                   3 * s->cfg.sync_interval_ms);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(status_at(&w, i, user), PD_PUB_OFFLINE, "%s took n2's user for gone",
+                     NODE[i]);
+    s->cut[2] = s->frozen[2] = false;
+    sim_restart(s, 2);
+    pd_err err = {PD_OK, ""};
+    pd_repl_restore_begin(s->r[2]);
+    cr_assert_eq(pd_repl_restore(s->r[2], snap, snap_len, s->now, &info, &err), PD_OK, "%s",
+                 err.msg);
+    pd_repl_restore_done(s->r[2], s->now);
+    free(snap);
+    /* n2 catches up and announces before its devices reach the others:
+     * what it sends them, but heartbeats and requests, waits. */
+    for (int k = 0; k < 100 && !pd_notifier_announcing(pd_repl_notifier(s->r[2])); k++) {
+        s->now += 100;
+        sim_tick_all(s);
+        for (size_t n = 1; n > 0;) {
+            n = sim_deliver_matching(s, -1, 2, -1, 1000) + sim_deliver_matching(s, 0, 1, -1, 1000) +
+                sim_deliver_matching(s, 1, 0, -1, 1000) + sim_deliver_matching(s, 2, -1, M_HB, 1000) +
+                sim_deliver_matching(s, 2, -1, M_REQ, 1000);
+        }
+    }
+    cr_assert(pd_notifier_announcing(pd_repl_notifier(s->r[2])), "n2 announces");
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    cr_assert_eq(status_at(&w, 2, user), PD_PUB_ONLINE);
+    expect_watchers_agree(&w, user);
+    pd_notify_stats ns;
+    pd_notifier_stats_get(pd_repl_notifier(s->r[2]), &ns);
+    cr_expect_geq(ns.floors, 1u, "n2 announced a floor");
+    world_free(&w);
+}
+
+/* n1 is killed and its NATS server cut off from the others for longer than
+ * the node timeout; meanwhile a user announced by n0 connects there. The
+ * watcher next to n1 hears nothing of it, and no heal repeats it (n1
+ * comes back as a new life). When n1 is back, n0 announces again what it
+ * announced while n1 was gone (pd_notifier_rejoin). */
+Test(repl_watch, a_change_made_while_a_node_and_its_server_were_away_reaches_its_watchers) {
+    world w;
+    setup(&w, 55);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 0, "j", user);
+    s->cut[1] = s->frozen[1] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + s->cfg.sync_interval_ms);
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cj", user);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    cr_assert_null(sim_watcher_last(s, 1, user, 0), "n1's watcher was cut off");
+    s->cut[1] = s->frozen[1] = false;
+    sim_restart(s, 1);
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    cr_assert_eq(status_at(&w, 1, user), PD_PUB_ONLINE);
     expect_watchers_agree(&w, user);
     world_free(&w);
 }

@@ -169,23 +169,29 @@ static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
 void pd__flush(pd_model *m, uint64_t now) {
     for (uint32_t i = 0; i < m->ndirty; i++) {
         pd_user *u = m->dirty[i];
-        u->flags &= (uint8_t)~(UF_DIRTY | UF_LEFT_NOW);
+        bool floor = (u->flags & UF_FLOOR) != 0;
+        u->flags &= (uint8_t)~(UF_DIRTY | UF_LEFT_NOW | UF_FLOOR);
         retention_arm(m, u, now);
         pd_public st = pd__user_status(u, false);
         uint16_t cu = public_custom(u);
-        if (st == u->pub_status && cu == u->pub_custom) continue;
-        m->by_status[u->pub_status]--;
-        m->by_status[st]++;
-        u->pub_status = (uint8_t)st;
-        u->pub_custom = cu;
-        m->changes++;
+        pd_change_fn fn = m->on_change;
+        if (st == u->pub_status && cu == u->pub_custom) {
+            if (!floor || m->on_floor == NULL) continue;
+            fn = m->on_floor; /* the same state, above a floor (see UF_FLOOR) */
+        } else {
+            m->by_status[u->pub_status]--;
+            m->by_status[st]++;
+            u->pub_status = (uint8_t)st;
+            u->pub_custom = cu;
+            m->changes++;
+        }
         int64_t ts = (int64_t)now > u->notified_ts ? (int64_t)now : u->notified_ts + 1;
         u->notified_ts = ts;
-        if (m->on_change) {
+        if (fn) {
             pd_view v;
             pd__user_view(m, u, false, &v);
             v.ts = ts;
-            m->on_change(m->ud, &v);
+            fn(m->ud, &v);
         }
     }
     m->ndirty = 0;
@@ -207,6 +213,8 @@ static uint64_t offline_ver(const pd_model *m, const pd_user *u) {
  * Never ahead of now: receivers' clocks observe it. */
 static void back_raise(pd_model *m, pd_user *u, uint64_t back) {
     if (!pd__newer(back, m->node, u->vmax, pd__writer_name(m, u->vmax_by))) return;
+    /* Not pd__ver_floor: our own floor changes what we show, or the
+     * offline it outranks was never said here (UF_FLOOR). */
     pd__ver_raise(m, u, back, m->node);
     pd__hlc_observe(m, back, m->now);
     pd_op op = {.kind = PD_OP_VER, .user = {u->id, u->id_n}, .hlc = back,
@@ -902,6 +910,8 @@ uint32_t pd_model_refusals(const pd_model *m, const pd_refusal **out) {
 }
 
 /* ---- life cycle -------------------------------------------------------------------- */
+
+void pd_model_on_floor(pd_model *m, pd_change_fn on_floor) { m->on_floor = on_floor; }
 
 pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud) {
     pd_model *m = pd_calloc(1, sizeof *m);

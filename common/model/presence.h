@@ -64,6 +64,13 @@ typedef void (*pd_change_fn)(void *ud, const pd_view *v);
 
 /* node is this node's id (the owner of devices it creates). */
 pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud);
+/* Also called (with the same ud), after the operation, for each user whose
+ * ver another node's floor (a VER op) raised while what
+ * others see did not change: the state said again would end above an
+ * `offline` another node may have announced below that floor. Optional;
+ * the notifier announces these only around heals and restarts
+ * (pd_notifier_floor). */
+void pd_model_on_floor(pd_model *m, pd_change_fn on_floor);
 void pd_model_free(pd_model *m);
 /* Back to what pd_model_new made: every user, device, server and timer
  * freed, the clock and the counters at 0, nothing reported (no change, no

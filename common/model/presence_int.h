@@ -74,8 +74,12 @@ struct pd_user {
  * ended (user_regained_device). UF_LEFT_NOW: the last device left in the
  * operation under way (cleared by pd__flush): a device added in the same
  * operation replaces it, and nobody saw the user leave. */
+/* UF_FLOOR: another node's ver floor raised the user's ver in the operation under way
+ * (cleared by pd__flush): announced even if no status changed, so that a
+ * watcher keeping the largest ver ends above an `offline` another node
+ * announced below that floor (schemas/notifications.md, "ver"). */
 enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8, UF_BACK = 16,
-       UF_LEFT_NOW = 32, UF_EXPIRED = 64 };
+       UF_LEFT_NOW = 32, UF_EXPIRED = 64, UF_FLOOR = 128 };
 
 /* A user's custom status value and the time its last value expired share
  * their 8 bytes (UF_EXPIRED says which): a value that expired is gone, and
@@ -164,6 +168,7 @@ struct pd_model {
     uint32_t idle_head, idle_tail; /* the idle queue, by last activity (presence_idle.c) */
     uint32_t nidle;
     pd_change_fn on_change;
+    pd_change_fn on_floor;     /* see pd_model_on_floor */
     void *ud;
     const char *node;          /* this node's id, nodes[0] */
     char *nodes[PD_MODEL_NODES_MAX]; /* interned node ids (see pd__intern) */
@@ -328,6 +333,7 @@ uint64_t pd__user_ver(const pd_model *m, const pd_user *u);
 /* A write of `by` (interned) with version at: raises u's floor if
  * (at, by) is newer. */
 void pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by);
+void pd__ver_floor(const pd_model *m, pd_user *u, uint64_t at, const char *by);
 /* The custom status expired at expires_at (cleared by the caller): a ver
  * every node holding that register value gives it. */
 void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at);

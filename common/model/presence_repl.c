@@ -227,7 +227,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     if (u == NULL) return PD_ENOMEM;
     if (op->kind == PD_OP_SEEN || op->kind == PD_OP_VER) {
         if (op->kind == PD_OP_SEEN) pd__seen(m, u, op->at, writer, op->hlc);
-        else pd__ver_raise(m, u, op->hlc, writer);
+        else pd__ver_floor(m, u, op->hlc, writer);
         pd__mark_dirty(m, u); /* its retention may move */
         return PD_OK;
     }

@@ -58,6 +58,15 @@ void pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by) {
     u->vmax_by = pd__writer_of(by);
 }
 
+/* Another node's floor (a VER op): raises the ver, and
+ * marks the user for announcing when that raises the ver others see
+ * (UF_FLOOR; the caller marks it dirty). */
+void pd__ver_floor(const pd_model *m, pd_user *u, uint64_t at, const char *by) {
+    uint64_t before = pd__user_ver(m, u);
+    pd__ver_raise(m, u, at, by);
+    if (pd__user_ver(m, u) > before) u->flags |= UF_FLOOR;
+}
+
 bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out) {
     const pd_user *u = pd__user_find(m, user);
     if (u == NULL) {

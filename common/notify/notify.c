@@ -30,6 +30,8 @@ struct pd_notifier {
     bool healing;              /* a heal's walk is under way (in slices) */
     uint64_t heal_cur;         /* ... its cursor in the model's users */
     uint64_t heal_from;        /* ... and the changes it announces again from */
+    uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
+    uint64_t floors;           /* ... how many were */
 };
 
 /* The gate's send function: out to the owner. */
@@ -163,6 +165,23 @@ void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now) {
     if (nf->announcing && announcer(nf, v->user, false)) announce(nf, v, now);
 }
 
+/* After a heal, a restart or a change of announcers, another node may have
+ * announced an `offline` this node never had, and the floor above it (its
+ * writer's, or the owner's when the delay ends there) can arrive after the
+ * state was said again below it. For two node timeouts and two sync
+ * intervals after each, a floor that changes no status is announced too;
+ * in steady state it is not (a reconnect within the delay is silent). */
+static void floors_open(pd_notifier *nf, uint64_t now) {
+    uint64_t until = now + 2 * nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms;
+    if (until > nf->floors_until) nf->floors_until = until;
+}
+
+void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now) {
+    if (!nf->announcing || now >= nf->floors_until || !announcer(nf, v->user, false)) return;
+    nf->floors++;
+    announce(nf, v, now);
+}
+
 /* ---- re-announcing ------------------------------------------------------------------ */
 
 typedef struct {
@@ -205,11 +224,20 @@ static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool
 
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
     if (!nf->announcing) return;
+    floors_open(nf, now);
     reannounce(nf, m, nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, now);
+}
+
+void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
+    if (!nf->announcing) return;
+    floors_open(nf, now);
+    reannounce_ctx c = {nf, (int64_t)since, false, false, now};
+    pd_model_foreach_view(m, reannounce_one, &c);
 }
 
 void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
     if (!nf->announcing) return;
+    floors_open(nf, now);
     /* A change stamped a little before the last heartbeat may not have
      * reached the other side either: one sync interval of margin. */
     uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
@@ -237,6 +265,7 @@ bool pd_notifier_healing(const pd_notifier *nf) { return nf->healing; }
 void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now) {
     nf->announcing = true;
     remember_membership(nf);
+    floors_open(nf, now);
     /* Changes made while warming up were not announced yet. */
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, now);
 }
@@ -266,5 +295,6 @@ void pd_notifier_flush(pd_notifier *nf) {
 
 void pd_notifier_stats_get(const pd_notifier *nf, pd_notify_stats *st) {
     st->announced = nf->announced;
+    st->floors = nf->floors;
     pd_gate_stats_get(nf->gate, &st->gate);
 }

@@ -49,6 +49,7 @@ typedef void (*pd_notify_publish_fn)(void *ud, const pd_view *v);
 
 typedef struct {
     uint64_t announced;        /* views this node announced (before coalescing) */
+    uint64_t floors;           /* ... of which unchanged states above a floor */
     pd_gate_stats gate;        /* what the coalescing gate did with them */
 } pd_notify_stats;
 
@@ -78,6 +79,14 @@ void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing);
  * recent changes of users this node announces now and did not before are
  * announced again. Nothing while this node is not announcing. */
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
+
+/* A peer we had taken for down is back as a new life (a restart, or a
+ * peer forgotten and back): what we announced while it was gone, since
+ * `since`, is announced again. Its NATS server may have been cut off from
+ * ours all that time (a partition around a node that was down), and its
+ * watchers never heard those changes; nothing else repeats them, as a new
+ * life is no heal. A watcher that heard them gets a repeat. */
+void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
 
 /* A gap in hearing peer ended (a partition healed, a route came back, a
  * peer declared down is heard again): while it lasted, the watchers on
@@ -115,6 +124,11 @@ bool pd_notifier_announcing(const pd_notifier *nf);
 /* A change of a user's public view at now (the model's change callback):
  * announced if this node is ready and announces v->user. v is borrowed. */
 void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
+/* A user's ver raised by a floor, its status unchanged (the model's floor
+ * callback, pd_model_on_floor): announced like a change, but only within
+ * two node timeouts and two sync intervals of this node's start, a heal or
+ * a take-over (see notify.c, floors_open). */
+void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now);
 /* True if this node announces user's changes under the current set. */
 bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user);
 /* The node that announces user's changes under the current set (this node

@@ -159,6 +159,13 @@ static void on_change(void *ud, const pd_view *v) {
     if (is_ready(r)) owe(r, v->user);
 }
 
+/* The model's floor callback: no change of status, so nothing is owed
+ * (a peer announces floors only around its heals: pd_notifier_floor). */
+static void on_floor(void *ud, const pd_view *v) {
+    pd_repl *r = ud;
+    pd_notifier_floor(r->nf, v, r->now);
+}
+
 /* p's part in the announcing set (alive and ready) changes. */
 static void set_membership(pd_repl *r, peer *p, bool alive, bool ready) {
     p->alive = alive;
@@ -489,6 +496,17 @@ static bool was_forgotten(pd_repl *r, pd_str id, uint64_t inc, uint64_t *last_hb
     return false;
 }
 
+/* When any incarnation of id was last heard before it was forgotten (0:
+ * never, or not remembered). */
+static uint64_t forgotten_heard(const pd_repl *r, pd_str id) {
+    uint32_t n = r->nforgotten < FORGOTTEN_MAX ? r->nforgotten : FORGOTTEN_MAX;
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (pd_str_eqc(id, r->forgotten[i].id) && r->forgotten[i].last_hb > at)
+            at = r->forgotten[i].last_hb;
+    return at;
+}
+
 static void keep_heartbeat(peer *p, const void *buf, size_t len) {
     uint8_t *copy = pd_malloc(len);
     if (copy == NULL) return;
@@ -773,6 +791,9 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     uint64_t heard_before = p->last_hb;
     bool healed = p->heard && hb->inc == p->inc && !p->alive;
     if (!p->heard) healed = was_forgotten(r, hb->node, hb->inc, &heard_before);
+    /* Back after we took it for down, as a new life: see pd_notifier_rejoin. */
+    uint64_t gone_since = 0;
+    if (!p->alive && !healed) gone_since = p->heard ? p->last_hb : forgotten_heard(r, hb->node);
     if (hb->inc > p->inc) repl__new_incarnation(r, p, hb->inc, now);
     if (p->suspected) {
         /* Heard in time: nothing was changed for the suspicion, so nothing
@@ -810,6 +831,10 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
         set_membership(r, p, true, announcing);
         pd_notifier_take_over(r->nf, r->m, now);
+        if (gone_since) {
+            uint64_t si = r->cfg.sync_interval_ms;
+            pd_notifier_rejoin(r->nf, r->m, gone_since > si ? gone_since - si : 0, now);
+        }
     }
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
@@ -1016,6 +1041,7 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
                           cfg->sync_interval_ms, cfg->node_timeout_ms + cfg->suspicion_ms};
     r->nf = pd_notifier_new(&ncfg, node, publish_notification, r);
     r->m = r->nf ? pd_model_new(mcfg, node, on_change, r) : NULL;
+    if (r->m) pd_model_on_floor(r->m, on_floor);
     if (r->m == NULL) {
         pd_repl_free(r);
         return NULL;

@@ -52,13 +52,21 @@ in the simulated cluster):
       older than that (an offline) never reached the other side. A heal
       scheduled within a node timeout and the suspicion of the last one
       now reaches back as far as that one did.
+  (6) a node back from its snapshot (killed for longer than the node
+      timeout) announced its restored state once ready, before the floors
+      the others write when its devices are back to them reached it:
+      below the `offline` they announced meanwhile, and nothing announced
+      the floor (its status does not change). Around a start, a heal or a
+      change of announcers, a floor that changes no status is now
+      announced (pd_notifier_floor).
+  (9) seed 1 (all 17 users wrong in a run): a node killed, then its
+      namespace's link flapping while it restarted: its watchers missed
+      what the others announced meanwhile, and as the node came back as a
+      new life, no heal repeated it. A node declared down that comes back
+      as a new life now gets the changes announced since it was last
+      heard again (pd_notifier_rejoin).
 What is left, as seen in seeds 1 and 41 of `chaos.py --duration 30
 --watch` (seed 31 passes):
-  (6) a node back from its snapshot (killed for longer than the node
-      timeout) announces its restored state once ready, which may be
-      before the floors the others write when its devices are back to them
-      reach it: below the `offline` they announced meanwhile, and nothing
-      announces the floor (its status does not change).
   (7) seed 1: after a heal, many users re-announced `online` below an
       `offline` announced on the other side, with a floor above it
       reaching every node later without a notification (the node that
