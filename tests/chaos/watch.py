@@ -64,7 +64,15 @@ in the simulated cluster):
       what the others announced meanwhile, and as the node came back as a
       new life, no heal repeated it. A node declared down that comes back
       as a new life now gets the changes announced since it was last
-      heard again (pd_notifier_rejoin).
+      heard again (pd_notifier_rejoin), once it is ready: seed 14 had
+      the change made while the node, back, warmed up behind a cut.
+  (10) (from the analysis of (9), in the simulator only) a cut shorter
+      than the node timeout (nobody down): the
+      side that saw the gap in the other's deltas re-announced only its
+      own users, while the other side's notifications of that time were
+      lost to its watchers too. The heal after a gap now also covers
+      the users of the peer whose deltas were lost
+      (pd_notifier_heal_also).
 What is left, as seen in seeds 1 and 41 of `chaos.py --duration 30
 --watch` (seed 31 passes):
   (7) seed 1: after a heal, many users re-announced `online` below an
