@@ -13,7 +13,6 @@ typedef struct {
     uint32_t id_n;
     bool announcing;           /* alive and ready, as the replica last said */
     bool was_announcing;       /* the same before the last membership change */
-    bool heal_next, heal_now;  /* its users are in the next heal / the one under way */
 } member;
 
 struct pd_notifier {
@@ -161,23 +160,7 @@ void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
     *who = p ? (pd_str){p->id, p->id_n} : (pd_str){nf->self, nf->self_n};
 }
 
-void pd_notifier_heal_also(pd_notifier *nf, pd_str peer) {
-    member *p = find_peer(nf, peer);
-    if (p) p->heal_next = true;
-}
-
-/* The heal under way covers this user: ours, or of a peer whose deltas we
- * lost (pd_notifier_heal_also). */
-static bool heal_covers(const pd_notifier *nf, pd_str user) {
-    if (announcer(nf, user, false)) return true;
-    const member *p = announcer_member(nf, user);
-    return p && p->heal_now;
-}
-
-static void heal_over(pd_notifier *nf) {
-    nf->healing = false;
-    for (uint32_t i = 0; i < nf->npeers; i++) nf->peers[i].heal_now = false;
-}
+static void heal_over(pd_notifier *nf) { nf->healing = false; }
 
 /* ---- out: the gate, then the publish callback --------------------------------------- */
 
@@ -234,7 +217,7 @@ static void reannounce_one(void *ud, const pd_view *v) {
         announce(c->nf, v, c->now);
         return;
     }
-    if (!heal_covers(c->nf, v->user)) return;
+    if (!announcer(c->nf, v->user, false)) return;
     /* After a heal the view is said again as of now: what the other side
      * announced meanwhile (and a route may still deliver late) carries an
      * older ts, so a watcher keeping the newest ts per user ends here. */
@@ -270,11 +253,6 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
      * reached the other side either: one sync interval of margin. */
     uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
     if (nf->healing && nf->heal_from < from) from = nf->heal_from;
-    for (uint32_t i = 0; i < nf->npeers; i++) {
-        member *p = &nf->peers[i];
-        p->heal_now = p->heal_now || p->heal_next;
-        p->heal_next = false;
-    }
     nf->healing = true;
     nf->heal_cur = 0;
     nf->heal_from = from;

@@ -129,10 +129,6 @@ void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
  * two node timeouts and two sync intervals of this node's start, a heal or
  * a take-over (see notify.c, floors_open). */
 void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now);
-/* peer's deltas were lost here (a gap): so were, perhaps, the
- * notifications it published meanwhile, to this side's watchers. The next
- * heal (pd_notifier_heal) also says again the users peer announces. */
-void pd_notifier_heal_also(pd_notifier *nf, pd_str peer);
 /* True if this node announces user's changes under the current set. */
 bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user);
 /* The node that announces user's changes under the current set (this node

@@ -387,10 +387,8 @@ pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now
          * keeps nothing it could not deliver), so notifications of that
          * time may be lost too. A late start (nothing applied yet) is not
          * a break. */
-        if (p->seq > 0) {
-            pd_notifier_heal_also(r->nf, peer_id(p));
+        if (p->seq > 0)
             schedule_heal(r, now > down_after(r) ? now - down_after(r) : 0, now);
-        }
         return PD_EINTERNAL; /* the caller holds it back and repairs */
     }
     repl__apply_ops(r, d->node, &d->ops, now);

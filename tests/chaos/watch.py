@@ -66,15 +66,15 @@ in the simulated cluster):
       as a new life now gets the changes announced since it was last
       heard again (pd_notifier_rejoin), once it is ready: seed 14 had
       the change made while the node, back, warmed up behind a cut.
-  (10) (from the analysis of (9), in the simulator only) a cut shorter
-      than the node timeout (nobody down): the
-      side that saw the gap in the other's deltas re-announced only its
-      own users, while the other side's notifications of that time were
-      lost to its watchers too. The heal after a gap now also covers
-      the users of the peer whose deltas were lost
-      (pd_notifier_heal_also).
 What is left, as seen in seeds 1 and 41 of `chaos.py --duration 30
 --watch` (seed 31 passes):
+  (10) a cut shorter than the node timeout (nobody down): the side that
+      sees the gap in the other's deltas heals only its own users, while
+      the other side's notifications of that time were lost to its
+      watchers too. Healing the peer's users as well was tried (seeds
+      11-20) and made it worse, for watchers keeping the newest ts most:
+      the healing node's view of the peer's users still lags the deltas
+      it lost, and the heal says it again as of now.
   (7) seed 1: after a heal, many users re-announced `online` below an
       `offline` announced on the other side, with a floor above it
       reaching every node later without a notification (the node that
