@@ -84,10 +84,13 @@ static void restore_device(void *ud, const pd_snap_device *d) {
         pd_model_apply_op(r->m, d->owner, &d->op, c->now);
 }
 
+/* Our own registers without a word (the dump at pd_repl_restore_done
+ * sends them), the others' as any peer's op. */
 static void restore_register(void *ud, const pd_op *op) {
     const restore_ctx *c = ud;
-    if (!pd_hlc_ahead(op->hlc, c->now, repl__skew(c->r)))
-        pd_model_apply_op(c->r->m, op->writer, op, c->now);
+    if (pd_hlc_ahead(op->hlc, c->now, repl__skew(c->r))) return;
+    if (pd_str_eqc(op->writer, c->r->self)) pd_model_apply_own_op(c->r->m, op, c->now);
+    else pd_model_apply_op(c->r->m, op->writer, op, c->now);
 }
 
 /* Before the first device: the tables sized once (users: at most one per
