@@ -14,10 +14,16 @@ void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
     info->stream_seq = 0; /* not known here: replay from the start of the stream */
     info->taken_at = now;
     info->nvc = 0;
+    /* A peer in the middle of a transfer: its incarnation, with nothing
+     * counted (seq 0). The model holds part of its partition: restored
+     * without the peer, nothing would drop those devices when a new life
+     * of it comes (a peer first heard has no devices to forget), and they
+     * would stay for good; with it, that life drops them, or a transfer
+     * of the same life replaces them. */
     for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
         const peer *p = r->peers[i];
-        if (p->inc && !p->syncing && p->alive)
-            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
+        if (p->inc && p->alive)
+            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->syncing ? 0 : p->seq};
     }
 }
 
