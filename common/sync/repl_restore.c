@@ -121,6 +121,11 @@ static void restore_peers(pd_repl *r, const pd_snap_info *info, uint64_t now) {
         if (p == NULL) continue;
         p->inc = info->vc[i].inc;
         p->seq = info->vc[i].seq;
+        /* Whether our old life passed its registers on to that life of the
+         * peer (pass_on_registers) is not known: a life of ours killed
+         * after the snapshot (which holds the peer's lost writes) but
+         * before the pass did not. A repeat changes nothing. */
+        p->regs_owed = true;
         watch_restored(p, now);
     }
     r->rest_inc = info->inc;
