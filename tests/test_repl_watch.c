@@ -355,3 +355,59 @@ Test(repl_watch, a_change_made_while_a_node_and_its_server_were_away_reaches_its
     expect_watchers_agree(&w, user);
     world_free(&w);
 }
+
+/* The same, with the change made while n1, back and warming up, is cut off
+ * again for a moment (its new life was heard already): the changes are
+ * said again once n1 is ready, not when it is first heard. */
+Test(repl_watch, a_change_made_while_a_node_back_from_down_warmed_up_reaches_its_watchers) {
+    world w;
+    setup(&w, 57);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 0, "q", user);
+    s->cut[1] = s->frozen[1] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + s->cfg.sync_interval_ms);
+    s->cut[1] = s->frozen[1] = false;
+    sim_restart(s, 1);
+    sim_round(s, 100);
+    sim_round(s, 100);
+    cr_assert_not(pd_repl_ready(s->r[1]), "n1 still warms up");
+    s->cut[1] = true;
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cq", user);
+    run_for(s, s->cfg.sync_interval_ms);
+    cr_assert_null(sim_watcher_last(s, 1, user, 0), "n1's watcher was cut off");
+    s->cut[1] = false;
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    cr_assert_eq(status_at(&w, 1, user), PD_PUB_ONLINE);
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}
+
+/* n2 is cut off for less than the node timeout (nobody is taken for
+ * down); meanwhile a user announced by n1 connects at n1, and the watcher
+ * next to n2 misses it. n2 sees the gap in n1's deltas at n1's next one:
+ * its heal says again what n1 announced too, not only its own users
+ * (pd_notifier_heal_also). */
+Test(repl_watch, a_short_cut_heals_what_the_other_side_announced) {
+    world w;
+    setup(&w, 59);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 1, "m", user);
+    write_at(&w, 1, "pre"); /* n2 follows n1's deltas */
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    s->cut[2] = true;
+    conn_event_at(&w, 1, PD_EV_CONNECT, "cm", user);
+    run_for(s, s->cfg.sync_interval_ms);
+    cr_assert_null(sim_watcher_last(s, 2, user, 0), "n2's watcher was cut off");
+    s->cut[2] = false;
+    write_at(&w, 1, "post"); /* the gap shows */
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_eq(st.nodes_down, 0u, "%s took nobody for down", NODE[i]);
+    }
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}

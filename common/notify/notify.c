@@ -13,6 +13,7 @@ typedef struct {
     uint32_t id_n;
     bool announcing;           /* alive and ready, as the replica last said */
     bool was_announcing;       /* the same before the last membership change */
+    bool heal_next, heal_now;  /* its users are in the next heal / the one under way */
 } member;
 
 struct pd_notifier {
@@ -136,21 +137,46 @@ bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user) {
     return announcer(nf, user, false);
 }
 
-void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
-    pd_str best_id = {nf->self, nf->self_n};
-    uint64_t best = score(best_id, user);
+/* The member announcing user under the current set; NULL: this node. */
+static const member *announcer_member(const pd_notifier *nf, pd_str user) {
+    const member *who = NULL;
+    const char *best_id = nf->self;
+    uint64_t best = score((pd_str){nf->self, nf->self_n}, user);
     for (uint32_t i = 0; i < nf->npeers; i++) {
         const member *p = &nf->peers[i];
         if (!p->announcing) continue;
-        pd_str id = {p->id, p->id_n};
-        uint64_t s = score(id, user);
+        uint64_t s = score((pd_str){p->id, p->id_n}, user);
         /* ties: the larger id, as announcer() */
-        if (s > best || (s == best && strcmp(p->id, best_id.p) > 0)) {
+        if (s > best || (s == best && strcmp(p->id, best_id) > 0)) {
             best = s;
-            best_id = id;
+            best_id = p->id;
+            who = p;
         }
     }
-    *who = best_id;
+    return who;
+}
+
+void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
+    const member *p = announcer_member(nf, user);
+    *who = p ? (pd_str){p->id, p->id_n} : (pd_str){nf->self, nf->self_n};
+}
+
+void pd_notifier_heal_also(pd_notifier *nf, pd_str peer) {
+    member *p = find_peer(nf, peer);
+    if (p) p->heal_next = true;
+}
+
+/* The heal under way covers this user: ours, or of a peer whose deltas we
+ * lost (pd_notifier_heal_also). */
+static bool heal_covers(const pd_notifier *nf, pd_str user) {
+    if (announcer(nf, user, false)) return true;
+    const member *p = announcer_member(nf, user);
+    return p && p->heal_now;
+}
+
+static void heal_over(pd_notifier *nf) {
+    nf->healing = false;
+    for (uint32_t i = 0; i < nf->npeers; i++) nf->peers[i].heal_now = false;
 }
 
 /* ---- out: the gate, then the publish callback --------------------------------------- */
@@ -201,12 +227,14 @@ static void reannounce_one(void *ud, const pd_view *v) {
     bool recent = (v->ts > 0 && v->ts >= c->since) ||
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
                                       (int64_t)(v->ver >> 16) >= c->since));
-    if (!recent || !announcer(c->nf, v->user, false)) return;
-    if (c->only_new && announcer(c->nf, v->user, true)) return;
+    if (!recent) return;
     if (!c->not_offline) {
+        if (!announcer(c->nf, v->user, false)) return;
+        if (c->only_new && announcer(c->nf, v->user, true)) return;
         announce(c->nf, v, c->now);
         return;
     }
+    if (!heal_covers(c->nf, v->user)) return;
     /* After a heal the view is said again as of now: what the other side
      * announced meanwhile (and a route may still deliver late) carries an
      * older ts, so a watcher keeping the newest ts per user ends here. */
@@ -242,6 +270,11 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
      * reached the other side either: one sync interval of margin. */
     uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
     if (nf->healing && nf->heal_from < from) from = nf->heal_from;
+    for (uint32_t i = 0; i < nf->npeers; i++) {
+        member *p = &nf->peers[i];
+        p->heal_now = p->heal_now || p->heal_next;
+        p->heal_next = false;
+    }
     nf->healing = true;
     nf->heal_cur = 0;
     nf->heal_from = from;
@@ -251,13 +284,13 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
     if (!nf->healing) return;
     if (!nf->announcing) {
-        nf->healing = false;
+        heal_over(nf);
         return;
     }
     /* Each slice says the views again as of its own now. */
     reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, true, now};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
-        nf->healing = false;
+        heal_over(nf);
 }
 
 bool pd_notifier_healing(const pd_notifier *nf) { return nf->healing; }
@@ -272,7 +305,7 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
 
 void pd_notifier_pause(pd_notifier *nf) {
     nf->announcing = false;
-    nf->healing = false;
+    heal_over(nf);
 }
 
 bool pd_notifier_announcing(const pd_notifier *nf) { return nf->announcing; }

@@ -81,8 +81,8 @@ void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing);
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
 
 /* A peer we had taken for down is back as a new life (a restart, or a
- * peer forgotten and back): what we announced while it was gone, since
- * `since`, is announced again. Its NATS server may have been cut off from
+ * peer forgotten and back) and ready: what we announced since it was
+ * gone, `since`, is announced again. Its NATS server may have been cut off from
  * ours all that time (a partition around a node that was down), and its
  * watchers never heard those changes; nothing else repeats them, as a new
  * life is no heal. A watcher that heard them gets a repeat. */
@@ -129,6 +129,10 @@ void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
  * two node timeouts and two sync intervals of this node's start, a heal or
  * a take-over (see notify.c, floors_open). */
 void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now);
+/* peer's deltas were lost here (a gap): so were, perhaps, the
+ * notifications it published meanwhile, to this side's watchers. The next
+ * heal (pd_notifier_heal) also says again the users peer announces. */
+void pd_notifier_heal_also(pd_notifier *nf, pd_str peer);
 /* True if this node announces user's changes under the current set. */
 bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user);
 /* The node that announces user's changes under the current set (this node

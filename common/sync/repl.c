@@ -390,8 +390,10 @@ pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now
          * keeps nothing it could not deliver), so notifications of that
          * time may be lost too. A late start (nothing applied yet) is not
          * a break. */
-        if (p->seq > 0)
+        if (p->seq > 0) {
+            pd_notifier_heal_also(r->nf, peer_id(p));
             schedule_heal(r, now > down_after(r) ? now - down_after(r) : 0, now);
+        }
         return PD_EINTERNAL; /* the caller holds it back and repairs */
     }
     repl__apply_ops(r, d->node, &d->ops, now);
@@ -794,9 +796,12 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     uint64_t heard_before = p->last_hb;
     bool healed = p->heard && hb->inc == p->inc && !p->alive;
     if (!p->heard) healed = was_forgotten(r, hb->node, hb->inc, &heard_before);
-    /* Back after we took it for down, as a new life: see pd_notifier_rejoin. */
-    uint64_t gone_since = 0;
-    if (!p->alive && !healed) gone_since = p->heard ? p->last_hb : forgotten_heard(r, hb->node);
+    /* Back after we took it for down, as a new life: see rejoin_since. */
+    if (!p->alive && !healed) {
+        uint64_t gone = p->heard ? p->last_hb : forgotten_heard(r, hb->node);
+        uint64_t si = r->cfg.sync_interval_ms, since = gone > si ? gone - si : 1;
+        if (gone && (p->rejoin_since == 0 || since < p->rejoin_since)) p->rejoin_since = since;
+    }
     if (hb->inc > p->inc) repl__new_incarnation(r, p, hb->inc, now);
     if (p->suspected) {
         /* Heard in time: nothing was changed for the suspicion, so nothing
@@ -834,10 +839,12 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         if (!p->alive) pd_log(PD_LOG_INFO, "node %s is up", p->id);
         set_membership(r, p, true, announcing);
         pd_notifier_take_over(r->nf, r->m, now);
-        if (gone_since) {
-            uint64_t si = r->cfg.sync_interval_ms;
-            pd_notifier_rejoin(r->nf, r->m, gone_since > si ? gone_since - si : 0, now);
-        }
+    }
+    if (p->rejoin_since && p->ready) {
+        /* Its watchers can hear us again now that it hears us, and the
+         * changes of its warm-up are in the window too. */
+        pd_notifier_rejoin(r->nf, r->m, p->rejoin_since, now);
+        p->rejoin_since = 0;
     }
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "

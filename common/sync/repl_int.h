@@ -58,6 +58,10 @@ typedef struct {
      * ours): a lower one later means it dropped our devices, taking us for
      * down while we did not take it so (a one-way or flapping link). */
     uint64_t shown_self_seq;
+    /* Back as a new life after we took it for down: what we announced
+     * since it was last heard (less a sync interval) is announced again
+     * once it is ready (pd_notifier_rejoin); 0: nothing owed. */
+    uint64_t rejoin_since;
     bool dropped_us;            /* ... and has not shown all of them again yet, */
     uint64_t dropped_seq;       /* ... that is, our count when we noticed */
     /* A heal with it waits (heal_wait 1) until its heartbeats show our

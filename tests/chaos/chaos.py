@@ -82,6 +82,7 @@ class Run:
         self.problems = []
         self.watchers = []
         self.heard_bad = []
+        self.heard_bad_ts = []
 
     def log(self, text):
         line = "%8.2f %s" % (time.monotonic() - self.t0, text)
@@ -265,6 +266,7 @@ class Run:
         if not self.watchers:
             return
         self.heard_bad = watch.check(self.watchers, self.nats, sorted(oracle), 10)
+        self.heard_bad_ts = watch.mismatches_by_ts(self.watchers, self.nats, sorted(oracle))
         if self.heard_bad:
             self.problems.append("watchers last heard something else than get says for %d "
                                  "users, e.g. %s" % (len({b[1] for b in self.heard_bad}),
@@ -379,11 +381,13 @@ def report(run, summary, inj, conv, query_bad, status_bad, node_bad):
         res["watchers"] = {w.wname: {"notifications": w.count, "broken": w.broken}
                            for w in run.watchers}
         res["heard_wrong"] = len({b[1] for b in run.heard_bad})
+        res["heard_wrong_by_ts"] = len({b[1] for b in getattr(run, "heard_bad_ts", [])})
         rows += [("notifications heard", " ".join("%s:%d" % (w.wname, w.count)
                                                  for w in run.watchers)),
                  ("watchers checked", "%d of %d (the others' server restarted)"
                   % (len(w_ok), len(run.watchers))),
-                 ("last heard wrong (users)", res["heard_wrong"])]
+                 ("last heard wrong (users)", res["heard_wrong"]),
+                 ("  keeping the newest ts", res["heard_wrong_by_ts"])]
     rows += [("resyncs asked by driver", inj.driver_resyncs),
              ("users lost", len(lost)), ("ghosts", len(ghosts)),
              ("divergent nodes", "%d %s" % (len(divergent), " ".join(divergent))),
