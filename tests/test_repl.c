@@ -1124,3 +1124,44 @@ Test(repl, register_of_a_lost_life_reaches_its_writer_by_a_transfer) {
     compare_replicas(&w, true);
     world_free(&w);
 }
+
+/* The chaos run of seed 41 (partitions on): n3 was killed and came back
+ * without its stream, n1 passed n3's lost writes on to it, and n2, which
+ * had missed them (it was cut off when n3 wrote them) and could not hear
+ * n1 then, repaired that gap by a state transfer of n1's partition: the
+ * dump carried only n1's registers and the asker's, not the writes of n3
+ * that n1 had passed on, and n3 never sent them again. u594 stayed
+ * `online` on n2 and `away` on n1 and n3, with the same ver (a device's
+ * claim, later than the write, gave it). Here n2 writes u2 away, n0
+ * misses it, n2 restarts without it, and n0 misses the delta in which n1
+ * passes it on: n2, back with its write, must send it again as its own. */
+Test(repl, register_passed_on_reaches_a_node_that_missed_the_pass) {
+    world w;
+    three_nodes_with_devices(&w);
+    sim *s = &w.s;
+    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u2"), .status = PD_CHOSEN_AWAY};
+    world_event(&w, 2, &ev);
+    sim_flush_all(s);
+    sim_drop_matching(s, 2, 0, M_DELTA);
+    sim_deliver_all(s);
+    cr_assert_eq(public_view(&w, 1, "u2").status, PD_PUB_AWAY);
+    cr_assert_eq(public_view(&w, 0, "u2").status, PD_PUB_ONLINE, "n0 missed the write");
+    sim_restart(s, 2);
+    send_sync(&w, 2, 2);
+    for (int round = 0; round < 8; round++) {
+        s->now += s->cfg.sync_interval_ms;
+        sim_tick_all(s);
+        sim_flush_all(s);
+        sim_drop_matching(s, 1, 0, M_DELTA); /* the deltas passing it on, among others */
+        sim_deliver_all(s);
+    }
+    cr_assert(pd_repl_ready(s->r[2]), "the new n2 is ready");
+    cr_assert_eq(public_view(&w, 2, "u2").status, PD_PUB_AWAY, "n1 passed the write on to n2");
+    /* n0 repaired the gap by a transfer of n1's partition, without the
+     * write: before the fix it stayed online here for good. */
+    for (int round = 0; round < 6; round++) sim_round(s, s->cfg.sync_interval_ms);
+    for (int i = 0; i < NREP; i++)
+        cr_expect_eq(public_view(&w, i, "u2").status, PD_PUB_AWAY, "%s has the write", NODE[i]);
+    compare_replicas(&w, true);
+    world_free(&w);
+}

@@ -220,15 +220,34 @@ static pd_device *owned(const pd_model *m, const char *origin, const pd_op *op) 
     return NULL;
 }
 
+/* A write of this node's that it did not hold: a value of an earlier life
+ * (lost with it: killed before its snapshot and the stream had it) that a
+ * peer passed on (pass_on_registers in sync/repl.c) or a transfer brought
+ * back. It leaves again as an op of this node's, so that it is in this
+ * node's deltas and in every later dump of its partition: a node that
+ * missed the delta passing it on (cut off from the passer then) repairs
+ * that gap by a transfer of the passer's partition, which carries the
+ * passer's registers, not this write; it gets it from ours instead. Not
+ * while restoring (muted): the restore's dump of the partition sends it. */
+static void own_write_back(pd_model *m, const char *writer, const pd_op *op) {
+    if (writer == m->node) pd__emit(m, op);
+}
+
 static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     const char *writer = pd__intern(m, op->writer);
     if (writer == NULL) return PD_ENOMEM;
     pd_user *u = pd__user_get(m, op->user);
     if (u == NULL) return PD_ENOMEM;
     if (op->kind == PD_OP_SEEN || op->kind == PD_OP_VER) {
+        int64_t seen = u->seen;
+        uint64_t seen_hlc = u->seen_hlc, vmax = u->vmax;
+        uint16_t seen_by = u->seen_by, vmax_by = u->vmax_by;
         if (op->kind == PD_OP_SEEN) pd__seen(m, u, op->at, writer, op->hlc);
         else pd__ver_floor(m, u, op->hlc, writer);
         pd__mark_dirty(m, u); /* its retention may move */
+        if (seen != u->seen || seen_hlc != u->seen_hlc || seen_by != u->seen_by ||
+            vmax != u->vmax || vmax_by != u->vmax_by)
+            own_write_back(m, writer, op);
         return PD_OK;
     }
     if (op->kind == PD_OP_CHOSEN) {
@@ -237,6 +256,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
         pd__chosen_set(m, u, op->chosen, op->at);
         u->chosen_hlc = op->hlc;
         u->chosen_by = pd__writer_of(writer);
+        own_write_back(m, writer, op);
         return PD_OK;
     }
     if (!pd__newer(op->hlc, writer, u->custom_hlc, pd__writer_name(m, u->custom_by)))
@@ -249,6 +269,7 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     u->custom_hlc = op->hlc;
     u->custom_by = pd__writer_of(writer);
     if (expired) pd__expiry_ver(m, u, op->expires_at);
+    own_write_back(m, writer, op); /* an expired one clears on arrival there too */
     return PD_OK;
 }
 

@@ -339,7 +339,10 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
  * when a life of the writer that we did not know is ready and follows
  * our deltas (its heartbeat names our incarnation:
  * it applies what we send from then on; before that it could refuse it
- * as from no live peer). A repeat changes nothing anywhere. */
+ * as from no live peer). A repeat changes nothing anywhere. The writer
+ * sends each such write again as its own (own_write_back in
+ * model/presence_repl.c), for the nodes that miss our delta and repair
+ * that gap by a transfer of our partition, which does not carry it. */
 static void pass_on_registers(pd_repl *r, peer *p) {
     if (pd_model_registers_dump_step(r->m, peer_id(p), &p->regs_at, SERVE_BUCKETS,
                                      repl__on_op_dump, r))

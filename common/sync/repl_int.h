@@ -79,8 +79,9 @@ typedef struct {
     struct heal_need *heal_need;
     uint32_t nheal_need;
     bool follows;               /* its last heartbeat holds our current incarnation */
-    bool regs_owed;             /* a life we did not know: pass on the registers
-                                 * it wrote once it follows us (pass_on_registers) */
+    bool regs_owed;             /* a life we did not know, or one our snapshot named:
+                                 * pass on the registers it wrote once it follows
+                                 * us (pass_on_registers) */
     bool regs_passing;          /* ... under way, SERVE_BUCKETS user buckets a tick */
     uint64_t regs_at;           /* ... its scan cursor in the user table */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */

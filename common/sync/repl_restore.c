@@ -14,10 +14,16 @@ void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
     info->stream_seq = 0; /* not known here: replay from the start of the stream */
     info->taken_at = now;
     info->nvc = 0;
+    /* A peer in the middle of a transfer: its incarnation, with nothing
+     * counted (seq 0). The model holds part of its partition: restored
+     * without the peer, nothing would drop those devices when a new life
+     * of it comes (a peer first heard has no devices to forget), and they
+     * would stay for good; with it, that life drops them, or a transfer
+     * of the same life replaces them. */
     for (uint32_t i = 0; i < r->npeers && info->nvc < PD_VC_MAX; i++) {
         const peer *p = r->peers[i];
-        if (p->inc && !p->syncing && p->alive)
-            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
+        if (p->inc && p->alive)
+            info->vc[info->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->syncing ? 0 : p->seq};
     }
 }
 
@@ -84,10 +90,13 @@ static void restore_device(void *ud, const pd_snap_device *d) {
         pd_model_apply_op(r->m, d->owner, &d->op, c->now);
 }
 
+/* Our own registers without a word (the dump at pd_repl_restore_done
+ * sends them), the others' as any peer's op. */
 static void restore_register(void *ud, const pd_op *op) {
     const restore_ctx *c = ud;
-    if (!pd_hlc_ahead(op->hlc, c->now, repl__skew(c->r)))
-        pd_model_apply_op(c->r->m, op->writer, op, c->now);
+    if (pd_hlc_ahead(op->hlc, c->now, repl__skew(c->r))) return;
+    if (pd_str_eqc(op->writer, c->r->self)) pd_model_apply_own_op(c->r->m, op, c->now);
+    else pd_model_apply_op(c->r->m, op->writer, op, c->now);
 }
 
 /* Before the first device: the tables sized once (users: at most one per
@@ -112,6 +121,11 @@ static void restore_peers(pd_repl *r, const pd_snap_info *info, uint64_t now) {
         if (p == NULL) continue;
         p->inc = info->vc[i].inc;
         p->seq = info->vc[i].seq;
+        /* Whether our old life passed its registers on to that life of the
+         * peer (pass_on_registers) is not known: a life of ours killed
+         * after the snapshot (which holds the peer's lost writes) but
+         * before the pass did not. A repeat changes nothing. */
+        p->regs_owed = true;
         watch_restored(p, now);
     }
     r->rest_inc = info->inc;
