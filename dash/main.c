@@ -552,6 +552,6 @@ int main(int argc, char **argv) {
     pd_inbox_free(&d.inbox);
     dash_nodes_free(d.nodes);
     dash_hub_free(d.hub);
-    nats_Close();
+    nats_CloseAndWait(2000); /* its threads done before exit: see presencectl.c */
     return rc;
 }

@@ -397,7 +397,7 @@ int main(int argc, char **argv)
         check_failover((pid_t)atoi(argv[2]));
     }
     natsConnection_Destroy(nc);
-    nats_Close();
+    nats_CloseAndWait(2000);
     printf("pl_test: %d failure(s)\n", failures);
     return failures ? 1 : 0;
 }
