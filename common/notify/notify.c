@@ -136,31 +136,22 @@ bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user) {
     return announcer(nf, user, false);
 }
 
-/* The member announcing user under the current set; NULL: this node. */
-static const member *announcer_member(const pd_notifier *nf, pd_str user) {
-    const member *who = NULL;
-    const char *best_id = nf->self;
-    uint64_t best = score((pd_str){nf->self, nf->self_n}, user);
+void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
+    pd_str best_id = {nf->self, nf->self_n};
+    uint64_t best = score(best_id, user);
     for (uint32_t i = 0; i < nf->npeers; i++) {
         const member *p = &nf->peers[i];
         if (!p->announcing) continue;
-        uint64_t s = score((pd_str){p->id, p->id_n}, user);
+        pd_str id = {p->id, p->id_n};
+        uint64_t s = score(id, user);
         /* ties: the larger id, as announcer() */
-        if (s > best || (s == best && strcmp(p->id, best_id) > 0)) {
+        if (s > best || (s == best && strcmp(p->id, best_id.p) > 0)) {
             best = s;
-            best_id = p->id;
-            who = p;
+            best_id = id;
         }
     }
-    return who;
+    *who = best_id;
 }
-
-void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
-    const member *p = announcer_member(nf, user);
-    *who = p ? (pd_str){p->id, p->id_n} : (pd_str){nf->self, nf->self_n};
-}
-
-static void heal_over(pd_notifier *nf) { nf->healing = false; }
 
 /* ---- out: the gate, then the publish callback --------------------------------------- */
 
@@ -210,14 +201,12 @@ static void reannounce_one(void *ud, const pd_view *v) {
     bool recent = (v->ts > 0 && v->ts >= c->since) ||
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
                                       (int64_t)(v->ver >> 16) >= c->since));
-    if (!recent) return;
+    if (!recent || !announcer(c->nf, v->user, false)) return;
+    if (c->only_new && announcer(c->nf, v->user, true)) return;
     if (!c->not_offline) {
-        if (!announcer(c->nf, v->user, false)) return;
-        if (c->only_new && announcer(c->nf, v->user, true)) return;
         announce(c->nf, v, c->now);
         return;
     }
-    if (!announcer(c->nf, v->user, false)) return;
     /* After a heal the view is said again as of now: what the other side
      * announced meanwhile (and a route may still deliver late) carries an
      * older ts, so a watcher keeping the newest ts per user ends here. */
@@ -242,8 +231,7 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
 void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
     if (!nf->announcing) return;
     floors_open(nf, now);
-    reannounce_ctx c = {nf, (int64_t)since, false, false, now};
-    pd_model_foreach_view(m, reannounce_one, &c);
+    reannounce(nf, m, now > since ? now - since : 0, false, now);
 }
 
 void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
@@ -262,13 +250,13 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
     if (!nf->healing) return;
     if (!nf->announcing) {
-        heal_over(nf);
+        nf->healing = false;
         return;
     }
     /* Each slice says the views again as of its own now. */
     reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, true, now};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
-        heal_over(nf);
+        nf->healing = false;
 }
 
 bool pd_notifier_healing(const pd_notifier *nf) { return nf->healing; }
@@ -283,7 +271,7 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
 
 void pd_notifier_pause(pd_notifier *nf) {
     nf->announcing = false;
-    heal_over(nf);
+    nf->healing = false;
 }
 
 bool pd_notifier_announcing(const pd_notifier *nf) { return nf->announcing; }
