@@ -345,8 +345,8 @@ static void server_drop(pd_model *m, pd_server *s) {
     pd_free(s);
 }
 
-void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc) {
-    if (at <= 0) return;
+bool pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc) {
+    if (at <= 0) return false;
     /* (at, writer), then the hlc: a total order, so that the register ends
      * the same whatever order equal times arrive in (two devices of one
      * owner removed at the same ms, restored in hash order). Interned: the
@@ -354,7 +354,7 @@ void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc)
     const char *seen_by = pd__writer_name(m, u->seen_by);
     bool tie = at == u->seen && by && seen_by && by == seen_by;
     if (tie ? hlc <= u->seen_hlc : !pd__newer((uint64_t)at, by, (uint64_t)u->seen, seen_by))
-        return;
+        return false;
     u->seen = at;
     u->seen_by = pd__writer_of(by);
     u->seen_hlc = hlc;
@@ -379,6 +379,7 @@ void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc)
         u->flags |= UF_GRACE | UF_HELD_ACTIVE;
         pd__mark_dirty(m, u);
     }
+    return true;
 }
 
 /* now rounded down to PRESENCE_ACTIVITY_RESOLUTION_MS. */

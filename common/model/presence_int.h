@@ -74,10 +74,11 @@ struct pd_user {
  * ended (user_regained_device). UF_LEFT_NOW: the last device left in the
  * operation under way (cleared by pd__flush): a device added in the same
  * operation replaces it, and nobody saw the user leave. */
-/* UF_FLOOR: another node's ver floor raised the user's ver in the operation under way
- * (cleared by pd__flush): announced even if no status changed, so that a
- * watcher keeping the largest ver ends above an `offline` another node
- * announced below that floor (schemas/notifications.md, "ver"). */
+/* UF_FLOOR: another node's ver floor raised the user's ver in the
+ * operation under way (cleared by pd__flush): announced even if no status
+ * changed, so that a watcher keeping the largest ver ends above an
+ * `offline` another node announced below that floor (schemas/
+ * notifications.md, "ver"). */
 enum { UF_GRACE = 1, UF_HELD_ACTIVE = 2, UF_DIRTY = 4, UF_NOTIFIED = 8, UF_BACK = 16,
        UF_LEFT_NOW = 32, UF_EXPIRED = 64, UF_FLOOR = 128 };
 
@@ -274,7 +275,7 @@ void pd__device_remove(pd_model *m, pd_device *d, uint64_t now, int64_t seen_at)
 /* Raises u's last_seen register to (at, by) if that is newer (by: an
  * interned node id). A user in the offline delay then keeps it until
  * last_seen + the delay at least, when its offline's ver is numbered. */
-void pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc);
+bool pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc);
 void pd__device_state(pd_model *m, pd_device *d, pd_devstate st, int64_t last_active);
 /* This node's devices: in the idle queue while active. Cannot fail (the
  * status is kept for the callers that pass it on). */
@@ -331,9 +332,10 @@ pd_public pd__user_status(const pd_user *u, bool self);
  * and state transfers carry as VER ops. */
 uint64_t pd__user_ver(const pd_model *m, const pd_user *u);
 /* A write of `by` (interned) with version at: raises u's floor if
- * (at, by) is newer. */
-void pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by);
-void pd__ver_floor(const pd_model *m, pd_user *u, uint64_t at, const char *by);
+ * (at, by) is newer; true if it did. pd__ver_floor: the same for another
+ * node's VER op, which may also be announced (UF_FLOOR). */
+bool pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by);
+bool pd__ver_floor(const pd_model *m, pd_user *u, uint64_t at, const char *by);
 /* The custom status expired at expires_at (cleared by the caller): a ver
  * every node holding that register value gives it. */
 void pd__expiry_ver(pd_model *m, pd_user *u, int64_t expires_at);

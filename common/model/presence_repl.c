@@ -239,15 +239,10 @@ static pd_status apply_register(pd_model *m, const pd_op *op, uint64_t now) {
     pd_user *u = pd__user_get(m, op->user);
     if (u == NULL) return PD_ENOMEM;
     if (op->kind == PD_OP_SEEN || op->kind == PD_OP_VER) {
-        int64_t seen = u->seen;
-        uint64_t seen_hlc = u->seen_hlc, vmax = u->vmax;
-        uint16_t seen_by = u->seen_by, vmax_by = u->vmax_by;
-        if (op->kind == PD_OP_SEEN) pd__seen(m, u, op->at, writer, op->hlc);
-        else pd__ver_floor(m, u, op->hlc, writer);
+        bool taken = op->kind == PD_OP_SEEN ? pd__seen(m, u, op->at, writer, op->hlc)
+                                            : pd__ver_floor(m, u, op->hlc, writer);
         pd__mark_dirty(m, u); /* its retention may move */
-        if (seen != u->seen || seen_hlc != u->seen_hlc || seen_by != u->seen_by ||
-            vmax != u->vmax || vmax_by != u->vmax_by)
-            own_write_back(m, writer, op);
+        if (taken) own_write_back(m, writer, op);
         return PD_OK;
     }
     if (op->kind == PD_OP_CHOSEN) {

@@ -52,19 +52,21 @@ uint64_t pd__user_ver(const pd_model *m, const pd_user *u) {
     return v;
 }
 
-void pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by) {
-    if (!pd__newer(at, by, u->vmax, pd__writer_name(m, u->vmax_by))) return;
+bool pd__ver_raise(const pd_model *m, pd_user *u, uint64_t at, const char *by) {
+    if (!pd__newer(at, by, u->vmax, pd__writer_name(m, u->vmax_by))) return false;
     u->vmax = at;
     u->vmax_by = pd__writer_of(by);
+    return true;
 }
 
-/* Another node's floor (a VER op): raises the ver, and
- * marks the user for announcing when that raises the ver others see
- * (UF_FLOOR; the caller marks it dirty). */
-void pd__ver_floor(const pd_model *m, pd_user *u, uint64_t at, const char *by) {
+/* Another node's floor (a VER op): pd__ver_raise, and marks the user for
+ * announcing when that raises the ver others see (UF_FLOOR; the caller
+ * marks it dirty). */
+bool pd__ver_floor(const pd_model *m, pd_user *u, uint64_t at, const char *by) {
     uint64_t before = pd__user_ver(m, u);
-    pd__ver_raise(m, u, at, by);
+    if (!pd__ver_raise(m, u, at, by)) return false;
     if (pd__user_ver(m, u) > before) u->flags |= UF_FLOOR;
+    return true;
 }
 
 bool pd_model_view(const pd_model *m, pd_str user, pd_str viewer, pd_view *out) {
