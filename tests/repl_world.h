@@ -10,6 +10,7 @@
 #define PD_TESTS_REPL_WORLD_H
 
 #include "repl_sim.h"
+#include "sync/snapshot.h"
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -318,6 +319,30 @@ static inline void devices_of(const world *w, int i, int u, char *out, size_t ca
     size_t o = 0;
     out[0] = '\0';
     for (int k = 0; k < set.n && o < cap; k++) o += (size_t)snprintf(out + o, cap - o, "%s ", set.v[k]);
+}
+
+/* What anyone but user sees of user on replica i. */
+static inline pd_view public_view(const world *w, int i, const char *user) {
+    pd_view v;
+    pd_model_view(pd_repl_model(w->s.r[i]), pd_str_c(user), pd_str_c(""), &v);
+    return v;
+}
+
+/* A snapshot of replica i as the node writes one (pd_snap_*). */
+typedef struct {
+    uint8_t *buf;
+    size_t len;
+} snapbuf;
+
+static inline void take_snapshot(sim *s, int i, snapbuf *sb) {
+    pd_snap_info info;
+    free(sb->buf);
+    sb->buf = NULL;
+    pd_repl_snapshot_info(s->r[i], &info, s->now);
+    pd_snap *sn = pd_snap_begin(pd_repl_model(s->r[i]), &info);
+    REQUIRE(sn != NULL, "pd_snap_begin");
+    while (!pd_snap_step(sn, pd_repl_model(s->r[i]), 64)) {}
+    REQUIRE(pd_snap_finish(sn, &sb->buf, &sb->len) == PD_OK, "pd_snap_finish");
 }
 
 static inline void view_of(const world *w, int i, int u, bool self, char *out, size_t cap) {

@@ -155,12 +155,6 @@ static uint64_t owned_by(const world *w, int i, int owner) {
     return pd_model_owner_devices(pd_repl_model(w->s.r[i]), pd_str_c(NODE[owner]));
 }
 
-static pd_view public_view(const world *w, int i, const char *user) {
-    pd_view v;
-    pd_model_view(pd_repl_model(w->s.r[i]), pd_str_c(user), pd_str_c(""), &v);
-    return v;
-}
-
 /* n2 (attached to s2) has u0 and u1 on it, n0 (s0) has u2; all delivered. */
 static void three_nodes_with_devices(world *w) {
     world_init(w, case_seed("repl-fixed", 0), &MCFG_QUIET, false);
@@ -384,6 +378,22 @@ Test(repl, silent_ready_node_is_left_out_of_the_announcers) {
     world_free(&w);
 }
 
+/* n2 sets u2 away, n1 alone hears it, and n2 restarts without it (its
+ * life killed before its snapshot and the stream had the write). */
+static void n2_writes_then_forgets(world *w) {
+    sim *s = &w->s;
+    three_nodes_with_devices(w);
+    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u2"), .status = PD_CHOSEN_AWAY};
+    world_event(w, 2, &ev);
+    sim_flush_all(s);
+    sim_drop_matching(s, 2, 0, M_DELTA);
+    sim_deliver_all(s);
+    cr_assert_eq(public_view(w, 1, "u2").status, PD_PUB_AWAY);
+    cr_assert_eq(public_view(w, 0, "u2").status, PD_PUB_ONLINE, "n0 missed the write");
+    sim_restart(s, 2);
+    send_sync(w, 2, 2);
+}
+
 /* A write that only some nodes hold, by a life of its writer that lost
  * it (killed before its snapshot and the stream had it): n2 sets u2 away,
  * n1 alone hears it, and n2 restarts without it. A state transfer of the
@@ -392,17 +402,8 @@ Test(repl, silent_ready_node_is_left_out_of_the_announcers) {
  * (the chaos run of seed 1: same ver everywhere, the status differs). */
 Test(repl, register_of_a_lost_life_reaches_every_node) {
     world w;
-    three_nodes_with_devices(&w);
     sim *s = &w.s;
-    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u2"), .status = PD_CHOSEN_AWAY};
-    world_event(&w, 2, &ev);
-    sim_flush_all(s);
-    sim_drop_matching(s, 2, 0, M_DELTA);
-    sim_deliver_all(s);
-    cr_assert_eq(public_view(&w, 1, "u2").status, PD_PUB_AWAY);
-    cr_assert_eq(public_view(&w, 0, "u2").status, PD_PUB_ONLINE, "n0 missed the write");
-    sim_restart(s, 2);
-    send_sync(&w, 2, 2);
+    n2_writes_then_forgets(&w);
     for (int round = 0; round < 6; round++) {
         s->now += s->cfg.sync_interval_ms;
         sim_tick_all(s);
@@ -1137,17 +1138,8 @@ Test(repl, register_of_a_lost_life_reaches_its_writer_by_a_transfer) {
  * passes it on: n2, back with its write, must send it again as its own. */
 Test(repl, register_passed_on_reaches_a_node_that_missed_the_pass) {
     world w;
-    three_nodes_with_devices(&w);
     sim *s = &w.s;
-    pd_event ev = {.type = PD_EV_STATUS, .user = pd_str_c("u2"), .status = PD_CHOSEN_AWAY};
-    world_event(&w, 2, &ev);
-    sim_flush_all(s);
-    sim_drop_matching(s, 2, 0, M_DELTA);
-    sim_deliver_all(s);
-    cr_assert_eq(public_view(&w, 1, "u2").status, PD_PUB_AWAY);
-    cr_assert_eq(public_view(&w, 0, "u2").status, PD_PUB_ONLINE, "n0 missed the write");
-    sim_restart(s, 2);
-    send_sync(&w, 2, 2);
+    n2_writes_then_forgets(&w);
     for (int round = 0; round < 8; round++) {
         s->now += s->cfg.sync_interval_ms;
         sim_tick_all(s);

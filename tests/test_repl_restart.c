@@ -26,25 +26,8 @@
  * 30,000 cases, at least once; see the regression tests at the end). */
 #include "base/alloc.h"
 #include "repl_world.h"
-#include "sync/snapshot.h"
 #include <criterion/criterion.h>
 #include <inttypes.h>
-
-typedef struct {
-    uint8_t *buf;
-    size_t len;
-} snapbuf;
-
-static void take_snapshot(sim *s, int i, snapbuf *sb) {
-    pd_snap_info info;
-    free(sb->buf);
-    sb->buf = NULL;
-    pd_repl_snapshot_info(s->r[i], &info, s->now);
-    pd_snap *sn = pd_snap_begin(pd_repl_model(s->r[i]), &info);
-    REQUIRE(sn != NULL, "pd_snap_begin");
-    while (!pd_snap_step(sn, pd_repl_model(s->r[i]), 64)) {}
-    REQUIRE(pd_snap_finish(sn, &sb->buf, &sb->len) == PD_OK, "pd_snap_finish");
-}
 
 static void server_heartbeats_except(world *w, int i) {
     for (int k = 0; k < NSERV; k++) {

@@ -9,7 +9,6 @@
  * real cluster). */
 #include <criterion/criterion.h>
 #include "repl_world.h"
-#include "sync/snapshot.h"
 
 #define SUSPICION_MS 2000
 
@@ -266,10 +265,11 @@ Test(repl_watch, a_flapping_link_ends_on_what_the_first_break_hid) {
     world_free(&w);
 }
 
-static pd_public status_at(const world *w, int i, const char *user) {
-    pd_view v;
-    pd_model_view(pd_repl_model(w->s.r[i]), pd_str_c(user), pd_str_c(""), &v);
-    return v.status;
+/* Replica i is killed and its NATS server cut off, for the node timeout,
+ * the suspicion and extra_ms: the others take it for down. */
+static void down_for(sim *s, int i, uint64_t extra_ms) {
+    s->cut[i] = s->frozen[i] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + extra_ms);
 }
 
 /* n2 is killed for longer than the node timeout, the suspicion and the
@@ -289,28 +289,21 @@ Test(repl_watch, a_node_back_from_its_snapshot_announces_the_floor_above_the_off
     user_announced_by(&w, 2, "k", user);
     conn_event_at(&w, 2, PD_EV_CONNECT, "ck", user);
     run_for(s, 3 * s->cfg.sync_interval_ms);
-    pd_snap_info info;
-    pd_repl_snapshot_info(s->r[2], &info, s->now);
-    pd_snap *sn = pd_snap_begin(pd_repl_model(s->r[2]), &info);
-    cr_assert_not_null(sn);
-    while (!pd_snap_step(sn, pd_repl_model(s->r[2]), 64)) {}
-    uint8_t *snap = NULL;
-    size_t snap_len = 0;
-    cr_assert_eq(pd_snap_finish(sn, &snap, &snap_len), PD_OK);
-    s->cut[2] = s->frozen[2] = true;
-    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + MCFG_WATCH.offline_delay_ms +
-                   3 * s->cfg.sync_interval_ms);
+    snapbuf snap = {0};
+    take_snapshot(s, 2, &snap);
+    down_for(s, 2, MCFG_WATCH.offline_delay_ms + 3 * s->cfg.sync_interval_ms);
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(status_at(&w, i, user), PD_PUB_OFFLINE, "%s took n2's user for gone",
-                     NODE[i]);
+        cr_assert_eq(public_view(&w, i, user).status, PD_PUB_OFFLINE,
+                     "%s took n2's user for gone", NODE[i]);
     s->cut[2] = s->frozen[2] = false;
     sim_restart(s, 2);
     pd_err err = {PD_OK, ""};
+    pd_snap_info info;
     pd_repl_restore_begin(s->r[2]);
-    cr_assert_eq(pd_repl_restore(s->r[2], snap, snap_len, s->now, &info, &err), PD_OK, "%s",
+    cr_assert_eq(pd_repl_restore(s->r[2], snap.buf, snap.len, s->now, &info, &err), PD_OK, "%s",
                  err.msg);
     pd_repl_restore_done(s->r[2], s->now);
-    free(snap);
+    free(snap.buf);
     /* n2 catches up and announces before its devices reach the others:
      * what it sends them, but heartbeats and requests, waits. */
     for (int k = 0; k < 100 && !pd_notifier_announcing(pd_repl_notifier(s->r[2])); k++) {
@@ -324,7 +317,7 @@ Test(repl_watch, a_node_back_from_its_snapshot_announces_the_floor_above_the_off
     }
     cr_assert(pd_notifier_announcing(pd_repl_notifier(s->r[2])), "n2 announces");
     run_for(s, 20 * s->cfg.sync_interval_ms);
-    cr_assert_eq(status_at(&w, 2, user), PD_PUB_ONLINE);
+    cr_assert_eq(public_view(&w, 2, user).status, PD_PUB_ONLINE);
     expect_watchers_agree(&w, user);
     pd_notify_stats ns;
     pd_notifier_stats_get(pd_repl_notifier(s->r[2]), &ns);
@@ -343,15 +336,14 @@ Test(repl_watch, a_change_made_while_a_node_and_its_server_were_away_reaches_its
     sim *s = &w.s;
     char user[16];
     user_announced_by(&w, 0, "j", user);
-    s->cut[1] = s->frozen[1] = true;
-    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + s->cfg.sync_interval_ms);
+    down_for(s, 1, s->cfg.sync_interval_ms);
     conn_event_at(&w, 0, PD_EV_CONNECT, "cj", user);
     run_for(s, 2 * s->cfg.sync_interval_ms);
     cr_assert_null(sim_watcher_last(s, 1, user, 0), "n1's watcher was cut off");
     s->cut[1] = s->frozen[1] = false;
     sim_restart(s, 1);
     run_for(s, 20 * s->cfg.sync_interval_ms);
-    cr_assert_eq(status_at(&w, 1, user), PD_PUB_ONLINE);
+    cr_assert_eq(public_view(&w, 1, user).status, PD_PUB_ONLINE);
     expect_watchers_agree(&w, user);
     world_free(&w);
 }
@@ -365,8 +357,7 @@ Test(repl_watch, a_change_made_while_a_node_back_from_down_warmed_up_reaches_its
     sim *s = &w.s;
     char user[16];
     user_announced_by(&w, 0, "q", user);
-    s->cut[1] = s->frozen[1] = true;
-    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + s->cfg.sync_interval_ms);
+    down_for(s, 1, s->cfg.sync_interval_ms);
     s->cut[1] = s->frozen[1] = false;
     sim_restart(s, 1);
     sim_round(s, 100);
@@ -378,7 +369,7 @@ Test(repl_watch, a_change_made_while_a_node_back_from_down_warmed_up_reaches_its
     cr_assert_null(sim_watcher_last(s, 1, user, 0), "n1's watcher was cut off");
     s->cut[1] = false;
     run_for(s, 20 * s->cfg.sync_interval_ms);
-    cr_assert_eq(status_at(&w, 1, user), PD_PUB_ONLINE);
+    cr_assert_eq(public_view(&w, 1, user).status, PD_PUB_ONLINE);
     expect_watchers_agree(&w, user);
     world_free(&w);
 }
