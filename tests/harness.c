@@ -834,7 +834,9 @@ static bool redis_pong(const h_redis *rs) {
     return ok;
 }
 
-static void redis_spawn(h_redis *rs) {
+/* True if redis-server answers on rs->port; else it is gone (a port taken
+ * since h_free_port checked it, by a test running beside this one). */
+static bool redis_try(h_redis *rs) {
     char port[16], log[300];
     snprintf(port, sizeof port, "%d", rs->port);
     snprintf(log, sizeof log, "%s/redis.log", rs->dir);
@@ -842,17 +844,28 @@ static void redis_spawn(h_redis *rs) {
                     "--appendonly", "no", "--dir", rs->dir, "--logfile", "", NULL};
     rs->pid = spawn(argv, NULL, log);
     bool ok = H_POLL(redis_pong(rs) || waitpid(rs->pid, NULL, WNOHANG) == rs->pid, 10000);
-    cr_assert(ok && redis_pong(rs), "redis-server did not start on port %d (see %s)", rs->port,
-              log);
+    if (ok && redis_pong(rs)) return true;
+    untrack(rs->pid);
+    rs->pid = 0;
+    return false;
+}
+
+static void redis_spawn(h_redis *rs) {
+    cr_assert(redis_try(rs), "redis-server did not start on port %d (see %s/redis.log)",
+              rs->port, rs->dir);
 }
 
 void h_redis_start(h_redis *rs, const char *dir) {
     memset(rs, 0, sizeof *rs);
     snprintf(rs->dir, sizeof rs->dir, "%s", dir);
-    rs->port = h_free_port();
-    snprintf(rs->url, sizeof rs->url, "redis://127.0.0.1:%d", rs->port);
-    snprintf(rs->env, sizeof rs->env, "PRESENCE_REDIS_URL=%s", rs->url);
-    redis_spawn(rs);
+    /* As h_nats_start: a new port when the one drawn was taken meanwhile. */
+    for (int tries = 0; tries < 3; tries++) {
+        rs->port = h_free_port();
+        snprintf(rs->url, sizeof rs->url, "redis://127.0.0.1:%d", rs->port);
+        snprintf(rs->env, sizeof rs->env, "PRESENCE_REDIS_URL=%s", rs->url);
+        if (redis_try(rs)) return;
+    }
+    cr_assert_fail("redis-server did not start (see %s/redis.log)", rs->dir);
 }
 
 void h_redis_stop(h_redis *rs, int sig) {
