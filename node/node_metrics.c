@@ -310,6 +310,9 @@ static void render(pd_node *n, textbuf *b) {
             "peers suspected (silent past the node timeout)", rs.suspicions);
     counter(b, "presenced_peer_suspicions_cleared_total",
             "suspected peers heard again before being declared down", rs.suspicions_cleared);
+    counter(b, "presenced_peer_silences_total",
+            "live peers heard again after a silence of more than two heartbeats: what this node "
+            "announced since was said again", rs.silences);
     gauge(b, "presenced_ready", "1 once caught up and announcing", pd_repl_ready(n->repl));
     family(b, "presenced_refused_total", "counter",
            "messages from other nodes dropped unapplied, by reason (docs/failure-modes.md)");

@@ -265,6 +265,41 @@ Test(repl_watch, a_flapping_link_ends_on_what_the_first_break_hid) {
     world_free(&w);
 }
 
+/* A cut shorter than the node timeout (nobody suspected, nobody down)
+ * during which only the cut-off side (n2) writes: its announcements of
+ * that time are lost to the other side's watchers, and nothing there
+ * repeats them (n0 and n1 see the gap in n2's deltas, but announce n2's
+ * users only if they are theirs, and n2 sees no gap in theirs: they sent
+ * nothing). n2, hearing them again after a silence of more than two
+ * heartbeats, says them again (issue 14, watch.py's (10)). */
+Test(repl_watch, a_cut_shorter_than_the_node_timeout_ends_on_what_it_hid) {
+    world w;
+    setup(&w, 52);
+    sim *s = &w.s;
+    char on[16], off[16];
+    user_announced_by(&w, 2, "son", on);
+    user_announced_by(&w, 2, "soff", off);
+    conn_event_at(&w, 2, PD_EV_CONNECT, "coff", off);
+    run_for(s, 2 * s->cfg.sync_interval_ms + MCFG_WATCH.offline_delay_ms);
+    s->cut[2] = true;
+    run_for(s, s->cfg.sync_interval_ms);
+    conn_event_at(&w, 2, PD_EV_CONNECT, "con", on);        /* online at once */
+    conn_event_at(&w, 2, PD_EV_DISCONNECT, "coff", off);   /* offline after the delay */
+    run_for(s, s->cfg.node_timeout_ms - 2 * s->cfg.sync_interval_ms);
+    s->cut[2] = false;
+    run_for(s, MCFG_WATCH.offline_delay_ms + 10 * s->cfg.sync_interval_ms);
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_eq(st.suspicions, 0u, "%s suspected nobody", NODE[i]);
+        cr_assert_eq(st.nodes_down, 0u, "%s took nobody for down", NODE[i]);
+        if (i == 2) cr_expect_geq(st.silences, 1u, "%s saw the silence", NODE[i]);
+    }
+    expect_watchers_agree(&w, on);
+    expect_watchers_agree(&w, off);
+    world_free(&w);
+}
+
 /* Replica i is killed and its NATS server cut off, for the node timeout,
  * the suspicion and extra_ms: the others take it for down. */
 static void down_for(sim *s, int i, uint64_t extra_ms) {

@@ -28,6 +28,7 @@ struct pd_notifier {
     pd_gate *gate;
     uint64_t announced;
     bool healing;              /* a heal's walk is under way (in slices) */
+    bool heal_full;            /* ... also of users not offline (a heal, not a repeat) */
     uint64_t heal_cur;         /* ... its cursor in the model's users */
     uint64_t heal_from;        /* ... and the changes it announces again from */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
@@ -228,23 +229,33 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
     reannounce(nf, m, nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, now);
 }
 
+/* Starts (or starts over) the walk of pd_notifier_heal_step: from the
+ * earlier of the two `from`s, full if either is. */
+static void walk_start(pd_notifier *nf, const pd_model *m, uint64_t from, bool full,
+                       uint64_t now) {
+    floors_open(nf, now);
+    if (nf->healing) {
+        if (nf->heal_from < from) from = nf->heal_from;
+        full = full || nf->heal_full;
+    }
+    nf->healing = true;
+    nf->heal_full = full;
+    nf->heal_cur = 0;
+    nf->heal_from = from;
+    pd_notifier_heal_step(nf, m, now);
+}
+
 void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
     if (!nf->announcing) return;
-    floors_open(nf, now);
-    reannounce(nf, m, now > since ? now - since : 0, false, now);
+    walk_start(nf, m, since, false, now);
 }
 
 void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
     if (!nf->announcing) return;
-    floors_open(nf, now);
     /* A change stamped a little before the last heartbeat may not have
      * reached the other side either: one sync interval of margin. */
     uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
-    if (nf->healing && nf->heal_from < from) from = nf->heal_from;
-    nf->healing = true;
-    nf->heal_cur = 0;
-    nf->heal_from = from;
-    pd_notifier_heal_step(nf, m, now);
+    walk_start(nf, m, from, true, now);
 }
 
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
@@ -253,8 +264,9 @@ void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
         nf->healing = false;
         return;
     }
-    /* Each slice says the views again as of its own now. */
-    reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, true, now};
+    /* Each slice says the views again as of its own now (a heal) or as
+     * they were announced (a repeat). */
+    reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
         nf->healing = false;
 }

@@ -80,12 +80,19 @@ void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing);
  * announced again. Nothing while this node is not announcing. */
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
 
-/* A peer we had taken for down is back as a new life (a restart, or a
- * peer forgotten and back) and ready: what we announced since it was
- * gone, `since`, is announced again. Its NATS server may have been cut off from
- * ours all that time (a partition around a node that was down), and its
- * watchers never heard those changes; nothing else repeats them, as a new
- * life is no heal. A watcher that heard them gets a repeat. */
+/* What we announced since `since` may not have reached a peer's side:
+ * it is announced again, as it was (a repeat). Used when a peer we had
+ * taken for down is back as a new life (a restart, or a peer forgotten
+ * and back) and ready: its NATS server may have been cut off from ours
+ * all that time (a partition around a node that was down), and nothing
+ * else repeats those changes, as a new life is no heal. And when a peer
+ * still taken for alive is heard again after a silence of more than two
+ * heartbeats (a cut shorter than the node timeout, or a suspicion heard
+ * again in time): the route between the two NATS servers may have broken
+ * and been rebuilt meanwhile, and NATS keeps nothing it could not
+ * deliver. Nothing was undone for the silence, so nothing else changes.
+ * A watcher that heard them gets a repeat. Walks the model in slices, as
+ * pd_notifier_heal (and joins a walk under way). */
 void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
 
 /* A gap in hearing peer ended (a partition healed, a route came back, a
@@ -104,9 +111,10 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
 /* A heal walks the model in slices of PD_HEAL_BUCKETS hash buckets, one per
  * loop turn, so that a large model never stalls the loop: pd_notifier_heal
  * does the first slice, pd_notifier_heal_step the next one (call it while
- * pd_notifier_healing; m must be the same model). A heal started while
- * one is running starts the walk over with the earlier `since` of the two.
- * Pausing ends it. */
+ * pd_notifier_healing; m must be the same model). A heal or a repeat
+ * (pd_notifier_rejoin) started while one is running starts the walk over
+ * with the earlier `since` of the two, as a heal if either is. Pausing
+ * ends it. */
 #define PD_HEAL_BUCKETS 256
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now);
 bool pd_notifier_healing(const pd_notifier *nf);

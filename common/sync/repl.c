@@ -793,6 +793,10 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
      * would get repeats for nothing. */
     uint64_t heard_before = p->last_hb;
     bool healed = p->heard && hb->inc == p->inc && !p->alive;
+    /* A silence of more than two heartbeats that we still took for
+     * nothing (alive, the same life): see pd_notifier_rejoin. */
+    bool silent = p->heard && hb->inc == p->inc && p->alive &&
+                  now > p->last_hb + 2 * r->cfg.sync_interval_ms;
     if (!p->heard) healed = was_forgotten(r, hb->node, hb->inc, &heard_before);
     /* Back after we took it for down, as a new life: see rejoin_since. */
     if (!p->alive && !healed) {
@@ -803,7 +807,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     if (hb->inc > p->inc) repl__new_incarnation(r, p, hb->inc, now);
     if (p->suspected) {
         /* Heard in time: nothing was changed for the suspicion, so nothing
-         * is undone or announced (a flapping link costs no notification). */
+         * is undone, nor announced but repeats (silent, below). */
         p->suspected = false;
         r->stats.suspicions_cleared++;
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: no longer suspected", p->id,
@@ -843,6 +847,13 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
          * changes of its warm-up are in the window too. */
         pd_notifier_rejoin(r->nf, r->m, p->rejoin_since, now);
         p->rejoin_since = 0;
+    }
+    if (silent) {
+        /* What we announced while the route may have been broken (from
+         * one sync interval before it, for what was in flight). */
+        uint64_t si = r->cfg.sync_interval_ms;
+        r->stats.silences++;
+        pd_notifier_rejoin(r->nf, r->m, heard_before > si ? heard_before - si : 1, now);
     }
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "

@@ -210,6 +210,7 @@ typedef struct {
     uint64_t contradictions;    /* a claim below what we applied: re-fetched */
     uint64_t suspicions;        /* peers suspected (silent past the node timeout) */
     uint64_t suspicions_cleared; /* ... and heard again before being declared down */
+    uint64_t silences;          /* live peers heard again after > 2 heartbeats: repeats */
     uint64_t peers_forgotten;   /* down for the node timeout: left the table */
     uint64_t announcers_muted;  /* peers left out of the announcers: not heard announcing */
     bool clock_ahead;           /* our wall clock is ahead of every live peer's */
