@@ -1021,6 +1021,62 @@ Test(repl, warm_up_counts_from_the_end_of_the_restore) {
     world_free(&w);
 }
 
+/* An event at node i's own socket server (s<i>): conn of user u<conn>. */
+static void own_conn_event(world *w, int i, pd_event_type t, const char *conn) {
+    char sid[8], user[24];
+    snprintf(sid, sizeof sid, "s%d", i);
+    snprintf(user, sizeof user, "u%s", conn);
+    pd_event ev = {.type = t, .server = pd_str_c(sid), .conn = pd_str_c(conn),
+                   .user = pd_str_c(user), .device = pd_str_c("web")};
+    world_event(w, i, &ev);
+}
+
+/* A restart's republish of 9,000 devices (issue 15: half a second at 1M,
+ * during which the node answered nothing) goes out in slices, one per
+ * tick, and the node applies events between them: a device that leaves,
+ * one that comes and one that goes idle after the first slice. The peers
+ * end on exactly what the restarted node holds. */
+Test(repl, a_restore_republishes_in_slices_while_events_apply) {
+    world w;
+    world_init(&w, case_seed("repl-fixed", 0), &MCFG_QUIET, false);
+    sim *s = &w.s;
+    sim_warm_up(s);
+    char conn[16];
+    for (int k = 0; k < 9000; k++) {
+        snprintf(conn, sizeof conn, "r%d", k);
+        own_conn_event(&w, 2, PD_EV_CONNECT, conn);
+        if (k % 500 == 0) sim_round(s, 10);
+    }
+    sim_round(s, 10);
+    cr_assert_eq(owned_by(&w, 0, 2), 9000u, "n0 holds n2's devices");
+    size_t len;
+    uint8_t *snap = snapshot_of(s, 2, &len);
+    pd_repl *r = restart_from(s, 2, snap, len, true);
+    free(snap);
+    cr_assert(pd_repl_republishing(r), "one slice sent, more to come");
+    cr_assert_leq(pd_repl_next_due(r), s->now, "the next slice is due at once");
+    own_conn_event(&w, 2, PD_EV_DISCONNECT, "r17");
+    own_conn_event(&w, 2, PD_EV_CONNECT, "rnew");
+    own_conn_event(&w, 2, PD_EV_IDLE, "r4242");
+    int ticks = 0;
+    while (pd_repl_republishing(r)) {
+        cr_assert_lt(ticks++, 64, "the republish never ends");
+        s->now += 1;
+        sim_tick_all(s);
+        sim_deliver_all(s);
+    }
+    cr_expect_gt(ticks, 1, "9,000 devices took more than one slice");
+    for (int k = 0; k < 10; k++) sim_round(s, s->cfg.sync_interval_ms);
+    for (int i = 0; i < 2; i++) {
+        cr_expect_eq(owned_by(&w, i, 2), 9000u, "%s holds n2's devices, as n2 does", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "ur17").devices, 0u, "%s: r17 left", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "urnew").devices, 1u, "%s: rnew came", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "ur4242").status, PD_PUB_AWAY, "%s: r4242 idle", NODE[i]);
+    }
+    cr_expect_eq(owned_by(&w, 2, 2), 9000u);
+    world_free(&w);
+}
+
 /* Delivers everything pending but what goes from `from` to `to` (held). */
 static void deliver_all_but(sim *s, int from, int to) {
     for (size_t guard = 0;; guard++) {

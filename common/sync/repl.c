@@ -963,6 +963,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_repl_begin(r, now);
     pd_model_tick(r->m, now);
     repl__serve_step(r);
+    repl__republish_step(r, now);
     check_claims(r, now);
     check_ready(r, now);
     for (uint32_t i = 0; i < r->npeers; i++) {
@@ -1020,8 +1021,8 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     if (!is_ready(r) && !r->restoring && warm_end(r) < hb) hb = warm_end(r);
     if (hb < due) due = hb;
     if (r->heal_at && r->heal_at < due) due = r->heal_at;
-    /* The next slice (of a transfer served, of a heal), at the next loop turn. */
-    if (r->nserving || pd_notifier_healing(r->nf)) due = 0;
+    /* The next slice (of a transfer served, a republish, a heal), at the next loop turn. */
+    if (r->nserving || r->republishing || pd_notifier_healing(r->nf)) due = 0;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
         if (p->regs_passing) due = 0; /* its next slice, at the next loop turn */

@@ -179,12 +179,15 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
 pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err);
 /* After the replay, at now: sends our restored devices as ops of this
- * incarnation. The warm-up (two sync intervals, then the transfers under
+ * incarnation, in slices of pd_repl_tick (pd_repl_next_due is 0 until the
+ * last, pd_repl_republishing true), so that the node serves meanwhile. The
+ * warm-up (two sync intervals, then the transfers under
  * way) counts from now, not from the start: a restore that took long
  * (JetStream or Redis slow) must not leave the node announcing at once,
  * before the peers' transfers and the socket servers' resync it asks for
  * have come in. */
 void pd_repl_restore_done(pd_repl *r, uint64_t now);
+bool pd_repl_republishing(const pd_repl *r);
 
 /* For P.query.cluster: calls fn for this node and each known peer. */
 typedef void (*pd_node_fn)(void *ud, const pd_node_view *nv);

@@ -24,6 +24,9 @@
 /* State transfers served in slices (io.reply_keep): hash buckets per
  * slice, and transfers in progress at once. */
 #define SERVE_BUCKETS 256
+/* The republish after a restore: hash buckets of our devices per loop turn
+ * (about as many devices, a few ms of work). */
+#define REPUBLISH_BUCKETS 4096
 #define SERVING_MAX 16
 /* State transfers served per requester per sync interval. */
 #define SERVE_PER_INTERVAL 4
@@ -158,6 +161,11 @@ struct pd_repl {
     uint64_t warm_from;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
+    /* Our restored devices, sent as the new life's after the restore in
+     * slices (repl__republish_step): where the walk is, since when. */
+    bool republishing;
+    pd_dump_cursor repub_cur;
+    uint64_t repub_started;
     /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what
      * changed since heal_since (see on_heartbeat). Peers forgotten lately,
      * so that one heard again in the same life still counts as a heal. */
@@ -197,6 +205,7 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now);
 void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now);
 pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now);
 void repl__serve_step(pd_repl *r);
+void repl__republish_step(pd_repl *r, uint64_t now);
 /* Freshness: a heartbeat (claiming seq of inc) or an in-order delta from
  * p arrived at now; a transfer of p ended (repl_fresh.c). */
 void repl__fresh_heartbeat(peer *p, uint64_t inc, uint64_t seq, uint64_t now);

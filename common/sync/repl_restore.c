@@ -2,6 +2,7 @@
  * replaying the stream after it, and sending the restored devices as the
  * new incarnation's (see repl.h and snapshot.h). */
 #include "sync/repl_int.h"
+#include <string.h>
 
 /* ---- persistence: snapshot, restore, replay ------------------------------------ */
 
@@ -248,8 +249,28 @@ void pd_repl_restore_done(pd_repl *r, uint64_t now) {
      * not count yet, and their live copies come next: no contradiction. */
     for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->synced_at = r->now;
     /* Our devices, back from the snapshot and the stream, start our new
-     * incarnation: peers drop the old one's at once and take these. */
-    pd_model_partition_dump(r->m, S(r->self), repl__on_op_dump, r);
-    pd_repl_flush(r);
+     * incarnation: peers drop the old one's at once and take these. In
+     * slices, one per loop turn, so that the node answers, and applies
+     * events, from now on (1M devices are 70 MB of deltas, half a second
+     * of work): a device changed or gone meanwhile has its own delta, and
+     * the dump reads the model as it is then, so every peer ends on what
+     * we hold whatever the order (an ADD twice changes nothing). */
+    r->republishing = true;
+    memset(&r->repub_cur, 0, sizeof r->repub_cur);
+    r->repub_started = now;
+    repl__republish_step(r, now);
 }
+
+void repl__republish_step(pd_repl *r, uint64_t now) {
+    if (!r->republishing) return;
+    bool done = pd_model_partition_dump_step(r->m, S(r->self), (pd_str){NULL, 0}, &r->repub_cur,
+                                             REPUBLISH_BUCKETS, repl__on_op_dump, r);
+    pd_repl_flush(r);
+    if (!done) return;
+    r->republishing = false;
+    pd_log(PD_LOG_INFO, "republish done: our devices sent as incarnation %llu in %llu ms",
+           (unsigned long long)r->cfg.inc, (unsigned long long)(now - r->repub_started));
+}
+
+bool pd_repl_republishing(const pd_repl *r) { return r->republishing; }
 
