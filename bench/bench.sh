@@ -368,6 +368,10 @@ recovery_run() { # devices kind(snapshot|stream)
     start_node n1 ".$kind"
     wait_for 120 grep -q "restore done" "${NODE_LOG[n1]}" ||
         { echo "n1 did not restore (see ${NODE_LOG[n1]})" >&2; FAILED=1; return 1; }
+    # Back: it answers. Its devices then go out as the new life's, in
+    # slices: the bytes count once that is done too.
+    wait_for 120 grep -q "republish done" "${NODE_LOG[n1]}" ||
+        { echo "n1 did not republish (see ${NODE_LOG[n1]})" >&2; FAILED=1; return 1; }
     rb1=$($LIB redis-out "$REDIS_PORT"); nb1=$($LIB nats-out "$NATS_MON")
     conv=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes n1 --count "$d" --timeout 30) || true
     record recovery "$($LIB recovery "${NODE_LOG[n1]}" "$t0" "$d" "$kind" \

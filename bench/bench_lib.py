@@ -119,7 +119,7 @@ def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldl
         elif "final snapshot" in line and t_sig is not None:
             r["final_snapshot_ms"] = round(log_time(line) - t_sig)
             r["final_snapshot"] = line.split(" ", 2)[2].strip()
-    t_snap = t_replay = t_done = None
+    t_snap = t_replay = t_done = t_repub = None
     for line in open(logpath, errors="replace"):
         if "restored snapshot:" in line:
             t_snap = log_time(line)
@@ -129,6 +129,8 @@ def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldl
                     int(m.group(1)), int(m.group(2)), int(m.group(3))
         elif "replaying PRESENCE_DELTAS" in line:
             t_replay = log_time(line)
+        elif "republish done" in line:
+            t_repub = log_time(line)
         elif "restore done" in line:
             t_done = log_time(line)
             m = re.search(r"\((\d+) deltas replayed\)", line)
@@ -139,6 +141,10 @@ def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldl
         r["total_ms"] = round(t_done - t0)
         r["snapshot_ms"] = round(t_snap - t0) if t_snap else 0
         r["replay_ms"] = round(t_done - first)
+    if t_repub is not None:
+        # the restored devices sent as the new life's, in slices after
+        # "restore done" (the node answers meanwhile): peers have them all
+        r["republished_ms"] = round(t_repub - t0)
     c = json.loads(conv) if conv.strip() else {}
     r["converged"] = bool(c.get("ok"))
     r["devices_after"] = (c.get("nodes") or [{}])[0].get("devices")
@@ -451,15 +457,15 @@ def markdown(res):
     L.append("Recovery of one node: stopped (SIGTERM: final snapshot; or SIGKILL and the "
              "snapshot deleted: stream only), restarted; times from its exec and its log.")
     L.append("")
-    L.append("| restart | devices | back in | snapshot load | replay | snapshot | deltas "
-             "replayed | Redis bytes | NATS bytes | state back | final snapshot write |")
-    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    L.append("| restart | devices | back in | snapshot load | replay | republished | snapshot | "
+             "deltas replayed | Redis bytes | NATS bytes | state back | final snapshot write |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in res["recovery"]:
         fs = f"{r['final_snapshot_ms']} ms" if "final_snapshot_ms" in r else "-"
         L.append(f"| {'snapshot + stream' if r['kind'] == 'snapshot' else 'stream only'} | "
                  f"{r['devices']:,} | {r.get('total_ms', '-')} ms | {r.get('snapshot_ms', '-')} ms "
                  f"(apply {r.get('snapshot_apply_ms', '-')} ms) | {r.get('replay_ms', '-')} ms | "
-                 f"{r.get('snapshot_bytes', 0):,} B | {r.get('deltas_replayed', '-')} | "
+                 f"{r.get('republished_ms', '-')} ms | {r.get('snapshot_bytes', 0):,} B | {r.get('deltas_replayed', '-')} | "
                  f"{r['redis_bytes']:,} | {r['nats_bytes']:,} | "
                  f"{'yes' if r['converged'] else 'no'} | {fs} |")
     return "\n".join(L) + "\n"

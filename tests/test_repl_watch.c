@@ -300,6 +300,45 @@ Test(repl_watch, a_cut_shorter_than_the_node_timeout_ends_on_what_it_hid) {
     world_free(&w);
 }
 
+/* The same, with the link breaking again as soon as it was back: n0's
+ * repeat after the first silence is lost too (its notifications dropped
+ * as a route that broke again would drop them). The repeat after the
+ * second silence must go back as far as the first one did, though the
+ * change it lost is older than that silence (chaos seed 11: a node back
+ * from down while its link flapped). */
+Test(repl_watch, a_repeat_lost_in_the_next_break_is_made_again) {
+    world w;
+    setup(&w, 53);
+    sim *s = &w.s;
+    char on[16];
+    user_announced_by(&w, 0, "ron", on);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    s->cut[2] = true;
+    run_for(s, s->cfg.sync_interval_ms);
+    conn_event_at(&w, 0, PD_EV_CONNECT, "con", on);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    s->cut[2] = false;
+    size_t from = s->nnotes;
+    pd_repl_stats st = {0};
+    for (int k = 0; k < 50 && st.silences == 0; k++) {
+        sim_round(s, 100);
+        pd_repl_stats_get(s->r[0], &st);
+    }
+    cr_assert_eq(st.silences, 1u, "n0 heard n2 again after the silence");
+    s->cut[2] = true;
+    for (size_t k = from; k < s->nnotes; k++)
+        if (s->notes[k].by == 0) s->notes[k].cut |= 1u << 2; /* lost in the next break */
+    run_for(s, 3 * s->cfg.sync_interval_ms);
+    s->cut[2] = false;
+    run_for(s, 10 * s->cfg.sync_interval_ms);
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats_get(s->r[i], &st);
+        cr_assert_eq(st.nodes_down, 0u, "%s took nobody for down", NODE[i]);
+    }
+    expect_watchers_agree(&w, on);
+    world_free(&w);
+}
+
 /* Replica i is killed and its NATS server cut off, for the node timeout,
  * the suspicion and extra_ms: the others take it for down. */
 static void down_for(sim *s, int i, uint64_t extra_ms) {

@@ -269,6 +269,24 @@ static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
 }
 
+/* Announces again what we announced since `since` (pd_notifier_rejoin).
+ * After a silence that began at silent_from (0: no silence), a repeat or
+ * heal made since shortly before it was perhaps lost in it too (a link
+ * that flaps, a node back while its link does): this one goes back as far
+ * as that one did. */
+static void repeat(pd_repl *r, uint64_t since, uint64_t silent_from, uint64_t now) {
+    uint64_t si = r->cfg.sync_interval_ms;
+    if (silent_from) {
+        if (r->repeat_at && r->repeat_at + si >= silent_from && r->repeat_since < since)
+            since = r->repeat_since;
+        if (r->healed_at && r->healed_at + si >= silent_from && r->healed_since < since)
+            since = r->healed_since;
+    }
+    pd_notifier_rejoin(r->nf, r->m, since, now);
+    r->repeat_at = now;
+    r->repeat_since = since;
+}
+
 /* A heal with p, once p has the devices it dropped back and we have its
  * floors (see heal_wait in repl_int.h); bounded by a state transfer's
  * timeout and a node timeout. What we applied of each origin now is what
@@ -845,7 +863,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     if (p->rejoin_since && p->ready) {
         /* Its watchers can hear us again now that it hears us, and the
          * changes of its warm-up are in the window too. */
-        pd_notifier_rejoin(r->nf, r->m, p->rejoin_since, now);
+        repeat(r, p->rejoin_since, 0, now);
         p->rejoin_since = 0;
     }
     if (silent) {
@@ -853,7 +871,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
          * one sync interval before it, for what was in flight). */
         uint64_t si = r->cfg.sync_interval_ms;
         r->stats.silences++;
-        pd_notifier_rejoin(r->nf, r->m, heard_before > si ? heard_before - si : 1, now);
+        repeat(r, heard_before > si ? heard_before - si : 1, heard_before, now);
     }
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
