@@ -940,7 +940,10 @@ static uint64_t warm_end(const pd_repl *r) {
 }
 
 static void check_ready(pd_repl *r, uint64_t now) {
-    if (is_ready(r) || r->restoring || now < warm_end(r)) return;
+    /* Not before our restored devices are out (repl__republish_step): the
+     * peers need them, and the changes said again at the start (at 1M
+     * devices as many notifications as users, lately) would slow them. */
+    if (is_ready(r) || r->restoring || r->republishing || now < warm_end(r)) return;
     bool syncing = false, unheard = false;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
