@@ -422,6 +422,60 @@ Test(repl_watch, a_change_made_while_a_node_and_its_server_were_away_reaches_its
     world_free(&w);
 }
 
+/* Users that n1 announces when it is there (n0 or n2 while it is gone),
+ * whose devices on n0 left just before n1 was killed and cut off: the
+ * offline delay ends while n1 is away, and n0 or n2 announces `offline`,
+ * which n1's watcher never hears. n1 comes back from its snapshot, with
+ * the delay over (offline at once, changed when the delay ended, more
+ * than a node timeout before its start): its start says again only what
+ * changed since its warm-up began (less a node timeout), and n0 and n2
+ * repeated only users they announce with n1 back. The node that announced
+ * a change while n1 was gone repeats it (chaos seed 11: users that went
+ * offline during a split in which n2 was killed, announced by n2 once
+ * back). */
+Test(repl_watch, a_change_announced_for_a_node_while_it_was_away_reaches_its_watchers) {
+    world w;
+    setup(&w, 56);
+    sim *s = &w.s;
+    char users[8][16], conn[16];
+    for (int k = 0; k < 8; k++) {
+        char prefix[8];
+        snprintf(prefix, sizeof prefix, "k%d_", k);
+        user_announced_by(&w, 1, prefix, users[k]);
+        snprintf(conn, sizeof conn, "ck%d", k);
+        conn_event_at(&w, 0, PD_EV_CONNECT, conn, users[k]);
+    }
+    run_for(s, 3 * s->cfg.sync_interval_ms);
+    for (int k = 0; k < 8; k++) {
+        snprintf(conn, sizeof conn, "ck%d", k);
+        conn_event_at(&w, 0, PD_EV_DISCONNECT, conn, users[k]);
+    }
+    run_for(s, s->cfg.sync_interval_ms);
+    snapbuf snap = {0};
+    take_snapshot(s, 1, &snap);
+    down_for(s, 1, MCFG_WATCH.offline_delay_ms + s->cfg.node_timeout_ms);
+    for (int k = 0; k < 8; k++) {
+        cr_assert_eq(public_view(&w, 0, users[k]).status, PD_PUB_OFFLINE);
+        const heard *h = sim_watcher_last(s, 1, users[k], 0);
+        cr_assert(h != NULL && h->status == PD_PUB_ONLINE, "n1's watcher heard only online");
+    }
+    s->cut[1] = s->frozen[1] = false;
+    sim_restart(s, 1);
+    pd_err err = {PD_OK, ""};
+    pd_snap_info info;
+    pd_repl_restore_begin(s->r[1]);
+    cr_assert_eq(pd_repl_restore(s->r[1], snap.buf, snap.len, s->now, &info, &err), PD_OK, "%s",
+                 err.msg);
+    pd_repl_restore_done(s->r[1], s->now);
+    free(snap.buf);
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    for (int k = 0; k < 8; k++) {
+        cr_assert(pd_notifier_is_announcer(pd_repl_notifier(s->r[1]), pd_str_c(users[k])));
+        expect_watchers_agree(&w, users[k]);
+    }
+    world_free(&w);
+}
+
 /* The same, with the change made while n1, back and warming up, is cut off
  * again for a moment (its new life was heard already): the changes are
  * said again once n1 is ready, not when it is first heard. */

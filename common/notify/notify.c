@@ -29,6 +29,7 @@ struct pd_notifier {
     uint64_t announced;
     bool healing;              /* a heal's walk is under way (in slices) */
     bool heal_full;            /* ... also of users not offline (a heal, not a repeat) */
+    bool heal_prev;            /* ... also of users announced under the set as it was */
     uint64_t heal_cur;         /* ... its cursor in the model's users */
     uint64_t heal_from;        /* ... and the changes it announces again from */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
@@ -191,6 +192,7 @@ typedef struct {
     bool only_new;      /* only users this node did not announce before */
     bool not_offline;   /* also users not offline now, whenever they changed */
     uint64_t now;
+    bool prev_too;      /* also users this node announced before (and no longer) */
 } reannounce_ctx;
 
 static void reannounce_one(void *ud, const pd_view *v) {
@@ -202,7 +204,9 @@ static void reannounce_one(void *ud, const pd_view *v) {
     bool recent = (v->ts > 0 && v->ts >= c->since) ||
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
                                       (int64_t)(v->ver >> 16) >= c->since));
-    if (!recent || !announcer(c->nf, v->user, false)) return;
+    if (!recent) return;
+    if (!announcer(c->nf, v->user, false) && !(c->prev_too && announcer(c->nf, v->user, true)))
+        return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
     if (!c->not_offline) {
         announce(c->nf, v, c->now);
@@ -219,7 +223,8 @@ static void reannounce_one(void *ud, const pd_view *v) {
 /* Announces again the changes made at or after now - window. */
 static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool only_new,
                        uint64_t now) {
-    reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false, now};
+    reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false,
+                        now, false};
     pd_model_foreach_view(m, reannounce_one, &c);
 }
 
@@ -232,22 +237,25 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
 /* Starts (or starts over) the walk of pd_notifier_heal_step: from the
  * earlier of the two `from`s, full if either is. */
 static void walk_start(pd_notifier *nf, const pd_model *m, uint64_t from, bool full,
-                       uint64_t now) {
+                       bool prev, uint64_t now) {
     floors_open(nf, now);
     if (nf->healing) {
         if (nf->heal_from < from) from = nf->heal_from;
         full = full || nf->heal_full;
+        prev = prev || nf->heal_prev;
     }
     nf->healing = true;
     nf->heal_full = full;
+    nf->heal_prev = prev;
     nf->heal_cur = 0;
     nf->heal_from = from;
     pd_notifier_heal_step(nf, m, now);
 }
 
-void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
+void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, bool prev_too,
+                        uint64_t now) {
     if (!nf->announcing) return;
-    walk_start(nf, m, since, false, now);
+    walk_start(nf, m, since, false, prev_too, now);
 }
 
 void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
@@ -255,7 +263,7 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
     /* A change stamped a little before the last heartbeat may not have
      * reached the other side either: one sync interval of margin. */
     uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
-    walk_start(nf, m, from, true, now);
+    walk_start(nf, m, from, true, false, now);
 }
 
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
@@ -266,7 +274,7 @@ void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
     }
     /* Each slice says the views again as of its own now (a heal) or as
      * they were announced (a repeat). */
-    reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now};
+    reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now, nf->heal_prev};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
         nf->healing = false;
 }

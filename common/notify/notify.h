@@ -85,7 +85,11 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
  * taken for down is back as a new life (a restart, or a peer forgotten
  * and back) and ready: its NATS server may have been cut off from ours
  * all that time (a partition around a node that was down), and nothing
- * else repeats those changes, as a new life is no heal. And when a peer
+ * else repeats those changes, as a new life is no heal. With prev_too,
+ * also users we announced under the set as it was before the last
+ * pd_notifier_set_peer and no longer do: the peer back announces them
+ * now, but its start repeats only the changes of its own warm-up. And
+ * when a peer
  * still taken for alive is heard again after a silence of more than two
  * heartbeats (a cut shorter than the node timeout, or a suspicion heard
  * again in time): the route between the two NATS servers may have broken
@@ -93,7 +97,8 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
  * deliver. Nothing was undone for the silence, so nothing else changes.
  * A watcher that heard them gets a repeat. Walks the model in slices, as
  * pd_notifier_heal (and joins a walk under way). */
-void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now);
+void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, bool prev_too,
+                        uint64_t now);
 
 /* A gap in hearing peer ended (a partition healed, a route came back, a
  * peer declared down is heard again): while it lasted, the watchers on

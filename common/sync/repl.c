@@ -274,7 +274,8 @@ static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
  * heal made since shortly before it was perhaps lost in it too (a link
  * that flaps, a node back while its link does): this one goes back as far
  * as that one did. */
-static void repeat(pd_repl *r, uint64_t since, uint64_t silent_from, uint64_t now) {
+static void repeat(pd_repl *r, uint64_t since, uint64_t silent_from, bool prev_too,
+                   uint64_t now) {
     uint64_t si = r->cfg.sync_interval_ms;
     if (silent_from) {
         if (r->repeat_at && r->repeat_at + si >= silent_from && r->repeat_since < since)
@@ -282,7 +283,7 @@ static void repeat(pd_repl *r, uint64_t since, uint64_t silent_from, uint64_t no
         if (r->healed_at && r->healed_at + si >= silent_from && r->healed_since < since)
             since = r->healed_since;
     }
-    pd_notifier_rejoin(r->nf, r->m, since, now);
+    pd_notifier_rejoin(r->nf, r->m, since, prev_too, now);
     r->repeat_at = now;
     r->repeat_since = since;
 }
@@ -862,8 +863,10 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     }
     if (p->rejoin_since && p->ready) {
         /* Its watchers can hear us again now that it hears us, and the
-         * changes of its warm-up are in the window too. */
-        repeat(r, p->rejoin_since, 0, now);
+         * changes of its warm-up are in the window too. p announces some
+         * of our users again: what we said of them while it was gone goes
+         * too (its start does not go back that far). */
+        repeat(r, p->rejoin_since, 0, true, now);
         p->rejoin_since = 0;
     }
     if (silent) {
@@ -871,7 +874,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
          * one sync interval before it, for what was in flight). */
         uint64_t si = r->cfg.sync_interval_ms;
         r->stats.silences++;
-        repeat(r, heard_before > si ? heard_before - si : 1, heard_before, now);
+        repeat(r, heard_before > si ? heard_before - si : 1, heard_before, false, now);
     }
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
