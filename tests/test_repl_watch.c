@@ -287,13 +287,26 @@ Test(repl_watch, a_cut_shorter_than_the_node_timeout_ends_on_what_it_hid) {
     conn_event_at(&w, 2, PD_EV_DISCONNECT, "coff", off);   /* offline after the delay */
     run_for(s, s->cfg.node_timeout_ms - 2 * s->cfg.sync_interval_ms);
     s->cut[2] = false;
+    /* The route is back, but for a moment the others' interest in n2's
+     * notifications has not reached n2's NATS server: what n2 publishes
+     * as it first hears them again is lost to their watchers (chaos seed
+     * 16), so the repeat must come later. */
+    pd_repl_stats st2 = {0};
+    for (int k = 0, after = 0; k < 50 && after < 3; k++) { /* 300 ms from the first heard */
+        size_t from = s->nnotes;
+        sim_round(s, 100);
+        pd_repl_stats_get(s->r[2], &st2);
+        for (size_t j = from; j < s->nnotes; j++)
+            if (s->notes[j].by == 2) s->notes[j].cut |= 1u << 2;
+        if (st2.silences) after++;
+    }
+    cr_assert_geq(st2.silences, 1u, "n2 heard the others again after the silence");
     run_for(s, MCFG_WATCH.offline_delay_ms + 10 * s->cfg.sync_interval_ms);
     for (int i = 0; i < NREP; i++) {
         pd_repl_stats st;
         pd_repl_stats_get(s->r[i], &st);
         cr_assert_eq(st.suspicions, 0u, "%s suspected nobody", NODE[i]);
         cr_assert_eq(st.nodes_down, 0u, "%s took nobody for down", NODE[i]);
-        if (i == 2) cr_expect_geq(st.silences, 1u, "%s saw the silence", NODE[i]);
     }
     expect_watchers_agree(&w, on);
     expect_watchers_agree(&w, off);

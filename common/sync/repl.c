@@ -269,23 +269,28 @@ static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
 }
 
-/* Announces again what we announced since `since` (pd_notifier_rejoin).
- * After a silence that began at silent_from (0: no silence), a repeat or
- * heal made since shortly before it was perhaps lost in it too (a link
- * that flaps, a node back while its link does): this one goes back as far
- * as that one did. */
-static void repeat(pd_repl *r, uint64_t since, uint64_t silent_from, bool prev_too,
-                   uint64_t now) {
-    uint64_t si = r->cfg.sync_interval_ms;
-    if (silent_from) {
-        if (r->repeat_at && r->repeat_at + si >= silent_from && r->repeat_since < since)
-            since = r->repeat_since;
-        if (r->healed_at && r->healed_at + si >= silent_from && r->healed_since < since)
-            since = r->healed_since;
-    }
+/* Announces again what we announced since `since` (pd_notifier_rejoin). */
+static void repeat(pd_repl *r, uint64_t since, bool prev_too, uint64_t now) {
     pd_notifier_rejoin(r->nf, r->m, since, prev_too, now);
     r->repeat_at = now;
     r->repeat_since = since;
+}
+
+/* The same after a silence that began at silent_from, two sync intervals
+ * from now (pd_repl_tick): a route back from a break carries our
+ * heartbeats before the other side's interest in our notifications has
+ * reached our NATS server (chaos seed 16: a repeat made at the first
+ * heartbeat heard was lost). A repeat or heal made since shortly before
+ * the silence was perhaps lost in it too (a link that flaps, a node back
+ * while its link does): this one goes back as far as that one did. */
+static void repeat_after_silence(pd_repl *r, uint64_t since, uint64_t silent_from, uint64_t now) {
+    uint64_t si = r->cfg.sync_interval_ms;
+    if (r->repeat_at && r->repeat_at + si >= silent_from && r->repeat_since < since)
+        since = r->repeat_since;
+    if (r->healed_at && r->healed_at + si >= silent_from && r->healed_since < since)
+        since = r->healed_since;
+    if (r->repeat_due == 0 || since < r->repeat_due_since) r->repeat_due_since = since;
+    r->repeat_due = now + 2 * si;
 }
 
 /* A heal with p, once p has the devices it dropped back and we have its
@@ -866,7 +871,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
          * changes of its warm-up are in the window too. p announces some
          * of our users again: what we said of them while it was gone goes
          * too (its start does not go back that far). */
-        repeat(r, p->rejoin_since, 0, true, now);
+        repeat(r, p->rejoin_since, true, now);
         p->rejoin_since = 0;
     }
     if (silent) {
@@ -874,7 +879,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
          * one sync interval before it, for what was in flight). */
         uint64_t si = r->cfg.sync_interval_ms;
         r->stats.silences++;
-        repeat(r, heard_before > si ? heard_before - si : 1, heard_before, false, now);
+        repeat_after_silence(r, heard_before > si ? heard_before - si : 1, heard_before, now);
     }
     if (healed) {
         pd_log(PD_LOG_INFO, "node %s heard again after %llu ms: announcing again what may "
@@ -1025,6 +1030,10 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_repl_flush(r);
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
     pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
+    if (r->repeat_due && now >= r->repeat_due) {
+        repeat(r, r->repeat_due_since, false, now);
+        r->repeat_due = 0;
+    }
     if (r->heal_at && now >= r->heal_at) {
         pd_notifier_heal(r->nf, r->m, r->heal_since, now);
         r->healed_at = now;
@@ -1045,6 +1054,7 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     if (!is_ready(r) && !r->restoring && warm_end(r) < hb) hb = warm_end(r);
     if (hb < due) due = hb;
     if (r->heal_at && r->heal_at < due) due = r->heal_at;
+    if (r->repeat_due && r->repeat_due < due) due = r->repeat_due;
     /* The next slice (of a transfer served, a republish, a heal), at the next loop turn. */
     if (r->nserving || r->republishing || pd_notifier_healing(r->nf)) due = 0;
     for (uint32_t i = 0; i < r->npeers; i++) {

@@ -172,6 +172,7 @@ struct pd_repl {
     uint64_t heal_at, heal_since;
     uint64_t healed_at, healed_since; /* the last heal made, and its since */
     uint64_t repeat_at, repeat_since; /* the last repeat (repeat()), and its since */
+    uint64_t repeat_due, repeat_due_since; /* one after a silence: when (0: none), since */
     struct {
         char id[PD_ID_MAX + 1];
         uint64_t inc, last_hb;
