@@ -66,15 +66,22 @@ in the simulated cluster):
       as a new life now gets the changes announced since it was last
       heard again (pd_notifier_rejoin), once it is ready: seed 14 had
       the change made while the node, back, warmed up behind a cut.
-What is left, as seen in seeds 1 and 41 of `chaos.py --duration 30
---watch` (seed 31 passes):
-  (10) a cut shorter than the node timeout (nobody down): the side that
-      sees the gap in the other's deltas heals only its own users, while
-      the other side's notifications of that time were lost to its
-      watchers too. Healing the peer's users as well was tried (seeds
-      11-20) and made it worse, for watchers keeping the newest ts most:
-      the healing node's view of the peer's users still lags the deltas
-      it lost, and the heal says it again as of now.
+  (10) a cut shorter than the node timeout (nobody down): a route that
+      broke and was rebuilt lost what it carried, and when only the
+      cut-off side wrote, no delta gap told anyone to heal. A node that
+      hears a live peer again after more than two sync intervals of
+      silence now repeats its changes since (as they were), two sync
+      intervals later (seed 16: a route just rebuilt carries heartbeats
+      before the other side's interest in notifications; a repeat made
+      at once was lost), and as far back as a repeat made shortly before
+      the silence (seed 11: the rejoin repeat went out in a flap's down
+      phase).
+  (11) seed 11: users that the node back as a new life announces now,
+      changed while it was away (their delay ended after it was cut off
+      and killed): its start repeats only its warm-up's changes, and the
+      others repeated only users they still announce. Their rejoin now
+      also repeats the users they announced while it was gone.
+What is left:
   (7) seed 1: after a heal, many users re-announced `online` below an
       `offline` announced on the other side, with a floor above it
       reaching every node later without a notification (the node that
