@@ -382,6 +382,93 @@ Test(notify, heal_walks_the_model_in_slices) {
     pd_notifier_free(nf);
 }
 
+/* pd_notifier_rejoin, with a peer back (b) that now announces about half
+ * of our users: without prev_too only ours are repeated; with it, b's too,
+ * as we said them: a change of b's users after the rejoin began (it walks
+ * in slices) was not ours to say, and is not repeated. */
+static pd_public rejoin_last[HEAL_USERS];
+
+static void rejoin_publish(void *ud, const pd_view *v) {
+    count_publish(ud, v);
+    int i = -1;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*s", (int)v->user.n, v->user.p);
+    cr_assert_eq(sscanf(buf, "u%d", &i), 1);
+    rejoin_last[i] = v->status;
+}
+
+static void disconnect_user(pd_model *m, wiring *w, int i, uint64_t now) {
+    char conn[32];
+    snprintf(conn, sizeof conn, "c%d", i);
+    pd_event ev = {.type = PD_EV_DISCONNECT, .server = PD_STR_LIT("s1"), .conn = pd_str_c(conn)};
+    pd_apply_result res;
+    pd_err err;
+    w->now = now;
+    cr_assert_eq(pd_model_apply(m, &ev, now, &res, &err), PD_OK, "%s", err.msg);
+}
+
+Test(notify, rejoin_repeats_what_we_said_of_the_users_a_peer_back_announces) {
+    int calls = 0;
+    pd_notifier *nf = pd_notifier_new(&NCFG, pd_str_c("a"), rejoin_publish, &calls);
+    cr_assert_not_null(nf);
+    wiring w = {nf, 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
+    cr_assert_not_null(m);
+    pd_notifier_start(nf, m, 0, 0);
+    for (int i = 0; i < HEAL_USERS; i++) connect_user(m, &w, i, 1000);
+    cr_assert_eq(pd_notifier_add_peer(nf, PD_STR_LIT("b")), PD_OK);
+    pd_notifier_set_peer(nf, PD_STR_LIT("b"), true);
+    bool ours[HEAL_USERS];
+    int nours = 0;
+    for (int i = 0; i < HEAL_USERS; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", i);
+        ours[i] = pd_notifier_is_announcer(nf, pd_str_c(user));
+        nours += ours[i];
+    }
+    cr_assert(nours > HEAL_USERS / 4 && nours < 3 * HEAL_USERS / 4, "%d of ours", nours);
+    /* Without prev_too: ours only. */
+    memset(heal_count, 0, sizeof heal_count);
+    pd_notifier_rejoin(nf, m, 500, false, 5000);
+    for (int k = 0; pd_notifier_healing(nf); k++) {
+        cr_assert_lt(k, HEAL_USERS, "the walk never ends");
+        pd_notifier_heal_step(nf, m, 5000);
+    }
+    for (int i = 0; i < HEAL_USERS; i++)
+        cr_assert_eq(heal_count[i], ours[i] ? 1 : 0, "u%d (ours: %d) repeated %d times", i,
+                     ours[i], heal_count[i]);
+    /* With it: b's too, but not b's users that left after the walk began. */
+    memset(heal_count, 0, sizeof heal_count);
+    memset(rejoin_last, 0, sizeof rejoin_last);
+    pd_notifier_rejoin(nf, m, 500, true, 6000);
+    cr_assert(pd_notifier_healing(nf), "a walk of %d users in one slice", HEAL_USERS);
+    for (int i = 0; i < HEAL_USERS; i++)
+        if (!ours[i] && heal_count[i] == 0) disconnect_user(m, &w, i, 6001);
+    pd_model_tick(m, 6600); /* the offline delay ends: offline in our view */
+    for (int k = 0; pd_notifier_healing(nf); k++) {
+        cr_assert_lt(k, HEAL_USERS, "the walk never ends");
+        pd_notifier_heal_step(nf, m, 6600);
+    }
+    int left = 0;
+    for (int i = 0; i < HEAL_USERS; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "u%d", i);
+        pd_view v;
+        pd_model_view(m, pd_str_c(user), (pd_str){NULL, 0}, &v);
+        if (v.status == PD_PUB_OFFLINE) {
+            left++;
+            cr_assert_eq(heal_count[i], 0, "u%d, b's, left after the walk began: repeated", i);
+        } else {
+            cr_assert_eq(heal_count[i], 1, "u%d (ours: %d) repeated %d times", i, ours[i],
+                         heal_count[i]);
+            cr_assert_eq(rejoin_last[i], PD_PUB_ONLINE);
+        }
+    }
+    cr_expect_gt(left, 0, "no user of b's left during the walk");
+    pd_model_free(m);
+    pd_notifier_free(nf);
+}
+
 /* The replica drives its notifier: changes reach io.publish through the
  * gate, pd_repl_next_due includes the held view's deadline and
  * pd_repl_tick sends it; nothing before the replica is ready. */

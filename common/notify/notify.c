@@ -30,6 +30,7 @@ struct pd_notifier {
     bool healing;              /* a heal's walk is under way (in slices) */
     bool heal_full;            /* ... also of users not offline (a heal, not a repeat) */
     bool heal_prev;            /* ... also of users announced under the set as it was */
+    uint64_t heal_prev_until;  /* ... as long as they changed before then */
     uint64_t heal_cur;         /* ... its cursor in the model's users */
     uint64_t heal_from;        /* ... and the changes it announces again from */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
@@ -193,6 +194,7 @@ typedef struct {
     bool not_offline;   /* also users not offline now, whenever they changed */
     uint64_t now;
     bool prev_too;      /* also users this node announced before (and no longer) */
+    int64_t prev_until; /* ... changed before then (said by this node) */
 } reannounce_ctx;
 
 static void reannounce_one(void *ud, const pd_view *v) {
@@ -205,7 +207,12 @@ static void reannounce_one(void *ud, const pd_view *v) {
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
                                       (int64_t)(v->ver >> 16) >= c->since));
     if (!recent) return;
-    if (!announcer(c->nf, v->user, false) && !(c->prev_too && announcer(c->nf, v->user, true)))
+    /* A user we no longer announce: only what we said of it, as it was. A
+     * later change of our view was not ours to say, and our view of it may
+     * lag its announcer's (chaos seed 16: a repeat of an `away` that was
+     * never the truth, newer than the truth's last notification). */
+    if (!announcer(c->nf, v->user, false) &&
+        !(c->prev_too && v->ts <= c->prev_until && announcer(c->nf, v->user, true)))
         return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
     if (!c->not_offline) {
@@ -224,7 +231,7 @@ static void reannounce_one(void *ud, const pd_view *v) {
 static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool only_new,
                        uint64_t now) {
     reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false,
-                        now, false};
+                        now, false, 0};
     pd_model_foreach_view(m, reannounce_one, &c);
 }
 
@@ -239,11 +246,13 @@ void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
 static void walk_start(pd_notifier *nf, const pd_model *m, uint64_t from, bool full,
                        bool prev, uint64_t now) {
     floors_open(nf, now);
+    bool was_prev = nf->healing && nf->heal_prev;
     if (nf->healing) {
         if (nf->heal_from < from) from = nf->heal_from;
         full = full || nf->heal_full;
         prev = prev || nf->heal_prev;
     }
+    if (prev && !was_prev) nf->heal_prev_until = now;
     nf->healing = true;
     nf->heal_full = full;
     nf->heal_prev = prev;
@@ -274,7 +283,8 @@ void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
     }
     /* Each slice says the views again as of its own now (a heal) or as
      * they were announced (a repeat). */
-    reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now, nf->heal_prev};
+    reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now, nf->heal_prev,
+                        (int64_t)nf->heal_prev_until};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
         nf->healing = false;
 }
