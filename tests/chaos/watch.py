@@ -94,6 +94,14 @@ partitions seeds 31: 0, 41: 6, 1: 14 to 60, 2: 2, 3: 0, 4: 0, 5: 5,
 runs of main before these fixes: 31 with partitions 12, 41: 54, 6: 144,
 1: 4 and 76, 31 without partitions 12: the counts vary a lot from run to
 run of one seed.
+Measured on 2026-12-03 after (10) and (11) (release build, 30 s runs with
+partitions, users wrong keeping the largest ver / the newest ts): seeds
+16: 0/0, 11: 11/7, 12: 2/2, 1: 0/0, 2: 0/1, 5: 0/0, 41: 0/4; the same
+morning before them 11: 4/9, 12: 2/0, 13: 0/0, 14: 2/2, 15: 1/1, and in
+runs between the fixes 16: 8/0 and 7/7, 11: 8/8, 1/1 and 5/5. What the
+logs of the last runs show is (7), and in seed 11 a false `offline`
+announced after a node's restart with both a larger ver and a newer ts
+than the truth's last notification (not analysed further).
 The run's chaos.log lists, for the first users that differ, everything
 each watcher heard of them.
 
