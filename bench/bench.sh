@@ -28,7 +28,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=0
-BUILD=${BENCH_BUILD:-$ROOT/build} # BENCH_BUILD: another build to measure (A/B runs)
+BUILD=$ROOT/build
 OUT=$ROOT/bench/results
 NODES=3
 PHASES=baselines,stub,latency,flood,throughput,batch,memory,churn
