@@ -5,15 +5,16 @@
  * latency can be judged against what this machine allows for the same
  * message pattern (rather than against one bare message):
  *
- *   - two connections as the node has (node_nats.c): one receives, on
- *     one delivery thread of nats.c's pool for all subscriptions;
- *     everything the loop publishes goes on the other, written by the
- *     loop once per burst (node/natsout.c, linked as is);
- *   - P.events.<id> and P.delta.* subscribed like the node (plain
- *     subscriptions, the node's pending limits), each handler only pushes
- *     the message into node/inbox.c's inbox and wakes one libuv loop thread
- *     (uv_async_send), which owns everything else; handled messages are
- *     destroyed together, in the node's pd_msgbin;
+ *   - the connections the node has (node_nats.c): one receives, read by
+ *     the libuv loop (node/natsout.c, linked as is, in nats.c's event-loop
+ *     mode); everything the loop publishes goes on another, written by the
+ *     loop once per burst (natsout.c too); JetStream's stream is made on a
+ *     third, on nats.c's threads;
+ *   - P.events.<id> and P.delta.* subscribed like the node (synchronous
+ *     subscriptions, the node's pending limits): after each read of the
+ *     socket, the loop moves what it queued into node/inbox.c's inbox,
+ *     deltas first, and handles the burst; the loop thread owns everything;
+ *     handled messages are destroyed together, in the node's pd_msgbin;
  *   - per burst taken from the inbox, as node.c's take_batch: the peers'
  *     deltas first (decoded; their traced ids reported on P.trace.<id>),
  *     then the events: each one (alone or in a `batch`) decoded, turned
@@ -62,8 +63,8 @@ enum { KIND_EVENT, KIND_DELTA, KIND_COUNTERS };
 typedef struct {
     const bench_opts *o;
     const char *self;
-    natsConnection *nc, *pub;        /* receives; the loop publishes (natsout.c) */
-    pd_natsout out_io;
+    natsConnection *nc, *pub;        /* both the loop's: receives; publishes (natsout.c) */
+    pd_natsout in_io, out_io;
     pd_msgbin bin;
     natsSubscription *sub_ev, *sub_delta, *sub_cnt;
     pd_inbox inbox;
@@ -74,28 +75,9 @@ typedef struct {
     uint32_t nops, ntrace;
     uint64_t trace[STUB_TRACE_MAX];
     uint64_t seq, events, deltas_in, deltas_out, notes, bad;
+    bool ready;
     char subj[512];
 } stub;
-
-static void on_msg_kind(stub *s, natsMsg *m, int kind) {
-    if (pd_inbox_push(&s->inbox, m, kind)) uv_async_send(&s->wake);
-}
-static void on_event(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *ud) {
-    (void)nc;
-    (void)sub;
-    on_msg_kind(ud, m, KIND_EVENT);
-}
-static void on_delta(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *ud) {
-    (void)nc;
-    (void)sub;
-    on_msg_kind(ud, m, KIND_DELTA);
-}
-
-static void on_counters(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *ud) {
-    (void)nc;
-    (void)sub;
-    on_msg_kind(ud, m, KIND_COUNTERS);
-}
 
 static void publish(stub *s, const char *subj, const void *buf, size_t len) {
     natsConnection_Publish(s->pub, subj, buf, (int)len);
@@ -266,13 +248,19 @@ static int counters_json(const stub *s, char *buf, size_t cap) {
 static void handle_counters(stub *s, natsMsg *m) {
     char buf[512];
     const char *reply = natsMsg_GetReply(m);
+    /* Our own, sent after the subscriptions (stub_connect): the server has
+     * them all. */
+    if ((reply == NULL || reply[0] == '\0') && !s->ready) {
+        s->ready = true;
+        bench_progress("stub-node %s: ready", s->self);
+        return;
+    }
     int n = counters_json(s, buf, sizeof buf);
     if (reply && reply[0] && n > 0) publish(s, reply, buf, (size_t)n);
 }
 
 /* node.c's take_batch: deltas, then events, then one delta, then replies. */
-static void on_wake(uv_async_t *h) {
-    stub *s = h->data;
+static void take(stub *s) {
     for (;;) {
         pd_inbox_item *items;
         uint32_t count;
@@ -295,6 +283,30 @@ static void on_wake(uv_async_t *h) {
     }
 }
 
+/* node_nats.c's take_read: after each read, what it queued, deltas first. */
+static void on_read(void *ud) {
+    stub *s = ud;
+    natsSubscription *subs[] = {s->sub_delta, s->sub_ev, s->sub_cnt};
+    const int kinds[] = {KIND_DELTA, KIND_EVENT, KIND_COUNTERS};
+    bool any = false;
+    for (int i = 0; i < 3; i++) {
+        uint64_t queued = 0;
+        if (subs[i] == NULL || natsSubscription_QueuedMsgs(subs[i], &queued) != NATS_OK) continue;
+        while (queued > 0) {
+            natsMsg *m = NULL;
+            natsStatus st = natsSubscription_NextMsg(&m, subs[i], 0);
+            if (st == NATS_SLOW_CONSUMER) continue;
+            if (st != NATS_OK) break;
+            queued--;
+            pd_inbox_push(&s->inbox, m, kinds[i]);
+            any = true;
+        }
+    }
+    if (any) take(s);
+}
+
+static void on_wake(uv_async_t *h) { take(h->data); }
+
 static void on_signal(uv_signal_t *h, int signum) {
     (void)signum;
     uv_stop(h->loop);
@@ -309,7 +321,9 @@ static natsStatus ensure_stream(stub *s) {
     jsErrCode jerr = 0;
     char subj[256];
     const char *subjects[1] = {subj};
-    natsStatus st = natsConnection_JetStream(&js, s->nc, NULL);
+    natsConnection *nc = NULL; /* blocking requests: not on a loop's connection */
+    natsStatus st = natsConnection_ConnectTo(&nc, s->o->url);
+    if (st == NATS_OK) st = natsConnection_JetStream(&js, nc, NULL);
     snprintf(subj, sizeof subj, "%s.delta.>", s->o->prefix);
     jsStreamConfig_Init(&cfg);
     cfg.Name = "PRESENCE_DELTAS";
@@ -327,6 +341,7 @@ static natsStatus ensure_stream(stub *s) {
     }
     jsStreamInfo_Destroy(si);
     jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
     return st;
 }
 
@@ -340,7 +355,7 @@ static natsStatus stub_connect(stub *s) {
     if (st == NATS_OK) st = natsOptions_SetMaxReconnect(no, -1);
     if (st == NATS_OK) st = natsOptions_SetReconnectWait(no, 250);
     if (st == NATS_OK) st = natsOptions_SetSendAsap(no, true); /* as node_nats.c */
-    if (st == NATS_OK) st = natsOptions_UseGlobalMessageDelivery(no, true); /* as the node */
+    if (st == NATS_OK) st = pd_natsout_options(&s->in_io, no);
     if (st == NATS_OK) st = natsConnection_Connect(&s->nc, no);
     natsOptions_Destroy(no);
     no = NULL;
@@ -355,18 +370,20 @@ static natsStatus stub_connect(stub *s) {
     if (st == NATS_OK) st = natsConnection_Connect(&s->pub, no);
     natsOptions_Destroy(no);
     snprintf(subj, sizeof subj, "%s.events.%s", s->o->prefix, s->self);
-    if (st == NATS_OK) st = natsConnection_Subscribe(&s->sub_ev, s->nc, subj, on_event, s);
+    if (st == NATS_OK) st = natsConnection_SubscribeSync(&s->sub_ev, s->nc, subj);
     if (st == NATS_OK)
         st = natsSubscription_SetPendingLimits(s->sub_ev, STUB_PENDING_MSGS, STUB_PENDING_BYTES);
     snprintf(subj, sizeof subj, "%s.delta.*", s->o->prefix);
-    if (st == NATS_OK) st = natsConnection_Subscribe(&s->sub_delta, s->nc, subj, on_delta, s);
+    if (st == NATS_OK) st = natsConnection_SubscribeSync(&s->sub_delta, s->nc, subj);
     if (st == NATS_OK)
         st = natsSubscription_SetPendingLimits(s->sub_delta, STUB_PENDING_MSGS,
                                                STUB_PENDING_BYTES);
     snprintf(subj, sizeof subj, "%s.stub.%s", s->o->prefix, s->self);
-    if (st == NATS_OK) st = natsConnection_Subscribe(&s->sub_cnt, s->nc, subj, on_counters, s);
+    if (st == NATS_OK) st = natsConnection_SubscribeSync(&s->sub_cnt, s->nc, subj);
     if (st == NATS_OK) st = ensure_stream(s);
-    if (st == NATS_OK) st = natsConnection_Flush(s->nc);
+    /* Back to us once the server has our subscriptions: then "ready". */
+    if (st == NATS_OK) st = natsConnection_PublishString(s->nc, subj, "ready");
+    pd_natsout_flush(&s->in_io, s->nc);
     return st;
 }
 
@@ -377,8 +394,9 @@ int bench_stub_node(const bench_opts *o) {
     msgpack_sbuffer_init(&s.ops);
     msgpack_sbuffer_init(&s.later);
     if (pd_inbox_init(&s.inbox) != PD_OK || uv_loop_init(&s.loop) != 0 ||
-        pd_natsout_init(&s.out_io, &s.loop) != PD_OK)
+        pd_natsout_init(&s.in_io, &s.loop) != PD_OK || pd_natsout_init(&s.out_io, &s.loop) != PD_OK)
         return 1;
+    pd_natsout_on_read(&s.in_io, on_read, &s, 32); /* node_nats.c: NODE_READS_A_TURN */
     uv_async_init(&s.loop, &s.wake, on_wake);
     s.wake.data = &s;
     uv_signal_init(&s.loop, &s.sigterm);
@@ -390,7 +408,6 @@ int bench_stub_node(const bench_opts *o) {
         fprintf(stderr, "pd-bench: stub %s: NATS %s: %s\n", s.self, o->url,
                 natsStatus_GetText(st));
     } else {
-        bench_progress("stub-node %s: ready", s.self);
         uv_run(&s.loop, UV_RUN_DEFAULT);
         rc = 0;
     }
@@ -403,7 +420,7 @@ int bench_stub_node(const bench_opts *o) {
         natsConnection_Close(s.pub);
         natsConnection_Destroy(s.pub);
     }
-    if (s.nc) natsConnection_FlushTimeout(s.nc, 1000);
+    if (s.nc) pd_natsout_drain(&s.in_io, s.nc, 1000);
     bench_close(s.nc);
     natsSubscription_Destroy(s.sub_ev);
     natsSubscription_Destroy(s.sub_delta);
@@ -414,9 +431,11 @@ int bench_stub_node(const bench_opts *o) {
     uv_close((uv_handle_t *)&s.wake, NULL);
     uv_close((uv_handle_t *)&s.sigterm, NULL);
     uv_close((uv_handle_t *)&s.sigint, NULL);
+    pd_natsout_close(&s.in_io);
     pd_natsout_close(&s.out_io);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
+    pd_natsout_free(&s.in_io);
     pd_natsout_free(&s.out_io);
     char line[512];
     counters_json(&s, line, sizeof line);

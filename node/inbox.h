@@ -1,7 +1,9 @@
-/* inbox.h - the hand-off from nats.c's threads to the node's loop thread.
+/* inbox.h - the queue of messages the node's loop thread handles.
  *
- * nats.c calls message handlers on its own threads; they only push the
- * message here and wake the loop, which drains the inbox and owns all state.
+ * The loop pushes what it read from the receiving connection
+ * (node_nats.c); nats.c's threads push what JetStream delivers (the
+ * replay, the stream's end) and wake the loop. The loop drains the inbox
+ * and owns all state.
  * The queue is a growable array swapped out whole by the consumer, so the
  * lock is held for a push or a pointer swap, never for message handling.
  *

@@ -1,4 +1,5 @@
-/* natsout.c - a publishing connection on a libuv loop, written once per batch.
+/* natsout.c - a NATS connection on a libuv loop: read by the loop, and
+ * written once per batch.
  *
  * With one connection and SendAsap, every reply, notification, delta,
  * heartbeat and trace report the loop publishes is a send() of its own,
@@ -10,22 +11,28 @@
  * only asks, through the callbacks below, to be told when the socket is
  * readable or writable (natsConnection_ProcessReadEvent/WriteEvent).
  *
- * So the node publishes on a second connection (n->pub) attached to its
- * libuv loop through these callbacks; the first one (n->nc) keeps nats.c's
- * own threads for everything it receives and for the requests that block
- * (JetStream). A publish from the loop thread asks to write; that request
- * is only noted (dirty) and pd_natsout_flush(), called at the end of each
+ * The node has two such connections (node_nats.c). It publishes on one
+ * (n->pub): a publish from the loop thread asks to write; that request is
+ * only noted (dirty) and pd_natsout_flush(), called at the end of each
  * batch (and before the loop sleeps), writes the whole buffer in one
- * write(). The bench's stub node (bench/bench_stub.c) publishes the same
- * way. A request from another thread (nats.c's PINGs, a reconnect) is
+ * write(). It receives on the other (n->nc): the loop reads the socket
+ * (several buffers a turn, pd_natsout_on_read) and then takes the
+ * messages nats.c parsed from its synchronous subscriptions, so a message
+ * reaches its handler on the thread that read it, where nats.c's own
+ * threads would hand it over twice (reader, delivery thread) and the
+ * inbox once more. The bench's stub node (bench/bench_stub.c) does the
+ * same. A request from another thread (nats.c's PINGs, a reconnect) is
  * handed to the loop and served as nats.c expects. The socket is watched
  * for writing only when a write was partial (the kernel's buffer full).
+ * Nothing on the loop may wait for a reply on these connections (a
+ * flush, JetStream's API): the loop is what would read it.
  *
  * Attach and detach come from nats.c's threads too (a reconnect), so the
  * wanted state (socket, events) is kept under a mutex and applied by the
  * loop; the uv_poll handle of a socket is the loop's alone. */
 #include "natsout.h"
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <string.h>
 #include "base/log.h"
 
@@ -35,13 +42,32 @@ static bool on_loop_thread(const pd_natsout *o) {
 
 static void free_poll(uv_handle_t *h) { free(h); }
 
+/* True while the socket watched by h holds bytes not read yet. */
+static bool more_to_read(pd_natsout *o, uv_poll_t *h) {
+    uv_os_fd_t fd;
+    int avail = 0;
+    if (o->poll != h || uv_is_closing((uv_handle_t *)h) || uv_fileno((uv_handle_t *)h, &fd) != 0)
+        return false; /* nats.c detached it (the read failed) */
+    return ioctl(fd, FIONREAD, &avail) == 0 && avail > 0;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
     pd_natsout *o = h->data;
     natsConnection *nc = o->cur_nc;
+    bool readable = status < 0 || (events & UV_READABLE);
     if (nc == NULL) return;
-    /* An error (status < 0) surfaces in nats.c through the read. */
-    if (status < 0 || (events & UV_READABLE)) natsConnection_ProcessReadEvent(nc);
+    /* An error (status < 0) surfaces in nats.c through the read. nats.c
+     * reads one buffer a call; a receiving connection reads on while the
+     * socket holds more, up to its budget: a message the server sent
+     * behind a flood (of 10 kB queries) is then read as soon as the loop
+     * is free to, instead of after the flood is handled. */
+    if (readable) {
+        natsConnection_ProcessReadEvent(nc);
+        for (int i = 1; i < o->max_reads && more_to_read(o, h); i++)
+            natsConnection_ProcessReadEvent(nc);
+    }
     if (status == 0 && (events & UV_WRITABLE)) natsConnection_ProcessWriteEvent(nc);
+    if (readable && o->on_read) o->on_read(o->on_read_arg);
 }
 
 /* Loop thread: makes the uv_poll handle match what nats.c asked for. A
@@ -156,6 +182,12 @@ void pd_natsout_close(pd_natsout *o) {
     if (!uv_is_closing((uv_handle_t *)&o->request)) uv_close((uv_handle_t *)&o->request, NULL);
     if (!uv_is_closing((uv_handle_t *)&o->before_wait))
         uv_close((uv_handle_t *)&o->before_wait, NULL);
+}
+
+void pd_natsout_on_read(pd_natsout *o, void (*cb)(void *arg), void *arg, int max_reads) {
+    o->on_read = cb;
+    o->on_read_arg = arg;
+    o->max_reads = max_reads > 1 ? max_reads : 1;
 }
 
 natsStatus pd_natsout_options(pd_natsout *o, natsOptions *opts) {

@@ -1,5 +1,5 @@
-/* natsout.h - a NATS connection whose socket the libuv loop writes, once
- * per batch (natsout.c says why and how).
+/* natsout.h - a NATS connection whose socket the libuv loop reads and
+ * writes, writing once per batch (natsout.c says why and how).
  *
  *   pd_natsout_init(&o, loop);            on the loop's thread, before connecting
  *   pd_natsout_options(&o, opts);         then natsConnection_Connect(&nc, opts)
@@ -9,7 +9,10 @@
  *   pd_natsout_drain(&o, nc, ms); close   before natsConnection_Close
  *
  * Publishing from another thread works too (nats.c's own PINGs do): the
- * loop is asked to write as soon as it can. */
+ * loop is asked to write as soon as it can. The loop reads the socket
+ * too; pd_natsout_on_read names a function called after each read, which
+ * takes what the read queued in the connection's synchronous
+ * subscriptions (natsSubscription_NextMsg with a timeout of 0). */
 #ifndef PD_NATSOUT_H
 #define PD_NATSOUT_H
 #include <nats/nats.h>
@@ -35,12 +38,19 @@ typedef struct {
     natsConnection *cur_nc;
     uv_poll_t *poll;                /* the socket now watched, NULL if none */
     bool dirty;                     /* a publish waits for pd_natsout_flush */
+    void (*on_read)(void *arg);     /* after each read of the socket */
+    void *on_read_arg;
+    int max_reads;                  /* nats.c buffers read a turn, at most */
 } pd_natsout;
 
 /* Call on the thread that runs the loop. */
 pd_status pd_natsout_init(pd_natsout *o, uv_loop_t *loop);
 /* Makes the connection created with these options use the loop. */
 natsStatus pd_natsout_options(pd_natsout *o, natsOptions *opts);
+/* The loop reads up to max_reads of nats.c's buffers (natsOptions_
+ * SetIOBufSize, 32 kB by default) while the socket holds more, then calls
+ * cb(arg). Without it, one buffer a turn. */
+void pd_natsout_on_read(pd_natsout *o, void (*cb)(void *arg), void *arg, int max_reads);
 /* Writes what the loop thread published since the last call, in one
  * write() (the rest, if the socket's buffer is full, when it drains). */
 void pd_natsout_flush(pd_natsout *o, natsConnection *nc);

@@ -188,6 +188,8 @@ static void drain_and_tick(pd_node *n) {
     if (more) uv_async_send(&n->wake);
 }
 
+void node__drain(pd_node *n) { drain_and_tick(n); }
+
 static void on_wake(uv_async_t *h) { drain_and_tick(h->data); }
 
 static void on_timer(uv_timer_t *t) { drain_and_tick(t->data); }
@@ -211,7 +213,6 @@ static void on_signal(uv_signal_t *s, int signum) {
     /* Tell the peers at once rather than let them wait for the timeout. */
     pd_repl_leave(n->repl, pd_now_ms());
     pd_natsout_drain(&n->out_io, n->pub, 1000);
-    if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
     uv_stop(&n->loop);
 }
 
@@ -315,6 +316,7 @@ void pd_node_close(pd_node *n) {
         uv_loop_close(&n->loop);
     }
     pd_inbox_free(&n->inbox);
+    pd_natsout_free(&n->in_io);
     pd_natsout_free(&n->out_io);
     pd_repl_free(n->repl);
     msgpack_sbuffer_destroy(&n->out);

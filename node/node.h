@@ -63,9 +63,10 @@ struct pd_node {
     uv_timer_t timer;
     uv_signal_t sigterm, sigint;
     pd_inbox inbox;
-    natsConnection *nc;             /* receives; JetStream */
+    natsConnection *nc;             /* receives, read by the loop (natsout.c) */
     natsConnection *pub;            /* everything the loop publishes (natsout.c) */
-    pd_natsout out_io;
+    natsConnection *jsnc;           /* JetStream, on nats.c's threads (it blocks) */
+    pd_natsout in_io, out_io;
     natsSubscription *subs[SUB_COUNT];
     node_sub_ctx sub_ctx[SUB_COUNT];
     msgpack_sbuffer out;            /* scratch for encoding, reused */
@@ -109,6 +110,9 @@ void pd_node_close(pd_node *n);
 
 /* node.c: drops the queries still waiting (before closing NATS). */
 void node__queries_free(pd_node *n);
+/* node.c: handles what the inbox holds, then runs the timers (after the
+ * loop read the receiving connection, or was woken). */
+void node__drain(pd_node *n);
 
 
 /* node_nats.c */

@@ -1,6 +1,7 @@
-/* node_nats.c - the node's NATS connection: options (reconnect forever,
- * publish at once), subscriptions handing messages to the inbox, and the
- * small publish/reply helpers used by the handlers. */
+/* node_nats.c - the node's NATS connections (receiving and publishing,
+ * both on the loop; JetStream on nats.c's threads): options (reconnect
+ * forever), the subscriptions the loop takes messages from after each read,
+ * and the small publish/reply helpers used by the handlers. */
 #include "natsauth.h"
 #include "node.h"
 #include <stdio.h>
@@ -9,29 +10,22 @@
 /* Reconnect: forever, 250 ms apart, with nats.c's jitter. */
 #define NODE_RECONNECT_WAIT_MS 250
 #define NODE_QUEUE_GROUP "presenced"
+/* The loop reads up to this many 32 kB buffers a turn (1 MiB) while the
+ * socket holds more: events queued behind a flood of queries are read, and
+ * handled, before the queries are answered (node.c answers queries in
+ * slices, and sheds them beyond PRESENCE_INBOX_MAX_MSGS). */
+#define NODE_READS_A_TURN 32
 
 /* True for a delta on our own subject, P.delta.<us>: NATS hands our own
  * deltas back (the publishing connection is another one), and the replica
- * never applies them. Dropped here, on nats.c's thread, they cost no
- * wake-up of the loop and no decoding: a restart's republish is 70 MB of
- * them at 1M devices, and every batch of events makes one. */
+ * never applies them. Dropped as they are read, they are never decoded: a
+ * restart's republish is 70 MB of them at 1M devices, and every batch of
+ * events makes one. */
 static bool own_delta(const pd_node *n, node_sub_kind kind, natsMsg *msg) {
     if (kind != SUB_DELTA) return false;
     const char *subj = natsMsg_GetSubject(msg);
     const char *dot = subj ? strrchr(subj, '.') : NULL;
     return dot && strcmp(dot + 1, n->cfg.node_id) == 0;
-}
-
-static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
-    node_sub_ctx *ctx = closure;
-    (void)nc;
-    (void)sub;
-    if (own_delta(ctx->node, ctx->kind, msg)) {
-        natsMsg_Destroy(msg);
-        return;
-    }
-    if (pd_inbox_push(&ctx->node->inbox, msg, (int)ctx->kind))
-        uv_async_send(&ctx->node->wake);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure) {
@@ -79,9 +73,21 @@ static void on_closed(natsConnection *nc, void *closure) {
                text ? text : "");
 }
 
+/* The node's three connections. NATS_IN receives everything but JetStream
+ * and is read by the loop: a message reaches its handler without a hand-off
+ * between threads (nats.c's reading thread, its delivery thread, the
+ * inbox's wake-up of the loop: three thread switches a message, where a
+ * relay pays one). NATS_PUB is everything the loop publishes, written
+ * once per batch. Both are in nats.c's event-loop mode (natsout.c), where
+ * a request that waits for its reply (JetStream's API, a flush) would
+ * wait for the loop that makes it: NATS_JS keeps nats.c's threads for
+ * JetStream (the stream, the replay, the stream's end at a stop). */
+typedef enum { NATS_IN, NATS_PUB, NATS_JS } conn_role;
+
 /* On a credentials or TLS problem, err names the setting. */
-static natsStatus make_options(pd_node *n, bool pub, natsOptions **out, char *err,
+static natsStatus make_options(pd_node *n, conn_role role, natsOptions **out, char *err,
                                size_t errlen) {
+    static const char *const suffix[] = {"", ":pub", ":js"};
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
     char name[PD_ID_MAX + 16], urlbuf[PD_CONFIG_URL_MAX], first[256] = "";
@@ -89,11 +95,11 @@ static natsStatus make_options(pd_node *n, bool pub, natsOptions **out, char *er
     size_t nurls = pd_url_split(n->cfg.nats_url, urlbuf, sizeof urlbuf, urls + 1, 32);
     const char **list = urls + 1;
     if (errlen > 0) err[0] = '\0';
-    snprintf(name, sizeof name, pub ? "presenced:%s:pub" : "presenced:%s", n->cfg.node_id);
-    /* The publishing connection tries the receiving one's server first:
-     * a publish and its echo take one server, not two and a route. */
-    if (pub && n->nc && natsConnection_GetConnectedUrl(n->nc, first, sizeof first) == NATS_OK &&
-        first[0]) {
+    snprintf(name, sizeof name, "presenced:%s%s", n->cfg.node_id, suffix[role]);
+    /* The other connections try the receiving one's server first: a
+     * publish and its echo take one server, not two and a route. */
+    if (role != NATS_IN && n->nc &&
+        natsConnection_GetConnectedUrl(n->nc, first, sizeof first) == NATS_OK && first[0]) {
         urls[0] = first;
         list = urls;
         nurls++;
@@ -109,18 +115,16 @@ static natsStatus make_options(pd_node *n, bool pub, natsOptions **out, char *er
      * for the flusher thread. */
     if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, n);
-    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, n);
+    /* A reconnect of the connections the loop uses makes the node resync
+     * (persist.c); JetStream's own does not need one. */
+    if (s == NATS_OK && role != NATS_JS) s = natsOptions_SetReconnectedCB(o, on_reconnected, n);
     if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_async_error, n);
     if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, n);
     if (s == NATS_OK && pd_natsauth_apply(o, &n->cfg, err, errlen) != PD_OK) s = NATS_INVALID_ARG;
-    if (s == NATS_OK && pub) s = pd_natsout_options(&n->out_io, o);
-    /* One delivery thread (nats.c's pool) for every subscription rather
-     * than one each: messages reach the inbox in the order the server sent
-     * them. A peer writes a batch's delta and its next heartbeat in one
-     * write; handed over by two threads, the heartbeat often overtook the
-     * delta, and two such heartbeats in a row make repl.c fetch the
-     * peer's whole partition again (common/sync/repl.c, contradicts()). */
-    if (s == NATS_OK && !pub) s = natsOptions_UseGlobalMessageDelivery(o, true);
+    if (s == NATS_OK && role == NATS_IN) s = pd_natsout_options(&n->in_io, o);
+    if (s == NATS_OK && role == NATS_PUB) s = pd_natsout_options(&n->out_io, o);
+    /* The replay and the stream's end: one delivery thread (nats.c's pool). */
+    if (s == NATS_OK && role == NATS_JS) s = natsOptions_UseGlobalMessageDelivery(o, true);
     if (s != NATS_OK) {
         natsOptions_Destroy(o);
         return s;
@@ -134,23 +138,66 @@ static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, 
     if (kind == SUB_SYNC_REPLY) snprintf(subj, sizeof subj, "%s", suffix);
     else snprintf(subj, sizeof subj, "%s.%s", n->cfg.subject_prefix, suffix);
     n->sub_ctx[kind] = (node_sub_ctx){n, kind};
+    /* Synchronous: the loop takes the messages after each read (take_read). */
     natsStatus s = queue
-        ? natsConnection_QueueSubscribe(&n->subs[kind], n->nc, subj, NODE_QUEUE_GROUP, on_msg,
-                                        &n->sub_ctx[kind])
-        : natsConnection_Subscribe(&n->subs[kind], n->nc, subj, on_msg, &n->sub_ctx[kind]);
-    /* The handler only queues, so nats.c's pending queue stays short unless
-     * its thread is starved; past these limits it drops, and node_slow.c
-     * counts and repairs that like the inbox's own drops. */
+        ? natsConnection_QueueSubscribeSync(&n->subs[kind], n->nc, subj, NODE_QUEUE_GROUP)
+        : natsConnection_SubscribeSync(&n->subs[kind], n->nc, subj);
+    /* Taken after every read, nats.c's pending queue holds at most one
+     * read's messages; past these limits it drops, and node_slow.c counts
+     * and repairs that like the inbox's own drops. */
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(n->subs[kind], NODE_PENDING_MSGS, NODE_PENDING_BYTES);
     return s;
 }
 
+/* The order in which one read's messages reach the inbox (nats.c keeps
+ * the server's order within a subscription, not across them). A
+ * transfer's part before the deltas read with it: a delta the server sent
+ * before it is already in it (the peer serves from its model, after
+ * publishing the delta on the same connection), one sent after comes
+ * after it. A heartbeat before the deltas: it counts the deltas sent
+ * before it, and one handled after later deltas looks like a peer that
+ * went back (twice in a row, repl.c fetches its partition again:
+ * contradicts()), while one handled early only claims deltas that the
+ * same batch then applies. Events before queries: a client's get after
+ * its event sees the event. take_batch() keeps this order within each
+ * class. */
+static const node_sub_kind read_order[] = {
+    SUB_SYNC_REPLY, SUB_HB, SUB_DELTA, SUB_SYNC_REQ, SUB_EVENTS,
+    SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER, SUB_Q_NODE,
+};
+
+/* On the loop, after each read of the receiving connection: its messages
+ * into the inbox, then handled at once. */
+static void take_read(void *arg) {
+    pd_node *n = arg;
+    bool any = false;
+    for (size_t i = 0; i < sizeof read_order / sizeof read_order[0]; i++) {
+        node_sub_kind kind = read_order[i];
+        natsSubscription *sub = n->subs[kind];
+        uint64_t queued = 0;
+        if (sub == NULL || natsSubscription_QueuedMsgs(sub, &queued) != NATS_OK) continue;
+        while (queued > 0) {
+            natsMsg *msg = NULL;
+            natsStatus s = natsSubscription_NextMsg(&msg, sub, 0);
+            /* A slow consumer is told once, before the messages that follow. */
+            if (s == NATS_SLOW_CONSUMER) continue;
+            if (s != NATS_OK) break;
+            queued--;
+            if (own_delta(n, kind, msg)) {
+                natsMsg_Destroy(msg);
+                continue;
+            }
+            pd_inbox_push(&n->inbox, msg, (int)kind);
+            any = true;
+        }
+    }
+    if (any) node__drain(n);
+}
+
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     natsOptions *o = NULL;
     char events[PD_ID_MAX + 16], sync[PD_ID_MAX + 16], query[PD_ID_MAX + 16];
-    natsStatus s = make_options(n, false, &o, err, errlen);
-    if (s == NATS_INVALID_ARG && err[0] != '\0') return PD_ECONFIG;
     natsInbox *inbox = NULL;
     snprintf(events, sizeof events, "events.%s", n->cfg.node_id);
     snprintf(sync, sizeof sync, "sync.%s", n->cfg.node_id);
@@ -161,6 +208,14 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     }
     snprintf(n->sync_inbox, sizeof n->sync_inbox, "%s", (const char *)inbox);
     natsInbox_Destroy(inbox);
+    if (pd_natsout_init(&n->in_io, &n->loop) != PD_OK ||
+        pd_natsout_init(&n->out_io, &n->loop) != PD_OK) {
+        snprintf(err, errlen, "cannot initialise the event loop");
+        return PD_EINTERNAL;
+    }
+    pd_natsout_on_read(&n->in_io, take_read, n, NODE_READS_A_TURN);
+    natsStatus s = make_options(n, NATS_IN, &o, err, errlen);
+    if (s == NATS_INVALID_ARG && err[0] != '\0') return PD_ECONFIG;
     if (s == NATS_OK) {
         s = natsConnection_Connect(&n->nc, o);
         if (s == NATS_OK) on_connected(n->nc, n);
@@ -170,13 +225,14 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
             s = NATS_OK;
         }
     }
-    natsOptions_Destroy(o);
-    o = NULL;
-    if (s == NATS_OK && pd_natsout_init(&n->out_io, &n->loop) != PD_OK) s = NATS_ERR;
-    if (s == NATS_OK) s = make_options(n, true, &o, err, errlen);
-    if (s == NATS_OK) {
-        s = natsConnection_Connect(&n->pub, o);
-        if (s == NATS_NOT_YET_CONNECTED) s = NATS_OK; /* retried in the background */
+    for (conn_role role = NATS_PUB; role <= NATS_JS && s == NATS_OK; role++) {
+        natsOptions_Destroy(o);
+        o = NULL;
+        s = make_options(n, role, &o, err, errlen);
+        if (s == NATS_OK) {
+            s = natsConnection_Connect(role == NATS_PUB ? &n->pub : &n->jsnc, o);
+            if (s == NATS_NOT_YET_CONNECTED) s = NATS_OK; /* retried in the background */
+        }
     }
     natsOptions_Destroy(o);
     if (s == NATS_OK) s = subscribe(n, SUB_EVENTS, events, false);
@@ -193,6 +249,10 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
         snprintf(err, errlen, "NATS (%s): %s", n->cfg.nats_url, natsStatus_GetText(s));
         return PD_EIO;
     }
+    /* The subscriptions reach the server now, not when the loop first
+     * runs (after the restore): what is sent to the node meanwhile waits
+     * in the socket. */
+    pd_natsout_flush(&n->in_io, n->nc);
     return PD_OK;
 }
 
@@ -213,9 +273,14 @@ void node__nats_close(pd_node *n) {
         natsConnection_Destroy(n->pub);
         n->pub = NULL;
     }
+    if (n->jsnc) {
+        natsConnection_Close(n->jsnc);
+        natsConnection_Destroy(n->jsnc);
+        n->jsnc = NULL;
+    }
     if (n->nc) {
-        /* Disconnected: nothing can leave, and a flush would only wait. */
-        if (node__nats_up(n)) natsConnection_FlushTimeout(n->nc, 1000);
+        /* Written now (unsubscribes): as for n->pub. */
+        pd_natsout_drain(&n->in_io, n->nc, 1000);
         natsConnection_Close(n->nc);
     }
     for (int i = 0; i < SUB_COUNT; i++) {

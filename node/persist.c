@@ -31,10 +31,10 @@ void node__persist_start(pd_node *n) {
      * (seconds, retried) before the loop runs, and SIGTERM with them: do
      * without the replay at once; the peers and the socket servers' resync
      * fill in, as when the stream cannot be reached. */
-    if (!node__nats_up(n))
+    if (n->jsnc == NULL || natsConnection_Status(n->jsnc) != NATS_CONN_STATUS_CONNECTED)
         pd_log(PD_LOG_WARN, "NATS not connected at start: no replay of %s; the peers fill in",
                STREAM_NAME);
-    else if (natsConnection_JetStream(&ps->js, n->nc, NULL) == NATS_OK &&
+    else if (natsConnection_JetStream(&ps->js, n->jsnc, NULL) == NATS_OK &&
              persist__ensure_stream(n)) {
         replay_ok = persist__start_replay(n);
         persist__subscribe_info(n);

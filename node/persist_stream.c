@@ -26,7 +26,7 @@ void persist__subscribe_info(pd_node *n) {
     if (natsInbox_Create(&inbox) != NATS_OK) return;
     snprintf(ps->info_inbox, sizeof ps->info_inbox, "%s", (const char *)inbox);
     natsInbox_Destroy(inbox);
-    if (natsConnection_Subscribe(&ps->info_sub, n->nc, ps->info_inbox, on_info, n) != NATS_OK) {
+    if (natsConnection_Subscribe(&ps->info_sub, n->jsnc, ps->info_inbox, on_info, n) != NATS_OK) {
         pd_log(PD_LOG_WARN, "JetStream: cannot subscribe for stream info: snapshots will claim "
                "the stream sequence of the restore");
         ps->info_sub = NULL;
