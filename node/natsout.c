@@ -51,6 +51,11 @@ static bool more_to_read(pd_natsout *o, uv_poll_t *h) {
     return ioctl(fd, FIONREAD, &avail) == 0 && avail > 0;
 }
 
+void pd_natsout_read(pd_natsout *o) {
+    for (int i = 0; i < o->max_reads && o->poll && o->cur_nc && more_to_read(o, o->poll); i++)
+        natsConnection_ProcessReadEvent(o->cur_nc);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
     pd_natsout *o = h->data;
     natsConnection *nc = o->cur_nc;

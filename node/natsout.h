@@ -51,6 +51,9 @@ natsStatus pd_natsout_options(pd_natsout *o, natsOptions *opts);
  * SetIOBufSize, 32 kB by default) while the socket holds more, then calls
  * cb(arg). Without it, one buffer a turn. */
 void pd_natsout_on_read(pd_natsout *o, void (*cb)(void *arg), void *arg, int max_reads);
+/* On the loop, between the turns: reads what the socket holds now (up to
+ * max_reads buffers), without calling the on_read function. */
+void pd_natsout_read(pd_natsout *o);
 /* Writes what the loop thread published since the last call, in one
  * write() (the rest, if the socket's buffer is full, when it drains). */
 void pd_natsout_flush(pd_natsout *o, natsConnection *nc);

@@ -172,12 +172,18 @@ static void drain_and_tick(pd_node *n) {
             more = true;
             break;
         }
+        /* An event sent while a query slice ran is read now, not after the
+         * whole budget: the loop is what reads the socket. */
+        if (ran) node__nats_read(n);
     }
     /* Over budget, queries may wait, but not events and messages between
      * nodes: what arrived meanwhile is applied before the timers run, so
      * that no timer fires for what the queue disproves (a socket server's
      * heartbeat waiting behind the budget would let it time out). */
-    if (more) take_batch(n);
+    if (more) {
+        node__nats_read(n);
+        take_batch(n);
+    }
     n->now = pd_now_ms();
     pd_repl_tick(n->repl, n->now);
     node__persist_tick(n);

@@ -118,6 +118,9 @@ void node__drain(pd_node *n);
 /* node_nats.c */
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen);
 void node__nats_close(pd_node *n);
+/* Reads what the receiving connection holds now into the inbox (the loop
+ * reads it by itself at each turn; this is for a long drain). */
+void node__nats_read(pd_node *n);
 /* True while the NATS connection is up (not connecting, reconnecting or
  * closed): flushing or JetStream requests would only wait for a timeout. */
 bool node__nats_up(const pd_node *n);

@@ -167,10 +167,9 @@ static const node_sub_kind read_order[] = {
     SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER, SUB_Q_NODE,
 };
 
-/* On the loop, after each read of the receiving connection: its messages
- * into the inbox, then handled at once. */
-static void take_read(void *arg) {
-    pd_node *n = arg;
+/* On the loop: what nats.c parsed from the reads so far into the inbox.
+ * False if nothing was there. */
+static bool take_parsed(pd_node *n) {
     bool any = false;
     for (size_t i = 0; i < sizeof read_order / sizeof read_order[0]; i++) {
         node_sub_kind kind = read_order[i];
@@ -192,7 +191,19 @@ static void take_read(void *arg) {
             any = true;
         }
     }
-    if (any) node__drain(n);
+    return any;
+}
+
+/* After each read of the receiving connection (natsout.c): its messages
+ * into the inbox, then handled at once. */
+static void take_read(void *arg) {
+    pd_node *n = arg;
+    if (take_parsed(n)) node__drain(n);
+}
+
+void node__nats_read(pd_node *n) {
+    pd_natsout_read(&n->in_io);
+    take_parsed(n);
 }
 
 pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
