@@ -481,3 +481,41 @@ Test(cluster, cluster_query_shows_nodes) {
     cr_assert(H_POLL(n3_down_everywhere(), 5000), "n3 is not shown down");
     cr_assert_geq(h_now_ms() - t0, NODE_TIMEOUT_MS - SYNC_MS, "n3 shown down too early");
 }
+
+/* A node's loop reads its NATS connection itself and queues one read's
+ * messages by kind (node/node_nats.c, read_order). A heartbeat handled
+ * after deltas its sender published after it looks like a peer that went
+ * back, and twice in a row the node fetches that peer's whole partition
+ * again (common/sync/repl.c, contradicts()). Under a flood, one read holds
+ * a peer's deltas and heartbeats together: none may be taken for that. */
+Test(cluster, a_flood_of_events_makes_no_node_fetch_a_partition_again) {
+    enum { N = 30000, ROUNDS = 5 }; /* connect, leave, ..., connect: N devices in the end */
+    static const char *const env[] = {
+        "PRESENCE_SYNC_INTERVAL_MS=2", "PRESENCE_NODE_TIMEOUT_MS=3000",
+        "PRESENCE_IDLE_TIMEOUT_MS=60000", NULL,
+    };
+    char conn[16], user[16], srv[16], subj[64];
+    msgpack_sbuffer sb;
+    cluster_up(NNODES, env);
+    msgpack_sbuffer_init(&sb);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < N; i++) { /* as fast as this connection sends */
+            snprintf(conn, sizeof conn, "c%d", i);
+            snprintf(user, sizeof user, "f%d", i);
+            snprintf(srv, sizeof srv, "b%d", i % NNODES + 1);
+            snprintf(subj, sizeof subj, "presence.events.%s", ids[i % NNODES]);
+            pd_event ev = r % 2 == 0 ? h_ev_connect(srv, conn, user, "web")
+                                     : h_ev_conn(PD_EV_DISCONNECT, srv, conn);
+            msgpack_sbuffer_clear(&sb);
+            pd_event_encode(&sb, &ev, NULL, 0);
+            cr_assert_eq(natsConnection_Publish(nc, subj, sb.data, (int)sb.size), NATS_OK);
+        }
+    }
+    msgpack_sbuffer_destroy(&sb);
+    cr_assert_eq(natsConnection_Flush(nc), NATS_OK);
+    cr_assert(H_POLL(cluster_converged(N), 30000), "%d rounds of %d events do not converge",
+              ROUNDS, N);
+    for (int i = 0; i < NNODES; i++)
+        cr_assert(!h_log_contains(nodes[i].log, "fetching its partition again"),
+                  "%s took a peer for one that went back (see %s)", ids[i], nodes[i].log);
+}
