@@ -184,7 +184,8 @@ static bool take_parsed(pd_node *n) {
             if (s != NATS_OK) break;
             queued--;
             if (own_delta(n, kind, msg)) {
-                natsMsg_Destroy(msg);
+                /* With the others (a destroy wakes nats.c's collector). */
+                pd_msgbin_put(&n->trash, msg, uv_now(&n->loop));
                 continue;
             }
             pd_inbox_push(&n->inbox, msg, (int)kind);
