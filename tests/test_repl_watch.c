@@ -350,6 +350,43 @@ Test(repl_watch, a_repeat_lost_in_the_next_break_is_made_again) {
     world_free(&w);
 }
 
+/* A link that keeps flapping right after a change (n2 cut off for three
+ * sync intervals, back for three, ten times): each silence makes n0
+ * repeat what it said since shortly before the silence, and one repeat
+ * goes back as far as the last (the test above), but no further: the
+ * change is said at most three times, not once per cycle (it_partition's
+ * flap, under load: a notification per user per cycle). */
+Test(repl_watch, a_link_that_keeps_flapping_repeats_a_change_at_most_twice) {
+    world w;
+    setup(&w, 53);
+    sim *s = &w.s;
+    uint64_t si = s->cfg.sync_interval_ms;
+    char on[16];
+    user_announced_by(&w, 0, "fon", on);
+    run_for(s, 2 * si);
+    size_t from = s->nnotes;
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cfon", on);
+    pd_repl_stats st = {0};
+    for (int c = 0; c < 10; c++) {
+        s->cut[2] = true;
+        run_for(s, 3 * si);
+        s->cut[2] = false;
+        run_for(s, 3 * si);
+    }
+    run_for(s, 10 * si);
+    pd_repl_stats_get(s->r[0], &st);
+    cr_assert_geq(st.silences, 5u, "n0 heard n2 again after each cut (%llu)",
+                  (unsigned long long)st.silences);
+    int said = 0;
+    for (size_t k = from; k < s->nnotes; k++)
+        said += s->notes[k].by == 0 && strcmp(s->notes[k].user, on) == 0;
+    cr_assert_geq(said, 2, "the change was said, then repeated after the first silence");
+    cr_assert_leq(said, 3, "the change was said %d times in ten flaps", said);
+    expect_nobody_down(s, false);
+    expect_watchers_agree(&w, on);
+    world_free(&w);
+}
+
 /* Replica i is killed and its NATS server cut off, for the node timeout,
  * the suspicion and extra_ms: the others take it for down. */
 static void down_for(sim *s, int i, uint64_t extra_ms) {

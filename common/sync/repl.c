@@ -274,6 +274,7 @@ static void repeat(pd_repl *r, uint64_t since, bool prev_too, uint64_t now) {
     pd_notifier_rejoin(r->nf, r->m, since, prev_too, now);
     r->repeat_at = now;
     r->repeat_since = since;
+    r->repeat_chained = false;
 }
 
 /* The same after a silence that began at silent_from, two sync intervals
@@ -282,14 +283,27 @@ static void repeat(pd_repl *r, uint64_t since, bool prev_too, uint64_t now) {
  * reached our NATS server (chaos seed 16: a repeat made at the first
  * heartbeat heard was lost). A repeat or heal made since shortly before
  * the silence was perhaps lost in it too (a link that flaps, a node back
- * while its link does): this one goes back as far as that one did. */
+ * while its link does): this one goes back as far as that one did, once.
+ * A repeat that went back so is not followed further: while a link keeps
+ * flapping, each silence would otherwise say the same changes again (in
+ * it_partition's flap, whose blocks TCP rides out, every user changed
+ * just before it got one notification per cycle); a change is said at
+ * most three times so, and a longer loss is a heal's (a peer taken for
+ * down). */
 static void repeat_after_silence(pd_repl *r, uint64_t since, uint64_t silent_from, uint64_t now) {
     uint64_t si = r->cfg.sync_interval_ms;
-    if (r->repeat_at && r->repeat_at + si >= silent_from && r->repeat_since < since)
+    bool chained = false;
+    if (r->repeat_at && !r->repeat_chained && r->repeat_at + si >= silent_from &&
+        r->repeat_since < since) {
         since = r->repeat_since;
+        chained = true;
+    }
     if (r->healed_at && r->healed_at + si >= silent_from && r->healed_since < since)
         since = r->healed_since;
-    if (r->repeat_due == 0 || since < r->repeat_due_since) r->repeat_due_since = since;
+    if (r->repeat_due == 0 || since < r->repeat_due_since) {
+        r->repeat_due_since = since;
+        r->repeat_due_chained = chained;
+    }
     r->repeat_due = now + 2 * si;
 }
 
@@ -1032,6 +1046,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
     if (r->repeat_due && now >= r->repeat_due) {
         repeat(r, r->repeat_due_since, false, now);
+        r->repeat_chained = r->repeat_due_chained;
         r->repeat_due = 0;
     }
     if (r->heal_at && now >= r->heal_at) {

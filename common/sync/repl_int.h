@@ -173,6 +173,9 @@ struct pd_repl {
     uint64_t healed_at, healed_since; /* the last heal made, and its since */
     uint64_t repeat_at, repeat_since; /* the last repeat (repeat()), and its since */
     uint64_t repeat_due, repeat_due_since; /* one after a silence: when (0: none), since */
+    /* The last repeat, or the one due, went back as far as an earlier
+     * repeat (repeat_after_silence): the next does not go back further. */
+    bool repeat_chained, repeat_due_chained;
     struct {
         char id[PD_ID_MAX + 1];
         uint64_t inc, last_hb;

@@ -75,7 +75,7 @@ in the simulated cluster):
       before the other side's interest in notifications; a repeat made
       at once was lost), and as far back as a repeat made shortly before
       the silence (seed 11: the rejoin repeat went out in a flap's down
-      phase).
+      phase), once (it_partition's flap under load: a repeat per cycle).
   (11) seed 11: users that the node back as a new life announces now,
       changed while it was away (their delay ended after it was cut off
       and killed): its start repeats only its warm-up's changes, and the
