@@ -447,6 +447,44 @@ Test(repl_watch, a_node_back_from_its_snapshot_announces_the_floor_above_the_off
     world_free(&w);
 }
 
+/* n2, cut off from the others, announces a user of its own `online` to
+ * its side alone; the user leaves, n2 takes a snapshot and is killed
+ * before the offline delay ends, and comes back from that snapshot after
+ * it ended. The others never held the user (they get it from n2's new
+ * life already offline), and n2 restores it offline, changed before its
+ * start: nobody said `offline`, and n2's watcher stayed on `online`
+ * (chaos seed 11). A node back from its snapshot says again the users
+ * whose offline delay ended after the snapshot was taken. */
+Test(repl_watch, an_offline_due_while_its_announcer_was_dead_is_said_when_it_is_back) {
+    world w;
+    setup(&w, 57);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 2, "g", user);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    s->cut[2] = true;
+    conn_event_at(&w, 2, PD_EV_CONNECT, "cg", user);
+    run_for(s, 3 * s->cfg.sync_interval_ms);
+    conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg", user);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    snapbuf snap = {0};
+    take_snapshot(s, 2, &snap);
+    down_for(s, 2, MCFG_WATCH.offline_delay_ms);
+    s->cut[2] = s->frozen[2] = false;
+    sim_restart(s, 2);
+    pd_err err = {PD_OK, ""};
+    pd_snap_info info;
+    pd_repl_restore_begin(s->r[2]);
+    cr_assert_eq(pd_repl_restore(s->r[2], snap.buf, snap.len, s->now, &info, &err), PD_OK, "%s",
+                 err.msg);
+    pd_repl_restore_done(s->r[2], s->now);
+    free(snap.buf);
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    cr_assert_eq(public_view(&w, 2, user).status, PD_PUB_OFFLINE);
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}
+
 /* n1 is killed and its NATS server cut off from the others for longer than
  * the node timeout; meanwhile a user announced by n0 connects there. The
  * watcher next to n1 hears nothing of it, and no heal repeats it (n1

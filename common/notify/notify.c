@@ -24,6 +24,7 @@ struct pd_notifier {
     member *peers;
     uint32_t npeers;
     bool announcing;           /* this node is ready */
+    uint64_t restored_at;      /* pd_notifier_restored, until the next start (0: none) */
     bool stopping;             /* flushed: the gate is bypassed */
     pd_gate *gate;
     uint64_t announced;
@@ -195,6 +196,7 @@ typedef struct {
     uint64_t now;
     bool prev_too;      /* also users this node announced before (and no longer) */
     int64_t prev_until; /* ... changed before then (said by this node) */
+    int64_t offline_since; /* also offline users whose ver shows a time since (0: no) */
 } reannounce_ctx;
 
 static void reannounce_one(void *ud, const pd_view *v) {
@@ -206,7 +208,11 @@ static void reannounce_one(void *ud, const pd_view *v) {
     bool recent = (v->ts > 0 && v->ts >= c->since) ||
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
                                       (int64_t)(v->ver >> 16) >= c->since));
-    if (!recent) return;
+    /* Back from a snapshot: an `offline` decided since it was taken
+     * (pd_notifier_restored), unchanged in this life (ts 0). */
+    bool restored = !recent && c->offline_since > 0 && v->status == PD_PUB_OFFLINE &&
+                    (int64_t)(v->ver >> 16) >= c->offline_since;
+    if (!recent && !restored) return;
     /* A user we no longer announce: only what we said of it, as it was. A
      * later change of our view was not ours to say, and our view of it may
      * lag its announcer's (chaos seed 16: a repeat of an `away` that was
@@ -215,13 +221,14 @@ static void reannounce_one(void *ud, const pd_view *v) {
         !(c->prev_too && v->ts <= c->prev_until && announcer(c->nf, v->user, true)))
         return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
-    if (!c->not_offline) {
+    if (!c->not_offline && !restored) {
         announce(c->nf, v, c->now);
         return;
     }
     /* After a heal the view is said again as of now: what the other side
      * announced meanwhile (and a route may still deliver late) carries an
-     * older ts, so a watcher keeping the newest ts per user ends here. */
+     * older ts, so a watcher keeping the newest ts per user ends here. The
+     * same for a restored `offline`, which had no ts of this life. */
     pd_view fresh = *v;
     if (fresh.ts < (int64_t)c->now) fresh.ts = (int64_t)c->now;
     announce(c->nf, &fresh, c->now);
@@ -231,7 +238,13 @@ static void reannounce_one(void *ud, const pd_view *v) {
 static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool only_new,
                        uint64_t now) {
     reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false,
-                        now, false, 0};
+                        now, false, 0, 0};
+    /* The start after a restore (one walk: 1M users at a restart). */
+    if (!only_new && nf->restored_at) {
+        uint64_t si = nf->cfg.sync_interval_ms;
+        c.offline_since = (int64_t)(nf->restored_at > si ? nf->restored_at - si : 1);
+        nf->restored_at = 0;
+    }
     pd_model_foreach_view(m, reannounce_one, &c);
 }
 
@@ -284,7 +297,7 @@ void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
     /* Each slice says the views again as of its own now (a heal) or as
      * they were announced (a repeat). */
     reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now, nf->heal_prev,
-                        (int64_t)nf->heal_prev_until};
+                        (int64_t)nf->heal_prev_until, 0};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
         nf->healing = false;
 }
@@ -298,6 +311,8 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     /* Changes made while warming up were not announced yet. */
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, now);
 }
+
+void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at) { nf->restored_at = taken_at; }
 
 void pd_notifier_pause(pd_notifier *nf) {
     nf->announcing = false;

@@ -127,6 +127,12 @@ bool pd_notifier_healing(const pd_notifier *nf);
 /* This node caught up: from now on it announces, starting with every
  * change since its warm-up began at warm_since (less a node timeout). */
 void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now);
+/* This life began from a snapshot taken at taken_at (ms): the next
+ * pd_notifier_start also says the users offline then whose ver shows a
+ * write or an offline delay's end since (less a sync interval), which the
+ * life before may have died before saying (cut off from the others, who
+ * never held them). */
+void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at);
 /* Warming up again (the loop stalled): nothing is announced until
  * pd_notifier_start. */
 void pd_notifier_pause(pd_notifier *nf);

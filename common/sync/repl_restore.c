@@ -132,6 +132,8 @@ static void restore_peers(pd_repl *r, const pd_snap_info *info, uint64_t now) {
     r->rest_inc = info->inc;
     r->rest_seq = info->seq;
     r->restoring = true;
+    /* What the life before decided after this may not have been said. */
+    pd_notifier_restored(r->nf, info->taken_at);
 }
 
 /* Into an empty model (a start): one pass, each entry applied as soon as

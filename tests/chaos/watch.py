@@ -81,6 +81,13 @@ in the simulated cluster):
       and killed): its start repeats only its warm-up's changes, and the
       others repeated only users they still announce. Their rejoin now
       also repeats the users they announced while it was gone.
+  (12) seed 11 (2026-12-03): a user that connected and left on a node cut
+      off from the others (announced `online` to that side alone), the
+      node killed before the offline delay ended and back from its
+      snapshot after: restored `offline` with no change in its new life,
+      never held by the others, so nobody said `offline`. A node back
+      from a snapshot now says the `offline` users whose ver shows a time
+      since the snapshot.
 What is left:
   (7) seed 1: after a heal, many users re-announced `online` below an
       `offline` announced on the other side, with a floor above it
