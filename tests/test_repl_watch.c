@@ -394,6 +394,21 @@ static void down_for(sim *s, int i, uint64_t extra_ms) {
     run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + extra_ms);
 }
 
+/* Replica i, killed after taking snap, runs again from it (the snapshot
+ * is freed). */
+static void back_from_snapshot(sim *s, int i, snapbuf *snap) {
+    pd_err err = {PD_OK, ""};
+    pd_snap_info info;
+    s->cut[i] = s->frozen[i] = false;
+    sim_restart(s, i);
+    pd_repl_restore_begin(s->r[i]);
+    cr_assert_eq(pd_repl_restore(s->r[i], snap->buf, snap->len, s->now, &info, &err), PD_OK, "%s",
+                 err.msg);
+    pd_repl_restore_done(s->r[i], s->now);
+    free(snap->buf);
+    snap->buf = NULL;
+}
+
 /* n2 is killed for longer than the node timeout, the suspicion and the
  * offline delay: n0 and n1 drop its devices and announce its user
  * `offline` (at the ver of the delay's end). n2 comes back from the
@@ -417,15 +432,7 @@ Test(repl_watch, a_node_back_from_its_snapshot_announces_the_floor_above_the_off
     for (int i = 0; i < 2; i++)
         cr_assert_eq(public_view(&w, i, user).status, PD_PUB_OFFLINE,
                      "%s took n2's user for gone", NODE[i]);
-    s->cut[2] = s->frozen[2] = false;
-    sim_restart(s, 2);
-    pd_err err = {PD_OK, ""};
-    pd_snap_info info;
-    pd_repl_restore_begin(s->r[2]);
-    cr_assert_eq(pd_repl_restore(s->r[2], snap.buf, snap.len, s->now, &info, &err), PD_OK, "%s",
-                 err.msg);
-    pd_repl_restore_done(s->r[2], s->now);
-    free(snap.buf);
+    back_from_snapshot(s, 2, &snap);
     /* n2 catches up and announces before its devices reach the others:
      * what it sends them, but heartbeats and requests, waits. */
     for (int k = 0; k < 100 && !pd_notifier_announcing(pd_repl_notifier(s->r[2])); k++) {
@@ -470,15 +477,7 @@ Test(repl_watch, an_offline_due_while_its_announcer_was_dead_is_said_when_it_is_
     snapbuf snap = {0};
     take_snapshot(s, 2, &snap);
     down_for(s, 2, MCFG_WATCH.offline_delay_ms);
-    s->cut[2] = s->frozen[2] = false;
-    sim_restart(s, 2);
-    pd_err err = {PD_OK, ""};
-    pd_snap_info info;
-    pd_repl_restore_begin(s->r[2]);
-    cr_assert_eq(pd_repl_restore(s->r[2], snap.buf, snap.len, s->now, &info, &err), PD_OK, "%s",
-                 err.msg);
-    pd_repl_restore_done(s->r[2], s->now);
-    free(snap.buf);
+    back_from_snapshot(s, 2, &snap);
     run_for(s, 20 * s->cfg.sync_interval_ms);
     cr_assert_eq(public_view(&w, 2, user).status, PD_PUB_OFFLINE);
     expect_watchers_agree(&w, user);
@@ -545,15 +544,7 @@ Test(repl_watch, a_change_announced_for_a_node_while_it_was_away_reaches_its_wat
         const heard *h = sim_watcher_last(s, 1, users[k], 0);
         cr_assert(h != NULL && h->status == PD_PUB_ONLINE, "n1's watcher heard only online");
     }
-    s->cut[1] = s->frozen[1] = false;
-    sim_restart(s, 1);
-    pd_err err = {PD_OK, ""};
-    pd_snap_info info;
-    pd_repl_restore_begin(s->r[1]);
-    cr_assert_eq(pd_repl_restore(s->r[1], snap.buf, snap.len, s->now, &info, &err), PD_OK, "%s",
-                 err.msg);
-    pd_repl_restore_done(s->r[1], s->now);
-    free(snap.buf);
+    back_from_snapshot(s, 1, &snap);
     run_for(s, 20 * s->cfg.sync_interval_ms);
     for (int k = 0; k < 8; k++) {
         cr_assert(pd_notifier_is_announcer(pd_repl_notifier(s->r[1]), pd_str_c(users[k])));
