@@ -284,25 +284,23 @@ static void take(stub *s) {
 }
 
 /* node_nats.c's take_read: after each read, what it queued, deltas first. */
+typedef struct {
+    stub *s;
+    int kind;
+} take_ctx;
+
+static void take_one(void *arg, natsMsg *m) {
+    const take_ctx *c = arg;
+    pd_inbox_push(&c->s->inbox, m, c->kind);
+}
+
 static void on_read(void *ud) {
     stub *s = ud;
+    take_ctx ctx[] = {{s, KIND_DELTA}, {s, KIND_EVENT}, {s, KIND_COUNTERS}};
     natsSubscription *subs[] = {s->sub_delta, s->sub_ev, s->sub_cnt};
-    const int kinds[] = {KIND_DELTA, KIND_EVENT, KIND_COUNTERS};
-    bool any = false;
-    for (int i = 0; i < 3; i++) {
-        uint64_t queued = 0;
-        if (subs[i] == NULL || natsSubscription_QueuedMsgs(subs[i], &queued) != NATS_OK) continue;
-        while (queued > 0) {
-            natsMsg *m = NULL;
-            natsStatus st = natsSubscription_NextMsg(&m, subs[i], 0);
-            if (st == NATS_SLOW_CONSUMER) continue;
-            if (st != NATS_OK) break;
-            queued--;
-            pd_inbox_push(&s->inbox, m, kinds[i]);
-            any = true;
-        }
-    }
-    if (any) take(s);
+    uint64_t taken = 0;
+    for (int i = 0; i < 3; i++) taken += pd_natsout_take(subs[i], take_one, &ctx[i]);
+    if (taken) take(s);
 }
 
 static void on_wake(uv_async_t *h) { take(h->data); }

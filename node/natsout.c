@@ -42,18 +42,41 @@ static bool on_loop_thread(const pd_natsout *o) {
 
 static void free_poll(uv_handle_t *h) { free(h); }
 
-/* True while the socket watched by h holds bytes not read yet. */
+/* True while the socket watched by h holds bytes not read yet (h is
+ * no longer o->poll once nats.c detached it: the read failed). */
 static bool more_to_read(pd_natsout *o, uv_poll_t *h) {
     uv_os_fd_t fd;
     int avail = 0;
     if (o->poll != h || uv_is_closing((uv_handle_t *)h) || uv_fileno((uv_handle_t *)h, &fd) != 0)
-        return false; /* nats.c detached it (the read failed) */
+        return false;
     return ioctl(fd, FIONREAD, &avail) == 0 && avail > 0;
 }
 
-void pd_natsout_read(pd_natsout *o) {
-    for (int i = 0; i < o->max_reads && o->poll && o->cur_nc && more_to_read(o, o->poll); i++)
+/* nats.c reads one buffer a call; a receiving connection reads on while
+ * the socket holds more, up to its budget: a message the server sent
+ * behind a flood (of 10 kB queries) is then read as soon as the loop is
+ * free to, instead of after the flood is handled. `done` buffers were
+ * read already. */
+static void read_more(pd_natsout *o, int done) {
+    for (int i = done; i < o->max_reads && o->poll && o->cur_nc && more_to_read(o, o->poll); i++)
         natsConnection_ProcessReadEvent(o->cur_nc);
+}
+
+void pd_natsout_read(pd_natsout *o) { read_more(o, 0); }
+
+uint64_t pd_natsout_take(natsSubscription *sub, void (*fn)(void *arg, natsMsg *msg), void *arg) {
+    uint64_t queued = 0, taken = 0;
+    if (sub == NULL || natsSubscription_QueuedMsgs(sub, &queued) != NATS_OK) return 0;
+    while (taken < queued) {
+        natsMsg *msg = NULL;
+        natsStatus s = natsSubscription_NextMsg(&msg, sub, 0);
+        /* A slow consumer is told once, before the messages that follow. */
+        if (s == NATS_SLOW_CONSUMER) continue;
+        if (s != NATS_OK) break;
+        taken++;
+        fn(arg, msg);
+    }
+    return taken;
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
@@ -61,15 +84,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     natsConnection *nc = o->cur_nc;
     bool readable = status < 0 || (events & UV_READABLE);
     if (nc == NULL) return;
-    /* An error (status < 0) surfaces in nats.c through the read. nats.c
-     * reads one buffer a call; a receiving connection reads on while the
-     * socket holds more, up to its budget: a message the server sent
-     * behind a flood (of 10 kB queries) is then read as soon as the loop
-     * is free to, instead of after the flood is handled. */
+    /* An error (status < 0) surfaces in nats.c through the read. */
     if (readable) {
         natsConnection_ProcessReadEvent(nc);
-        for (int i = 1; i < o->max_reads && more_to_read(o, h); i++)
-            natsConnection_ProcessReadEvent(nc);
+        read_more(o, 1);
     }
     if (status == 0 && (events & UV_WRITABLE)) natsConnection_ProcessWriteEvent(nc);
     if (readable && o->on_read) o->on_read(o->on_read_arg);

@@ -54,6 +54,10 @@ void pd_natsout_on_read(pd_natsout *o, void (*cb)(void *arg), void *arg, int max
 /* On the loop, between the turns: reads what the socket holds now (up to
  * max_reads buffers), without calling the on_read function. */
 void pd_natsout_read(pd_natsout *o);
+/* On the loop, after a read: hands each message the reads queued in the
+ * synchronous subscription sub to fn (which owns it), in order; returns
+ * how many. */
+uint64_t pd_natsout_take(natsSubscription *sub, void (*fn)(void *arg, natsMsg *msg), void *arg);
 /* Writes what the loop thread published since the last call, in one
  * write() (the rest, if the socket's buffer is full, when it drains). */
 void pd_natsout_flush(pd_natsout *o, natsConnection *nc);

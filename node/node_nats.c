@@ -137,7 +137,7 @@ static natsStatus subscribe(pd_node *n, node_sub_kind kind, const char *suffix, 
     char subj[sizeof n->subj];
     if (kind == SUB_SYNC_REPLY) snprintf(subj, sizeof subj, "%s", suffix);
     else snprintf(subj, sizeof subj, "%s.%s", n->cfg.subject_prefix, suffix);
-    n->sub_ctx[kind] = (node_sub_ctx){n, kind};
+    n->sub_ctx[kind] = (node_sub_ctx){n, kind}; /* take_one's */
     /* Synchronous: the loop takes the messages after each read (take_read). */
     natsStatus s = queue
         ? natsConnection_QueueSubscribeSync(&n->subs[kind], n->nc, subj, NODE_QUEUE_GROUP)
@@ -167,32 +167,25 @@ static const node_sub_kind read_order[] = {
     SUB_Q_GET, SUB_Q_DEVICES, SUB_Q_ONLINE, SUB_Q_CLUSTER, SUB_Q_NODE,
 };
 
+/* One message taken from subscription ctx->kind: into the inbox, or, our
+ * own delta, with the handled messages (a destroy wakes nats.c's
+ * collector; the bin destroys them together). */
+static void take_one(void *arg, natsMsg *msg) {
+    node_sub_ctx *ctx = arg;
+    pd_node *n = ctx->node;
+    if (own_delta(n, ctx->kind, msg)) pd_msgbin_put(&n->trash, msg, uv_now(&n->loop));
+    else pd_inbox_push(&n->inbox, msg, (int)ctx->kind);
+}
+
 /* On the loop: what nats.c parsed from the reads so far into the inbox.
  * False if nothing was there. */
 static bool take_parsed(pd_node *n) {
-    bool any = false;
+    uint64_t taken = 0;
     for (size_t i = 0; i < sizeof read_order / sizeof read_order[0]; i++) {
         node_sub_kind kind = read_order[i];
-        natsSubscription *sub = n->subs[kind];
-        uint64_t queued = 0;
-        if (sub == NULL || natsSubscription_QueuedMsgs(sub, &queued) != NATS_OK) continue;
-        while (queued > 0) {
-            natsMsg *msg = NULL;
-            natsStatus s = natsSubscription_NextMsg(&msg, sub, 0);
-            /* A slow consumer is told once, before the messages that follow. */
-            if (s == NATS_SLOW_CONSUMER) continue;
-            if (s != NATS_OK) break;
-            queued--;
-            if (own_delta(n, kind, msg)) {
-                /* With the others (a destroy wakes nats.c's collector). */
-                pd_msgbin_put(&n->trash, msg, uv_now(&n->loop));
-                continue;
-            }
-            pd_inbox_push(&n->inbox, msg, (int)kind);
-            any = true;
-        }
+        taken += pd_natsout_take(n->subs[kind], take_one, &n->sub_ctx[kind]);
     }
-    return any;
+    return taken > 0;
 }
 
 /* After each read of the receiving connection (natsout.c): its messages
