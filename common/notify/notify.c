@@ -234,24 +234,19 @@ static void reannounce_one(void *ud, const pd_view *v) {
     announce(c->nf, &fresh, c->now);
 }
 
-/* Announces again the changes made at or after now - window. */
+/* Announces again the changes made at or after now - window, and the
+ * offline users whose ver shows a time at or after offline_since (0: none). */
 static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool only_new,
-                       uint64_t now) {
+                       uint64_t offline_since, uint64_t now) {
     reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false,
-                        now, false, 0, 0};
-    /* The start after a restore (one walk: 1M users at a restart). */
-    if (!only_new && nf->restored_at) {
-        uint64_t si = nf->cfg.sync_interval_ms;
-        c.offline_since = (int64_t)(nf->restored_at > si ? nf->restored_at - si : 1);
-        nf->restored_at = 0;
-    }
+                        now, false, 0, (int64_t)offline_since};
     pd_model_foreach_view(m, reannounce_one, &c);
 }
 
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
     if (!nf->announcing) return;
     floors_open(nf, now);
-    reannounce(nf, m, nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, now);
+    reannounce(nf, m, nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, 0, now);
 }
 
 /* Starts (or starts over) the walk of pd_notifier_heal_step: from the
@@ -308,8 +303,13 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     nf->announcing = true;
     remember_membership(nf);
     floors_open(nf, now);
-    /* Changes made while warming up were not announced yet. */
-    reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, now);
+    /* Changes made while warming up were not announced yet; back from a
+     * snapshot, nor perhaps what the life before decided after it was taken
+     * (less a sync interval): one walk for both (1M users at a restart). */
+    uint64_t si = nf->cfg.sync_interval_ms, restored = nf->restored_at;
+    uint64_t offline_since = restored ? (restored > si ? restored - si : 1) : 0;
+    nf->restored_at = 0;
+    reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, offline_since, now);
 }
 
 void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at) { nf->restored_at = taken_at; }

@@ -269,12 +269,13 @@ static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
 }
 
-/* Announces again what we announced since `since` (pd_notifier_rejoin). */
-static void repeat(pd_repl *r, uint64_t since, bool prev_too, uint64_t now) {
+/* Announces again what we announced since `since` (pd_notifier_rejoin);
+ * chained: it went back as far as an earlier repeat (repeat_after_silence). */
+static void repeat(pd_repl *r, uint64_t since, bool prev_too, bool chained, uint64_t now) {
     pd_notifier_rejoin(r->nf, r->m, since, prev_too, now);
     r->repeat_at = now;
     r->repeat_since = since;
-    r->repeat_chained = false;
+    r->repeat_chained = chained;
 }
 
 /* The same after a silence that began at silent_from, two sync intervals
@@ -885,7 +886,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
          * changes of its warm-up are in the window too. p announces some
          * of our users again: what we said of them while it was gone goes
          * too (its start does not go back that far). */
-        repeat(r, p->rejoin_since, true, now);
+        repeat(r, p->rejoin_since, true, false, now);
         p->rejoin_since = 0;
     }
     if (silent) {
@@ -1045,8 +1046,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     if (now >= r->last_hb_sent + r->cfg.sync_interval_ms) send_heartbeat(r, false, now);
     pd_notifier_heal_step(r->nf, r->m, now); /* the next slice of a heal under way */
     if (r->repeat_due && now >= r->repeat_due) {
-        repeat(r, r->repeat_due_since, false, now);
-        r->repeat_chained = r->repeat_due_chained;
+        repeat(r, r->repeat_due_since, false, r->repeat_due_chained, now);
         r->repeat_due = 0;
     }
     if (r->heal_at && now >= r->heal_at) {
