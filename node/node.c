@@ -161,7 +161,7 @@ void node__queries_free(pd_node *n) {
  * never fires for what the queue already disproves. A query flood delays
  * an event by at most one query slice; a drain that outlasts its budget
  * lets the timers run and comes back at the next loop turn. */
-static void drain_and_tick(pd_node *n) {
+void node__drain(pd_node *n) {
     uint64_t t0 = uv_hrtime();
     bool more = false;
     for (;;) {
@@ -194,11 +194,9 @@ static void drain_and_tick(pd_node *n) {
     if (more) uv_async_send(&n->wake);
 }
 
-void node__drain(pd_node *n) { drain_and_tick(n); }
+static void on_wake(uv_async_t *h) { node__drain(h->data); }
 
-static void on_wake(uv_async_t *h) { drain_and_tick(h->data); }
-
-static void on_timer(uv_timer_t *t) { drain_and_tick(t->data); }
+static void on_timer(uv_timer_t *t) { node__drain(t->data); }
 
 static void arm_timer(pd_node *n) {
     uint64_t due = pd_repl_next_due(n->repl);

@@ -121,9 +121,10 @@ void node__nats_close(pd_node *n);
 /* Reads what the receiving connection holds now into the inbox (the loop
  * reads it by itself at each turn; this is for a long drain). */
 void node__nats_read(pd_node *n);
-/* True while the NATS connection is up (not connecting, reconnecting or
- * closed): flushing or JetStream requests would only wait for a timeout. */
-bool node__nats_up(const pd_node *n);
+/* True while nc (one of the node's connections, or NULL) is up (not
+ * connecting, reconnecting or closed): requests on it would only wait for
+ * a timeout. */
+bool node__conn_up(natsConnection *nc);
 /* Publishes the scratch buffer n->out to subject (a reply or a notification). */
 void node__publish(pd_node *n, const char *subject);
 void node__publish_bytes(pd_node *n, const char *subject, const void *buf, size_t len);

@@ -359,9 +359,9 @@ void node__update_metrics(pd_node *n, bool force) {
     if (!force && n->now < n->metrics_at + NODE_METRICS_EVERY_MS) return;
     n->metrics_at = n->now;
     const char *not_ready = NULL;
-    if (n->nc == NULL || natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
+    if (!node__conn_up(n->nc))
         not_ready = "NATS is not connected";
-    else if (n->pub == NULL || natsConnection_Status(n->pub) != NATS_CONN_STATUS_CONNECTED)
+    else if (!node__conn_up(n->pub))
         not_ready = "NATS is not connected (publishing connection)";
     else if (!pd_repl_ready(n->repl))
         not_ready = "catching up (restoring or listening to the peers)";

@@ -261,8 +261,8 @@ pd_status node__nats_connect(pd_node *n, char *err, size_t errlen) {
     return PD_OK;
 }
 
-bool node__nats_up(const pd_node *n) {
-    return n->nc != NULL && natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+bool node__conn_up(natsConnection *nc) {
+    return nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
 void node__nats_close(pd_node *n) {

@@ -31,7 +31,7 @@ void node__persist_start(pd_node *n) {
      * (seconds, retried) before the loop runs, and SIGTERM with them: do
      * without the replay at once; the peers and the socket servers' resync
      * fill in, as when the stream cannot be reached. */
-    if (n->jsnc == NULL || natsConnection_Status(n->jsnc) != NATS_CONN_STATUS_CONNECTED)
+    if (!node__conn_up(n->jsnc))
         pd_log(PD_LOG_WARN, "NATS not connected at start: no replay of %s; the peers fill in",
                STREAM_NAME);
     else if (natsConnection_JetStream(&ps->js, n->jsnc, NULL) == NATS_OK &&
