@@ -334,26 +334,40 @@ Test(notify, heal_announces_the_online_and_the_recent_again) {
 #define HEAL_USERS 20000
 static int heal_count[HEAL_USERS];
 
-static void count_publish(void *ud, const pd_view *v) {
-    int *calls = ud;
+/* i of the view's user, u<i>. */
+static int user_index(const pd_view *v) {
     int i = -1;
     char buf[32];
     snprintf(buf, sizeof buf, "%.*s", (int)v->user.n, v->user.p);
     cr_assert_eq(sscanf(buf, "u%d", &i), 1);
     cr_assert(i >= 0 && i < HEAL_USERS);
-    heal_count[i]++;
+    return i;
+}
+
+static void count_publish(void *ud, const pd_view *v) {
+    int *calls = ud;
+    heal_count[user_index(v)]++;
     (*calls)++;
+}
+
+/* A notifier "a" publishing to fn (calls), started, and a model of
+ * HEAL_USERS users u<i> connected at 1000 through it. */
+static pd_model *heal_world(pd_notify_publish_fn fn, int *calls, wiring *w) {
+    pd_notifier *nf = pd_notifier_new(&NCFG, pd_str_c("a"), fn, calls);
+    cr_assert_not_null(nf);
+    *w = (wiring){nf, 0};
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, w);
+    cr_assert_not_null(m);
+    pd_notifier_start(nf, m, 0, 0);
+    for (int i = 0; i < HEAL_USERS; i++) connect_user(m, w, i, 1000);
+    return m;
 }
 
 Test(notify, heal_walks_the_model_in_slices) {
     int calls = 0;
-    pd_notifier *nf = pd_notifier_new(&NCFG, pd_str_c("a"), count_publish, &calls);
-    cr_assert_not_null(nf);
-    wiring w = {nf, 0};
-    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
-    cr_assert_not_null(m);
-    pd_notifier_start(nf, m, 0, 0);
-    for (int i = 0; i < HEAL_USERS; i++) connect_user(m, &w, i, 1000);
+    wiring w;
+    pd_model *m = heal_world(count_publish, &calls, &w);
+    pd_notifier *nf = w.nf;
     memset(heal_count, 0, sizeof heal_count);
     calls = 0;
     pd_notifier_heal(nf, m, 5000, 9000);
@@ -390,11 +404,7 @@ static pd_public rejoin_last[HEAL_USERS];
 
 static void rejoin_publish(void *ud, const pd_view *v) {
     count_publish(ud, v);
-    int i = -1;
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.*s", (int)v->user.n, v->user.p);
-    cr_assert_eq(sscanf(buf, "u%d", &i), 1);
-    rejoin_last[i] = v->status;
+    rejoin_last[user_index(v)] = v->status;
 }
 
 static void disconnect_user(pd_model *m, wiring *w, int i, uint64_t now) {
@@ -409,13 +419,9 @@ static void disconnect_user(pd_model *m, wiring *w, int i, uint64_t now) {
 
 Test(notify, rejoin_repeats_what_we_said_of_the_users_a_peer_back_announces) {
     int calls = 0;
-    pd_notifier *nf = pd_notifier_new(&NCFG, pd_str_c("a"), rejoin_publish, &calls);
-    cr_assert_not_null(nf);
-    wiring w = {nf, 0};
-    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), forward, &w);
-    cr_assert_not_null(m);
-    pd_notifier_start(nf, m, 0, 0);
-    for (int i = 0; i < HEAL_USERS; i++) connect_user(m, &w, i, 1000);
+    wiring w;
+    pd_model *m = heal_world(rejoin_publish, &calls, &w);
+    pd_notifier *nf = w.nf;
     cr_assert_eq(pd_notifier_add_peer(nf, PD_STR_LIT("b")), PD_OK);
     pd_notifier_set_peer(nf, PD_STR_LIT("b"), true);
     bool ours[HEAL_USERS];
