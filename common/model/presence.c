@@ -504,11 +504,15 @@ pd_status pd__device_add(pd_model *m, pd_server *s, pd_str conn, pd_str user, pd
     pd_ihtab_insert(&m->devices, d, device_key_hash(s, conn));
     pd__mark_dirty(m, u);
     if (local) {
+        /* A restored one: as recorded, its idle timer from now (the
+         * restart's time, in order: the queue's tail). */
+        int64_t la = m->restore_active > 0 ? m->restore_active : (int64_t)now;
         d->state = PD_DEV_ACTIVE;
-        d->last_active = (int64_t)now; /* touched_after 0: touched now */
+        d->last_active = la;
+        pd__dev_set_touched(d, (int64_t)now); /* touched_after 0 but for a restored one */
         pd__idle_arm(m, d);
         u->nactive++;
-        pd__seen(m, u, (int64_t)now, m->node, claim);
+        pd__seen(m, u, la, m->node, claim);
         pd__emit_device(m, PD_OP_ADD, d);
     }
     return PD_OK;

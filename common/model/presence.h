@@ -170,10 +170,26 @@ typedef struct {
 } pd_dump_cursor;
 bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_str asker,
                                   pd_dump_cursor *cur, uint32_t buckets, pd_op_fn fn, void *ud);
+/* The registers this node wrote, in slices of `buckets` user buckets from
+ * *at (0 to start; true when done), but a last_seen that one of its
+ * devices implies: what a restart sends when its peers kept its devices
+ * (sync/repl.c), for the registers its restore wrote without a word. */
+bool pd_model_own_registers_step(const pd_model *m, uint64_t *at, uint32_t buckets,
+                                 pd_op_fn fn, void *ud);
 /* Every device owned by owner leaves (node down, or a new incarnation); the
  * offline delay applies to their users as for a disconnect. */
 void pd_model_drop_owner(pd_model *m, pd_str owner, uint64_t now);
 uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner);
+/* The number of devices owner owns and their digest: a sum of one hash
+ * per device over the fields its ADD carries but last_active (server,
+ * conn, user, label, meta, state, connected_at, claim), 63 bits, the same
+ * on every node that holds the same devices, whatever their order. A
+ * restarted node's peers compare theirs with its own (schemas/cluster.md
+ * "Incarnations"). Registers are not in it: other nodes pass a writer's
+ * registers on, so when they reach whom depends on timing, not on the
+ * writer's deltas. */
+void pd_model_partition_digest(const pd_model *m, pd_str owner, uint64_t *devices,
+                               uint64_t *digest);
 
 /* The hybrid logical clock (ms << 16 | counter): observe a remote value
  * read at wall-clock time now. A value beyond now + the skew bound is not

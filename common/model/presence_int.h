@@ -177,6 +177,10 @@ struct pd_model {
     uint32_t nnodes;
     uint64_t hlc;              /* hybrid logical clock: ms << 16 | counter */
     uint64_t now;              /* time of the operation under way */
+    /* Not 0: the own device being added is restored (pd_model_apply_own_op),
+     * and this is its recorded last activity: its last_active and its
+     * user's last_seen, which the peers hold, not the restart's time. */
+    int64_t restore_active;
     uint64_t write_at;         /* not 0: the version of the REMOVEs (and STATEs) being
                                 * made (a write elsewhere decided them, or an own op
                                 * replayed: the same ver everywhere) */

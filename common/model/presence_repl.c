@@ -328,6 +328,7 @@ typedef struct {
     const char *also;           /* dumps: the registers of this writer too */
     uint64_t now;
     uint64_t count;
+    uint64_t digest;            /* pd_model_partition_digest */
     const pd_model *cm;
     pd_op_fn fn;
     void *ud;
@@ -527,6 +528,47 @@ bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at
     return false;
 }
 
+/* This node's registers for pd_model_own_registers_step: a last_seen that
+ * one of its devices implies (the peers that hold the device took it
+ * from its ADD or STATE) is left out. */
+typedef struct {
+    const pd_model *m;
+    const pd_user *u;
+    pd_op_fn fn;
+    void *ud;
+} own_regs_ctx;
+
+static bool seen_implied(const pd_model *m, const pd_user *u, const pd_op *op) {
+    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
+        if (pd__dev_node(m, d) == m->node && d->claim == op->hlc &&
+            (d->last_active == op->at || d->connected_at == op->at))
+            return true;
+    }
+    return false;
+}
+
+static void own_register(void *ud, const pd_op *op) {
+    own_regs_ctx *c = ud;
+    if (op->kind == PD_OP_SEEN && seen_implied(c->m, c->u, op)) return;
+    c->fn(c->ud, op);
+}
+
+static void own_registers(void *ud, void *e) {
+    own_regs_ctx *c = ud;
+    c->u = (const pd_user *)e;
+    pd__register_ops(c->m, c->u, c->m->node, own_register, c);
+}
+
+bool pd_model_own_registers_step(const pd_model *m, uint64_t *at, uint32_t buckets,
+                                 pd_op_fn fn, void *ud) {
+    own_regs_ctx c = {m, NULL, fn, ud};
+    for (uint32_t k = 0; k < buckets; k++) {
+        *at = pd_ihtab_scan(&m->users, *at, own_registers, &c);
+        if (*at == 0) return true;
+    }
+    return false;
+}
+
 bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_str asker,
                                   pd_dump_cursor *cur, uint32_t buckets, pd_op_fn fn, void *ud) {
     part_ctx c = {.cm = m, .owner = pd__intern_find(m, origin), .fn = fn, .ud = ud};
@@ -553,18 +595,59 @@ uint64_t pd_model_owner_devices(const pd_model *m, pd_str owner) {
     return c.count;
 }
 
+/* A device's hash for pd_model_partition_digest: every field its ADD
+ * carries but last_active, strings hashed alone (no two fields run
+ * together) and numbers little endian, so that every node computes the
+ * same value. last_active reaches the peers in steps of the activity
+ * resolution, and the owner's may be up to a step ahead of their copy
+ * (the state, which idleness changes, is compared). */
+static void put_u64(uint8_t *b, uint64_t v) {
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void digest_device(void *ud, void *e) {
+    part_ctx *c = ud;
+    const pd_device *d = (const pd_device *)e;
+    pd_op op;
+    uint8_t b[8 * 8];
+    if (pd__dev_node(c->cm, d) != c->owner) return;
+    device_op(c->cm, d, PD_OP_ADD, &op);
+    const pd_str s[5] = {op.server, op.conn, op.user, op.label, op.meta};
+    for (int i = 0; i < 5; i++) put_u64(b + 8 * i, pd_hash(s[i].p, s[i].n));
+    put_u64(b + 40, (uint64_t)op.state);
+    put_u64(b + 48, (uint64_t)op.connected_at);
+    put_u64(b + 56, op.hlc);
+    c->count++;
+    c->digest += pd_hash(b, sizeof b); /* a sum: the same in any order */
+}
+
+void pd_model_partition_digest(const pd_model *m, pd_str owner, uint64_t *devices,
+                               uint64_t *digest) {
+    part_ctx c = {.cm = m, .owner = pd__intern_find(m, owner)};
+    if (c.owner != NULL) scan_devices(m, digest_device, &c);
+    *devices = c.count;
+    *digest = c.digest >> 1; /* 63 bits: protocol integers are at most INT64_MAX */
+}
+
 /* ---- restoring this node's own partition -------------------------------------- */
 
 pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
     pd_status st = PD_OK;
     pd_device *d;
+    pd_user *u;
     pd__ops_mute(m); /* restoring: nothing to tell the peers yet */
     m->now = now;
     pd__hlc_observe(m, op->hlc, now);
     pd__hlc_observe(m, op->ver, now);
     switch (op->kind) {
     case PD_OP_ADD:
+        /* Its last activity and its user's last_seen as recorded, which
+         * the peers hold (they may keep our devices: sync/repl.c), not the
+         * restart's time; its idle timer from now, as before. */
+        m->restore_active = op->last_active > 0 && (uint64_t)op->last_active < now
+                                ? op->last_active : 0;
         st = apply_add(m, m->node, op, now, &d);
+        m->restore_active = 0;
         if (st == PD_OK && d != NULL) {
             if (op->state == PD_DEV_IDLE) pd__device_set_idle(m, d);
             else st = pd__device_set_active(m, d, (uint64_t)op->last_active);
@@ -598,6 +681,12 @@ pd_status pd_model_apply_own_op(pd_model *m, const pd_op *op, uint64_t now) {
         break;
     default:
         st = apply_register(m, op, now);
+        /* As written: an invisible that froze no last_seen (the user had
+         * none yet) freezes none now either, whatever the devices restored
+         * before it set; the peers that applied it hold none. */
+        if (st == PD_OK && op->kind == PD_OP_CHOSEN && op->chosen == PD_CHOSEN_INVISIBLE &&
+            op->at == 0 && (u = pd__user_find(m, op->user)) != NULL && u->chosen_hlc == op->hlc)
+            u->seen_frozen = 0;
         break;
     }
     pd__ops_unmute(m);
