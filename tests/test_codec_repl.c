@@ -344,6 +344,90 @@ Test(codec_repl, delta_many_ops) {
     free(conn);
 }
 
+/* A restart's fields (schemas/cluster.md "Incarnations"): "carries" and
+ * "restored" on deltas come back as written, and are absent (0, false)
+ * when not written; "restored" needs its three numbers. */
+Test(codec_repl, delta_carries_and_restored_roundtrip) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pd_restored rs = {.inc = 1700000000000u, .devices = 1000000, .digest = INT64_MAX};
+    pd_delta_carry c = {1700000000000u, &rs};
+    pd_delta_encode_carry(&sb, pd_str_c("node-a"), 1700000009000u, 7, NULL, 0, 0, NULL, 0, 5, &c);
+    pd_delta d;
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(d.carries, 1700000000000u);
+    cr_expect(d.has_restored);
+    cr_expect_eq(d.restored.inc, 1700000000000u);
+    cr_expect_eq(d.restored.devices, 1000000u);
+    cr_expect_eq(d.restored.digest, (uint64_t)INT64_MAX);
+    cr_expect_eq(d.ops.n, 0u);
+    msgpack_sbuffer_clear(&sb);
+    c.restored = NULL;
+    pd_delta_encode_carry(&sb, pd_str_c("node-a"), 2, 1, NULL, 0, 0, NULL, 0, 0, &c);
+    cr_assert_eq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(d.carries, 1700000000000u);
+    cr_expect(!d.has_restored);
+    msgpack_sbuffer_clear(&sb);
+    pd_delta_encode_carry(&sb, pd_str_c("node-a"), 2, 1, NULL, 0, 0, NULL, 0, 0, NULL);
+    cr_assert_eq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(d.carries, 0u);
+    cr_expect(!d.has_restored);
+    /* Bad "restored": not a map, a number missing, inc 0, a digest over
+     * INT64_MAX: each refuses the delta. */
+    for (int bad = 0; bad < 4; bad++) {
+        msgpack_sbuffer_clear(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 6);
+        pd_pack_cstr(&pk, "v"), msgpack_pack_uint64(&pk, 1);
+        pd_pack_cstr(&pk, "node"), pd_pack_cstr(&pk, "n");
+        pd_pack_cstr(&pk, "inc"), msgpack_pack_uint64(&pk, 2);
+        pd_pack_cstr(&pk, "seq"), msgpack_pack_uint64(&pk, 1);
+        pd_pack_cstr(&pk, "ops"), msgpack_pack_array(&pk, 0);
+        pd_pack_cstr(&pk, "restored");
+        if (bad == 0) {
+            msgpack_pack_array(&pk, 0);
+        } else {
+            msgpack_pack_map(&pk, bad == 1 ? 2 : 3);
+            pd_pack_cstr(&pk, "inc"), msgpack_pack_uint64(&pk, bad == 2 ? 0 : 1);
+            pd_pack_cstr(&pk, "devices"), msgpack_pack_uint64(&pk, 3);
+            if (bad != 1) pd_pack_cstr(&pk, "digest"), msgpack_pack_uint64(&pk, bad == 3 ? UINT64_MAX : 9);
+        }
+        cr_expect_neq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK, "bad restored %d", bad);
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* A heartbeat's "carries" and "kept" come back as written; absent, none. */
+Test(codec_repl, heartbeat_carries_and_kept_roundtrip) {
+    pd_heartbeat *want = hb_new(2), *got = calloc(1, sizeof *got);
+    want->carries = 1700000000000u;
+    want->nkept = 2;
+    want->kept[0] = (pd_vc_entry){pd_str_c("n1"), 1700000000001u, 12};
+    want->kept[1] = (pd_vc_entry){pd_str_c("n2"), 1700000000002u, 0};
+    msg m = hb_msg(want);
+    pd_err err = {PD_OK, ""};
+    cr_assert_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(got->carries, 1700000000000u);
+    cr_assert_eq(got->nkept, 2u);
+    for (uint32_t i = 0; i < 2; i++) {
+        expect_str(got->kept[i].node, want->kept[i].node, "kept node");
+        cr_expect_eq(got->kept[i].inc, want->kept[i].inc);
+        cr_expect_eq(got->kept[i].seq, want->kept[i].seq);
+    }
+    msg_free(&m);
+    want->carries = 0;
+    want->nkept = 0;
+    m = hb_msg(want);
+    cr_assert_eq(pd_heartbeat_decode(m.b, m.n, got, &err), PD_OK, "%s", err.msg);
+    cr_expect_eq(got->carries, 0u);
+    cr_expect_eq(got->nkept, 0u);
+    msg_free(&m);
+    free(want);
+    free(got);
+}
+
 Test(codec_repl, heartbeat_roundtrip_with_vc) {
     uint32_t sizes[] = {0, 1, 3, PD_VC_MAX};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {

@@ -667,6 +667,33 @@ Test(snapshot, sample_is_accepted) {
     world_free(&w);
 }
 
+/* The final snapshot of a node that said it was leaving says so ("left",
+ * written only then); any other reads as not. */
+Test(snapshot, left_is_written_by_the_final_snapshot_only) {
+    static world w;
+    pd_snap_info info;
+    pd_snap_reader rd;
+    pd_err err = {PD_OK, ""};
+    uint8_t *buf = NULL;
+    size_t len;
+    world_init(&w, case_seed("snapshot/left", 0));
+    random_events(&w, 20);
+    for (int left = 0; left <= 1; left++) {
+        pd_repl_snapshot_info(w.r[0], &info, w.now);
+        cr_expect(!info.left, "pd_repl_snapshot_info: not a final one");
+        info.left = left;
+        pd_snap *sn = pd_snap_begin(pd_repl_model(w.r[0]), &info);
+        cr_assert_not_null(sn);
+        while (!pd_snap_step(sn, pd_repl_model(w.r[0]), 64)) {}
+        cr_assert_eq(pd_snap_finish(sn, &buf, &len), PD_OK);
+        memset(&info, 0xff, sizeof info);
+        cr_assert_eq(pd_snap_open(buf, len, &info, &rd, &err), PD_OK, "%s", err.msg);
+        cr_expect_eq(info.left, left, "left %d", left);
+        free(buf);
+    }
+    world_free(&w);
+}
+
 Test(snapshot, flipped_byte_is_refused) {
     static world w;
     uint8_t *snap;

@@ -1,6 +1,6 @@
 /* snapshot.c - building (a slice at a time) and reading snapshots; see
  * snapshot.h for the layout and why a fuzzy snapshot is exact after replay.
- * Body: {"v", "node", "inc", "seq", "hlc", "stream_seq", "taken_at",
+ * Body: {"v", "node", "inc", "seq", "hlc", "stream_seq", "taken_at", "left"?,
  *        "vc": [[node, inc, seq]...], "devices": [[owner, ADD op]...],
  *        "registers": [CHOSEN, CUSTOM, SEEN or (version 3) VER op...]} */
 #include "sync/snapshot.h"
@@ -75,7 +75,7 @@ pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info) {
     static const char room[PD_SNAP_HEADER] = {0};
     msgpack_sbuffer_write(&s->sb, room, sizeof room); /* header, written at the end */
     msgpack_packer_init(&s->pk, &s->sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&s->pk, 10);
+    msgpack_pack_map(&s->pk, 10 + (info->left ? 1 : 0));
     pd_pack_kv_u64(&s->pk, "v", PD_SNAP_VERSION);
     pd_pack_kv_str(&s->pk, "node", info->node);
     pd_pack_kv_u64(&s->pk, "inc", info->inc);
@@ -83,6 +83,7 @@ pd_snap *pd_snap_begin(const pd_model *m, const pd_snap_info *info) {
     pd_pack_kv_u64(&s->pk, "hlc", info->hlc);
     pd_pack_kv_u64(&s->pk, "stream_seq", info->stream_seq);
     pd_pack_kv_u64(&s->pk, "taken_at", info->taken_at);
+    if (info->left) pd_pack_kv_bool(&s->pk, "left", true);
     pd_pack_cstr(&s->pk, "vc");
     pd_vc_encode(&s->pk, info->vc, info->nvc);
     open_array(s, "devices");
@@ -260,6 +261,7 @@ static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_
     } else if (pd_str_eqc(k, "hlc")) ok = pd_rd_u64(r, &info->hlc);
     else if (pd_str_eqc(k, "stream_seq")) ok = pd_rd_u64(r, &info->stream_seq);
     else if (pd_str_eqc(k, "taken_at")) ok = pd_rd_u64(r, &info->taken_at);
+    else if (pd_str_eqc(k, "left")) ok = mpr_bool(r, &info->left);
     else ok = mpr_skip(r);
     return ok ? PD_OK : pd_rd_err(r, err);
 }

@@ -40,6 +40,7 @@ typedef struct {
     uint64_t hlc;
     uint64_t stream_seq;        /* JetStream sequence replay may start after */
     uint64_t taken_at;          /* ms since the epoch */
+    bool left;                  /* the final one of a node that said it was leaving */
     uint32_t version;           /* the format it was written in (header and body agree) */
     uint32_t nvc;
     pd_vc_entry vc[PD_VC_MAX];  /* what it had applied of every origin */

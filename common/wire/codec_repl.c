@@ -368,9 +368,19 @@ void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint
 void pd_delta_encode_at(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
                         const void *ops_buf, size_t ops_len, uint32_t nops,
                         const uint64_t *trace, uint32_t ntrace, uint64_t at) {
+    pd_delta_encode_carry(sb, node, inc, seq, ops_buf, ops_len, nops, trace, ntrace, at, NULL);
+}
+
+void pd_delta_encode_carry(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                           const void *ops_buf, size_t ops_len, uint32_t nops,
+                           const uint64_t *trace, uint32_t ntrace, uint64_t at,
+                           const pd_delta_carry *c) {
     msgpack_packer pk;
+    uint64_t carries = c ? c->carries : 0;
+    const pd_restored *rs = c ? c->restored : NULL;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5u + (ntrace ? 1u : 0u) + (at ? 1u : 0u));
+    msgpack_pack_map(&pk, 5u + (ntrace ? 1u : 0u) + (at ? 1u : 0u) + (carries ? 1u : 0u) +
+                              (rs ? 1u : 0u));
     pd_pack_kv_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", node);
     pd_pack_kv_u64(&pk, "inc", inc);
@@ -380,6 +390,14 @@ void pd_delta_encode_at(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t
     if (ops_len) msgpack_sbuffer_write(sb, ops_buf, ops_len);
     if (ntrace) pack_ids(&pk, "trace", trace, ntrace);
     if (at) pd_pack_kv_u64(&pk, "at", at);
+    if (carries) pd_pack_kv_u64(&pk, "carries", carries);
+    if (rs) {
+        pd_pack_cstr(&pk, "restored");
+        msgpack_pack_map(&pk, 3);
+        pd_pack_kv_u64(&pk, "inc", rs->inc);
+        pd_pack_kv_u64(&pk, "devices", rs->devices);
+        pd_pack_kv_u64(&pk, "digest", rs->digest);
+    }
 }
 
 void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
@@ -422,6 +440,27 @@ void pd_trace_report_encode(msgpack_sbuffer *sb, pd_str node, uint64_t at_ns,
     pack_ids(&pk, "trace", trace, ntrace);
 }
 
+/* A delta's "restored": {inc, devices, digest}, all three. */
+enum { RF_INC = 1 << 0, RF_DEVICES = 1 << 1, RF_DIGEST = 1 << 2 };
+static bool read_restored(mp_reader *r, pd_restored *rs) {
+    uint32_t n;
+    unsigned seen = 0;
+    pd_str k;
+    if (!mpr_map(r, &n)) return mpr_fail(r, PD_EBADVALUE, "restored must be a map");
+    for (uint32_t i = 0; i < n; i++) {
+        bool ok;
+        if (!mpr_str(r, &k)) return false;
+        if (pd_str_eqc(k, "inc")) { seen |= RF_INC; ok = pd_rd_u64(r, &rs->inc); }
+        else if (pd_str_eqc(k, "devices")) { seen |= RF_DEVICES; ok = pd_rd_u64(r, &rs->devices); }
+        else if (pd_str_eqc(k, "digest")) { seen |= RF_DIGEST; ok = pd_rd_u64(r, &rs->digest); }
+        else ok = mpr_skip(r);
+        if (!ok) return false;
+    }
+    if (seen != (RF_INC | RF_DEVICES | RF_DIGEST) || rs->inc == 0)
+        return mpr_fail(r, PD_EBADVALUE, "restored needs inc, devices and digest");
+    return true;
+}
+
 /* Required fields of a delta. */
 enum { DF_NODE = 1 << 0, DF_INC = 1 << 1, DF_SEQ = 1 << 2, DF_OPS = 1 << 3 };
 static const char *const delta_fields[] = {"node", "inc", "seq", "ops"};
@@ -436,6 +475,8 @@ static pd_status delta_field(mp_reader *r, pd_str k, void *out, unsigned *seen, 
     else if (pd_str_eqc(k, "ops")) { *seen |= DF_OPS; ok = read_ops(r, &d->ops); }
     else if (pd_str_eqc(k, "trace")) ok = read_trace(r, &d->trace, &d->ntrace);
     else if (pd_str_eqc(k, "at")) ok = pd_rd_u64(r, &d->at);
+    else if (pd_str_eqc(k, "carries")) ok = pd_rd_u64(r, &d->carries);
+    else if (pd_str_eqc(k, "restored")) ok = d->has_restored = read_restored(r, &d->restored);
     else ok = mpr_skip(r);
     return field_done(r, ok, err);
 }
@@ -452,7 +493,8 @@ void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     /* The dashboard's keys only when set: older heartbeats stay byte for byte. */
     msgpack_pack_map(&pk, 11 + (hb->events != 0) + (hb->notifications != 0) +
-                              (hb->snapshot_at != 0) + (hb->nservers != 0));
+                              (hb->snapshot_at != 0) + (hb->nservers != 0) +
+                              (hb->carries != 0) + (hb->nkept != 0));
     pd_pack_kv_u64(&pk, "v", PD_REPL_VERSION);
     pd_pack_kv_str(&pk, "node", hb->node);
     pd_pack_kv_u64(&pk, "inc", hb->inc);
@@ -480,6 +522,11 @@ void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb) {
     pd_pack_kv_u64(&pk, "users", hb->users);
     pd_pack_cstr(&pk, "vc");
     pd_vc_encode(&pk, hb->vc, hb->nvc);
+    if (hb->carries) pd_pack_kv_u64(&pk, "carries", hb->carries);
+    if (hb->nkept) {
+        pd_pack_cstr(&pk, "kept");
+        pd_vc_encode(&pk, hb->kept, hb->nkept);
+    }
 }
 
 /* ---- vector clocks ------------------------------------------------------------------------ */
@@ -550,6 +597,8 @@ static pd_status hb_field(mp_reader *r, pd_str k, void *out, unsigned *seen, pd_
     else if (pd_str_eqc(k, "notifications")) ok = pd_rd_u64(r, &hb->notifications);
     else if (pd_str_eqc(k, "snapshot_at")) ok = pd_rd_u64(r, &hb->snapshot_at);
     else if (pd_str_eqc(k, "servers")) ok = read_servers(r, hb);
+    else if (pd_str_eqc(k, "carries")) ok = pd_rd_u64(r, &hb->carries);
+    else if (pd_str_eqc(k, "kept")) ok = pd_vc_read(r, hb->kept, &hb->nkept);
     else ok = mpr_skip(r);
     return field_done(r, ok, err);
 }

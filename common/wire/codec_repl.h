@@ -44,7 +44,16 @@ bool pd_op_read_checked(mp_reader *r, pd_op *op);
 /* Appends one op to an open packer (the caller writes the array header). */
 void pd_op_encode(msgpack_packer *pk, const pd_op *op);
 
-/* P.delta.<node>: {"v", "node", "inc", "seq", "ops", "trace"?} */
+/* What a restarted node's partition was when it said so (a delta's
+ * "restored", schemas/cluster.md "Incarnations"): the earlier life whose
+ * state it restored, and its devices' count and order-free digest
+ * (pd_model_partition_digest) after the ops of the deltas up to this one. */
+typedef struct {
+    uint64_t inc, devices, digest;
+} pd_restored;
+
+/* P.delta.<node>: {"v", "node", "inc", "seq", "ops", "trace"?, "at"?,
+ * "carries"?, "restored"?} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq;
@@ -52,7 +61,16 @@ typedef struct {
     pd_str trace;               /* encoded array of u64 trace ids; n == 0 when absent */
     uint32_t ntrace;
     uint64_t at;                /* sender's wall clock when sent, ms; 0 when absent */
+    uint64_t carries;           /* the earlier life it restored and vouches for (0: none) */
+    bool has_restored;
+    pd_restored restored;
 } pd_delta;
+
+/* A delta's optional fields after "at" (pd_delta_encode_carry). */
+typedef struct {
+    uint64_t carries;
+    const pd_restored *restored; /* NULL: none */
+} pd_delta_carry;
 
 /* Writes a delta whose ops are already encoded back to back in ops_buf. */
 void pd_delta_encode(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
@@ -68,6 +86,12 @@ void pd_delta_encode_traced(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint
 void pd_delta_encode_at(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
                         const void *ops_buf, size_t ops_len, uint32_t nops,
                         const uint64_t *trace, uint32_t ntrace, uint64_t at);
+/* The same, with a restarted node's "carries" and "restored" (c NULL or
+ * both unset: exactly pd_delta_encode_at). */
+void pd_delta_encode_carry(msgpack_sbuffer *sb, pd_str node, uint64_t inc, uint64_t seq,
+                           const void *ops_buf, size_t ops_len, uint32_t nops,
+                           const uint64_t *trace, uint32_t ntrace, uint64_t at,
+                           const pd_delta_carry *c);
 pd_status pd_delta_decode(const void *buf, size_t len, pd_delta *d, pd_err *err);
 /* Copies at most cap trace ids of a decoded delta into out; returns how many. */
 uint32_t pd_delta_trace_ids(const pd_delta *d, uint64_t *out, uint32_t cap);
@@ -99,7 +123,8 @@ typedef struct {
 
 /* P.hb.<node>: {"v", "node", "inc", "seq", "hlc", "wall", "leaving",
  * "ready", "devices", "users", "vc": [[node, inc, seq], ...], and, only when
- * not 0, "events", "notifications", "snapshot_at", "servers" (dashboards)} */
+ * not 0, "events", "notifications", "snapshot_at", "servers" (dashboards),
+ * "carries", "kept": [[node, inc, seq], ...] (a restart)} */
 typedef struct {
     pd_str node;
     uint64_t inc, seq, hlc;
@@ -114,8 +139,15 @@ typedef struct {
      * (encoded only when there are some): [[id, devices, last_msg, watched]] */
     uint32_t nservers;
     pd_server_view servers[PD_HB_SERVERS_MAX];
+    /* A restarted node: the earlier life it restored and vouches for (0:
+     * none); a peer: the origins whose earlier life's devices it kept for
+     * their current one, [node, that life, its deltas applied], until
+     * that one's "restored" (schemas/cluster.md "Incarnations"). */
+    uint64_t carries;
+    uint32_t nkept;
     uint32_t nvc;
     pd_vc_entry vc[PD_VC_MAX];
+    pd_vc_entry kept[PD_VC_MAX];
 } pd_heartbeat;
 
 void pd_heartbeat_encode(msgpack_sbuffer *sb, const pd_heartbeat *hb);

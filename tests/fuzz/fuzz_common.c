@@ -407,7 +407,9 @@ void fz_encode_delta(msgpack_sbuffer *sb, const pd_delta *d) {
     fz_encode_ops(&ops, &d->ops);
     uint32_t nt = pd_delta_trace_ids(d, trace, PD_TRACE_MAX);
     FZ_CHECK(nt == d->ntrace, "trace ids: %u copied of %u", nt, d->ntrace);
-    pd_delta_encode_traced(sb, d->node, d->inc, d->seq, ops.data, ops.size, d->ops.n, trace, nt);
+    pd_delta_carry c = {d->carries, d->has_restored ? &d->restored : NULL};
+    pd_delta_encode_carry(sb, d->node, d->inc, d->seq, ops.data, ops.size, d->ops.n, trace, nt,
+                          d->at, &c);
     msgpack_sbuffer_destroy(&ops);
 }
 

@@ -175,6 +175,17 @@ static void gen_repl(void) {
     ops_of(&ops, 0, 1);
     pd_delta_encode(&sb, S(FZ_SELF), 6, 1, ops.data, ops.size, 1);
     write_sb("fuzz_delta", "delta-own-earlier-life", &sb);
+    /* A restart the peers keep: its first delta carrying its life before,
+     * and its "restored" (schemas/cluster.md "Incarnations"). */
+    pd_delta_carry carry = {FZ_PEER_INC, NULL};
+    pd_delta_encode_carry(&sb, S(FZ_PEER), FZ_PEER_INC + 1, 1, ops.data, ops.size, 1, NULL, 0,
+                          FZ_NOW, &carry);
+    write_sb("fuzz_delta", "delta-carries", &sb);
+    pd_restored rs = {.inc = FZ_PEER_INC, .devices = 3, .digest = 12345};
+    carry.restored = &rs;
+    pd_delta_encode_carry(&sb, S(FZ_PEER), FZ_PEER_INC + 1, 2, NULL, 0, 0, NULL, 0, FZ_NOW,
+                          &carry);
+    write_sb("fuzz_delta", "delta-restored", &sb);
 
     hb = (pd_heartbeat){.node = S(FZ_PEER), .inc = FZ_PEER_INC, .seq = 2, .hlc = FZ_HLC + 9,
                         .ready = true, .devices = 3, .users = 2, .nvc = 3};
@@ -186,6 +197,14 @@ static void gen_repl(void) {
     hb.leaving = true;
     pd_heartbeat_encode(&sb, &hb);
     write_sb("fuzz_delta", "heartbeat-leaving", &sb);
+    hb.leaving = false;
+    hb.inc = FZ_PEER_INC + 1;
+    hb.vc[0].inc = FZ_PEER_INC + 1;
+    hb.carries = FZ_PEER_INC;
+    hb.nkept = 1;
+    hb.kept[0] = (pd_vc_entry){S(FZ_SYNCING), FZ_SYNCING_INC, 4};
+    pd_heartbeat_encode(&sb, &hb);
+    write_sb("fuzz_delta", "heartbeat-carries-kept", &sb);
     hb = (pd_heartbeat){.node = S("n4"), .inc = 1, .seq = 0, .hlc = FZ_HLC, .ready = false,
                         .nvc = 1};
     hb.vc[0] = (pd_vc_entry){S("n4"), 1, 0};
@@ -218,8 +237,8 @@ static void gen_repl(void) {
 
     static const char *const words[] = {
         "v", "node", "inc", "seq", "ops", "trace", "hlc", "leaving", "ready", "devices",
-        "users", "vc", "origin", "req", "known", "last", "part", FZ_SELF, FZ_PEER, FZ_SYNCING,
-        "s9", "c9", "zed", NULL};
+        "users", "vc", "origin", "req", "known", "last", "part", "at", "carries", "restored",
+        "digest", "kept", FZ_SELF, FZ_PEER, FZ_SYNCING, "s9", "c9", "zed", NULL};
     write_dict("fuzz_delta", words);
     msgpack_sbuffer_destroy(&sb);
     msgpack_sbuffer_destroy(&ops);
@@ -262,7 +281,7 @@ static void gen_snapshots(void) {
     write_snapshot("other-node", r, FZ_NOW + 30);
     pd_repl_free(r);
     static const char *const words[] = {
-        "v", "node", "inc", "seq", "hlc", "stream_seq", "taken_at", "vc", "devices",
+        "v", "node", "inc", "seq", "hlc", "stream_seq", "taken_at", "left", "vc", "devices",
         "registers", FZ_SELF, FZ_PEER, NULL};
     write_dict("fuzz_snapshot", words);
     char path[512];
