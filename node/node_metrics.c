@@ -313,6 +313,18 @@ static void render(pd_node *n, textbuf *b) {
     counter(b, "presenced_peer_silences_total",
             "live peers heard again after a silence of more than two heartbeats: what this node "
             "announced since was said again", rs.silences);
+    family(b, "presenced_restarts_total", "counter",
+           "restarts of this node from a snapshot, by what went to the peers: its devices "
+           "again (republished) or not, the peers having kept them (kept)");
+    out(b, "presenced_restarts_total{devices=\"republished\"} %" PRIu64 "\n",
+        rs.restart_republished);
+    out(b, "presenced_restarts_total{devices=\"kept\"} %" PRIu64 "\n", rs.restart_unrepublished);
+    counter(b, "presenced_peer_restarts_kept_total",
+            "restarted peers whose devices this node kept and found equal to what they restored",
+            rs.restart_kept);
+    counter(b, "presenced_peer_restarts_refetched_total",
+            "restarted peers whose partition this node fetched after they said what they "
+            "restored (it held other devices)", rs.restart_refetched);
     gauge(b, "presenced_ready", "1 once caught up and announcing", pd_repl_ready(n->repl));
     family(b, "presenced_refused_total", "counter",
            "messages from other nodes dropped unapplied, by reason (docs/failure-modes.md)");

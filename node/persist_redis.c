@@ -327,6 +327,7 @@ void persist__final_snapshot(pd_node *n) {
     if (info == NULL) return;
     pd_repl_snapshot_info(n->repl, info, pd_now_ms());
     info->stream_seq = persist__final_stream_seq(n);
+    info->left = true; /* after our `leaving`: the peers dropped our devices */
     pd_snap *s = pd_snap_begin(n->model, info);
     free(info);
     if (s == NULL) return;

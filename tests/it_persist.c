@@ -326,6 +326,43 @@ Test(persist, node_killed_and_restarted_within_the_node_timeout) {
     expect_no_offline();
 }
 
+/* Issue 15: a node killed and restarted within the node timeout, its
+ * snapshot holding all its peers hold of it: they keep its devices and
+ * it sends none of them again (only what its restore wrote of its
+ * registers, then its "restored": schemas/cluster.md "Incarnations").
+ * Without load, so that nothing changes between the snapshot and the
+ * kill. */
+Test(persist, peers_keep_the_devices_of_a_node_restarted_from_what_they_hold) {
+    env_add("PRESENCE_NODE_TIMEOUT_MS=6000");
+    cluster_up(NNODES);
+    for (int k = 0; k < 8; k++) static_add(1, "k", k);
+    cr_assert(H_POLL(devices_everywhere(NNODES, 8), 5000), "the peers do not hold n2's devices");
+    cr_assert(H_POLL(snapshot_devices(1) == 8, 10000), "no snapshot of n2 with its 8 devices");
+    long peers_from[NNODES];
+    for (int i = 0; i < NNODES; i++) peers_from[i] = h_log_size(nodes[i].log);
+    kill_node(1);
+    long from = restart_node(1);
+    cr_assert(H_POLL(h_log_contains_from(nodes[1].log, from, "every live peer kept our life "
+                                         "before"), 5000),
+              "n2 sent its devices again (see %s)", nodes[1].log);
+    cr_assert(!h_log_contains_from(nodes[1].log, from, "sending our restored devices again"),
+              "n2 sent its devices again (see %s)", nodes[1].log);
+    for (int i = 0; i < NNODES; i += 2) {
+        cr_assert(H_POLL(h_log_contains_from(nodes[i].log, peers_from[i],
+                                             "the 8 devices we kept are what it holds"), 5000),
+                  "%s did not keep n2's devices (see %s)", ids[i], nodes[i].log);
+        cr_assert(!h_log_contains_from(nodes[i].log, peers_from[i], "dropping its old devices"),
+                  "%s dropped n2's devices (see %s)", ids[i], nodes[i].log);
+    }
+    cr_assert(H_POLL(devices_everywhere(NNODES, 8), 5000), "the nodes do not hold n2's 8 devices");
+    for (int k = 0; k < nstatic; k++) {
+        pd_view v;
+        cr_assert(h_get(nc, statics[k], NULL, &v, NULL, 0), "get %s", statics[k]);
+        cr_expect_eq(v.devices, 1, "%s has %lld devices", statics[k], (long long)v.devices);
+    }
+    expect_no_offline();
+}
+
 Test(persist, node_killed_and_restarted_after_the_node_timeout) {
     cluster_up(NNODES);
     for (int k = 0; k < 4; k++) static_add(1, "b", k);

@@ -901,16 +901,19 @@ Test(repl, shutdown_holds_the_presence_the_user_had) {
 /* ---- restarts from a snapshot: the offline delay, the warm-up ------------------------------- */
 
 /* Node i's snapshot, as it would write it now. */
-static uint8_t *snapshot_of(sim *s, int i, size_t *len) {
+static uint8_t *snapshot_left(sim *s, int i, size_t *len, bool left) {
     pd_snap_info info;
     uint8_t *buf = NULL;
     pd_repl_snapshot_info(s->r[i], &info, s->now);
+    info.left = left;
     pd_snap *sn = pd_snap_begin(pd_repl_model(s->r[i]), &info);
     REQUIRE(sn != NULL, "pd_snap_begin");
     while (!pd_snap_step(sn, pd_repl_model(s->r[i]), 64)) {}
     REQUIRE(pd_snap_finish(sn, &buf, len) == PD_OK, "pd_snap_finish");
     return buf;
 }
+
+static uint8_t *snapshot_of(sim *s, int i, size_t *len) { return snapshot_left(s, i, len, false); }
 
 /* Node i restarts from snap; the restore is done at once (done = true) or
  * left under way. */
@@ -1031,29 +1034,54 @@ static void own_conn_event(world *w, int i, pd_event_type t, const char *conn) {
     world_event(w, i, &ev);
 }
 
+/* Node 2 with n devices of its own (r0..r<n-1>, users ur<k>), every
+ * delta delivered: the peers hold all of them. */
+static void node2_with_devices(world *w, int n) {
+    char conn[16];
+    world_init(w, case_seed("repl-fixed", 0), &MCFG_QUIET, false);
+    sim_warm_up(&w->s);
+    for (int k = 0; k < n; k++) {
+        snprintf(conn, sizeof conn, "r%d", k);
+        own_conn_event(w, 2, PD_EV_CONNECT, conn);
+        if (k % 2000 == 0) sim_round(&w->s, 10);
+    }
+    sim_round(&w->s, 10);
+    cr_assert_eq(owned_by(w, 0, 2), (uint64_t)n, "n0 holds n2's devices");
+}
+
+/* Ticks until the restarted node's dump starts (it waits for the peers'
+ * word on what they kept, at most three sync intervals). */
+static void until_republishing(sim *s, pd_repl *r) {
+    for (int k = 0; k < 8 && !pd_repl_republishing(r); k++) sim_round(s, s->cfg.sync_interval_ms / 2);
+    cr_assert(pd_repl_republishing(r), "the restarted node never sends its devices");
+}
+
+static pd_repl_stats stats_of(const sim *s, int i) {
+    pd_repl_stats st;
+    pd_repl_stats_get(s->r[i], &st);
+    return st;
+}
+
 /* A restart's republish of 40,000 devices (issue 15: half a second at 1M,
  * during which the node answered nothing) goes out in slices, one per
  * tick, and the node applies events between them: a device that leaves,
  * one that comes and one that goes idle after the first slice. The peers
- * end on exactly what the restarted node holds. */
+ * had one more device of its life before than its snapshot (no stream
+ * here): they kept that life's devices, but not as it restored them, so
+ * it sends them all, and its "restored" makes them fetch its partition,
+ * which ends the extra one. The peers end on exactly what it holds. */
 Test(repl, a_restore_republishes_in_slices_while_events_apply) {
     world w;
-    world_init(&w, case_seed("repl-fixed", 0), &MCFG_QUIET, false);
+    node2_with_devices(&w, 40000);
     sim *s = &w.s;
-    sim_warm_up(s);
-    char conn[16];
-    for (int k = 0; k < 40000; k++) {
-        snprintf(conn, sizeof conn, "r%d", k);
-        own_conn_event(&w, 2, PD_EV_CONNECT, conn);
-        if (k % 2000 == 0) sim_round(s, 10);
-    }
-    sim_round(s, 10);
-    cr_assert_eq(owned_by(&w, 0, 2), 40000u, "n0 holds n2's devices");
     size_t len;
     uint8_t *snap = snapshot_of(s, 2, &len);
+    own_conn_event(&w, 2, PD_EV_CONNECT, "after");
+    sim_round(s, 10);
+    cr_assert_eq(owned_by(&w, 0, 2), 40001u, "n0 holds the device the snapshot lacks");
     pd_repl *r = restart_from(s, 2, snap, len, true);
     free(snap);
-    cr_assert(pd_repl_republishing(r), "one slice sent, more to come");
+    until_republishing(s, r);
     cr_assert_leq(pd_repl_next_due(r), s->now, "the next slice is due at once");
     own_conn_event(&w, 2, PD_EV_DISCONNECT, "r17");
     own_conn_event(&w, 2, PD_EV_CONNECT, "rnew");
@@ -1067,14 +1095,126 @@ Test(repl, a_restore_republishes_in_slices_while_events_apply) {
     }
     cr_expect_gt(ticks, 1, "40,000 devices took more than one slice");
     for (int k = 0; k < 10; k++) sim_round(s, s->cfg.sync_interval_ms);
+    cr_expect_eq(stats_of(s, 2).restart_republished, 1u);
     for (int i = 0; i < 2; i++) {
         cr_expect_eq(owned_by(&w, i, 2), 40000u, "%s holds n2's devices, as n2 does", NODE[i]);
         cr_expect_eq(public_view(&w, i, "ur17").devices, 0u, "%s: r17 left", NODE[i]);
         cr_expect_eq(public_view(&w, i, "urnew").devices, 1u, "%s: rnew came", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "uafter").devices, 0u, "%s: after is gone", NODE[i]);
         cr_expect_eq(public_view(&w, i, "ur4242").status, PD_PUB_AWAY, "%s: r4242 idle", NODE[i]);
+        cr_expect_eq(stats_of(s, i).restart_refetched, 1u, "%s fetched n2's partition", NODE[i]);
+        cr_expect_eq(stats_of(s, i).restart_kept, 0u);
     }
     cr_expect_eq(owned_by(&w, 2, 2), 40000u);
     world_free(&w);
+}
+
+/* Issue 15: a restart whose snapshot holds exactly what the peers hold of
+ * its life before (killed after its last delta reached them) sends none
+ * of its 40,000 devices again: the peers keep them, say so in their
+ * heartbeats, and its "restored" delta confirms them. Events during and
+ * after the restore apply as usual. */
+Test(repl, peers_keep_the_devices_of_a_restart_that_restored_what_they_hold) {
+    world w;
+    node2_with_devices(&w, 40000);
+    sim *s = &w.s;
+    size_t len;
+    uint8_t *snap = snapshot_of(s, 2, &len);
+    pd_repl *r = restart_from(s, 2, snap, len, true);
+    free(snap);
+    own_conn_event(&w, 2, PD_EV_DISCONNECT, "r17");
+    own_conn_event(&w, 2, PD_EV_CONNECT, "rnew");
+    for (int k = 0; k < 10; k++) sim_round(s, s->cfg.sync_interval_ms);
+    cr_assert(pd_repl_ready(r), "the restarted node is ready");
+    pd_repl_stats st = stats_of(s, 2);
+    cr_expect_eq(st.restart_unrepublished, 1u, "its devices were not sent again");
+    cr_expect_eq(st.restart_republished, 0u);
+    /* Its two events, the registers' and "restored" deltas, heartbeats'
+     * flushes: a handful, where its 40,000 devices would take dozens. */
+    cr_expect_lt(st.deltas_sent, 8u, "%llu deltas sent", (unsigned long long)st.deltas_sent);
+    for (int i = 0; i < 2; i++) {
+        pd_repl_stats pst = stats_of(s, i);
+        cr_expect_eq(pst.restart_kept, 1u, "%s kept n2's devices", NODE[i]);
+        cr_expect_eq(pst.restart_refetched, 0u, "%s fetched nothing", NODE[i]);
+        cr_expect_eq(owned_by(&w, i, 2), 40000u, "%s holds n2's devices, as n2 does", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "ur17").devices, 0u, "%s: r17 left", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "urnew").devices, 1u, "%s: rnew came", NODE[i]);
+        cr_expect_eq(public_view(&w, i, "ur39999").devices, 1u, "%s: r39999 kept", NODE[i]);
+    }
+    cr_expect_eq(owned_by(&w, 2, 2), 40000u);
+    world_free(&w);
+}
+
+/* A heartbeat of n2 at life inc, carrying `carries` (0: none), to n0. */
+static void n2_heartbeat_to_n0(sim *s, uint64_t inc, uint64_t carries) {
+    pd_heartbeat *hb = calloc(1, sizeof *hb);
+    msgpack_sbuffer sb;
+    pd_err err = {PD_OK, ""};
+    cr_assert_not_null(hb);
+    hb->node = pd_str_c("n2");
+    hb->inc = inc;
+    hb->wall = s->now;
+    hb->ready = false;
+    hb->carries = carries;
+    hb->vc[hb->nvc++] = (pd_vc_entry){pd_str_c("n2"), inc, 0};
+    msgpack_sbuffer_init(&sb);
+    pd_heartbeat_encode(&sb, hb);
+    cr_assert_eq(pd_repl_on_heartbeat(s->r[0], sb.data, sb.size, s->now, &err), PD_OK, "%s",
+                 err.msg);
+    msgpack_sbuffer_destroy(&sb);
+    free(hb);
+}
+
+/* A new life that says it carries the one before, then stops saying so
+ * without a "restored" (an older or faulty node): what the peer kept is
+ * not vouched for, and it fetches the partition. */
+Test(repl, kept_devices_of_a_restart_that_never_says_what_it_restored_are_fetched) {
+    world w;
+    node2_with_devices(&w, 10);
+    sim *s = &w.s;
+    uint64_t inc = s->inc[2], asked = stats_of(s, 0).syncs_requested;
+    n2_heartbeat_to_n0(s, inc + 1, inc);
+    cr_expect_eq(owned_by(&w, 0, 2), 10u, "n0 kept the devices of n2's life before");
+    cr_expect_eq(stats_of(s, 0).syncs_requested, asked, "nothing fetched yet");
+    n2_heartbeat_to_n0(s, inc + 1, 0);
+    cr_expect_eq(stats_of(s, 0).restart_refetched, 1u);
+    cr_expect_eq(stats_of(s, 0).syncs_requested, asked + 1, "n2's partition fetched");
+    world_free(&w);
+}
+
+/* After a clean stop the peers drop the node's devices at its `leaving`:
+ * the restart from its final snapshot (which says so) sends its devices
+ * at once, as before; from an older one, it claims its life before, no
+ * peer says it kept it, and it sends them once they said so. */
+static void restart_after_leaving(bool final) {
+    world w;
+    node2_with_devices(&w, 100);
+    sim *s = &w.s;
+    size_t len;
+    pd_repl_leave(s->r[2], s->now);
+    uint8_t *snap = snapshot_left(s, 2, &len, final);
+    sim_deliver_all(s);
+    cr_assert_eq(owned_by(&w, 0, 2), 0u, "n0 dropped n2's devices at its leaving");
+    pd_repl *r = restart_from(s, 2, snap, len, true);
+    free(snap);
+    cr_expect_eq(stats_of(s, 2).restart_republished, final ? 1u : 0u,
+                 "the republish starts at once after the final snapshot only (final %d)", final);
+    for (int k = 0; k < 10; k++) sim_round(s, s->cfg.sync_interval_ms);
+    cr_assert(pd_repl_ready(r), "the restarted node is ready");
+    cr_expect_eq(stats_of(s, 2).restart_republished, 1u);
+    for (int i = 0; i < 2; i++) {
+        cr_expect_eq(stats_of(s, i).restart_kept, 0u, "%s kept nothing", NODE[i]);
+        cr_expect_eq(owned_by(&w, i, 2), 100u, "%s holds n2's devices again", NODE[i]);
+    }
+    world_free(&w);
+}
+
+Test(repl, a_restart_from_its_final_snapshot_sends_its_devices_at_once) {
+    restart_after_leaving(true);
+}
+
+Test(repl, a_restart_after_leaving_from_an_older_snapshot_sends_its_devices_again) {
+    restart_after_leaving(false);
 }
 
 /* Delivers everything pending but what goes from `from` to `to` (held). */

@@ -118,6 +118,9 @@ static void op_restart(world *w, rng *r, snapbuf *snaps, bool no_stream) {
 }
 
 static uint64_t restarts;
+/* What the restarts did with their devices (schemas/cluster.md
+ * "Incarnations"), summed over the replicas alive at each case's end. */
+static pd_repl_stats carried;
 
 static void run_case(uint64_t seed) {
     world w;
@@ -165,6 +168,14 @@ static void run_case(uint64_t seed) {
     }
     repair(&w);
     compare_replicas(&w, true);
+    for (int i = 0; i < NREP; i++) {
+        pd_repl_stats st;
+        pd_repl_stats_get(s->r[i], &st);
+        carried.restart_kept += st.restart_kept;
+        carried.restart_refetched += st.restart_refetched;
+        carried.restart_republished += st.restart_republished;
+        carried.restart_unrepublished += st.restart_unrepublished;
+    }
     for (int i = 0; i < NREP; i++) free(snaps[i].buf);
     world_free(&w);
 }
@@ -178,11 +189,17 @@ static void run_cases(const char *name, uint64_t first, uint64_t count) {
     }
     announce_seed(name, count);
     restarts = 0;
+    memset(&carried, 0, sizeof carried);
     for (uint64_t k = first; k < first + count; k++) run_case(case_seed("repl-restart", k));
     cr_expect_eq(pd_alloc_live_bytes(), live, "the replicas leaked %zd bytes",
                  (ssize_t)(pd_alloc_live_bytes() - live));
-    fprintf(stderr, "%s: %" PRIu64 " restarts\n", name, restarts);
+    fprintf(stderr, "%s: %" PRIu64 " restarts: %" PRIu64 " sent their devices again, %" PRIu64
+            " not; peers kept a restarted node's devices %" PRIu64 " times, fetched its "
+            "partition after its \"restored\" %" PRIu64 " times\n", name, restarts,
+            carried.restart_republished, carried.restart_unrepublished, carried.restart_kept,
+            carried.restart_refetched);
     cr_expect_gt(restarts, count / 2, "the cases restarted few nodes");
+    cr_expect_gt(carried.restart_kept, 0, "no restart kept its devices on the peers");
 }
 
 /* 2 x 1500 cases of 15-45 operations each. */

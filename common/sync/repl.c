@@ -194,9 +194,12 @@ void pd_repl_flush(pd_repl *r) {
     /* A traced event that made no op still gets its (empty) delta, so
      * that every node reports it. */
     if (r->nops == 0 && r->ntrace == 0) return;
+    /* A restart that carries its life before says so until its "restored"
+     * delta: a peer that first hears this life from a delta decides too. */
+    pd_delta_carry c = {r->carry != CARRY_NONE ? r->carry_inc : 0, NULL};
     msgpack_sbuffer_clear(&r->out);
-    pd_delta_encode_at(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
-                       r->nops, r->trace, r->ntrace, r->batch_now);
+    pd_delta_encode_carry(&r->out, S(r->self), r->cfg.inc, ++r->seq, r->ops.data, r->ops.size,
+                          r->nops, r->trace, r->ntrace, r->batch_now, &c);
     msgpack_sbuffer_clear(&r->ops);
     r->nops = 0;
     r->ntrace = 0;
@@ -392,13 +395,25 @@ static void pass_on_registers(pd_repl *r, peer *p) {
 static void forget_partition(pd_repl *r, peer *p, uint64_t now) {
     pd_model_drop_owner(r->m, peer_id(p), now);
     p->seq = 0;
+    p->kept_inc = p->kept_seq = 0;
     p->syncing = false;
     p->claim_at = p->claim_seq = 0;
     drop_pending(p);
 }
 
-void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now) {
-    if (p->inc != 0) {
+/* A new life that restored the one we hold whole (its deltas applied in
+ * order, no transfer under way, not dropped as down) keeps its devices:
+ * its "restored" delta says whether they are what it restored. */
+void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t carries, uint64_t now) {
+    if (p->inc != 0 && carries == p->inc && p->seq > 0 && !p->syncing) {
+        pd_log(PD_LOG_INFO, "node %s restarted (incarnation %llu) from incarnation %llu: keeping "
+               "its devices until it says what it restored", p->id, (unsigned long long)inc,
+               (unsigned long long)carries);
+        p->kept_inc = p->inc;
+        p->kept_seq = p->seq;
+        p->claim_at = p->claim_seq = 0;
+        drop_pending(p);
+    } else if (p->inc != 0) {
         pd_log(PD_LOG_INFO, "node %s restarted (incarnation %llu): dropping its old devices",
                p->id, (unsigned long long)inc);
         forget_partition(r, p, now);
@@ -436,8 +451,40 @@ pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now
     repl__apply_ops(r, d->node, &d->ops, now);
     p->seq = d->seq;
     r->stats.deltas_applied++;
+    if (d->has_restored) repl__check_restored(r, p, &d->restored, now);
     if (d->ntrace && r->io.traced) r->io.traced(r->io.ud, d);
     return PD_OK;
+}
+
+/* A restarted peer's "restored": its partition as it restored it (and
+ * changed since, up to this delta), against our copy. Equal: what we kept
+ * of its life before stays. Else (we kept more or less than it restored,
+ * or dropped it): its partition is fetched from itself; while we replay
+ * the stream, once live (nothing more of it applies until then). */
+void repl__check_restored(pd_repl *r, peer *p, const pd_restored *rs, uint64_t now) {
+    uint64_t n, digest;
+    bool kept = p->kept_inc != 0;
+    p->kept_inc = p->kept_seq = 0;
+    pd_model_partition_digest(r->m, peer_id(p), &n, &digest);
+    if (n == rs->devices && digest == rs->digest) {
+        if (kept) {
+            r->stats.restart_kept++;
+            pd_log(PD_LOG_INFO, "node %s restored incarnation %llu: the %llu devices we kept are "
+                   "what it holds", p->id, (unsigned long long)rs->inc, (unsigned long long)n);
+        }
+        return;
+    }
+    r->stats.restart_refetched++;
+    pd_log(kept ? PD_LOG_WARN : PD_LOG_INFO, "node %s restored %llu devices of incarnation %llu, we "
+           "hold %llu%s: fetching its partition", p->id, (unsigned long long)rs->devices,
+           (unsigned long long)rs->inc, (unsigned long long)n,
+           n == rs->devices ? " that differ" : "");
+    if (r->replaying) {
+        p->seq = 0; /* its next live delta is a gap: held, and the partition fetched */
+        return;
+    }
+    p->force_sync = true;
+    request_sync(r, p, peer_id(p), now);
 }
 
 void pd_repl_trace(pd_repl *r, uint64_t id) {
@@ -497,7 +544,7 @@ pd_status pd_repl_on_delta_from(pd_repl *r, pd_str from, const void *buf, size_t
                       (int)d.node.n, d.node.p);
     p->last_heard = now;
     if (d.inc < p->inc) return PD_OK; /* from an incarnation already replaced */
-    if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, now);
+    if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, d.carries, now);
     if (p->syncing) {
         hold(p, d.seq, buf, len);
         return PD_OK;
@@ -595,7 +642,7 @@ static void catch_up_from(pd_repl *r, const pd_heartbeat *hb, uint64_t now) {
         if (is_sender && contradicts(r, q, e, hb->node, now)) continue;
         if (e->inc < q->inc || (e->inc == q->inc && e->seq <= q->seq)) continue;
         if (e->inc > q->inc) {
-            repl__new_incarnation(r, q, e->inc, now);
+            repl__new_incarnation(r, q, e->inc, hb->carries, now);
             request_sync(r, q, hb->node, now); /* nothing of it is on its way */
             continue;
         }
@@ -843,7 +890,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         uint64_t si = r->cfg.sync_interval_ms, since = gone > si ? gone - si : 1;
         if (gone && (p->rejoin_since == 0 || since < p->rejoin_since)) p->rejoin_since = since;
     }
-    if (hb->inc > p->inc) repl__new_incarnation(r, p, hb->inc, now);
+    if (hb->inc > p->inc) repl__new_incarnation(r, p, hb->inc, hb->carries, now);
     if (p->suspected) {
         /* Heard in time: nothing was changed for the suspicion, so nothing
          * is undone, nor announced but repeats (silent, below). */
@@ -865,6 +912,23 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     for (uint32_t k = 0; k < hb->nvc; k++) {
         if (pd_str_eq(hb->vc[k].node, hb->node) && hb->vc[k].inc == p->inc)
             p->hb_seq = hb->vc[k].seq;
+    }
+    if (p->kept_inc && hb->inc == p->inc && !hb->carries && p->seq >= hb->seq) {
+        /* It no longer says it carries a life, and sent no "restored" in
+         * what we applied: what we kept is not vouched for. */
+        pd_log(PD_LOG_WARN, "node %s ended its restart without saying what it restored: "
+               "fetching its partition", p->id);
+        p->kept_inc = p->kept_seq = 0;
+        r->stats.restart_refetched++;
+        p->force_sync = true;
+        request_sync(r, p, peer_id(p), now);
+    }
+    p->kept_us_inc = p->kept_us_seq = 0;
+    for (uint32_t k = 0; k < hb->nkept; k++) {
+        if (pd_str_eqc(hb->kept[k].node, r->self)) {
+            p->kept_us_inc = hb->kept[k].inc;
+            p->kept_us_seq = hb->kept[k].seq;
+        }
     }
     keep_heartbeat(p, buf, len);
     if (hb_leaving(r, p, hb, now)) {
@@ -910,6 +974,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
     catch_up_from(r, hb, now);
     check_own_clock(r);
     pd_free(hb);
+    repl__carry_step(r, now); /* the last peer to say what it kept of us may be this one */
     if (!is_ready(r)) check_ready(r, now); /* the last peer to follow us may be this one */
     return PD_OK;
 }
@@ -935,7 +1000,10 @@ static void send_heartbeat(pd_repl *r, bool leaving, uint64_t now) {
     for (uint32_t i = 0; i < r->npeers && hb->nvc < PD_VC_MAX; i++) {
         const peer *p = r->peers[i];
         if (p->inc) hb->vc[hb->nvc++] = (pd_vc_entry){peer_id(p), p->inc, p->seq};
+        if (p->kept_inc && hb->nkept < PD_VC_MAX)
+            hb->kept[hb->nkept++] = (pd_vc_entry){peer_id(p), p->kept_inc, p->kept_seq};
     }
+    if (r->carry != CARRY_NONE) hb->carries = r->carry_inc;
     if (r->io.heartbeat_extra) r->io.heartbeat_extra(r->io.ud, hb);
     msgpack_sbuffer_clear(&r->out);
     pd_heartbeat_encode(&r->out, hb);
@@ -966,7 +1034,9 @@ static void check_ready(pd_repl *r, uint64_t now) {
     /* Not before our restored devices are out (repl__republish_step): the
      * peers need them, and the changes said again at the start (at 1M
      * devices as many notifications as users, lately) would slow them. */
-    if (is_ready(r) || r->restoring || r->republishing || now < warm_end(r)) return;
+    if (is_ready(r) || r->restoring || r->republishing || r->carry == CARRY_DECIDE ||
+        now < warm_end(r))
+        return;
     bool syncing = false, unheard = false;
     for (uint32_t i = 0; i < r->npeers; i++) {
         const peer *p = r->peers[i];
@@ -1007,6 +1077,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
     pd_repl_begin(r, now);
     pd_model_tick(r->m, now);
     repl__serve_step(r);
+    repl__carry_step(r, now);
     repl__republish_step(r, now);
     check_claims(r, now);
     check_ready(r, now);
@@ -1027,6 +1098,13 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
             pd_log(PD_LOG_WARN, "state transfer of %s timed out; will retry", p->id);
             repl__end_sync(r, p, now);
         }
+        /* A fetch that must happen (a count or a restart's state that we
+         * do not trust: nothing newer would show a gap) whose transfer was
+         * lost, timed out or answered "unknown": asked again, once a sync
+         * interval. */
+        if (p->force_sync && p->alive && !p->syncing &&
+            now >= p->synced_at + r->cfg.sync_interval_ms)
+            request_sync(r, p, peer_id(p), now);
     }
     /* Down for twice the node timeout: forgotten, so that made-up or
      * retired ids cannot fill the table (a real node comes back by its
@@ -1070,6 +1148,7 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
     if (hb < due) due = hb;
     if (r->heal_at && r->heal_at < due) due = r->heal_at;
     if (r->repeat_due && r->repeat_due < due) due = r->repeat_due;
+    if (r->carry == CARRY_DECIDE && r->carry_until < due) due = r->carry_until;
     /* The next slice (of a transfer served, a republish, a heal), at the next loop turn. */
     if (r->nserving || r->republishing || pd_notifier_healing(r->nf)) due = 0;
     for (uint32_t i = 0; i < r->npeers; i++) {

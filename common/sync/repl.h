@@ -178,9 +178,16 @@ pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
  * idempotent, so replaying from too early changes nothing. */
 pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                pd_err *err);
-/* After the replay, at now: sends our restored devices as ops of this
- * incarnation, in slices of pd_repl_tick (pd_repl_next_due is 0 until the
- * last, pd_repl_republishing true), so that the node serves meanwhile. The
+/* After the replay, at now: our restored devices go to the peers as this
+ * incarnation's. When a snapshot of the life before was restored and
+ * every live peer says it kept that life's devices as far as we restored
+ * them (its heartbeat's "kept"), nothing is sent but a "restored" delta
+ * (their count and digest: a peer whose copy differs fetches our
+ * partition); else they are sent as ops, in slices of pd_repl_tick
+ * (pd_repl_next_due is 0 until the last, pd_repl_republishing true), so
+ * that the node serves meanwhile, then the "restored" delta if the peers
+ * had been told we carry one. The peers' word is awaited at most three
+ * sync intervals (schemas/cluster.md "Incarnations"). The
  * warm-up (two sync intervals, then the transfers under
  * way) counts from now, not from the start: a restore that took long
  * (JetStream or Redis slow) must not leave the node announcing at once,
@@ -216,6 +223,11 @@ typedef struct {
     uint64_t silences;          /* live peers heard again after > 2 heartbeats: repeats */
     uint64_t peers_forgotten;   /* down for the node timeout: left the table */
     uint64_t announcers_muted;  /* peers left out of the announcers: not heard announcing */
+    /* Restarts (schemas/cluster.md "Incarnations"): a restarted peer's
+     * devices kept for its new life, and found equal to what it restored
+     * (restart_kept) or not, then fetched again (restart_refetched); ours,
+     * sent again as the new life's (restart_republished) or not. */
+    uint64_t restart_kept, restart_refetched, restart_republished, restart_unrepublished;
     bool clock_ahead;           /* our wall clock is ahead of every live peer's */
 } pd_repl_stats;
 void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st);

@@ -127,6 +127,13 @@ typedef struct {
      * again was not (a forged or replayed `leaving`): no `leaving` of that
      * incarnation is believed any more (distrust_inc). */
     uint64_t left_inc, distrust_inc;
+    /* Its new life carries the one before (a restart: "carries"), whose
+     * devices we kept, having applied kept_seq of its deltas: until that
+     * life's "restored" delta says whether they are what it restored
+     * (0: none kept). Shown in our heartbeats' "kept". */
+    uint64_t kept_inc, kept_seq;
+    /* What its last heartbeat's "kept" said of our life before (0: nothing). */
+    uint64_t kept_us_inc, kept_us_seq;
     uint64_t served_window;     /* state transfers served to it: window start */
     uint32_t served_n;          /* ... and how many in that window */
 } peer;
@@ -160,10 +167,19 @@ struct pd_repl {
      * stays the start of what is re-announced when ready. */
     uint64_t warm_from;
     uint64_t rest_inc, rest_seq;  /* our previous life, being restored */
+    /* A restart from a snapshot of our life before (carry_inc): our
+     * heartbeats and deltas say we carry it until the "restored" delta is
+     * out: claimed while restoring, then (CARRY_DECIDE) waiting until
+     * carry_until for every live peer to say it kept that life, then
+     * (CARRY_DUMP) republishing when one did not. */
+    enum { CARRY_NONE, CARRY_CLAIM, CARRY_DECIDE, CARRY_DUMP } carry;
+    uint64_t carry_inc, carry_until;
     bool restoring;             /* from the first restored op to pd_repl_restore_done */
+    bool replaying;             /* in pd_repl_replay_delta */
     /* Our restored devices, sent as the new life's after the restore in
      * slices (repl__republish_step): where the walk is, since when. */
     bool republishing;
+    bool repub_regs_only;       /* ... our registers alone: the peers kept our devices */
     pd_dump_cursor repub_cur;
     uint64_t repub_started;
     /* A gap in hearing a peer ended: re-announce at heal_at (0: none) what
@@ -207,7 +223,13 @@ peer *repl__peer_find(const pd_repl *r, pd_str id);
 peer *repl__peer_get(pd_repl *r, pd_str id);
 void repl__apply_ops(pd_repl *r, pd_str origin, const pd_ops *ops, uint64_t now);
 void repl__end_sync(pd_repl *r, peer *p, uint64_t now);
-void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t now);
+/* A new life of p (inc): the old one's devices go, unless the new one
+ * carries that life (carries) and we hold it whole (see kept_inc). */
+void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t carries, uint64_t now);
+/* A "restored" delta of p applied: its partition compared (repl.c). */
+void repl__check_restored(pd_repl *r, peer *p, const pd_restored *rs, uint64_t now);
+/* CARRY_DECIDE: decides once every live peer said (repl_restore.c). */
+void repl__carry_step(pd_repl *r, uint64_t now);
 pd_status repl__apply_delta(pd_repl *r, peer *p, const pd_delta *d, uint64_t now);
 void repl__serve_step(pd_repl *r);
 void repl__republish_step(pd_repl *r, uint64_t now);

@@ -14,6 +14,7 @@ void pd_repl_snapshot_info(pd_repl *r, pd_snap_info *info, uint64_t now) {
     info->hlc = pd_model_hlc(r->m);
     info->stream_seq = 0; /* not known here: replay from the start of the stream */
     info->taken_at = now;
+    info->left = false; /* the final one says so (persist__final_snapshot) */
     info->nvc = 0;
     /* A peer in the middle of a transfer: its incarnation, with nothing
      * counted (seq 0). The model holds part of its partition: restored
@@ -132,6 +133,15 @@ static void restore_peers(pd_repl *r, const pd_snap_info *info, uint64_t now) {
     r->rest_inc = info->inc;
     r->rest_seq = info->seq;
     r->restoring = true;
+    /* Before anything of this life went out: peers that hold that life
+     * whole keep its devices at our first word (pd_repl_restore_done).
+     * Not after a clean stop: the peers dropped them at its `leaving`, and
+     * waiting for them to say so would only hold the republish back. */
+    if (info->inc && !info->left && r->seq == 0 && r->last_hb_sent == 0 &&
+        r->carry == CARRY_NONE) {
+        r->carry = CARRY_CLAIM;
+        r->carry_inc = info->inc;
+    }
     /* What the life before decided after this may not have been said. */
     pd_notifier_restored(r->nf, info->taken_at);
 }
@@ -230,13 +240,17 @@ pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t
     }
     peer *p = repl__peer_get(r, d.node);
     if (p == NULL || d.inc < p->inc) return PD_OK;
-    if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, now);
+    if (d.inc > p->inc) repl__new_incarnation(r, p, d.inc, d.carries, now);
     watch_restored(p, now);
     /* A gap (the stream no longer has it): skipped here, repaired by state
      * transfer once the peer's heartbeat shows we are behind. */
+    r->replaying = true;
     if (d.seq == p->seq + 1) repl__apply_delta(r, p, &d, now);
+    r->replaying = false;
     return PD_OK;
 }
+
+static void start_republish(pd_repl *r, bool regs_only, uint64_t now);
 
 void pd_repl_restore_done(pd_repl *r, uint64_t now) {
     r->restoring = false;
@@ -250,27 +264,96 @@ void pd_repl_restore_done(pd_repl *r, uint64_t now) {
     /* The replay may have applied deltas that the peers' heartbeats did
      * not count yet, and their live copies come next: no contradiction. */
     for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->synced_at = r->now;
-    /* Our devices, back from the snapshot and the stream, start our new
-     * incarnation: peers drop the old one's at once and take these. In
-     * slices, one per loop turn, so that the node answers, and applies
-     * events, from now on (1M devices are 70 MB of deltas, half a second
-     * of work): a device changed or gone meanwhile has its own delta, and
-     * the dump reads the model as it is then, so every peer ends on what
-     * we hold whatever the order (an ADD twice changes nothing). */
+    /* Our heartbeats said we carry our life before: the peers that held
+     * it keep its devices, and say so; the others dropped them. */
+    if (r->carry == CARRY_CLAIM) {
+        r->carry = CARRY_DECIDE;
+        r->carry_until = now + 3 * r->cfg.sync_interval_ms;
+        repl__carry_step(r, now);
+        return;
+    }
+    start_republish(r, false, now);
+}
+
+/* Our devices, back from the snapshot and the stream, go out as our new
+ * incarnation's: peers that dropped the old one's take these. In slices,
+ * one per loop turn, so that the node answers, and applies events, from
+ * now on (1M devices are 70 MB of deltas, half a second of work): a
+ * device changed or gone meanwhile has its own delta, and the dump reads
+ * the model as it is then, so every peer ends on what we hold whatever
+ * the order (an ADD twice changes nothing). Our registers too: the
+ * restore wrote them without a word, and some the peers may never have
+ * had (a life before that died before its own dump, a floor the restore
+ * decided). Peers that kept our devices get those alone (regs_only), but
+ * the last_seen that our devices imply. */
+static void start_republish(pd_repl *r, bool regs_only, uint64_t now) {
+    if (regs_only) r->stats.restart_unrepublished++;
+    else r->stats.restart_republished++;
     r->republishing = true;
+    r->repub_regs_only = regs_only;
     memset(&r->repub_cur, 0, sizeof r->repub_cur);
     r->repub_started = now;
     repl__republish_step(r, now);
 }
 
+/* The "restored" delta: our devices' count and digest as the deltas sent
+ * so far leave them (our pending ops go first), compared by each peer
+ * with its copy (one walk of the device table on each node). The claim
+ * ends with it. */
+static void send_restored(pd_repl *r, uint64_t now) {
+    pd_restored rs = {.inc = r->carry_inc};
+    pd_repl_flush(r);
+    pd_model_partition_digest(r->m, S(r->self), &rs.devices, &rs.digest);
+    pd_delta_carry c = {r->carry_inc, &rs};
+    msgpack_sbuffer_clear(&r->out);
+    pd_delta_encode_carry(&r->out, S(r->self), r->cfg.inc, ++r->seq, NULL, 0, 0, NULL, 0, now,
+                          &c);
+    r->stats.deltas_sent++;
+    if (r->io.send_delta) r->io.send_delta(r->io.ud, r->out.data, r->out.size);
+    r->carry = CARRY_NONE;
+    pd_log(PD_LOG_INFO, "told the peers what we restored of incarnation %llu: %llu devices",
+           (unsigned long long)rs.inc, (unsigned long long)rs.devices);
+}
+
+/* Every live peer has heard this life (its heartbeat holds it) and said
+ * in the same heartbeat whether it kept our life before as far as we
+ * restored it. All did: our registers, then "restored". One did not, or
+ * one stays silent until carry_until: the republish, then "restored". */
+void repl__carry_step(pd_repl *r, uint64_t now) {
+    if (r->carry != CARRY_DECIDE) return;
+    bool all = true, unheard = false;
+    for (uint32_t i = 0; i < r->npeers; i++) {
+        const peer *p = r->peers[i];
+        if (!p->alive) continue;
+        if (!p->follows) unheard = true;
+        else if (p->kept_us_inc != r->rest_inc || p->kept_us_seq != r->rest_seq) all = false;
+    }
+    if (all && unheard && now < r->carry_until) return;
+    r->carry = CARRY_DUMP;
+    if (all && !unheard) {
+        pd_log(PD_LOG_INFO, "every live peer kept our life before as we restored it: sending "
+               "our registers, not our devices");
+        start_republish(r, true, now);
+        return;
+    }
+    pd_log(PD_LOG_INFO, "%s: sending our restored devices again",
+           all ? "a live peer did not say what it kept of our life before"
+               : "a live peer did not keep our life before as we restored it");
+    start_republish(r, false, now);
+}
+
 void repl__republish_step(pd_repl *r, uint64_t now) {
     if (!r->republishing) return;
-    bool done = pd_model_partition_dump_step(r->m, S(r->self), (pd_str){NULL, 0}, &r->repub_cur,
-                                             REPUBLISH_BUCKETS, repl__on_op_dump, r);
+    bool done = r->repub_regs_only
+        ? pd_model_own_registers_step(r->m, &r->repub_cur.at, REPUBLISH_BUCKETS, repl__on_op_dump, r)
+        : pd_model_partition_dump_step(r->m, S(r->self), (pd_str){NULL, 0}, &r->repub_cur,
+                                       REPUBLISH_BUCKETS, repl__on_op_dump, r);
     pd_repl_flush(r);
     if (!done) return;
     r->republishing = false;
-    pd_log(PD_LOG_INFO, "republish done: our devices sent as incarnation %llu in %llu ms",
+    if (r->carry == CARRY_DUMP) send_restored(r, now);
+    pd_log(PD_LOG_INFO, "republish done: our %s sent as incarnation %llu in %llu ms",
+           r->repub_regs_only ? "registers" : "devices",
            (unsigned long long)r->cfg.inc, (unsigned long long)(now - r->repub_started));
 }
 

@@ -204,7 +204,7 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
                          (sp.inc == p->inc && sp.seq < p->seq && !p->force_sync) ||
                          repl__ms_ahead(r, sp.inc, now);
         if (!p->sync_ignore) {
-            if (sp.inc > p->inc) repl__new_incarnation(r, p, sp.inc, now);
+            if (sp.inc > p->inc) repl__new_incarnation(r, p, sp.inc, 0, now);
             p->syncing = true; /* new_incarnation may have cleared it */
             pd_model_partition_begin(r->m, sp.origin);
         }
@@ -222,6 +222,7 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
     if (!p->sync_ignore) {
         pd_model_partition_end(r->m, sp.origin, now);
         p->seq = sp.seq;
+        p->kept_inc = p->kept_seq = 0; /* replaced whole: nothing kept to compare */
         p->force_sync = false;
         r->stats.syncs_done++;
     }
