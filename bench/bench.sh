@@ -378,6 +378,40 @@ recovery_run() { # devices kind(snapshot|stream)
         $((rb1 - rb0)) $((nb1 - nb0)) "$conv" "$old")"
 }
 
+# 6. A node of three restarted with the cluster loaded (issue 15): first
+# after a clean stop (its final snapshot; its peers dropped its devices at
+# its leaving, so it sends them again), then, started again with
+# snapshots every few seconds, killed after one that holds everything
+# (its peers keep its devices: schemas/cluster.md "Incarnations"). NATS
+# bytes out during each restart, until its devices or registers are out
+# and every node holds all devices.
+cluster_restart_run() { # devices kind(term|kill)
+    local d=$1 kind=$2 t0 nb0 nb1 sb0 sb1 conv old=${NODE_LOG[n1]} saved
+    if [[ $kind == kill ]]; then
+        # a snapshot of the life the clean-stop run started (it writes one
+        # once its state changed: the restore did)
+        wait_for 120 $LIB snapshot-after "$REDIS_PORT" presence:snapshot:n1 "$CLUSTER_T0" ||
+            { echo "no snapshot of n1 after the restart (see ${NODE_LOG[n1]})" >&2; FAILED=1; return 1; }
+    fi
+    stop_pid "${NODE_PID[n1]}" "${kind^^}" 300
+    nb0=$($LIB nats-out "$NATS_MON"); sb0=$($LIB stream-bytes "$NATS_MON")
+    t0=$($LIB now-ms)
+    CLUSTER_T0=$t0
+    saved=("${NODE_ENV[@]}")
+    [[ $kind == term ]] && NODE_ENV+=(PRESENCE_SNAPSHOT_INTERVAL_MS=3000)
+    start_node n1 ".cluster-$kind"
+    NODE_ENV=("${saved[@]}")
+    wait_for 120 grep -q "restore done" "${NODE_LOG[n1]}" ||
+        { echo "n1 did not restore (see ${NODE_LOG[n1]})" >&2; FAILED=1; return 1; }
+    wait_for 120 grep -q "republish done" "${NODE_LOG[n1]}" ||
+        { echo "n1 did not republish (see ${NODE_LOG[n1]})" >&2; FAILED=1; return 1; }
+    conv=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes "$ALL_NODES" --count "$d" \
+        --timeout 60) || true
+    nb1=$($LIB nats-out "$NATS_MON"); sb1=$($LIB stream-bytes "$NATS_MON")
+    record recovery "$($LIB recovery "${NODE_LOG[n1]}" "$t0" "$d" "cluster-$kind" 0 \
+        $((nb1 - nb0)) "$conv" "$old" "$($LIB nats-published "$NATS_MON" n1)" $((sb1 - sb0)))"
+}
+
 phase_memory() {
     local d dpu users r0 r1 id
     log "phase 4/5 and 5/5: memory of one node, and its recovery"
@@ -416,6 +450,10 @@ phase_memory() {
         for id in $(node_ids "$NODES"); do
             record memory "{\"nodes\":$NODES,\"node\":\"$id\",\"devices\":$d,\"users\":$users,\"rss_before_kb\":${before[$id]},\"rss_after_kb\":$(rss_kb "${NODE_PID[$id]}")}"
         done
+        log "  n1 of $NODES restarted with $d devices in the cluster: after a clean stop"
+        cluster_restart_run "$d" term || true
+        log "  n1 of $NODES restarted with $d devices in the cluster: killed after a snapshot"
+        cluster_restart_run "$d" kill || true
     fi
 }
 

@@ -62,6 +62,48 @@ def cmd_redis_out(port):
     print(m.group(1) if m else 0)
 
 
+def cmd_snapshot_after(port, key, since):
+    """Exits 0 once the snapshot in Redis was taken after `since` (ms): its
+    body's taken_at (schemas/snapshot.md), read from its first bytes."""
+    head = subprocess.run(["redis-cli", "-p", port, "--raw", "GETRANGE", key, "0", "400"],
+                          capture_output=True).stdout
+    i = head.find(b"\xa8taken_at")
+    if i < 0 or len(head) < i + 18 or head[i + 9] != 0xcf:
+        sys.exit(1)
+    sys.exit(0 if int.from_bytes(head[i + 10:i + 18], "big") > int(since) else 1)
+
+
+def cmd_nats_published(mon, node):
+    """Bytes the open connections of presenced node `node` sent to the
+    server (its deltas, heartbeats, replies: /connz in_bytes)."""
+    try:
+        with urllib.request.urlopen(mon + "/connz?limit=1024", timeout=5) as r:
+            conns = json.load(r).get("connections", [])
+    except OSError:
+        print(0)
+        return
+    name = "presenced:" + node
+    print(sum(c.get("in_bytes", 0) for c in conns
+              if c.get("name", "") == name or c.get("name", "").startswith(name + ":")))
+
+
+def cmd_stream_bytes(mon):
+    """Bytes the stream PRESENCE_DELTAS holds (/jsz): what nodes published
+    as deltas since, as long as nothing aged out."""
+    try:
+        with urllib.request.urlopen(mon + "/jsz?streams=true", timeout=5) as r:
+            jsz = json.load(r)
+    except OSError:
+        print(0)
+        return
+    total = 0
+    for acc in jsz.get("account_details") or []:
+        for st in acc.get("stream_detail") or []:
+            if st.get("name") == "PRESENCE_DELTAS":
+                total += st.get("state", {}).get("bytes", 0)
+    print(total)
+
+
 def cmd_nats_out(mon):
     try:
         with urllib.request.urlopen(mon + "/varz", timeout=5) as r:
@@ -108,10 +150,15 @@ def log_time(line):
         tzinfo=timezone.utc).timestamp() * 1000
 
 
-def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldlog):
+def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldlog,
+                 published=None, stream=None):
     t0 = float(t0)
     r = {"kind": kind, "devices": int(devices), "redis_bytes": int(redis_bytes),
          "nats_bytes": int(nats_bytes)}
+    if published is not None:
+        r["published_bytes"] = int(published)  # by the restarted node itself
+    if stream is not None:
+        r["stream_bytes"] = int(stream)  # deltas stored meanwhile: its own
     t_sig = None
     for line in open(oldlog, errors="replace"):
         if "signal 15: stopping" in line:
@@ -131,6 +178,9 @@ def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldl
             t_replay = log_time(line)
         elif "republish done" in line:
             t_repub = log_time(line)
+            m = re.search(r"republish done: our \w+ \((\d+) ops\)", line)
+            if m:
+                r["republished_ops"] = int(m.group(1))
         elif "restore done" in line:
             t_done = log_time(line)
             m = re.search(r"\((\d+) deltas replayed\)", line)
@@ -285,6 +335,17 @@ def targets(res):
         t.append({"measure": f"recovery of {big['devices']:,} devices (snapshot + replay)",
                   "value": f"{big['total_ms']} ms", "baseline": "",
                   "ratio": None, "target": "< 1000 ms", "met": big["total_ms"] < 1000})
+    ct = [r for r in res["recovery"] if r["kind"] == "cluster-term" and r.get("republished_ops")]
+    ck = [r for r in res["recovery"] if r["kind"] == "cluster-kill" and "republished_ops" in r]
+    if ct and ck:
+        kr = ck[-1]["republished_ops"] / ct[-1]["republished_ops"]
+        t.append({"measure": f"restart of one of 3 nodes, {ck[-1]['devices']:,} devices: ops it "
+                             "sends again when the peers keep its devices (killed) / when they "
+                             "do not (clean stop)",
+                  "value": f"{ck[-1]['republished_ops']:,} ops",
+                  "baseline": f"{ct[-1]['republished_ops']:,} ops", "ratio": round(kr, 4),
+                  "target": "no republish (≤ 0.1×)",
+                  "met": kr <= 0.1 and ck[-1]["converged"]})
     return t
 
 
@@ -455,18 +516,35 @@ def markdown(res):
         L.append(f"| start | 0 | {r['rss_start_kb'] / 1024:.1f} MiB | | |")
     L.append("")
     L.append("Recovery of one node: stopped (SIGTERM: final snapshot; or SIGKILL and the "
-             "snapshot deleted: stream only), restarted; times from its exec and its log.")
+             "snapshot deleted: stream only), restarted; times from its exec and its log. "
+             "\"One of 3\": n1 of a loaded cluster, stopped cleanly, then killed after a "
+             "snapshot; \"republished\" is when its devices (clean stop) or its registers "
+             "(killed: the peers kept its devices) were out; NATS bytes: all the server sent "
+             "until every node held every device (the replay of the stream included); "
+             "published by it: what its connections sent the server meanwhile (its "
+             "notifications at the start included); deltas stored: what the stream "
+             "PRESENCE_DELTAS grew by meanwhile (every node's: registers passed on to a new "
+             "life included); ops sent again: its restart's dump, devices and registers "
+             "(clean stop) or registers alone (killed).")
     L.append("")
     L.append("| restart | devices | back in | snapshot load | replay | republished | snapshot | "
-             "deltas replayed | Redis bytes | NATS bytes | state back | final snapshot write |")
-    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+             "deltas replayed | Redis bytes | NATS bytes | published by it | deltas stored | "
+             "ops sent again | state back | final snapshot write |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
+             "--- | --- |")
+    kinds = {"snapshot": "snapshot + stream", "stream": "stream only",
+             "cluster-term": "one of 3, clean stop (peers dropped its devices)",
+             "cluster-kill": "one of 3, killed (peers kept its devices)"}
     for r in res["recovery"]:
         fs = f"{r['final_snapshot_ms']} ms" if "final_snapshot_ms" in r else "-"
-        L.append(f"| {'snapshot + stream' if r['kind'] == 'snapshot' else 'stream only'} | "
+        L.append(f"| {kinds.get(r['kind'], r['kind'])} | "
                  f"{r['devices']:,} | {r.get('total_ms', '-')} ms | {r.get('snapshot_ms', '-')} ms "
                  f"(apply {r.get('snapshot_apply_ms', '-')} ms) | {r.get('replay_ms', '-')} ms | "
                  f"{r.get('republished_ms', '-')} ms | {r.get('snapshot_bytes', 0):,} B | {r.get('deltas_replayed', '-')} | "
                  f"{r['redis_bytes']:,} | {r['nats_bytes']:,} | "
+                 f"{format(r['published_bytes'], ',') if 'published_bytes' in r else '-'} | "
+                 f"{format(r['stream_bytes'], ',') if 'stream_bytes' in r else '-'} | "
+                 f"{format(r['republished_ops'], ',') if 'republished_ops' in r else '-'} | "
                  f"{'yes' if r['converged'] else 'no'} | {fs} |")
     return "\n".join(L) + "\n"
 
@@ -616,8 +694,9 @@ def main():
     cmds = {"ports": cmd_ports, "free-port": cmd_free_port, "field": cmd_field,
             "now-ms": cmd_now_ms, "devices0": cmd_devices0, "users0": cmd_users0,
             "churn": cmd_churn, "redis-out": cmd_redis_out, "nats-out": cmd_nats_out,
+            "nats-published": cmd_nats_published, "stream-bytes": cmd_stream_bytes,
             "merge-tp": cmd_merge_tp, "merge-batch": cmd_merge_batch, "tp-passed": cmd_tp_passed,
-            "recovery": cmd_recovery,
+            "recovery": cmd_recovery, "snapshot-after": cmd_snapshot_after,
             "report": cmd_report, "render": cmd_render,
             "readme": cmd_readme}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:

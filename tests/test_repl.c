@@ -1132,6 +1132,9 @@ Test(repl, peers_keep_the_devices_of_a_restart_that_restored_what_they_hold) {
     /* Its two events, the registers' and "restored" deltas, heartbeats'
      * flushes: a handful, where its 40,000 devices would take dozens. */
     cr_expect_lt(st.deltas_sent, 8u, "%llu deltas sent", (unsigned long long)st.deltas_sent);
+    /* Its registers but the last_seen its devices imply: those of the two
+     * users changed during the restore at most (r17 left: its last_seen). */
+    cr_expect_leq(st.restart_ops, 2u, "%llu ops sent again", (unsigned long long)st.restart_ops);
     for (int i = 0; i < 2; i++) {
         pd_repl_stats pst = stats_of(s, i);
         cr_expect_eq(pst.restart_kept, 1u, "%s kept n2's devices", NODE[i]);

@@ -153,9 +153,12 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
  * its writer lost it (killed before its snapshot and the stream kept it)
  * is in no later dump of the writer's own, and would stay on those nodes
  * alone. In slices (as a state transfer is served): from *at (0 to start),
- * at most `buckets` hash buckets of users per call; true once done. */
-bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at,
-                                  uint32_t buckets, pd_op_fn fn, void *ud);
+ * at most `buckets` hash buckets of users per call; true once done. With
+ * skip_implied, a last_seen that one of the writer's devices held here
+ * implies is left out (the writer holds those devices: its restart's
+ * "restored" said so, sync/repl.c). */
+bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, bool skip_implied,
+                                  uint64_t *at, uint32_t buckets, pd_op_fn fn, void *ud);
 /* pd_model_partition_dump in slices of at most `buckets` hash buckets, between which the
  * model may change: start with a zeroed cursor; true when done. An entry
  * may come twice (the table grew), a change made meanwhile may or may not

@@ -517,56 +517,60 @@ void pd_model_partition_dump(const pd_model *m, pd_str origin, pd_op_fn fn, void
     do cur = pd_ihtab_scan(&m->users, cur, dump_registers, &c); while (cur != 0);
 }
 
-bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, uint64_t *at,
-                                  uint32_t buckets, pd_op_fn fn, void *ud) {
-    part_ctx c = {.cm = m, .owner = pd__intern_find(m, writer), .fn = fn, .ud = ud};
-    if (c.owner == NULL || c.owner == m->node) return true;
-    for (uint32_t k = 0; k < buckets; k++) {
-        *at = pd_ihtab_scan(&m->users, *at, dump_registers, &c);
-        if (*at == 0) return true;
-    }
-    return false;
-}
 
-/* This node's registers for pd_model_own_registers_step: a last_seen that
- * one of its devices implies (the peers that hold the device took it
+/* The registers a writer wrote, for pd_model_own_registers_step and
+ * pd_model_registers_dump_step: with skip_implied, a last_seen that one
+ * of the writer's devices implies (a node that holds the device took it
  * from its ADD or STATE) is left out. */
 typedef struct {
     const pd_model *m;
+    const char *writer;
+    bool skip_implied;
     const pd_user *u;
     pd_op_fn fn;
     void *ud;
-} own_regs_ctx;
+} writer_regs_ctx;
 
-static bool seen_implied(const pd_model *m, const pd_user *u, const pd_op *op) {
-    for (const pd_device *d = pd__dev_at(m, u->devs); d; d = pd__dev_at(m, d->unext)) {
-        if (pd__dev_node(m, d) == m->node && d->claim == op->hlc &&
+static bool seen_implied(const writer_regs_ctx *c, const pd_op *op) {
+    for (const pd_device *d = pd__dev_at(c->m, c->u->devs); d; d = pd__dev_at(c->m, d->unext)) {
+        if (pd__dev_node(c->m, d) == c->writer && d->claim == op->hlc &&
             (d->last_active == op->at || d->connected_at == op->at))
             return true;
     }
     return false;
 }
 
-static void own_register(void *ud, const pd_op *op) {
-    own_regs_ctx *c = ud;
-    if (op->kind == PD_OP_SEEN && seen_implied(c->m, c->u, op)) return;
+static void writer_register(void *ud, const pd_op *op) {
+    writer_regs_ctx *c = ud;
+    if (c->skip_implied && op->kind == PD_OP_SEEN && seen_implied(c, op)) return;
     c->fn(c->ud, op);
 }
 
-static void own_registers(void *ud, void *e) {
-    own_regs_ctx *c = ud;
+static void writer_registers(void *ud, void *e) {
+    writer_regs_ctx *c = ud;
     c->u = (const pd_user *)e;
-    pd__register_ops(c->m, c->u, c->m->node, own_register, c);
+    pd__register_ops(c->m, c->u, c->writer, writer_register, c);
+}
+
+static bool writer_registers_step(writer_regs_ctx *c, uint64_t *at, uint32_t buckets) {
+    for (uint32_t k = 0; k < buckets; k++) {
+        *at = pd_ihtab_scan(&c->m->users, *at, writer_registers, c);
+        if (*at == 0) return true;
+    }
+    return false;
 }
 
 bool pd_model_own_registers_step(const pd_model *m, uint64_t *at, uint32_t buckets,
                                  pd_op_fn fn, void *ud) {
-    own_regs_ctx c = {m, NULL, fn, ud};
-    for (uint32_t k = 0; k < buckets; k++) {
-        *at = pd_ihtab_scan(&m->users, *at, own_registers, &c);
-        if (*at == 0) return true;
-    }
-    return false;
+    writer_regs_ctx c = {m, m->node, true, NULL, fn, ud};
+    return writer_registers_step(&c, at, buckets);
+}
+
+bool pd_model_registers_dump_step(const pd_model *m, pd_str writer, bool skip_implied,
+                                  uint64_t *at, uint32_t buckets, pd_op_fn fn, void *ud) {
+    writer_regs_ctx c = {m, pd__intern_find(m, writer), skip_implied, NULL, fn, ud};
+    if (c.writer == NULL || c.writer == m->node) return true;
+    return writer_registers_step(&c, at, buckets);
 }
 
 bool pd_model_partition_dump_step(const pd_model *m, pd_str origin, pd_str asker,

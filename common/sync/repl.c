@@ -386,8 +386,8 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
  * model/presence_repl.c), for the nodes that miss our delta and repair
  * that gap by a transfer of our partition, which does not carry it. */
 static void pass_on_registers(pd_repl *r, peer *p) {
-    if (pd_model_registers_dump_step(r->m, peer_id(p), &p->regs_at, SERVE_BUCKETS,
-                                     repl__on_op_dump, r))
+    if (pd_model_registers_dump_step(r->m, peer_id(p), p->kept_verified, &p->regs_at,
+                                     SERVE_BUCKETS, repl__on_op_dump, r))
         p->regs_passing = false;
 }
 
@@ -428,6 +428,7 @@ void repl__new_incarnation(pd_repl *r, peer *p, uint64_t inc, uint64_t carries, 
     p->shown_self_seq = 0;
     p->dropped_us = false;
     p->regs_owed = true; /* see pass_on_registers */
+    p->kept_verified = false;
     p->regs_passing = false;
 }
 
@@ -467,6 +468,9 @@ void repl__check_restored(pd_repl *r, peer *p, const pd_restored *rs, uint64_t n
     p->kept_inc = p->kept_seq = 0;
     pd_model_partition_digest(r->m, peer_id(p), &n, &digest);
     if (n == rs->devices && digest == rs->digest) {
+        /* It holds the devices we hold of it: the last_seen they imply
+         * need not be passed on to it (pass_on_registers). */
+        p->kept_verified = rs->inc != 0;
         if (kept) {
             r->stats.restart_kept++;
             pd_log(PD_LOG_INFO, "node %s restored incarnation %llu: the %llu devices we kept are "

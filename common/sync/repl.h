@@ -228,6 +228,7 @@ typedef struct {
      * (restart_kept) or not, then fetched again (restart_refetched); ours,
      * sent again as the new life's (restart_republished) or not. */
     uint64_t restart_kept, restart_refetched, restart_republished, restart_unrepublished;
+    uint64_t restart_ops;       /* ops our restarts' dumps sent (devices and registers) */
     bool clock_ahead;           /* our wall clock is ahead of every live peer's */
 } pd_repl_stats;
 void pd_repl_stats_get(const pd_repl *r, pd_repl_stats *st);

@@ -132,6 +132,9 @@ typedef struct {
      * life's "restored" delta says whether they are what it restored
      * (0: none kept). Shown in our heartbeats' "kept". */
     uint64_t kept_inc, kept_seq;
+    /* This life's "restored" matched our copy of its devices: it holds
+     * them, and the last_seen they imply is not passed on to it. */
+    bool kept_verified;
     /* What its last heartbeat's "kept" said of our life before (0: nothing). */
     uint64_t kept_us_inc, kept_us_seq;
     uint64_t served_window;     /* state transfers served to it: window start */

@@ -342,18 +342,24 @@ void repl__carry_step(pd_repl *r, uint64_t now) {
     start_republish(r, false, now);
 }
 
+static void republish_op(void *ud, const pd_op *op) {
+    pd_repl *r = ud;
+    r->stats.restart_ops++;
+    repl__on_op_dump(ud, op);
+}
+
 void repl__republish_step(pd_repl *r, uint64_t now) {
     if (!r->republishing) return;
     bool done = r->repub_regs_only
-        ? pd_model_own_registers_step(r->m, &r->repub_cur.at, REPUBLISH_BUCKETS, repl__on_op_dump, r)
+        ? pd_model_own_registers_step(r->m, &r->repub_cur.at, REPUBLISH_BUCKETS, republish_op, r)
         : pd_model_partition_dump_step(r->m, S(r->self), (pd_str){NULL, 0}, &r->repub_cur,
-                                       REPUBLISH_BUCKETS, repl__on_op_dump, r);
+                                       REPUBLISH_BUCKETS, republish_op, r);
     pd_repl_flush(r);
     if (!done) return;
     r->republishing = false;
     if (r->carry == CARRY_DUMP) send_restored(r, now);
-    pd_log(PD_LOG_INFO, "republish done: our %s sent as incarnation %llu in %llu ms",
-           r->repub_regs_only ? "registers" : "devices",
+    pd_log(PD_LOG_INFO, "republish done: our %s (%llu ops) sent as incarnation %llu in %llu ms",
+           r->repub_regs_only ? "registers" : "devices", (unsigned long long)r->stats.restart_ops,
            (unsigned long long)r->cfg.inc, (unsigned long long)(now - r->repub_started));
 }
 
