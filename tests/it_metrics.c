@@ -116,6 +116,9 @@ Test(metrics, every_metric_present_and_well_formed) {
         "presenced_users_by_status{status=\"away\"}",
         "presenced_users_by_status{status=\"busy\"}",
         "presenced_users_by_status{status=\"offline\"}",
+        "presenced_restarts_total{devices=\"republished\"}",
+        "presenced_restarts_total{devices=\"kept\"}", "presenced_peer_restarts_kept_total",
+        "presenced_peer_restarts_refetched_total",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         double v;
