@@ -183,9 +183,11 @@ def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldl
                 r["republished_ops"] = int(m.group(1))
         elif "restore done" in line:
             t_done = log_time(line)
-            m = re.search(r"\((\d+) deltas replayed\)", line)
+            m = re.search(r"\((\d+) deltas replayed(?:, applied in (\d+) ms)?\)", line)
             if m:
                 r["deltas_replayed"] = int(m.group(1))
+                if m.group(2) is not None:
+                    r["replay_apply_ms"] = int(m.group(2))
     if t_done is not None:
         first = t_replay or t_snap or t_done
         r["total_ms"] = round(t_done - t0)
@@ -539,7 +541,8 @@ def markdown(res):
         fs = f"{r['final_snapshot_ms']} ms" if "final_snapshot_ms" in r else "-"
         L.append(f"| {kinds.get(r['kind'], r['kind'])} | "
                  f"{r['devices']:,} | {r.get('total_ms', '-')} ms | {r.get('snapshot_ms', '-')} ms "
-                 f"(apply {r.get('snapshot_apply_ms', '-')} ms) | {r.get('replay_ms', '-')} ms | "
+                 f"(apply {r.get('snapshot_apply_ms', '-')} ms) | {r.get('replay_ms', '-')} ms "
+                 f"(apply {r.get('replay_apply_ms', '-')} ms) | "
                  f"{r.get('republished_ms', '-')} ms | {r.get('snapshot_bytes', 0):,} B | {r.get('deltas_replayed', '-')} | "
                  f"{r['redis_bytes']:,} | {r['nats_bytes']:,} | "
                  f"{format(r['published_bytes'], ',') if 'published_bytes' in r else '-'} | "

@@ -46,6 +46,7 @@ struct pd_persist {
     jsCtx *js;
     natsSubscription *replay;
     uint64_t replay_end, replay_deadline;
+    uint64_t replay_apply_us;   /* the replay's deltas applied (node__persist_replay_msg) */
     natsMsg **held;
     uint32_t nheld;
     uint64_t reconnects_seen;       /* n->nats_reconnects last looked at */
