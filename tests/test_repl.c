@@ -1148,6 +1148,39 @@ Test(repl, peers_keep_the_devices_of_a_restart_that_restored_what_they_hold) {
     world_free(&w);
 }
 
+/* A restart one peer kept and another did not: n1, cut off, took n2 for
+ * down and dropped its devices; n2 is killed and restarts while n1 is
+ * still cut off, then n1 is back. n2 sends its devices again (n1 did not
+ * keep them); n0, which kept them, finds them equal to what n2 restored
+ * once the republish is in, and fetches nothing. */
+Test(repl, a_restart_one_peer_kept_and_one_did_not_sends_its_devices_once) {
+    world w;
+    node2_with_devices(&w, 1000);
+    sim *s = &w.s;
+    size_t len;
+    uint8_t *snap = snapshot_of(s, 2, &len);
+    s->cut[1] = true;
+    for (uint64_t t = 0; t < s->cfg.node_timeout_ms + s->cfg.suspicion_ms + 1000;
+         t += s->cfg.sync_interval_ms)
+        sim_round(s, s->cfg.sync_interval_ms);
+    cr_assert_eq(owned_by(&w, 1, 2), 0u, "n1 took n2 for down and dropped its devices");
+    cr_assert_eq(owned_by(&w, 0, 2), 1000u);
+    pd_repl *r = restart_from(s, 2, snap, len, true);
+    free(snap);
+    sim_round(s, s->cfg.sync_interval_ms);
+    s->cut[1] = false;
+    for (int k = 0; k < 20; k++) sim_round(s, s->cfg.sync_interval_ms);
+    cr_assert(pd_repl_ready(r), "n2 is ready");
+    cr_expect_eq(stats_of(s, 2).restart_republished, 1u, "n2 sent its devices again");
+    cr_expect_eq(stats_of(s, 0).restart_kept, 1u, "n0 kept them and found them equal");
+    cr_expect_eq(stats_of(s, 1).restart_kept, 0u, "n1 kept nothing");
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(stats_of(s, i).restart_refetched, 0u, "%s fetched nothing", NODE[i]);
+        cr_expect_eq(owned_by(&w, i, 2), 1000u, "%s holds n2's devices", NODE[i]);
+    }
+    world_free(&w);
+}
+
 /* A heartbeat of n2 at life inc, carrying `carries` (0: none), to n0. */
 static void n2_heartbeat_to_n0(sim *s, uint64_t inc, uint64_t carries) {
     pd_heartbeat *hb = calloc(1, sizeof *hb);
