@@ -173,6 +173,14 @@ void pd_repl_restore_begin(pd_repl *r);
  * validated whole before anything applies. */
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                           pd_snap_info *info, pd_err *err);
+/* Whether a snapshot with this info (pd_snap_peek) is one restore would
+ * take at now: of this node, its clocks not ahead of ours. Counts nothing. */
+pd_status pd_repl_snapshot_acceptable(const pd_repl *r, const pd_snap_info *info, uint64_t now,
+                                      pd_err *err);
+/* pd_repl_restore for bytes that passed pd_snap_peek (sync/snapshot.h):
+ * their checksum is not computed again (30 ms at 1M devices). */
+pd_status pd_repl_restore_peeked(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                                 pd_snap_info *info, pd_err *err);
 /* Replays one delta kept by JetStream, in stream order: ours from our
  * previous incarnation onto our own partition, others' as usual;
  * idempotent, so replaying from too early changes nothing. */

@@ -64,19 +64,30 @@ void pd_repl_restore_begin(pd_repl *r) { r->restoring = true; }
 /* A snapshot's node and clocks: of this node, not from the future (a node
  * that ran ahead, a forged snapshot: it would cut this node off after its
  * first op). */
-static pd_status check_info(pd_repl *r, const pd_snap_info *info, uint64_t now, pd_err *err) {
+static pd_status info_acceptable(const pd_repl *r, const pd_snap_info *info, uint64_t now,
+                                 pd_err *err) {
     if (!pd_str_eqc(info->node, r->self)) {
         pd_err_set(err, PD_EBADVALUE, "snapshot of node %.*s, not of %s", (int)info->node.n,
                    info->node.p, r->self);
         return PD_EBADVALUE;
     }
     if (pd_hlc_ahead(info->hlc, now, repl__skew(r)) || repl__ms_ahead(r, info->inc, now)) {
-        r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
         pd_err_set(err, PD_EBADVALUE, "snapshot clock is more than %llu ms ahead of ours",
                    (unsigned long long)repl__skew(r));
         return PD_EBADVALUE;
     }
     return PD_OK;
+}
+
+static pd_status check_info(pd_repl *r, const pd_snap_info *info, uint64_t now, pd_err *err) {
+    pd_status s = info_acceptable(r, info, now, err);
+    if (s != PD_OK && pd_str_eqc(info->node, r->self)) r->stats.refused[PD_REFUSE_CLOCK_AHEAD]++;
+    return s;
+}
+
+pd_status pd_repl_snapshot_acceptable(const pd_repl *r, const pd_snap_info *info, uint64_t now,
+                                      pd_err *err) {
+    return info_acceptable(r, info, now, err);
 }
 
 typedef struct {
@@ -153,9 +164,9 @@ static void restore_peers(pd_repl *r, const pd_snap_info *info, uint64_t now) {
  * as ahead of the clock, so that a bad snapshot still changes nothing. Decoding the snapshot twice was half of a 1M
  * restore (issue 15). */
 static pd_status restore_once(pd_repl *r, const void *buf, size_t len, uint64_t now,
-                              pd_snap_info *info, pd_err *err) {
+                              pd_snap_info *info, bool checked, pd_err *err) {
     restore_ctx c = {r, now};
-    const pd_snap_visitor v = {restore_begin, restore_device, restore_register, &c};
+    const pd_snap_visitor v = {restore_begin, restore_device, restore_register, &c, checked};
     bool was_restoring = r->restoring;
     size_t ops_at = r->ops.size;
     uint32_t nops_at = r->nops;
@@ -202,7 +213,14 @@ static pd_status restore_twice(pd_repl *r, const void *buf, size_t len, uint64_t
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                           pd_snap_info *info, pd_err *err) {
     r->now = now;
-    if (pd_model_pristine(r->m)) return restore_once(r, buf, len, now, info, err);
+    if (pd_model_pristine(r->m)) return restore_once(r, buf, len, now, info, false, err);
+    return restore_twice(r, buf, len, now, info, err);
+}
+
+pd_status pd_repl_restore_peeked(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                                 pd_snap_info *info, pd_err *err) {
+    r->now = now;
+    if (pd_model_pristine(r->m)) return restore_once(r, buf, len, now, info, true, err);
     return restore_twice(r, buf, len, now, info, err);
 }
 

@@ -212,9 +212,12 @@ static bool check_register(mp_reader *r, void *ud) {
 enum {
     SF_V = 1 << 0, SF_NODE = 1 << 1, SF_INC = 1 << 2, SF_SEQ = 1 << 3, SF_VC = 1 << 4,
     SF_DEVICES = 1 << 5, SF_REGISTERS = 1 << 6,
+    /* optional, but once too (pd_snap_peek reads the first of each) */
+    SF_HLC = 1 << 7, SF_STREAM = 1 << 8, SF_TAKEN = 1 << 9, SF_LEFT = 1 << 10,
 };
 static const char *const body_fields[] = {"v", "node", "inc", "seq", "vc", "devices", "registers"};
 #define SF_ALL (SF_V | SF_NODE | SF_INC | SF_SEQ | SF_VC | SF_DEVICES | SF_REGISTERS)
+
 
 /* A required field seen once more: refused (two "devices" arrays would be
  * applied both by a reader that applies as it reads, the last alone by
@@ -258,10 +261,12 @@ static pd_status body_field(mp_reader *r, pd_str k, pd_snap_info *info, pd_snap_
         c->regs_visited = (*seen & SF_DEVICES) != 0;
         ok = once(r, seen, SF_REGISTERS) &&
              pd_rd_array(r, &raw, &rd->nregs, check_register, c, &rd->regs);
-    } else if (pd_str_eqc(k, "hlc")) ok = pd_rd_u64(r, &info->hlc);
-    else if (pd_str_eqc(k, "stream_seq")) ok = pd_rd_u64(r, &info->stream_seq);
-    else if (pd_str_eqc(k, "taken_at")) ok = pd_rd_u64(r, &info->taken_at);
-    else if (pd_str_eqc(k, "left")) ok = mpr_bool(r, &info->left);
+    } else if (pd_str_eqc(k, "hlc")) ok = once(r, seen, SF_HLC) && pd_rd_u64(r, &info->hlc);
+    else if (pd_str_eqc(k, "stream_seq"))
+        ok = once(r, seen, SF_STREAM) && pd_rd_u64(r, &info->stream_seq);
+    else if (pd_str_eqc(k, "taken_at"))
+        ok = once(r, seen, SF_TAKEN) && pd_rd_u64(r, &info->taken_at);
+    else if (pd_str_eqc(k, "left")) ok = once(r, seen, SF_LEFT) && mpr_bool(r, &info->left);
     else ok = mpr_skip(r);
     return ok ? PD_OK : pd_rd_err(r, err);
 }
@@ -285,12 +290,9 @@ static pd_status read_body(mp_reader *r, pd_snap_info *info, pd_snap_reader *rd,
     return pd_fields_missing(seen, SF_ALL, body_fields, 7, "snapshot", err);
 }
 
-static pd_status read_snapshot(const void *buf, size_t len, pd_snap_info *info,
-                               pd_snap_reader *rd, const pd_snap_visitor *v, pd_err *err) {
-    const uint8_t *p = buf;
-    mp_reader r;
-    memset(info, 0, offsetof(pd_snap_info, vc));
-    memset(rd, 0, sizeof *rd);
+/* Magic, version, length and (checksum true) the checksum. */
+static pd_status check_header(const uint8_t *p, size_t len, pd_snap_info *info, bool checksum,
+                              pd_err *err) {
     if (len < PD_SNAP_HEADER || memcmp(p, "PDSNAP", 6) != 0 || p[6] != 0) {
         pd_err_set(err, PD_EBADVALUE, "not a presenced snapshot");
         return PD_EBADVALUE;
@@ -307,11 +309,23 @@ static pd_status read_snapshot(const void *buf, size_t len, pd_snap_info *info,
                    len - PD_SNAP_HEADER, (unsigned long long)body);
         return PD_EBADVALUE;
     }
-    if (get_be(p + 16, 8) != pd_snap_checksum(p[7], p + PD_SNAP_HEADER, (size_t)body)) {
+    if (checksum && get_be(p + 16, 8) != pd_snap_checksum(p[7], p + PD_SNAP_HEADER, (size_t)body)) {
         pd_err_set(err, PD_EBADVALUE, "snapshot checksum mismatch");
         return PD_EBADVALUE;
     }
-    mpr_init(&r, p + PD_SNAP_HEADER, (size_t)body);
+    return PD_OK;
+}
+
+static pd_status read_snapshot(const void *buf, size_t len, pd_snap_info *info,
+                               pd_snap_reader *rd, const pd_snap_visitor *v, bool checksum,
+                               pd_err *err) {
+    const uint8_t *p = buf;
+    mp_reader r;
+    memset(info, 0, offsetof(pd_snap_info, vc));
+    memset(rd, 0, sizeof *rd);
+    pd_status hs = check_header(p, len, info, checksum, err);
+    if (hs != PD_OK) return hs;
+    mpr_init(&r, p + PD_SNAP_HEADER, len - PD_SNAP_HEADER);
     pd_err why = {PD_OK, ""};
     read_ctx c = {v, false, PD_OK, err};
     pd_status s = read_body(&r, info, rd, &c, &why);
@@ -329,13 +343,68 @@ static pd_status read_snapshot(const void *buf, size_t len, pd_snap_info *info,
 
 pd_status pd_snap_open(const void *buf, size_t len, pd_snap_info *info, pd_snap_reader *rd,
                        pd_err *err) {
-    return read_snapshot(buf, len, info, rd, NULL, err);
+    return read_snapshot(buf, len, info, rd, NULL, true, err);
 }
 
 pd_status pd_snap_read(const void *buf, size_t len, pd_snap_info *info,
                        const pd_snap_visitor *v, pd_err *err) {
     pd_snap_reader rd;
-    return read_snapshot(buf, len, info, &rd, v, err);
+    return read_snapshot(buf, len, info, &rd, v, !(v && v->checksum_checked), err);
+}
+
+pd_status pd_snap_peek(const void *buf, size_t len, pd_snap_info *info, pd_err *err) {
+    const uint8_t *p = buf;
+    mp_reader r;
+    uint32_t n;
+    pd_str k;
+    unsigned seen = 0;
+    memset(info, 0, offsetof(pd_snap_info, vc));
+    pd_status s = check_header(p, len, info, true, err);
+    if (s != PD_OK) return s;
+    mpr_init(&r, p + PD_SNAP_HEADER, len - PD_SNAP_HEADER);
+    if (!mpr_map(&r, &n)) {
+        pd_err_set(err, PD_EBADMSGPACK, "bad snapshot body: not a map");
+        return PD_EBADMSGPACK;
+    }
+    /* The scalars a writer puts first; the first array ends the peek. */
+    for (uint32_t i = 0; i < n && mpr_str(&r, &k); i++) {
+        bool ok;
+        unsigned bit = 0;
+        if (pd_str_eqc(k, "node")) {
+            ok = pd_rd_id(&r, &info->node);
+            bit = SF_NODE;
+        } else if (pd_str_eqc(k, "inc")) {
+            ok = pd_rd_u64(&r, &info->inc);
+            bit = SF_INC;
+        } else if (pd_str_eqc(k, "seq")) {
+            ok = pd_rd_u64(&r, &info->seq);
+            bit = SF_SEQ;
+        } else if (pd_str_eqc(k, "stream_seq")) {
+            ok = pd_rd_u64(&r, &info->stream_seq);
+            bit = SF_STREAM;
+        } else if (pd_str_eqc(k, "hlc")) {
+            ok = pd_rd_u64(&r, &info->hlc);
+        } else if (pd_str_eqc(k, "taken_at")) {
+            ok = pd_rd_u64(&r, &info->taken_at);
+        } else if (pd_str_eqc(k, "left")) {
+            ok = mpr_bool(&r, &info->left);
+        } else if (mpr_peek(&r) == MPR_ARRAY) {
+            break;
+        } else {
+            ok = mpr_skip(&r);
+        }
+        if (!ok) {
+            pd_err_set(err, r.err != PD_OK ? r.err : PD_EBADVALUE, "bad snapshot body: %s", r.why);
+            return r.err != PD_OK ? r.err : PD_EBADVALUE;
+        }
+        seen |= bit;
+    }
+    if ((seen & (SF_NODE | SF_INC | SF_SEQ | SF_STREAM)) !=
+        (SF_NODE | SF_INC | SF_SEQ | SF_STREAM)) {
+        pd_err_set(err, PD_EMISSING, "snapshot: node, inc, seq or stream_seq not before its arrays");
+        return PD_EMISSING;
+    }
+    return PD_OK;
 }
 
 bool pd_snap_next_device(pd_snap_reader *rd, pd_snap_device *d) {

@@ -85,10 +85,20 @@ typedef struct {
     void (*device)(void *ud, const pd_snap_device *d);
     void (*reg)(void *ud, const pd_op *op);
     void *ud;
+    bool checksum_checked;      /* the same bytes passed pd_snap_peek: not checked again */
 } pd_snap_visitor;
 /* pd_snap_open's checks, with the entries handed to v along the way. */
 pd_status pd_snap_read(const void *buf, size_t len, pd_snap_info *info,
                        const pd_snap_visitor *v, pd_err *err);
+
+/* The header's checks (magic, version, length, checksum) and the body's
+ * scalar fields written before its first array (node, inc, seq, hlc,
+ * stream_seq, taken_at, left), without reading the entries: where a
+ * restart's replay of the stream starts, known before the snapshot is
+ * applied (node/persist.c). PD_EMISSING when node, inc, seq or
+ * stream_seq do not come before the first array (a writer other than
+ * pd_snap_begin's); the entries are validated by pd_snap_read. */
+pd_status pd_snap_peek(const void *buf, size_t len, pd_snap_info *info, pd_err *err);
 
 /* The entries in order; rd comes from a pd_snap_open that succeeded (they
  * were validated there, and are not checked character by character again). */

@@ -193,6 +193,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (s != PD_OK) fz_check_refusal(s, &err);
     else walk(&info, rd, NULL);
 
+    /* The peek a restart makes before its replay: never accepts what the
+     * header's checks refuse, and reads the fields pd_snap_open read. */
+    static pd_snap_info peek;
+    pd_err perr = {PD_OK, ""};
+    pd_status ps = pd_snap_peek(buf, len, &peek, &perr);
+    if (ps != PD_OK) fz_check_refusal(ps, &perr);
+    if (s == PD_OK && ps == PD_OK) {
+        FZ_CHECK(pd_str_eq(peek.node, info.node) && peek.inc == info.inc &&
+                     peek.seq == info.seq && peek.stream_seq == info.stream_seq,
+                 "the peek read other fields than pd_snap_open");
+    }
+
     /* Into a running, populated node: a refusal changes nothing. */
     pd_repl *r = fz_repl_new(FZ_SELF, NULL, FZ_NOW);
     fz_populate(r, FZ_NOW);
