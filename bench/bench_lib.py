@@ -189,7 +189,9 @@ def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldl
                 if m.group(2) is not None:
                     r["replay_apply_ms"] = int(m.group(2))
     if t_done is not None:
-        first = t_replay or t_snap or t_done
+        # The replay runs while the snapshot applies (issue 15): what it adds
+        # is from the later of the snapshot in and the replay's start.
+        first = max([t for t in (t_replay, t_snap) if t is not None], default=t_done)
         r["total_ms"] = round(t_done - t0)
         r["snapshot_ms"] = round(t_snap - t0) if t_snap else 0
         r["replay_ms"] = round(t_done - first)
@@ -518,7 +520,9 @@ def markdown(res):
         L.append(f"| start | 0 | {r['rss_start_kb'] / 1024:.1f} MiB | | |")
     L.append("")
     L.append("Recovery of one node: stopped (SIGTERM: final snapshot; or SIGKILL and the "
-             "snapshot deleted: stream only), restarted; times from its exec and its log. "
+             "snapshot deleted: stream only), restarted; times from its exec and its log; "
+             "\"replay\": what the replay adds after the snapshot is in (it runs while the "
+             "snapshot applies), and the time spent applying its deltas. "
              "\"One of 3\": n1 of a loaded cluster, stopped cleanly, then killed after a "
              "snapshot; \"republished\" is when its devices (clean stop) or its registers "
              "(killed: the peers kept its devices) were out; NATS bytes: all the server sent "

@@ -47,6 +47,7 @@ struct pd_persist {
     natsSubscription *replay;
     uint64_t replay_end, replay_deadline;
     uint64_t replay_apply_us;   /* the replay's deltas applied (node__persist_replay_msg) */
+    bool replay_partial;        /* the replay began after a snapshot then refused */
     natsMsg **held;
     uint32_t nheld;
     uint64_t reconnects_seen;       /* n->nats_reconnects last looked at */
@@ -84,7 +85,10 @@ void persist__start_snapshot(pd_node *n);
 void persist__final_snapshot(pd_node *n);
 
 /* persist_replay.c */
-void persist__restore(pd_node *n);
+/* Applies the snapshot read from Redis (buf, freed here; NULL: none);
+ * peeked: it passed pd_snap_peek, and the replay may already run after
+ * the stream sequence it gave. */
+void persist__restore(pd_node *n, uint8_t *buf, size_t len, bool peeked);
 bool persist__ensure_stream(pd_node *n);
 bool persist__start_replay(pd_node *n);
 void persist__finish_replay(pd_node *n, bool complete);

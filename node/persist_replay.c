@@ -11,28 +11,34 @@
 #include "base/clock.h"
 #include "node.h"
 
-void persist__restore(pd_node *n) {
+void persist__restore(pd_node *n, uint8_t *buf, size_t len, bool peeked) {
     pd_persist *ps = n->persist;
-    size_t len;
-    uint8_t *buf = persist__load_snapshot(ps, &len);
-    if (buf == NULL) {
-        pd_log(PD_LOG_INFO, "no snapshot of %s: starting from the stream and the peers",
-               n->cfg.node_id);
-        return;
-    }
+    if (buf == NULL) return; /* said by node__persist_start */
     pd_snap_info *info = malloc(sizeof *info);
     pd_err err = {PD_OK, ""};
     uint64_t t0 = pd_mono_ms();
-    pd_status s = info ? pd_repl_restore(n->repl, buf, len, pd_now_ms(), info, &err) : PD_ENOMEM;
+    pd_status s = !info ? PD_ENOMEM
+                : peeked ? pd_repl_restore_peeked(n->repl, buf, len, pd_now_ms(), info, &err)
+                         : pd_repl_restore(n->repl, buf, len, pd_now_ms(), info, &err);
     if (s == PD_OK) {
         pd_model_stats ms;
         pd_model_stats_get(n->model, &ms);
         ps->st.restored_devices = ms.devices;
-        ps->restored_stream_seq = info->stream_seq;
+        /* Peeked: set already, and the replay began after it (or from the
+         * start, if the stream no longer holds it: persist__start_replay). */
+        if (!peeked) ps->restored_stream_seq = info->stream_seq;
         pd_log(PD_LOG_INFO,
                "restored snapshot: %zu bytes, %llu devices, %llu users, stream sequence %llu, "
                "in %llu ms", len, (unsigned long long)ms.devices, (unsigned long long)ms.users,
                (unsigned long long)info->stream_seq, (unsigned long long)(pd_mono_ms() - t0));
+    } else if (peeked && ps->restored_stream_seq > 0) {
+        /* The replay began after the sequence the header said: what came
+         * before it in the stream is not replayed (the peers and the socket
+         * servers' resync fill in), and the replay counts as incomplete. */
+        ps->replay_partial = true;
+        pd_log(PD_LOG_WARN, "snapshot refused (%s) after the replay of the stream after it "
+               "began: the stream before sequence %llu is not replayed; the peers fill in",
+               err.msg, (unsigned long long)ps->restored_stream_seq);
     } else {
         pd_log(PD_LOG_WARN, "snapshot refused (%s): starting from the stream and the peers",
                err.msg);
@@ -156,6 +162,7 @@ void node__persist_resync(pd_node *n, const char *why) {
  * stream up to that end: the first snapshot of this life says so. */
 void persist__finish_replay(pd_node *n, bool complete) {
     pd_persist *ps = n->persist;
+    complete = complete && !ps->replay_partial;
     ps->stream_seq_next = complete ? ps->replay_end : ps->restored_stream_seq;
     if (ps->replay) {
         natsSubscription_Unsubscribe(ps->replay);
