@@ -55,9 +55,11 @@ void node__persist_start(pd_node *n) {
         js = true;
         if (early) replay_ok = persist__start_replay(n);
     }
-    persist__restore(n, buf, len, peeked);
+    bool restored = persist__restore(n, buf, len, peeked);
     if (js) {
         if (!early) replay_ok = persist__start_replay(n);
+        else if (peeked && !restored && ps->restored_stream_seq > 0)
+            replay_ok = persist__replay_again(n); /* it began after a snapshot now refused */
         persist__subscribe_info(n);
     }
     /* Nothing to replay after the snapshot is a complete replay; a stream

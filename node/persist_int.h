@@ -47,7 +47,6 @@ struct pd_persist {
     natsSubscription *replay;
     uint64_t replay_end, replay_deadline;
     uint64_t replay_apply_us;   /* the replay's deltas applied (node__persist_replay_msg) */
-    bool replay_partial;        /* the replay began after a snapshot then refused */
     natsMsg **held;
     uint32_t nheld;
     uint64_t reconnects_seen;       /* n->nats_reconnects last looked at */
@@ -87,8 +86,11 @@ void persist__final_snapshot(pd_node *n);
 /* persist_replay.c */
 /* Applies the snapshot read from Redis (buf, freed here; NULL: none);
  * peeked: it passed pd_snap_peek, and the replay may already run after
- * the stream sequence it gave. */
-void persist__restore(pd_node *n, uint8_t *buf, size_t len, bool peeked);
+ * the stream sequence it gave. False if there was none or it was refused. */
+bool persist__restore(pd_node *n, uint8_t *buf, size_t len, bool peeked);
+/* Before the loop runs: the replay started after a snapshot that was then
+ * refused is dropped, and the whole stream replayed (persist__start_replay). */
+bool persist__replay_again(pd_node *n);
 bool persist__ensure_stream(pd_node *n);
 bool persist__start_replay(pd_node *n);
 void persist__finish_replay(pd_node *n, bool complete);

@@ -11,9 +11,9 @@
 #include "base/clock.h"
 #include "node.h"
 
-void persist__restore(pd_node *n, uint8_t *buf, size_t len, bool peeked) {
+bool persist__restore(pd_node *n, uint8_t *buf, size_t len, bool peeked) {
     pd_persist *ps = n->persist;
-    if (buf == NULL) return; /* said by node__persist_start */
+    if (buf == NULL) return false; /* said by node__persist_start */
     pd_snap_info *info = malloc(sizeof *info);
     pd_err err = {PD_OK, ""};
     uint64_t t0 = pd_mono_ms();
@@ -32,19 +32,40 @@ void persist__restore(pd_node *n, uint8_t *buf, size_t len, bool peeked) {
                "in %llu ms", len, (unsigned long long)ms.devices, (unsigned long long)ms.users,
                (unsigned long long)info->stream_seq, (unsigned long long)(pd_mono_ms() - t0));
     } else if (peeked && ps->restored_stream_seq > 0) {
-        /* The replay began after the sequence the header said: what came
-         * before it in the stream is not replayed (the peers and the socket
-         * servers' resync fill in), and the replay counts as incomplete. */
-        ps->replay_partial = true;
         pd_log(PD_LOG_WARN, "snapshot refused (%s) after the replay of the stream after it "
-               "began: the stream before sequence %llu is not replayed; the peers fill in",
-               err.msg, (unsigned long long)ps->restored_stream_seq);
+               "began: replaying all of it", err.msg);
     } else {
         pd_log(PD_LOG_WARN, "snapshot refused (%s): starting from the stream and the peers",
                err.msg);
     }
     free(info);
     free(buf);
+    return s == PD_OK;
+}
+
+/* The snapshot was refused after the replay began after its stream
+ * sequence: that replay is drained (nats.c calls the handler until then:
+ * #637), what it queued is dropped (the loop has not run: the inbox holds
+ * nothing else of it), and the stream is replayed from its start. */
+bool persist__replay_again(pd_node *n) {
+    pd_persist *ps = n->persist;
+    if (ps->replay) {
+        if (natsSubscription_Drain(ps->replay) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(ps->replay, 10000);
+        natsSubscription_Destroy(ps->replay);
+        ps->replay = NULL;
+    }
+    ps->st.replaying = false;
+    pd_inbox_item *items;
+    uint32_t k = 0;
+    pd_inbox_take(&n->inbox, &items, &k);
+    for (uint32_t i = 0; i < k; i++) {
+        if (items[i].kind == SUB_REPLAY) natsMsg_Destroy(items[i].msg);
+        else pd_inbox_push(&n->inbox, items[i].msg, items[i].kind);
+    }
+    pd_inbox_release(items);
+    ps->restored_stream_seq = 0;
+    return persist__start_replay(n);
 }
 
 static void on_replay(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
@@ -162,7 +183,6 @@ void node__persist_resync(pd_node *n, const char *why) {
  * stream up to that end: the first snapshot of this life says so. */
 void persist__finish_replay(pd_node *n, bool complete) {
     pd_persist *ps = n->persist;
-    complete = complete && !ps->replay_partial;
     ps->stream_seq_next = complete ? ps->replay_end : ps->restored_stream_seq;
     if (ps->replay) {
         natsSubscription_Unsubscribe(ps->replay);
