@@ -355,52 +355,26 @@ pd_status pd_snap_read(const void *buf, size_t len, pd_snap_info *info,
 pd_status pd_snap_peek(const void *buf, size_t len, pd_snap_info *info, pd_err *err) {
     const uint8_t *p = buf;
     mp_reader r;
+    pd_snap_reader rd;
     uint32_t n;
     pd_str k;
     unsigned seen = 0;
     memset(info, 0, offsetof(pd_snap_info, vc));
+    memset(&rd, 0, sizeof rd); /* body_field fills it for the arrays alone: never reached */
     pd_status s = check_header(p, len, info, true, err);
     if (s != PD_OK) return s;
     mpr_init(&r, p + PD_SNAP_HEADER, len - PD_SNAP_HEADER);
-    if (!mpr_map(&r, &n)) {
-        pd_err_set(err, PD_EBADMSGPACK, "bad snapshot body: not a map");
-        return PD_EBADMSGPACK;
+    if (!mpr_map(&r, &n)) return pd_rd_err(&r, err);
+    /* The fields a writer puts first, read as pd_snap_read reads them; the
+     * first array ends the peek. */
+    read_ctx c = {NULL, false, PD_OK, err};
+    for (uint32_t i = 0; i < n && mpr_peek(&r) != MPR_END; i++) {
+        if (!mpr_str(&r, &k)) return pd_rd_err(&r, err);
+        if (mpr_peek(&r) == MPR_ARRAY) break;
+        if ((s = body_field(&r, k, info, &rd, &seen, &c, err)) != PD_OK) return s;
     }
-    /* The scalars a writer puts first; the first array ends the peek. */
-    for (uint32_t i = 0; i < n && mpr_str(&r, &k); i++) {
-        bool ok;
-        unsigned bit = 0;
-        if (pd_str_eqc(k, "node")) {
-            ok = pd_rd_id(&r, &info->node);
-            bit = SF_NODE;
-        } else if (pd_str_eqc(k, "inc")) {
-            ok = pd_rd_u64(&r, &info->inc);
-            bit = SF_INC;
-        } else if (pd_str_eqc(k, "seq")) {
-            ok = pd_rd_u64(&r, &info->seq);
-            bit = SF_SEQ;
-        } else if (pd_str_eqc(k, "stream_seq")) {
-            ok = pd_rd_u64(&r, &info->stream_seq);
-            bit = SF_STREAM;
-        } else if (pd_str_eqc(k, "hlc")) {
-            ok = pd_rd_u64(&r, &info->hlc);
-        } else if (pd_str_eqc(k, "taken_at")) {
-            ok = pd_rd_u64(&r, &info->taken_at);
-        } else if (pd_str_eqc(k, "left")) {
-            ok = mpr_bool(&r, &info->left);
-        } else if (mpr_peek(&r) == MPR_ARRAY) {
-            break;
-        } else {
-            ok = mpr_skip(&r);
-        }
-        if (!ok) {
-            pd_err_set(err, r.err != PD_OK ? r.err : PD_EBADVALUE, "bad snapshot body: %s", r.why);
-            return r.err != PD_OK ? r.err : PD_EBADVALUE;
-        }
-        seen |= bit;
-    }
-    if ((seen & (SF_NODE | SF_INC | SF_SEQ | SF_STREAM)) !=
-        (SF_NODE | SF_INC | SF_SEQ | SF_STREAM)) {
+    const unsigned need = SF_NODE | SF_INC | SF_SEQ | SF_STREAM;
+    if ((seen & need) != need) {
         pd_err_set(err, PD_EMISSING, "snapshot: node, inc, seq or stream_seq not before its arrays");
         return PD_EMISSING;
     }
