@@ -277,6 +277,17 @@ Test(codec_repl, delta_roundtrip_every_op_kind) {
     msg_free(&m);
 }
 
+/* A delta of node "n", incarnation inc, seq 1, no ops, as a map with
+ * `extra` more fields for the caller to write. */
+static void pack_empty_delta(msgpack_packer *pk, uint64_t inc, uint32_t extra) {
+    msgpack_pack_map(pk, 5 + extra);
+    pd_pack_cstr(pk, "v"), msgpack_pack_uint64(pk, 1);
+    pd_pack_cstr(pk, "node"), pd_pack_cstr(pk, "n");
+    pd_pack_cstr(pk, "inc"), msgpack_pack_uint64(pk, inc);
+    pd_pack_cstr(pk, "seq"), msgpack_pack_uint64(pk, 1);
+    pd_pack_cstr(pk, "ops"), msgpack_pack_array(pk, 0);
+}
+
 Test(codec_repl, delta_at_roundtrip_and_absent_is_zero) {
     msgpack_sbuffer o, sb;
     pack_ops(&o, OPS, NOPS);
@@ -298,12 +309,7 @@ Test(codec_repl, delta_at_roundtrip_and_absent_is_zero) {
     msgpack_sbuffer_clear(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 6);
-    pd_pack_cstr(&pk, "v"), msgpack_pack_uint64(&pk, 1);
-    pd_pack_cstr(&pk, "node"), pd_pack_cstr(&pk, "n");
-    pd_pack_cstr(&pk, "inc"), msgpack_pack_uint64(&pk, 1);
-    pd_pack_cstr(&pk, "seq"), msgpack_pack_uint64(&pk, 1);
-    pd_pack_cstr(&pk, "ops"), msgpack_pack_array(&pk, 0);
+    pack_empty_delta(&pk, 1, 1);
     pd_pack_cstr(&pk, "at"), pd_pack_cstr(&pk, "soon");
     cr_expect_neq(pd_delta_decode(sb.data, sb.size, &d, &err), PD_OK);
     msgpack_sbuffer_destroy(&o);
@@ -379,12 +385,7 @@ Test(codec_repl, delta_carries_and_restored_roundtrip) {
         msgpack_sbuffer_clear(&sb);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 6);
-        pd_pack_cstr(&pk, "v"), msgpack_pack_uint64(&pk, 1);
-        pd_pack_cstr(&pk, "node"), pd_pack_cstr(&pk, "n");
-        pd_pack_cstr(&pk, "inc"), msgpack_pack_uint64(&pk, 2);
-        pd_pack_cstr(&pk, "seq"), msgpack_pack_uint64(&pk, 1);
-        pd_pack_cstr(&pk, "ops"), msgpack_pack_array(&pk, 0);
+        pack_empty_delta(&pk, 2, 1);
         pd_pack_cstr(&pk, "restored");
         if (bad == 0) {
             msgpack_pack_array(&pk, 0);
