@@ -210,18 +210,21 @@ static pd_status restore_twice(pd_repl *r, const void *buf, size_t len, uint64_t
     return PD_OK;
 }
 
+static pd_status restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
+                         pd_snap_info *info, bool checked, pd_err *err) {
+    r->now = now;
+    if (pd_model_pristine(r->m)) return restore_once(r, buf, len, now, info, checked, err);
+    return restore_twice(r, buf, len, now, info, err);
+}
+
 pd_status pd_repl_restore(pd_repl *r, const void *buf, size_t len, uint64_t now,
                           pd_snap_info *info, pd_err *err) {
-    r->now = now;
-    if (pd_model_pristine(r->m)) return restore_once(r, buf, len, now, info, false, err);
-    return restore_twice(r, buf, len, now, info, err);
+    return restore(r, buf, len, now, info, false, err);
 }
 
 pd_status pd_repl_restore_peeked(pd_repl *r, const void *buf, size_t len, uint64_t now,
                                  pd_snap_info *info, pd_err *err) {
-    r->now = now;
-    if (pd_model_pristine(r->m)) return restore_once(r, buf, len, now, info, true, err);
-    return restore_twice(r, buf, len, now, info, err);
+    return restore(r, buf, len, now, info, true, err);
 }
 
 pd_status pd_repl_replay_delta(pd_repl *r, const void *buf, size_t len, uint64_t now,
