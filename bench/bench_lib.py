@@ -73,43 +73,34 @@ def cmd_snapshot_after(port, key, since):
     sys.exit(0 if int.from_bytes(head[i + 10:i + 18], "big") > int(since) else 1)
 
 
+def monitor(mon, path):
+    """A nats-server monitoring page as JSON, {} if it cannot be read."""
+    try:
+        with urllib.request.urlopen(mon + path, timeout=5) as r:
+            return json.load(r)
+    except OSError:
+        return {}
+
+
 def cmd_nats_published(mon, node):
     """Bytes the open connections of presenced node `node` sent to the
     server (its deltas, heartbeats, replies: /connz in_bytes)."""
-    try:
-        with urllib.request.urlopen(mon + "/connz?limit=1024", timeout=5) as r:
-            conns = json.load(r).get("connections", [])
-    except OSError:
-        print(0)
-        return
     name = "presenced:" + node
-    print(sum(c.get("in_bytes", 0) for c in conns
+    print(sum(c.get("in_bytes", 0) for c in monitor(mon, "/connz?limit=1024").get("connections", [])
               if c.get("name", "") == name or c.get("name", "").startswith(name + ":")))
 
 
 def cmd_stream_bytes(mon):
     """Bytes the stream PRESENCE_DELTAS holds (/jsz): what nodes published
     as deltas since, as long as nothing aged out."""
-    try:
-        with urllib.request.urlopen(mon + "/jsz?streams=true", timeout=5) as r:
-            jsz = json.load(r)
-    except OSError:
-        print(0)
-        return
-    total = 0
-    for acc in jsz.get("account_details") or []:
-        for st in acc.get("stream_detail") or []:
-            if st.get("name") == "PRESENCE_DELTAS":
-                total += st.get("state", {}).get("bytes", 0)
-    print(total)
+    jsz = monitor(mon, "/jsz?streams=true")
+    print(sum(st.get("state", {}).get("bytes", 0)
+              for acc in jsz.get("account_details") or []
+              for st in acc.get("stream_detail") or [] if st.get("name") == "PRESENCE_DELTAS"))
 
 
 def cmd_nats_out(mon):
-    try:
-        with urllib.request.urlopen(mon + "/varz", timeout=5) as r:
-            print(json.load(r).get("out_bytes", 0))
-    except OSError:
-        print(0)
+    print(monitor(mon, "/varz").get("out_bytes", 0))
 
 
 def cmd_merge_tp(label, rate, secs, rc, sim, conv):
