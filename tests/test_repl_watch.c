@@ -462,12 +462,12 @@ Test(repl_watch, a_node_back_from_its_snapshot_announces_the_floor_above_the_off
  * start: nobody said `offline`, and n2's watcher stayed on `online`
  * (chaos seed 11). A node back from its snapshot says again the users
  * whose offline delay ended after the snapshot was taken. */
-Test(repl_watch, an_offline_due_while_its_announcer_was_dead_is_said_when_it_is_back) {
+static void offline_due_while_dead(int announcer) {
     world w;
     setup(&w, 57);
     sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, 2, "g", user);
+    user_announced_by(&w, announcer, "g", user);
     run_for(s, 2 * s->cfg.sync_interval_ms);
     s->cut[2] = true;
     conn_event_at(&w, 2, PD_EV_CONNECT, "cg", user);
@@ -480,6 +480,48 @@ Test(repl_watch, an_offline_due_while_its_announcer_was_dead_is_said_when_it_is_
     back_from_snapshot(s, 2, &snap);
     run_for(s, 20 * s->cfg.sync_interval_ms);
     cr_assert_eq(public_view(&w, 2, user).status, PD_PUB_OFFLINE);
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}
+
+Test(repl_watch, an_offline_due_while_its_announcer_was_dead_is_said_when_it_is_back) {
+    offline_due_while_dead(2);
+}
+
+/* The same for a user that n0 announces when all three are alive: the
+ * user comes and goes on n2 late in a split, and n2, which takes the
+ * others for down before the offline delay ends, says it `online` to its
+ * side as their announcer; it is killed before the delay ends. Back from
+ * its snapshot, n2 is no longer the user's announcer, and n0 gets the
+ * user from n2's new life already offline: nothing changed there (chaos
+ * seed 11, u772). A node back from its snapshot says those `offline`
+ * users whoever announces them now. */
+Test(repl_watch, an_offline_due_while_a_split_off_announcer_was_dead_is_said_when_it_is_back) {
+    world w;
+    setup(&w, 58);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 0, "g", user);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    s->cut[2] = true;
+    uint64_t down_at = s->now + s->cfg.node_timeout_ms + SUSPICION_MS;
+    run_for(s, down_at - s->now - MCFG_WATCH.offline_delay_ms + 2 * s->cfg.sync_interval_ms);
+    conn_event_at(&w, 2, PD_EV_CONNECT, "cg", user);
+    run_for(s, 100);
+    conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg", user);
+    run_for(s, down_at + 200 - s->now);
+    cr_assert(pd_notifier_is_announcer(pd_repl_notifier(s->r[2]), pd_str_c(user)),
+              "n2 took the others for down");
+    const heard *h = sim_watcher_last(s, 2, user, 0);
+    cr_assert(h != NULL && h->status == PD_PUB_ONLINE, "n2 said the user online to its side");
+    snapbuf snap = {0};
+    take_snapshot(s, 2, &snap);
+    s->frozen[2] = true;
+    run_for(s, MCFG_WATCH.offline_delay_ms);
+    back_from_snapshot(s, 2, &snap);
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    cr_assert_eq(public_view(&w, 2, user).status, PD_PUB_OFFLINE);
+    cr_assert_not(pd_notifier_is_announcer(pd_repl_notifier(s->r[2]), pd_str_c(user)));
     expect_watchers_agree(&w, user);
     world_free(&w);
 }

@@ -199,6 +199,13 @@ typedef struct {
     int64_t offline_since; /* also offline users whose ver shows a time since (0: no) */
 } reannounce_ctx;
 
+/* v said again with a ts of now at least. */
+static void announce_now(pd_notifier *nf, const pd_view *v, uint64_t now) {
+    pd_view fresh = *v;
+    if (fresh.ts < (int64_t)now) fresh.ts = (int64_t)now;
+    announce(nf, &fresh, now);
+}
+
 static void reannounce_one(void *ud, const pd_view *v) {
     reannounce_ctx *c = ud;
     /* After a heal, changed means a write since then anywhere (its ver):
@@ -213,6 +220,14 @@ static void reannounce_one(void *ud, const pd_view *v) {
     bool restored = !recent && c->offline_since > 0 && v->status == PD_PUB_OFFLINE &&
                     (int64_t)(v->ver >> 16) >= c->offline_since;
     if (!recent && !restored) return;
+    /* The life before may have been its announcer on its side of a split,
+     * and said it online there alone (chaos seed 11): whoever announces
+     * it now may have got it already offline, nothing changed, and said
+     * nothing. The same state at the same ver: a repeat at most. */
+    if (restored) { /* as of now: it had no ts of this life */
+        announce_now(c->nf, v, c->now);
+        return;
+    }
     /* A user we no longer announce: only what we said of it, as it was. A
      * later change of our view was not ours to say, and our view of it may
      * lag its announcer's (chaos seed 16: a repeat of an `away` that was
@@ -221,17 +236,14 @@ static void reannounce_one(void *ud, const pd_view *v) {
         !(c->prev_too && v->ts <= c->prev_until && announcer(c->nf, v->user, true)))
         return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
-    if (!c->not_offline && !restored) {
+    if (!c->not_offline) {
         announce(c->nf, v, c->now);
         return;
     }
     /* After a heal the view is said again as of now: what the other side
      * announced meanwhile (and a route may still deliver late) carries an
-     * older ts, so a watcher keeping the newest ts per user ends here. The
-     * same for a restored `offline`, which had no ts of this life. */
-    pd_view fresh = *v;
-    if (fresh.ts < (int64_t)c->now) fresh.ts = (int64_t)c->now;
-    announce(c->nf, &fresh, c->now);
+     * older ts, so a watcher keeping the newest ts per user ends here. */
+    announce_now(c->nf, v, c->now);
 }
 
 /* Announces again the changes made at or after now - window, and the
