@@ -384,13 +384,47 @@ Test(notify, heal_walks_the_model_in_slices) {
     cr_expect_leq(most, 8 * PD_HEAL_BUCKETS, "a slice announced %d users", most);
     for (int i = 0; i < HEAL_USERS; i++)
         cr_assert_eq(heal_count[i], 1, "u%d announced %d times by the heal", i, heal_count[i]);
-    /* Pausing (a stall) ends a heal under way. */
+    /* Pausing (a stall) stops a heal under way; the next start makes it
+     * whole, from the first slice. */
     pd_notifier_heal(nf, m, 5000, 9500);
     cr_assert(pd_notifier_healing(nf));
     pd_notifier_pause(nf);
     cr_expect_not(pd_notifier_healing(nf));
     calls = 0;
     pd_notifier_heal_step(nf, m, 9600);
+    cr_expect_eq(calls, 0);
+    memset(heal_count, 0, sizeof heal_count);
+    pd_notifier_start(nf, m, 9700, 9700); /* its own window holds no change */
+    cr_expect(pd_notifier_healing(nf), "the held heal runs");
+    while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, 9800);
+    for (int i = 0; i < HEAL_USERS; i++)
+        cr_assert_eq(heal_count[i], 1, "u%d announced %d times after the start", i, heal_count[i]);
+    pd_model_free(m);
+    pd_notifier_free(nf);
+}
+
+/* A heal asked while paused (due while a stalled node catches up) is made
+ * by the next start, which its own window would not cover. */
+Test(notify, a_heal_asked_while_paused_is_made_at_the_start) {
+    int calls = 0;
+    wiring w;
+    pd_model *m = heal_world(count_publish, &calls, &w);
+    pd_notifier *nf = w.nf;
+    memset(heal_count, 0, sizeof heal_count);
+    calls = 0;
+    pd_notifier_pause(nf);
+    pd_notifier_heal(nf, m, 5000, 9000);
+    cr_expect_not(pd_notifier_healing(nf));
+    cr_expect_eq(calls, 0, "nothing while paused");
+    pd_notifier_start(nf, m, 20000, 20000);
+    while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, 20100);
+    for (int i = 0; i < HEAL_USERS; i++)
+        cr_assert_eq(heal_count[i], 1, "u%d announced %d times after the start", i, heal_count[i]);
+    /* Made once: the next start, after another pause, has nothing held. */
+    pd_notifier_pause(nf);
+    calls = 0;
+    pd_notifier_start(nf, m, 30000, 30000);
+    cr_expect_not(pd_notifier_healing(nf));
     cr_expect_eq(calls, 0);
     pd_model_free(m);
     pd_notifier_free(nf);

@@ -34,6 +34,9 @@ struct pd_notifier {
     uint64_t heal_prev_until;  /* ... as long as they changed before then */
     uint64_t heal_cur;         /* ... its cursor in the model's users */
     uint64_t heal_from;        /* ... and the changes it announces again from */
+    bool held;                 /* a heal or repeat asked, or cut short, while paused */
+    bool held_full, held_prev; /* ... made at the next start (pd_notifier_start) */
+    uint64_t held_from;
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
     uint64_t floors;           /* ... how many were */
 };
@@ -281,23 +284,35 @@ static void walk_start(pd_notifier *nf, const pd_model *m, uint64_t from, bool f
     pd_notifier_heal_step(nf, m, now);
 }
 
+/* A walk asked while paused (a stall: the node catches up first), or cut
+ * short by the pause, is not dropped: the next start makes it, merged with
+ * any other held (chaos seed 6: a heal due while a stopped node caught up
+ * was lost, and what it had announced to its side alone with it). */
+static void hold(pd_notifier *nf, uint64_t from, bool full, bool prev) {
+    if (!nf->held || from < nf->held_from) nf->held_from = from;
+    nf->held_full = (nf->held && nf->held_full) || full;
+    nf->held_prev = (nf->held && nf->held_prev) || prev;
+    nf->held = true;
+}
+
 void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, bool prev_too,
                         uint64_t now) {
-    if (!nf->announcing) return;
-    walk_start(nf, m, since, false, prev_too, now);
+    if (!nf->announcing) hold(nf, since, false, prev_too);
+    else walk_start(nf, m, since, false, prev_too, now);
 }
 
 void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64_t now) {
-    if (!nf->announcing) return;
     /* A change stamped a little before the last heartbeat may not have
      * reached the other side either: one sync interval of margin. */
     uint64_t from = since > nf->cfg.sync_interval_ms ? since - nf->cfg.sync_interval_ms : 0;
-    walk_start(nf, m, from, true, false, now);
+    if (!nf->announcing) hold(nf, from, true, false);
+    else walk_start(nf, m, from, true, false, now);
 }
 
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
     if (!nf->healing) return;
-    if (!nf->announcing) {
+    if (!nf->announcing) { /* not reached: pd_notifier_pause holds it */
+        hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
         nf->healing = false;
         return;
     }
@@ -322,11 +337,16 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     uint64_t offline_since = restored ? (restored > si ? restored - si : 1) : 0;
     nf->restored_at = 0;
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, offline_since, now);
+    if (nf->held) {
+        nf->held = false;
+        walk_start(nf, m, nf->held_from, nf->held_full, nf->held_prev, now);
+    }
 }
 
 void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at) { nf->restored_at = taken_at; }
 
 void pd_notifier_pause(pd_notifier *nf) {
+    if (nf->healing) hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
     nf->announcing = false;
     nf->healing = false;
 }

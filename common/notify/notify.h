@@ -118,14 +118,16 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
  * does the first slice, pd_notifier_heal_step the next one (call it while
  * pd_notifier_healing; m must be the same model). A heal or a repeat
  * (pd_notifier_rejoin) started while one is running starts the walk over
- * with the earlier `since` of the two, as a heal if either is. Pausing
- * ends it. */
+ * with the earlier `since` of the two, as a heal if either is. One asked
+ * while paused, or under way when pausing, is held and made (started
+ * over) by the next pd_notifier_start. */
 #define PD_HEAL_BUCKETS 256
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now);
 bool pd_notifier_healing(const pd_notifier *nf);
 
 /* This node caught up: from now on it announces, starting with every
- * change since its warm-up began at warm_since (less a node timeout). */
+ * change since its warm-up began at warm_since (less a node timeout), then
+ * a heal or repeat held while paused. */
 void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, uint64_t now);
 /* This life began from a snapshot taken at taken_at (ms): the next
  * pd_notifier_start also says the users offline then whose ver shows a
@@ -134,7 +136,7 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
  * never held them). */
 void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at);
 /* Warming up again (the loop stalled): nothing is announced until
- * pd_notifier_start. */
+ * pd_notifier_start (a heal under way is held for it). */
 void pd_notifier_pause(pd_notifier *nf);
 bool pd_notifier_announcing(const pd_notifier *nf);
 
