@@ -88,7 +88,40 @@ in the simulated cluster):
       never held by the others, so nobody said `offline`. A node back
       from a snapshot now says the `offline` users whose ver shows a time
       since the snapshot.
+  (13) seed 11 (u772, 2026-12-03): the same as (12) for a user that
+      another node announces when all are alive: the node cut off took
+      the others for down, said it `online` to its side alone as its
+      announcer there, and was killed before the delay ended; back from
+      its snapshot it said the restored `offline` only of users it
+      announces now. It now says them whoever announces them.
+  (14) seed 6: a node stopped (SIGSTOP) right after a flap, whose heal
+      with a peer came due while it caught up after the stall: the heal
+      was dropped (the notifier was paused), and what it had announced to
+      its side alone during the flap was never said to the others. A heal
+      or repeat asked while paused, or under way at the pause, is now
+      made at the next start.
 What is left:
+  (15) seed 9 (u442, u645): a node back from its snapshot still holds a
+      device that the others dropped while it was down (the socket
+      server closed it meanwhile); it announces the user `online` at its
+      start, below the `offline` the others announced, and the device's
+      real return (a resync or reconnect, at a higher ver) changes no
+      status there, so nobody announces it. A fix: announce, within the
+      floors' window, any write that raises a user's ver without a change
+      of status (the model reports only other nodes' floors today).
+  (16) seed 6 (u371): a change announced to one side only during a flap,
+      then by a take-over while a third node's namespace was cut, and
+      that node came back as a new life: the rejoin repeats of the peers
+      skipped it (the current announcer's change was older than the
+      node's absence as it measured it after its own stall, and the
+      node that announced it is not the announcer now, nor under the
+      set one membership change back). A rejoin that goes back as far as
+      a heal made while the node was gone would cover it.
+  (17) seed 6 (u278): a user whose delay ended while the node back as a
+      new life (its announcer) was cut from the device's owner: the
+      others took it for the announcer, it learned the user's departure
+      only after that. Not reproduced in the simulator (there the node
+      back learns it from the third node in time).
   (7) seed 1: after a heal, many users re-announced `online` below an
       `offline` announced on the other side, with a floor above it
       reaching every node later without a notification (the node that
