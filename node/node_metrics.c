@@ -228,8 +228,8 @@ static void render_limits(pd_node *n, textbuf *b, const pd_model_stats *ms) {
     pd_notifier_stats_get(pd_repl_notifier(n->repl), &ns);
     const pd_gate_stats gs = ns.gate;
     counter(b, "presenced_notifications_floors_total",
-            "states announced again, unchanged, because a ver floor raised them after a heal "
-            "or a restart (schemas/notifications.md, \"ver\")", ns.floors);
+            "states announced again, unchanged, because a ver floor or a write raised them "
+            "after a heal or a restart (schemas/notifications.md, \"ver\")", ns.floors);
     counter(b, "presenced_notifications_coalesced_total",
             "changes not announced because a later one of the same user replaced them "
             "(PRESENCE_NOTIFY_MIN_INTERVAL_MS)", gs.coalesced);

@@ -167,6 +167,7 @@ static void user_expire(pd_model *m, pd_user *u, uint64_t now) {
 }
 
 void pd__flush(pd_model *m, uint64_t now) {
+    int want_same = -1; /* pd_model_on_same's want, asked once */
     for (uint32_t i = 0; i < m->ndirty; i++) {
         pd_user *u = m->dirty[i];
         bool floor = (u->flags & UF_FLOOR) != 0;
@@ -175,9 +176,16 @@ void pd__flush(pd_model *m, uint64_t now) {
         pd_public st = pd__user_status(u, false);
         uint16_t cu = public_custom(u);
         pd_change_fn fn = m->on_change;
+        bool same = false;
         if (st == u->pub_status && cu == u->pub_custom) {
-            if (!floor || m->on_floor == NULL) continue;
-            fn = m->on_floor; /* the same state, above a floor (see UF_FLOOR) */
+            if (floor) {
+                fn = m->on_floor; /* the same state, above a floor (see UF_FLOOR) */
+            } else {
+                if (want_same < 0) want_same = m->on_same != NULL && m->want_same(m->ud);
+                fn = want_same ? m->on_same : NULL; /* the same state, written */
+                same = true;
+            }
+            if (fn == NULL) continue;
         } else {
             m->by_status[u->pub_status]--;
             m->by_status[st]++;
@@ -186,7 +194,9 @@ void pd__flush(pd_model *m, uint64_t now) {
             m->changes++;
         }
         int64_t ts = (int64_t)now > u->notified_ts ? (int64_t)now : u->notified_ts + 1;
-        u->notified_ts = ts;
+        /* A write reported to on_same is announced only in a window: the
+         * user's ts (which repeats look at for what changed) stays. */
+        if (!same) u->notified_ts = ts;
         if (fn) {
             pd_view v;
             pd__user_view(m, u, false, &v);
@@ -917,6 +927,11 @@ uint32_t pd_model_refusals(const pd_model *m, const pd_refusal **out) {
 /* ---- life cycle -------------------------------------------------------------------- */
 
 void pd_model_on_floor(pd_model *m, pd_change_fn on_floor) { m->on_floor = on_floor; }
+
+void pd_model_on_same(pd_model *m, pd_want_fn want, pd_change_fn on_same) {
+    m->want_same = want;
+    m->on_same = on_same;
+}
 
 pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_change, void *ud) {
     pd_model *m = pd_calloc(1, sizeof *m);

@@ -71,6 +71,16 @@ pd_model *pd_model_new(const pd_model_cfg *cfg, pd_str node, pd_change_fn on_cha
  * the notifier announces these only around heals and restarts
  * (pd_notifier_floor). */
 void pd_model_on_floor(pd_model *m, pd_change_fn on_floor);
+/* Also called (with the same ud), after an operation that wrote a user
+ * without changing what others see (nor raising a floor), if want(ud),
+ * asked at most once per operation, says so: the same state, perhaps at a
+ * higher ver (a node back from its snapshot announced a restored device's
+ * user below the `offline` the others announced while it was down, and
+ * the device's real return, a resync or reconnect, changes no status
+ * here). The notifier wants them in the same windows as floors
+ * (pd_notifier_same). Optional. */
+typedef bool (*pd_want_fn)(void *ud);
+void pd_model_on_same(pd_model *m, pd_want_fn want, pd_change_fn on_same);
 void pd_model_free(pd_model *m);
 /* Back to what pd_model_new made: every user, device, server and timer
  * freed, the clock and the counters at 0, nothing reported (no change, no

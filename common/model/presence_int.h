@@ -170,6 +170,8 @@ struct pd_model {
     uint32_t nidle;
     pd_change_fn on_change;
     pd_change_fn on_floor;     /* see pd_model_on_floor */
+    pd_want_fn want_same;      /* see pd_model_on_same */
+    pd_change_fn on_same;
     void *ud;
     const char *node;          /* this node's id, nodes[0] */
     char *nodes[PD_MODEL_NODES_MAX]; /* interned node ids (see pd__intern) */

@@ -38,6 +38,7 @@ struct pd_notifier {
     bool held_full, held_prev; /* ... made at the next start (pd_notifier_start) */
     uint64_t held_from;
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
+    uint64_t same_until;       /* ... and writes that change no status (pd_notifier_same) */
     uint64_t floors;           /* ... how many were */
 };
 
@@ -177,14 +178,37 @@ void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now) {
  * writer's, or the owner's when the delay ends there) can arrive after the
  * state was said again below it. For two node timeouts and two sync
  * intervals after each, a floor that changes no status is announced too;
- * in steady state it is not (a reconnect within the delay is silent). */
+ * after the start of a life restored from a snapshot, also a write that
+ * changes no status (pd_notifier_same: it said a restored device's user
+ * below such an `offline`, and the device's real return, a resync,
+ * changed nothing here; chaos seed 9). In steady state neither is (a
+ * reconnect within the delay is silent). */
 static void floors_open(pd_notifier *nf, uint64_t now) {
     uint64_t until = now + 2 * nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms;
     if (until > nf->floors_until) nf->floors_until = until;
 }
 
+bool pd_notifier_floors_open(const pd_notifier *nf, uint64_t now) {
+    return nf->announcing && now < nf->floors_until;
+}
+
 void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now) {
-    if (!nf->announcing || now >= nf->floors_until || !announcer(nf, v->user, false)) return;
+    if (!pd_notifier_floors_open(nf, now) || !announcer(nf, v->user, false)) return;
+    nf->floors++;
+    announce(nf, v, now);
+}
+
+bool pd_notifier_wants_same(const pd_notifier *nf, uint64_t now) {
+    return nf->announcing && now < nf->same_until;
+}
+
+/* Only a write numbered just now (this node's, or one made elsewhere and
+ * delivered at once): the others (a register passed on, a transfer's
+ * copy of what is held already) leave the ver as watchers heard it. */
+void pd_notifier_same(pd_notifier *nf, const pd_view *v, uint64_t now) {
+    if (!pd_notifier_wants_same(nf, now) || (v->ver >> 16) + nf->cfg.sync_interval_ms / 4 < now ||
+        !announcer(nf, v->user, false))
+        return;
     nf->floors++;
     announce(nf, v, now);
 }
@@ -336,6 +360,7 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     uint64_t si = nf->cfg.sync_interval_ms, restored = nf->restored_at;
     uint64_t offline_since = restored ? (restored > si ? restored - si : 1) : 0;
     nf->restored_at = 0;
+    if (restored) nf->same_until = nf->floors_until;
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, offline_since, now);
     if (nf->held) {
         nf->held = false;

@@ -146,10 +146,19 @@ bool pd_notifier_announcing(const pd_notifier *nf);
  * announced if this node is ready and announces v->user. v is borrowed. */
 void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
 /* A user's ver raised by a floor, its status unchanged (the model's floor
- * callback, pd_model_on_floor): announced like a change, but only within
- * two node timeouts and two sync intervals of this node's start, a heal or
- * a take-over (see notify.c, floors_open). */
+ * callback, pd_model_on_floor): announced like a change, but only while
+ * pd_notifier_floors_open: within two node timeouts and two sync
+ * intervals of this node's start, a heal or a take-over (see notify.c,
+ * floors_open). */
 void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now);
+/* The same for a user written without a change of status
+ * (pd_model_on_same), if its ver shows a write of the last quarter sync
+ * interval, but only while pd_notifier_wants_same: in that window after
+ * the start of a life restored from a snapshot (pd_notifier_restored).
+ * Both are counted in the stats' floors. */
+void pd_notifier_same(pd_notifier *nf, const pd_view *v, uint64_t now);
+bool pd_notifier_wants_same(const pd_notifier *nf, uint64_t now);
+bool pd_notifier_floors_open(const pd_notifier *nf, uint64_t now);
 /* True if this node announces user's changes under the current set. */
 bool pd_notifier_is_announcer(const pd_notifier *nf, pd_str user);
 /* The node that announces user's changes under the current set (this node

@@ -166,6 +166,18 @@ static void on_floor(void *ud, const pd_view *v) {
     pd_notifier_floor(r->nf, v, r->now);
 }
 
+/* The model's callbacks for a write that changes no status: asked only
+ * in the window after a restart from a snapshot (pd_notifier_same). */
+static bool want_same(void *ud) {
+    pd_repl *r = ud;
+    return pd_notifier_wants_same(r->nf, r->now);
+}
+
+static void on_same(void *ud, const pd_view *v) {
+    pd_repl *r = ud;
+    pd_notifier_same(r->nf, v, r->now);
+}
+
 /* p's part in the announcing set (alive and ready) changes. */
 static void set_membership(pd_repl *r, peer *p, bool alive, bool ready) {
     p->alive = alive;
@@ -1193,7 +1205,10 @@ pd_repl *pd_repl_new(const pd_repl_cfg *cfg, const pd_model_cfg *mcfg, pd_str no
                           cfg->sync_interval_ms, cfg->node_timeout_ms + cfg->suspicion_ms};
     r->nf = pd_notifier_new(&ncfg, node, publish_notification, r);
     r->m = r->nf ? pd_model_new(mcfg, node, on_change, r) : NULL;
-    if (r->m) pd_model_on_floor(r->m, on_floor);
+    if (r->m) {
+        pd_model_on_floor(r->m, on_floor);
+        pd_model_on_same(r->m, want_same, on_same);
+    }
     if (r->m == NULL) {
         pd_repl_free(r);
         return NULL;

@@ -100,15 +100,16 @@ in the simulated cluster):
       its side alone during the flap was never said to the others. A heal
       or repeat asked while paused, or under way at the pause, is now
       made at the next start.
-What is left:
-  (15) seed 9 (u442, u645): a node back from its snapshot still holds a
+  (15) seed 9 (u442, u645): a node back from its snapshot still held a
       device that the others dropped while it was down (the socket
-      server closed it meanwhile); it announces the user `online` at its
+      server closed it meanwhile); it announced the user `online` at its
       start, below the `offline` the others announced, and the device's
-      real return (a resync or reconnect, at a higher ver) changes no
-      status there, so nobody announces it. A fix: announce, within the
-      floors' window, any write that raises a user's ver without a change
-      of status (the model reports only other nodes' floors today).
+      real return (a resync, at a higher ver) changed no status there, so
+      nobody announced it. In the floors' window after the start of a
+      node back from its snapshot (two node timeouts and two sync
+      intervals), a write that changes no status is now announced too
+      (pd_model_on_same, pd_notifier_same).
+What is left:
   (16) seed 6 (u371): a change announced to one side only during a flap,
       then by a take-over while a third node's namespace was cut, and
       that node came back as a new life: the rejoin repeats of the peers
