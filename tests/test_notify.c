@@ -554,8 +554,9 @@ Test(notify, the_replica_drives_the_gate) {
     pd_repl_free(r);
 }
 
-/* After the start of a life restored from a snapshot, a write that
- * changes no status (a second device) is announced, at its higher ver,
+/* After the start of a life that got devices of the life before back (a
+ * snapshot, the stream), a write that changes no status (a second
+ * device) is announced, at its higher ver,
  * within the window in which floors are (the node may have said a
  * restored device's user below an `offline` the others announced while
  * it was down: chaos seed 9); after a fresh start, or after the window,
@@ -568,7 +569,7 @@ static int second_device_said(bool restored, uint64_t at) {
     pd_repl_io io = {.publish = repl_publish, .ud = &calls};
     pd_repl *r = pd_repl_new(&cfg, &MCFG, PD_STR_LIT("n1"), &io, 1000);
     cr_assert_not_null(r);
-    if (restored) pd_notifier_restored(pd_repl_notifier(r), 900); /* as pd_repl_restore does */
+    if (restored) pd_notifier_devices_back(pd_repl_notifier(r)); /* as pd_repl_restore_done */
     pd_repl_tick(r, 1000);
     pd_event ev = {.type = PD_EV_CONNECT, .server = PD_STR_LIT("s1"), .conn = PD_STR_LIT("c1"),
                    .user = PD_STR_LIT("u1"), .device = PD_STR_LIT("web")};

@@ -25,6 +25,7 @@ struct pd_notifier {
     uint32_t npeers;
     bool announcing;           /* this node is ready */
     uint64_t restored_at;      /* pd_notifier_restored, until the next start (0: none) */
+    bool devices_back;         /* pd_notifier_devices_back, until the next start */
     bool stopping;             /* flushed: the gate is bypassed */
     pd_gate *gate;
     uint64_t announced;
@@ -178,8 +179,9 @@ void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now) {
  * writer's, or the owner's when the delay ends there) can arrive after the
  * state was said again below it. For two node timeouts and two sync
  * intervals after each, a floor that changes no status is announced too;
- * after the start of a life restored from a snapshot, also a write that
- * changes no status (pd_notifier_same: it said a restored device's user
+ * after the start of a life that got devices of the life before back
+ * (its snapshot, the stream), also a write that changes no status
+ * (pd_notifier_same: it said a restored device's user
  * below such an `offline`, and the device's real return, a resync,
  * changed nothing here; chaos seed 9). In steady state neither is (a
  * reconnect within the delay is silent). */
@@ -360,7 +362,8 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     uint64_t si = nf->cfg.sync_interval_ms, restored = nf->restored_at;
     uint64_t offline_since = restored ? (restored > si ? restored - si : 1) : 0;
     nf->restored_at = 0;
-    if (restored) nf->same_until = nf->floors_until;
+    if (nf->devices_back) nf->same_until = nf->floors_until;
+    nf->devices_back = false;
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, offline_since, now);
     if (nf->held) {
         nf->held = false;
@@ -369,6 +372,8 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
 }
 
 void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at) { nf->restored_at = taken_at; }
+
+void pd_notifier_devices_back(pd_notifier *nf) { nf->devices_back = true; }
 
 void pd_notifier_pause(pd_notifier *nf) {
     if (nf->healing) hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);

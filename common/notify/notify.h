@@ -135,6 +135,10 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
  * life before may have died before saying (cut off from the others, who
  * never held them). */
 void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at);
+/* This life got devices of the life before back (its snapshot, the
+ * stream): the next pd_notifier_start opens the window of
+ * pd_notifier_same. */
+void pd_notifier_devices_back(pd_notifier *nf);
 /* Warming up again (the loop stalled): nothing is announced until
  * pd_notifier_start (a heal under way is held for it). */
 void pd_notifier_pause(pd_notifier *nf);
@@ -154,7 +158,7 @@ void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now);
 /* The same for a user written without a change of status
  * (pd_model_on_same), if its ver shows a write of the last quarter sync
  * interval, but only while pd_notifier_wants_same: in that window after
- * the start of a life restored from a snapshot (pd_notifier_restored).
+ * the start of a life that got devices back (pd_notifier_devices_back).
  * Both are counted in the stats' floors. */
 void pd_notifier_same(pd_notifier *nf, const pd_view *v, uint64_t now);
 bool pd_notifier_wants_same(const pd_notifier *nf, uint64_t now);

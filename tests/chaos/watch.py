@@ -105,10 +105,12 @@ in the simulated cluster):
       server closed it meanwhile); it announced the user `online` at its
       start, below the `offline` the others announced, and the device's
       real return (a resync, at a higher ver) changed no status there, so
-      nobody announced it. In the floors' window after the start of a
-      node back from its snapshot (two node timeouts and two sync
-      intervals), a write that changes no status is now announced too
-      (pd_model_on_same, pd_notifier_same).
+      nobody announced it (seed 41, u487: the same with the devices back
+      from the stream, Redis having lost the snapshot). In the floors'
+      window after the start of a node that got devices of its life
+      before back (two node timeouts and two sync intervals), a write
+      that changes no status is now announced too (pd_model_on_same,
+      pd_notifier_same).
 What is left:
   (16) seed 6 (u371): a change announced to one side only during a flap,
       then by a take-over while a third node's namespace was cut, and
