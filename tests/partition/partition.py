@@ -278,6 +278,20 @@ class World:
             time.sleep(0.2)
         raise Fail("%s: not converged after %.0f s:\n  %s" % (what, secs, "\n  ".join(left[:20])))
 
+    def wait_quiet(self, quiet_s, secs):
+        """Polls until no watcher heard anything for quiet_s (what the
+        start and the populating announced has landed), at most secs."""
+        end = time.monotonic() + secs
+        heard, since = None, time.monotonic()
+        while time.monotonic() < end:
+            self.watch(0.05)
+            now_heard = sum(sum(s.count.values()) for s in self.sides)
+            if now_heard != heard:
+                heard, since = now_heard, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+        raise Fail("notifications still arriving after %.0f s" % secs)
+
     def watch(self, secs):
         end = time.monotonic() + secs
         while time.monotonic() < end:
@@ -352,6 +366,10 @@ def threeway(w):
 
 def flap(w):
     populate(w)
+    # What populating announced, and a repeat of it, has landed: the
+    # flapping's repeats reach back one sync interval before a silence,
+    # and only what changed from then on is counted against it.
+    w.wait_quiet(4 * SYNC_MS / 1000, 20)
     counts0 = {s.i: dict(s.count) for s in w.sides}
     end = time.monotonic() + 6.0
     while time.monotonic() < end:
