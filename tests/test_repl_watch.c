@@ -620,3 +620,40 @@ Test(repl_watch, a_change_made_while_a_node_back_from_down_warmed_up_reaches_its
     expect_watchers_agree(&w, user);
     world_free(&w);
 }
+
+/* n0 is cut off for longer than the node timeout and the suspicion, and a
+ * user it announces connects there: said `online` to n0's side alone.
+ * n0's process then stops (SIGSTOP) and its link comes back meanwhile: it
+ * reads the others' heartbeats as they come, so it heard n2 lately when
+ * it runs again. n2 is killed and cut off before that; n0, back, heals
+ * with n1 (the user said to n1's side), and n2 comes back as a new life:
+ * n0's rejoin repeats what it announced since it last heard n2, which is
+ * after the user's change, and n2's watcher never heard it (chaos seed 6,
+ * u371). A rejoin goes back as far as a heal made while the node was
+ * gone. */
+Test(repl_watch, a_change_a_heal_said_while_a_node_was_gone_reaches_its_watchers) {
+    world w;
+    setup(&w, 61);
+    sim *s = &w.s;
+    char user[16];
+    user_announced_by(&w, 0, "r", user);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    s->cut[0] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + 2 * s->cfg.sync_interval_ms);
+    conn_event_at(&w, 0, PD_EV_CONNECT, "cr", user);
+    run_for(s, 2 * s->cfg.sync_interval_ms);
+    s->frozen[0] = true;
+    s->cut[0] = false;
+    run_for(s, 2 * s->cfg.sync_interval_ms);  /* n0 reads n2's heartbeats, stopped */
+    s->cut[2] = s->frozen[2] = true;         /* n2 killed */
+    run_for(s, s->cfg.sync_interval_ms);
+    s->frozen[0] = false;                    /* n0 runs again, heals with n1 */
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + 6 * s->cfg.sync_interval_ms);
+    cr_assert_eq(public_view(&w, 1, user).status, PD_PUB_ONLINE);
+    s->cut[2] = s->frozen[2] = false;
+    sim_restart(s, 2);                       /* back as a new life */
+    run_for(s, 20 * s->cfg.sync_interval_ms);
+    cr_assert_eq(public_view(&w, 2, user).status, PD_PUB_ONLINE);
+    expect_watchers_agree(&w, user);
+    world_free(&w);
+}

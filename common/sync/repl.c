@@ -965,8 +965,13 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
         /* Its watchers can hear us again now that it hears us, and the
          * changes of its warm-up are in the window too. p announces some
          * of our users again: what we said of them while it was gone goes
-         * too (its start does not go back that far). */
-        repeat(r, p->rejoin_since, true, false, now);
+         * too (its start does not go back that far). So does what a heal
+         * made while it was gone said again: the heal went back further
+         * than p's absence as we measured it (a stall: we read p's
+         * heartbeats late, chaos seed 6). */
+        uint64_t since = p->rejoin_since;
+        if (r->healed_at >= since && r->healed_since < since) since = r->healed_since;
+        repeat(r, since, true, false, now);
         p->rejoin_since = 0;
     }
     if (silent) {
