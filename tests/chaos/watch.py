@@ -111,15 +111,14 @@ in the simulated cluster):
       before back (two node timeouts and two sync intervals), a write
       that changes no status is now announced too (pd_model_on_same,
       pd_notifier_same).
+  (16) seed 6 (u371): a change said to one side only during a flap,
+      then by a heal while a third node was gone (killed, its namespace
+      cut), and that node came back as a new life: the announcer's rejoin
+      repeat went back only to when it last heard the node, which after
+      its own stall (it read the node's heartbeats late) was after the
+      change. A rejoin now goes back as far as a heal made while the node
+      was gone.
 What is left:
-  (16) seed 6 (u371): a change announced to one side only during a flap,
-      then by a take-over while a third node's namespace was cut, and
-      that node came back as a new life: the rejoin repeats of the peers
-      skipped it (the current announcer's change was older than the
-      node's absence as it measured it after its own stall, and the
-      node that announced it is not the announcer now, nor under the
-      set one membership change back). A rejoin that goes back as far as
-      a heal made while the node was gone would cover it.
   (17) seed 6 (u278): a user whose delay ended while the node back as a
       new life (its announcer) was cut from the device's owner: the
       others took it for the announcer, it learned the user's departure
