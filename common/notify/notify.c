@@ -38,9 +38,13 @@ struct pd_notifier {
     bool held;                 /* a heal or repeat asked, or cut short, while paused */
     bool held_full, held_prev; /* ... made at the next start (pd_notifier_start) */
     uint64_t held_from;
+    bool heal_close;           /* ... the closing walk of a window (close_walk) */
+    bool closing;              /* a closing walk is due when the window ends */
+    uint64_t close_from;       /* ... of the users whose ver shows a write since */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
     uint64_t same_until;       /* ... and writes that change no status (pd_notifier_same) */
     uint64_t floors;           /* ... how many were */
+    uint64_t closes;           /* closing walks begun (close_walk) */
 };
 
 /* The gate's send function: out to the owner. */
@@ -188,6 +192,12 @@ void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now) {
 static void floors_open(pd_notifier *nf, uint64_t now) {
     uint64_t until = now + 2 * nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms;
     if (until > nf->floors_until) nf->floors_until = until;
+    /* When the window ends, its closing walk (close_walk) says again what
+     * changed in it, and shortly before it (what led to it). */
+    uint64_t back = nf->cfg.node_timeout_ms + nf->cfg.sync_interval_ms;
+    uint64_t from = now > back ? now - back : 0;
+    if (!nf->closing || from < nf->close_from) nf->close_from = from;
+    nf->closing = true;
 }
 
 bool pd_notifier_floors_open(const pd_notifier *nf, uint64_t now) {
@@ -226,6 +236,7 @@ typedef struct {
     bool prev_too;      /* also users this node announced before (and no longer) */
     int64_t prev_until; /* ... changed before then (said by this node) */
     int64_t offline_since; /* also offline users whose ver shows a time since (0: no) */
+    bool by_ver;        /* also users whose ver shows a time since `since` (close_walk) */
 } reannounce_ctx;
 
 /* v said again with a ts of now at least. */
@@ -243,7 +254,8 @@ static void reannounce_one(void *ud, const pd_view *v) {
      * held the user before (ts 0: offline when a transfer brought it). */
     bool recent = (v->ts > 0 && v->ts >= c->since) ||
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
-                                      (int64_t)(v->ver >> 16) >= c->since));
+                                      (int64_t)(v->ver >> 16) >= c->since)) ||
+                  (c->by_ver && (int64_t)(v->ver >> 16) >= c->since);
     /* Back from a snapshot: an `offline` decided since it was taken
      * (pd_notifier_restored), unchanged in this life (ts 0). */
     bool restored = !recent && c->offline_since > 0 && v->status == PD_PUB_OFFLINE &&
@@ -265,7 +277,7 @@ static void reannounce_one(void *ud, const pd_view *v) {
         !(c->prev_too && v->ts <= c->prev_until && announcer(c->nf, v->user, true)))
         return;
     if (c->only_new && announcer(c->nf, v->user, true)) return;
-    if (!c->not_offline) {
+    if (!c->not_offline && !c->by_ver) {
         announce(c->nf, v, c->now);
         return;
     }
@@ -280,7 +292,7 @@ static void reannounce_one(void *ud, const pd_view *v) {
 static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool only_new,
                        uint64_t offline_since, uint64_t now) {
     reannounce_ctx c = {nf, (int64_t)(now > window ? now - window : 0), only_new, false,
-                        now, false, 0, (int64_t)offline_since};
+                        now, false, 0, (int64_t)offline_since, false};
     pd_model_foreach_view(m, reannounce_one, &c);
 }
 
@@ -303,6 +315,7 @@ static void walk_start(pd_notifier *nf, const pd_model *m, uint64_t from, bool f
     }
     if (prev && !was_prev) nf->heal_prev_until = now;
     nf->healing = true;
+    nf->heal_close = false; /* a closing walk cut short: floors_open re-armed it */
     nf->heal_full = full;
     nf->heal_prev = prev;
     nf->heal_cur = 0;
@@ -335,17 +348,40 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
     else walk_start(nf, m, from, true, false, now);
 }
 
+/* The end of a window (floors_open: after a start, a heal, a rejoin, a
+ * take-over): the users we announce whose ver shows a write since it
+ * opened (less a node timeout) are said again, as of now. Within the
+ * window, writes may have raised a ver without a notification (a floor
+ * under the ver already shown here, a write that changed no status),
+ * above an `offline` another node announced (chaos seed 14: the resync of
+ * a node back as a new life, Redis and the stream lost); by its end the
+ * floors and transfers are in. A repeat otherwise. */
+static void close_walk(pd_notifier *nf, const pd_model *m, uint64_t now) {
+    nf->closing = false;
+    nf->healing = true;
+    nf->heal_close = true;
+    nf->heal_full = nf->heal_prev = false;
+    nf->heal_cur = 0;
+    nf->heal_from = nf->close_from;
+    nf->closes++;
+    pd_notifier_heal_step(nf, m, now);
+}
+
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
-    if (!nf->healing) return;
+    if (!nf->healing) {
+        if (nf->closing && nf->announcing && now >= nf->floors_until) close_walk(nf, m, now);
+        return;
+    }
     if (!nf->announcing) { /* not reached: pd_notifier_pause holds it */
-        hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
+        if (nf->heal_close) nf->closing = true;
+        else hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
         nf->healing = false;
         return;
     }
-    /* Each slice says the views again as of its own now (a heal) or as
-     * they were announced (a repeat). */
+    /* Each slice says the views again as of its own now (a heal, a
+     * closing walk) or as they were announced (a repeat). */
     reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now, nf->heal_prev,
-                        (int64_t)nf->heal_prev_until, 0};
+                        (int64_t)nf->heal_prev_until, 0, nf->heal_close};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
         nf->healing = false;
 }
@@ -376,7 +412,8 @@ void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at) { nf->restored_at 
 void pd_notifier_devices_back(pd_notifier *nf) { nf->devices_back = true; }
 
 void pd_notifier_pause(pd_notifier *nf) {
-    if (nf->healing) hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
+    if (nf->healing && nf->heal_close) nf->closing = true;
+    else if (nf->healing) hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
     nf->announcing = false;
     nf->healing = false;
 }
@@ -402,5 +439,6 @@ void pd_notifier_flush(pd_notifier *nf) {
 void pd_notifier_stats_get(const pd_notifier *nf, pd_notify_stats *st) {
     st->announced = nf->announced;
     st->floors = nf->floors;
+    st->closes = nf->closes;
     pd_gate_stats_get(nf->gate, &st->gate);
 }

@@ -50,6 +50,7 @@ typedef void (*pd_notify_publish_fn)(void *ud, const pd_view *v);
 typedef struct {
     uint64_t announced;        /* views this node announced (before coalescing) */
     uint64_t floors;           /* ... of which unchanged states above a floor */
+    uint64_t closes;           /* windows closed by a walk (see pd_notifier_heal_step) */
     pd_gate_stats gate;        /* what the coalescing gate did with them */
 } pd_notify_stats;
 
@@ -120,7 +121,11 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
  * (pd_notifier_rejoin) started while one is running starts the walk over
  * with the earlier `since` of the two, as a heal if either is. One asked
  * while paused, or under way when pausing, is held and made (started
- * over) by the next pd_notifier_start. */
+ * over) by the next pd_notifier_start. When the window of floors ends
+ * (pd_notifier_floors_open), a last walk says again, as of now, the users
+ * this node announces whose ver shows a write since the window opened
+ * (less a node timeout): what a floor or a write that changed no status
+ * raised in it unsaid (stats: closes). */
 #define PD_HEAL_BUCKETS 256
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now);
 bool pd_notifier_healing(const pd_notifier *nf);

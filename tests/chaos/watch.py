@@ -118,8 +118,16 @@ in the simulated cluster):
       its own stall (it read the node's heartbeats late) was after the
       change. A rejoin now goes back as far as a heal made while the node
       was gone.
+  (17) seed 14 (u420): a node back as a new life with nothing of its
+      life before (Redis lost its snapshot, the stream could not be
+      replayed) said a user `online` at its start, below the `offline`
+      another node (which did not know it ready yet) announced
+      meanwhile; the resync that followed raised the user's ver without
+      a change of status there. When a window of floors ends (after a
+      start, a heal, a rejoin, a take-over), the node now says again the
+      users it announces whose ver shows a write in it (close_walk).
 What is left:
-  (17) seed 6 (u278): a user whose delay ended while the node back as a
+  (18) seed 6 (u278): a user whose delay ended while the node back as a
       new life (its announcer) was cut from the device's owner: the
       others took it for the announcer, it learned the user's departure
       only after that. Not reproduced in the simulator (there the node
