@@ -35,10 +35,10 @@ struct pd_notifier {
     uint64_t heal_prev_until;  /* ... as long as they changed before then */
     uint64_t heal_cur;         /* ... its cursor in the model's users */
     uint64_t heal_from;        /* ... and the changes it announces again from */
+    bool heal_close;           /* ... the closing walk of a window (close_walk) */
     bool held;                 /* a heal or repeat asked, or cut short, while paused */
     bool held_full, held_prev; /* ... made at the next start (pd_notifier_start) */
     uint64_t held_from;
-    bool heal_close;           /* ... the closing walk of a window (close_walk) */
     bool closing;              /* a closing walk is due when the window ends */
     uint64_t close_from;       /* ... of the users whose ver shows a write since */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
