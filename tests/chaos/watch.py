@@ -163,6 +163,11 @@ promised (docs/failure-modes.md): one user known to no node, one heard
 and then killed knew). Seed 6's three: changes announced while n2's
 namespace was cut and n2 was killed, which n2's watcher never heard
 (the rejoin repeats for n2's new life did not reach it; not analysed).
+Then (the same code with a debug trace of the notifier) seed 6 three
+times and seeds 15 to 30 once each: no user wrong keeping the largest
+ver (seed 15: 2 keeping the newest ts); in most runs one watcher was
+left out (its nats-server restarted), in seed 20 two. Without
+partitions seeds 1, 6, 31, 41: 0 (41: 1 keeping the newest ts).
 Always 0 lost, 0 ghosts, 0 divergent, `cluster --diff` clean.
 The run's chaos.log lists, for the first users that differ, everything
 each watcher heard of them.
