@@ -592,13 +592,20 @@ void pd__drop_server_if_unused(pd_model *m, pd_server *s) {
     if (s->ndev == 0 && !s->watched && !s->has_seq && s->run == NULL) server_drop(m, s);
 }
 
+typedef struct {
+    pd_model *m;
+    uint64_t own;   /* servers holding devices of ours */
+} restore_srv_ctx;
+
 static void restore_server(void *ud, pd_hnode *e) {
-    pd_model *m = ud;
+    restore_srv_ctx *c = ud;
+    pd_model *m = c->m;
     pd_server *s = (pd_server *)e; /* h is its first member */
-    if (s->watched || s->restored) return;
     for (pd_device *d = pd__dev_at(m, s->devs); d; d = pd__dev_at(m, d->snext)) {
         if (pd__dev_node(m, d) != m->node) continue;
-        if (pd_theap_arm(&m->timers, &s->timeout, m->now + m->cfg.server_timeout_ms) == PD_OK) {
+        c->own++;
+        if (!s->watched && !s->restored &&
+            pd_theap_arm(&m->timers, &s->timeout, m->now + m->cfg.server_timeout_ms) == PD_OK) {
             s->restored = 1;
             s->last_msg = (int64_t)m->now;
         }
@@ -606,10 +613,12 @@ static void restore_server(void *ud, pd_hnode *e) {
     }
 }
 
-void pd_model_restore_servers(pd_model *m, uint64_t now) {
+uint64_t pd_model_restore_servers(pd_model *m, uint64_t now) {
+    restore_srv_ctx c = {m, 0};
     uint64_t cur = 0;
     m->now = now;
-    do cur = pd_htab_scan(&m->servers, cur, restore_server, m); while (cur != 0);
+    do cur = pd_htab_scan(&m->servers, cur, restore_server, &c); while (cur != 0);
+    return c.own;
 }
 
 /* ---- events ------------------------------------------------------------------- */

@@ -147,8 +147,9 @@ void pd_model_restore_delays(pd_model *m, uint64_t now);
  * were watched, and a server that moved to another node, or went down,
  * while this node was down never speaks to it again; its restored devices
  * would stay for good, announced by this node alone. A server still
- * attached answers the resync request and keeps them. */
-void pd_model_restore_servers(pd_model *m, uint64_t now);
+ * attached answers the resync request and keeps them. Returns how many
+ * servers hold devices of this node (0: none came back). */
+uint64_t pd_model_restore_servers(pd_model *m, uint64_t now);
 
 /* State transfer of one origin's partition: begin, apply its ADD and
  * register ops, end: devices of origin that were not re-added leave. */

@@ -280,11 +280,10 @@ void pd_repl_restore_done(pd_repl *r, uint64_t now) {
     /* Offline delays running when the snapshot was taken: back from
      * last_seen (a snapshot does not keep them). */
     pd_model_restore_delays(r->m, now);
-    /* Servers that moved or went down meanwhile never speak to us again. */
-    pd_model_restore_servers(r->m, now);
-    /* Devices of the life before, from the snapshot or the stream: the
+    /* Servers that moved or went down meanwhile never speak to us again.
+     * Devices of the life before came back (the snapshot, the stream): the
      * peers may have dropped some that the socket servers closed since. */
-    if (pd_model_owner_devices(r->m, S(r->self)) > 0) pd_notifier_devices_back(r->nf);
+    if (pd_model_restore_servers(r->m, now) > 0) pd_notifier_devices_back(r->nf);
     /* The replay may have applied deltas that the peers' heartbeats did
      * not count yet, and their live copies come next: no contradiction. */
     for (uint32_t i = 0; i < r->npeers; i++) r->peers[i]->synced_at = r->now;
