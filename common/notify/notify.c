@@ -36,9 +36,8 @@ struct pd_notifier {
     uint64_t heal_cur;         /* ... its cursor in the model's users */
     uint64_t heal_from;        /* ... and the changes it announces again from */
     bool heal_close;           /* ... the closing walk of a window (close_walk) */
-    bool held;                 /* a heal or repeat asked, or cut short, while paused */
-    bool held_full, held_prev; /* ... made at the next start (pd_notifier_start) */
-    uint64_t held_from;
+    bool heal_held;            /* a walk asked, or cut short, while paused: made by the
+                                * next start (hold); heal_from, _full, _prev hold it */
     bool closing;              /* a closing walk is due when the window ends */
     uint64_t close_from;       /* ... of the users whose ver shows a write since */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
@@ -328,10 +327,15 @@ static void walk_start(pd_notifier *nf, const pd_model *m, uint64_t from, bool f
  * any other held (chaos seed 6: a heal due while a stopped node caught up
  * was lost, and what it had announced to its side alone with it). */
 static void hold(pd_notifier *nf, uint64_t from, bool full, bool prev) {
-    if (!nf->held || from < nf->held_from) nf->held_from = from;
-    nf->held_full = (nf->held && nf->held_full) || full;
-    nf->held_prev = (nf->held && nf->held_prev) || prev;
-    nf->held = true;
+    if (nf->heal_held) {
+        if (nf->heal_from < from) from = nf->heal_from;
+        full = full || nf->heal_full;
+        prev = prev || nf->heal_prev;
+    }
+    nf->heal_held = true;
+    nf->heal_from = from;
+    nf->heal_full = full;
+    nf->heal_prev = prev;
 }
 
 void pd_notifier_rejoin(pd_notifier *nf, const pd_model *m, uint64_t since, bool prev_too,
@@ -373,9 +377,7 @@ void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
         return;
     }
     if (!nf->announcing) { /* not reached: pd_notifier_pause holds it */
-        if (nf->heal_close) nf->closing = true;
-        else hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
-        nf->healing = false;
+        pd_notifier_pause(nf);
         return;
     }
     /* Each slice says the views again as of its own now (a heal, a
@@ -401,9 +403,9 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     if (nf->devices_back) nf->same_until = nf->floors_until;
     nf->devices_back = false;
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, offline_since, now);
-    if (nf->held) {
-        nf->held = false;
-        walk_start(nf, m, nf->held_from, nf->held_full, nf->held_prev, now);
+    if (nf->heal_held) {
+        nf->heal_held = false;
+        walk_start(nf, m, nf->heal_from, nf->heal_full, nf->heal_prev, now);
     }
 }
 
@@ -412,8 +414,10 @@ void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at) { nf->restored_at 
 void pd_notifier_devices_back(pd_notifier *nf) { nf->devices_back = true; }
 
 void pd_notifier_pause(pd_notifier *nf) {
+    /* A walk under way is held as it is (its fields), but a closing walk,
+     * which the next window's end makes again. */
     if (nf->healing && nf->heal_close) nf->closing = true;
-    else if (nf->healing) hold(nf, nf->heal_from, nf->heal_full, nf->heal_prev);
+    else if (nf->healing) nf->heal_held = true;
     nf->announcing = false;
     nf->healing = false;
 }
