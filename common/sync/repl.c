@@ -271,6 +271,13 @@ static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
     if (overflow && !p->syncing && p->alive) request_sync(r, p, peer_id(p), now);
 }
 
+/* since, or further back: as far as the last heal went, if it was made at
+ * or after `made_from` (its announcements may not have got through). */
+static uint64_t back_to_heal(const pd_repl *r, uint64_t since, uint64_t made_from) {
+    return r->healed_at && r->healed_at >= made_from && r->healed_since < since ? r->healed_since
+                                                                                : since;
+}
+
 /* Re-announce, two sync intervals from now, what changed since `since`
  * and every user not offline (pd_notifier_heal): the other side may not
  * have heard us yet, and until it does it still announces from its side's
@@ -278,8 +285,8 @@ static void replay_pending(pd_repl *r, peer *p, uint64_t now) {
 static void schedule_heal(pd_repl *r, uint64_t since, uint64_t now) {
     /* A link that flaps breaks again before the last heal's announcements
      * got through: this one goes back as far as that one did. */
-    if (r->healed_at && now < r->healed_at + down_after(r) && r->healed_since < since)
-        since = r->healed_since;
+    uint64_t d = down_after(r);
+    since = back_to_heal(r, since, now >= d ? now - d + 1 : 0);
     if (r->heal_at == 0 || since < r->heal_since) r->heal_since = since;
     r->heal_at = now + 2 * r->cfg.sync_interval_ms;
 }
@@ -314,8 +321,7 @@ static void repeat_after_silence(pd_repl *r, uint64_t since, uint64_t silent_fro
         since = r->repeat_since;
         chained = true;
     }
-    if (r->healed_at && r->healed_at + si >= silent_from && r->healed_since < since)
-        since = r->healed_since;
+    since = back_to_heal(r, since, silent_from > si ? silent_from - si : 0);
     if (r->repeat_due == 0 || since < r->repeat_due_since) {
         r->repeat_due_since = since;
         r->repeat_due_chained = chained;
@@ -969,9 +975,7 @@ pd_status pd_repl_on_heartbeat_from(pd_repl *r, pd_str from, const void *buf, si
          * made while it was gone said again: the heal went back further
          * than p's absence as we measured it (a stall: we read p's
          * heartbeats late, chaos seed 6). */
-        uint64_t since = p->rejoin_since;
-        if (r->healed_at >= since && r->healed_since < since) since = r->healed_since;
-        repeat(r, since, true, false, now);
+        repeat(r, back_to_heal(r, p->rejoin_since, p->rejoin_since), true, false, now);
         p->rejoin_since = 0;
     }
     if (silent) {
