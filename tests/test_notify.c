@@ -363,6 +363,17 @@ static pd_model *heal_world(pd_notify_publish_fn fn, int *calls, wiring *w) {
     return m;
 }
 
+/* The walk under way (heal, repeat, closing walk) runs to its end at now. */
+static void walk_to_end(pd_notifier *nf, const pd_model *m, uint64_t now) {
+    while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, now);
+}
+
+/* Every u<i> of heal_world was announced once since heal_count was zeroed. */
+static void expect_each_once(const char *when) {
+    for (int i = 0; i < HEAL_USERS; i++)
+        cr_assert_eq(heal_count[i], 1, "u%d announced %d times %s", i, heal_count[i], when);
+}
+
 Test(notify, heal_walks_the_model_in_slices) {
     int calls = 0;
     wiring w;
@@ -382,8 +393,7 @@ Test(notify, heal_walks_the_model_in_slices) {
     }
     cr_expect_gt(steps, 4, "only %d slices", steps);
     cr_expect_leq(most, 8 * PD_HEAL_BUCKETS, "a slice announced %d users", most);
-    for (int i = 0; i < HEAL_USERS; i++)
-        cr_assert_eq(heal_count[i], 1, "u%d announced %d times by the heal", i, heal_count[i]);
+    expect_each_once("by the heal");
     /* Pausing (a stall) stops a heal under way; the next start makes it
      * whole, from the first slice. */
     pd_notifier_heal(nf, m, 5000, 9500);
@@ -396,9 +406,8 @@ Test(notify, heal_walks_the_model_in_slices) {
     memset(heal_count, 0, sizeof heal_count);
     pd_notifier_start(nf, m, 9700, 9700); /* its own window holds no change */
     cr_expect(pd_notifier_healing(nf), "the held heal runs");
-    while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, 9800);
-    for (int i = 0; i < HEAL_USERS; i++)
-        cr_assert_eq(heal_count[i], 1, "u%d announced %d times after the start", i, heal_count[i]);
+    walk_to_end(nf, m, 9800);
+    expect_each_once("after the start");
     pd_model_free(m);
     pd_notifier_free(nf);
 }
@@ -417,9 +426,8 @@ Test(notify, a_heal_asked_while_paused_is_made_at_the_start) {
     cr_expect_not(pd_notifier_healing(nf));
     cr_expect_eq(calls, 0, "nothing while paused");
     pd_notifier_start(nf, m, 20000, 20000);
-    while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, 20100);
-    for (int i = 0; i < HEAL_USERS; i++)
-        cr_assert_eq(heal_count[i], 1, "u%d announced %d times after the start", i, heal_count[i]);
+    walk_to_end(nf, m, 20100);
+    expect_each_once("after the start");
     /* Made once: the next start, after another pause, has nothing held. */
     pd_notifier_pause(nf);
     calls = 0;
@@ -617,7 +625,7 @@ Test(notify, the_end_of_a_window_says_again_what_changed_in_it) {
     /* The window of heal_world's start closes first (all of them said). */
     cr_assert_not(pd_notifier_floors_open(nf, start - 1));
     pd_notifier_heal_step(nf, m, start - 1);
-    while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, start - 1);
+    walk_to_end(nf, m, start - 1);
     pd_notifier_pause(nf);
     pd_notifier_start(nf, m, start, start);
     for (int i = 0; i < 5; i++) { /* a second device: the same state, a higher ver */
@@ -637,7 +645,7 @@ Test(notify, the_end_of_a_window_says_again_what_changed_in_it) {
     for (; pd_notifier_floors_open(nf, t); t += 100) pd_notifier_heal_step(nf, m, t);
     cr_expect_eq(calls, 0, "nothing before the window ends");
     pd_notifier_heal_step(nf, m, t);
-    while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, t);
+    walk_to_end(nf, m, t);
     cr_expect_eq(calls, 5, "the five users written in the window, said: %d", calls);
     for (int i = 0; i < 5; i++) cr_expect_eq(heal_count[i], 1, "u%d", i);
     pd_notify_stats st;
