@@ -99,6 +99,21 @@ static void expect_nobody_down(const sim *s, bool nor_suspected) {
     }
 }
 
+/* Replica i and its NATS server are cut off from the others for the node
+ * timeout, the suspicion and extra_ms: each side takes the other for
+ * down; i keeps running. */
+static void split_off(sim *s, int i, uint64_t extra_ms) {
+    s->cut[i] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + extra_ms);
+}
+
+/* Replica i is killed and its NATS server cut off, for the node timeout,
+ * the suspicion and extra_ms: the others take it for down. */
+static void down_for(sim *s, int i, uint64_t extra_ms) {
+    s->cut[i] = s->frozen[i] = true;
+    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + extra_ms);
+}
+
 /* n2 is cut off for longer than the node timeout, the suspicion and the
  * offline delay: each side takes the other's devices for gone and
  * announces their users offline to its watchers, at the ver of the
@@ -124,9 +139,7 @@ static void split_and_heal(uint64_t seed, uint64_t late_ms, uint64_t slow_ms) {
         }
     }
     run_for(s, 3 * s->cfg.sync_interval_ms);
-    s->cut[2] = true;
-    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + MCFG_WATCH.offline_delay_ms +
-                   3 * s->cfg.sync_interval_ms);
+    split_off(s, 2, MCFG_WATCH.offline_delay_ms + 3 * s->cfg.sync_interval_ms);
     for (int i = 0; i < NREP; i++) {
         pd_repl_stats st;
         pd_repl_stats_get(s->r[i], &st);
@@ -181,8 +194,7 @@ static void comes_and_goes_during_a_split(uint64_t seed, int announcer, bool kno
         conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg0", user);
         run_for(s, MCFG_WATCH.offline_delay_ms + 3 * s->cfg.sync_interval_ms);
     }
-    s->cut[2] = true;
-    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + 3 * s->cfg.sync_interval_ms);
+    split_off(s, 2, 3 * s->cfg.sync_interval_ms);
     conn_event_at(&w, 2, PD_EV_CONNECT, "cg1", user);
     run_for(s, 2 * s->cfg.sync_interval_ms);
     conn_event_at(&w, 2, PD_EV_DISCONNECT, "cg1", user);
@@ -387,12 +399,6 @@ Test(repl_watch, a_link_that_keeps_flapping_repeats_a_change_at_most_twice) {
     world_free(&w);
 }
 
-/* Replica i is killed and its NATS server cut off, for the node timeout,
- * the suspicion and extra_ms: the others take it for down. */
-static void down_for(sim *s, int i, uint64_t extra_ms) {
-    s->cut[i] = s->frozen[i] = true;
-    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + extra_ms);
-}
 
 /* Replica i, killed after taking snap, runs again from it (the snapshot
  * is freed). */
@@ -638,8 +644,7 @@ Test(repl_watch, a_change_a_heal_said_while_a_node_was_gone_reaches_its_watchers
     char user[16];
     user_announced_by(&w, 0, "r", user);
     run_for(s, 2 * s->cfg.sync_interval_ms);
-    s->cut[0] = true;
-    run_for(s, s->cfg.node_timeout_ms + SUSPICION_MS + 2 * s->cfg.sync_interval_ms);
+    split_off(s, 0, 2 * s->cfg.sync_interval_ms);
     conn_event_at(&w, 0, PD_EV_CONNECT, "cr", user);
     run_for(s, 2 * s->cfg.sync_interval_ms);
     s->frozen[0] = true;
