@@ -226,7 +226,7 @@ static void request_sync(pd_repl *r, peer *origin, pd_str from, uint64_t now) {
     origin->syncing = true;
     origin->sync_ignore = false;
     origin->sync_part = 0;
-    origin->sync_started = now;
+    origin->sync_heard = now;
     origin->sync_req = ++r->last_req;
     r->stats.syncs_requested++;
     pd_sync_req q = {S(r->self), peer_id(origin), origin->sync_req};
@@ -1119,7 +1119,7 @@ void pd_repl_tick(pd_repl *r, uint64_t now) {
                    (unsigned long long)(p->last_hb + down_after(r) - now));
         }
         if (p->alive && now > p->last_hb + down_after(r)) mark_down(r, p, now, "silent");
-        if (p->syncing && now > p->sync_started + sync_timeout(r)) {
+        if (p->syncing && now > p->sync_heard + sync_timeout(r)) {
             pd_log(PD_LOG_WARN, "state transfer of %s timed out; will retry", p->id);
             repl__end_sync(r, p, now);
         }
@@ -1184,8 +1184,8 @@ uint64_t pd_repl_next_due(const pd_repl *r) {
                    : p->last_hb + r->cfg.node_timeout_ms + 1;
         if (t < due) due = t;
 
-        if (p->syncing && p->sync_started + sync_timeout(r) + 1 < due)
-            due = p->sync_started + sync_timeout(r) + 1;
+        if (p->syncing && p->sync_heard + sync_timeout(r) + 1 < due)
+            due = p->sync_heard + sync_timeout(r) + 1;
         if (p->claim_at && p->claim_at + claim_grace(r) < due) due = p->claim_at + claim_grace(r);
     }
     return due;

@@ -22,8 +22,11 @@
 #define FORGOTTEN_MAX 16    /* forgotten peers remembered for a heal */
 #define PENDING_MAX 4096    /* deltas held back per origin during a transfer */
 /* State transfers served in slices (io.reply_keep): hash buckets per
- * slice, and transfers in progress at once. */
-#define SERVE_BUCKETS 256
+ * slice (a slice of each transfer per loop turn: 2.5M buckets of a 1M-device
+ * model take some 600 turns), and transfers in progress at once. A transfer
+ * sends a part at least every half sync interval, empty if the slices found
+ * nothing of its origin, so that the requester hears it progress. */
+#define SERVE_BUCKETS 4096
 /* The republish after a restore: hash buckets of our devices per loop turn
  * (about as many devices: some 8 ms of work on this 2-core machine). */
 #define REPUBLISH_BUCKETS 16384
@@ -97,7 +100,10 @@ typedef struct {
     bool syncing, sync_ignore;
     uint64_t sync_req;          /* our number for the transfer in progress */
     uint32_t sync_part;         /* next part expected */
-    uint64_t sync_started;
+    /* The request, then its last part: a transfer times out after a
+     * sync_timeout without a part, however long the whole takes (a large
+     * partition is served over many loop turns). */
+    uint64_t sync_heard;
     held *pending;
     uint32_t npending;
     bool overflow;

@@ -41,6 +41,7 @@ typedef struct serving {
     serve_ctx c;                /* c.reply_ctx is the kept handle */
     char asker[PD_ID_MAX + 1], origin[PD_ID_MAX + 1];
     pd_dump_cursor cur;
+    uint64_t sent_at;           /* the last part, or the start */
 } serving;
 
 static void serving_free(pd_repl *r, uint32_t i) {
@@ -73,6 +74,7 @@ static bool serve_later(pd_repl *r, const pd_sync_req *q, const pd_sync_part *hd
     memcpy(sv->origin, q->origin.p, q->origin.n);
     sv->c = (serve_ctx){.r = r, .reply_ctx = kept, .hdr = *hdr};
     sv->c.hdr.origin = pd_str_c(sv->origin);
+    sv->sent_at = r->now;
     msgpack_sbuffer_init(&sv->c.ops);
     r->serving[r->nserving++] = sv;
     return true;
@@ -91,11 +93,18 @@ void repl__serve_step(pd_repl *r) {
             serving_free(r, i);
             continue;
         }
+        uint32_t part = sv->c.hdr.part;
         if (pd_model_partition_dump_step(r->m, origin, pd_str_c(sv->asker), &sv->cur,
                                          SERVE_BUCKETS, serve_op, &sv->c)) {
             send_part(&sv->c, true);
             serving_free(r, i);
             continue;
+        }
+        if (sv->c.hdr.part != part) {
+            sv->sent_at = r->now;
+        } else if (r->now >= sv->sent_at + r->cfg.sync_interval_ms / 2) {
+            send_part(&sv->c, false); /* what it has, maybe nothing: progress */
+            sv->sent_at = r->now;
         }
         i++;
     }
@@ -197,6 +206,7 @@ pd_status pd_repl_on_sync_part(pd_repl *r, const void *buf, size_t len, uint64_t
      * parts with the reply to the retry, which may be cut elsewhere. */
     if (p == NULL || !p->syncing || sp.part != p->sync_part || (sp.req && sp.req != p->sync_req))
         return PD_OK;
+    p->sync_heard = now;
     if (sp.part == 0) {
         /* Unknown there, from an older incarnation, or behind what we have:
          * nothing to take from this answer. */
