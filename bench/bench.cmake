@@ -4,7 +4,7 @@
 # the harness starts everything, measures, prints its table and cleans up.
 add_executable(pd-bench bench/pd_bench.c bench/bench_util.c bench/bench_nats.c
                bench/bench_pd.c bench/bench_flood.c bench/bench_stub.c bench/bench_model.c
-               bench/bench_batch.c
+               bench/bench_batch.c bench/bench_notes.c
                node/inbox.c node/natsout.c)
 # node/inbox.c, node/natsout.c: the stub node hands messages to its loop and
 # publishes exactly as presenced does.

@@ -11,6 +11,7 @@
  *   converge   waits until every node holds D devices and the same clocks
  *   stub-node  a node's NATS work without its model: the same-pattern baseline
  *   stub-converge  waits until every stub node received the others' deltas
+ *   notes      counts the notifications published for secs seconds
  *   model      the model alone, no network: heap and RSS per device, snapshot,
  *              restore and republish times (bench_model.c)
  *
@@ -91,6 +92,8 @@ int bench_churn(const bench_opts *o);
 /* Events per second in `batch` requests (bench_batch.c). */
 int bench_batch_rate(const bench_opts *o);
 int bench_converge(const bench_opts *o);
+/* Notifications on <prefix>.user.> for secs seconds (bench_notes.c). */
+int bench_notes(const bench_opts *o);
 /* The same-pattern stub node of issue 15 (bench_stub.c): runs until SIGTERM. */
 int bench_stub_node(const bench_opts *o);
 /* Waits until every stub received every delta the other stubs sent. */

@@ -385,16 +385,28 @@ recovery_run() { # devices kind(snapshot|stream)
 # (its peers keep its devices: schemas/cluster.md "Incarnations"). NATS
 # bytes out during each restart, until its devices or registers are out
 # and every node holds all devices.
+# Notifications: every node's cluster-wide, counted from before the stop
+# until the windows of floors the restart opens (two node timeouts and two
+# sync intervals after the start, a rejoin or a take-over) have closed and
+# their closing walks are done: NOTES_SECS, with the restart itself and
+# margin. No user's status changes (the node is back before the offline
+# delay ends), so each one is a repeat.
+NOTES_SECS=40
 cluster_restart_run() { # devices kind(term|kill)
-    local d=$1 kind=$2 t0 nb0 nb1 sb0 sb1 conv old=${NODE_LOG[n1]} saved
+    local d=$1 kind=$2 t0 nb0 nb1 sb0 sb1 conv old=${NODE_LOG[n1]} saved notes_pid notes
     if [[ $kind == kill ]]; then
         # a snapshot of the life the clean-stop run started (it writes one
         # once its state changed: the restore did)
         wait_for 120 $LIB snapshot-after "$REDIS_PORT" presence:snapshot:n1 "$CLUSTER_T0" ||
             { echo "no snapshot of n1 after the restart (see ${NODE_LOG[n1]})" >&2; FAILED=1; return 1; }
     fi
+    "$BUILD/pd-bench" notes --url "$NATS_URL" --secs "$NOTES_SECS" >"$WORK/notes.$kind.json" \
+        2>"$WORK/notes.$kind.err" &
+    notes_pid=$!; PIDS+=("$notes_pid")
+    wait_for 10 grep -q "notes: subscribed" "$WORK/notes.$kind.err" ||
+        { echo "pd-bench notes did not subscribe (see $WORK/notes.$kind.err)" >&2; FAILED=1; }
     stop_pid "${NODE_PID[n1]}" "${kind^^}" 300
-    nb0=$($LIB nats-out "$NATS_MON"); sb0=$($LIB stream-bytes "$NATS_MON")
+    nb0=$($LIB nats-out "$NATS_MON" pd-bench-notes); sb0=$($LIB stream-bytes "$NATS_MON")
     t0=$($LIB now-ms)
     CLUSTER_T0=$t0
     saved=("${NODE_ENV[@]}")
@@ -407,9 +419,13 @@ cluster_restart_run() { # devices kind(term|kill)
         { echo "n1 did not republish (see ${NODE_LOG[n1]})" >&2; FAILED=1; return 1; }
     conv=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes "$ALL_NODES" --count "$d" \
         --timeout 60) || true
-    nb1=$($LIB nats-out "$NATS_MON"); sb1=$($LIB stream-bytes "$NATS_MON")
+    nb1=$($LIB nats-out "$NATS_MON" pd-bench-notes); sb1=$($LIB stream-bytes "$NATS_MON")
+    wait "$notes_pid" || true
+    notes=$(cat "$WORK/notes.$kind.json")
+    [[ -n $notes ]] || notes='{}'
     record recovery "$($LIB recovery "${NODE_LOG[n1]}" "$t0" "$d" "cluster-$kind" 0 \
-        $((nb1 - nb0)) "$conv" "$old" "$($LIB nats-published "$NATS_MON" n1)" $((sb1 - sb0)))"
+        $((nb1 - nb0)) "$conv" "$old" "$($LIB nats-published "$NATS_MON" n1)" $((sb1 - sb0)) \
+        "$notes")"
 }
 
 phase_memory() {

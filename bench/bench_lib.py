@@ -99,8 +99,16 @@ def cmd_stream_bytes(mon):
               for st in acc.get("stream_detail") or [] if st.get("name") == "PRESENCE_DELTAS"))
 
 
-def cmd_nats_out(mon):
-    print(monitor(mon, "/varz").get("out_bytes", 0))
+def cmd_nats_out(mon, but=None):
+    """Bytes the server sent (/varz out_bytes); but: less what it sent to
+    the connections of that name (bench.sh's notification counter, which
+    is not part of the traffic measured)."""
+    out = monitor(mon, "/varz").get("out_bytes", 0)
+    if but:
+        out -= sum(c.get("out_bytes", 0) for c in
+                   monitor(mon, "/connz?limit=1024").get("connections", [])
+                   if c.get("name", "") == but)
+    print(out)
 
 
 def cmd_merge_tp(label, rate, secs, rc, sim, conv):
@@ -142,7 +150,7 @@ def log_time(line):
 
 
 def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldlog,
-                 published=None, stream=None):
+                 published=None, stream=None, notes=None):
     t0 = float(t0)
     r = {"kind": kind, "devices": int(devices), "redis_bytes": int(redis_bytes),
          "nats_bytes": int(nats_bytes)}
@@ -150,6 +158,10 @@ def cmd_recovery(logpath, t0, devices, kind, redis_bytes, nats_bytes, conv, oldl
         r["published_bytes"] = int(published)  # by the restarted node itself
     if stream is not None:
         r["stream_bytes"] = int(stream)  # deltas stored meanwhile: its own
+    n = json.loads(notes) if notes else {}
+    if "notifications" in n:
+        # every node's, from before the stop until the windows it opened closed
+        r["notifications"], r["notifications_dropped"] = n["notifications"], n.get("dropped", 0)
     t_sig = None
     for line in open(oldlog, errors="replace"):
         if "signal 15: stopping" in line:
@@ -341,6 +353,18 @@ def targets(res):
                   "baseline": f"{ct[-1]['republished_ops']:,} ops", "ratio": round(kr, 4),
                   "target": "no republish (≤ 0.1×)",
                   "met": kr <= 0.1 and ck[-1]["converged"]})
+    for r in ct[-1:] + ck[-1:]:
+        if "notifications" not in r:
+            continue
+        users = r["devices"] // 3
+        how = "clean stop" if r["kind"] == "cluster-term" else "killed"
+        t.append({"measure": f"notifications for a restart of one of 3 nodes ({how}), "
+                             f"{r['devices']:,} devices, no status changed",
+                  "value": f"{r['notifications']:,}" + (
+                      f" ({r['notifications_dropped']:,} dropped)"
+                      if r.get("notifications_dropped") else ""),
+                  "baseline": f"{users:,} users", "ratio": round(r["notifications"] / users, 3),
+                  "target": "(report)", "met": None})
     return t
 
 

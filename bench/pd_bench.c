@@ -22,7 +22,7 @@ static const opt_def opts[] = {
     {"--mode", O_STR, F(mode), "nats-lat: onehop or relay; churn: tag of the user ids"},
     {"--nodes", O_STR, F(nodes_arg), "node ids, comma-separated (default n1)"},
     {"--rate", O_DBL, F(rate), "messages or events per second"},
-    {"--secs", O_DBL, F(secs), "seconds of paced sending"},
+    {"--secs", O_DBL, F(secs), "seconds of paced sending; notes: of counting"},
     {"--count", O_U64, F(count),
      "nats-rate: messages; load, converge, model: devices; churn: users; batch-rate: events"},
     {"--size", O_U32, F(size), "payload bytes (default: a traced status event's size)"},
@@ -37,7 +37,7 @@ static const opt_def opts[] = {
 #define NOPTS (sizeof opts / sizeof opts[0])
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood|churn|batch-rate|stub-node|stub-converge|model [options]\n\n"
+    fprintf(f, "usage: pd-bench nats-lat|nats-rate|relay|pd-lat|load|converge|flood|churn|batch-rate|stub-node|stub-converge|model|notes [options]\n\n"
                "One measurement per run: progress on stderr, one JSON object on stdout.\n"
                "bench/bench.sh starts the servers and runs these in order.\n\noptions:\n");
     for (size_t i = 0; i < NOPTS; i++) fprintf(f, "  %-14s %s\n", opts[i].name, opts[i].help);
@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
         {"flood", bench_flood},
         {"churn", bench_churn},       {"batch-rate", bench_batch_rate},
         {"stub-node", bench_stub_node}, {"stub-converge", bench_stub_converge},
-        {"model", bench_model},
+        {"model", bench_model},       {"notes", bench_notes},
     };
     bench_opts o;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
