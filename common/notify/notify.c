@@ -42,6 +42,10 @@ struct pd_notifier {
     uint64_t close_from;       /* ... of the users whose ver shows a write since */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
     uint64_t same_until;       /* ... and writes that change no status (pd_notifier_same) */
+    uint64_t *said;            /* users announced in that window, a bit per hash (user_bit):
+                                * their changes are said after another node took them over */
+    uint64_t *written;         /* users written in a window (a bit per hash): the closing
+                                * walk says them again whatever their ver (cleared by it) */
     uint64_t floors;           /* ... how many were */
     uint64_t closes;           /* closing walks begun (close_walk) */
 };
@@ -74,6 +78,8 @@ fail:
 
 void pd_notifier_free(pd_notifier *nf) {
     if (nf == NULL) return;
+    pd_free(nf->said);
+    pd_free(nf->written);
     pd_gate_free(nf->gate);
     pd_free(nf->peers);
     pd_free(nf);
@@ -167,14 +173,56 @@ void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
 
 /* ---- out: the gate, then the publish callback --------------------------------------- */
 
+/* user's bit of a set of PD_NOTIFY_SAID_BITS (`said`, `written`): a
+ * collision costs a repeat, never a miss. */
+static bool user_bit(uint64_t *set, pd_str user, bool mark) {
+    uint64_t h = pd_hash(user.p, user.n) & (PD_NOTIFY_SAID_BITS - 1);
+    uint64_t *w = &set[h / 64], bit = 1ull << (h % 64);
+    bool was = (*w & bit) != 0;
+    if (mark) *w |= bit;
+    return was;
+}
+
+/* A write of user in a window, whatever it changed (the model's change,
+ * floor and same callbacks): its closing walk says the user again. The
+ * ver alone does not tell: the end of an offline delay takes the time
+ * last_seen + the delay, which a node learns late when the departure
+ * was on a side cut off (chaos seed 16, u360: a node back as a new life
+ * restored a visit of its cut, ended at once, and the node announcing
+ * the user got an `offline` numbered before its window opened). */
+static void written(pd_notifier *nf, pd_str user, uint64_t now) {
+    if (now >= nf->floors_until) return;
+    if (nf->written == NULL) {
+        nf->written = pd_calloc(PD_NOTIFY_SAID_BITS / 64, sizeof *nf->written);
+        if (nf->written == NULL) return; /* the closing walk goes by ver alone */
+    }
+    user_bit(nf->written, user, true);
+}
+
 static void announce(pd_notifier *nf, const pd_view *v, uint64_t now) {
     nf->announced++;
+    if (nf->said && now < nf->same_until) user_bit(nf->said, v->user, true);
     if (nf->stopping) nf->publish(nf->ud, v);
     else pd_gate_offer(nf->gate, v, now);
 }
 
+/* A change of a user this node said in the window after the start of a
+ * life that got devices of the life before back, though another node
+ * announces it now: what it said there may rest on a restored device the
+ * others had dropped (the socket server closed it meanwhile), at the very
+ * ver of the `offline` they hold (the device's own writes are older than
+ * that ver), and when the resync removes the device the announcer, which
+ * never had it, sees no change (chaos seed 5, u24: watchers kept the
+ * `away`, the later ts on a tie of ver). The node that said it says the
+ * change, as its announcer would: a repeat at most. */
+static bool said_lately(const pd_notifier *nf, pd_str user, uint64_t now) {
+    return nf->said && now < nf->same_until && user_bit(nf->said, user, false);
+}
+
 void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now) {
-    if (nf->announcing && announcer(nf, v->user, false)) announce(nf, v, now);
+    written(nf, v->user, now);
+    if (nf->announcing && (announcer(nf, v->user, false) || said_lately(nf, v->user, now)))
+        announce(nf, v, now);
 }
 
 /* After a heal, a restart or a change of announcers, another node may have
@@ -204,21 +252,25 @@ bool pd_notifier_floors_open(const pd_notifier *nf, uint64_t now) {
 }
 
 void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now) {
+    written(nf, v->user, now);
     if (!pd_notifier_floors_open(nf, now) || !announcer(nf, v->user, false)) return;
     nf->floors++;
     announce(nf, v, now);
 }
 
 bool pd_notifier_wants_same(const pd_notifier *nf, uint64_t now) {
-    return nf->announcing && now < nf->same_until;
+    return now < nf->floors_until;
 }
 
-/* Only a write numbered just now (this node's, or one made elsewhere and
- * delivered at once): the others (a register passed on, a transfer's
- * copy of what is held already) leave the ver as watchers heard it. */
+/* Said only in the window after the start of a life that got devices
+ * back, and only a write numbered just now (this node's, or one made
+ * elsewhere and delivered at once): the others (a register passed on, a
+ * transfer's copy of what is held already) leave the ver as watchers
+ * heard it, until the closing walk. */
 void pd_notifier_same(pd_notifier *nf, const pd_view *v, uint64_t now) {
-    if (!pd_notifier_wants_same(nf, now) || (v->ver >> 16) + nf->cfg.sync_interval_ms / 4 < now ||
-        !announcer(nf, v->user, false))
+    written(nf, v->user, now);
+    if (!nf->announcing || now >= nf->same_until ||
+        (v->ver >> 16) + nf->cfg.sync_interval_ms / 4 < now || !announcer(nf, v->user, false))
         return;
     nf->floors++;
     announce(nf, v, now);
@@ -254,7 +306,8 @@ static void reannounce_one(void *ud, const pd_view *v) {
     bool recent = (v->ts > 0 && v->ts >= c->since) ||
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
                                       (int64_t)(v->ver >> 16) >= c->since)) ||
-                  (c->by_ver && (int64_t)(v->ver >> 16) >= c->since);
+                  (c->by_ver && ((int64_t)(v->ver >> 16) >= c->since ||
+                                 (c->nf->written && user_bit(c->nf->written, v->user, false))));
     /* Back from a snapshot: an `offline` decided since it was taken
      * (pd_notifier_restored), unchanged in this life (ts 0). */
     bool restored = !recent && c->offline_since > 0 && v->status == PD_PUB_OFFLINE &&
@@ -353,8 +406,9 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
 }
 
 /* The end of a window (floors_open: after a start, a heal, a rejoin, a
- * take-over): the users we announce whose ver shows a write since it
- * opened (less a node timeout) are said again, as of now. Within the
+ * take-over): the users we announce that were written in it (`written`)
+ * or whose ver shows a write since it opened (less a node timeout) are
+ * said again, as of now. Within the
  * window, writes may have raised a ver without a notification (a floor
  * under the ver already shown here, a write that changed no status),
  * above an `offline` another node announced (chaos seed 14: the resync of
@@ -384,8 +438,13 @@ void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
      * closing walk) or as they were announced (a repeat). */
     reannounce_ctx c = {nf, (int64_t)nf->heal_from, false, nf->heal_full, now, nf->heal_prev,
                         (int64_t)nf->heal_prev_until, 0, nf->heal_close};
-    if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c))
+    if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c)) {
         nf->healing = false;
+        /* Said: the next window's writes start afresh (unless one opened
+         * meanwhile, a take-over: its writes are kept, with a few repeats). */
+        if (nf->heal_close && nf->written && now >= nf->floors_until)
+            memset(nf->written, 0, PD_NOTIFY_SAID_BITS / 8);
+    }
 }
 
 bool pd_notifier_healing(const pd_notifier *nf) { return nf->healing; }
@@ -400,7 +459,11 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
     uint64_t si = nf->cfg.sync_interval_ms, restored = nf->restored_at;
     uint64_t offline_since = restored ? (restored > si ? restored - si : 1) : 0;
     nf->restored_at = 0;
-    if (nf->devices_back) nf->same_until = nf->floors_until;
+    if (nf->devices_back) {
+        nf->same_until = nf->floors_until;
+        if (nf->said == NULL) nf->said = pd_calloc(PD_NOTIFY_SAID_BITS / 64, sizeof *nf->said);
+        else memset(nf->said, 0, PD_NOTIFY_SAID_BITS / 8);
+    }
     nf->devices_back = false;
     reannounce(nf, m, now - warm_since + nf->cfg.node_timeout_ms, false, offline_since, now);
     if (nf->heal_held) {

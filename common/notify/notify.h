@@ -123,9 +123,10 @@ void pd_notifier_heal(pd_notifier *nf, const pd_model *m, uint64_t since, uint64
  * while paused, or under way when pausing, is held and made (started
  * over) by the next pd_notifier_start. When the window of floors ends
  * (pd_notifier_floors_open), a last walk says again, as of now, the users
- * this node announces whose ver shows a write since the window opened
- * (less a node timeout): what a floor or a write that changed no status
- * raised in it unsaid (stats: closes). */
+ * this node announces that were written in it (any change, floor or write
+ * the model reported) or whose ver shows a write since it opened (less a
+ * node timeout): what a floor or a write that changed no status raised
+ * in it unsaid (stats: closes). */
 #define PD_HEAL_BUCKETS 256
 void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now);
 bool pd_notifier_healing(const pd_notifier *nf);
@@ -142,7 +143,11 @@ void pd_notifier_start(pd_notifier *nf, const pd_model *m, uint64_t warm_since, 
 void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at);
 /* This life got devices of the life before back (its snapshot, the
  * stream): the next pd_notifier_start opens the window of
- * pd_notifier_same. */
+ * pd_notifier_same, in which, too, a change of a user this node announced
+ * in it is announced after another node took the user over (a bit per
+ * user hash, PD_NOTIFY_SAID_BITS of them: 128 KB, allocated at the first
+ * such start; out of memory, nothing is kept and nothing more said). */
+#define PD_NOTIFY_SAID_BITS (1u << 20)
 void pd_notifier_devices_back(pd_notifier *nf);
 /* Warming up again (the loop stalled): nothing is announced until
  * pd_notifier_start (a heal under way is held for it). */
@@ -152,7 +157,8 @@ bool pd_notifier_announcing(const pd_notifier *nf);
 /* ---- changes and time ---- */
 
 /* A change of a user's public view at now (the model's change callback):
- * announced if this node is ready and announces v->user. v is borrowed. */
+ * announced if this node is ready and announces v->user (or said it in
+ * the window of pd_notifier_devices_back). v is borrowed. */
 void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
 /* A user's ver raised by a floor, its status unchanged (the model's floor
  * callback, pd_model_on_floor): announced like a change, but only while
@@ -162,9 +168,12 @@ void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now);
 void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now);
 /* The same for a user written without a change of status
  * (pd_model_on_same), if its ver shows a write of the last quarter sync
- * interval, but only while pd_notifier_wants_same: in that window after
- * the start of a life that got devices back (pd_notifier_devices_back).
- * Both are counted in the stats' floors. */
+ * interval, but only in that window after the start of a life that got
+ * devices back (pd_notifier_devices_back). Both are counted in the stats'
+ * floors. The model asks for these writes while pd_notifier_wants_same:
+ * in any window of floors, whose closing walk says again every user
+ * written in it (a bit per user hash, PD_NOTIFY_SAID_BITS, allocated at
+ * the first window's first write), whatever its ver shows. */
 void pd_notifier_same(pd_notifier *nf, const pd_view *v, uint64_t now);
 bool pd_notifier_wants_same(const pd_notifier *nf, uint64_t now);
 bool pd_notifier_floors_open(const pd_notifier *nf, uint64_t now);
