@@ -348,10 +348,17 @@ static void reannounce(pd_notifier *nf, const pd_model *m, uint64_t window, bool
     pd_model_foreach_view(m, reannounce_one, &c);
 }
 
+/* The users newly ours: their changes of the last two node timeouts and
+ * two sync intervals, said again. Their announcer went away (declared down
+ * a node timeout after it was last heard, or left) or was left out, and
+ * it may have owed a change for up to a node timeout before that (a slow
+ * node is muted only then: repl.c, check_announcing), or said it just
+ * before it was killed, the notification lost with the process (chaos
+ * seed 5, u696: said a second late, then killed). */
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now) {
     if (!nf->announcing) return;
     floors_open(nf, now);
-    reannounce(nf, m, nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, 0, now);
+    reannounce(nf, m, 2 * nf->cfg.node_timeout_ms + 2 * nf->cfg.sync_interval_ms, true, 0, now);
 }
 
 /* Starts (or starts over) the walk of pd_notifier_heal_step: from the

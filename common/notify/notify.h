@@ -7,7 +7,7 @@
  *    that are alive and ready (ties: the larger id). A change of a user
  *    this node does not announce goes nowhere.
  * 2. Re-announcing: when the set of announcing nodes changes, the recent
- *    changes (within node_timeout + 2 sync intervals) of users that are
+ *    changes (within 2 node timeouts + 2 sync intervals) of users that are
  *    newly ours are announced again, in case their previous announcer went
  *    away before announcing them; when this node becomes ready, every
  *    change since its warm-up began (less a node timeout) is announced. A
@@ -77,8 +77,10 @@ void pd_notifier_remove_peer(pd_notifier *nf, pd_str peer);
  * An unknown peer (never added) is taken as not announcing. */
 void pd_notifier_set_peer(pd_notifier *nf, pd_str peer, bool announcing);
 /* After a pd_notifier_set_peer (and what the model did about it): the
- * recent changes of users this node announces now and did not before are
- * announced again. Nothing while this node is not announcing. */
+ * changes of the last two node timeouts and two sync intervals of users
+ * this node announces now and did not before are announced again (their
+ * announcer may have owed one for a node timeout before it was found
+ * gone). Nothing while this node is not announcing. */
 void pd_notifier_take_over(pd_notifier *nf, const pd_model *m, uint64_t now);
 
 /* What we announced since `since` may not have reached a peer's side:
