@@ -131,6 +131,29 @@ in the simulated cluster):
       a change of status there. When a window of floors ends (after a
       start, a heal, a rejoin, a take-over), the node now says again the
       users it announces whose ver shows a write in it (close_walk).
+  (19) seed 5 (u24, 2026-12-03 evening): a node back from its snapshot
+      (JetStream down: no replay) still held a device the socket server
+      had closed; it said the user `away` at its start at the very ver of
+      the `offline` the others held (the device's own writes were older
+      than the floor that ver came from), and when the resync removed the
+      device the change was another node's to say, which never had it
+      (watchers kept the `away`: the later ts on a tie of ver). In the
+      window after such a start, a change of a user the node said in it
+      is now said by it too (notify.c, said_lately).
+  (20) seed 16 (u360, u652): a node back as a new life restored a visit
+      its cut had seen (connect, leave) with the offline delay over, so
+      the user went offline at once at ver last_seen + delay; the node
+      announcing the user, which never had the visit, got a write that
+      changed no status numbered before its window opened, and the
+      closing walk went by ver alone. The model now reports every write
+      while a window is open, and the closing walk says again every user
+      written in it (notify.c, `written`).
+  (21) seed 5 (u696): the announcer said an `offline` a second after its
+      peers had it (it lagged), and was killed at once: the notification
+      was lost with the process, and the take-over reached back only
+      about to its last heartbeat. It now reaches back two node timeouts
+      and two sync intervals (a live announcer may owe a change for a
+      node timeout before it is muted).
 What is left:
   (18) seed 6 (u278): a user whose delay ended while the node back as a
       new life (its announcer) was cut from the device's owner: the
