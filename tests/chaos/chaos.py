@@ -142,7 +142,8 @@ class Run:
         if not self.all_alive(30):
             raise ClusterError("the nodes do not see each other")
         a = self.args
-        self.watchers = watch.start(self.c) if a.watch else []
+        self.watchers = watch.start(self.c, ["u%d" % i for i in range(a.users)]) \
+            if a.watch else []
         self.c.sim_start(6, a.rate, a.seed,
                          ["--users", str(a.users), "--heartbeat-ms", "500", "--drain", "2",
                           "--json", "--dump-users", "--quiet"])
@@ -386,15 +387,16 @@ def report(run, summary, inj, conv, query_bad, status_bad, node_bad):
              ("cluster --diff", getattr(run, "diff", "not run"))]
     if run.watchers:
         w_ok = [w for w in run.watchers if not w.broken]
-        res["watchers"] = {w.wname: {"notifications": w.count, "broken": w.broken}
-                           for w in run.watchers}
+        res["watchers"] = {w.wname: {"notifications": w.count, "broken": w.broken,
+                                     "rejoined": w.rejoins} for w in run.watchers}
         res["heard_wrong"] = len({b[1] for b in run.heard_bad})
         res["heard_lost_with_node"] = len({b[1] for b in run.heard_lost})
         res["heard_wrong_by_ts"] = len({b[1] for b in getattr(run, "heard_bad_ts", [])})
         rows += [("notifications heard", " ".join("%s:%d" % (w.wname, w.count)
                                                  for w in run.watchers)),
-                 ("watchers checked", "%d of %d (the others' server restarted)"
-                  % (len(w_ok), len(run.watchers))),
+                 ("watchers checked", "%d of %d (%d joined again after their server "
+                  "restarted: get, then notifications)"
+                  % (len(w_ok), len(run.watchers), sum(w.rejoins > 0 for w in w_ok))),
                  ("last heard wrong (users)", res["heard_wrong"]),
                  ("  lost with a killed node", "%d (not promised: failure-modes.md)"
                   % res["heard_lost_with_node"]),

@@ -7,7 +7,9 @@ At the end, once queries agree with the oracle, each watcher's last
 notification of every user must show the status a `get` shows now
 (offline for a user never announced): what a watcher last heard is the
 truth. A watcher whose connection broke (its nats-server restarted)
-missed notifications through no fault of the nodes and is left out. A
+joins again as a client does (schemas/notifications.md, "ver": subscribe,
+then `get` every user until the reply's as_of is past the subscription,
+then the notifications); one whose server never came back is left out. A
 user whose last notification says it is there (not `offline`) at a ver
 above the one the cluster ends with, heard before a node was killed, is
 the class docs/failure-modes.md does not promise (a visit lost with a
@@ -211,9 +213,10 @@ SUBJECT = "presence.user.>"
 
 
 class Watcher(threading.Thread):
-    def __init__(self, name, url):
+    def __init__(self, name, url, users):
         super().__init__(name="watch-" + name, daemon=True)
-        self.wname, self.url = name, url
+        self.wname, self.url, self.users = name, url, users
+        self.rejoins = 0        # times its server went away and it joined again
         self.last = {}          # user -> (ver, ts, status): the largest ver
         self.last_ts = {}       # user -> (ver, ts, status): the newest ts
         self.heard_at = {}      # user -> when self.last[user] arrived (time.monotonic())
@@ -236,20 +239,77 @@ class Watcher(threading.Thread):
             return
         with self.lock:
             self.count += 1
-            self.hist.setdefault(u, []).append((round(time.monotonic() - self.t0, 2),) + key)
-            if key[:2] >= self.last.get(u, (0, 0, None))[:2]:
-                self.last[u] = key
-                self.heard_at[u] = time.monotonic()
-            if key[1] >= self.last_ts.get(u, (0, 0, None))[1]:
-                self.last_ts[u] = key
+            self._keep(u, key)
+
+    def _keep(self, u, key, how=""):
+        """Keeps key (ver, ts, status) of u as the recipe says (lock held)."""
+        self.hist.setdefault(u, []).append((round(time.monotonic() - self.t0, 2),) + key +
+                                           ((how,) if how else ()))
+        if key[:2] >= self.last.get(u, (0, 0, None))[:2]:
+            self.last[u] = key
+            self.heard_at[u] = time.monotonic()
+        if key[1] >= self.last_ts.get(u, (0, 0, None))[1]:
+            self.last_ts[u] = key
 
     def run(self):
         while not self.stopping.is_set():
             try:
                 self.nc.poll(0.1)
             except (OSError, pdwire.WireError) as e:
-                self.broken = str(e) or type(e).__name__
-                return
+                self.nc.close()
+                if not self._rejoin():
+                    self.broken = str(e) or type(e).__name__
+                    return
+
+    def _rejoin(self):
+        """Its server went away (a restart): back as a client that lost its
+        connection does it (schemas/notifications.md, "ver"): subscribe,
+        note T, `get` every user until the reply's as_of is at least T,
+        keep each entry (ver V) unless a notification above it came
+        meanwhile, then go on with the notifications. What it missed in
+        between is what get says. False if the server never came back."""
+        while not self.stopping.is_set():
+            try:
+                nc = pdwire.Nats([self.url])
+                nc.subscribe(SUBJECT, self._on_note)
+                nc.flush()
+                t = int(time.time() * 1000)
+                entries = self._get_all(t)
+                if entries is None:
+                    nc.close()
+                    continue
+                self.nc = nc
+                with self.lock:
+                    for e in entries:
+                        self._keep(e["user"], (e.get("ver") or 0, t, e.get("status")), "get")
+                    self.rejoins += 1
+                return True
+            except (OSError, pdwire.WireError, KeyError, TypeError, AttributeError):
+                time.sleep(0.2)
+        return False
+
+    def _get_all(self, t, seconds=20):
+        """Every user's get entry from a reply whose as_of is at least t
+        (asked again until then, or None after `seconds`)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            q = pdwire.Nats([self.url])
+            try:
+                out = []
+                for i in range(0, len(self.users), compare.BATCH):
+                    raw = q.request("presence.query.get",
+                                    pdwire.mp_pack({"users": self.users[i:i + compare.BATCH]}),
+                                    timeout=3.0)
+                    rep = pdwire.mp_unpack(raw) if raw is not None else {}
+                    if rep.get("as_of", 0) < t or "users" not in rep:
+                        break
+                    out += rep["users"]
+                else:
+                    return out
+            finally:
+                q.close()
+            time.sleep(0.2)
+        return None
 
     def stop(self):
         self.stopping.set()
@@ -264,11 +324,11 @@ class Watcher(threading.Thread):
             return last.get(user, (0, 0, "offline"))[2]
 
 
-def start(cluster):
-    """A started watcher per nats-server of the cluster."""
+def start(cluster, users):
+    """A started watcher per nats-server of the cluster, of these users."""
     ws = []
     for i, url in enumerate(cluster.urls):
-        w = Watcher("nats%d" % (i + 1), url)
+        w = Watcher("nats%d" % (i + 1), url, users)
         w.start()
         ws.append(w)
     return ws
