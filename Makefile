@@ -12,7 +12,8 @@
 #   make bench-check a quick run compared with bench/results/latest.json: fails
 #                   when a ratio dropped by more than 30 % (bench/bench_check.py)
 #   make chaos      60 s of load under random faults (network partitions too, as
-#                   root), then every node against the oracle
+#                   root), then every node against the oracle and what a
+#                   watcher per nats-server last heard of each user against get
 #                   (tests/chaos/chaos.py; CHAOS_ARGS="--seed N")
 #   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each, clang build in build-fuzz/
 #   make install    binaries, man pages, bash completions, the systemd unit:
@@ -112,9 +113,11 @@ bench-check: build
 # on three nodes, three nats-servers and Redis under random faults, then
 # every node against the oracle. As root each nats-server + node pair runs in
 # a network namespace of its own and partitions are among the faults
-# (--no-partitions: loopback only). A random seed unless given; it is printed:
+# (--no-partitions: loopback only). A watcher per nats-server checks every
+# user's last notification (--no-watch: not). A random seed unless given;
+# it is printed:
 #   make chaos CHAOS_ARGS="--seed 7 --keep --verbose"
-# make test runs a 20 s version (ctest chaos_short).
+# make test runs a 20 s version without the watchers (ctest chaos_short).
 CHAOS_ARGS ?=
 chaos: build
 	python3 tests/chaos/chaos.py --bin-dir build --duration 60 $(CHAOS_ARGS)

@@ -18,17 +18,21 @@ compares every node's view with the oracle (compare.py), and runs
 included), with partitions as without (`--strict-diff`, which made that
 count with partitions, is still accepted and changes nothing).
 
-With --watch (opt-in: it still fails, mostly with partitions, see
-watch.py for what it found, what is fixed and what is left) a watcher per
-nats-server follows P.user.> through the run, and each user's last
-notification must equal what `get` says at the end.
+A watcher per nats-server follows P.user.> through the run, and each
+user's last notification must equal what `get` says at the end, but for
+the class docs/failure-modes.md does not promise, counted apart (watch.py:
+what it found, what is fixed and what is left); --no-watch leaves the
+watchers out (the 20 s chaos_short of make test does: a class that is
+not covered yet must not fail a landing).
 
 Prints a table and one JSON line: events sent, faults by kind (and why
 partitions did not run, where they did not), users lost, ghosts, divergent
-nodes and time to converge. Namespaces, links and processes are removed at
-the end, also on failure, Ctrl-C or SIGTERM. Exit 0 only if lost, ghosts
-and divergent nodes are all 0, the nodes' answers agree and every node
-exits cleanly on SIGTERM at the end; 1 otherwise (the logs are kept and their tails shown), 2 bad
+nodes, time to converge and what the watchers heard. Namespaces, links
+and processes are removed at the end, also on failure, Ctrl-C or SIGTERM.
+Exit 0 only if lost, ghosts and divergent nodes are all 0, the nodes'
+answers agree, every watcher still connected last heard what get says
+(the class not promised aside) and every node exits cleanly on SIGTERM
+at the end; 1 otherwise (the logs are kept and their tails shown), 2 bad
 usage, 3 the cluster could not be set up.
 
 Python 3 standard library only."""
@@ -451,9 +455,11 @@ def main():
     ap.add_argument("--converge-timeout", type=float, default=30.0,
                     help="seconds the cluster has to converge after the load (default 30)")
     ap.add_argument("--verbose", action="store_true", help="the timeline on stderr")
-    ap.add_argument("--watch", action="store_true",
-                    help="also watch P.user.> on every server and check that each user's last "
-                    "notification is what get says at the end")
+    ap.add_argument("--no-watch", dest="watch", action="store_false",
+                    help="do not watch P.user.> on every server (by default each user's last "
+                    "notification must be what get says at the end)")
+    # Accepted for older command lines: watching is the default now.
+    ap.add_argument("--watch", dest="watch", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-partitions", action="store_true",
                     help="no network namespaces and no partition faults, even as root")
     # Accepted for older command lines: the check is always strict now.
