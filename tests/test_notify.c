@@ -654,6 +654,28 @@ Test(notify, the_end_of_a_window_says_again_a_user_written_in_it_whatever_its_ve
     pd_notifier_free(nf);
 }
 
+/* In a window, a ver floor is said as the user shows under it here, but
+ * not `offline`: floors are written for returns, so the node has not got
+ * the devices yet (it_persist under TSan: a node that missed a device's
+ * delta learned its user from the floor alone and said it `offline`). */
+Test(notify, a_floor_is_said_in_a_window_but_not_offline) {
+    int calls = 0;
+    npub = 0;
+    pd_notifier *nf = notifier(&NCFG, "a", &calls);
+    pd_model *m = pd_model_new(&MCFG, PD_STR_LIT("a"), NULL, NULL);
+    cr_assert_not_null(m);
+    pd_notifier_start(nf, m, 1000, 1000);
+    cr_assert(pd_notifier_floors_open(nf, 1100));
+    pd_view on = view("u1", PD_PUB_ONLINE), off = view("u2", PD_PUB_OFFLINE);
+    pd_notifier_floor(nf, &on, 1100);
+    pd_notifier_floor(nf, &off, 1100);
+    pd_notifier_tick(nf, 1100);
+    cr_expect_eq(count_for("u1"), 1, "the online floor");
+    cr_expect_eq(count_for("u2"), 0, "the offline floor");
+    pd_model_free(m);
+    pd_notifier_free(nf);
+}
+
 /* A change of a user this node said in the window after a start that got
  * devices back is said though another node announces the user now (chaos
  * seed 5, u24: a restored device the others had dropped was said `away`

@@ -251,9 +251,17 @@ bool pd_notifier_floors_open(const pd_notifier *nf, uint64_t now) {
     return nf->announcing && now < nf->floors_until;
 }
 
+/* Not an `offline` one: a ver floor is written for a return (the user has
+ * devices at its writer), so a node that shows the user offline under it
+ * has not got the devices yet (it_persist under TSan: a node that missed
+ * the delta of a device made just before its owner left learned the user
+ * from the floor alone and said it `offline`, the device coming right
+ * after). The closing walk says the user again if it stays so. */
 void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now) {
     written(nf, v->user, now);
-    if (!pd_notifier_floors_open(nf, now) || !announcer(nf, v->user, false)) return;
+    if (v->status == PD_PUB_OFFLINE || !pd_notifier_floors_open(nf, now) ||
+        !announcer(nf, v->user, false))
+        return;
     nf->floors++;
     announce(nf, v, now);
 }
