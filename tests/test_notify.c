@@ -370,6 +370,13 @@ static void walk_to_end(pd_notifier *nf, const pd_model *m, uint64_t now) {
     while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, now);
 }
 
+/* Every u<i> of heal_world was announced at least once since heal_count
+ * was zeroed. */
+static void expect_each_once_at_least(void) {
+    for (int i = 0; i < HEAL_USERS; i++)
+        cr_assert_geq(heal_count[i], 1, "u%d never announced", i);
+}
+
 /* Every u<i> of heal_world was announced once since heal_count was zeroed. */
 static void expect_each_once(const char *when) {
     for (int i = 0; i < HEAL_USERS; i++)
@@ -650,6 +657,42 @@ Test(notify, the_end_of_a_window_says_again_a_user_written_in_it_whatever_its_ve
     pd_notifier_heal_step(nf, m, t2);
     walk_to_end(nf, m, t2);
     cr_expect_eq(calls, 0, "u2 said again without a write: %d", calls);
+    pd_model_free(m);
+    pd_notifier_free(nf);
+}
+
+/* A window that opens while the closing walk of the one before goes on (a
+ * take-over) keeps the writes made in it: the walk, done after the new
+ * window ended, leaves them to the new window's own closing walk (users
+ * its cursor had passed would never be said again otherwise). */
+Test(notify, a_window_opened_during_a_closing_walk_keeps_its_writes) {
+    int calls = 0;
+    wiring w;
+    pd_model *m = heal_world(count_publish, &calls, &w); /* u<i> connected at 1000 */
+    pd_notifier *nf = w.nf;
+    uint64_t start = 1000 + 4 * NCFG.node_timeout_ms;
+    pd_notifier_heal_step(nf, m, start - 1);
+    walk_to_end(nf, m, start - 1);
+    pd_notifier_pause(nf);
+    pd_notifier_start(nf, m, start, start);
+    uint64_t t = start + 100;
+    for (; pd_notifier_floors_open(nf, t); t += 100) pd_notifier_heal_step(nf, m, t);
+    pd_notifier_heal_step(nf, m, t); /* the closing walk: its first slice */
+    cr_assert(pd_notifier_healing(nf), "a closing walk of %d users in one slice", HEAL_USERS);
+    pd_notifier_take_over(nf, m, t); /* a new window */
+    for (int i = 0; i < HEAL_USERS; i++) { /* every user written in it */
+        char user[16];
+        pd_view v;
+        snprintf(user, sizeof user, "u%d", i);
+        cr_assert(pd_model_view(m, pd_str_c(user), (pd_str){NULL, 0}, &v));
+        pd_notifier_same(nf, &v, t + 1);
+    }
+    memset(heal_count, 0, sizeof heal_count);
+    uint64_t late = t + 2 * NCFG.node_timeout_ms + 2 * NCFG.sync_interval_ms + 100;
+    walk_to_end(nf, m, late); /* the first walk, done after the new window ended */
+    pd_notifier_heal_step(nf, m, late); /* the new window's closing walk */
+    walk_to_end(nf, m, late);
+    expect_each_once_at_least();
     pd_model_free(m);
     pd_notifier_free(nf);
 }

@@ -42,9 +42,9 @@ struct pd_notifier {
     uint64_t close_from;       /* ... of the users whose ver shows a write since */
     uint64_t floors_until;     /* floors are announced until then (pd_notifier_floor) */
     uint64_t same_until;       /* ... and writes that change no status (pd_notifier_same) */
-    uint64_t *said;            /* users announced in that window, a bit per hash (user_bit):
+    uint64_t *said;            /* users announced in that window (said_in):
                                 * their changes are said after another node took them over */
-    uint64_t *written;         /* users written in a window (a bit per hash): the closing
+    uint64_t *written;         /* users written in a window (written_in): the closing
                                 * walk says them again whatever their ver (cleared by it) */
     uint64_t floors;           /* ... how many were */
     uint64_t closes;           /* closing walks begun (close_walk) */
@@ -173,14 +173,30 @@ void pd_notifier_announcer_of(const pd_notifier *nf, pd_str user, pd_str *who) {
 
 /* ---- out: the gate, then the publish callback --------------------------------------- */
 
-/* user's bit of a set of PD_NOTIFY_SAID_BITS (`said`, `written`): a
- * collision costs a repeat, never a miss. */
-static bool user_bit(uint64_t *set, pd_str user, bool mark) {
-    uint64_t h = pd_hash(user.p, user.n) & (PD_NOTIFY_SAID_BITS - 1);
-    uint64_t *w = &set[h / 64], bit = 1ull << (h % 64);
-    bool was = (*w & bit) != 0;
-    if (mark) *w |= bit;
+/* user in a set of `bits` bits (a power of two) probed `probes` times (1
+ * or 2, each from its half of the hash): true if it was in; mark puts it
+ * in. A collision makes a user taken for in: `written` costs a repeat of
+ * the announcer's own view; `said` (two probes, 8M bits: some 0.6 % of the
+ * other users while a restarted node said 333k) a change this node says
+ * that its announcer says too. */
+static bool user_in(uint64_t *set, uint32_t bits, int probes, pd_str user, bool mark) {
+    uint64_t h = pd_hash(user.p, user.n);
+    bool was = true;
+    for (int i = 0; i < probes; i++) {
+        uint64_t k = (i == 0 ? h : (h >> 32) | (h << 32)) & (bits - 1);
+        uint64_t *w = &set[k / 64], bit = 1ull << (k % 64);
+        was = was && (*w & bit) != 0;
+        if (mark) *w |= bit;
+    }
     return was;
+}
+
+static bool written_in(uint64_t *set, pd_str user, bool mark) {
+    return user_in(set, PD_NOTIFY_WRITTEN_BITS, 1, user, mark);
+}
+
+static bool said_in(uint64_t *set, pd_str user, bool mark) {
+    return user_in(set, PD_NOTIFY_SAID_BITS, 2, user, mark);
 }
 
 /* A write of user in a window, whatever it changed (the model's change,
@@ -193,15 +209,15 @@ static bool user_bit(uint64_t *set, pd_str user, bool mark) {
 static void written(pd_notifier *nf, pd_str user, uint64_t now) {
     if (now >= nf->floors_until) return;
     if (nf->written == NULL) {
-        nf->written = pd_calloc(PD_NOTIFY_SAID_BITS / 64, sizeof *nf->written);
+        nf->written = pd_calloc(PD_NOTIFY_WRITTEN_BITS / 64, sizeof *nf->written);
         if (nf->written == NULL) return; /* the closing walk goes by ver alone */
     }
-    user_bit(nf->written, user, true);
+    written_in(nf->written, user, true);
 }
 
 static void announce(pd_notifier *nf, const pd_view *v, uint64_t now) {
     nf->announced++;
-    if (nf->said && now < nf->same_until) user_bit(nf->said, v->user, true);
+    if (nf->said && now < nf->same_until) said_in(nf->said, v->user, true);
     if (nf->stopping) nf->publish(nf->ud, v);
     else pd_gate_offer(nf->gate, v, now);
 }
@@ -216,7 +232,7 @@ static void announce(pd_notifier *nf, const pd_view *v, uint64_t now) {
  * `away`, the later ts on a tie of ver). The node that said it says the
  * change, as its announcer would: a repeat at most. */
 static bool said_lately(const pd_notifier *nf, pd_str user, uint64_t now) {
-    return nf->said && now < nf->same_until && user_bit(nf->said, user, false);
+    return nf->said && now < nf->same_until && said_in(nf->said, user, false);
 }
 
 void pd_notifier_change(pd_notifier *nf, const pd_view *v, uint64_t now) {
@@ -315,7 +331,7 @@ static void reannounce_one(void *ud, const pd_view *v) {
                   (c->not_offline && (v->status != PD_PUB_OFFLINE ||
                                       (int64_t)(v->ver >> 16) >= c->since)) ||
                   (c->by_ver && ((int64_t)(v->ver >> 16) >= c->since ||
-                                 (c->nf->written && user_bit(c->nf->written, v->user, false))));
+                                 (c->nf->written && written_in(c->nf->written, v->user, false))));
     /* Back from a snapshot: an `offline` decided since it was taken
      * (pd_notifier_restored), unchanged in this life (ts 0). */
     bool restored = !recent && c->offline_since > 0 && v->status == PD_PUB_OFFLINE &&
@@ -455,10 +471,11 @@ void pd_notifier_heal_step(pd_notifier *nf, const pd_model *m, uint64_t now) {
                         (int64_t)nf->heal_prev_until, 0, nf->heal_close};
     if (pd_model_foreach_view_step(m, &nf->heal_cur, PD_HEAL_BUCKETS, reannounce_one, &c)) {
         nf->healing = false;
-        /* Said: the next window's writes start afresh (unless one opened
-         * meanwhile, a take-over: its writes are kept, with a few repeats). */
-        if (nf->heal_close && nf->written && now >= nf->floors_until)
-            memset(nf->written, 0, PD_NOTIFY_SAID_BITS / 8);
+        /* Said: the next window's writes start afresh, unless one opened
+         * while the walk went on (a take-over: `closing` again): its writes
+         * behind the walk's cursor are its own closing walk's to say. */
+        if (nf->heal_close && nf->written && !nf->closing)
+            memset(nf->written, 0, PD_NOTIFY_WRITTEN_BITS / 8);
     }
 }
 

@@ -146,10 +146,13 @@ void pd_notifier_restored(pd_notifier *nf, uint64_t taken_at);
 /* This life got devices of the life before back (its snapshot, the
  * stream): the next pd_notifier_start opens the window of
  * pd_notifier_same, in which, too, a change of a user this node announced
- * in it is announced after another node took the user over (a bit per
- * user hash, PD_NOTIFY_SAID_BITS of them: 128 KB, allocated at the first
- * such start; out of memory, nothing is kept and nothing more said). */
-#define PD_NOTIFY_SAID_BITS (1u << 20)
+ * in it is announced after another node took the user over (a set of
+ * PD_NOTIFY_SAID_BITS bits, two per user hash: 1 MB, allocated at the
+ * first such start; out of memory, nothing is kept and nothing more
+ * said). */
+#define PD_NOTIFY_SAID_BITS (1u << 23)
+/* The users written in a window (pd_notifier_same): a bit per user hash. */
+#define PD_NOTIFY_WRITTEN_BITS (1u << 20)
 void pd_notifier_devices_back(pd_notifier *nf);
 /* Warming up again (the loop stalled): nothing is announced until
  * pd_notifier_start (a heal under way is held for it). */
@@ -174,7 +177,7 @@ void pd_notifier_floor(pd_notifier *nf, const pd_view *v, uint64_t now);
  * devices back (pd_notifier_devices_back). Both are counted in the stats'
  * floors. The model asks for these writes while pd_notifier_wants_same:
  * in any window of floors, whose closing walk says again every user
- * written in it (a bit per user hash, PD_NOTIFY_SAID_BITS, allocated at
+ * written in it (a bit per user hash, PD_NOTIFY_WRITTEN_BITS, allocated at
  * the first window's first write), whatever its ver shows. */
 void pd_notifier_same(pd_notifier *nf, const pd_view *v, uint64_t now);
 bool pd_notifier_wants_same(const pd_notifier *nf, uint64_t now);

@@ -166,8 +166,10 @@ static void on_floor(void *ud, const pd_view *v) {
     pd_notifier_floor(r->nf, v, r->now);
 }
 
-/* The model's callbacks for a write that changes no status: asked only
- * in the window after a restart from a snapshot (pd_notifier_same). */
+/* The model's callbacks for a write that changes no status: asked in
+ * any window of floors (the closing walk says the users written in it
+ * again), announced only in the window after a restart that got devices
+ * back (pd_notifier_same). */
 static bool want_same(void *ud) {
     pd_repl *r = ud;
     return pd_notifier_wants_same(r->nf, r->now);
@@ -837,7 +839,7 @@ static void check_announcing(pd_repl *r, peer *p, const pd_heartbeat *hb, uint64
         p->owed = 0;
         return;
     }
-    /* Within the take-over's window (node timeout + 2 sync intervals) once
+    /* Within the take-over's window (two node timeouts + 2 sync intervals) once
      * the heartbeat that shows it has come. */
     uint64_t bound = r->cfg.node_timeout_ms;
     if (!p->ready || p->muted_inc == p->inc || p->owed < OWED_MIN || now < p->owed_since + bound)
