@@ -393,7 +393,7 @@ recovery_run() { # devices kind(snapshot|stream)
 # delay ends), so each one is a repeat.
 NOTES_SECS=40
 cluster_restart_run() { # devices kind(term|kill)
-    local d=$1 kind=$2 t0 nb0 nb1 sb0 sb1 conv old=${NODE_LOG[n1]} saved notes_pid notes
+    local d=$1 kind=$2 t0 nb0 nb1 sb0 sb1 conv old=${NODE_LOG[n1]} saved notes_pid notes notes_t0
     if [[ $kind == kill ]]; then
         # a snapshot of the life the clean-stop run started (it writes one
         # once its state changed: the restore did)
@@ -402,7 +402,7 @@ cluster_restart_run() { # devices kind(term|kill)
     fi
     "$BUILD/pd-bench" notes --url "$NATS_URL" --secs "$NOTES_SECS" >"$WORK/notes.$kind.json" \
         2>"$WORK/notes.$kind.err" &
-    notes_pid=$!; PIDS+=("$notes_pid")
+    notes_pid=$!; PIDS+=("$notes_pid"); notes_t0=$($LIB now-ms)
     wait_for 10 grep -q "notes: subscribed" "$WORK/notes.$kind.err" ||
         { echo "pd-bench notes did not subscribe (see $WORK/notes.$kind.err)" >&2; FAILED=1; }
     stop_pid "${NODE_PID[n1]}" "${kind^^}" 300
@@ -420,6 +420,10 @@ cluster_restart_run() { # devices kind(term|kill)
     conv=$("$BUILD/pd-bench" converge --url "$NATS_URL" --nodes "$ALL_NODES" --count "$d" \
         --timeout 60) || true
     nb1=$($LIB nats-out "$NATS_MON" pd-bench-notes); sb1=$($LIB stream-bytes "$NATS_MON")
+    # The windows close two node timeouts and two sync intervals (20.4 s
+    # here) after the restart is back: the count must still run then.
+    (($($LIB now-ms) - notes_t0 + 20400 > NOTES_SECS * 1000)) &&
+        log "  warning: the restart took long; notifications counted for $NOTES_SECS s may miss the closing walks"
     wait "$notes_pid" || true
     notes=$(cat "$WORK/notes.$kind.json")
     [[ -n $notes ]] || notes='{}'

@@ -105,8 +105,10 @@ def cmd_nats_out(mon, but=None):
     is not part of the traffic measured)."""
     out = monitor(mon, "/varz").get("out_bytes", 0)
     if but:
+        # state=all: closed connections too (the server keeps the last
+        # ones), should the counter have ended before this is read
         out -= sum(c.get("out_bytes", 0) for c in
-                   monitor(mon, "/connz?limit=1024").get("connections", [])
+                   monitor(mon, "/connz?state=all&limit=1024").get("connections", [])
                    if c.get("name", "") == but)
     print(out)
 
