@@ -274,12 +274,14 @@ class Run:
         if not self.watchers:
             return
         bad = watch.check(self.watchers, self.nats, sorted(oracle), 10)
-        kills = [t for t, line in inj.timeline if line.startswith("inject node_kill")]
+        # the wall time (ms) of each kill, to compare with notifications' ts
+        wall = time.time() * 1000 - time.monotonic() * 1000
+        kills = [wall + t * 1000 for t, line in inj.timeline if line.startswith("inject node_kill")]
         self.heard_lost, self.heard_bad = watch.not_promised(self.watchers, self.nats, bad, kills)
         self.heard_bad_ts = watch.mismatches_by_ts(self.watchers, self.nats, sorted(oracle))
         for u in sorted({b[1] for b in self.heard_lost})[:5]:
-            self.log("not promised: %s heard at a ver no node holds now, before a node was "
-                     "killed: %s" % (u, watch.history(self.watchers, u)))
+            self.log("not promised: %s heard at a ver no node holds now, published before a "
+                     "node was killed: %s" % (u, watch.history(self.watchers, u)))
         if self.heard_bad:
             self.problems.append("watchers last heard something else than get says for %d "
                                  "users, e.g. %s" % (len({b[1] for b in self.heard_bad}),

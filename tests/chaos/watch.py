@@ -11,7 +11,7 @@ joins again as a client does (schemas/notifications.md, "ver": subscribe,
 then `get` every user until the reply's as_of is past the subscription,
 then the notifications); one whose server never came back is left out. A
 user whose last notification says it is there (not `offline`) at a ver
-above the one the cluster ends with, heard before a node was killed, is
+above the one the cluster ends with, published before a node was killed, is
 the class docs/failure-modes.md does not promise (a visit lost with a
 node killed while cut off: no node holds that write any more);
 not_promised counts those apart, and they fail nothing.
@@ -234,7 +234,6 @@ class Watcher(threading.Thread):
         self.rejoins = 0        # times its server went away and it joined again
         self.last = {}          # user -> (ver, ts, status): the largest ver
         self.last_ts = {}       # user -> (ver, ts, status): the newest ts
-        self.heard_at = {}      # user -> when self.last[user] arrived (time.monotonic())
         self.hist = {}          # user -> [(seconds since start, ver, ts, status)], for the logs
         self.t0 = time.monotonic()
         self.count = 0
@@ -262,7 +261,6 @@ class Watcher(threading.Thread):
                                            ((how,) if how else ()))
         if key[:2] >= self.last.get(u, (0, 0, None))[:2]:
             self.last[u] = key
-            self.heard_at[u] = time.monotonic()
         if key[1] >= self.last_ts.get(u, (0, 0, None))[1]:
             self.last_ts[u] = key
 
@@ -400,8 +398,9 @@ def not_promised(watchers, nats, bad, kills):
     docs/failure-modes.md does not promise: the watcher kept a visit's
     state (not `offline`) at a ver larger than the one the cluster holds
     now (a write no node has any more, the user may be known to none),
-    heard before a node was killed (kills: time.monotonic() of each
-    SIGKILL of a node). A node that is not killed loses no write, so
+    published before a node was killed (its ts against kills: the wall
+    time in ms of each SIGKILL of a node; a route that heals may deliver
+    it later, chaos seed 39). A node that is not killed loses no write, so
     without a kill after it that is a failure like any other; nor is an
     `offline` kept above the final ver ((7): the end of a delay that a
     node announced and died before the devices were back to it, a floor
@@ -423,12 +422,12 @@ def not_promised(watchers, nats, bad, kills):
         return [], bad
     lost, rest = [], []
     for b in bad:
-        w, kept, at = by_name.get(b[0]), None, None
+        w, kept = by_name.get(b[0]), None
         if w:
             with w.lock:
-                kept, at = w.last.get(b[1]), w.heard_at.get(b[1])
+                kept = w.last.get(b[1])
         if (kept and kept[2] != "offline" and b[1] in vers and kept[0] > vers[b[1]]
-                and any(k > at for k in kills)):
+                and any(k > kept[1] for k in kills)):
             lost.append(b)
         else:
             rest.append(b)
