@@ -407,7 +407,7 @@ void repl__end_sync(pd_repl *r, peer *p, uint64_t now) {
  * that gap by a transfer of our partition, which does not carry it. */
 static void pass_on_registers(pd_repl *r, peer *p) {
     if (pd_model_registers_dump_step(r->m, peer_id(p), p->kept_verified, &p->regs_at,
-                                     SERVE_BUCKETS, repl__on_op_dump, r))
+                                     PASS_ON_BUCKETS, repl__on_op_dump, r))
         p->regs_passing = false;
 }
 

@@ -27,6 +27,8 @@
  * sends a part at least every half sync interval, empty if the slices found
  * nothing of its origin, so that the requester hears it progress. */
 #define SERVE_BUCKETS 4096
+/* The registers passed on to a new life of a peer: user buckets a tick. */
+#define PASS_ON_BUCKETS 256
 /* The republish after a restore: hash buckets of our devices per loop turn
  * (about as many devices: some 8 ms of work on this 2-core machine). */
 #define REPUBLISH_BUCKETS 16384
@@ -88,7 +90,7 @@ typedef struct {
     bool regs_owed;             /* a life we did not know, or one our snapshot named:
                                  * pass on the registers it wrote once it follows
                                  * us (pass_on_registers) */
-    bool regs_passing;          /* ... under way, SERVE_BUCKETS user buckets a tick */
+    bool regs_passing;          /* ... under way, PASS_ON_BUCKETS user buckets a tick */
     uint64_t regs_at;           /* ... its scan cursor in the user table */
     uint8_t *hb;                /* its last heartbeat, for the cluster view */
     size_t hb_len;
