@@ -811,8 +811,8 @@ static void check_ready(pd_repl *r, uint64_t now);
  * OWED_MIN changes or more, the first of them a node timeout ago, while the notification count of its heartbeats has not
  * moved since, publishes nothing: a made-up node, or one that cannot
  * publish. It leaves the announcer set here (muted_inc), and the users it
- * had are taken over with their changes of the last node timeout + 2 sync
- * intervals announced again (pd_notifier_take_over), which covers what it
+ * had are taken over with their changes of the last two node timeouts + 2
+ * sync intervals announced again (pd_notifier_take_over), which covers what it
  * swallowed. Every node counts the same changes against it, so all leave
  * it out at about the same time. The bound is wide (a real node publishes
  * what it owes as soon as it applies the change, and its next heartbeat
