@@ -163,6 +163,16 @@ What is left:
       others took it for the announcer, it learned the user's departure
       only after that. Not reproduced in the simulator (there the node
       back learns it from the third node in time).
+  (22) seed 15, 60 s (u789, u245; 2026-12-03 evening): in a three-way
+      split a node took the others for down and said a user `offline` at
+      the end of its delay (ver (last_seen + delay) << 16); at the heal
+      it got the user's devices back and said `busy` at a smaller ver
+      (the status register's, 400 ms older): the return did not raise
+      the user's ver floor above the `offline` it had said, and the node
+      was killed a second later. The final state's ver (a later
+      last_seen) is above that `offline` but was never said (a write
+      that changed no status, after the windows). Akin to (7); not
+      analysed further.
   (7) seed 1: after a heal, many users re-announced `online` below an
       `offline` announced on the other side, with a floor above it
       reaching every node later without a notification (the node that
@@ -216,8 +226,8 @@ partitions, longer than the harness waits). After the offline floors
 were no longer said (notify.c, pd_notifier_floor), 30 s runs of seeds
 31 to 40: 0, np 36: 2 and 39: 1 (a notification of the lost visit
 delivered late to a second side by a healed route: np goes by the
-notification's ts since). Always 0 lost, 0 ghosts, 0 divergent,
-cluster --diff clean.
+notification's ts since); 60 s runs of 11, 13, 14, 17: 0, of 15: 2
+((22)). Always 0 lost, 0 ghosts, 0 divergent, cluster --diff clean.
 The run's chaos.log lists, for the first users that differ, everything
 each watcher heard of them.
 
