@@ -326,3 +326,37 @@ Test(ver, a_later_last_seen_moves_the_end_of_the_delay) {
     cr_expect_eq(v.status, PD_PUB_OFFLINE, "the delay ends at last_seen + the delay");
     cr_expect_eq(sb.last_ver[3], (drop + 700) << 16, "its offline's ver");
 }
+
+/* b took a for down and said alice `offline` when its delay ended; then
+ * (a split healing) it learns a later last_seen of hers, written on the
+ * other side before that end, and her device there: the return must
+ * outrank the `offline` b said, though the delay counted from the new
+ * last_seen has not ended (chaos seed 15, 60 s, u789: said `busy` below
+ * the `offline`; watch.py (22)). */
+Test(ver, a_return_after_a_later_last_seen_outranks_the_offline_said) {
+    uint64_t t = 6000000;
+    apply_on(ma, connect_ev("c1", "alice"), t);
+    expect_same("connect");
+    uint64_t drop = t + 1000;
+    pd_model_drop_owner(mb, S("a"), drop);
+    pd_model_tick(mb, drop + 500); /* b's delay ends: `offline` */
+    pd_view v;
+    pd_model_view(mb, S("alice"), S(""), &v);
+    cr_assert_eq(v.status, PD_PUB_OFFLINE);
+    uint64_t off = sb.last_ver[0];
+    cr_assert_eq(off, v.ver, "b announced the offline state");
+    /* the other side: alice was seen at drop + 400 (before b's end), and a
+     * device of hers on d comes with the heal, at drop + 600 */
+    pd_op seen = {.kind = PD_OP_SEEN, .user = S("alice"), .at = (int64_t)drop + 400,
+                  .hlc = (drop + 400) << 16, .writer = S("c")};
+    cr_assert_eq(pd_model_apply_op(mb, S("c"), &seen, drop + 600), PD_OK);
+    pd_op add = {.kind = PD_OP_ADD, .server = S("s2"), .conn = S("c9"), .user = S("alice"),
+                 .label = S("web"), .state = PD_DEV_ACTIVE, .connected_at = (int64_t)drop + 300,
+                 .last_active = (int64_t)drop + 300, .hlc = (drop + 300) << 16};
+    cr_assert_eq(pd_model_apply_op(mb, S("d"), &add, drop + 600), PD_OK);
+    pd_model_view(mb, S("alice"), S(""), &v);
+    cr_expect_eq(v.status, PD_PUB_ONLINE);
+    cr_expect_gt(v.ver, off, "the return (%llu) outranks the offline b said (%llu)",
+                 (unsigned long long)v.ver, (unsigned long long)off);
+    cr_expect_not(sb.decreased, "every notification of b outranks the one before");
+}

@@ -387,6 +387,12 @@ bool pd__seen(pd_model *m, pd_user *u, int64_t at, const char *by, uint64_t hlc)
     if (u->ndev == 0 && !(u->flags & (UF_GRACE | UF_BACK)) && m->cfg.offline_delay_ms &&
         due > m->now && pd_theap_arm(&m->timers, &u->grace, due) == PD_OK) {
         u->flags |= UF_GRACE | UF_HELD_ACTIVE;
+        /* Shown offline here already (the delay ended here, counted from
+         * the last_seen before this one: a split healing): the presence
+         * held again outranks that `offline` (chaos seed 15, 60 s: said
+         * `busy` below it; watch.py (22)). */
+        if (u->pub_status == PD_PUB_OFFLINE && u->notified_ts > 0)
+            back_raise(m, u, pd__hlc_next(m, m->now));
         pd__mark_dirty(m, u);
     }
     return true;

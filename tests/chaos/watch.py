@@ -157,22 +157,22 @@ in the simulated cluster):
       about to its last heartbeat. It now reaches back two node timeouts
       and two sync intervals (a live announcer may owe a change for a
       node timeout before it is muted).
+  (22) seed 15, 60 s (u789, u245): in a three-way split a node took
+      the others for down and said a user `offline` at the end of its
+      delay; at the heal it learned a later last_seen of the user's,
+      written on the other side before that end, which put the user back
+      in the delay here (the rule of (4)): the presence held again was
+      said at the status register's ver, below the `offline` (and the
+      node was killed a second later, before anything outranked it). A
+      node that showed the user offline now raises the ver floor at its
+      clock when the user goes back in the delay (model/presence.c,
+      pd__seen).
 What is left:
   (18) seed 6 (u278): a user whose delay ended while the node back as a
       new life (its announcer) was cut from the device's owner: the
       others took it for the announcer, it learned the user's departure
       only after that. Not reproduced in the simulator (there the node
       back learns it from the third node in time).
-  (22) seed 15, 60 s (u789, u245; 2026-12-03 evening): in a three-way
-      split a node took the others for down and said a user `offline` at
-      the end of its delay (ver (last_seen + delay) << 16); at the heal
-      it got the user's devices back and said `busy` at a smaller ver
-      (the status register's, 400 ms older): the return did not raise
-      the user's ver floor above the `offline` it had said, and the node
-      was killed a second later. The final state's ver (a later
-      last_seen) is above that `offline` but was never said (a write
-      that changed no status, after the windows). Akin to (7); not
-      analysed further.
   (7) seed 1: after a heal, many users re-announced `online` below an
       `offline` announced on the other side, with a floor above it
       reaching every node later without a notification (the node that
@@ -227,7 +227,8 @@ were no longer said (notify.c, pd_notifier_floor), 30 s runs of seeds
 31 to 40: 0, np 36: 2 and 39: 1 (a notification of the lost visit
 delivered late to a second side by a healed route: np goes by the
 notification's ts since); 60 s runs of 11, 13, 14, 17: 0, of 15: 2
-((22)). Always 0 lost, 0 ghosts, 0 divergent, cluster --diff clean.
+((22), then fixed). Always 0 lost, 0 ghosts, 0 divergent, cluster --diff
+clean.
 The run's chaos.log lists, for the first users that differ, everything
 each watcher heard of them.
 
