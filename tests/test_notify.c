@@ -370,6 +370,26 @@ static void walk_to_end(pd_notifier *nf, const pd_model *m, uint64_t now) {
     while (pd_notifier_healing(nf)) pd_notifier_heal_step(nf, m, now);
 }
 
+/* heal_world's node, long after its users connected (and after the window
+ * of its start, whose closing walk said them all), starts again: returns
+ * the time of that start. */
+static uint64_t restart_long_after(pd_notifier *nf, const pd_model *m) {
+    uint64_t start = 1000 + 4 * NCFG.node_timeout_ms;
+    cr_assert_not(pd_notifier_floors_open(nf, start - 1));
+    pd_notifier_heal_step(nf, m, start - 1);
+    walk_to_end(nf, m, start - 1);
+    pd_notifier_pause(nf);
+    pd_notifier_start(nf, m, start, start);
+    return start;
+}
+
+/* Steps from t, 100 ms a step, while the window of floors is open: returns
+ * the first time it is closed (its closing walk not begun yet). */
+static uint64_t until_window_ends(pd_notifier *nf, const pd_model *m, uint64_t t) {
+    for (; pd_notifier_floors_open(nf, t); t += 100) pd_notifier_heal_step(nf, m, t);
+    return t;
+}
+
 /* Every u<i> of heal_world was announced at least once since heal_count
  * was zeroed. */
 static void expect_each_once_at_least(void) {
@@ -628,11 +648,7 @@ Test(notify, the_end_of_a_window_says_again_a_user_written_in_it_whatever_its_ve
     wiring w;
     pd_model *m = heal_world(count_publish, &calls, &w); /* u<i> connected at 1000 */
     pd_notifier *nf = w.nf;
-    uint64_t start = 1000 + 4 * NCFG.node_timeout_ms;
-    pd_notifier_heal_step(nf, m, start - 1);
-    walk_to_end(nf, m, start - 1);
-    pd_notifier_pause(nf);
-    pd_notifier_start(nf, m, start, start);
+    uint64_t start = restart_long_after(nf, m);
     cr_assert(pd_notifier_wants_same(nf, start + 10), "the model is not asked for writes");
     pd_view v;
     cr_assert(pd_model_view(m, PD_STR_LIT("u2"), (pd_str){NULL, 0}, &v));
@@ -640,8 +656,7 @@ Test(notify, the_end_of_a_window_says_again_a_user_written_in_it_whatever_its_ve
     pd_notifier_same(nf, &v, start + 10); /* written now, its ver unchanged */
     memset(heal_count, 0, sizeof heal_count);
     calls = 0;
-    uint64_t t = start + 100;
-    for (; pd_notifier_floors_open(nf, t); t += 100) pd_notifier_heal_step(nf, m, t);
+    uint64_t t = until_window_ends(nf, m, start + 100);
     cr_expect_not(pd_notifier_wants_same(nf, t), "asked for writes out of a window");
     cr_expect_eq(calls, 0, "nothing before the window ends");
     pd_notifier_heal_step(nf, m, t);
@@ -652,8 +667,7 @@ Test(notify, the_end_of_a_window_says_again_a_user_written_in_it_whatever_its_ve
     pd_notifier_pause(nf);
     pd_notifier_start(nf, m, t + 10, t + 10);
     calls = 0;
-    uint64_t t2 = t + 20;
-    for (; pd_notifier_floors_open(nf, t2); t2 += 100) pd_notifier_heal_step(nf, m, t2);
+    uint64_t t2 = until_window_ends(nf, m, t + 20);
     pd_notifier_heal_step(nf, m, t2);
     walk_to_end(nf, m, t2);
     cr_expect_eq(calls, 0, "u2 said again without a write: %d", calls);
@@ -670,13 +684,8 @@ Test(notify, a_window_opened_during_a_closing_walk_keeps_its_writes) {
     wiring w;
     pd_model *m = heal_world(count_publish, &calls, &w); /* u<i> connected at 1000 */
     pd_notifier *nf = w.nf;
-    uint64_t start = 1000 + 4 * NCFG.node_timeout_ms;
-    pd_notifier_heal_step(nf, m, start - 1);
-    walk_to_end(nf, m, start - 1);
-    pd_notifier_pause(nf);
-    pd_notifier_start(nf, m, start, start);
-    uint64_t t = start + 100;
-    for (; pd_notifier_floors_open(nf, t); t += 100) pd_notifier_heal_step(nf, m, t);
+    uint64_t start = restart_long_after(nf, m);
+    uint64_t t = until_window_ends(nf, m, start + 100);
     pd_notifier_heal_step(nf, m, t); /* the closing walk: its first slice */
     cr_assert(pd_notifier_healing(nf), "a closing walk of %d users in one slice", HEAL_USERS);
     pd_notifier_take_over(nf, m, t); /* a new window */
@@ -778,13 +787,7 @@ Test(notify, the_end_of_a_window_says_again_what_changed_in_it) {
     wiring w;
     pd_model *m = heal_world(count_publish, &calls, &w); /* u<i> connected at 1000 */
     pd_notifier *nf = w.nf;
-    uint64_t start = 1000 + 4 * NCFG.node_timeout_ms; /* connected long before */
-    /* The window of heal_world's start closes first (all of them said). */
-    cr_assert_not(pd_notifier_floors_open(nf, start - 1));
-    pd_notifier_heal_step(nf, m, start - 1);
-    walk_to_end(nf, m, start - 1);
-    pd_notifier_pause(nf);
-    pd_notifier_start(nf, m, start, start);
+    uint64_t start = restart_long_after(nf, m); /* connected long before */
     for (int i = 0; i < 5; i++) { /* a second device: the same state, a higher ver */
         char conn[32], user[32];
         snprintf(conn, sizeof conn, "d%d", i);
@@ -798,8 +801,7 @@ Test(notify, the_end_of_a_window_says_again_what_changed_in_it) {
     }
     memset(heal_count, 0, sizeof heal_count);
     calls = 0;
-    uint64_t t = start + 100;
-    for (; pd_notifier_floors_open(nf, t); t += 100) pd_notifier_heal_step(nf, m, t);
+    uint64_t t = until_window_ends(nf, m, start + 100);
     cr_expect_eq(calls, 0, "nothing before the window ends");
     pd_notifier_heal_step(nf, m, t);
     walk_to_end(nf, m, t);

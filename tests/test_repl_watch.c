@@ -35,6 +35,12 @@ static void user_announced_by(world *w, int a, const char *prefix, char out[16])
     cr_assert_fail("no user announced by %s", NODE[a]);
 }
 
+/* setup, and a user whom NODE[a] announces (user_announced_by). */
+static void setup_with_user(world *w, uint64_t seed, int a, const char *prefix, char user[16]) {
+    setup(w, seed);
+    user_announced_by(w, a, prefix, user);
+}
+
 static void conn_event_at(world *w, int i, pd_event_type t, const char *conn, const char *user) {
     char sid[8];
     snprintf(sid, sizeof sid, "s%d", i);
@@ -226,10 +232,9 @@ Test(repl_watch, a_user_never_seen_here_that_came_and_went_there_ends_offline) {
  * change it silently then). */
 Test(repl_watch, a_user_that_left_while_its_announcer_restarted_ends_offline) {
     world w;
-    setup(&w, 49);
-    sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, 2, "r", user);
+    setup_with_user(&w, 49, 2, "r", user);
+    sim *s = &w.s;
     sim_restart(s, 2);
     run_for(s, 100);
     conn_event_at(&w, 0, PD_EV_CONNECT, "cr0", user);
@@ -426,10 +431,9 @@ static void back_from_snapshot(sim *s, int i, snapbuf *snap) {
  * watcher stays on the `offline`. */
 Test(repl_watch, a_node_back_from_its_snapshot_announces_the_floor_above_the_offline) {
     world w;
-    setup(&w, 53);
-    sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, 2, "k", user);
+    setup_with_user(&w, 53, 2, "k", user);
+    sim *s = &w.s;
     conn_event_at(&w, 2, PD_EV_CONNECT, "ck", user);
     run_for(s, 3 * s->cfg.sync_interval_ms);
     snapbuf snap = {0};
@@ -504,10 +508,9 @@ Test(repl_watch, an_offline_due_while_its_announcer_was_dead_is_said_when_it_is_
  * users whoever announces them now. */
 Test(repl_watch, an_offline_due_while_a_split_off_announcer_was_dead_is_said_when_it_is_back) {
     world w;
-    setup(&w, 58);
-    sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, 0, "g", user);
+    setup_with_user(&w, 58, 0, "g", user);
+    sim *s = &w.s;
     run_for(s, 2 * s->cfg.sync_interval_ms);
     s->cut[2] = true;
     uint64_t down_at = s->now + s->cfg.node_timeout_ms + SUSPICION_MS;
@@ -539,10 +542,9 @@ Test(repl_watch, an_offline_due_while_a_split_off_announcer_was_dead_is_said_whe
  * announced while n1 was gone (pd_notifier_rejoin). */
 Test(repl_watch, a_change_made_while_a_node_and_its_server_were_away_reaches_its_watchers) {
     world w;
-    setup(&w, 55);
-    sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, 0, "j", user);
+    setup_with_user(&w, 55, 0, "j", user);
+    sim *s = &w.s;
     down_for(s, 1, s->cfg.sync_interval_ms);
     conn_event_at(&w, 0, PD_EV_CONNECT, "cj", user);
     run_for(s, 2 * s->cfg.sync_interval_ms);
@@ -606,10 +608,9 @@ Test(repl_watch, a_change_announced_for_a_node_while_it_was_away_reaches_its_wat
  * said again once n1 is ready, not when it is first heard. */
 Test(repl_watch, a_change_made_while_a_node_back_from_down_warmed_up_reaches_its_watchers) {
     world w;
-    setup(&w, 57);
-    sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, 0, "q", user);
+    setup_with_user(&w, 57, 0, "q", user);
+    sim *s = &w.s;
     down_for(s, 1, s->cfg.sync_interval_ms);
     s->cut[1] = s->frozen[1] = false;
     sim_restart(s, 1);
@@ -639,10 +640,9 @@ Test(repl_watch, a_change_made_while_a_node_back_from_down_warmed_up_reaches_its
  * gone. */
 Test(repl_watch, a_change_a_heal_said_while_a_node_was_gone_reaches_its_watchers) {
     world w;
-    setup(&w, 61);
-    sim *s = &w.s;
     char user[16];
-    user_announced_by(&w, 0, "r", user);
+    setup_with_user(&w, 61, 0, "r", user);
+    sim *s = &w.s;
     run_for(s, 2 * s->cfg.sync_interval_ms);
     split_off(s, 0, 2 * s->cfg.sync_interval_ms);
     conn_event_at(&w, 0, PD_EV_CONNECT, "cr", user);

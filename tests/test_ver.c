@@ -221,6 +221,18 @@ Test(ver, remove_and_state_read_with_and_without_ver) {
     cr_expect_not(pd_op_read(&r, &op), "three elements: bad op arity");
 }
 
+
+/* b ticks at `at`, its delay ends: alice is `offline` there, and b
+ * announced that state; returns its ver. */
+static uint64_t alice_offline_on_b(uint64_t at) {
+    pd_model_tick(mb, at);
+    pd_view v;
+    pd_model_view(mb, S("alice"), S(""), &v);
+    cr_assert_eq(v.status, PD_PUB_OFFLINE);
+    cr_assert_eq(sb.last_ver[0], v.ver, "b announced the offline state");
+    return v.ver;
+}
+
 /* The end of the offline delay and a return just before it, on two nodes.
  * b's delay ends first and b announces `offline`; a's reconnect, claimed
  * just before a's own delay ends, reaches b after that. The return must
@@ -233,12 +245,8 @@ Test(ver, a_return_just_before_the_delay_ends_outranks_the_offline) {
     apply_on(ma, conn_ev(PD_EV_DISCONNECT, "c1"), t += 10);
     uint64_t gone = t;
     expect_same("disconnect");
-    pd_model_tick(mb, gone + 500); /* b's delay ends: `offline` */
+    uint64_t off = alice_offline_on_b(gone + 500); /* b's delay ends */
     pd_view v;
-    pd_model_view(mb, S("alice"), S(""), &v);
-    cr_assert_eq(v.status, PD_PUB_OFFLINE);
-    uint64_t off = sb.last_ver[0];
-    cr_assert_eq(off, v.ver, "b announced the offline state");
     /* a: the user is back 10 ms before a's delay would end; b hears it late */
     pd_apply_result res;
     pd_err err = {0};
@@ -339,12 +347,8 @@ Test(ver, a_return_after_a_later_last_seen_outranks_the_offline_said) {
     expect_same("connect");
     uint64_t drop = t + 1000;
     pd_model_drop_owner(mb, S("a"), drop);
-    pd_model_tick(mb, drop + 500); /* b's delay ends: `offline` */
+    uint64_t off = alice_offline_on_b(drop + 500); /* b's delay ends */
     pd_view v;
-    pd_model_view(mb, S("alice"), S(""), &v);
-    cr_assert_eq(v.status, PD_PUB_OFFLINE);
-    uint64_t off = sb.last_ver[0];
-    cr_assert_eq(off, v.ver, "b announced the offline state");
     /* the other side: alice was seen at drop + 400 (before b's end), and a
      * device of hers on d comes with the heal, at drop + 600 */
     pd_op seen = {.kind = PD_OP_SEEN, .user = S("alice"), .at = (int64_t)drop + 400,
