@@ -323,16 +323,8 @@ class Watcher(threading.Thread):
         while time.monotonic() < deadline and not self.stopping.is_set():
             q = pdwire.Nats([self.url])
             try:
-                out = []
-                for i in range(0, len(self.users), compare.BATCH):
-                    raw = q.request("presence.query.get",
-                                    pdwire.mp_pack({"users": self.users[i:i + compare.BATCH]}),
-                                    timeout=3.0)
-                    rep = pdwire.mp_unpack(raw) if raw is not None else {}
-                    if rep.get("as_of", 0) < t or "users" not in rep:
-                        break
-                    out += rep["users"]
-                else:
+                out = get_entries(q, self.users, as_of=t)
+                if out is not None:
                     return out
             finally:
                 q.close()
@@ -408,6 +400,20 @@ def mismatches_by_ts(watchers, nats, users):
         return [("-", "(query)", "error", str(e))]
 
 
+def get_entries(nc, users, as_of=0):
+    """The get entries of users, batched; None if a reply is missing,
+    refused, or says an as_of below the one asked."""
+    out = []
+    for i in range(0, len(users), compare.BATCH):
+        raw = nc.request("presence.query.get", pdwire.mp_pack({"users": users[i:i + compare.BATCH]}),
+                         timeout=3.0)
+        rep = pdwire.mp_unpack(raw) if raw is not None else {}
+        if "users" not in rep or rep.get("as_of", 0) < as_of:
+            return None
+        out += rep["users"]
+    return out
+
+
 def not_promised(watchers, nats, bad, kills):
     """The mismatches of bad (watcher, user, heard, get) that are the class
     docs/failure-modes.md does not promise: the watcher kept a visit's
@@ -425,12 +431,7 @@ def not_promised(watchers, nats, bad, kills):
     try:
         nc = nats()
         try:
-            vers = {}
-            for i in range(0, len(users), compare.BATCH):
-                raw = nc.request("presence.query.get",
-                                 pdwire.mp_pack({"users": users[i:i + compare.BATCH]}), timeout=3.0)
-                for e in pdwire.mp_unpack(raw)["users"]:
-                    vers[e["user"]] = e.get("ver") or 0
+            vers = {e["user"]: e.get("ver") or 0 for e in get_entries(nc, users) or []}
         finally:
             nc.close()
     except (OSError, pdwire.WireError, KeyError, TypeError, AttributeError):
